@@ -1,0 +1,1 @@
+//! Criterion benches for rollout; run them with `cargo bench -p rollout-benches`.

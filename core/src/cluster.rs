@@ -1,0 +1,153 @@
+//! The two traits a backend implements: [`Cluster`] (the control plane) and [`Node`] (a process).
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ApplyRecord, Change, Knob, NodeId, NodeStatus, Topology};
+use crate::probe::HealthProbe;
+
+/// How the engine treats a backend error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// A passing fault (timeout, connection reset, not the leader): retried with backoff.
+    Transient,
+    /// The cluster refuses for now (busy, frozen): treated as "not yet" by the wait that asked.
+    NotSafeYet,
+    /// Retrying cannot help: the rollout stops, restoring its knobs.
+    Fatal,
+}
+
+/// Which steps the engine runs for each node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Procedure {
+    /// The upstream high-availability steps: wave knobs, drain, quiesce, stop, apply, start,
+    /// rejoin, each verified.
+    #[default]
+    HighAvailability,
+    /// The upstream simplified steps: stop, apply, start, wait until healthy.
+    /// Kept for comparison; clients notice it.
+    Simple,
+}
+
+/// A cluster's control plane: topology, knobs and the per-node control steps.
+///
+/// Every step is idempotent and comes with a probe that says when it has taken effect.
+/// The engine never assumes a step worked: it waits for the probe.
+pub trait Cluster: Send + Sync {
+    /// The processes of this cluster.
+    type Node: Node<Error = Self::Error>;
+    /// The backend's error.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// A stable identity of the cluster (its name, meta list or ZooKeeper root), written to the
+    /// journal so that a journal is never resumed against another cluster.
+    fn name(&self) -> &str;
+
+    /// Reads the live topology.
+    fn topology(&self) -> impl Future<Output = Result<Topology, Self::Error>> + Send;
+
+    /// A handle on the node's process, or `None` when the cluster has no such node.
+    fn node(&self, id: &NodeId) -> Option<Self::Node>;
+
+    /// Checks that this backend can apply `change`; the message says why not.
+    ///
+    /// # Errors
+    /// A reason when the change cannot be applied, such as an unknown config file.
+    fn check_change(&self, change: &Change) -> Result<(), String> {
+        change.validate()
+    }
+
+    /// The knobs this procedure needs, with their values while it runs.
+    fn knobs(&self, procedure: Procedure) -> Vec<Knob>;
+
+    /// Reads a knob's current value.
+    fn read_knob(&self, name: &str) -> impl Future<Output = Result<String, Self::Error>> + Send;
+
+    /// Writes a knob. The engine reads it back to verify.
+    fn write_knob(
+        &self,
+        name: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Moves leadership and primaries away from `node` and demotes what must be demoted.
+    fn drain(&self, node: &NodeId) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Holds once `node` serves nothing that its stop would interrupt.
+    fn drained(&self, node: &NodeId) -> impl HealthProbe<Error = Self::Error> + '_;
+
+    /// Holds once the control plane has seen the stopped `node` go (its session expired, it is
+    /// marked offline), so that a start cannot race the old registration.
+    /// The default holds at once.
+    fn stopped(&self, node: &NodeId) -> impl HealthProbe<Error = Self::Error> + '_ {
+        let _ = node;
+        crate::probe::probes::always()
+    }
+
+    /// Flushes or snapshots `node` so that its restart replays little.
+    fn quiesce(&self, node: &NodeId) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Holds once the quiesce has taken effect.
+    fn quiesced(&self, node: &NodeId) -> impl HealthProbe<Error = Self::Error> + '_;
+
+    /// Holds once a restarted `node` is attached to the control plane again.
+    fn ready(&self, node: &NodeId) -> impl HealthProbe<Error = Self::Error> + '_;
+
+    /// Gives `node` its replicas (and, where the backend wants it, its leaderships) back.
+    fn rejoin(&self, node: &NodeId) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Holds once the rejoin has taken effect.
+    fn rejoined(&self, node: &NodeId) -> impl HealthProbe<Error = Self::Error> + '_;
+
+    /// Holds when every node is alive, a coordinator leader answers and every partition is
+    /// fully replicated.
+    fn fully_healthy(&self) -> impl HealthProbe<Error = Self::Error> + '_;
+
+    /// Holds when `node` may be stopped without losing availability, by the backend's rules
+    /// (on top of the engine's own placement check).
+    fn safe_to_stop(&self, node: &NodeId) -> impl HealthProbe<Error = Self::Error> + '_;
+
+    /// Says how the engine should treat `error`. The default treats every error as fatal.
+    fn classify(&self, error: &Self::Error) -> ErrorClass {
+        let _ = error;
+        ErrorClass::Fatal
+    }
+}
+
+/// One server process: stop it, start it, change what it runs.
+pub trait Node: Send + Sync {
+    /// The backend's error.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The node's address.
+    fn id(&self) -> &NodeId;
+
+    /// Asks the process to stop gracefully. Returns once the request is accepted;
+    /// the engine waits for [`status`](Node::status) to say it stopped.
+    fn stop(&self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Starts the process. Returns once it is launched; the engine waits for readiness.
+    fn start(&self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Reports the process state.
+    fn status(&self) -> impl Future<Output = Result<NodeStatus, Self::Error>> + Send;
+
+    /// Applies `change` (installs a version, edits config files), backing up what it replaces.
+    /// Called while the process is stopped.
+    fn apply(
+        &self,
+        change: &Change,
+    ) -> impl Future<Output = Result<ApplyRecord, Self::Error>> + Send;
+
+    /// Puts back what [`apply`](Node::apply) replaced.
+    fn revert(&self, record: &ApplyRecord) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Whether the running process already has `change` applied (the version or config digest
+    /// matches). For [`Change::Restart`] this is `false`: the engine recognises a done restart
+    /// by the node's boot id.
+    fn is_applied(&self, change: &Change)
+    -> impl Future<Output = Result<bool, Self::Error>> + Send;
+}

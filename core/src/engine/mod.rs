@@ -1,0 +1,572 @@
+//! The rolling engine: plan, guard knobs, roll wave after wave, restore.
+
+mod knobs;
+mod node;
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use crate::cluster::{Cluster, ErrorClass, Node};
+use crate::control::Control;
+use crate::error::{Error, Phase};
+use crate::event::{Event, Ignore, Observer};
+use crate::journal::{Entry, Journal, JournalError, Resume};
+use crate::model::{Change, KnobScope, NodeId, Topology};
+use crate::plan::{self, Plan, PlannedKnob, SelectionError, Wave};
+use crate::policy::{OnTimeout, Spec};
+
+use knobs::Guard;
+use node::{NodeOutcome, StartAt};
+
+/// How a rollout that returned `Ok` ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", content = "reason", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every planned node is rolled and knobs are restored.
+    Completed,
+    /// Stopped on purpose (canary, pause on timeout); run [`roll`] again to resume or
+    /// [`abort`] to restore.
+    Halted(String),
+}
+
+/// What a rollout did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Nodes rolled in this run, in order.
+    pub rolled: Vec<NodeId>,
+    /// Nodes left out, with the reason.
+    pub skipped: Vec<(NodeId, String)>,
+    /// Waves in the plan of this run.
+    pub waves: usize,
+    /// Whether this run resumed an interrupted one.
+    pub resumed: bool,
+    /// Whether every knob is back at its original value.
+    pub knobs_restored: bool,
+}
+
+/// Where a rollout records, reports and takes orders: the journal (required), an observer and
+/// a [`Control`].
+#[derive(Clone, Copy)]
+pub struct Run<'a> {
+    journal: &'a dyn Journal,
+    observer: &'a dyn Observer,
+    control: Option<&'a Control>,
+}
+
+impl std::fmt::Debug for Run<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Run").finish_non_exhaustive()
+    }
+}
+
+impl<'a> Run<'a> {
+    /// A run that records to `journal` and reports to nobody.
+    pub fn new(journal: &'a dyn Journal) -> Self {
+        Self {
+            journal,
+            observer: &Ignore,
+            control: None,
+        }
+    }
+
+    /// Sends every event to `observer`.
+    #[must_use]
+    pub fn observe(mut self, observer: &'a dyn Observer) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// Takes pause, resume and cancel from `control`.
+    #[must_use]
+    pub fn control(mut self, control: &'a Control) -> Self {
+        self.control = Some(control);
+        self
+    }
+}
+
+/// Builds the plan of `spec` from the live topology without touching anything (a dry run).
+///
+/// # Errors
+/// Bad input (policy, selection, change) and backend errors reading the topology or knobs.
+pub async fn plan<C: Cluster>(cluster: &C, spec: &Spec) -> Result<Plan, Error<C::Error>> {
+    let topology = validate(cluster, spec).await?;
+    let nodes = resolve(&topology, spec)?;
+    let knobs = cluster.knobs(spec.policy.get_procedure());
+    let mut planned = Vec::new();
+    for k in knobs {
+        let original = cluster
+            .read_knob(&k.name)
+            .await
+            .map_err(|source| Error::Backend {
+                node: None,
+                phase: Phase::Plan,
+                source,
+            })?;
+        planned.push(PlannedKnob {
+            name: k.name,
+            original,
+            during: k.during,
+            scope: k.scope,
+        });
+    }
+    let (todo, done) = split_done(cluster, &spec.change, &nodes, &[]).await?;
+    Ok(make_plan(cluster, spec, &topology, &todo, done, planned))
+}
+
+/// Rolls `spec` over the cluster, one safe wave at a time.
+///
+/// Starts fresh, or resumes the interrupted rollout in the journal (trusting the live cluster:
+/// a node that already restarted is not restarted again).
+/// Knobs are restored on success, on failure and on cancel; on a halt they stay for the
+/// resume.
+///
+/// # Errors
+/// Bad input before anything is touched, and every failure during the run, naming the node and
+/// the phase; knobs are restored before it returns.
+///
+/// # Cancel safety
+/// Dropping the future stops at once (no task is spawned); the journal keeps the saved knob
+/// values and the node in progress, so that the next `roll` resumes or [`abort`] restores.
+pub async fn roll<C: Cluster>(
+    cluster: &C,
+    spec: &Spec,
+    run: Run<'_>,
+) -> Result<Report, Error<C::Error>> {
+    let span = tracing::info_span!(
+        "rollout",
+        cluster = cluster.name(),
+        change = spec.change.kind()
+    );
+    roll_inner(cluster, spec, run).instrument(span).await
+}
+
+/// Ends an interrupted or halted rollout in the journal: restores its knobs and marks it
+/// aborted. Does nothing when no rollout is in progress.
+///
+/// # Errors
+/// Journal errors, a journal of another cluster, or a knob that cannot be restored.
+pub async fn abort<C: Cluster>(cluster: &C, run: Run<'_>) -> Result<bool, Error<C::Error>> {
+    run.journal
+        .lock(&format!("abort of {}", cluster.name()))
+        .map_err(Error::Journal)?;
+    let _lock = LockGuard(run.journal);
+    let resume = Resume::from_entries(&run.journal.load().map_err(Error::Journal)?);
+    let Some((name, ..)) = &resume.begin else {
+        return Ok(false);
+    };
+    if name != cluster.name() {
+        return Err(Error::Journal(JournalError::WrongCluster {
+            expected: cluster.name().into(),
+            found: name.clone(),
+        }));
+    }
+    let mut guard = Guard::from_journal(&resume, cluster.knobs(resume.begin_procedure()));
+    let spec = Spec::new(Change::Restart);
+    let ctx = Ctx::new(cluster, &spec, run);
+    ctx.restore(&mut guard, KnobScope::Rollout).await?;
+    ctx.append(&Entry::End {
+        outcome: "aborted".into(),
+    })?;
+    Ok(true)
+}
+
+struct LockGuard<'a>(&'a dyn Journal);
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        self.0.unlock();
+    }
+}
+
+async fn validate<C: Cluster>(cluster: &C, spec: &Spec) -> Result<Topology, Error<C::Error>> {
+    spec.policy.validate().map_err(Error::InvalidPolicy)?;
+    cluster
+        .check_change(&spec.change)
+        .map_err(|reason| Error::UnsupportedChange {
+            kind: spec.change.kind(),
+            reason,
+        })?;
+    cluster.topology().await.map_err(|source| Error::Backend {
+        node: None,
+        phase: Phase::Plan,
+        source,
+    })
+}
+
+fn resolve<E: std::error::Error>(
+    topology: &Topology,
+    spec: &Spec,
+) -> Result<Vec<NodeId>, Error<E>> {
+    plan::resolve_selection(topology, &spec.selection).map_err(|e| match e {
+        SelectionError::Empty => Error::EmptySelection,
+        SelectionError::Unknown(n) => Error::UnknownNode(n),
+    })
+}
+
+/// Splits `nodes` into those to roll and those already at the target (never for a restart).
+async fn split_done<C: Cluster>(
+    cluster: &C,
+    change: &Change,
+    nodes: &[NodeId],
+    keep: &[NodeId],
+) -> Result<(Vec<NodeId>, Vec<NodeId>), Error<C::Error>> {
+    let mut todo = Vec::new();
+    let mut done = Vec::new();
+    for id in nodes {
+        let node = cluster
+            .node(id)
+            .ok_or_else(|| Error::UnknownNode(id.to_string()))?;
+        let applied = !matches!(change, Change::Restart)
+            && !keep.contains(id)
+            && node
+                .is_applied(change)
+                .await
+                .map_err(|source| Error::Backend {
+                    node: Some(id.clone()),
+                    phase: Phase::Plan,
+                    source,
+                })?;
+        if applied {
+            done.push(id.clone());
+        } else {
+            todo.push(id.clone());
+        }
+    }
+    Ok((todo, done))
+}
+
+fn make_plan<C: Cluster>(
+    cluster: &C,
+    spec: &Spec,
+    topology: &Topology,
+    todo: &[NodeId],
+    already_done: Vec<NodeId>,
+    knobs: Vec<PlannedKnob>,
+) -> Plan {
+    let (waves, blocked) = plan::build_waves(topology, todo, &spec.policy);
+    Plan {
+        cluster: cluster.name().to_string(),
+        change: spec.change.clone(),
+        procedure: spec.policy.get_procedure(),
+        steps: plan::steps(spec.policy.get_procedure()),
+        knobs,
+        waves,
+        blocked,
+        already_done,
+    }
+}
+
+async fn roll_inner<C: Cluster>(
+    cluster: &C,
+    spec: &Spec,
+    run: Run<'_>,
+) -> Result<Report, Error<C::Error>> {
+    let topology = validate(cluster, spec).await?;
+    let selected = resolve(&topology, spec)?;
+    run.journal
+        .lock(&format!("rollout of {}", cluster.name()))
+        .map_err(Error::Journal)?;
+    let _lock = LockGuard(run.journal);
+    let resume = Resume::from_entries(&run.journal.load().map_err(Error::Journal)?);
+    if let Some((name, change, nodes, procedure)) = &resume.begin {
+        if name != cluster.name() {
+            return Err(Error::Journal(JournalError::WrongCluster {
+                expected: cluster.name().into(),
+                found: name.clone(),
+            }));
+        }
+        if change != &spec.change || nodes != &selected || *procedure != spec.policy.get_procedure()
+        {
+            return Err(Error::Journal(JournalError::OtherRollout));
+        }
+    }
+    let in_flight: Vec<NodeId> = resume.in_flight.iter().map(|f| f.0.clone()).collect();
+    let remaining: Vec<NodeId> = selected
+        .iter()
+        .filter(|n| !resume.finished.contains(n))
+        .cloned()
+        .collect();
+    let (todo, done) = split_done(cluster, &spec.change, &remaining, &in_flight).await?;
+    let ctx = Ctx::new(cluster, spec, run);
+    let mut guard = Guard::from_journal(&resume, cluster.knobs(spec.policy.get_procedure()));
+    let planned = guard
+        .planned(cluster)
+        .await
+        .map_err(|source| Error::Backend {
+            node: None,
+            phase: Phase::Plan,
+            source,
+        })?;
+    let plan = make_plan(cluster, spec, &topology, &todo, done.clone(), planned);
+    if let Some(b) = plan.blocked.first() {
+        return Err(Error::Unsafe {
+            node: b.node.clone(),
+            reason: b.reason.clone(),
+        });
+    }
+    ctx.emit(Event::PlanReady {
+        plan: Box::new(plan.clone()),
+    });
+    if resume.active {
+        ctx.emit(Event::Resumed {
+            finished: resume.finished.clone(),
+        });
+    } else {
+        ctx.append(&Entry::Begin {
+            cluster: cluster.name().into(),
+            change: spec.change.clone(),
+            nodes: selected.clone(),
+            procedure: spec.policy.get_procedure(),
+        })?;
+    }
+    for n in &done {
+        ctx.append(&Entry::NodeSkipped {
+            node: n.clone(),
+            reason: "already at the target".into(),
+        })?;
+    }
+    let mut report = Report {
+        outcome: Outcome::Completed,
+        rolled: Vec::new(),
+        skipped: done
+            .iter()
+            .map(|n| (n.clone(), "already at the target".into()))
+            .collect(),
+        waves: plan.waves.len(),
+        resumed: resume.active,
+        knobs_restored: false,
+    };
+    match ctx
+        .roll_waves(&mut guard, &plan.waves, &resume, &mut report)
+        .await
+    {
+        Ok(Some(reason)) => {
+            report.knobs_restored = guard.is_clear();
+            ctx.append(&Entry::Halted {
+                reason: reason.clone(),
+            })?;
+            ctx.emit(Event::Halted {
+                reason: reason.clone(),
+            });
+            report.outcome = Outcome::Halted(reason);
+            Ok(report)
+        }
+        Ok(None) => {
+            ctx.restore(&mut guard, KnobScope::Rollout).await?;
+            report.knobs_restored = true;
+            ctx.append(&Entry::End {
+                outcome: "completed".into(),
+            })?;
+            ctx.emit(Event::Done {
+                rolled: report.rolled.len(),
+            });
+            Ok(report)
+        }
+        Err(e) => {
+            let outcome = if matches!(e, Error::Cancelled { .. }) {
+                "cancelled"
+            } else {
+                "aborted"
+            };
+            // Restore before reporting; a restore failure is reported as well, and the journal
+            // keeps the originals for `abort`.
+            let restored = ctx.restore(&mut guard, KnobScope::Rollout).await;
+            let mut msg = chain(&e);
+            if let Err(r) = &restored {
+                msg.push_str(&format!("; knobs not restored: {}", chain(r)));
+            } else {
+                ctx.append(&Entry::End {
+                    outcome: outcome.into(),
+                })?;
+            }
+            ctx.emit(Event::Failed { error: msg });
+            Err(e)
+        }
+    }
+}
+
+/// An error and its sources on one line.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The engine's private state for one run.
+struct Ctx<'a, C> {
+    cluster: &'a C,
+    spec: &'a Spec,
+    run: Run<'a>,
+}
+
+impl<'a, C: Cluster> Ctx<'a, C> {
+    fn new(cluster: &'a C, spec: &'a Spec, run: Run<'a>) -> Self {
+        Self { cluster, spec, run }
+    }
+
+    fn emit(&self, event: Event) {
+        self.run.observer.on_event(&event);
+    }
+
+    fn append(&self, entry: &Entry) -> Result<(), Error<C::Error>> {
+        self.run.journal.append(entry).map_err(Error::Journal)
+    }
+
+    /// Calls a control-plane step, retrying transient errors with backoff in tokio time.
+    async fn call<T, F, Fut>(
+        &self,
+        node: Option<&NodeId>,
+        phase: Phase,
+        f: F,
+    ) -> Result<T, Error<C::Error>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, C::Error>>,
+    {
+        use backon::{ExponentialBuilder, Retryable};
+        let (min, max) = self.spec.policy.poll_bounds();
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(min)
+            .with_max_delay(max)
+            .with_max_times(self.spec.policy.get_retries());
+        f.retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(|e| self.cluster.classify(e) == ErrorClass::Transient)
+            .await
+            .map_err(|source| Error::Backend {
+                node: node.cloned(),
+                phase,
+                source,
+            })
+    }
+
+    /// Rolls every wave; `Ok(Some(reason))` means halted.
+    async fn roll_waves(
+        &self,
+        guard: &mut Guard,
+        waves: &[Wave],
+        resume: &Resume,
+        report: &mut Report,
+    ) -> Result<Option<String>, Error<C::Error>> {
+        self.set(guard, KnobScope::Rollout, None).await?;
+        // Nodes the journal shows in progress are finished first, from where they stopped.
+        for (id, boot, record) in &resume.in_flight {
+            let start = node::resume_point(self, id, boot.as_ref(), record.as_ref()).await?;
+            let wave = Wave {
+                role: "resumed".into(),
+                kind: crate::model::RoleKind::Data,
+                nodes: vec![id.clone()],
+            };
+            if let Some(reason) = self
+                .roll_wave(guard, &wave, usize::MAX, start, report)
+                .await?
+            {
+                return Ok(Some(reason));
+            }
+        }
+        let canary = self.spec.policy.get_canary();
+        for (index, wave) in waves.iter().enumerate() {
+            if let Some(n) = canary
+                && report.rolled.len() >= n
+            {
+                self.restore(guard, KnobScope::Rollout).await?;
+                return Ok(Some(format!(
+                    "canary: {} node(s) rolled; run again to go on",
+                    report.rolled.len()
+                )));
+            }
+            if let Some(control) = self.run.control {
+                if control.is_paused() {
+                    self.emit(Event::Waiting {
+                        node: wave.nodes.first().cloned(),
+                        phase: Phase::Gate,
+                        reason: "paused by the operator".into(),
+                    });
+                }
+                if control.checkpoint().await {
+                    return Err(Error::Cancelled {
+                        node: wave.nodes.first().cloned(),
+                    });
+                }
+            }
+            self.reapply(guard).await?;
+            let nodes = wave.nodes.iter().filter(|n| !report.rolled.contains(n));
+            let wave = Wave {
+                nodes: nodes.cloned().collect(),
+                ..wave.clone()
+            };
+            if wave.nodes.is_empty() {
+                continue;
+            }
+            self.emit(Event::WaveStarted {
+                index,
+                nodes: wave.nodes.clone(),
+            });
+            if let Some(reason) = self
+                .roll_wave(guard, &wave, index, StartAt::Gate, report)
+                .await?
+            {
+                return Ok(Some(reason));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Rolls one wave in lockstep phases; `Ok(Some(reason))` means halted.
+    async fn roll_wave(
+        &self,
+        guard: &mut Guard,
+        wave: &Wave,
+        index: usize,
+        start: StartAt,
+        report: &mut Report,
+    ) -> Result<Option<String>, Error<C::Error>> {
+        let span = tracing::info_span!("wave", index, role = wave.role.as_str());
+        let outcome = node::roll_nodes(self, guard, wave, start)
+            .instrument(span)
+            .await;
+        match outcome {
+            Ok(outcomes) => {
+                for (id, o) in outcomes {
+                    match o {
+                        NodeOutcome::Done => {
+                            self.append(&Entry::NodeDone { node: id.clone() })?;
+                            self.emit(Event::NodeDone { node: id.clone() });
+                            report.rolled.push(id);
+                        }
+                        NodeOutcome::Skipped(reason) => {
+                            self.append(&Entry::NodeSkipped {
+                                node: id.clone(),
+                                reason: reason.clone(),
+                            })?;
+                            self.emit(Event::NodeSkipped {
+                                node: id.clone(),
+                                reason: reason.clone(),
+                            });
+                            report.skipped.push((id, reason));
+                        }
+                    }
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                if self.spec.policy.get_on_timeout() == OnTimeout::Pause
+                    && matches!(e, Error::Timeout { .. })
+                {
+                    return Ok(Some(format!("paused on timeout: {}", chain(&e))));
+                }
+                self.restore(guard, KnobScope::Wave).await?;
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,540 @@
+//! The per-node sequence, run in lockstep over the nodes of a wave.
+
+use std::future::Future;
+
+use futures_util::future::join_all;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::cluster::{Cluster, Node, Procedure};
+use crate::error::{Error, Phase};
+use crate::event::Event;
+use crate::journal::Entry;
+use crate::model::{ApplyRecord, Health, KnobScope, NodeId, RoleKind};
+use crate::plan::{Wave, wave_is_safe};
+use crate::policy::OnTimeout;
+use crate::probe::{HealthProbe, probe_fn};
+use crate::wait::{WaitError, wait_until};
+
+use super::Ctx;
+use super::knobs::Guard;
+
+/// Where a wave's nodes start their sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum StartAt {
+    /// From the safety gate (a fresh node).
+    Gate,
+    /// From the drain (resumed before its stop; the gate would see its own drain).
+    Drain,
+    /// From apply (resumed while stopped).
+    Apply,
+    /// From start (resumed while stopped, change applied).
+    Start,
+    /// From the wait for readiness (resumed after its restart).
+    WaitReady,
+}
+
+/// How one node of a wave ended.
+pub(super) enum NodeOutcome {
+    Done,
+    Skipped(String),
+}
+
+struct Slot<N> {
+    id: NodeId,
+    node: N,
+    boot: Option<String>,
+    record: Option<ApplyRecord>,
+}
+
+/// Decides where an in-flight node resumes, from its live status.
+pub(super) async fn resume_point<C: Cluster>(
+    ctx: &Ctx<'_, C>,
+    id: &NodeId,
+    boot: Option<&String>,
+    record: Option<&ApplyRecord>,
+) -> Result<StartAt, Error<C::Error>> {
+    let node = ctx
+        .cluster
+        .node(id)
+        .ok_or_else(|| Error::UnknownNode(id.to_string()))?;
+    let status = ctx.call(Some(id), Phase::Plan, || node.status()).await?;
+    Ok(if !status.running {
+        if record.is_some() {
+            StartAt::Start
+        } else {
+            StartAt::Apply
+        }
+    } else if status.boot.as_ref() != boot {
+        StartAt::WaitReady
+    } else {
+        StartAt::Drain
+    })
+}
+
+/// Runs the node sequence for every node of `wave`, phase by phase.
+pub(super) async fn roll_nodes<C: Cluster>(
+    ctx: &Ctx<'_, C>,
+    guard: &mut Guard,
+    wave: &Wave,
+    start: StartAt,
+) -> Result<Vec<(NodeId, NodeOutcome)>, Error<C::Error>> {
+    let ha = ctx.spec.policy.get_procedure() == Procedure::HighAvailability;
+    let deadlines = *ctx.spec.policy.get_deadlines();
+    let mut slots = Vec::new();
+    for id in &wave.nodes {
+        let node = ctx
+            .cluster
+            .node(id)
+            .ok_or_else(|| Error::UnknownNode(id.to_string()))?;
+        slots.push(Slot {
+            id: id.clone(),
+            node,
+            boot: None,
+            record: None,
+        });
+    }
+    let mut outcomes = Vec::new();
+    let resumed = ctx.resume_state(&mut slots, start);
+    resumed.await?;
+
+    if start <= StartAt::Gate
+        && let Err(e) = ctx.gate(wave).await
+    {
+        return skip_or_fail(ctx, e, &wave.nodes, &mut outcomes).map(|()| outcomes);
+    }
+    if start <= StartAt::Drain {
+        for s in &mut slots {
+            let status = ctx
+                .call(Some(&s.id), Phase::Gate, || s.node.status())
+                .await?;
+            s.boot = status.boot;
+            ctx.append(&Entry::NodeBegin {
+                node: s.id.clone(),
+                boot: s.boot.clone(),
+            })?;
+        }
+        let data = wave.kind == RoleKind::Data;
+        if ha && data {
+            ctx.set(guard, KnobScope::Wave, None).await?;
+            let results = ctx
+                .prepare(
+                    &slots,
+                    Phase::Drain,
+                    Phase::WaitDrained,
+                    deadlines.drain,
+                    |id| ctx.cluster.drain(id),
+                    |id| ctx.cluster.drained(id),
+                )
+                .await;
+            slots = ctx.keep(slots, results, &mut outcomes).await?;
+            let results = ctx
+                .prepare(
+                    &slots,
+                    Phase::Quiesce,
+                    Phase::WaitQuiesced,
+                    deadlines.quiesce,
+                    |id| ctx.cluster.quiesce(id),
+                    |id| ctx.cluster.quiesced(id),
+                )
+                .await;
+            slots = ctx.keep(slots, results, &mut outcomes).await?;
+            if slots.is_empty() {
+                ctx.restore(guard, KnobScope::Wave).await?;
+                return Ok(outcomes);
+            }
+        }
+        ctx.all(&slots, Phase::Stop, |s| async move {
+            ctx.call(Some(&s.id), Phase::Stop, || s.node.stop()).await
+        })
+        .await?;
+        ctx.all(&slots, Phase::WaitStopped, |s| async move {
+            let probe = Stopped(&s.node).and(ctx.cluster.stopped(&s.id));
+            ctx.wait(Some(&s.id), Phase::WaitStopped, &probe, deadlines.stop)
+                .await
+        })
+        .await?;
+    }
+    if start <= StartAt::Apply {
+        let records = ctx
+            .all(&slots, Phase::Apply, |s| async move {
+                let record = ctx
+                    .call(Some(&s.id), Phase::Apply, || s.node.apply(&ctx.spec.change))
+                    .await?;
+                ctx.append(&Entry::NodeApplied {
+                    record: record.clone(),
+                })?;
+                Ok(record)
+            })
+            .await;
+        match records {
+            Ok(records) => {
+                for (s, r) in slots.iter_mut().zip(records) {
+                    s.record = Some(r);
+                }
+            }
+            Err(e) => return Err(ctx.roll_back(&slots, e).await),
+        }
+    }
+    let up = async {
+        if start <= StartAt::Start {
+            ctx.all(&slots, Phase::Start, |s| async move {
+                ctx.call(Some(&s.id), Phase::Start, || s.node.start()).await
+            })
+            .await?;
+        }
+        ctx.all(&slots, Phase::WaitReady, |s| async move {
+            let probe = Restarted {
+                node: &s.node,
+                before: s.boot.clone(),
+            }
+            .and(ctx.cluster.ready(&s.id));
+            ctx.wait(Some(&s.id), Phase::WaitReady, &probe, deadlines.ready)
+                .await
+        })
+        .await
+    };
+    if let Err(e) = up.await {
+        return Err(ctx.roll_back(&slots, e).await);
+    }
+    if ha {
+        ctx.release_wave(guard).await?;
+        ctx.all(&slots, Phase::Rejoin, |s| async move {
+            ctx.call(Some(&s.id), Phase::Rejoin, || ctx.cluster.rejoin(&s.id))
+                .await
+        })
+        .await?;
+        ctx.all(&slots, Phase::WaitRejoined, |s| async move {
+            ctx.wait(
+                Some(&s.id),
+                Phase::WaitRejoined,
+                &ctx.cluster.rejoined(&s.id),
+                deadlines.rejoin,
+            )
+            .await
+        })
+        .await?;
+    }
+    let first = slots.first().map(|s| s.id.clone());
+    ctx.step_opt(first.as_ref(), Phase::WaitHealthy, async {
+        ctx.wait(
+            None,
+            Phase::WaitHealthy,
+            &ctx.cluster.fully_healthy(),
+            deadlines.healthy,
+        )
+        .await
+    })
+    .await?;
+    outcomes.extend(slots.into_iter().map(|s| (s.id, NodeOutcome::Done)));
+    Ok(outcomes)
+}
+
+/// With the skip policy a timeout before the stop leaves the nodes out; anything else fails.
+fn skip_or_fail<E: std::error::Error + 'static>(
+    ctx_policy: &Ctx<'_, impl Cluster<Error = E>>,
+    e: Error<E>,
+    ids: &[NodeId],
+    outcomes: &mut Vec<(NodeId, NodeOutcome)>,
+) -> Result<(), Error<E>> {
+    if ctx_policy.spec.policy.get_on_timeout() == OnTimeout::Skip
+        && matches!(e, Error::Timeout { .. })
+    {
+        let reason = super::chain(&e);
+        outcomes.extend(
+            ids.iter()
+                .map(|id| (id.clone(), NodeOutcome::Skipped(reason.clone()))),
+        );
+        return Ok(());
+    }
+    Err(e)
+}
+
+impl<C: Cluster> Ctx<'_, C> {
+    /// Nothing to fetch for fresh nodes; resumed nodes take their boot id and record from
+    /// the journal.
+    async fn resume_state(
+        &self,
+        slots: &mut [Slot<C::Node>],
+        start: StartAt,
+    ) -> Result<(), Error<C::Error>> {
+        if start == StartAt::Gate {
+            return Ok(());
+        }
+        let entries = self.run.journal.load().map_err(Error::Journal)?;
+        let resume = crate::journal::Resume::from_entries(&entries);
+        for s in slots {
+            if let Some((_, boot, record)) = resume.in_flight.iter().find(|f| f.0 == s.id) {
+                s.boot = boot.clone();
+                s.record = record.clone();
+            }
+        }
+        Ok(())
+    }
+
+    /// The safety gate: fully healthy, the wave passes the placement check on a fresh
+    /// topology, and the backend says every node is safe to stop.
+    async fn gate(&self, wave: &Wave) -> Result<(), Error<C::Error>> {
+        let max_unavailable = self.spec.policy.get_max_unavailable();
+        let placement = probe_fn(|| async move {
+            let topology = self.cluster.topology().await?;
+            Ok::<Health, C::Error>(
+                match wave_is_safe(&topology, &wave.nodes, max_unavailable) {
+                    Ok(()) => Health::Healthy,
+                    Err(reason) => Health::Waiting(reason),
+                },
+            )
+        });
+        let first = wave.nodes.first();
+        let deadline = self.spec.policy.get_deadlines().gate;
+        self.step_opt(first, Phase::Gate, async {
+            self.wait(
+                first,
+                Phase::Gate,
+                &self.cluster.fully_healthy().and(placement),
+                deadline,
+            )
+            .await?;
+            for id in &wave.nodes {
+                self.wait(
+                    Some(id),
+                    Phase::Gate,
+                    &self.cluster.safe_to_stop(id),
+                    deadline,
+                )
+                .await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs a pre-stop step and its wait on every slot at once.
+    async fn prepare<'s, A, AF, W, WP>(
+        &self,
+        slots: &'s [Slot<C::Node>],
+        act: Phase,
+        wait: Phase,
+        deadline: std::time::Duration,
+        step: A,
+        probe: W,
+    ) -> Vec<Result<(), Error<C::Error>>>
+    where
+        A: Fn(&'s NodeId) -> AF,
+        AF: Future<Output = Result<(), C::Error>>,
+        W: Fn(&'s NodeId) -> WP,
+        WP: HealthProbe<Error = C::Error>,
+    {
+        join_all(slots.iter().map(|s| async {
+            self.step(&s.id, act, self.call(Some(&s.id), act, || step(&s.id)))
+                .await?;
+            let p = probe(&s.id);
+            self.step(&s.id, wait, self.wait(Some(&s.id), wait, &p, deadline))
+                .await
+        }))
+        .await
+    }
+
+    /// Keeps the slots whose pre-stop step worked; the others are skipped (and get their
+    /// replicas back) when the policy allows it, else the wave fails.
+    async fn keep(
+        &self,
+        slots: Vec<Slot<C::Node>>,
+        results: Vec<Result<(), Error<C::Error>>>,
+        outcomes: &mut Vec<(NodeId, NodeOutcome)>,
+    ) -> Result<Vec<Slot<C::Node>>, Error<C::Error>> {
+        let mut kept = Vec::new();
+        let mut failed = None;
+        for (s, r) in slots.into_iter().zip(results) {
+            match r {
+                Ok(()) => kept.push(s),
+                Err(e) => {
+                    let ids = [s.id.clone()];
+                    match skip_or_fail(self, e, &ids, outcomes) {
+                        Ok(()) => {
+                            // Best effort: the node gets its primaries back before the wave
+                            // goes on; the next gate checks the cluster anyway.
+                            let _ = self
+                                .call(Some(&s.id), Phase::Rejoin, || self.cluster.rejoin(&s.id))
+                                .await;
+                        }
+                        Err(e) => {
+                            failed.get_or_insert(e);
+                            kept.push(s);
+                        }
+                    }
+                }
+            }
+        }
+        match failed {
+            Some(e) => {
+                // Nothing was stopped yet: give every node of the wave its replicas back.
+                for s in &kept {
+                    let _ = self
+                        .call(Some(&s.id), Phase::Rejoin, || self.cluster.rejoin(&s.id))
+                        .await;
+                }
+                Err(e)
+            }
+            None => Ok(kept),
+        }
+    }
+
+    /// Runs `f` for every slot at once, each inside its node's span and phase events.
+    async fn all<'s, T, F, Fut>(
+        &self,
+        slots: &'s [Slot<C::Node>],
+        phase: Phase,
+        f: F,
+    ) -> Result<Vec<T>, Error<C::Error>>
+    where
+        F: Fn(&'s Slot<C::Node>) -> Fut,
+        Fut: Future<Output = Result<T, Error<C::Error>>>,
+    {
+        let results = join_all(slots.iter().map(|s| self.step(&s.id, phase, f(s)))).await;
+        results.into_iter().collect()
+    }
+
+    async fn step<T>(
+        &self,
+        id: &NodeId,
+        phase: Phase,
+        fut: impl Future<Output = Result<T, Error<C::Error>>>,
+    ) -> Result<T, Error<C::Error>> {
+        self.step_opt(Some(id), phase, fut).await
+    }
+
+    async fn step_opt<T>(
+        &self,
+        id: Option<&NodeId>,
+        phase: Phase,
+        fut: impl Future<Output = Result<T, Error<C::Error>>>,
+    ) -> Result<T, Error<C::Error>> {
+        let node = id.cloned();
+        self.emit(Event::PhaseStarted {
+            node: node.clone(),
+            phase,
+        });
+        let t0 = Instant::now();
+        let span = tracing::info_span!("phase", node = node.as_ref().map(|n| n.as_str()), %phase);
+        let r = fut.instrument(span).await;
+        if r.is_ok() {
+            self.emit(Event::PhaseFinished {
+                node,
+                phase,
+                took: t0.elapsed(),
+            });
+        }
+        r
+    }
+
+    /// Waits for `probe` through the one wait function, mapping its end to an error that
+    /// names the node and phase.
+    async fn wait<P: HealthProbe<Error = C::Error>>(
+        &self,
+        node: Option<&NodeId>,
+        phase: Phase,
+        probe: &P,
+        deadline: std::time::Duration,
+    ) -> Result<(), Error<C::Error>> {
+        let on_wait = |reason: &str| {
+            tracing::debug!(reason, "waiting");
+            self.emit(Event::Waiting {
+                node: node.cloned(),
+                phase,
+                reason: reason.to_string(),
+            });
+        };
+        wait_until(
+            probe,
+            deadline,
+            self.spec.policy.poll_bounds(),
+            |e| self.cluster.classify(e),
+            on_wait,
+        )
+        .await
+        .map_err(|e| match e {
+            WaitError::Timeout(reason) => Error::Timeout {
+                node: node.cloned(),
+                phase,
+                after: deadline,
+                reason,
+            },
+            WaitError::Failed(reason) => Error::Unhealthy {
+                node: node.cloned(),
+                phase,
+                reason,
+            },
+            WaitError::Probe(source) => Error::Backend {
+                node: node.cloned(),
+                phase,
+                source,
+            },
+        })
+    }
+
+    /// After a failure between stop and ready: put back what apply replaced and start the
+    /// node again, best effort, so that nothing is left half-changed. Returns `e`.
+    async fn roll_back(&self, slots: &[Slot<C::Node>], e: Error<C::Error>) -> Error<C::Error> {
+        for s in slots {
+            let Some(record) = &s.record else { continue };
+            if self.spec.change == crate::model::Change::Restart {
+                continue;
+            }
+            tracing::warn!(
+                node = s.id.as_str(),
+                "reverting the change after a failed start"
+            );
+            let _ = self
+                .call(Some(&s.id), Phase::Revert, || s.node.stop())
+                .await;
+            if self
+                .call(Some(&s.id), Phase::Revert, || s.node.revert(record))
+                .await
+                .is_ok()
+            {
+                let _ = self
+                    .call(Some(&s.id), Phase::Revert, || s.node.start())
+                    .await;
+            }
+        }
+        e
+    }
+}
+
+/// Holds once the node's process no longer runs.
+struct Stopped<'a, N>(&'a N);
+
+impl<N: Node> HealthProbe for Stopped<'_, N> {
+    type Error = N::Error;
+
+    async fn check(&self) -> Result<Health, N::Error> {
+        let status = self.0.status().await?;
+        Ok(if status.running {
+            Health::waiting(format!("node {} still runs", self.0.id()))
+        } else {
+            Health::Healthy
+        })
+    }
+}
+
+/// Holds once the node runs a new incarnation.
+struct Restarted<'a, N> {
+    node: &'a N,
+    before: Option<String>,
+}
+
+impl<N: Node> HealthProbe for Restarted<'_, N> {
+    type Error = N::Error;
+
+    async fn check(&self) -> Result<Health, N::Error> {
+        let status = self.node.status().await?;
+        Ok(if !status.running {
+            Health::waiting(format!("node {} is not running", self.node.id()))
+        } else if self.before.is_some() && status.boot == self.before {
+            Health::waiting(format!("node {} has not restarted yet", self.node.id()))
+        } else {
+            Health::Healthy
+        })
+    }
+}

@@ -1,0 +1,199 @@
+//! The core error, generic over the backend's error.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::journal::JournalError;
+use crate::model::NodeId;
+
+/// A step of a rollout, named in errors, events and the journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Reading the topology and building the plan.
+    Plan,
+    /// Saving, setting and verifying knobs.
+    Guard,
+    /// The safety gate before a node: fully healthy, safe to stop, placement re-checked.
+    Gate,
+    /// Moving primaries and leaderships away.
+    Drain,
+    /// Waiting for the drain to take effect.
+    WaitDrained,
+    /// Flushing so that the restart replays little.
+    Quiesce,
+    /// Waiting for the quiesce to take effect.
+    WaitQuiesced,
+    /// Stopping the process.
+    Stop,
+    /// Waiting for the process to stop.
+    WaitStopped,
+    /// Applying the change.
+    Apply,
+    /// Starting the process.
+    Start,
+    /// Waiting for the process to run and attach to the control plane.
+    WaitReady,
+    /// Giving the node its replicas back.
+    Rejoin,
+    /// Waiting for the rejoin to take effect.
+    WaitRejoined,
+    /// Waiting for the whole cluster to be fully healthy.
+    WaitHealthy,
+    /// Putting knobs back to their original values.
+    Restore,
+    /// Reverting a change that did not come up.
+    Revert,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Self::Plan => "plan",
+            Self::Guard => "guard",
+            Self::Gate => "gate",
+            Self::Drain => "drain",
+            Self::WaitDrained => "wait drained",
+            Self::Quiesce => "quiesce",
+            Self::WaitQuiesced => "wait quiesced",
+            Self::Stop => "stop",
+            Self::WaitStopped => "wait stopped",
+            Self::Apply => "apply",
+            Self::Start => "start",
+            Self::WaitReady => "wait ready",
+            Self::Rejoin => "rejoin",
+            Self::WaitRejoined => "wait rejoined",
+            Self::WaitHealthy => "wait healthy",
+            Self::Restore => "restore",
+            Self::Revert => "revert",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Shows a node for messages, or `cluster` for cluster-wide steps.
+#[derive(Debug)]
+pub struct Target<'a>(pub &'a Option<NodeId>);
+
+impl fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(node) => write!(f, "node {node}"),
+            None => f.write_str("the cluster"),
+        }
+    }
+}
+
+/// What went wrong in a rollout. Every variant that happens during a run names the node
+/// (or the cluster) and the phase; the backend's error is the `source`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error<E: std::error::Error + 'static> {
+    /// The policy contradicts itself; nothing was touched.
+    #[error("invalid policy: {0}")]
+    InvalidPolicy(String),
+    /// The selection is empty; nothing was touched.
+    #[error("the selection is empty: name at least one node or role")]
+    EmptySelection,
+    /// The selection names a node or role the cluster does not have; nothing was touched.
+    #[error("unknown node {0}: it is not in the cluster's topology")]
+    UnknownNode(String),
+    /// The backend cannot apply the change; nothing was touched.
+    #[error("the {kind} change cannot be applied: {reason}")]
+    UnsupportedChange {
+        /// `restart`, `config` or `upgrade`.
+        kind: &'static str,
+        /// The backend's reason.
+        reason: String,
+    },
+    /// Some selected nodes cannot be stopped without losing a partition; nothing was touched.
+    #[error("node {node} cannot be made safe: {reason}")]
+    Unsafe {
+        /// The first such node.
+        node: NodeId,
+        /// Why, such as "partition 2.5 has 1 replica".
+        reason: String,
+    },
+    /// The journal or its lock failed, or belongs to another rollout.
+    #[error("journal")]
+    Journal(#[source] JournalError),
+    /// A backend call failed in a way retrying cannot fix.
+    #[error("{phase} failed on {}", Target(.node))]
+    Backend {
+        /// The node, or `None` for a cluster-wide step.
+        node: Option<NodeId>,
+        /// The phase.
+        phase: Phase,
+        /// The backend error.
+        #[source]
+        source: E,
+    },
+    /// A wait ran past its deadline and the policy said abort.
+    #[error("{phase} on {} timed out after {after:?}: {reason}", Target(.node))]
+    Timeout {
+        /// The node, or `None` for a cluster-wide wait.
+        node: Option<NodeId>,
+        /// The phase.
+        phase: Phase,
+        /// The deadline that passed.
+        after: Duration,
+        /// The last reason the probe gave.
+        reason: String,
+    },
+    /// A probe said the condition will not hold without an operator.
+    #[error("{phase} on {} failed: {reason}", Target(.node))]
+    Unhealthy {
+        /// The node, or `None`.
+        node: Option<NodeId>,
+        /// The phase.
+        phase: Phase,
+        /// The probe's reason.
+        reason: String,
+    },
+    /// A knob did not read back the value just written.
+    #[error("knob {name} reads back {found:?} after writing {expected:?}")]
+    KnobMismatch {
+        /// The knob.
+        name: String,
+        /// What was written.
+        expected: String,
+        /// What was read.
+        found: String,
+    },
+    /// The rollout was cancelled through its [`Control`](crate::Control); knobs were restored.
+    #[error("the rollout was cancelled before {}", Target(.node))]
+    Cancelled {
+        /// The node it would have rolled next.
+        node: Option<NodeId>,
+    },
+}
+
+impl<E: std::error::Error + 'static> Error<E> {
+    /// The node the error names, if any.
+    pub fn node(&self) -> Option<&NodeId> {
+        match self {
+            Self::Unsafe { node, .. } => Some(node),
+            Self::Backend { node, .. }
+            | Self::Timeout { node, .. }
+            | Self::Unhealthy { node, .. }
+            | Self::Cancelled { node } => node.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The phase the error happened in, if any.
+    pub fn phase(&self) -> Option<Phase> {
+        match self {
+            Self::Backend { phase, .. }
+            | Self::Timeout { phase, .. }
+            | Self::Unhealthy { phase, .. } => Some(*phase),
+            Self::KnobMismatch { .. } => Some(Phase::Guard),
+            _ => None,
+        }
+    }
+}
+
+/// The core result type.
+pub type Result<T, E> = std::result::Result<T, Error<E>>;

@@ -1,0 +1,129 @@
+//! Typed events a rollout emits while it runs.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Phase;
+use crate::model::NodeId;
+use crate::plan::Plan;
+
+/// Something that happened in a rollout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Event {
+    /// The plan is built; nothing has been touched yet.
+    PlanReady {
+        /// The plan.
+        plan: Box<Plan>,
+    },
+    /// An interrupted rollout is being resumed from the journal.
+    Resumed {
+        /// Nodes the journal records as finished.
+        finished: Vec<NodeId>,
+    },
+    /// A knob was changed.
+    KnobChanged {
+        /// The knob.
+        name: String,
+        /// Its value before.
+        from: String,
+        /// Its value now.
+        to: String,
+    },
+    /// A knob was put back to its original value.
+    KnobRestored {
+        /// The knob.
+        name: String,
+        /// Its original value.
+        value: String,
+    },
+    /// A wave starts.
+    WaveStarted {
+        /// 0-based index in the plan.
+        index: usize,
+        /// Its nodes.
+        nodes: Vec<NodeId>,
+    },
+    /// A phase starts on a node (or on the cluster).
+    PhaseStarted {
+        /// The node, or `None`.
+        node: Option<NodeId>,
+        /// The phase.
+        phase: Phase,
+    },
+    /// A phase finished.
+    PhaseFinished {
+        /// The node, or `None`.
+        node: Option<NodeId>,
+        /// The phase.
+        phase: Phase,
+        /// How long it took.
+        took: Duration,
+    },
+    /// A wait is still waiting; emitted when the reason changes.
+    Waiting {
+        /// The node, or `None`.
+        node: Option<NodeId>,
+        /// The phase.
+        phase: Phase,
+        /// What blocks.
+        reason: String,
+    },
+    /// A node is done.
+    NodeDone {
+        /// The node.
+        node: NodeId,
+    },
+    /// A node was left out.
+    NodeSkipped {
+        /// The node.
+        node: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// The rollout halted and can be resumed.
+    Halted {
+        /// Why.
+        reason: String,
+    },
+    /// The rollout completed.
+    Done {
+        /// Nodes rolled in this run.
+        rolled: usize,
+    },
+    /// The rollout failed; knobs were restored.
+    Failed {
+        /// The error, with its chain.
+        error: String,
+    },
+}
+
+/// Receives events. Implemented for closures and for an unbounded tokio channel sender,
+/// whose receiver is then the event stream.
+pub trait Observer: Send + Sync {
+    /// Called for every event, in order. Must not block.
+    fn on_event(&self, event: &Event);
+}
+
+impl<F: Fn(&Event) + Send + Sync> Observer for F {
+    fn on_event(&self, event: &Event) {
+        self(event)
+    }
+}
+
+impl Observer for tokio::sync::mpsc::UnboundedSender<Event> {
+    fn on_event(&self, event: &Event) {
+        // A dropped receiver means nobody listens any more; the rollout goes on.
+        let _ = self.send(event.clone());
+    }
+}
+
+/// An observer that ignores every event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ignore;
+
+impl Observer for Ignore {
+    fn on_event(&self, _: &Event) {}
+}

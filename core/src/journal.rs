@@ -1,0 +1,409 @@
+//! The journal: every step written before and after it runs, so that a crashed rollout can be
+//! resumed or aborted, and a lock so that two rollouts of one cluster never overlap.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::Procedure;
+use crate::model::{ApplyRecord, Change, NodeId};
+
+/// One journal record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "entry", rename_all = "snake_case")]
+pub enum Entry {
+    /// A rollout begins.
+    Begin {
+        /// The cluster's name.
+        cluster: String,
+        /// The change.
+        change: Change,
+        /// The resolved selection.
+        nodes: Vec<NodeId>,
+        /// The procedure.
+        procedure: Procedure,
+    },
+    /// A knob's original value, written before the knob is first changed.
+    KnobSaved {
+        /// The knob.
+        name: String,
+        /// Its value before the rollout touched it.
+        original: String,
+    },
+    /// A knob was put back to its original value.
+    KnobRestored {
+        /// The knob.
+        name: String,
+    },
+    /// A node's procedure starts; `boot` is its incarnation before the stop.
+    NodeBegin {
+        /// The node.
+        node: NodeId,
+        /// Its boot id before the stop.
+        boot: Option<String>,
+    },
+    /// The change was applied to a stopped node.
+    NodeApplied {
+        /// What apply replaced.
+        record: ApplyRecord,
+    },
+    /// The node is done: restarted, rejoined and the cluster fully healthy.
+    NodeDone {
+        /// The node.
+        node: NodeId,
+    },
+    /// The node was left out (policy skip, or already at the target).
+    NodeSkipped {
+        /// The node.
+        node: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// The rollout halted (canary, pause) and can be resumed.
+    Halted {
+        /// Why.
+        reason: String,
+    },
+    /// The rollout ended: completed or aborted. Knobs are restored.
+    End {
+        /// `completed`, `aborted` or `cancelled`.
+        outcome: String,
+    },
+}
+
+/// What went wrong with the journal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// Reading or writing the journal file failed.
+    #[error("journal file {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line could not be parsed.
+    #[error("journal {path} is corrupt at line {line}; move it aside or repair it")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line number.
+        line: usize,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Another rollout holds the lock.
+    #[error(
+        "another rollout holds the lock ({holder}); wait for it or remove {path} if it is stale"
+    )]
+    Locked {
+        /// The lock file or name.
+        path: PathBuf,
+        /// Who holds it.
+        holder: String,
+    },
+    /// The journal's interrupted rollout was of another cluster.
+    #[error(
+        "the journal holds an interrupted rollout of cluster {found:?}, not {expected:?}; use that cluster's journal"
+    )]
+    WrongCluster {
+        /// This cluster.
+        expected: String,
+        /// The journal's.
+        found: String,
+    },
+    /// The journal's interrupted rollout applied another change or selection.
+    #[error(
+        "the journal holds an interrupted rollout of a different change or selection; resume it with the same spec or abort it first"
+    )]
+    OtherRollout,
+}
+
+/// Where rollouts record their steps.
+///
+/// Implementations must make an appended entry durable before returning.
+pub trait Journal: Send + Sync {
+    /// Takes the lock for `owner`.
+    ///
+    /// # Errors
+    /// [`JournalError::Locked`] when another rollout holds it.
+    fn lock(&self, owner: &str) -> Result<(), JournalError>;
+
+    /// Releases the lock.
+    fn unlock(&self);
+
+    /// Every entry, oldest first.
+    ///
+    /// # Errors
+    /// When the journal cannot be read or is corrupt.
+    fn load(&self) -> Result<Vec<Entry>, JournalError>;
+
+    /// Appends one entry durably.
+    ///
+    /// # Errors
+    /// When the entry cannot be written.
+    fn append(&self, entry: &Entry) -> Result<(), JournalError>;
+}
+
+impl<J: Journal + ?Sized> Journal for &J {
+    fn lock(&self, owner: &str) -> Result<(), JournalError> {
+        (**self).lock(owner)
+    }
+    fn unlock(&self) {
+        (**self).unlock()
+    }
+    fn load(&self) -> Result<Vec<Entry>, JournalError> {
+        (**self).load()
+    }
+    fn append(&self, entry: &Entry) -> Result<(), JournalError> {
+        (**self).append(entry)
+    }
+}
+
+/// A journal in memory, shared by clones. For tests, the simulator and embedders that persist
+/// elsewhere.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryJournal {
+    inner: Arc<Mutex<MemoryInner>>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    entries: Vec<Entry>,
+    holder: Option<String>,
+}
+
+impl MemoryJournal {
+    /// An empty journal.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of every entry.
+    pub fn entries(&self) -> Vec<Entry> {
+        self.lock_inner().entries.clone()
+    }
+
+    fn lock_inner(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Journal for MemoryJournal {
+    fn lock(&self, owner: &str) -> Result<(), JournalError> {
+        let mut inner = self.lock_inner();
+        match &inner.holder {
+            Some(holder) => Err(JournalError::Locked {
+                path: PathBuf::from("<memory>"),
+                holder: holder.clone(),
+            }),
+            None => {
+                inner.holder = Some(owner.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    fn unlock(&self) {
+        self.lock_inner().holder = None;
+    }
+
+    fn load(&self) -> Result<Vec<Entry>, JournalError> {
+        Ok(self.entries())
+    }
+
+    fn append(&self, entry: &Entry) -> Result<(), JournalError> {
+        self.lock_inner().entries.push(entry.clone());
+        Ok(())
+    }
+}
+
+/// A journal in a file of JSON lines, each fsynced, with a lock file beside it
+/// (`<path>.lock`, holding the owner) and, when a rollout ends, a summary replaced atomically
+/// (`<path>.summary.json`).
+///
+/// This is the one place core touches the file system; it does so with blocking calls on
+/// small writes.
+#[derive(Debug)]
+pub struct FileJournal {
+    path: PathBuf,
+}
+
+impl FileJournal {
+    /// A journal at `path`; the file is created on the first append.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The journal file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn sibling(&self, suffix: &str) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    }
+
+    fn io(&self, path: &Path, source: std::io::Error) -> JournalError {
+        JournalError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn write_summary(&self, entry: &Entry) -> Result<(), JournalError> {
+        let summary = self.sibling(".summary.json");
+        let tmp = self.sibling(".summary.json.tmp");
+        let body = serde_json::to_vec_pretty(entry).expect("entries always serialize");
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &summary)
+        };
+        write().map_err(|e| self.io(&summary, e))
+    }
+}
+
+impl Journal for FileJournal {
+    fn lock(&self, owner: &str) -> Result<(), JournalError> {
+        let lock = self.sibling(".lock");
+        match OpenOptions::new().write(true).create_new(true).open(&lock) {
+            Ok(mut f) => {
+                f.write_all(owner.as_bytes())
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| self.io(&lock, e))?;
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let holder = fs::read_to_string(&lock).unwrap_or_else(|_| "unknown".into());
+                Err(JournalError::Locked { path: lock, holder })
+            }
+            Err(e) => Err(self.io(&lock, e)),
+        }
+    }
+
+    fn unlock(&self) {
+        // Removing a lock that is already gone is fine; anything else leaves a stale lock
+        // that the next run reports with its path.
+        let _ = fs::remove_file(self.sibling(".lock"));
+    }
+
+    fn load(&self) -> Result<Vec<Entry>, JournalError> {
+        let file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.io(&self.path, e)),
+        };
+        let mut entries = Vec::new();
+        for (i, line) in BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(|e| self.io(&self.path, e))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let entry = serde_json::from_str(&line).map_err(|source| JournalError::Corrupt {
+                path: self.path.clone(),
+                line: i + 1,
+                source,
+            })?;
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    fn append(&self, entry: &Entry) -> Result<(), JournalError> {
+        let mut line = serde_json::to_vec(entry).expect("entries always serialize");
+        line.push(b'\n');
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| self.io(&self.path, e))?;
+        f.write_all(&line)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| self.io(&self.path, e))?;
+        if matches!(entry, Entry::End { .. } | Entry::Halted { .. }) {
+            self.write_summary(entry)?;
+        }
+        Ok(())
+    }
+}
+
+/// What the journal says about the rollout in progress, if any.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// Whether an interrupted or halted rollout is in the journal.
+    pub active: bool,
+    /// Its cluster, change, nodes and procedure.
+    pub begin: Option<(String, Change, Vec<NodeId>, Procedure)>,
+    /// Knob originals saved and not yet restored, in the order they were saved.
+    pub knobs: Vec<(String, String)>,
+    /// Nodes done or skipped.
+    pub finished: Vec<NodeId>,
+    /// A node begun but not finished, with its boot id before the stop and what apply recorded.
+    pub in_flight: Vec<(NodeId, Option<String>, Option<ApplyRecord>)>,
+}
+
+impl Resume {
+    /// The procedure of the rollout in progress (the default when there is none).
+    pub fn begin_procedure(&self) -> Procedure {
+        self.begin.as_ref().map(|b| b.3).unwrap_or_default()
+    }
+
+    /// Reads the entries after the last `Begin`.
+    pub fn from_entries(entries: &[Entry]) -> Self {
+        let start = entries
+            .iter()
+            .rposition(|e| matches!(e, Entry::Begin { .. }));
+        let Some(start) = start else {
+            return Self::default();
+        };
+        let mut r = Self::default();
+        for e in &entries[start..] {
+            match e {
+                Entry::Begin {
+                    cluster,
+                    change,
+                    nodes,
+                    procedure,
+                } => {
+                    r.active = true;
+                    r.begin = Some((cluster.clone(), change.clone(), nodes.clone(), *procedure));
+                }
+                Entry::KnobSaved { name, original } => {
+                    if !r.knobs.iter().any(|(n, _)| n == name) {
+                        r.knobs.push((name.clone(), original.clone()));
+                    }
+                }
+                Entry::KnobRestored { name } => r.knobs.retain(|(n, _)| n != name),
+                Entry::NodeBegin { node, boot } => {
+                    r.in_flight.retain(|(n, _, _)| n != node);
+                    r.in_flight.push((node.clone(), boot.clone(), None));
+                }
+                Entry::NodeApplied { record } => {
+                    if let Some(f) = r.in_flight.iter_mut().find(|f| f.0 == record.node) {
+                        f.2 = Some(record.clone());
+                    }
+                }
+                Entry::NodeDone { node } | Entry::NodeSkipped { node, .. } => {
+                    r.in_flight.retain(|(n, _, _)| n != node);
+                    r.finished.push(node.clone());
+                }
+                Entry::Halted { .. } => {}
+                Entry::End { .. } => r.active = false,
+            }
+        }
+        if !r.active {
+            return Self::default();
+        }
+        r
+    }
+}

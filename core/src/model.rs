@@ -1,0 +1,373 @@
+//! The cluster model: nodes, roles, partitions, changes, knobs and health.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A node's identity: its canonical `host:port`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(String);
+
+impl NodeId {
+    /// Wraps an address such as `10.0.0.7:34801`.
+    pub fn new(addr: impl Into<String>) -> Self {
+        Self(addr.into())
+    }
+
+    /// The address as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for NodeId {
+    fn from(s: &str) -> Self {
+        Self::new(s)
+    }
+}
+
+/// What kind of process a role is, which decides how the engine treats it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleKind {
+    /// Leader-elected, holds no user data (Pegasus meta, OpenMLDB nameserver).
+    /// Standbys are rolled first and the leader last.
+    Coordinator,
+    /// Holds partition replicas (Pegasus replica server, OpenMLDB tablet).
+    Data,
+    /// Holds no state (Pegasus collector, OpenMLDB apiserver).
+    Stateless,
+}
+
+/// A backend-defined role, such as `replica`, `meta` or `tablet`.
+///
+/// Roles are rolled in ascending `rank`, which the backend gives.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Role {
+    /// The backend's name for the role.
+    pub name: String,
+    /// How the engine treats nodes of this role.
+    pub kind: RoleKind,
+    /// Position in the roll order: lower ranks roll first.
+    pub rank: u32,
+}
+
+impl Role {
+    /// A role with its name, kind and rank in the roll order.
+    pub fn new(name: impl Into<String>, kind: RoleKind, rank: u32) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            rank,
+        }
+    }
+}
+
+/// One live node as the control plane sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's address.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Zone or rack, when known. Only used to order candidates; safety comes from placement.
+    pub zone: Option<String>,
+    /// Whether the control plane considers it alive.
+    pub alive: bool,
+    /// For coordinators: whether it is the elected leader.
+    pub leader: bool,
+    /// The version it reports, when known.
+    pub version: Option<String>,
+}
+
+/// A replica's role inside its partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaRole {
+    /// Serves reads and writes (Pegasus primary, OpenMLDB leader).
+    Primary,
+    /// Follows the primary.
+    Secondary,
+    /// Being built or caught up; not yet counted as a member.
+    Learner,
+}
+
+/// One replica of a partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replica {
+    /// The node that holds it.
+    pub node: NodeId,
+    /// Its role.
+    pub role: ReplicaRole,
+    /// Whether it currently serves (its node is up and the replica is active).
+    pub alive: bool,
+}
+
+/// A partition and its replica placement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partition {
+    /// The backend's partition id, such as `3.17` (table 3, partition 17).
+    pub id: String,
+    /// How many replicas the partition should have.
+    pub wanted: u32,
+    /// Where its replicas are.
+    pub replicas: Vec<Replica>,
+}
+
+impl Partition {
+    /// Replicas that are alive and are full members (primary or secondary).
+    pub fn serving(&self) -> usize {
+        self.replicas
+            .iter()
+            .filter(|r| r.alive && r.role != ReplicaRole::Learner)
+            .count()
+    }
+
+    /// Whether the partition has a live primary and all wanted members.
+    pub fn is_fully_healthy(&self) -> bool {
+        let primary = self
+            .replicas
+            .iter()
+            .any(|r| r.alive && r.role == ReplicaRole::Primary);
+        primary && self.serving() >= self.wanted as usize
+    }
+}
+
+/// The cluster as read from its control plane at one instant.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topology {
+    /// Every node the control plane knows.
+    pub nodes: Vec<NodeInfo>,
+    /// Every partition with its placement.
+    pub partitions: Vec<Partition>,
+}
+
+impl Topology {
+    /// The node with this id, if the control plane knows it.
+    pub fn node(&self, id: &NodeId) -> Option<&NodeInfo> {
+        self.nodes.iter().find(|n| &n.id == id)
+    }
+
+    /// For each node, the indexes of the partitions it holds a replica of.
+    pub fn placement(&self) -> BTreeMap<&NodeId, Vec<usize>> {
+        let mut map: BTreeMap<&NodeId, Vec<usize>> = BTreeMap::new();
+        for (i, p) in self.partitions.iter().enumerate() {
+            for r in &p.replicas {
+                map.entry(&r.node).or_default().push(i);
+            }
+        }
+        map
+    }
+
+    /// The first partition that is not fully healthy, with the reason.
+    pub fn first_unhealthy(&self) -> Option<String> {
+        self.partitions
+            .iter()
+            .find(|p| !p.is_fully_healthy())
+            .map(|p| {
+                format!(
+                    "partition {} has {}/{} replicas serving",
+                    p.id,
+                    p.serving(),
+                    p.wanted
+                )
+            })
+    }
+}
+
+/// One edit of a named configuration file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ConfigEdit {
+    /// Set `key` to `value` in `file`.
+    Set {
+        /// The config file, such as `conf/tablet.flags`.
+        file: String,
+        /// The key.
+        key: String,
+        /// The new value.
+        value: String,
+    },
+    /// Remove `key` from `file`.
+    Unset {
+        /// The config file.
+        file: String,
+        /// The key.
+        key: String,
+    },
+}
+
+/// What a rollout applies to each selected node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// Restart the process as it is.
+    Restart,
+    /// Edit configuration files, then restart.
+    Config {
+        /// The edits, applied in order.
+        edits: Vec<ConfigEdit>,
+    },
+    /// Install a package or version, then restart.
+    Upgrade {
+        /// The version (or package reference) to install.
+        version: String,
+    },
+}
+
+impl Change {
+    /// A short name for messages: `restart`, `config` or `upgrade`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Restart => "restart",
+            Self::Config { .. } => "config",
+            Self::Upgrade { .. } => "upgrade",
+        }
+    }
+
+    /// Checks the change is well formed: no empty edit list, key, file or version.
+    ///
+    /// # Errors
+    /// A message naming the malformed part.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Self::Restart => Ok(()),
+            Self::Upgrade { version } if version.trim().is_empty() => {
+                Err("upgrade names an empty version".into())
+            }
+            Self::Upgrade { .. } => Ok(()),
+            Self::Config { edits } if edits.is_empty() => Err("config change has no edits".into()),
+            Self::Config { edits } => {
+                for (i, e) in edits.iter().enumerate() {
+                    let (file, key) = match e {
+                        ConfigEdit::Set { file, key, .. } | ConfigEdit::Unset { file, key } => {
+                            (file, key)
+                        }
+                    };
+                    if file.trim().is_empty() {
+                        return Err(format!("config edit {i} names no file"));
+                    }
+                    if key.trim().is_empty() || key.contains(['\n', '=']) {
+                        return Err(format!("config edit {i} has an invalid key {key:?}"));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Where a knob applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KnobScope {
+    /// Set once before the first node and restored after the last.
+    Rollout,
+    /// Set before each wave's nodes are drained and restored once they are ready again,
+    /// before the wait for full health (Pegasus add-secondary flow control).
+    Wave,
+}
+
+/// A temporary cluster setting the rollout changes and must restore.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Knob {
+    /// The backend's name for it, such as `meta.lb.assign_delay_ms`.
+    pub name: String,
+    /// The value it has while the rollout (or the wave) runs.
+    pub during: String,
+    /// When it is set and restored.
+    pub scope: KnobScope,
+    /// For wave knobs: the value once the wave's nodes are up again, until the next wave
+    /// (Pegasus sets add-secondary to 100 so that replicas come back fast). `None` puts the
+    /// original back. Every knob ends at its original value.
+    pub after_wave: Option<String>,
+}
+
+impl Knob {
+    /// A knob held at `during` for the whole rollout.
+    pub fn rollout(name: impl Into<String>, during: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            during: during.into(),
+            scope: KnobScope::Rollout,
+            after_wave: None,
+        }
+    }
+
+    /// A knob held at `during` around each wave's restarts.
+    pub fn wave(name: impl Into<String>, during: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            during: during.into(),
+            scope: KnobScope::Wave,
+            after_wave: None,
+        }
+    }
+
+    /// Sets the value a wave knob takes once the wave's nodes are up again.
+    #[must_use]
+    pub fn then(mut self, after_wave: impl Into<String>) -> Self {
+        self.after_wave = Some(after_wave.into());
+        self
+    }
+}
+
+/// The result of one health check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", content = "reason", rename_all = "snake_case")]
+pub enum Health {
+    /// The condition holds.
+    Healthy,
+    /// Not yet; the reason names what blocks, such as "partition 3.17 has 2/3 replicas".
+    Waiting(String),
+    /// It will not hold without an operator; the reason says why.
+    Failed(String),
+}
+
+impl Health {
+    /// Whether the condition holds.
+    pub fn is_healthy(&self) -> bool {
+        matches!(self, Self::Healthy)
+    }
+
+    /// `Waiting` with a reason.
+    pub fn waiting(reason: impl Into<String>) -> Self {
+        Self::Waiting(reason.into())
+    }
+
+    /// `Failed` with a reason.
+    pub fn failed(reason: impl Into<String>) -> Self {
+        Self::Failed(reason.into())
+    }
+}
+
+/// What a node reports about its own process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Whether the process runs.
+    pub running: bool,
+    /// An identifier of the current process incarnation (start time, pid or boot counter):
+    /// it changes on every start, which is how a restart is recognised.
+    pub boot: Option<String>,
+    /// The running version, when known.
+    pub version: Option<String>,
+    /// A digest of the effective configuration, when known.
+    pub config_digest: Option<String>,
+}
+
+/// What [`Node::apply`](crate::Node::apply) replaced, so that it can be reverted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyRecord {
+    /// The node it was applied to.
+    pub node: NodeId,
+    /// Backend-defined backup data (a backup file path, the previous version).
+    pub backup: BTreeMap<String, String>,
+}

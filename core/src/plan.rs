@@ -1,0 +1,337 @@
+//! The planner: ordered waves from the live topology, and the one placement check.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::Procedure;
+use crate::model::{Change, KnobScope, NodeId, NodeInfo, RoleKind, Topology};
+use crate::policy::{Policy, Selection};
+
+/// Nodes that go down together.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wave {
+    /// The role of every node in the wave.
+    pub role: String,
+    /// The role's kind.
+    pub kind: RoleKind,
+    /// The nodes, in the order they are started.
+    pub nodes: Vec<NodeId>,
+}
+
+/// A knob as the plan shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedKnob {
+    /// The knob's name.
+    pub name: String,
+    /// Its value now, as read when planning.
+    pub original: String,
+    /// Its value during the rollout.
+    pub during: String,
+    /// When it is set and restored.
+    pub scope: KnobScope,
+}
+
+/// A selected node that the planner will not roll, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blocked {
+    /// The node.
+    pub node: NodeId,
+    /// Why it cannot be made safe.
+    pub reason: String,
+}
+
+/// A whole rollout as it would run, computed without touching anything.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The cluster's name.
+    pub cluster: String,
+    /// The change.
+    pub change: Change,
+    /// The procedure.
+    pub procedure: Procedure,
+    /// The steps every node goes through, in order.
+    pub steps: Vec<String>,
+    /// The knobs and their values.
+    pub knobs: Vec<PlannedKnob>,
+    /// The waves, in order.
+    pub waves: Vec<Wave>,
+    /// Selected nodes that cannot be made safe.
+    pub blocked: Vec<Blocked>,
+    /// Selected nodes left out because they already run the change.
+    pub already_done: Vec<NodeId>,
+}
+
+impl Plan {
+    /// The plan as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a plan always serializes")
+    }
+
+    /// How many nodes the plan rolls.
+    pub fn node_count(&self) -> usize {
+        self.waves.iter().map(|w| w.nodes.len()).sum()
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "rollout plan for {}: {} of {} nodes in {} waves ({:?} procedure)",
+            self.cluster,
+            self.change.kind(),
+            self.node_count(),
+            self.waves.len(),
+            self.procedure
+        )?;
+        writeln!(f, "steps per node: {}", self.steps.join(" -> "))?;
+        if !self.knobs.is_empty() {
+            writeln!(f, "knobs:")?;
+            for k in &self.knobs {
+                writeln!(
+                    f,
+                    "  {} = {} during the {}, then back to {}",
+                    k.name,
+                    k.during,
+                    match k.scope {
+                        KnobScope::Rollout => "rollout",
+                        KnobScope::Wave => "restarts of each wave",
+                    },
+                    k.original
+                )?;
+            }
+        }
+        for (i, w) in self.waves.iter().enumerate() {
+            let names: Vec<&str> = w.nodes.iter().map(NodeId::as_str).collect();
+            writeln!(f, "wave {:>3} [{}]: {}", i + 1, w.role, names.join(", "))?;
+        }
+        for n in &self.already_done {
+            writeln!(f, "already done: {n}")?;
+        }
+        for b in &self.blocked {
+            writeln!(f, "cannot be made safe: {}: {}", b.node, b.reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// The single placement check: may the nodes of `wave` be down at the same time?
+///
+/// For every partition with a replica on a node of the wave, the replicas that would be down
+/// (those already not serving plus those on the wave) must not exceed `max_unavailable`, and at
+/// least one replica must stay up.
+/// Every place in the engine and the planner that decides "may these go down" calls this.
+///
+/// # Errors
+/// The first partition that would break the limit, as a reason for messages.
+pub fn wave_is_safe(
+    topology: &Topology,
+    wave: &[NodeId],
+    max_unavailable: usize,
+) -> Result<(), String> {
+    let wave: BTreeSet<&NodeId> = wave.iter().collect();
+    for p in &topology.partitions {
+        let in_wave = p.replicas.iter().filter(|r| wave.contains(&r.node)).count();
+        if in_wave == 0 {
+            continue;
+        }
+        let up_outside = p
+            .replicas
+            .iter()
+            .filter(|r| r.alive && !wave.contains(&r.node))
+            .count();
+        let wanted = p.wanted as usize;
+        let down = wanted.saturating_sub(up_outside);
+        if up_outside == 0 {
+            return Err(format!(
+                "partition {} would have no replica left ({} of {} on this wave)",
+                p.id, in_wave, wanted
+            ));
+        }
+        if down > max_unavailable {
+            return Err(format!(
+                "partition {} would have {down} of {wanted} replicas down (limit {max_unavailable})",
+                p.id
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Resolves a selection against the topology.
+///
+/// # Errors
+/// The first name that matches no node or role, or a message when the selection is empty.
+pub fn resolve_selection(
+    topology: &Topology,
+    selection: &Selection,
+) -> Result<Vec<NodeId>, SelectionError> {
+    let ids = match selection {
+        Selection::All => topology.nodes.iter().map(|n| n.id.clone()).collect(),
+        Selection::Nodes(ids) => {
+            if let Some(missing) = ids.iter().find(|id| topology.node(id).is_none()) {
+                return Err(SelectionError::Unknown(missing.to_string()));
+            }
+            ids.clone()
+        }
+        Selection::Roles(roles) => {
+            if let Some(r) = roles
+                .iter()
+                .find(|r| !topology.nodes.iter().any(|n| &n.role.name == *r))
+            {
+                return Err(SelectionError::Unknown(format!("(role) {r}")));
+            }
+            topology
+                .nodes
+                .iter()
+                .filter(|n| roles.contains(&n.role.name))
+                .map(|n| n.id.clone())
+                .collect()
+        }
+    };
+    let ids: Vec<NodeId> = ids
+        .into_iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if ids.is_empty() {
+        return Err(SelectionError::Empty);
+    }
+    Ok(ids)
+}
+
+/// Why a selection could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SelectionError {
+    /// Nothing selected.
+    Empty,
+    /// A name matched nothing.
+    Unknown(String),
+}
+
+/// Builds the ordered waves for `selected` nodes.
+///
+/// Roles go in ascending rank. Coordinators go one at a time, standbys first and the leader
+/// last. Stateless nodes go up to `max_parallel` at a time. Data nodes are packed first-fit,
+/// candidates ordered by zone then id, into waves of at most `max_parallel` nodes that pass
+/// [`wave_is_safe`]. A data node that cannot pass even alone is returned as blocked.
+pub fn build_waves(
+    topology: &Topology,
+    selected: &[NodeId],
+    policy: &Policy,
+) -> (Vec<Wave>, Vec<Blocked>) {
+    let selected: BTreeSet<&NodeId> = selected.iter().collect();
+    let mut by_role: BTreeMap<(u32, &str), Vec<&NodeInfo>> = BTreeMap::new();
+    for n in topology.nodes.iter().filter(|n| selected.contains(&n.id)) {
+        by_role
+            .entry((n.role.rank, n.role.name.as_str()))
+            .or_default()
+            .push(n);
+    }
+    let max_parallel = policy.get_max_parallel().max(1);
+    let mut waves = Vec::new();
+    let mut blocked = Vec::new();
+    for ((_, role), mut nodes) in by_role {
+        let kind = nodes[0].role.kind;
+        let wave = |nodes: Vec<NodeId>| Wave {
+            role: role.to_string(),
+            kind,
+            nodes,
+        };
+        match kind {
+            RoleKind::Coordinator => {
+                nodes.sort_by(|a, b| a.leader.cmp(&b.leader).then(a.id.cmp(&b.id)));
+                waves.extend(nodes.iter().map(|n| wave(vec![n.id.clone()])));
+            }
+            RoleKind::Stateless => {
+                nodes.sort_by(|a, b| a.id.cmp(&b.id));
+                for chunk in nodes.chunks(max_parallel) {
+                    waves.push(wave(chunk.iter().map(|n| n.id.clone()).collect()));
+                }
+            }
+            RoleKind::Data => {
+                nodes.sort_by(|a, b| a.zone.cmp(&b.zone).then(a.id.cmp(&b.id)));
+                let mut left: Vec<NodeId> = Vec::new();
+                for n in nodes {
+                    match wave_is_safe(
+                        topology,
+                        std::slice::from_ref(&n.id),
+                        policy.get_max_unavailable(),
+                    ) {
+                        Ok(()) => left.push(n.id.clone()),
+                        Err(reason) => blocked.push(Blocked {
+                            node: n.id.clone(),
+                            reason,
+                        }),
+                    }
+                }
+                for group in pack(topology, left, max_parallel, policy.get_max_unavailable()) {
+                    waves.push(wave(group));
+                }
+            }
+        }
+    }
+    (waves, blocked)
+}
+
+/// First-fit packing of `left` into safe waves of at most `max_parallel`.
+fn pack(
+    topology: &Topology,
+    mut left: Vec<NodeId>,
+    max_parallel: usize,
+    max_unavailable: usize,
+) -> Vec<Vec<NodeId>> {
+    let mut waves = Vec::new();
+    while !left.is_empty() {
+        let mut wave: Vec<NodeId> = Vec::new();
+        let mut rest = Vec::new();
+        for n in left {
+            if wave.len() < max_parallel {
+                wave.push(n);
+                if wave_is_safe(topology, &wave, max_unavailable).is_ok() {
+                    continue;
+                }
+                let n = wave.pop().expect("just pushed");
+                rest.push(n);
+            } else {
+                rest.push(n);
+            }
+        }
+        waves.push(wave);
+        left = rest;
+    }
+    waves
+}
+
+/// The steps of one node under `procedure`, for plans and messages.
+pub fn steps(procedure: Procedure) -> Vec<String> {
+    let all: &[&str] = match procedure {
+        Procedure::HighAvailability => &[
+            "gate",
+            "drain",
+            "wait drained",
+            "quiesce",
+            "wait quiesced",
+            "stop",
+            "wait stopped",
+            "apply",
+            "start",
+            "wait ready",
+            "rejoin",
+            "wait rejoined",
+            "wait healthy",
+        ],
+        Procedure::Simple => &[
+            "gate",
+            "stop",
+            "wait stopped",
+            "apply",
+            "start",
+            "wait ready",
+            "wait healthy",
+        ],
+    };
+    all.iter().map(|s| s.to_string()).collect()
+}

@@ -1,0 +1,298 @@
+//! What to roll and how: [`Spec`], [`Selection`] and [`Policy`].
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::Procedure;
+use crate::model::{Change, NodeId};
+
+/// What the policy does when a wait passes its deadline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTimeout {
+    /// Restore knobs and stop with an error. The default.
+    #[default]
+    Abort,
+    /// Keep every knob and the journal as they are and return a halted report, so that an
+    /// operator can look and then resume (or abort) from the journal.
+    Pause,
+    /// Leave the node as it is and go on with the next, but only while the node has not been
+    /// stopped yet (the gate, drain and quiesce waits); later it aborts.
+    Skip,
+}
+
+/// How long each wait may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Deadlines {
+    /// The safety gate before a node. Default 10 min.
+    pub gate: Duration,
+    /// The drain. Default 5 min.
+    pub drain: Duration,
+    /// The quiesce. Default 5 min.
+    pub quiesce: Duration,
+    /// The stop. Default 2 min.
+    pub stop: Duration,
+    /// The start until the node is attached again. Default 30 min (log replay can be long).
+    pub ready: Duration,
+    /// The rejoin. Default 30 min.
+    pub rejoin: Duration,
+    /// Full health after a node. Default 60 min.
+    pub healthy: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            gate: Duration::from_secs(600),
+            drain: Duration::from_secs(300),
+            quiesce: Duration::from_secs(300),
+            stop: Duration::from_secs(120),
+            ready: Duration::from_secs(1800),
+            rejoin: Duration::from_secs(1800),
+            healthy: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Deadlines {
+    /// Every deadline set to `d`; handy in tests.
+    pub fn all(d: Duration) -> Self {
+        Self {
+            gate: d,
+            drain: d,
+            quiesce: d,
+            stop: d,
+            ready: d,
+            rejoin: d,
+            healthy: d,
+        }
+    }
+}
+
+/// The rules of a rollout.
+///
+/// Defaults: `max_parallel` 1 (exactly the upstream procedures), `max_unavailable_per_partition`
+/// 1, the high-availability procedure, [`Deadlines::default`], abort on timeout, no canary,
+/// polls from 100 ms growing to 1 s, 5 retries of transient control-plane errors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    max_parallel: usize,
+    max_unavailable: usize,
+    procedure: Procedure,
+    deadlines: Deadlines,
+    on_timeout: OnTimeout,
+    canary: Option<usize>,
+    poll_min: Duration,
+    poll_max: Duration,
+    retries: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            max_parallel: 1,
+            max_unavailable: 1,
+            procedure: Procedure::HighAvailability,
+            deadlines: Deadlines::default(),
+            on_timeout: OnTimeout::Abort,
+            canary: None,
+            poll_min: Duration::from_millis(100),
+            poll_max: Duration::from_secs(1),
+            retries: 5,
+        }
+    }
+}
+
+impl Policy {
+    /// How many data nodes may restart together in one wave (at least 1).
+    #[must_use]
+    pub fn max_parallel(mut self, n: usize) -> Self {
+        self.max_parallel = n;
+        self
+    }
+
+    /// How many replicas of one partition may be down at once, counting those already down
+    /// (at least 1).
+    #[must_use]
+    pub fn max_unavailable_per_partition(mut self, n: usize) -> Self {
+        self.max_unavailable = n;
+        self
+    }
+
+    /// Which steps run for each node.
+    #[must_use]
+    pub fn procedure(mut self, p: Procedure) -> Self {
+        self.procedure = p;
+        self
+    }
+
+    /// How long each wait may take.
+    #[must_use]
+    pub fn deadlines(mut self, d: Deadlines) -> Self {
+        self.deadlines = d;
+        self
+    }
+
+    /// What to do when a wait passes its deadline.
+    #[must_use]
+    pub fn on_timeout(mut self, t: OnTimeout) -> Self {
+        self.on_timeout = t;
+        self
+    }
+
+    /// Stop (halted, knobs restored) after this many nodes have been rolled; resume later
+    /// from the journal.
+    #[must_use]
+    pub fn canary(mut self, nodes: usize) -> Self {
+        self.canary = Some(nodes);
+        self
+    }
+
+    /// The poll interval of every wait: starts at `min`, grows to `max`.
+    #[must_use]
+    pub fn poll(mut self, min: Duration, max: Duration) -> Self {
+        self.poll_min = min;
+        self.poll_max = max;
+        self
+    }
+
+    /// How many times a transient control-plane error is retried.
+    #[must_use]
+    pub fn retries(mut self, n: usize) -> Self {
+        self.retries = n;
+        self
+    }
+
+    /// Checks that the policy does not contradict itself.
+    ///
+    /// # Errors
+    /// A message naming the setting and what it must be.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_parallel == 0 {
+            return Err("max_parallel must be at least 1".into());
+        }
+        if self.max_unavailable == 0 {
+            return Err("max_unavailable_per_partition must be at least 1".into());
+        }
+        if self.canary == Some(0) {
+            return Err("canary must stop after at least 1 node".into());
+        }
+        if self.poll_min.is_zero() || self.poll_min > self.poll_max {
+            return Err(format!(
+                "poll interval must satisfy 0 < min <= max, got {:?}..{:?}",
+                self.poll_min, self.poll_max
+            ));
+        }
+        let d = &self.deadlines;
+        for (name, v) in [
+            ("gate", d.gate),
+            ("drain", d.drain),
+            ("quiesce", d.quiesce),
+            ("stop", d.stop),
+            ("ready", d.ready),
+            ("rejoin", d.rejoin),
+            ("healthy", d.healthy),
+        ] {
+            if v.is_zero() {
+                return Err(format!("the {name} deadline must be longer than zero"));
+            }
+        }
+        if self.procedure == Procedure::Simple && self.on_timeout == OnTimeout::Skip {
+            return Err(
+                "on_timeout skip needs the high-availability procedure: the simple one has no \
+                 step before the stop where skipping is safe"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The wave size limit.
+    pub fn get_max_parallel(&self) -> usize {
+        self.max_parallel
+    }
+
+    /// The per-partition unavailability limit.
+    pub fn get_max_unavailable(&self) -> usize {
+        self.max_unavailable
+    }
+
+    /// The procedure.
+    pub fn get_procedure(&self) -> Procedure {
+        self.procedure
+    }
+
+    /// The deadlines.
+    pub fn get_deadlines(&self) -> &Deadlines {
+        &self.deadlines
+    }
+
+    /// The timeout policy.
+    pub fn get_on_timeout(&self) -> OnTimeout {
+        self.on_timeout
+    }
+
+    /// The canary size, if any.
+    pub fn get_canary(&self) -> Option<usize> {
+        self.canary
+    }
+
+    pub(crate) fn poll_bounds(&self) -> (Duration, Duration) {
+        (self.poll_min, self.poll_max)
+    }
+
+    pub(crate) fn get_retries(&self) -> usize {
+        self.retries
+    }
+}
+
+/// Which nodes a rollout covers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", content = "names", rename_all = "snake_case")]
+pub enum Selection {
+    /// Every node of the cluster.
+    #[default]
+    All,
+    /// These nodes.
+    Nodes(Vec<NodeId>),
+    /// Every node of these roles.
+    Roles(Vec<String>),
+}
+
+/// One rollout: a change, the nodes it applies to and the policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spec {
+    /// What to apply.
+    pub change: Change,
+    /// To which nodes.
+    pub selection: Selection,
+    /// Under which rules.
+    pub policy: Policy,
+}
+
+impl Spec {
+    /// A rollout of `change` to every node with the default policy.
+    pub fn new(change: Change) -> Self {
+        Self {
+            change,
+            selection: Selection::All,
+            policy: Policy::default(),
+        }
+    }
+
+    /// Restricts the rollout to `selection`.
+    #[must_use]
+    pub fn selection(mut self, selection: Selection) -> Self {
+        self.selection = selection;
+        self
+    }
+
+    /// Sets the policy.
+    #[must_use]
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+}

@@ -1,0 +1,68 @@
+//! The one wait: poll a probe with backoff until it holds or its deadline passes.
+
+use std::time::Duration;
+
+use tokio::time::{Instant, sleep_until};
+
+use crate::cluster::ErrorClass;
+use crate::model::Health;
+use crate::probe::HealthProbe;
+
+/// How a wait ended without its condition holding.
+#[derive(Debug)]
+pub enum WaitError<E> {
+    /// The deadline passed; the last reason the probe gave.
+    Timeout(String),
+    /// The probe said the condition will not hold.
+    Failed(String),
+    /// The probe's error was fatal.
+    Probe(E),
+}
+
+/// Polls `probe` until it holds, in tokio time.
+///
+/// Polls start every `poll.0` and grow by half up to `poll.1`; the probe's
+/// [`wake`](HealthProbe::wake) cuts a poll short.
+/// Transient and not-safe-yet errors (by `classify`) count as "not yet";
+/// `on_wait` is called whenever the reason changes.
+///
+/// # Errors
+/// [`WaitError`] when the deadline passes, the probe fails or its error is fatal.
+///
+/// # Cancel safety
+/// Dropping the future stops polling; nothing else is held.
+pub async fn wait_until<P: HealthProbe>(
+    probe: &P,
+    deadline: Duration,
+    poll: (Duration, Duration),
+    classify: impl Fn(&P::Error) -> ErrorClass,
+    mut on_wait: impl FnMut(&str),
+) -> Result<(), WaitError<P::Error>> {
+    let end = Instant::now() + deadline;
+    let mut interval = poll.0;
+    let mut last = String::new();
+    loop {
+        let reason = match probe.check().await {
+            Ok(Health::Healthy) => return Ok(()),
+            Ok(Health::Failed(r)) => return Err(WaitError::Failed(r)),
+            Ok(Health::Waiting(r)) => r,
+            Err(e) => match classify(&e) {
+                ErrorClass::Fatal => return Err(WaitError::Probe(e)),
+                ErrorClass::Transient | ErrorClass::NotSafeYet => e.to_string(),
+            },
+        };
+        if reason != last {
+            on_wait(&reason);
+            last = reason;
+        }
+        let now = Instant::now();
+        if now >= end {
+            return Err(WaitError::Timeout(last));
+        }
+        let next = (now + interval).min(end);
+        let sleep = std::pin::pin!(sleep_until(next));
+        let wake = std::pin::pin!(probe.wake());
+        futures_util::future::select(sleep, wake).await;
+        interval = (interval + interval / 2).min(poll.1);
+    }
+}

@@ -1,0 +1,1 @@
+//! Reference binaries for rollout; see the `[[example]]` entries of this package.

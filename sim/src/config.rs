@@ -1,0 +1,219 @@
+//! What a simulated cluster looks like: flavor, shape, placement, timings, client load.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Which server the simulated cluster behaves like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flavor {
+    /// Apache Pegasus: metas, replica servers (PacificA), a collector.
+    Pegasus,
+    /// OpenMLDB: nameservers, tablets (asynchronous leader/follower), an apiserver and a
+    /// taskmanager.
+    OpenMldb,
+}
+
+impl Flavor {
+    /// `pegasus` or `openmldb`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pegasus => "pegasus",
+            Self::OpenMldb => "openmldb",
+        }
+    }
+}
+
+impl fmt::Display for Flavor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Flavor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pegasus" => Ok(Self::Pegasus),
+            "openmldb" => Ok(Self::OpenMldb),
+            other => Err(format!(
+                "unknown flavor {other:?}: expected pegasus or openmldb"
+            )),
+        }
+    }
+}
+
+/// How replicas are spread over data nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    /// Each partition's replicas on distinct nodes drawn at random.
+    Random,
+    /// Each partition's replicas in distinct racks (needs at least as many racks as replicas).
+    RackAware,
+}
+
+impl FromStr for Placement {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "random" => Ok(Self::Random),
+            "rack-aware" => Ok(Self::RackAware),
+            other => Err(format!(
+                "unknown placement {other:?}: expected random or rack-aware"
+            )),
+        }
+    }
+}
+
+/// Virtual-time constants of a flavor. Defaults come from the servers' own defaults
+/// (shared/reference): see [`Timings::pegasus`] and [`Timings::openmldb`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Timings {
+    /// Pegasus `fd_grace_seconds` (22 s): the meta marks a silent replica server dead.
+    /// OpenMLDB: the ZooKeeper session timeout (10 s) after which a tablet shows offline.
+    pub detect: Duration,
+    /// Pegasus `fd_lease_seconds` (20 s): a replica server without any meta drops its replicas.
+    pub lease: Duration,
+    /// Pegasus `lb_interval_ms` (10 s): proposals and cures run at this tick.
+    /// OpenMLDB: the op loop's idle wait (1 s).
+    pub tick: Duration,
+    /// How long one OpenMLDB op takes to run (ChangeLeader, the RecoverTable bookkeeping).
+    pub op: Duration,
+    /// OpenMLDB `tablet_heartbeat_timeout` (60 s): auto failover offlines a tablet after it.
+    pub heartbeat_timeout: Duration,
+    /// Coordinator election after the leader goes (ZooKeeper session timeout, 10 s).
+    pub election: Duration,
+    /// Beacon delay: a started node is attached to the coordinator this long after it serves.
+    pub beacon: Duration,
+    /// PacificA reconfiguration after a secondary is lost while writes flow (about 1 s).
+    pub reconfigure: Duration,
+    /// A graceful stop.
+    pub stop: Duration,
+    /// Process start before log replay or load.
+    pub start: Duration,
+    /// Replay (or reload) cost per write not covered by a flush or snapshot.
+    pub replay_per_write: Duration,
+    /// Catch-up cost per write missed while down.
+    pub catch_up_per_write: Duration,
+    /// Fixed part of a catch-up (learning, RecoverTable).
+    pub catch_up: Duration,
+    /// A flush (Pegasus kill_partition) or a forced snapshot (OpenMLDB MakeSnapshot).
+    pub flush: Duration,
+    /// Full copy of one replica to a new node (re-replication after the assign delay).
+    pub copy: Duration,
+    /// OpenMLDB asynchronous replication lag: a write acked by the leader reaches followers
+    /// this much later.
+    pub replication_lag: Duration,
+    /// OpenMLDB: clients keep writing to a deposed leader this long before they re-route.
+    pub route_refresh: Duration,
+    /// Pegasus `min_live_node_count_for_unfreeze` (3): fewer alive replica servers freeze
+    /// the meta.
+    pub min_live: usize,
+    /// How long a supervisor waits before starting a crashed process again.
+    pub crash_restart: Duration,
+}
+
+impl Timings {
+    /// Pegasus defaults (`src/server/config.ini` and the code defaults).
+    pub fn pegasus() -> Self {
+        Self {
+            detect: Duration::from_secs(22),
+            lease: Duration::from_secs(20),
+            tick: Duration::from_secs(10),
+            op: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(60),
+            election: Duration::from_secs(10),
+            beacon: Duration::from_secs(3),
+            reconfigure: Duration::from_secs(1),
+            stop: Duration::from_secs(2),
+            start: Duration::from_secs(8),
+            replay_per_write: Duration::from_micros(400),
+            catch_up_per_write: Duration::from_micros(50),
+            catch_up: Duration::from_secs(2),
+            flush: Duration::from_secs(3),
+            copy: Duration::from_secs(120),
+            replication_lag: Duration::ZERO,
+            route_refresh: Duration::ZERO,
+            min_live: 3,
+            crash_restart: Duration::from_secs(30),
+        }
+    }
+
+    /// OpenMLDB defaults (`src/flags.cc` and the deploy templates).
+    pub fn openmldb() -> Self {
+        Self {
+            detect: Duration::from_secs(10),
+            lease: Duration::from_secs(3600),
+            tick: Duration::from_secs(1),
+            op: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(60),
+            election: Duration::from_secs(10),
+            beacon: Duration::from_secs(1),
+            reconfigure: Duration::ZERO,
+            stop: Duration::from_secs(1),
+            start: Duration::from_secs(5),
+            replay_per_write: Duration::from_micros(400),
+            catch_up_per_write: Duration::from_micros(100),
+            catch_up: Duration::from_secs(2),
+            flush: Duration::from_secs(2),
+            copy: Duration::from_secs(120),
+            replication_lag: Duration::from_millis(50),
+            route_refresh: Duration::from_secs(2),
+            min_live: 1,
+            crash_restart: Duration::from_secs(30),
+        }
+    }
+
+    /// The defaults of `flavor`.
+    pub fn of(flavor: Flavor) -> Self {
+        match flavor {
+            Flavor::Pegasus => Self::pegasus(),
+            Flavor::OpenMldb => Self::openmldb(),
+        }
+    }
+}
+
+/// The simulated clients.
+///
+/// Defaults: 100 requests per virtual second, half of them writes, a 3 s timeout with a retry
+/// every 250 ms.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ClientLoad {
+    /// Requests per virtual second, over all partitions.
+    pub rate: u32,
+    /// Writes per thousand requests.
+    pub writes_per_mille: u32,
+    /// A request fails when it is not served within this.
+    pub timeout: Duration,
+    /// Pause between two attempts of one request.
+    pub retry: Duration,
+}
+
+impl Default for ClientLoad {
+    fn default() -> Self {
+        Self {
+            rate: 100,
+            writes_per_mille: 500,
+            timeout: Duration::from_secs(3),
+            retry: Duration::from_millis(250),
+        }
+    }
+}
+
+impl ClientLoad {
+    /// The default load at `rate` requests per virtual second (0 turns clients off).
+    pub fn at_rate(rate: u32) -> Self {
+        Self {
+            rate,
+            ..Self::default()
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! A deterministic simulated Pegasus or OpenMLDB cluster in virtual time, for rollout.
+//!
+//! [`SimBuilder`] builds a [`SimCluster`] that implements the core [`Cluster`] trait over an
+//! in-memory world driven by tokio's clock: under a paused clock a simulated hour takes
+//! milliseconds, and the same seed replays the same run.
+//! The world models each flavor's control plane (failure detection, proposals at the next
+//! tick, re-replication, leader election, OpenMLDB's op queues and auto failover), client
+//! requests with timeouts and retries, restart cost, and injected [`Fault`]s, and its monitor
+//! records what clients saw ([`Truth`]).
+//! [`simulate`] runs one rollout with a [`Strategy`] and returns the [`SimReport`] that the
+//! `simulate` example prints.
+//!
+//! # Examples
+//! ```
+//! use rollout_core::{Change, Ignore};
+//! use rollout_sim::{Flavor, SimBuilder, Strategy, simulate};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let (_, report) = simulate(
+//!     SimBuilder::new(Flavor::Pegasus).seed(7),
+//!     Strategy::Ha,
+//!     &Change::Restart,
+//!     &Ignore,
+//! )
+//! .await
+//! .unwrap();
+//! assert!(report.completed);
+//! assert_eq!(report.requests_failed, 0);
+//! assert_eq!(report.max_replicas_down, 1);
+//! # }
+//! ```
+//!
+//! [`Cluster`]: rollout_core::Cluster
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings))))]
+
+mod builder;
+mod cluster;
+mod config;
+pub mod conformance;
+mod fault;
+mod monitor;
+mod run;
+mod world;
+
+pub use builder::{BuildError, SimBuilder};
+pub use cluster::{SimCluster, SimError, SimNode, Truth};
+pub use config::{ClientLoad, Flavor, Placement, Timings};
+pub use fault::{Fault, NodeRef};
+pub use monitor::Monitor;
+pub use run::{SimReport, Strategy, simulate};
