@@ -93,7 +93,8 @@ pub enum Event {
         /// Nodes rolled in this run.
         rolled: usize,
     },
-    /// The rollout failed; knobs were restored.
+    /// The rollout failed. Knobs were restored unless the error says they were not (the
+    /// journal then keeps their originals for [`abort`](crate::abort)).
     Failed {
         /// The error, with its chain.
         error: String,

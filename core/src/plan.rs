@@ -203,16 +203,21 @@ pub fn resolve_selection(
 }
 
 /// Why a selection could not be resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SelectionError {
     /// Nothing selected.
+    #[error("the selection is empty")]
     Empty,
     /// A name matched nothing.
+    #[error("unknown node {0}")]
     Unknown(String),
 }
 
 /// Builds the ordered waves for `selected` nodes.
 ///
+/// Waves are packed against the placement as if every replica were up: whether a wave may go
+/// down now is the engine's gate, which calls [`wave_is_safe`] on a fresh topology before each
+/// wave. (A node caught down by a crashed rollout must not block its neighbours' plan.)
 /// Roles go in ascending rank. Coordinators go one at a time, standbys first and the leader
 /// last. Stateless nodes go up to `max_parallel` at a time. Data nodes are packed first-fit,
 /// candidates ordered by zone then id, into waves of at most `max_parallel` nodes that pass
@@ -222,6 +227,13 @@ pub fn build_waves(
     selected: &[NodeId],
     policy: &Policy,
 ) -> (Vec<Wave>, Vec<Blocked>) {
+    let mut placement = topology.clone();
+    for p in &mut placement.partitions {
+        for r in &mut p.replicas {
+            r.alive = true;
+        }
+    }
+    let topology = &placement;
     let selected: BTreeSet<&NodeId> = selected.iter().collect();
     let mut by_role: BTreeMap<(u32, &str), Vec<&NodeInfo>> = BTreeMap::new();
     for n in topology.nodes.iter().filter(|n| selected.contains(&n.id)) {

@@ -9,14 +9,17 @@ use crate::model::Health;
 use crate::probe::HealthProbe;
 
 /// How a wait ended without its condition holding.
-#[derive(Debug)]
-pub enum WaitError<E> {
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError<E: std::error::Error + 'static> {
     /// The deadline passed; the last reason the probe gave.
+    #[error("timed out: {0}")]
     Timeout(String),
     /// The probe said the condition will not hold.
+    #[error("failed: {0}")]
     Failed(String),
     /// The probe's error was fatal.
-    Probe(E),
+    #[error("the probe failed")]
+    Probe(#[source] E),
 }
 
 /// Polls `probe` until it holds, in tokio time.

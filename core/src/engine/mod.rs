@@ -121,8 +121,8 @@ pub async fn plan<C: Cluster>(cluster: &C, spec: &Spec) -> Result<Plan, Error<C:
 ///
 /// Starts fresh, or resumes the interrupted rollout in the journal (trusting the live cluster:
 /// a node that already restarted is not restarted again).
-/// Knobs are restored on success, on failure and on cancel; on a halt they stay for the
-/// resume.
+/// Knobs are restored on success, on failure and on cancel; a canary halt restores them too
+/// (the cluster is fully healthy there), a pause on timeout keeps them for the resume.
 ///
 /// # Errors
 /// Bad input before anything is touched, and every failure during the run, naming the node and
@@ -144,8 +144,10 @@ pub async fn roll<C: Cluster>(
     roll_inner(cluster, spec, run).instrument(span).await
 }
 
-/// Ends an interrupted or halted rollout in the journal: restores its knobs and marks it
-/// aborted. Does nothing when no rollout is in progress.
+/// Ends an interrupted or halted rollout in the journal: a node caught stopped gets its
+/// previous version or config back and is started, a drained one is rejoined, knobs are
+/// restored, and the rollout is marked aborted. Returns `false` when no rollout was in
+/// progress.
 ///
 /// # Errors
 /// Journal errors, a journal of another cluster, or a knob that cannot be restored.
@@ -165,8 +167,30 @@ pub async fn abort<C: Cluster>(cluster: &C, run: Run<'_>) -> Result<bool, Error<
         }));
     }
     let mut guard = Guard::from_journal(&resume, cluster.knobs(resume.begin_procedure()));
-    let spec = Spec::new(Change::Restart);
+    let change = resume
+        .begin
+        .as_ref()
+        .map_or(Change::Restart, |b| b.1.clone());
+    let spec = Spec::new(change);
     let ctx = Ctx::new(cluster, &spec, run);
+    // Nodes caught mid-procedure: a stopped one gets its old version or config back and is
+    // started; a running one gets its replicas back. Neither is waited for.
+    for (id, _, record) in &resume.in_flight {
+        let Some(node) = cluster.node(id) else {
+            continue;
+        };
+        let status = ctx.call(Some(id), Phase::Revert, || node.status()).await?;
+        if status.running {
+            ctx.call(Some(id), Phase::Rejoin, || cluster.rejoin(id))
+                .await?;
+        } else {
+            if let Some(record) = record {
+                ctx.call(Some(id), Phase::Revert, || node.revert(record))
+                    .await?;
+            }
+            ctx.call(Some(id), Phase::Start, || node.start()).await?;
+        }
+    }
     ctx.restore(&mut guard, KnobScope::Rollout).await?;
     ctx.append(&Entry::End {
         outcome: "aborted".into(),
@@ -436,11 +460,11 @@ impl<'a, C: Cluster> Ctx<'a, C> {
         let (min, max) = self.spec.policy.poll_bounds();
         let backoff = ExponentialBuilder::default()
             .with_min_delay(min)
-            .with_max_delay(max)
+            .with_max_delay(max.max(std::time::Duration::from_secs(5)))
             .with_max_times(self.spec.policy.get_retries());
         f.retry(backoff)
             .sleep(tokio::time::sleep)
-            .when(|e| self.cluster.classify(e) == ErrorClass::Transient)
+            .when(|e| self.cluster.classify(e) != ErrorClass::Fatal)
             .await
             .map_err(|source| Error::Backend {
                 node: node.cloned(),
@@ -459,11 +483,20 @@ impl<'a, C: Cluster> Ctx<'a, C> {
     ) -> Result<Option<String>, Error<C::Error>> {
         self.set(guard, KnobScope::Rollout, None).await?;
         // Nodes the journal shows in progress are finished first, from where they stopped.
+        let topology = if resume.in_flight.is_empty() {
+            Topology::default()
+        } else {
+            self.call(None, Phase::Plan, || self.cluster.topology())
+                .await?
+        };
         for (id, boot, record) in &resume.in_flight {
             let start = node::resume_point(self, id, boot.as_ref(), record.as_ref()).await?;
+            let info = topology
+                .node(id)
+                .ok_or_else(|| Error::UnknownNode(id.to_string()))?;
             let wave = Wave {
-                role: "resumed".into(),
-                kind: crate::model::RoleKind::Data,
+                role: info.role.name.clone(),
+                kind: info.role.kind,
                 nodes: vec![id.clone()],
             };
             if let Some(reason) = self
@@ -499,7 +532,9 @@ impl<'a, C: Cluster> Ctx<'a, C> {
                 }
             }
             self.reapply(guard).await?;
-            let nodes = wave.nodes.iter().filter(|n| !report.rolled.contains(n));
+            let nodes = wave.nodes.iter().filter(|n| {
+                !report.rolled.contains(n) && !report.skipped.iter().any(|s| &s.0 == *n)
+            });
             let wave = Wave {
                 nodes: nodes.cloned().collect(),
                 ..wave.clone()
@@ -564,7 +599,15 @@ impl<'a, C: Cluster> Ctx<'a, C> {
                 {
                     return Ok(Some(format!("paused on timeout: {}", chain(&e))));
                 }
-                self.restore(guard, KnobScope::Wave).await?;
+                // Best effort: every running node of the failed wave gets its replicas back
+                // before the knobs are restored.
+                for id in &wave.nodes {
+                    if let Some(node) = self.cluster.node(id)
+                        && node.status().await.is_ok_and(|s| s.running)
+                    {
+                        let _ = self.cluster.rejoin(id).await;
+                    }
+                }
                 Err(e)
             }
         }

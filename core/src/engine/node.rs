@@ -144,16 +144,21 @@ pub(super) async fn roll_nodes<C: Cluster>(
                 return Ok(outcomes);
             }
         }
-        ctx.all(&slots, Phase::Stop, |s| async move {
-            ctx.call(Some(&s.id), Phase::Stop, || s.node.stop()).await
-        })
-        .await?;
-        ctx.all(&slots, Phase::WaitStopped, |s| async move {
-            let probe = Stopped(&s.node).and(ctx.cluster.stopped(&s.id));
-            ctx.wait(Some(&s.id), Phase::WaitStopped, &probe, deadlines.stop)
-                .await
-        })
-        .await?;
+        let down = async {
+            ctx.all(&slots, Phase::Stop, |s| async move {
+                ctx.call(Some(&s.id), Phase::Stop, || s.node.stop()).await
+            })
+            .await?;
+            ctx.all(&slots, Phase::WaitStopped, |s| async move {
+                let probe = Stopped(&s.node).and(ctx.cluster.stopped(&s.id));
+                ctx.wait(Some(&s.id), Phase::WaitStopped, &probe, deadlines.stop)
+                    .await
+            })
+            .await
+        };
+        if let Err(e) = down.await {
+            return Err(ctx.roll_back(&slots, e).await);
+        }
     }
     if start <= StartAt::Apply {
         let records = ctx
@@ -198,7 +203,9 @@ pub(super) async fn roll_nodes<C: Cluster>(
         return Err(ctx.roll_back(&slots, e).await);
     }
     if ha {
-        ctx.release_wave(guard).await?;
+        if wave.kind == RoleKind::Data {
+            ctx.release_wave(guard).await?;
+        }
         ctx.all(&slots, Phase::Rejoin, |s| async move {
             ctx.call(Some(&s.id), Phase::Rejoin, || ctx.cluster.rejoin(&s.id))
                 .await
@@ -477,22 +484,34 @@ impl<C: Cluster> Ctx<'_, C> {
     /// node again, best effort, so that nothing is left half-changed. Returns `e`.
     async fn roll_back(&self, slots: &[Slot<C::Node>], e: Error<C::Error>) -> Error<C::Error> {
         for s in slots {
-            let Some(record) = &s.record else { continue };
-            if self.spec.change == crate::model::Change::Restart {
-                continue;
+            let changed = s.record.is_some() && self.spec.change != crate::model::Change::Restart;
+            if changed {
+                tracing::warn!(
+                    node = s.id.as_str(),
+                    "reverting the change after a failed start"
+                );
+                let _ = self
+                    .call(Some(&s.id), Phase::Revert, || s.node.stop())
+                    .await;
+                let stopped = Stopped(&s.node).and(self.cluster.stopped(&s.id));
+                let deadline = self.spec.policy.get_deadlines().stop;
+                let _ = self
+                    .wait(Some(&s.id), Phase::Revert, &stopped, deadline)
+                    .await;
+                if let Some(record) = &s.record
+                    && self
+                        .call(Some(&s.id), Phase::Revert, || s.node.revert(record))
+                        .await
+                        .is_err()
+                {
+                    continue;
+                }
             }
-            tracing::warn!(
-                node = s.id.as_str(),
-                "reverting the change after a failed start"
-            );
-            let _ = self
-                .call(Some(&s.id), Phase::Revert, || s.node.stop())
-                .await;
-            if self
-                .call(Some(&s.id), Phase::Revert, || s.node.revert(record))
+            let running = self
+                .call(Some(&s.id), Phase::Revert, || s.node.status())
                 .await
-                .is_ok()
-            {
+                .is_ok_and(|st| st.running);
+            if !running {
                 let _ = self
                     .call(Some(&s.id), Phase::Revert, || s.node.start())
                     .await;

@@ -1,0 +1,125 @@
+//! The file journal: JSON lines, fsync, a lock file, an atomic summary, resume state.
+
+use rollout_core::{
+    ApplyRecord, Change, Entry, FileJournal, Journal, JournalError, NodeId, Procedure, Resume,
+};
+
+fn begin() -> Entry {
+    Entry::Begin {
+        cluster: "c".into(),
+        change: Change::Restart,
+        nodes: vec![NodeId::new("a:1"), NodeId::new("b:1")],
+        procedure: Procedure::HighAvailability,
+    }
+}
+
+#[test]
+fn entries_round_trip_as_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.jsonl");
+    let j = FileJournal::new(&path);
+    assert!(
+        j.load().unwrap().is_empty(),
+        "a missing file is an empty journal"
+    );
+    let entries = vec![
+        begin(),
+        Entry::KnobSaved {
+            name: "k".into(),
+            original: "1".into(),
+        },
+        Entry::NodeBegin {
+            node: NodeId::new("a:1"),
+            boot: Some("7".into()),
+        },
+    ];
+    for e in &entries {
+        j.append(e).unwrap();
+    }
+    assert_eq!(j.load().unwrap(), entries);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 3);
+    assert!(
+        text.lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+    );
+}
+
+#[test]
+fn the_end_of_a_rollout_writes_a_summary_beside_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.jsonl");
+    let j = FileJournal::new(&path);
+    j.append(&begin()).unwrap();
+    j.append(&Entry::End {
+        outcome: "completed".into(),
+    })
+    .unwrap();
+    let summary = std::fs::read_to_string(dir.path().join("j.jsonl.summary.json")).unwrap();
+    assert!(summary.contains("completed"));
+    assert!(!dir.path().join("j.jsonl.summary.json.tmp").exists());
+}
+
+#[test]
+fn the_lock_is_exclusive_and_names_its_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.jsonl");
+    let a = FileJournal::new(&path);
+    let b = FileJournal::new(&path);
+    a.lock("rollout pid 42").unwrap();
+    match b.lock("another") {
+        Err(JournalError::Locked { holder, .. }) => assert_eq!(holder, "rollout pid 42"),
+        other => panic!("expected locked, got {other:?}"),
+    }
+    a.unlock();
+    b.lock("another").unwrap();
+    b.unlock();
+}
+
+#[test]
+fn resume_state_follows_the_last_rollout() {
+    let a = NodeId::new("a:1");
+    let record = ApplyRecord {
+        node: a.clone(),
+        backup: Default::default(),
+    };
+    let entries = vec![
+        begin(),
+        Entry::KnobSaved {
+            name: "k1".into(),
+            original: "x".into(),
+        },
+        Entry::KnobSaved {
+            name: "k2".into(),
+            original: "y".into(),
+        },
+        Entry::KnobRestored { name: "k2".into() },
+        Entry::NodeBegin {
+            node: NodeId::new("b:1"),
+            boot: None,
+        },
+        Entry::NodeDone {
+            node: NodeId::new("b:1"),
+        },
+        Entry::NodeBegin {
+            node: a.clone(),
+            boot: Some("1".into()),
+        },
+        Entry::NodeApplied {
+            record: record.clone(),
+        },
+    ];
+    let r = Resume::from_entries(&entries);
+    assert!(r.active);
+    assert_eq!(r.knobs, vec![("k1".to_string(), "x".to_string())]);
+    assert_eq!(r.finished, vec![NodeId::new("b:1")]);
+    assert_eq!(r.in_flight, vec![(a, Some("1".into()), Some(record))]);
+    let mut ended = entries.clone();
+    ended.push(Entry::End {
+        outcome: "aborted".into(),
+    });
+    assert!(!Resume::from_entries(&ended).active);
+    ended.push(begin());
+    let fresh = Resume::from_entries(&ended);
+    assert!(fresh.active && fresh.knobs.is_empty() && fresh.finished.is_empty());
+}
