@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use rollout_core::{Change, Event, Observer, Phase, Spec};
+use rollout_core::{Change, Event, Observer, OnTimeout, Phase};
 use rollout_sim::{ClientLoad, Fault, Flavor, Placement, SimBuilder, Strategy, simulate};
 
 /// Roll a simulated cluster one safe step at a time, in virtual time.
@@ -54,12 +54,37 @@ struct Args {
     /// partition:node=2,at=100,for=40 | orchestrator-crash:step=5
     #[arg(long = "fault")]
     faults: Vec<Fault>,
+    /// What to do when a wait passes its deadline: abort (restore knobs and stop), pause (halt,
+    /// keeping state for a resume) or skip (leave a node out, only before it is stopped).
+    #[arg(long, default_value = "abort")]
+    on_timeout: OnTimeoutArg,
+    /// Halt after this many nodes (a canary); knobs are restored at the halt.
+    #[arg(long)]
+    canary: Option<usize>,
     /// Print the plan and stop, touching nothing.
     #[arg(long)]
     dry_run: bool,
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     json: bool,
+}
+
+/// `--on-timeout` values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum OnTimeoutArg {
+    Abort,
+    Pause,
+    Skip,
+}
+
+impl From<OnTimeoutArg> for OnTimeout {
+    fn from(a: OnTimeoutArg) -> Self {
+        match a {
+            OnTimeoutArg::Abort => OnTimeout::Abort,
+            OnTimeoutArg::Pause => OnTimeout::Pause,
+            OnTimeoutArg::Skip => OnTimeout::Skip,
+        }
+    }
 }
 
 /// Wall-clock time, for the report's `wall_ms` only: the simulation itself runs on tokio's
@@ -145,11 +170,16 @@ fn main() -> ExitCode {
         .start_paused(true)
         .build()
         .expect("a current-thread runtime always builds");
+    let mut spec = args.strategy.spec(Change::Restart, args.nodes);
+    let mut policy = spec.policy.clone().on_timeout(args.on_timeout.into());
+    if let Some(n) = args.canary {
+        policy = policy.canary(n);
+    }
+    spec = spec.policy(policy);
     let wall = wall_clock();
     let result = runtime.block_on(async {
         if args.dry_run {
             let sim = builder.build()?;
-            let spec = Spec::new(Change::Restart).policy(args.strategy.policy(args.nodes));
             let plan = rollout_core::plan(&sim, &spec)
                 .await
                 .map_err(|e| anyhow::anyhow!(rollout_core::chain(&e)))?;
@@ -172,7 +202,7 @@ fn main() -> ExitCode {
             bar,
             quiet: args.json,
         };
-        let (_, report) = simulate(&builder, args.strategy, &Change::Restart, &progress).await?;
+        let (_, report) = simulate(&builder, args.strategy, &spec, &progress).await?;
         if let Some(bar) = &progress.bar {
             bar.finish_and_clear();
         }

@@ -148,6 +148,10 @@ pub struct Topology {
     pub nodes: Vec<NodeInfo>,
     /// Every partition with its placement.
     pub partitions: Vec<Partition>,
+    /// How many replicas of a partition must serve for it to take writes (Pegasus 2, from
+    /// `mutation_2pc_min_replica_count`; OpenMLDB 1). `0` is read as 1.
+    #[serde(default)]
+    pub min_serving: u32,
 }
 
 impl Topology {

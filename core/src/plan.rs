@@ -31,6 +31,8 @@ pub struct PlannedKnob {
     pub during: String,
     /// When it is set and restored.
     pub scope: KnobScope,
+    /// For wave knobs: the value between waves, if not the original.
+    pub after_wave: Option<String>,
 }
 
 /// A selected node that the planner will not roll, and why.
@@ -79,28 +81,37 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "rollout plan for {}: {} of {} nodes in {} waves ({:?} procedure)",
+            "rollout plan for {}: {} of {} nodes in {} waves ({} procedure)",
             self.cluster,
             self.change.kind(),
             self.node_count(),
             self.waves.len(),
-            self.procedure
+            match self.procedure {
+                Procedure::HighAvailability => "high-availability",
+                Procedure::Simple => "simple",
+            }
         )?;
         writeln!(f, "steps per node: {}", self.steps.join(" -> "))?;
         if !self.knobs.is_empty() {
             writeln!(f, "knobs:")?;
             for k in &self.knobs {
-                writeln!(
-                    f,
-                    "  {} = {} during the {}, then back to {}",
-                    k.name,
-                    k.during,
-                    match k.scope {
-                        KnobScope::Rollout => "rollout",
-                        KnobScope::Wave => "restarts of each wave",
-                    },
-                    k.original
-                )?;
+                match (k.scope, &k.after_wave) {
+                    (KnobScope::Rollout, _) => writeln!(
+                        f,
+                        "  {} = {} during the rollout, then back to {}",
+                        k.name, k.during, k.original
+                    )?,
+                    (KnobScope::Wave, None) => writeln!(
+                        f,
+                        "  {} = {} during each data wave's restarts, back to {} after each",
+                        k.name, k.during, k.original
+                    )?,
+                    (KnobScope::Wave, Some(after)) => writeln!(
+                        f,
+                        "  {} = {} during each data wave's restarts, {} after each, back to {} at the end",
+                        k.name, k.during, after, k.original
+                    )?,
+                }
             }
         }
         for (i, w) in self.waves.iter().enumerate() {
@@ -121,7 +132,7 @@ impl fmt::Display for Plan {
 ///
 /// For every partition with a replica on a node of the wave, the replicas that would be down
 /// (those already not serving plus those on the wave) must not exceed `max_unavailable`, and at
-/// least one replica must stay up.
+/// least [`Topology::min_serving`] replicas (at least one) must stay up.
 /// Every place in the engine and the planner that decides "may these go down" calls this.
 ///
 /// # Errors
@@ -132,6 +143,7 @@ pub fn wave_is_safe(
     max_unavailable: usize,
 ) -> Result<(), String> {
     let wave: BTreeSet<&NodeId> = wave.iter().collect();
+    let min_serving = topology.min_serving.max(1) as usize;
     for p in &topology.partitions {
         let in_wave = p.replicas.iter().filter(|r| wave.contains(&r.node)).count();
         if in_wave == 0 {
@@ -148,6 +160,13 @@ pub fn wave_is_safe(
             return Err(format!(
                 "partition {} would have no replica left ({} of {} on this wave)",
                 p.id, in_wave, wanted
+            ));
+        }
+        if up_outside < min_serving {
+            return Err(format!(
+                "partition {} would keep {up_outside} replica(s) serving, fewer than the \
+                 {min_serving} it needs to take writes",
+                p.id
             ));
         }
         if down > max_unavailable {

@@ -103,7 +103,11 @@ fn topology(s: &Shape) -> Topology {
                 .collect(),
         })
         .collect();
-    Topology { nodes, partitions }
+    Topology {
+        nodes,
+        partitions,
+        min_serving: 1,
+    }
 }
 
 /// Brute force: the replicas of each partition that are down or on the wave.

@@ -332,7 +332,15 @@ impl Cluster for SimCluster {
                     .collect(),
             })
             .collect();
-        Ok(Topology { nodes, partitions })
+        let min_serving = match w.flavor {
+            Flavor::Pegasus => 2,
+            Flavor::OpenMldb => 1,
+        };
+        Ok(Topology {
+            nodes,
+            partitions,
+            min_serving,
+        })
     }
 
     fn node(&self, id: &NodeId) -> Option<SimNode> {
@@ -590,10 +598,10 @@ impl SimProbe<'_> {
                         "node {} still serves partition {p} as a member",
                         name(i)
                     )),
-                    None if w.ops_pending(Some(i)) => {
-                        Health::waiting(format!("ops for node {} are still queued", name(i)))
-                    }
-                    None => Health::Healthy,
+                    None => match w.pending_op(Some(i)) {
+                        Some(op) => Health::Waiting(op),
+                        None => Health::Healthy,
+                    },
                 }
             }
             Kind::Quiesced => {
@@ -654,10 +662,10 @@ impl SimProbe<'_> {
                         "node {} has not got partition {p} back yet",
                         name(i)
                     )),
-                    None if w.ops_pending(Some(i)) => {
-                        Health::waiting(format!("ops for node {} are still queued", name(i)))
-                    }
-                    None => Health::Healthy,
+                    None => match w.pending_op(Some(i)) {
+                        Some(op) => Health::Waiting(op),
+                        None => Health::Healthy,
+                    },
                 }
             }
         }
@@ -675,6 +683,31 @@ fn fully_healthy(w: &World) -> Health {
     {
         return Health::waiting(format!("node {} is not alive", n.id));
     }
+    if let Some(op) = w.pending_op(None) {
+        return Health::Waiting(op);
+    }
+    if w.flavor == Flavor::OpenMldb && w.knob("auto_failover") == "false" {
+        // With auto failover off nothing reloads a tablet that restarted on its own.
+        let stranded = w.nodes.iter().enumerate().find(|(i, n)| {
+            n.kind == RoleKind::Data
+                && !n.draining
+                && n.led.is_empty()
+                && n.parts.iter().any(|&p| {
+                    w.parts[p as usize]
+                        .replicas
+                        .iter()
+                        .any(|r| r.node == *i as u32 && !r.loaded)
+                })
+        });
+        if let Some((_, n)) = stranded {
+            return Health::failed(format!(
+                "tablet {} restarted outside the rollout and auto_failover is off, so nothing \
+                 reloads its replicas: recover them (recoverdata) or abort to turn \
+                 auto_failover back on",
+                n.id
+            ));
+        }
+    }
     if let Some(&p) = w.unhealthy.iter().next() {
         let part = &w.parts[p as usize];
         return Health::waiting(format!(
@@ -682,9 +715,6 @@ fn fully_healthy(w: &World) -> Health {
             w.members(p),
             part.wanted
         ));
-    }
-    if w.ops_pending(None) {
-        return Health::waiting("nameserver ops are still running");
     }
     if let Some(n) = w.nodes.iter().find(|n| n.draining) {
         return Health::waiting(format!("node {} is drained", n.id));

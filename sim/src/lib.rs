@@ -17,12 +17,9 @@
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
-//! let (_, report) = simulate(
-//!     SimBuilder::new(Flavor::Pegasus).seed(7),
-//!     Strategy::Ha,
-//!     &Change::Restart,
-//!     &Ignore,
-//! )
+//! let builder = SimBuilder::new(Flavor::Pegasus).seed(7).clone();
+//! let spec = Strategy::Ha.spec(Change::Restart, builder.get_data_nodes());
+//! let (_, report) = simulate(&builder, Strategy::Ha, &spec, &Ignore)
 //! .await
 //! .unwrap();
 //! assert!(report.completed);

@@ -40,6 +40,11 @@ impl Strategy {
         }
     }
 
+    /// The spec of a rollout of `change` with this strategy on a cluster of `data_nodes`.
+    pub fn spec(self, change: Change, data_nodes: usize) -> Spec {
+        Spec::new(change).policy(self.policy(data_nodes))
+    }
+
     /// The core policy this strategy runs with on a cluster of `data_nodes`.
     pub fn policy(self, data_nodes: usize) -> Policy {
         match self {
@@ -150,8 +155,9 @@ impl Journal for CrashAt {
     }
 }
 
-/// Runs one rollout of `change` with `strategy` on a cluster from `builder`, in the current
-/// tokio runtime (use a paused clock: a simulated hour then takes milliseconds).
+/// Runs one rollout of `spec` on a cluster from `builder`, in the current tokio runtime (use a
+/// paused clock: a simulated hour then takes milliseconds). `strategy` names the run in the
+/// report; [`Strategy::spec`] builds the matching spec.
 ///
 /// An `orchestrator-crash` fault drops the rollout's future after that many journal records,
 /// like a killed process, and starts it again from the journal 10 virtual seconds later.
@@ -161,11 +167,10 @@ impl Journal for CrashAt {
 pub async fn simulate(
     builder: &SimBuilder,
     strategy: Strategy,
-    change: &Change,
+    spec: &Spec,
     observer: &dyn Observer,
 ) -> Result<(SimCluster, SimReport), BuildError> {
     let sim = builder.build()?;
-    let spec = Spec::new(change.clone()).policy(strategy.policy(builder.get_data_nodes()));
     let crash_at = builder.get_faults().iter().find_map(|f| match f {
         Fault::OrchestratorCrash { step } => Some(*step),
         _ => None,
@@ -186,7 +191,7 @@ pub async fn simulate(
     let t0 = Instant::now();
     let mut result = {
         let run = Run::new(&journal).observe(&watch);
-        let rolling = std::pin::pin!(roll(&sim, &spec, run));
+        let rolling = std::pin::pin!(roll(&sim, spec, run));
         let crash = std::pin::pin!(journal.hit.notified());
         futures_select(rolling, crash).await
     };
@@ -195,7 +200,7 @@ pub async fn simulate(
         journal.at.store(usize::MAX, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(10)).await;
         let run = Run::new(&journal).observe(&watch);
-        result = Some(roll(&sim, &spec, run).await);
+        result = Some(roll(&sim, spec, run).await);
     }
     let result = result.expect("set above");
     let virtual_secs = t0.elapsed().as_secs_f64();

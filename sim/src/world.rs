@@ -1025,22 +1025,22 @@ impl World {
         if self.running_op[q].is_some() || self.leader.is_none() {
             return;
         }
+        // A ChangeLeader away from a node with a stuck drain never starts: it blocks its
+        // queue, as a stuck op does.
+        if let Some(Op::ChangeLeader { from, .. }) = self.ops[q].front()
+            && self.nodes[*from as usize].stuck_drain
+        {
+            return;
+        }
         let Some(op) = self.ops[q].pop_front() else {
             return;
         };
         let mut cost = us(self.t.op);
         match &op {
-            Op::ChangeLeader {
-                part, from, fenced, ..
-            } => {
+            Op::ChangeLeader { part, fenced, .. } => {
                 if *fenced {
                     self.parts[*part as usize].handover = true;
                     self.touch(*part);
-                }
-                if self.nodes[*from as usize].stuck_drain && *fenced {
-                    // Never completes: the op blocks its queue, as a stuck op does.
-                    self.running_op[q] = Some(op);
-                    return;
                 }
             }
             Op::RecoverTable { part, node } => {
@@ -1150,14 +1150,40 @@ impl World {
         self.start_op(q);
     }
 
-    /// Whether any op is queued or running for a partition of `node` (or any at all).
-    pub(crate) fn ops_pending(&self, node: Option<u32>) -> bool {
-        let mentions = |op: &Op| match (node, op) {
+    /// The first op queued or running that concerns `node` (or any op), described.
+    pub(crate) fn pending_op(&self, node: Option<u32>) -> Option<String> {
+        let mentions = |op: &&Op| match (node, op) {
             (None, _) => true,
             (Some(n), Op::ChangeLeader { from, to, .. }) => *from == n || *to == Some(n),
             (Some(n), Op::RecoverTable { node, .. }) => *node == n,
         };
-        self.ops.iter().flatten().any(mentions) || self.running_op.iter().flatten().any(mentions)
+        let name = |n: u32| self.nodes[n as usize].id.to_string();
+        let op = self
+            .running_op
+            .iter()
+            .flatten()
+            .find(mentions)
+            .map(|op| (op, "running"))
+            .or_else(|| {
+                self.ops
+                    .iter()
+                    .flatten()
+                    .find(mentions)
+                    .map(|op| (op, "queued"))
+            })?;
+        Some(match op {
+            (Op::ChangeLeader { part, from, to, .. }, state) => format!(
+                "ChangeLeader of partition {part} from {} to {} is {state}",
+                name(*from),
+                to.map_or_else(|| "any follower".to_string(), name)
+            ),
+            (Op::RecoverTable { part, node }, state) => {
+                format!(
+                    "RecoverTable of partition {part} on {} is {state}",
+                    name(*node)
+                )
+            }
+        })
     }
 
     /// Draws a transient control-plane failure.

@@ -6,6 +6,7 @@ use crate::event::Event;
 use crate::journal::{Entry, Resume};
 use crate::model::{Knob, KnobScope, NodeId};
 use crate::plan::PlannedKnob;
+use crate::policy::Policy;
 
 use super::Ctx;
 
@@ -48,18 +49,25 @@ impl Guard {
     pub(super) async fn planned<C: Cluster>(
         &self,
         cluster: &C,
-    ) -> Result<Vec<PlannedKnob>, C::Error> {
+        policy: &Policy,
+    ) -> Result<Vec<PlannedKnob>, Error<C::Error>> {
         let mut out = Vec::new();
         for k in &self.specs {
             let original = match self.original(&k.name) {
                 Some(v) => v.to_string(),
-                None => cluster.read_knob(&k.name).await?,
+                None => {
+                    super::retry(cluster, policy, None, Phase::Plan, || {
+                        cluster.read_knob(&k.name)
+                    })
+                    .await?
+                }
             };
             out.push(PlannedKnob {
                 name: k.name.clone(),
                 original,
                 during: k.during.clone(),
                 scope: k.scope,
+                after_wave: k.after_wave.clone(),
             });
         }
         Ok(out)

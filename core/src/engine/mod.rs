@@ -95,25 +95,12 @@ impl<'a> Run<'a> {
 pub async fn plan<C: Cluster>(cluster: &C, spec: &Spec) -> Result<Plan, Error<C::Error>> {
     let topology = validate(cluster, spec).await?;
     let nodes = resolve(&topology, spec)?;
-    let knobs = cluster.knobs(spec.policy.get_procedure());
-    let mut planned = Vec::new();
-    for k in knobs {
-        let original = cluster
-            .read_knob(&k.name)
-            .await
-            .map_err(|source| Error::Backend {
-                node: None,
-                phase: Phase::Plan,
-                source,
-            })?;
-        planned.push(PlannedKnob {
-            name: k.name,
-            original,
-            during: k.during,
-            scope: k.scope,
-        });
-    }
-    let (todo, done) = split_done(cluster, &spec.change, &nodes, &[]).await?;
+    let guard = Guard::from_journal(
+        &Resume::default(),
+        cluster.knobs(spec.policy.get_procedure()),
+    );
+    let planned = guard.planned(cluster, &spec.policy).await?;
+    let (todo, done) = split_done(cluster, spec, &nodes, &[]).await?;
     Ok(make_plan(cluster, spec, &topology, &todo, done, planned))
 }
 
@@ -214,11 +201,10 @@ async fn validate<C: Cluster>(cluster: &C, spec: &Spec) -> Result<Topology, Erro
             kind: spec.change.kind(),
             reason,
         })?;
-    cluster.topology().await.map_err(|source| Error::Backend {
-        node: None,
-        phase: Phase::Plan,
-        source,
+    retry(cluster, &spec.policy, None, Phase::Plan, || {
+        cluster.topology()
     })
+    .await
 }
 
 fn resolve<E: std::error::Error>(
@@ -234,10 +220,11 @@ fn resolve<E: std::error::Error>(
 /// Splits `nodes` into those to roll and those already at the target (never for a restart).
 async fn split_done<C: Cluster>(
     cluster: &C,
-    change: &Change,
+    spec: &Spec,
     nodes: &[NodeId],
     keep: &[NodeId],
 ) -> Result<(Vec<NodeId>, Vec<NodeId>), Error<C::Error>> {
+    let change = &spec.change;
     let mut todo = Vec::new();
     let mut done = Vec::new();
     for id in nodes {
@@ -246,14 +233,10 @@ async fn split_done<C: Cluster>(
             .ok_or_else(|| Error::UnknownNode(id.to_string()))?;
         let applied = !matches!(change, Change::Restart)
             && !keep.contains(id)
-            && node
-                .is_applied(change)
-                .await
-                .map_err(|source| Error::Backend {
-                    node: Some(id.clone()),
-                    phase: Phase::Plan,
-                    source,
-                })?;
+            && retry(cluster, &spec.policy, Some(id), Phase::Plan, || {
+                node.is_applied(change)
+            })
+            .await?;
         if applied {
             done.push(id.clone());
         } else {
@@ -314,17 +297,10 @@ async fn roll_inner<C: Cluster>(
         .filter(|n| !resume.finished.contains(n))
         .cloned()
         .collect();
-    let (todo, done) = split_done(cluster, &spec.change, &remaining, &in_flight).await?;
+    let (todo, done) = split_done(cluster, spec, &remaining, &in_flight).await?;
     let ctx = Ctx::new(cluster, spec, run);
     let mut guard = Guard::from_journal(&resume, cluster.knobs(spec.policy.get_procedure()));
-    let planned = guard
-        .planned(cluster)
-        .await
-        .map_err(|source| Error::Backend {
-            node: None,
-            phase: Phase::Plan,
-            source,
-        })?;
+    let planned = guard.planned(cluster, &spec.policy).await?;
     let plan = make_plan(cluster, spec, &topology, &todo, done.clone(), planned);
     if let Some(b) = plan.blocked.first() {
         return Err(Error::Unsafe {
@@ -413,6 +389,38 @@ async fn roll_inner<C: Cluster>(
     }
 }
 
+/// Calls a control-plane step, retrying transient and not-safe-yet errors with exponential
+/// backoff in tokio time (from the poll minimum to 5 s, `retries` times); a fatal error, or the
+/// last one, becomes [`Error::Backend`] naming the node and phase.
+async fn retry<C, T, F, Fut>(
+    cluster: &C,
+    policy: &crate::policy::Policy,
+    node: Option<&NodeId>,
+    phase: Phase,
+    f: F,
+) -> Result<T, Error<C::Error>>
+where
+    C: Cluster,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, C::Error>>,
+{
+    use backon::{ExponentialBuilder, Retryable};
+    let (min, max) = policy.poll_bounds();
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(min)
+        .with_max_delay(max.max(std::time::Duration::from_secs(5)))
+        .with_max_times(policy.get_retries());
+    f.retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(|e| cluster.classify(e) != ErrorClass::Fatal)
+        .await
+        .map_err(|source| Error::Backend {
+            node: node.cloned(),
+            phase,
+            source,
+        })
+}
+
 /// An error and its sources on one line.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
@@ -456,21 +464,7 @@ impl<'a, C: Cluster> Ctx<'a, C> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, C::Error>>,
     {
-        use backon::{ExponentialBuilder, Retryable};
-        let (min, max) = self.spec.policy.poll_bounds();
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(min)
-            .with_max_delay(max.max(std::time::Duration::from_secs(5)))
-            .with_max_times(self.spec.policy.get_retries());
-        f.retry(backoff)
-            .sleep(tokio::time::sleep)
-            .when(|e| self.cluster.classify(e) != ErrorClass::Fatal)
-            .await
-            .map_err(|source| Error::Backend {
-                node: node.cloned(),
-                phase,
-                source,
-            })
+        retry(self.cluster, &self.spec.policy, node, phase, f).await
     }
 
     /// Rolls every wave; `Ok(Some(reason))` means halted.

@@ -480,12 +480,25 @@ impl<C: Cluster> Ctx<'_, C> {
         })
     }
 
-    /// After a failure between stop and ready: put back what apply replaced and start the
-    /// node again, best effort, so that nothing is left half-changed. Returns `e`.
+    /// After a failure between stop and ready, so that nothing is left half-changed:
+    /// a node that was not started yet (its boot id is the one from before the stop) gets back
+    /// what apply replaced and is started; a node that was started but did not come up is
+    /// stopped, reverted and started once more, but only when there is a change to revert
+    /// (starting the same thing again is left to the operator, so that no node restarts twice).
+    /// Best effort; returns `e`.
     async fn roll_back(&self, slots: &[Slot<C::Node>], e: Error<C::Error>) -> Error<C::Error> {
+        let revertible = self.spec.change != crate::model::Change::Restart;
         for s in slots {
-            let changed = s.record.is_some() && self.spec.change != crate::model::Change::Restart;
-            if changed {
+            let Ok(status) = self
+                .call(Some(&s.id), Phase::Revert, || s.node.status())
+                .await
+            else {
+                continue;
+            };
+            let started = status.boot != s.boot;
+            let record = s.record.as_ref().filter(|_| revertible);
+            if started {
+                let Some(record) = record else { continue };
                 tracing::warn!(
                     node = s.id.as_str(),
                     "reverting the change after a failed start"
@@ -495,23 +508,35 @@ impl<C: Cluster> Ctx<'_, C> {
                     .await;
                 let stopped = Stopped(&s.node).and(self.cluster.stopped(&s.id));
                 let deadline = self.spec.policy.get_deadlines().stop;
-                let _ = self
+                if self
                     .wait(Some(&s.id), Phase::Revert, &stopped, deadline)
-                    .await;
-                if let Some(record) = &s.record
-                    && self
+                    .await
+                    .is_err()
+                    || self
                         .call(Some(&s.id), Phase::Revert, || s.node.revert(record))
                         .await
                         .is_err()
                 {
                     continue;
                 }
+            } else if status.running {
+                continue;
+            } else if let Some(record) = record
+                && self
+                    .call(Some(&s.id), Phase::Revert, || s.node.revert(record))
+                    .await
+                    .is_err()
+            {
+                continue;
             }
-            let running = self
-                .call(Some(&s.id), Phase::Revert, || s.node.status())
+            // The control plane must have seen the old process go before a new one registers.
+            let stopped = Stopped(&s.node).and(self.cluster.stopped(&s.id));
+            let deadline = self.spec.policy.get_deadlines().stop;
+            if self
+                .wait(Some(&s.id), Phase::Revert, &stopped, deadline)
                 .await
-                .is_ok_and(|st| st.running);
-            if !running {
+                .is_ok()
+            {
                 let _ = self
                     .call(Some(&s.id), Phase::Revert, || s.node.start())
                     .await;

@@ -318,6 +318,7 @@ impl Cluster for Tiny {
                         .collect(),
                 })
                 .collect(),
+            min_serving: 1,
         })
     }
 

@@ -1,0 +1,132 @@
+//! The claims of DESIGN.md section 7 and issue 3, checked on the simulator's reports.
+//! Times are virtual (deterministic for a seed), never wall-clock.
+
+#[path = "support.rs"]
+mod support;
+
+use rollout_sim::{Flavor, Placement, SimBuilder, Strategy};
+use support::run;
+
+#[test]
+fn pegasus_ha_keeps_every_client_request_where_naive_fails_some() {
+    let mut b = SimBuilder::new(Flavor::Pegasus);
+    b.seed(7);
+    let ha = run(&b, Strategy::Ha);
+    assert!(ha.completed, "{ha:?}");
+    assert_eq!(ha.requests_failed, 0);
+    assert_eq!(ha.writes_lost, 0);
+    assert!(ha.knobs_restored);
+    assert_eq!(ha.max_replicas_down, 1);
+    assert_eq!(ha.max_restarts_per_node, 1);
+    assert_eq!(ha.restarts, ha.nodes as u64);
+    let naive = run(&b, Strategy::Naive);
+    assert!(naive.completed);
+    assert!(naive.requests_failed > 0, "{naive:?}");
+}
+
+#[test]
+fn openmldb_ha_completes_with_fewer_failures_and_losses_than_naive() {
+    let mut b = SimBuilder::new(Flavor::OpenMldb);
+    b.seed(7);
+    let ha = run(&b, Strategy::Ha);
+    let naive = run(&b, Strategy::Naive);
+    assert!(ha.completed, "{ha:?}");
+    assert!(ha.knobs_restored);
+    assert!(
+        ha.requests_failed < naive.requests_failed,
+        "{ha:?} vs {naive:?}"
+    );
+    assert!(ha.writes_lost < naive.writes_lost, "{ha:?} vs {naive:?}");
+    assert_eq!(ha.max_replicas_down, 1);
+}
+
+#[test]
+fn waves_take_at_most_a_quarter_of_ha_time_on_rack_aware_placement() {
+    let mut b = SimBuilder::new(Flavor::Pegasus);
+    b.data_nodes(30).racks(3).placement(Placement::RackAware);
+    let ha = run(&b, Strategy::Ha);
+    let waves = run(&b, Strategy::Waves);
+    assert!(ha.completed && waves.completed);
+    assert_eq!(waves.max_replicas_down, 1);
+    assert_eq!(waves.requests_failed, 0);
+    assert!(
+        waves.virtual_secs * 4.0 <= ha.virtual_secs,
+        "waves {} s vs ha {} s",
+        waves.virtual_secs,
+        ha.virtual_secs
+    );
+}
+
+#[test]
+fn ha_roll_time_is_within_five_percent_of_the_lower_bound() {
+    for flavor in [Flavor::Pegasus, Flavor::OpenMldb] {
+        let mut b = SimBuilder::new(flavor);
+        b.seed(7);
+        let r = run(&b, Strategy::Ha);
+        assert!(r.lower_bound_secs > 0.0);
+        assert!(r.lower_bound_secs <= r.virtual_secs);
+        assert!(
+            r.virtual_secs <= r.lower_bound_secs * 1.05,
+            "{flavor}: {} s against a lower bound of {} s",
+            r.virtual_secs,
+            r.lower_bound_secs
+        );
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_report() {
+    for flavor in [Flavor::Pegasus, Flavor::OpenMldb] {
+        let mut b = SimBuilder::new(flavor);
+        b.seed(11).data_nodes(7).partitions(40);
+        let a = run(&b, Strategy::Ha);
+        let b2 = run(&b, Strategy::Ha);
+        assert_eq!(a, b2);
+        let mut other = b.clone();
+        other.seed(12);
+        assert_ne!(run(&other, Strategy::Ha).requests_ok, 0);
+    }
+}
+
+#[test]
+fn the_report_has_exactly_the_contract_fields() {
+    let r = run(&SimBuilder::new(Flavor::Pegasus), Strategy::Ha);
+    let json = serde_json::to_value(&r).unwrap();
+    let keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut want = vec![
+        "flavor",
+        "strategy",
+        "seed",
+        "nodes",
+        "data_nodes",
+        "partitions",
+        "replicas",
+        "outcome",
+        "completed",
+        "error",
+        "virtual_secs",
+        "lower_bound_secs",
+        "wall_ms",
+        "waves",
+        "requests_ok",
+        "requests_failed",
+        "unavailable_partition_secs",
+        "writes_acked",
+        "writes_lost",
+        "max_replicas_down",
+        "knobs_restored",
+        "restarts",
+        "max_restarts_per_node",
+    ];
+    let mut got = keys.clone();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    assert!(json["error"].is_null());
+    assert_eq!(json["outcome"], "completed");
+}

@@ -1,0 +1,43 @@
+//! Helpers shared by the simulator's tests.
+#![allow(dead_code, unreachable_pub)]
+
+use rollout_core::{Change, Ignore};
+use rollout_sim::{SimBuilder, SimReport, Strategy, simulate};
+
+/// Runs one rollout on a fresh paused-clock runtime and returns its report.
+pub fn run(builder: &SimBuilder, strategy: Strategy) -> SimReport {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let spec = strategy.spec(Change::Restart, builder.get_data_nodes());
+        simulate(builder, strategy, &spec, &Ignore)
+            .await
+            .expect("a valid shape")
+            .1
+    })
+}
+
+/// Like [`run`], also returning orchestrator restarts per node.
+pub fn run_with_restarts(
+    builder: &SimBuilder,
+    strategy: Strategy,
+) -> (
+    SimReport,
+    std::collections::BTreeMap<rollout_core::NodeId, u32>,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let spec = strategy.spec(Change::Restart, builder.get_data_nodes());
+        let (sim, report) = simulate(builder, strategy, &spec, &Ignore)
+            .await
+            .expect("a valid shape");
+        (report, sim.truth().restarts)
+    })
+}
