@@ -42,6 +42,7 @@ both!(
     pause_policy_halts_keeping_knobs_until_abort_restores_them,
     skip_policy_leaves_a_stuck_node_out_and_rolls_the_rest,
     resumes_after_an_interruption_at_every_step_without_double_restarts,
+    resumes_parallel_waves_after_an_interruption_at_every_step,
     control_cancel_stops_between_nodes_and_restores_knobs,
     control_pause_waits_for_resume,
     canary_halts_after_n_nodes_and_a_second_run_finishes,
@@ -189,6 +190,22 @@ async fn skip_policy_leaves_a_stuck_node_out_and_rolls_the_rest<F: Fixture>() {
 }
 
 async fn resumes_after_an_interruption_at_every_step_without_double_restarts<F: Fixture>() {
+    resume_at_every_step::<F>(&spec()).await;
+}
+
+async fn resumes_parallel_waves_after_an_interruption_at_every_step<F: Fixture>() {
+    let spec = spec().policy(policy().max_parallel(4));
+    let c = F::build(&Opts::default());
+    let plan = rollout_core::plan(&c, &spec).await.unwrap();
+    assert!(
+        plan.waves.iter().any(|w| w.nodes.len() > 1),
+        "the fixture should allow parallel waves: {plan}"
+    );
+    resume_at_every_step::<F>(&spec).await;
+}
+
+async fn resume_at_every_step<F: Fixture>(spec: &Spec) {
+    let spec = || spec.clone();
     // How many journal records an uninterrupted run writes.
     let total = {
         let c = F::build(&Opts::default());

@@ -476,28 +476,40 @@ impl<'a, C: Cluster> Ctx<'a, C> {
         report: &mut Report,
     ) -> Result<Option<String>, Error<C::Error>> {
         self.set(guard, KnobScope::Rollout, None).await?;
-        // Nodes the journal shows in progress are finished first, from where they stopped.
-        let topology = if resume.in_flight.is_empty() {
-            Topology::default()
-        } else {
-            self.call(None, Phase::Plan, || self.cluster.topology())
-                .await?
-        };
-        for (id, boot, record) in &resume.in_flight {
-            let start = node::resume_point(self, id, boot.as_ref(), record.as_ref()).await?;
-            let info = topology
-                .node(id)
-                .ok_or_else(|| Error::UnknownNode(id.to_string()))?;
-            let wave = Wave {
-                role: info.role.name.clone(),
-                kind: info.role.kind,
-                nodes: vec![id.clone()],
-            };
-            if let Some(reason) = self
-                .roll_wave(guard, &wave, usize::MAX, start, report)
-                .await?
-            {
-                return Ok(Some(reason));
+        // Nodes the journal shows in progress (the wave a crash interrupted) are finished
+        // first, together, each from where it stopped.
+        if !resume.in_flight.is_empty() {
+            let topology = self
+                .call(None, Phase::Plan, || self.cluster.topology())
+                .await?;
+            let mut groups: Vec<(Wave, Vec<node::StartAt>)> = Vec::new();
+            for (id, boot, record) in &resume.in_flight {
+                let start = node::resume_point(self, id, boot.as_ref(), record.as_ref()).await?;
+                let info = topology
+                    .node(id)
+                    .ok_or_else(|| Error::UnknownNode(id.to_string()))?;
+                match groups.iter_mut().find(|(w, _)| w.role == info.role.name) {
+                    Some((w, starts)) => {
+                        w.nodes.push(id.clone());
+                        starts.push(start);
+                    }
+                    None => groups.push((
+                        Wave {
+                            role: info.role.name.clone(),
+                            kind: info.role.kind,
+                            nodes: vec![id.clone()],
+                        },
+                        vec![start],
+                    )),
+                }
+            }
+            for (wave, starts) in groups {
+                if let Some(reason) = self
+                    .roll_wave(guard, &wave, usize::MAX, &starts, report)
+                    .await?
+                {
+                    return Ok(Some(reason));
+                }
             }
         }
         let canary = self.spec.policy.get_canary();
@@ -540,10 +552,8 @@ impl<'a, C: Cluster> Ctx<'a, C> {
                 index,
                 nodes: wave.nodes.clone(),
             });
-            if let Some(reason) = self
-                .roll_wave(guard, &wave, index, StartAt::Gate, report)
-                .await?
-            {
+            let starts = vec![StartAt::Gate; wave.nodes.len()];
+            if let Some(reason) = self.roll_wave(guard, &wave, index, &starts, report).await? {
                 return Ok(Some(reason));
             }
         }
@@ -556,11 +566,11 @@ impl<'a, C: Cluster> Ctx<'a, C> {
         guard: &mut Guard,
         wave: &Wave,
         index: usize,
-        start: StartAt,
+        starts: &[StartAt],
         report: &mut Report,
     ) -> Result<Option<String>, Error<C::Error>> {
         let span = tracing::info_span!("wave", index, role = wave.role.as_str());
-        let outcome = node::roll_nodes(self, guard, wave, start)
+        let outcome = node::roll_nodes(self, guard, wave, starts)
             .instrument(span)
             .await;
         match outcome {

@@ -43,6 +43,7 @@ pub(super) enum NodeOutcome {
 struct Slot<N> {
     id: NodeId,
     node: N,
+    start: StartAt,
     boot: Option<String>,
     record: Option<ApplyRecord>,
 }
@@ -72,17 +73,20 @@ pub(super) async fn resume_point<C: Cluster>(
     })
 }
 
-/// Runs the node sequence for every node of `wave`, phase by phase.
+/// Runs the node sequence for every node of `wave`, phase by phase; node `i` starts at
+/// `starts[i]` (fresh nodes at the gate, resumed ones where they stopped), and a phase runs
+/// only for the nodes that start at or before it.
 pub(super) async fn roll_nodes<C: Cluster>(
     ctx: &Ctx<'_, C>,
     guard: &mut Guard,
     wave: &Wave,
-    start: StartAt,
+    starts: &[StartAt],
 ) -> Result<Vec<(NodeId, NodeOutcome)>, Error<C::Error>> {
     let ha = ctx.spec.policy.get_procedure() == Procedure::HighAvailability;
+    let data = wave.kind == RoleKind::Data;
     let deadlines = *ctx.spec.policy.get_deadlines();
     let mut slots = Vec::new();
-    for id in &wave.nodes {
+    for (id, &start) in wave.nodes.iter().zip(starts) {
         let node = ctx
             .cluster
             .node(id)
@@ -90,136 +94,141 @@ pub(super) async fn roll_nodes<C: Cluster>(
         slots.push(Slot {
             id: id.clone(),
             node,
+            start,
             boot: None,
             record: None,
         });
     }
     let mut outcomes = Vec::new();
-    let resumed = ctx.resume_state(&mut slots, start);
-    resumed.await?;
+    ctx.resume_state(&mut slots).await?;
 
-    if start <= StartAt::Gate
+    if slots.iter().all(|s| s.start == StartAt::Gate)
         && let Err(e) = ctx.gate(wave).await
     {
         return skip_or_fail(ctx, e, &wave.nodes, &mut outcomes).map(|()| outcomes);
     }
-    if start <= StartAt::Drain {
-        for s in &mut slots {
-            let status = ctx
-                .call(Some(&s.id), Phase::Gate, || s.node.status())
-                .await?;
-            s.boot = status.boot;
-            ctx.append(&Entry::NodeBegin {
-                node: s.id.clone(),
-                boot: s.boot.clone(),
-            })?;
-        }
-        let data = wave.kind == RoleKind::Data;
-        if ha && data {
-            ctx.set(guard, KnobScope::Wave, None).await?;
-            let results = ctx
-                .prepare(
-                    &slots,
-                    Phase::Drain,
-                    Phase::WaitDrained,
-                    deadlines.drain,
-                    |id| ctx.cluster.drain(id),
-                    |id| ctx.cluster.drained(id),
-                )
-                .await;
-            slots = ctx.keep(slots, results, &mut outcomes).await?;
-            let results = ctx
-                .prepare(
-                    &slots,
-                    Phase::Quiesce,
-                    Phase::WaitQuiesced,
-                    deadlines.quiesce,
-                    |id| ctx.cluster.quiesce(id),
-                    |id| ctx.cluster.quiesced(id),
-                )
-                .await;
-            slots = ctx.keep(slots, results, &mut outcomes).await?;
-            if slots.is_empty() {
-                ctx.restore(guard, KnobScope::Wave).await?;
-                return Ok(outcomes);
-            }
-        }
-        let down = async {
-            ctx.all(&slots, Phase::Stop, |s| async move {
-                ctx.call(Some(&s.id), Phase::Stop, || s.node.stop()).await
-            })
+    for s in slots.iter_mut().filter(|s| s.start <= StartAt::Drain) {
+        let status = ctx
+            .call(Some(&s.id), Phase::Gate, || s.node.status())
             .await?;
-            ctx.all(&slots, Phase::WaitStopped, |s| async move {
-                let probe = Stopped(&s.node).and(ctx.cluster.stopped(&s.id));
-                ctx.wait(Some(&s.id), Phase::WaitStopped, &probe, deadlines.stop)
-                    .await
-            })
-            .await
-        };
-        if let Err(e) = down.await {
-            return Err(ctx.roll_back(&slots, e).await);
+        s.boot = status.boot;
+        ctx.append(&Entry::NodeBegin {
+            node: s.id.clone(),
+            boot: s.boot.clone(),
+        })?;
+    }
+    if ha && data {
+        ctx.set(guard, KnobScope::Wave, None).await?;
+        let results = ctx
+            .prepare(
+                &slots,
+                Phase::Drain,
+                Phase::WaitDrained,
+                deadlines.drain,
+                |id| ctx.cluster.drain(id),
+                |id| ctx.cluster.drained(id),
+            )
+            .await;
+        slots = ctx.keep(slots, results, &mut outcomes).await?;
+        let results = ctx
+            .prepare(
+                &slots,
+                Phase::Quiesce,
+                Phase::WaitQuiesced,
+                deadlines.quiesce,
+                |id| ctx.cluster.quiesce(id),
+                |id| ctx.cluster.quiesced(id),
+            )
+            .await;
+        slots = ctx.keep(slots, results, &mut outcomes).await?;
+        if slots.is_empty() {
+            ctx.restore(guard, KnobScope::Wave).await?;
+            return Ok(outcomes);
         }
     }
-    if start <= StartAt::Apply {
-        let records = ctx
-            .all(&slots, Phase::Apply, |s| async move {
-                let record = ctx
-                    .call(Some(&s.id), Phase::Apply, || s.node.apply(&ctx.spec.change))
-                    .await?;
-                ctx.append(&Entry::NodeApplied {
-                    record: record.clone(),
-                })?;
-                Ok(record)
-            })
-            .await;
-        match records {
-            Ok(records) => {
-                for (s, r) in slots.iter_mut().zip(records) {
+    let down = async {
+        ctx.all(&slots, StartAt::Drain, Phase::Stop, |s| async move {
+            ctx.call(Some(&s.id), Phase::Stop, || s.node.stop()).await
+        })
+        .await?;
+        ctx.all(&slots, StartAt::Drain, Phase::WaitStopped, |s| async move {
+            let probe = Stopped(&s.node).and(ctx.cluster.stopped(&s.id));
+            ctx.wait(Some(&s.id), Phase::WaitStopped, &probe, deadlines.stop)
+                .await
+        })
+        .await
+    };
+    if let Err(e) = down.await {
+        return Err(ctx.roll_back(&slots, e).await);
+    }
+    let records = ctx
+        .all(&slots, StartAt::Apply, Phase::Apply, |s| async move {
+            let record = ctx
+                .call(Some(&s.id), Phase::Apply, || s.node.apply(&ctx.spec.change))
+                .await?;
+            ctx.append(&Entry::NodeApplied {
+                record: record.clone(),
+            })?;
+            Ok(record)
+        })
+        .await;
+    match records {
+        Ok(records) => {
+            for r in records {
+                if let Some(s) = slots.iter_mut().find(|s| s.id == r.node) {
                     s.record = Some(r);
                 }
             }
-            Err(e) => return Err(ctx.roll_back(&slots, e).await),
         }
+        Err(e) => return Err(ctx.roll_back(&slots, e).await),
     }
     let up = async {
-        if start <= StartAt::Start {
-            ctx.all(&slots, Phase::Start, |s| async move {
-                ctx.call(Some(&s.id), Phase::Start, || s.node.start()).await
-            })
-            .await?;
-        }
-        ctx.all(&slots, Phase::WaitReady, |s| async move {
-            let probe = Restarted {
-                node: &s.node,
-                before: s.boot.clone(),
-            }
-            .and(ctx.cluster.ready(&s.id));
-            ctx.wait(Some(&s.id), Phase::WaitReady, &probe, deadlines.ready)
-                .await
+        ctx.all(&slots, StartAt::Start, Phase::Start, |s| async move {
+            ctx.call(Some(&s.id), Phase::Start, || s.node.start()).await
         })
+        .await?;
+        ctx.all(
+            &slots,
+            StartAt::WaitReady,
+            Phase::WaitReady,
+            |s| async move {
+                let probe = Restarted {
+                    node: &s.node,
+                    before: s.boot.clone(),
+                }
+                .and(ctx.cluster.ready(&s.id));
+                ctx.wait(Some(&s.id), Phase::WaitReady, &probe, deadlines.ready)
+                    .await
+            },
+        )
         .await
     };
     if let Err(e) = up.await {
         return Err(ctx.roll_back(&slots, e).await);
     }
     if ha {
-        if wave.kind == RoleKind::Data {
+        if data {
             ctx.release_wave(guard).await?;
         }
-        ctx.all(&slots, Phase::Rejoin, |s| async move {
+        ctx.all(&slots, StartAt::WaitReady, Phase::Rejoin, |s| async move {
             ctx.call(Some(&s.id), Phase::Rejoin, || ctx.cluster.rejoin(&s.id))
                 .await
         })
         .await?;
-        ctx.all(&slots, Phase::WaitRejoined, |s| async move {
-            ctx.wait(
-                Some(&s.id),
-                Phase::WaitRejoined,
-                &ctx.cluster.rejoined(&s.id),
-                deadlines.rejoin,
-            )
-            .await
-        })
+        ctx.all(
+            &slots,
+            StartAt::WaitReady,
+            Phase::WaitRejoined,
+            |s| async move {
+                ctx.wait(
+                    Some(&s.id),
+                    Phase::WaitRejoined,
+                    &ctx.cluster.rejoined(&s.id),
+                    deadlines.rejoin,
+                )
+                .await
+            },
+        )
         .await?;
     }
     let first = slots.first().map(|s| s.id.clone());
@@ -258,19 +267,14 @@ fn skip_or_fail<E: std::error::Error + 'static>(
 }
 
 impl<C: Cluster> Ctx<'_, C> {
-    /// Nothing to fetch for fresh nodes; resumed nodes take their boot id and record from
-    /// the journal.
-    async fn resume_state(
-        &self,
-        slots: &mut [Slot<C::Node>],
-        start: StartAt,
-    ) -> Result<(), Error<C::Error>> {
-        if start == StartAt::Gate {
+    /// Resumed nodes take their boot id and apply record from the journal.
+    async fn resume_state(&self, slots: &mut [Slot<C::Node>]) -> Result<(), Error<C::Error>> {
+        if slots.iter().all(|s| s.start == StartAt::Gate) {
             return Ok(());
         }
         let entries = self.run.journal.load().map_err(Error::Journal)?;
         let resume = crate::journal::Resume::from_entries(&entries);
-        for s in slots {
+        for s in slots.iter_mut().filter(|s| s.start != StartAt::Gate) {
             if let Some((_, boot, record)) = resume.in_flight.iter().find(|f| f.0 == s.id) {
                 s.boot = boot.clone();
                 s.record = record.clone();
@@ -333,6 +337,9 @@ impl<C: Cluster> Ctx<'_, C> {
         WP: HealthProbe<Error = C::Error>,
     {
         join_all(slots.iter().map(|s| async {
+            if s.start > StartAt::Drain {
+                return Ok(());
+            }
             self.step(&s.id, act, self.call(Some(&s.id), act, || step(&s.id)))
                 .await?;
             let p = probe(&s.id);
@@ -387,10 +394,12 @@ impl<C: Cluster> Ctx<'_, C> {
         }
     }
 
-    /// Runs `f` for every slot at once, each inside its node's span and phase events.
+    /// Runs `f` at once for every slot that starts at or before `from`, each inside its
+    /// node's span and phase events.
     async fn all<'s, T, F, Fut>(
         &self,
         slots: &'s [Slot<C::Node>],
+        from: StartAt,
         phase: Phase,
         f: F,
     ) -> Result<Vec<T>, Error<C::Error>>
@@ -398,7 +407,13 @@ impl<C: Cluster> Ctx<'_, C> {
         F: Fn(&'s Slot<C::Node>) -> Fut,
         Fut: Future<Output = Result<T, Error<C::Error>>>,
     {
-        let results = join_all(slots.iter().map(|s| self.step(&s.id, phase, f(s)))).await;
+        let results = join_all(
+            slots
+                .iter()
+                .filter(|s| s.start <= from)
+                .map(|s| self.step(&s.id, phase, f(s))),
+        )
+        .await;
         results.into_iter().collect()
     }
 

@@ -35,7 +35,7 @@ pub trait Fixture: Cluster + Clone + 'static {
 
 impl Fixture for Tiny {
     fn build(opts: &Opts) -> Self {
-        let t = Tiny::new(4, 3, 8);
+        let t = Tiny::new(7, 3, 8);
         if let Some(n) = opts.stuck_drain {
             t.set_stuck_drain(&format!("d{n}:1"), true);
         }
@@ -58,7 +58,11 @@ impl Fixture for Tiny {
 impl Fixture for SimCluster {
     fn build(opts: &Opts) -> Self {
         let mut b = SimBuilder::new(Flavor::Pegasus);
-        b.seed(3).data_nodes(5).partitions(24);
+        b.seed(3)
+            .data_nodes(6)
+            .racks(3)
+            .placement(rollout_sim::Placement::RackAware)
+            .partitions(24);
         if let Some(n) = opts.stuck_drain {
             b.fault(Fault::StuckDrain {
                 node: NodeRef::Data(n),
