@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::Procedure;
-use crate::model::{Change, KnobScope, NodeId, NodeInfo, RoleKind, Topology};
+use crate::model::{Change, KnobScope, NodeId, NodeInfo, Partition, RoleKind, Topology};
 use crate::policy::{Policy, Selection};
 
 /// Nodes that go down together.
@@ -144,37 +144,50 @@ pub fn wave_is_safe(
 ) -> Result<(), String> {
     let wave: BTreeSet<&NodeId> = wave.iter().collect();
     let min_serving = topology.min_serving.max(1) as usize;
-    for p in &topology.partitions {
-        let in_wave = p.replicas.iter().filter(|r| wave.contains(&r.node)).count();
-        if in_wave == 0 {
-            continue;
-        }
-        let up_outside = p
-            .replicas
-            .iter()
-            .filter(|r| r.alive && !wave.contains(&r.node))
-            .count();
-        let wanted = p.wanted as usize;
-        let down = wanted.saturating_sub(up_outside);
-        if up_outside == 0 {
-            return Err(format!(
-                "partition {} would have no replica left ({} of {} on this wave)",
-                p.id, in_wave, wanted
-            ));
-        }
-        if up_outside < min_serving {
-            return Err(format!(
-                "partition {} would keep {up_outside} replica(s) serving, fewer than the \
-                 {min_serving} it needs to take writes",
-                p.id
-            ));
-        }
-        if down > max_unavailable {
-            return Err(format!(
-                "partition {} would have {down} of {wanted} replicas down (limit {max_unavailable})",
-                p.id
-            ));
-        }
+    topology
+        .partitions
+        .iter()
+        .try_for_each(|p| partition_is_safe(p, &|n| wave.contains(n), max_unavailable, min_serving))
+}
+
+/// The rule itself, for one partition, with `in_wave` saying which nodes go down: the only
+/// place it is written. [`wave_is_safe`] applies it to every partition; the planner applies
+/// it to the partitions of the node it considers adding (the others cannot change).
+fn partition_is_safe(
+    p: &Partition,
+    in_wave: &dyn Fn(&NodeId) -> bool,
+    max_unavailable: usize,
+    min_serving: usize,
+) -> Result<(), String> {
+    let going = p.replicas.iter().filter(|r| in_wave(&r.node)).count();
+    if going == 0 {
+        return Ok(());
+    }
+    let up_outside = p
+        .replicas
+        .iter()
+        .filter(|r| r.alive && !in_wave(&r.node))
+        .count();
+    let wanted = p.wanted as usize;
+    let down = wanted.saturating_sub(up_outside);
+    if up_outside == 0 {
+        return Err(format!(
+            "partition {} would have no replica left ({going} of {wanted} on this wave)",
+            p.id
+        ));
+    }
+    if up_outside < min_serving {
+        return Err(format!(
+            "partition {} would keep {up_outside} replica(s) serving, fewer than the \
+             {min_serving} it needs to take writes",
+            p.id
+        ));
+    }
+    if down > max_unavailable {
+        return Err(format!(
+            "partition {} would have {down} of {wanted} replicas down (limit {max_unavailable})",
+            p.id
+        ));
     }
     Ok(())
 }
@@ -284,13 +297,10 @@ pub fn build_waves(
             }
             RoleKind::Data => {
                 nodes.sort_by(|a, b| a.zone.cmp(&b.zone).then(a.id.cmp(&b.id)));
+                let packer = Packer::new(topology, policy.get_max_unavailable());
                 let mut left: Vec<NodeId> = Vec::new();
                 for n in nodes {
-                    match wave_is_safe(
-                        topology,
-                        std::slice::from_ref(&n.id),
-                        policy.get_max_unavailable(),
-                    ) {
+                    match packer.may_join(&BTreeSet::new(), &n.id) {
                         Ok(()) => left.push(n.id.clone()),
                         Err(reason) => blocked.push(Blocked {
                             node: n.id.clone(),
@@ -298,7 +308,7 @@ pub fn build_waves(
                         }),
                     }
                 }
-                for group in pack(topology, left, max_parallel, policy.get_max_unavailable()) {
+                for group in packer.pack(left, max_parallel) {
                     waves.push(wave(group));
                 }
             }
@@ -307,33 +317,60 @@ pub fn build_waves(
     (waves, blocked)
 }
 
-/// First-fit packing of `left` into safe waves of at most `max_parallel`.
-fn pack(
-    topology: &Topology,
-    mut left: Vec<NodeId>,
-    max_parallel: usize,
+/// Applies the placement rule incrementally: nodes already in a wave passed it, so adding
+/// `candidate` can only break the partitions `candidate` holds.
+struct Packer<'t> {
+    topology: &'t Topology,
+    holds: BTreeMap<&'t NodeId, Vec<usize>>,
     max_unavailable: usize,
-) -> Vec<Vec<NodeId>> {
-    let mut waves = Vec::new();
-    while !left.is_empty() {
-        let mut wave: Vec<NodeId> = Vec::new();
-        let mut rest = Vec::new();
-        for n in left {
-            if wave.len() < max_parallel {
-                wave.push(n);
-                if wave_is_safe(topology, &wave, max_unavailable).is_ok() {
-                    continue;
-                }
-                let n = wave.pop().expect("just pushed");
-                rest.push(n);
-            } else {
-                rest.push(n);
-            }
+    min_serving: usize,
+}
+
+impl<'t> Packer<'t> {
+    fn new(topology: &'t Topology, max_unavailable: usize) -> Self {
+        Self {
+            topology,
+            holds: topology.placement(),
+            max_unavailable,
+            min_serving: topology.min_serving.max(1) as usize,
         }
-        waves.push(wave);
-        left = rest;
     }
-    waves
+
+    fn may_join(&self, wave: &BTreeSet<&NodeId>, candidate: &NodeId) -> Result<(), String> {
+        let in_wave = |n: &NodeId| n == candidate || wave.contains(n);
+        self.holds
+            .get(candidate)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .try_for_each(|&i| {
+                partition_is_safe(
+                    &self.topology.partitions[i],
+                    &in_wave,
+                    self.max_unavailable,
+                    self.min_serving,
+                )
+            })
+    }
+
+    /// First-fit packing of `left` into safe waves of at most `max_parallel`.
+    fn pack(&self, mut left: Vec<NodeId>, max_parallel: usize) -> Vec<Vec<NodeId>> {
+        let mut waves = Vec::new();
+        while !left.is_empty() {
+            let mut wave: Vec<NodeId> = Vec::new();
+            let mut rest = Vec::new();
+            for n in left {
+                let members: BTreeSet<&NodeId> = wave.iter().collect();
+                if wave.len() < max_parallel && self.may_join(&members, &n).is_ok() {
+                    wave.push(n);
+                } else {
+                    rest.push(n);
+                }
+            }
+            waves.push(wave);
+            left = rest;
+        }
+        waves
+    }
 }
 
 /// The steps of one node under `procedure`, for plans and messages.
