@@ -137,6 +137,10 @@ pub trait Node: Send + Sync {
 
     /// Applies `change` (installs a version, edits config files), backing up what it replaces.
     /// Called while the process is stopped.
+    ///
+    /// The engine journals the returned record after this returns, so after a crash it may
+    /// call `apply` again for the same change: an implementation must then keep the backup
+    /// of the original (not back up its own earlier result).
     fn apply(
         &self,
         change: &Change,

@@ -2,7 +2,7 @@
 //! resumed or aborted, and a lock so that two rollouts of one cluster never overlap.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -49,6 +49,11 @@ pub enum Entry {
     NodeApplied {
         /// What apply replaced.
         record: ApplyRecord,
+    },
+    /// A failed start was rolled back: the node runs what it ran before.
+    NodeReverted {
+        /// The node.
+        node: NodeId,
     },
     /// The node is done: restarted, rejoined and the cluster fully healthy.
     NodeDone {
@@ -303,18 +308,32 @@ impl Journal for FileJournal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(self.io(&self.path, e)),
         };
+        let mut text = String::new();
+        BufReader::new(file)
+            .read_to_string(&mut text)
+            .map_err(|e| self.io(&self.path, e))?;
+        let torn_tail = !text.is_empty() && !text.ends_with('\n');
+        let lines: Vec<&str> = text.lines().collect();
         let mut entries = Vec::new();
-        for (i, line) in BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|e| self.io(&self.path, e))?;
+        for (i, line) in lines.iter().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let entry = serde_json::from_str(&line).map_err(|source| JournalError::Corrupt {
-                path: self.path.clone(),
-                line: i + 1,
-                source,
-            })?;
-            entries.push(entry);
+            match serde_json::from_str(line) {
+                Ok(entry) => entries.push(entry),
+                // A last line without its newline is a write the crash cut short: the step
+                // it records had not been taken (entries are written before their step).
+                Err(_) if torn_tail && i + 1 == lines.len() => {
+                    tracing::warn!(path = %self.path.display(), "ignoring a torn last journal line");
+                }
+                Err(source) => {
+                    return Err(JournalError::Corrupt {
+                        path: self.path.clone(),
+                        line: i + 1,
+                        source,
+                    });
+                }
+            }
         }
         Ok(entries)
     }
@@ -391,6 +410,11 @@ impl Resume {
                 Entry::NodeApplied { record } => {
                     if let Some(f) = r.in_flight.iter_mut().find(|f| f.0 == record.node) {
                         f.2 = Some(record.clone());
+                    }
+                }
+                Entry::NodeReverted { node } => {
+                    if let Some(f) = r.in_flight.iter_mut().find(|f| &f.0 == node) {
+                        f.2 = None;
                     }
                 }
                 Entry::NodeDone { node } | Entry::NodeSkipped { node, .. } => {

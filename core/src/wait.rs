@@ -41,7 +41,13 @@ pub async fn wait_until<P: HealthProbe>(
     classify: impl Fn(&P::Error) -> ErrorClass,
     mut on_wait: impl FnMut(&str),
 ) -> Result<(), WaitError<P::Error>> {
-    let end = Instant::now() + deadline;
+    // A deadline too far to represent means "no deadline" in practice.
+    let far = Duration::from_secs(100 * 365 * 24 * 3600);
+    let start = Instant::now();
+    let end = start
+        .checked_add(deadline)
+        .or_else(|| start.checked_add(far))
+        .unwrap_or(start);
     let mut interval = poll.0;
     let mut last = String::new();
     loop {
@@ -62,10 +68,10 @@ pub async fn wait_until<P: HealthProbe>(
         if now >= end {
             return Err(WaitError::Timeout(last));
         }
-        let next = (now + interval).min(end);
+        let next = now.checked_add(interval).map_or(end, |t| t.min(end));
         let sleep = std::pin::pin!(sleep_until(next));
         let wake = std::pin::pin!(probe.wake());
         futures_util::future::select(sleep, wake).await;
-        interval = (interval + interval / 2).min(poll.1);
+        interval = interval.saturating_add(interval / 2).min(poll.1);
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rollout_core::{
-    Change, Control, Deadlines, Entry, Error, Event, MemoryJournal, OnTimeout, Outcome, Phase,
-    Policy, Run, Spec, abort, roll,
+    Change, Cluster, Control, Deadlines, Entry, Error, Event, MemoryJournal, OnTimeout, Outcome,
+    Phase, Policy, Run, Spec, abort, roll,
 };
 use rollout_sim::SimCluster;
 use support::{At, CrashAt, EVERY, Failing, Fixture, Opts, Tiny, all_running, until};
@@ -48,6 +48,7 @@ both!(
     canary_halts_after_n_nodes_and_a_second_run_finishes,
     crash_looping_start_aborts_with_the_node_running_again_or_reported,
     dry_run_plan_touches_nothing,
+    abort_after_a_dropped_rollout_at_every_step_brings_the_cluster_back,
 );
 
 fn policy() -> Policy {
@@ -470,4 +471,68 @@ fn the_rollout_future_is_send() {
         let fut2 = roll(&tiny, &spec, Run::new(&journal));
         is_send(&fut2);
     });
+}
+
+async fn abort_after_a_dropped_rollout_at_every_step_brings_the_cluster_back<F: Fixture>() {
+    let total = {
+        let c = F::build(&Opts::default());
+        let journal = MemoryJournal::new();
+        roll(&c, &spec(), Run::new(&journal)).await.unwrap();
+        journal.entries().len()
+    };
+    for step in 1..total {
+        let c = F::build(&Opts::default());
+        let journal = CrashAt::new(step);
+        if until(roll(&c, &spec(), Run::new(&journal)), &journal.hit)
+            .await
+            .is_some()
+        {
+            continue; // finished before the drop could land
+        }
+        assert!(abort(&c, Run::new(&journal)).await.unwrap(), "step {step}");
+        assert!(c.knobs_restored(), "step {step}: knobs not restored");
+        assert!(all_running(&c).await, "step {step}: a node was left down");
+        let healthy = rollout_core::wait_until(
+            &c.fully_healthy(),
+            Duration::from_secs(3600),
+            (Duration::from_millis(100), Duration::from_secs(1)),
+            |e| c.classify(e),
+            |_| {},
+        )
+        .await;
+        assert!(
+            healthy.is_ok(),
+            "step {step}: never fully healthy again: {healthy:?}"
+        );
+        for (node, n) in c.restarts() {
+            assert!(n <= 1, "step {step}: node {node} restarted {n} times");
+        }
+        assert!(
+            matches!(journal.inner.entries().last(), Some(Entry::End { .. })),
+            "step {step}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_apply_in_a_parallel_wave_reverts_the_nodes_that_took_it() {
+    let tiny = Tiny::build(&Opts::default());
+    let upgrade = Spec::new(Change::Upgrade {
+        version: "2".into(),
+    })
+    .policy(policy().max_parallel(4));
+    let plan = rollout_core::plan(&tiny, &upgrade).await.unwrap();
+    assert!(plan.waves[0].nodes.len() >= 2, "{plan}");
+    let c = Failing::new(tiny.clone(), At::Apply, 1);
+    let err = roll(&c, &upgrade, Run::new(&MemoryJournal::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.phase(), Some(Phase::Apply), "{err}");
+    assert!(all_running(&tiny).await);
+    assert!(
+        tiny.versions().values().all(|v| v == "1"),
+        "a node kept the new version: {:?}",
+        tiny.versions()
+    );
+    assert!(tiny.knobs_restored());
 }

@@ -123,3 +123,25 @@ fn resume_state_follows_the_last_rollout() {
     let fresh = Resume::from_entries(&ended);
     assert!(fresh.active && fresh.knobs.is_empty() && fresh.finished.is_empty());
 }
+
+#[test]
+fn a_torn_last_line_is_ignored_but_a_corrupt_middle_line_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.jsonl");
+    let j = FileJournal::new(&path);
+    j.append(&begin()).unwrap();
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("{\"entry\":\"node_do");
+    std::fs::write(&path, &text).unwrap();
+    assert_eq!(
+        j.load().unwrap(),
+        vec![begin()],
+        "a write cut short by a crash"
+    );
+    text.push_str("\n");
+    std::fs::write(&path, &text).unwrap();
+    assert!(matches!(
+        j.load(),
+        Err(JournalError::Corrupt { line: 2, .. })
+    ));
+}

@@ -210,6 +210,19 @@ impl SimBuilder {
                 self.replicas, self.replicas, self.racks
             ));
         }
+        if let Some(t) = &self.timings {
+            t.check().map_err(BuildError)?;
+        }
+        let hour = std::time::Duration::from_secs(3600);
+        if self.load.timeout > hour
+            || self.load.retry.is_zero()
+            || self.load.retry > self.load.timeout
+        {
+            return err(format!(
+                "client timeout must be at most an hour and retry between 0 and the timeout, got {:?} and {:?}",
+                self.load.timeout, self.load.retry
+            ));
+        }
         if self.load.rate > 1_000_000 {
             return err(format!(
                 "a rate of {} requests/s is more than 1000000",

@@ -89,7 +89,10 @@ impl SimCluster {
     }
 
     /// The world, advanced to now, after a possible injected transient failure.
-    fn control(&self, call: &'static str) -> Result<MutexGuard<'_, World>, SimError> {
+    /// Every control-plane call is a yield point, as a network call is: an orchestrator
+    /// dropped between two calls (the `orchestrator-crash` fault) stops right there.
+    async fn control(&self, call: &'static str) -> Result<MutexGuard<'_, World>, SimError> {
+        tokio::task::yield_now().await;
         let mut w = self.world();
         if w.transient() {
             return Err(SimError::Transient(call));
@@ -196,7 +199,7 @@ impl Node for SimNode {
     }
 
     async fn stop(&self) -> Result<(), SimError> {
-        let mut w = self.sim.control("stop")?;
+        let mut w = self.sim.control("stop").await?;
         let n = &w.nodes[self.index as usize];
         if n.running {
             let boot = n.boot;
@@ -213,7 +216,7 @@ impl Node for SimNode {
     }
 
     async fn start(&self) -> Result<(), SimError> {
-        let mut w = self.sim.control("start")?;
+        let mut w = self.sim.control("start").await?;
         if !w.nodes[self.index as usize].running {
             w.nodes[self.index as usize].restarts += 1;
             w.launch(self.index);
@@ -233,7 +236,7 @@ impl Node for SimNode {
     }
 
     async fn apply(&self, change: &Change) -> Result<ApplyRecord, SimError> {
-        let mut w = self.sim.control("apply")?;
+        let mut w = self.sim.control("apply").await?;
         let n = &mut w.nodes[self.index as usize];
         if n.running {
             return Err(SimError::Running(self.id.clone()));
@@ -258,7 +261,7 @@ impl Node for SimNode {
     }
 
     async fn revert(&self, record: &ApplyRecord) -> Result<(), SimError> {
-        let mut w = self.sim.control("revert")?;
+        let mut w = self.sim.control("revert").await?;
         let n = &mut w.nodes[self.index as usize];
         if n.running {
             return Err(SimError::Running(self.id.clone()));
@@ -288,7 +291,7 @@ impl Cluster for SimCluster {
     }
 
     async fn topology(&self) -> Result<Topology, SimError> {
-        let w = self.control("topology")?;
+        let w = self.control("topology").await?;
         let leader = w.leader;
         let nodes = w
             .nodes
@@ -387,7 +390,7 @@ impl Cluster for SimCluster {
     }
 
     async fn read_knob(&self, name: &str) -> Result<String, SimError> {
-        let w = self.control("read_knob")?;
+        let w = self.control("read_knob").await?;
         if w.leader.is_none() {
             return Err(SimError::NoLeader);
         }
@@ -398,7 +401,7 @@ impl Cluster for SimCluster {
     }
 
     async fn write_knob(&self, name: &str, value: &str) -> Result<(), SimError> {
-        let mut w = self.control("write_knob")?;
+        let mut w = self.control("write_knob").await?;
         if w.leader.is_none() {
             return Err(SimError::NoLeader);
         }
@@ -411,7 +414,7 @@ impl Cluster for SimCluster {
     }
 
     async fn drain(&self, node: &NodeId) -> Result<(), SimError> {
-        let mut w = self.control("drain")?;
+        let mut w = self.control("drain").await?;
         let Some(i) = self.index(&w, node) else {
             return Ok(());
         };
@@ -453,7 +456,7 @@ impl Cluster for SimCluster {
     }
 
     async fn quiesce(&self, node: &NodeId) -> Result<(), SimError> {
-        let mut w = self.control("quiesce")?;
+        let mut w = self.control("quiesce").await?;
         let Some(i) = self.index(&w, node) else {
             return Ok(());
         };
@@ -479,7 +482,7 @@ impl Cluster for SimCluster {
     }
 
     async fn rejoin(&self, node: &NodeId) -> Result<(), SimError> {
-        let mut w = self.control("rejoin")?;
+        let mut w = self.control("rejoin").await?;
         let Some(i) = self.index(&w, node) else {
             return Ok(());
         };
@@ -488,6 +491,8 @@ impl Cluster for SimCluster {
         }
         w.nodes[i as usize].draining = false;
         if w.flavor == Flavor::OpenMldb && w.nodes[i as usize].kind == RoleKind::Data {
+            // A drain that never finished (the node was skipped) must not block the queues.
+            w.cancel_moves_from(i);
             // recoverdata for every replica not loaded, then post-upgrade: leaders back.
             let parts = w.nodes[i as usize].parts.clone();
             for p in parts {

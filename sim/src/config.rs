@@ -171,6 +171,43 @@ impl Timings {
         }
     }
 
+    /// Checks every timing is at most a day (so that virtual-time arithmetic cannot
+    /// overflow), and the beacon and tick are not zero.
+    ///
+    /// # Errors
+    /// The first timing out of range, by name.
+    pub fn check(&self) -> Result<(), String> {
+        let day = Duration::from_secs(24 * 3600);
+        for (name, d) in [
+            ("detect", self.detect),
+            ("lease", self.lease),
+            ("tick", self.tick),
+            ("op", self.op),
+            ("heartbeat_timeout", self.heartbeat_timeout),
+            ("election", self.election),
+            ("beacon", self.beacon),
+            ("reconfigure", self.reconfigure),
+            ("stop", self.stop),
+            ("start", self.start),
+            ("replay_per_write", self.replay_per_write),
+            ("catch_up_per_write", self.catch_up_per_write),
+            ("catch_up", self.catch_up),
+            ("flush", self.flush),
+            ("copy", self.copy),
+            ("replication_lag", self.replication_lag),
+            ("route_refresh", self.route_refresh),
+            ("crash_restart", self.crash_restart),
+        ] {
+            if d > day {
+                return Err(format!("timing {name} is {d:?}, more than a day"));
+            }
+        }
+        if self.tick.is_zero() || self.election.is_zero() {
+            return Err("timings tick and election must be longer than zero".into());
+        }
+        Ok(())
+    }
+
     /// The defaults of `flavor`.
     pub fn of(flavor: Flavor) -> Self {
         match flavor {

@@ -126,6 +126,11 @@ pub struct SimReport {
     pub restarts: u64,
     /// The most restarts of any one node.
     pub max_restarts_per_node: u64,
+    /// Journal records written (added to the contract: the range of `orchestrator-crash`
+    /// steps that land inside the rollout).
+    pub journal_records: usize,
+    /// Whether the orchestrator crashed and a new one resumed from the journal.
+    pub resumed: bool,
 }
 
 /// A journal that tells when it reaches a given length: the orchestrator "crashes" there.
@@ -195,6 +200,7 @@ pub async fn simulate(
         let crash = std::pin::pin!(journal.hit.notified());
         futures_select(rolling, crash).await
     };
+    let resumed = result.is_none();
     if result.is_none() {
         // The orchestrator died; a new one resumes from the journal.
         journal.at.store(usize::MAX, Ordering::SeqCst);
@@ -245,6 +251,8 @@ pub async fn simulate(
             .map(|&r| u64::from(r))
             .max()
             .unwrap_or(0),
+        journal_records: journal.inner.entries().len(),
+        resumed,
     };
     Ok((sim, report))
 }

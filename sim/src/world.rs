@@ -110,7 +110,7 @@ pub(crate) enum Ev {
     Exit { node: u32, boot: u64 },
     Detect { node: u32, boot: u64 },
     AutoOffline { node: u32, boot: u64 },
-    LearnDone { part: u32, node: u32 },
+    LearnDone { part: u32, node: u32, boot: u64 },
     Unblock { part: u32 },
     Flushed { node: u32 },
     Elect,
@@ -513,7 +513,11 @@ impl World {
                     self.auto_offline(node);
                 }
             }
-            Ev::LearnDone { part, node } => {
+            Ev::LearnDone { part, node, boot } => {
+                if self.nodes[node as usize].boot != boot {
+                    // The learn was cut short by a restart; a new one has its own event.
+                    return;
+                }
                 if self.nodes[node as usize].up() {
                     let writes = self.parts[part as usize].writes;
                     if let Some(r) = self.parts[part as usize]
@@ -584,7 +588,10 @@ impl World {
                 self.after(until - self.now, Ev::ContactBack { node });
             }
             Ev::ContactBack { node } => {
-                if self.nodes[node as usize].up() {
+                // An overlapping loss of contact that lasts longer keeps the node away.
+                if self.nodes[node as usize].up()
+                    && self.nodes[node as usize].contact_lost_until <= self.now
+                {
                     self.attach(node);
                 }
             }
@@ -939,9 +946,18 @@ impl World {
                 return;
             }
             let missed = self.parts[p as usize].writes - self.parts[p as usize].replicas[i].applied;
-            let cost = us(self.t.catch_up) + missed * us(self.t.catch_up_per_write);
+            let cost = us(self.t.catch_up)
+                .saturating_add(missed.saturating_mul(us(self.t.catch_up_per_write)));
             self.parts[p as usize].replicas[i].role = Rep::Learner;
-            self.after(cost, Ev::LearnDone { part: p, node: n });
+            let boot = self.nodes[n as usize].boot;
+            self.after(
+                cost,
+                Ev::LearnDone {
+                    part: p,
+                    node: n,
+                    boot,
+                },
+            );
             self.changed();
             return;
         }
@@ -984,14 +1000,24 @@ impl World {
             });
             self.nodes[t as usize].parts.push(p);
             let cost = us(self.t.copy);
-            self.after(cost, Ev::LearnDone { part: p, node: t });
+            let boot = self.nodes[t as usize].boot;
+            self.after(
+                cost,
+                Ev::LearnDone {
+                    part: p,
+                    node: t,
+                    boot,
+                },
+            );
             self.changed();
         }
     }
 
     /// Launches the process of `node`: it serves after start plus replay.
     pub(crate) fn launch(&mut self, node: u32) {
-        let replay = self.nodes[node as usize].unflushed * us(self.t.replay_per_write);
+        let replay = self.nodes[node as usize]
+            .unflushed
+            .saturating_mul(us(self.t.replay_per_write));
         let n = &mut self.nodes[node as usize];
         n.running = true;
         n.serving = false;
@@ -1008,7 +1034,9 @@ impl World {
             let d = 3_000_000;
             self.after(d, Ev::Exit { node, boot });
         } else {
-            let d = us(self.t.start) + replay + self.nodes[node as usize].slow_start;
+            let d = us(self.t.start)
+                .saturating_add(replay)
+                .saturating_add(self.nodes[node as usize].slow_start);
             self.after(d, Ev::Serving { node, boot });
         }
         self.changed();
@@ -1054,9 +1082,10 @@ impl World {
                 });
                 let since_snapshot = self.nodes[*node as usize].unflushed
                     / self.nodes[*node as usize].parts.len().max(1) as u64;
-                cost += us(self.t.catch_up)
-                    + missed * us(self.t.catch_up_per_write)
-                    + since_snapshot * us(self.t.replay_per_write);
+                cost = cost
+                    .saturating_add(us(self.t.catch_up))
+                    .saturating_add(missed.saturating_mul(us(self.t.catch_up_per_write)))
+                    .saturating_add(since_snapshot.saturating_mul(us(self.t.replay_per_write)));
             }
         }
         self.running_op[q] = Some(op);
@@ -1094,7 +1123,7 @@ impl World {
                             .copied()
                             .find(|&i| self.parts[part as usize].replicas[i].node == t)
                     })
-                    .or_else(|| candidates.first().copied());
+                    .or_else(|| to.is_none().then(|| candidates.first().copied()).flatten());
                 if let Some(c) = pick {
                     // The old leader keeps taking writes only if it still has the data.
                     let from_up = self.nodes[from as usize].up()
@@ -1184,6 +1213,16 @@ impl World {
                 )
             }
         })
+    }
+
+    /// Cancels the queued (not running) leader moves away from `node` (OpenMLDB CancelOP).
+    pub(crate) fn cancel_moves_from(&mut self, node: u32) {
+        for q in &mut self.ops {
+            q.retain(|op| !matches!(op, Op::ChangeLeader { from, .. } if *from == node));
+        }
+        for q in 0..2 {
+            self.start_op(q);
+        }
     }
 
     /// Draws a transient control-plane failure.

@@ -122,6 +122,8 @@ fn the_report_has_exactly_the_contract_fields() {
         "knobs_restored",
         "restarts",
         "max_restarts_per_node",
+        "journal_records",
+        "resumed",
     ];
     let mut got = keys.clone();
     got.sort_unstable();

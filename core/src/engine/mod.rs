@@ -131,13 +131,14 @@ pub async fn roll<C: Cluster>(
     roll_inner(cluster, spec, run).instrument(span).await
 }
 
-/// Ends an interrupted or halted rollout in the journal: a node caught stopped gets its
-/// previous version or config back and is started, a drained one is rejoined, knobs are
-/// restored, and the rollout is marked aborted. Returns `false` when no rollout was in
-/// progress.
+/// Ends an interrupted, halted or failed rollout in the journal: knobs are restored, a node
+/// caught stopped gets its previous version or config back and is started and waited for,
+/// every node caught in progress is rejoined, and the rollout is marked aborted.
+/// Returns `false` when no rollout was in progress.
 ///
 /// # Errors
-/// Journal errors, a journal of another cluster, or a knob that cannot be restored.
+/// Journal errors, a journal of another cluster, a knob that cannot be restored, or a node
+/// that does not come back; the journal then stays open so that `abort` can run again.
 pub async fn abort<C: Cluster>(cluster: &C, run: Run<'_>) -> Result<bool, Error<C::Error>> {
     run.journal
         .lock(&format!("abort of {}", cluster.name()))
@@ -160,29 +161,25 @@ pub async fn abort<C: Cluster>(cluster: &C, run: Run<'_>) -> Result<bool, Error<
         .map_or(Change::Restart, |b| b.1.clone());
     let spec = Spec::new(change);
     let ctx = Ctx::new(cluster, &spec, run);
-    // Nodes caught mid-procedure: a stopped one gets its old version or config back and is
-    // started; a running one gets its replicas back. Neither is waited for.
+    // Knobs first: a node that comes back should find the cluster's own recovery on again
+    // (OpenMLDB reloads a re-registering tablet only with auto_failover on).
+    let mut first_err = ctx.restore(&mut guard, KnobScope::Rollout).await.err();
     for (id, _, record) in &resume.in_flight {
-        let Some(node) = cluster.node(id) else {
-            continue;
-        };
-        let status = ctx.call(Some(id), Phase::Revert, || node.status()).await?;
-        if status.running {
-            ctx.call(Some(id), Phase::Rejoin, || cluster.rejoin(id))
-                .await?;
-        } else {
-            if let Some(record) = record {
-                ctx.call(Some(id), Phase::Revert, || node.revert(record))
-                    .await?;
-            }
-            ctx.call(Some(id), Phase::Start, || node.start()).await?;
+        if let Err(e) = ctx.bring_back(id, record.as_ref()).await {
+            tracing::error!(node = id.as_str(), error = %chain(&e), "abort could not bring the node back");
+            first_err.get_or_insert(e);
         }
     }
-    ctx.restore(&mut guard, KnobScope::Rollout).await?;
-    ctx.append(&Entry::End {
-        outcome: "aborted".into(),
-    })?;
-    Ok(true)
+    match first_err {
+        // The journal stays open, so that `abort` can be run again once the cause is fixed.
+        Some(e) => Err(e),
+        None => {
+            ctx.append(&Entry::End {
+                outcome: "aborted".into(),
+            })?;
+            Ok(true)
+        }
+    }
 }
 
 struct LockGuard<'a>(&'a dyn Journal);
@@ -375,10 +372,19 @@ async fn roll_inner<C: Cluster>(
             // Restore before reporting; a restore failure is reported as well, and the journal
             // keeps the originals for `abort`.
             let restored = ctx.restore(&mut guard, KnobScope::Rollout).await;
+            let stranded = ctx.stranded().await;
             let mut msg = chain(&e);
             if let Err(r) = &restored {
                 msg.push_str(&format!("; knobs not restored: {}", chain(r)));
-            } else {
+            }
+            if !stranded.is_empty() {
+                let names: Vec<&str> = stranded.iter().map(NodeId::as_str).collect();
+                msg.push_str(&format!(
+                    "; not running: {}; the journal stays open: run `abort` to bring them back",
+                    names.join(", ")
+                ));
+            }
+            if restored.is_ok() && stranded.is_empty() {
                 ctx.append(&Entry::End {
                     outcome: outcome.into(),
                 })?;

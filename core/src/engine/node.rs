@@ -10,7 +10,7 @@ use crate::cluster::{Cluster, Node, Procedure};
 use crate::error::{Error, Phase};
 use crate::event::Event;
 use crate::journal::Entry;
-use crate::model::{ApplyRecord, Health, KnobScope, NodeId, RoleKind};
+use crate::model::{ApplyRecord, Change, Health, KnobScope, NodeId, RoleKind};
 use crate::plan::{Wave, wave_is_safe};
 use crate::policy::OnTimeout;
 use crate::probe::{HealthProbe, probe_fn};
@@ -18,6 +18,16 @@ use crate::wait::{WaitError, wait_until};
 
 use super::Ctx;
 use super::knobs::Guard;
+
+/// How much the gate checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GateHealth {
+    /// Full health, placement, safe to stop: a fresh wave.
+    Full,
+    /// Placement and safe to stop: a resumed wave, whose drained nodes keep the cluster from
+    /// full health.
+    PlacementOnly,
+}
 
 /// Where a wave's nodes start their sequence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -102,10 +112,24 @@ pub(super) async fn roll_nodes<C: Cluster>(
     let mut outcomes = Vec::new();
     ctx.resume_state(&mut slots).await?;
 
-    if slots.iter().all(|s| s.start == StartAt::Gate)
-        && let Err(e) = ctx.gate(wave).await
-    {
-        return skip_or_fail(ctx, e, &wave.nodes, &mut outcomes).map(|()| outcomes);
+    let fresh = slots.iter().all(|s| s.start == StartAt::Gate);
+    if fresh {
+        if let Err(e) = ctx.gate(wave, GateHealth::Full).await {
+            return skip_or_fail(ctx, e, &wave.nodes, &mut outcomes).map(|()| outcomes);
+        }
+    } else {
+        let to_stop: Vec<NodeId> = slots
+            .iter()
+            .filter(|s| s.start <= StartAt::Drain)
+            .map(|s| s.id.clone())
+            .collect();
+        if !to_stop.is_empty() {
+            let part = Wave {
+                nodes: to_stop,
+                ..wave.clone()
+            };
+            ctx.gate(&part, GateHealth::PlacementOnly).await?;
+        }
     }
     for s in slots.iter_mut().filter(|s| s.start <= StartAt::Drain) {
         let status = ctx
@@ -151,7 +175,9 @@ pub(super) async fn roll_nodes<C: Cluster>(
             ctx.call(Some(&s.id), Phase::Stop, || s.node.stop()).await
         })
         .await?;
-        ctx.all(&slots, StartAt::Drain, Phase::WaitStopped, |s| async move {
+        // Also for nodes resumed while stopped: the control plane must have seen the old
+        // process go before a new one registers.
+        ctx.all(&slots, StartAt::Start, Phase::WaitStopped, |s| async move {
             let probe = Stopped(&s.node).and(ctx.cluster.stopped(&s.id));
             ctx.wait(Some(&s.id), Phase::WaitStopped, &probe, deadlines.stop)
                 .await
@@ -161,8 +187,8 @@ pub(super) async fn roll_nodes<C: Cluster>(
     if let Err(e) = down.await {
         return Err(ctx.roll_back(&slots, e).await);
     }
-    let records = ctx
-        .all(&slots, StartAt::Apply, Phase::Apply, |s| async move {
+    let applied = join_all(slots.iter().filter(|s| s.start <= StartAt::Apply).map(|s| {
+        ctx.step(&s.id, Phase::Apply, async move {
             let record = ctx
                 .call(Some(&s.id), Phase::Apply, || s.node.apply(&ctx.spec.change))
                 .await?;
@@ -171,16 +197,24 @@ pub(super) async fn roll_nodes<C: Cluster>(
             })?;
             Ok(record)
         })
-        .await;
-    match records {
-        Ok(records) => {
-            for r in records {
-                if let Some(s) = slots.iter_mut().find(|s| s.id == r.node) {
-                    s.record = Some(r);
+    }))
+    .await;
+    // Keep every record that was made, so that a roll back reverts them all.
+    let mut failed = None;
+    for r in applied {
+        match r {
+            Ok(record) => {
+                if let Some(s) = slots.iter_mut().find(|s| s.id == record.node) {
+                    s.record = Some(record);
                 }
             }
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
         }
-        Err(e) => return Err(ctx.roll_back(&slots, e).await),
+    }
+    if let Some(e) = failed {
+        return Err(ctx.roll_back(&slots, e).await);
     }
     let up = async {
         ctx.all(&slots, StartAt::Start, Phase::Start, |s| async move {
@@ -242,6 +276,24 @@ pub(super) async fn roll_nodes<C: Cluster>(
         .await
     })
     .await?;
+    if ctx.spec.change != Change::Restart {
+        for s in &slots {
+            let applied = ctx
+                .call(Some(&s.id), Phase::WaitHealthy, || {
+                    s.node.is_applied(&ctx.spec.change)
+                })
+                .await?;
+            if !applied {
+                return Err(Error::Unhealthy {
+                    node: Some(s.id.clone()),
+                    phase: Phase::Apply,
+                    reason: "the node runs without the change (it was reverted, or its start \
+                             did not pick it up); roll again, or abort"
+                        .into(),
+                });
+            }
+        }
+    }
     outcomes.extend(slots.into_iter().map(|s| (s.id, NodeOutcome::Done)));
     Ok(outcomes)
 }
@@ -283,9 +335,11 @@ impl<C: Cluster> Ctx<'_, C> {
         Ok(())
     }
 
-    /// The safety gate: fully healthy, the wave passes the placement check on a fresh
-    /// topology, and the backend says every node is safe to stop.
-    async fn gate(&self, wave: &Wave) -> Result<(), Error<C::Error>> {
+    /// The safety gate: fully healthy (for a fresh wave), the nodes still to be stopped pass
+    /// the placement check on a fresh topology, and the backend says each is safe to stop.
+    /// A resumed wave skips full health (its own drained nodes keep the cluster from it) but
+    /// not placement: another node may have failed while the orchestrator was away.
+    async fn gate(&self, wave: &Wave, health: GateHealth) -> Result<(), Error<C::Error>> {
         let max_unavailable = self.spec.policy.get_max_unavailable();
         let placement = probe_fn(|| async move {
             let topology = self.cluster.topology().await?;
@@ -299,13 +353,15 @@ impl<C: Cluster> Ctx<'_, C> {
         let first = wave.nodes.first();
         let deadline = self.spec.policy.get_deadlines().gate;
         self.step_opt(first, Phase::Gate, async {
-            self.wait(
-                first,
-                Phase::Gate,
-                &self.cluster.fully_healthy().and(placement),
-                deadline,
-            )
-            .await?;
+            match health {
+                GateHealth::Full => {
+                    let probe = self.cluster.fully_healthy().and(placement);
+                    self.wait(first, Phase::Gate, &probe, deadline).await?;
+                }
+                GateHealth::PlacementOnly => {
+                    self.wait(first, Phase::Gate, &placement, deadline).await?;
+                }
+            }
             for id in &wave.nodes {
                 self.wait(
                     Some(id),
@@ -495,6 +551,67 @@ impl<C: Cluster> Ctx<'_, C> {
         })
     }
 
+    /// Brings a node caught mid-procedure back for [`abort`](super::abort): a stopped one
+    /// waits until the control plane saw it go, gets back what apply replaced and is started
+    /// and waited for; then every one is rejoined and waited for.
+    pub(super) async fn bring_back(
+        &self,
+        id: &NodeId,
+        record: Option<&ApplyRecord>,
+    ) -> Result<(), Error<C::Error>> {
+        let node = self
+            .cluster
+            .node(id)
+            .ok_or_else(|| Error::UnknownNode(id.to_string()))?;
+        let deadlines = self.spec.policy.get_deadlines();
+        let status = self.call(Some(id), Phase::Revert, || node.status()).await?;
+        if !status.running {
+            let stopped = Stopped(&node).and(self.cluster.stopped(id));
+            self.wait(Some(id), Phase::WaitStopped, &stopped, deadlines.stop)
+                .await?;
+            if let Some(record) = record.filter(|_| self.spec.change != Change::Restart) {
+                self.call(Some(id), Phase::Revert, || node.revert(record))
+                    .await?;
+                self.append(&Entry::NodeReverted { node: id.clone() })?;
+            }
+            self.call(Some(id), Phase::Start, || node.start()).await?;
+            let up = Restarted {
+                node: &node,
+                before: status.boot.clone(),
+            }
+            .and(self.cluster.ready(id));
+            self.wait(Some(id), Phase::WaitReady, &up, deadlines.ready)
+                .await?;
+        }
+        self.call(Some(id), Phase::Rejoin, || self.cluster.rejoin(id))
+            .await?;
+        self.wait(
+            Some(id),
+            Phase::WaitRejoined,
+            &self.cluster.rejoined(id),
+            deadlines.rejoin,
+        )
+        .await
+    }
+
+    /// Nodes the journal shows in progress whose process does not run.
+    pub(super) async fn stranded(&self) -> Vec<NodeId> {
+        let Ok(entries) = self.run.journal.load() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (id, ..) in crate::journal::Resume::from_entries(&entries).in_flight {
+            let running = match self.cluster.node(&id) {
+                Some(node) => node.status().await.is_ok_and(|s| s.running),
+                None => false,
+            };
+            if !running {
+                out.push(id);
+            }
+        }
+        out
+    }
+
     /// After a failure between stop and ready, so that nothing is left half-changed:
     /// a node that was not started yet (its boot id is the one from before the stop) gets back
     /// what apply replaced and is started; a node that was started but did not come up is
@@ -513,11 +630,22 @@ impl<C: Cluster> Ctx<'_, C> {
             let started = status.boot != s.boot;
             let record = s.record.as_ref().filter(|_| revertible);
             if started {
+                // A node of the wave that came up is left as it is: only the ones that did not
+                // are rolled back.
+                let up = Restarted {
+                    node: &s.node,
+                    before: s.boot.clone(),
+                }
+                .and(self.cluster.ready(&s.id));
+                if up.check().await.is_ok_and(|h| h.is_healthy()) {
+                    continue;
+                }
                 let Some(record) = record else { continue };
                 tracing::warn!(
                     node = s.id.as_str(),
                     "reverting the change after a failed start"
                 );
+                let _ = self.append(&Entry::NodeReverted { node: s.id.clone() });
                 let _ = self
                     .call(Some(&s.id), Phase::Revert, || s.node.stop())
                     .await;
