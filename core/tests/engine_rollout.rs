@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rollout_core::{
-    Change, Cluster, Control, Deadlines, Entry, Error, Event, MemoryJournal, OnTimeout, Outcome,
-    Phase, Policy, Run, Spec, abort, roll,
+    Change, Control, Deadlines, Entry, Error, Event, MemoryJournal, OnTimeout, Outcome, Phase,
+    Policy, Run, Spec, abort, roll,
 };
 use rollout_sim::SimCluster;
 use support::{At, CrashAt, EVERY, Failing, Fixture, Opts, Tiny, all_running, until};

@@ -138,7 +138,7 @@ fn a_torn_last_line_is_ignored_but_a_corrupt_middle_line_is_not() {
         vec![begin()],
         "a write cut short by a crash"
     );
-    text.push_str("\n");
+    text.push('\n');
     std::fs::write(&path, &text).unwrap();
     assert!(matches!(
         j.load(),
