@@ -175,6 +175,10 @@ fn main() -> ExitCode {
     if let Some(n) = args.canary {
         policy = policy.canary(n);
     }
+    if let Err(e) = policy.validate() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     spec = spec.policy(policy);
     let wall = wall_clock();
     let result = runtime.block_on(async {

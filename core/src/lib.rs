@@ -33,6 +33,7 @@
 mod cluster;
 mod control;
 mod engine;
+mod erased;
 mod error;
 mod event;
 mod journal;
@@ -45,6 +46,9 @@ mod wait;
 pub use cluster::{Cluster, ErrorClass, Node, Procedure};
 pub use control::Control;
 pub use engine::{Outcome, Report, Run, abort, chain, plan, roll};
+pub use erased::{
+    BoxCluster, BoxFuture, BoxNode, BoxProbe, DynCluster, DynError, DynNode, DynProbe, Which,
+};
 pub use error::{Error, Phase, Result, Target};
 pub use event::{Event, Ignore, Observer};
 pub use journal::{Entry, FileJournal, Journal, JournalError, MemoryJournal, Resume};

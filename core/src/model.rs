@@ -16,6 +16,11 @@ impl NodeId {
         Self(addr.into())
     }
 
+    /// An empty id, for internal placeholders.
+    pub(crate) const fn empty() -> Self {
+        Self(String::new())
+    }
+
     /// The address as text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -536,3 +536,30 @@ async fn a_failed_apply_in_a_parallel_wave_reverts_the_nodes_that_took_it() {
     );
     assert!(tiny.knobs_restored());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_boxed_cluster_rolls_like_the_generic_one_and_keeps_error_classes() {
+    let build = || {
+        let mut b = rollout_sim::SimBuilder::new(rollout_sim::Flavor::Pegasus);
+        b.seed(9).fault("transient:p=0.2".parse().unwrap());
+        b.build().unwrap()
+    };
+    let generic = build();
+    let direct = roll(&generic, &spec(), Run::new(&MemoryJournal::new()))
+        .await
+        .unwrap();
+    let boxed_sim = build();
+    let boxed = rollout_core::BoxCluster::new(boxed_sim.clone());
+    let erased = roll(&boxed, &spec(), Run::new(&MemoryJournal::new()))
+        .await
+        .unwrap();
+    assert_eq!(direct.outcome, Outcome::Completed);
+    assert_eq!(
+        erased.outcome,
+        Outcome::Completed,
+        "transient errors must stay transient"
+    );
+    assert_eq!(direct.rolled, erased.rolled);
+    assert!(boxed_sim.truth().knobs_restored);
+    assert_eq!(generic.truth().restarts, boxed_sim.truth().restarts);
+}

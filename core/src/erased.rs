@@ -1,0 +1,380 @@
+//! Type-erased backends, for a backend picked at run time.
+//!
+//! [`Cluster`], [`Node`] and [`HealthProbe`] return `impl Future`, so they cannot be used as
+//! `dyn`. [`DynCluster`] is their object-safe companion, implemented for every `Cluster`, and
+//! [`BoxCluster`] turns a `Box<dyn DynCluster>` back into a `Cluster` the engine can roll.
+//! Every call then boxes its future; the generic path stays free of that cost.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::cluster::{Cluster, ErrorClass, Node, Procedure};
+use crate::model::{ApplyRecord, Change, Health, Knob, NodeId, NodeStatus, Topology};
+use crate::probe::HealthProbe;
+
+/// A boxed future that is `Send`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The error of an erased backend: the backend's own error, boxed.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct DynError(pub Box<dyn std::error::Error + Send + Sync + 'static>);
+
+impl DynError {
+    fn new<E: std::error::Error + Send + Sync + 'static>(e: E) -> Self {
+        Self(Box::new(e))
+    }
+}
+
+/// The object-safe companion of [`HealthProbe`].
+pub trait DynProbe: Send + Sync {
+    /// [`HealthProbe::check`], boxed.
+    fn check_boxed(&self) -> BoxFuture<'_, Result<Health, DynError>>;
+    /// [`HealthProbe::wake`], boxed.
+    fn wake_boxed(&self) -> BoxFuture<'_, ()>;
+}
+
+impl<P: HealthProbe> DynProbe for P {
+    fn check_boxed(&self) -> BoxFuture<'_, Result<Health, DynError>> {
+        Box::pin(async move { self.check().await.map_err(DynError::new) })
+    }
+
+    fn wake_boxed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.wake())
+    }
+}
+
+/// A boxed probe; implements [`HealthProbe`].
+pub struct BoxProbe<'a>(Box<dyn DynProbe + 'a>);
+
+impl std::fmt::Debug for BoxProbe<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoxProbe").finish_non_exhaustive()
+    }
+}
+
+impl<'a> BoxProbe<'a> {
+    /// Boxes `probe`.
+    pub fn new(probe: impl HealthProbe + 'a) -> Self {
+        Self(Box::new(probe))
+    }
+}
+
+impl HealthProbe for BoxProbe<'_> {
+    type Error = DynError;
+
+    fn check(&self) -> impl Future<Output = Result<Health, DynError>> + Send {
+        self.0.check_boxed()
+    }
+
+    fn wake(&self) -> impl Future<Output = ()> + Send {
+        self.0.wake_boxed()
+    }
+}
+
+/// The object-safe companion of [`Node`].
+pub trait DynNode: Send + Sync {
+    /// [`Node::id`].
+    fn id(&self) -> &NodeId;
+    /// [`Node::stop`], boxed.
+    fn stop_boxed(&self) -> BoxFuture<'_, Result<(), DynError>>;
+    /// [`Node::start`], boxed.
+    fn start_boxed(&self) -> BoxFuture<'_, Result<(), DynError>>;
+    /// [`Node::status`], boxed.
+    fn status_boxed(&self) -> BoxFuture<'_, Result<NodeStatus, DynError>>;
+    /// [`Node::apply`], boxed.
+    fn apply_boxed<'a>(
+        &'a self,
+        change: &'a Change,
+    ) -> BoxFuture<'a, Result<ApplyRecord, DynError>>;
+    /// [`Node::revert`], boxed.
+    fn revert_boxed<'a>(&'a self, record: &'a ApplyRecord) -> BoxFuture<'a, Result<(), DynError>>;
+    /// [`Node::is_applied`], boxed.
+    fn is_applied_boxed<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, Result<bool, DynError>>;
+}
+
+impl<N: Node> DynNode for N {
+    fn id(&self) -> &NodeId {
+        Node::id(self)
+    }
+    fn stop_boxed(&self) -> BoxFuture<'_, Result<(), DynError>> {
+        Box::pin(async move { self.stop().await.map_err(DynError::new) })
+    }
+    fn start_boxed(&self) -> BoxFuture<'_, Result<(), DynError>> {
+        Box::pin(async move { self.start().await.map_err(DynError::new) })
+    }
+    fn status_boxed(&self) -> BoxFuture<'_, Result<NodeStatus, DynError>> {
+        Box::pin(async move { self.status().await.map_err(DynError::new) })
+    }
+    fn apply_boxed<'a>(
+        &'a self,
+        change: &'a Change,
+    ) -> BoxFuture<'a, Result<ApplyRecord, DynError>> {
+        Box::pin(async move { self.apply(change).await.map_err(DynError::new) })
+    }
+    fn revert_boxed<'a>(&'a self, record: &'a ApplyRecord) -> BoxFuture<'a, Result<(), DynError>> {
+        Box::pin(async move { self.revert(record).await.map_err(DynError::new) })
+    }
+    fn is_applied_boxed<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, Result<bool, DynError>> {
+        Box::pin(async move { self.is_applied(change).await.map_err(DynError::new) })
+    }
+}
+
+/// A boxed node; implements [`Node`].
+pub struct BoxNode(Box<dyn DynNode>);
+
+impl std::fmt::Debug for BoxNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("BoxNode").field(self.0.id()).finish()
+    }
+}
+
+impl Node for BoxNode {
+    type Error = DynError;
+
+    fn id(&self) -> &NodeId {
+        self.0.id()
+    }
+    fn stop(&self) -> impl Future<Output = Result<(), DynError>> + Send {
+        self.0.stop_boxed()
+    }
+    fn start(&self) -> impl Future<Output = Result<(), DynError>> + Send {
+        self.0.start_boxed()
+    }
+    fn status(&self) -> impl Future<Output = Result<NodeStatus, DynError>> + Send {
+        self.0.status_boxed()
+    }
+    async fn apply(&self, change: &Change) -> Result<ApplyRecord, DynError> {
+        self.0.apply_boxed(change).await
+    }
+    async fn revert(&self, record: &ApplyRecord) -> Result<(), DynError> {
+        self.0.revert_boxed(record).await
+    }
+    async fn is_applied(&self, change: &Change) -> Result<bool, DynError> {
+        self.0.is_applied_boxed(change).await
+    }
+}
+
+/// The object-safe companion of [`Cluster`], implemented for every `Cluster` whose node type
+/// is `'static`.
+pub trait DynCluster: Send + Sync {
+    /// [`Cluster::name`].
+    fn name(&self) -> &str;
+    /// [`Cluster::topology`], boxed.
+    fn topology_boxed(&self) -> BoxFuture<'_, Result<Topology, DynError>>;
+    /// [`Cluster::node`], boxed.
+    fn node_boxed(&self, id: &NodeId) -> Option<BoxNode>;
+    /// [`Cluster::check_change`].
+    fn check_change(&self, change: &Change) -> Result<(), String>;
+    /// [`Cluster::knobs`].
+    fn knobs(&self, procedure: Procedure) -> Vec<Knob>;
+    /// [`Cluster::read_knob`], boxed.
+    fn read_knob_boxed<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<String, DynError>>;
+    /// [`Cluster::write_knob`], boxed.
+    fn write_knob_boxed<'a>(
+        &'a self,
+        name: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<(), DynError>>;
+    /// [`Cluster::drain`], boxed.
+    fn drain_boxed<'a>(&'a self, node: &'a NodeId) -> BoxFuture<'a, Result<(), DynError>>;
+    /// [`Cluster::quiesce`], boxed.
+    fn quiesce_boxed<'a>(&'a self, node: &'a NodeId) -> BoxFuture<'a, Result<(), DynError>>;
+    /// [`Cluster::rejoin`], boxed.
+    fn rejoin_boxed<'a>(&'a self, node: &'a NodeId) -> BoxFuture<'a, Result<(), DynError>>;
+    /// The probe of a step, boxed.
+    fn probe_boxed(&self, which: Which, node: &NodeId) -> BoxProbe<'_>;
+    /// [`Cluster::classify`] of the boxed error (fatal when it is not this backend's).
+    fn classify_dyn(&self, error: &DynError) -> ErrorClass;
+}
+
+/// Which probe [`DynCluster::probe_boxed`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Which {
+    /// [`Cluster::drained`].
+    Drained,
+    /// [`Cluster::quiesced`].
+    Quiesced,
+    /// [`Cluster::stopped`].
+    Stopped,
+    /// [`Cluster::ready`].
+    Ready,
+    /// [`Cluster::rejoined`].
+    Rejoined,
+    /// [`Cluster::fully_healthy`] (the node is ignored).
+    FullyHealthy,
+    /// [`Cluster::safe_to_stop`].
+    SafeToStop,
+}
+
+impl<C> DynCluster for C
+where
+    C: Cluster,
+    C::Node: 'static,
+{
+    fn name(&self) -> &str {
+        Cluster::name(self)
+    }
+    fn topology_boxed(&self) -> BoxFuture<'_, Result<Topology, DynError>> {
+        Box::pin(async move { self.topology().await.map_err(DynError::new) })
+    }
+    fn node_boxed(&self, id: &NodeId) -> Option<BoxNode> {
+        self.node(id).map(|n| BoxNode(Box::new(n)))
+    }
+    fn check_change(&self, change: &Change) -> Result<(), String> {
+        Cluster::check_change(self, change)
+    }
+    fn knobs(&self, procedure: Procedure) -> Vec<Knob> {
+        Cluster::knobs(self, procedure)
+    }
+    fn read_knob_boxed<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<String, DynError>> {
+        Box::pin(async move { self.read_knob(name).await.map_err(DynError::new) })
+    }
+    fn write_knob_boxed<'a>(
+        &'a self,
+        name: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<(), DynError>> {
+        Box::pin(async move { self.write_knob(name, value).await.map_err(DynError::new) })
+    }
+    fn drain_boxed<'a>(&'a self, node: &'a NodeId) -> BoxFuture<'a, Result<(), DynError>> {
+        Box::pin(async move { self.drain(node).await.map_err(DynError::new) })
+    }
+    fn quiesce_boxed<'a>(&'a self, node: &'a NodeId) -> BoxFuture<'a, Result<(), DynError>> {
+        Box::pin(async move { self.quiesce(node).await.map_err(DynError::new) })
+    }
+    fn rejoin_boxed<'a>(&'a self, node: &'a NodeId) -> BoxFuture<'a, Result<(), DynError>> {
+        Box::pin(async move { self.rejoin(node).await.map_err(DynError::new) })
+    }
+    fn probe_boxed(&self, which: Which, node: &NodeId) -> BoxProbe<'_> {
+        match which {
+            Which::Drained => BoxProbe::new(self.drained(node)),
+            Which::Quiesced => BoxProbe::new(self.quiesced(node)),
+            Which::Stopped => BoxProbe::new(self.stopped(node)),
+            Which::Ready => BoxProbe::new(self.ready(node)),
+            Which::Rejoined => BoxProbe::new(self.rejoined(node)),
+            Which::FullyHealthy => BoxProbe::new(self.fully_healthy()),
+            Which::SafeToStop => BoxProbe::new(self.safe_to_stop(node)),
+        }
+    }
+    fn classify_dyn(&self, error: &DynError) -> ErrorClass {
+        error
+            .0
+            .downcast_ref::<C::Error>()
+            .map_or(ErrorClass::Fatal, |e| self.classify(e))
+    }
+}
+
+/// A cluster behind `dyn`: implements [`Cluster`] by boxing every call, for a backend picked
+/// at run time.
+///
+/// # Examples
+/// ```
+/// use rollout_core::{BoxCluster, Change, MemoryJournal, Run, Spec, roll};
+/// use rollout_sim::{Flavor, SimBuilder};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let flavor = Flavor::OpenMldb; // say, from a config file
+/// let cluster = BoxCluster::new(SimBuilder::new(flavor).build().unwrap());
+/// let report = roll(&cluster, &Spec::new(Change::Restart), Run::new(&MemoryJournal::new()))
+///     .await
+///     .unwrap();
+/// assert!(report.knobs_restored);
+/// # }
+/// ```
+pub struct BoxCluster(Box<dyn DynCluster>);
+
+impl std::fmt::Debug for BoxCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("BoxCluster").field(&self.0.name()).finish()
+    }
+}
+
+impl BoxCluster {
+    /// Erases `cluster`.
+    pub fn new<C>(cluster: C) -> Self
+    where
+        C: Cluster + 'static,
+        C::Node: 'static,
+    {
+        Self(Box::new(cluster))
+    }
+
+    /// Wraps an already boxed cluster.
+    pub fn from_box(cluster: Box<dyn DynCluster>) -> Self {
+        Self(cluster)
+    }
+}
+
+/// An empty node id, for probes that take none.
+static NO_NODE: NodeId = NodeId::empty();
+
+impl Cluster for BoxCluster {
+    type Node = BoxNode;
+    type Error = DynError;
+
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn topology(&self) -> impl Future<Output = Result<Topology, DynError>> + Send {
+        self.0.topology_boxed()
+    }
+    fn node(&self, id: &NodeId) -> Option<BoxNode> {
+        self.0.node_boxed(id)
+    }
+    fn check_change(&self, change: &Change) -> Result<(), String> {
+        self.0.check_change(change)
+    }
+    fn knobs(&self, procedure: Procedure) -> Vec<Knob> {
+        self.0.knobs(procedure)
+    }
+    async fn read_knob(&self, name: &str) -> Result<String, DynError> {
+        self.0.read_knob_boxed(name).await
+    }
+    async fn write_knob(&self, name: &str, value: &str) -> Result<(), DynError> {
+        self.0.write_knob_boxed(name, value).await
+    }
+    async fn drain(&self, node: &NodeId) -> Result<(), DynError> {
+        self.0.drain_boxed(node).await
+    }
+    fn drained(&self, node: &NodeId) -> impl HealthProbe<Error = DynError> + '_ {
+        self.0.probe_boxed(Which::Drained, node)
+    }
+    async fn quiesce(&self, node: &NodeId) -> Result<(), DynError> {
+        self.0.quiesce_boxed(node).await
+    }
+    fn quiesced(&self, node: &NodeId) -> impl HealthProbe<Error = DynError> + '_ {
+        self.0.probe_boxed(Which::Quiesced, node)
+    }
+    fn stopped(&self, node: &NodeId) -> impl HealthProbe<Error = DynError> + '_ {
+        self.0.probe_boxed(Which::Stopped, node)
+    }
+    fn ready(&self, node: &NodeId) -> impl HealthProbe<Error = DynError> + '_ {
+        self.0.probe_boxed(Which::Ready, node)
+    }
+    async fn rejoin(&self, node: &NodeId) -> Result<(), DynError> {
+        self.0.rejoin_boxed(node).await
+    }
+    fn rejoined(&self, node: &NodeId) -> impl HealthProbe<Error = DynError> + '_ {
+        self.0.probe_boxed(Which::Rejoined, node)
+    }
+    fn fully_healthy(&self) -> impl HealthProbe<Error = DynError> + '_ {
+        self.0.probe_boxed(Which::FullyHealthy, &NO_NODE)
+    }
+    fn safe_to_stop(&self, node: &NodeId) -> impl HealthProbe<Error = DynError> + '_ {
+        self.0.probe_boxed(Which::SafeToStop, node)
+    }
+    fn classify(&self, error: &DynError) -> ErrorClass {
+        self.0.classify_dyn(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The companion traits must stay dyn-compatible.
+    fn _obj_safe(_: &dyn DynCluster, _: &dyn DynNode, _: &dyn DynProbe) {}
+}
