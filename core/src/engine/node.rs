@@ -169,6 +169,10 @@ pub(super) async fn roll_nodes<C: Cluster>(
             ctx.restore(guard, KnobScope::Wave).await?;
             return Ok(outcomes);
         }
+        // A coordinator failover during the drain loses in-memory settings: check them all
+        // again right before the stop, and put back what was lost.
+        ctx.reapply(guard).await?;
+        ctx.set(guard, KnobScope::Wave, None).await?;
     }
     let down = async {
         ctx.all(&slots, StartAt::Drain, Phase::Stop, |s| async move {
