@@ -11,7 +11,7 @@ use rollout_core::{
     Policy, Run, Spec, abort, roll,
 };
 use rollout_sim::SimCluster;
-use support::{At, CrashAt, EVERY, Failing, Fixture, Opts, Tiny, all_running, until};
+use support::{At, CrashJournal, EVERY, Failing, Fixture, Opts, Tiny, all_running};
 
 /// Instantiates a generic test body for both fixtures.
 macro_rules! both {
@@ -205,24 +205,27 @@ async fn resumes_parallel_waves_after_an_interruption_at_every_step<F: Fixture>(
     resume_at_every_step::<F>(&spec).await;
 }
 
+/// How many journal records an uninterrupted run of `spec` writes.
+async fn journal_length<F: Fixture>(spec: &Spec) -> usize {
+    let c = F::build(&Opts::default());
+    let journal = MemoryJournal::new();
+    roll(&c, spec, Run::new(&journal)).await.unwrap();
+    journal.entries().len()
+}
+
 async fn resume_at_every_step<F: Fixture>(spec: &Spec) {
     let spec = || spec.clone();
     // How many journal records an uninterrupted run writes.
-    let total = {
-        let c = F::build(&Opts::default());
-        let journal = MemoryJournal::new();
-        roll(&c, &spec(), Run::new(&journal)).await.unwrap();
-        journal.entries().len()
-    };
+    let total = journal_length::<F>(&spec()).await;
     for step in 1..total {
         let c = F::build(&Opts::default());
-        let journal = CrashAt::new(step);
-        let first = until(roll(&c, &spec(), Run::new(&journal)), &journal.hit).await;
+        let journal = CrashJournal::new(step);
+        let first = journal.race(roll(&c, &spec(), Run::new(&journal))).await;
         let report = match first {
             // The closing restores and End are written without an await between them: a
             // crash there lands after the rollout has finished.
             Some(done) => {
-                let rest = &journal.inner.entries()[step..];
+                let rest = &journal.entries()[step..];
                 assert!(
                     rest.iter()
                         .all(|e| matches!(e, Entry::KnobRestored { .. } | Entry::End { .. })),
@@ -474,16 +477,12 @@ fn the_rollout_future_is_send() {
 }
 
 async fn abort_after_a_dropped_rollout_at_every_step_brings_the_cluster_back<F: Fixture>() {
-    let total = {
-        let c = F::build(&Opts::default());
-        let journal = MemoryJournal::new();
-        roll(&c, &spec(), Run::new(&journal)).await.unwrap();
-        journal.entries().len()
-    };
+    let total = journal_length::<F>(&spec()).await;
     for step in 1..total {
         let c = F::build(&Opts::default());
-        let journal = CrashAt::new(step);
-        if until(roll(&c, &spec(), Run::new(&journal)), &journal.hit)
+        let journal = CrashJournal::new(step);
+        if journal
+            .race(roll(&c, &spec(), Run::new(&journal)))
             .await
             .is_some()
         {
@@ -508,7 +507,7 @@ async fn abort_after_a_dropped_rollout_at_every_step_brings_the_cluster_back<F: 
             assert!(n <= 1, "step {step}: node {node} restarted {n} times");
         }
         assert!(
-            matches!(journal.inner.entries().last(), Some(Entry::End { .. })),
+            matches!(journal.entries().last(), Some(Entry::End { .. })),
             "step {step}"
         );
     }

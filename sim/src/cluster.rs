@@ -494,15 +494,8 @@ impl Cluster for SimCluster {
             // A drain that never finished (the node was skipped) must not block the queues.
             w.cancel_moves_from(i);
             // recoverdata for every replica not loaded, then post-upgrade: leaders back.
-            let parts = w.nodes[i as usize].parts.clone();
-            for p in parts {
-                let needs = w.parts[p as usize]
-                    .replicas
-                    .iter()
-                    .any(|r| r.node == i && !r.loaded);
-                if needs && w.nodes[i as usize].up() {
-                    w.enqueue(Op::RecoverTable { part: p, node: i });
-                }
+            if w.nodes[i as usize].up() {
+                w.recover_unloaded(i);
             }
             let led = std::mem::take(&mut w.nodes[i as usize].led);
             for p in led {

@@ -3,19 +3,15 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rollout_core::{
-    Change, Entry, Event, Journal, JournalError, MemoryJournal, Observer, Outcome, Policy,
-    Procedure, Run, Spec, chain, roll,
-};
+use rollout_core::{Change, Event, Observer, Outcome, Policy, Procedure, Run, Spec, chain, roll};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::builder::{BuildError, SimBuilder};
 use crate::cluster::SimCluster;
+use crate::crash::CrashJournal;
 use crate::fault::Fault;
 
 /// How the simulated rollout is driven.
@@ -133,33 +129,6 @@ pub struct SimReport {
     pub resumed: bool,
 }
 
-/// A journal that tells when it reaches a given length: the orchestrator "crashes" there.
-#[derive(Debug)]
-struct CrashAt {
-    inner: MemoryJournal,
-    at: AtomicUsize,
-    hit: Notify,
-}
-
-impl Journal for CrashAt {
-    fn lock(&self, owner: &str) -> Result<(), JournalError> {
-        self.inner.lock(owner)
-    }
-    fn unlock(&self) {
-        self.inner.unlock()
-    }
-    fn load(&self) -> Result<Vec<Entry>, JournalError> {
-        self.inner.load()
-    }
-    fn append(&self, entry: &Entry) -> Result<(), JournalError> {
-        self.inner.append(entry)?;
-        if self.inner.entries().len() == self.at.load(Ordering::SeqCst) {
-            self.hit.notify_one();
-        }
-        Ok(())
-    }
-}
-
 /// Runs one rollout of `spec` on a cluster from `builder`, in the current tokio runtime (use a
 /// paused clock: a simulated hour then takes milliseconds). `strategy` names the run in the
 /// report; [`Strategy::spec`] builds the matching spec.
@@ -180,11 +149,7 @@ pub async fn simulate(
         Fault::OrchestratorCrash { step } => Some(*step),
         _ => None,
     });
-    let journal = CrashAt {
-        inner: MemoryJournal::new(),
-        at: AtomicUsize::new(crash_at.unwrap_or(usize::MAX)),
-        hit: Notify::new(),
-    };
+    let journal = CrashJournal::new(crash_at.unwrap_or(usize::MAX));
     let waves = Mutex::new(None::<usize>);
     let watch = |e: &Event| {
         if let Event::PlanReady { plan } = e {
@@ -194,16 +159,13 @@ pub async fn simulate(
         observer.on_event(e);
     };
     let t0 = Instant::now();
-    let mut result = {
-        let run = Run::new(&journal).observe(&watch);
-        let rolling = std::pin::pin!(roll(&sim, spec, run));
-        let crash = std::pin::pin!(journal.hit.notified());
-        futures_select(rolling, crash).await
-    };
+    let mut result = journal
+        .race(roll(&sim, spec, Run::new(&journal).observe(&watch)))
+        .await;
     let resumed = result.is_none();
-    if result.is_none() {
+    if resumed {
         // The orchestrator died; a new one resumes from the journal.
-        journal.at.store(usize::MAX, Ordering::SeqCst);
+        journal.disarm();
         tokio::time::sleep(Duration::from_secs(10)).await;
         let run = Run::new(&journal).observe(&watch);
         result = Some(roll(&sim, spec, run).await);
@@ -251,7 +213,7 @@ pub async fn simulate(
             .map(|&r| u64::from(r))
             .max()
             .unwrap_or(0),
-        journal_records: journal.inner.entries().len(),
+        journal_records: journal.entries().len(),
         resumed,
     };
     Ok((sim, report))
@@ -259,25 +221,4 @@ pub async fn simulate(
 
 fn builder_timeout() -> Duration {
     crate::config::ClientLoad::default().timeout
-}
-
-/// Resolves to the first future's output, or `None` when the second completes first.
-async fn futures_select<A, B>(a: A, b: B) -> Option<A::Output>
-where
-    A: std::future::Future + Unpin,
-    B: std::future::Future + Unpin,
-{
-    use std::task::Poll;
-    let mut a = a;
-    let mut b = b;
-    std::future::poll_fn(move |cx| {
-        if let Poll::Ready(v) = std::pin::Pin::new(&mut a).poll(cx) {
-            return Poll::Ready(Some(v));
-        }
-        if std::pin::Pin::new(&mut b).poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
-    })
-    .await
 }

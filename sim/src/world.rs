@@ -725,16 +725,7 @@ impl World {
             if !was_auto {
                 self.auto_offline(node);
             }
-            let parts = self.nodes[node as usize].parts.clone();
-            for p in parts {
-                let needs = self.parts[p as usize]
-                    .replicas
-                    .iter()
-                    .any(|r| r.node == node && !r.loaded);
-                if needs {
-                    self.enqueue(Op::RecoverTable { part: p, node });
-                }
-            }
+            self.recover_unloaded(node);
         }
         self.touch_node(node);
     }
@@ -1213,6 +1204,21 @@ impl World {
                 )
             }
         })
+    }
+
+    /// Queues a RecoverTable for every replica of `node` that is not loaded (OpenMLDB
+    /// RecoverEndpoint, or the ops tool's recoverdata).
+    pub(crate) fn recover_unloaded(&mut self, node: u32) {
+        let parts = self.nodes[node as usize].parts.clone();
+        for p in parts {
+            let needs = self.parts[p as usize]
+                .replicas
+                .iter()
+                .any(|r| r.node == node && !r.loaded);
+            if needs {
+                self.enqueue(Op::RecoverTable { part: p, node });
+            }
+        }
     }
 
     /// Cancels the queued (not running) leader moves away from `node` (OpenMLDB CancelOP).

@@ -6,18 +6,7 @@ use rollout_sim::{SimBuilder, SimReport, Strategy, simulate};
 
 /// Runs one rollout on a fresh paused-clock runtime and returns its report.
 pub fn run(builder: &SimBuilder, strategy: Strategy) -> SimReport {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let spec = strategy.spec(Change::Restart, builder.get_data_nodes());
-        simulate(builder, strategy, &spec, &Ignore)
-            .await
-            .expect("a valid shape")
-            .1
-    })
+    run_with_restarts(builder, strategy).0
 }
 
 /// Like [`run`], also returning orchestrator restarts per node.

@@ -6,11 +6,10 @@ pub mod failing;
 pub mod tiny;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rollout_core::{Cluster, Entry, Journal, JournalError, MemoryJournal, Node, NodeId};
+use rollout_core::{Cluster, Node, NodeId};
+pub use rollout_sim::CrashJournal;
 use rollout_sim::{Fault, Flavor, NodeRef, SimBuilder, SimCluster};
-use tokio::sync::Notify;
 
 pub use failing::{At, EVERY, Failing};
 pub use tiny::Tiny;
@@ -96,51 +95,4 @@ pub async fn all_running<C: Cluster>(c: &C) -> bool {
         }
     }
     true
-}
-
-/// A journal that notifies when it reaches a given length, so a test can drop the rollout
-/// there, like a crash of the orchestrator.
-#[derive(Debug, Default)]
-pub struct CrashAt {
-    pub inner: MemoryJournal,
-    pub at: AtomicUsize,
-    pub hit: Notify,
-}
-
-impl CrashAt {
-    pub fn new(at: usize) -> Self {
-        Self {
-            inner: MemoryJournal::new(),
-            at: AtomicUsize::new(at),
-            hit: Notify::new(),
-        }
-    }
-}
-
-impl Journal for CrashAt {
-    fn lock(&self, owner: &str) -> Result<(), JournalError> {
-        self.inner.lock(owner)
-    }
-    fn unlock(&self) {
-        self.inner.unlock()
-    }
-    fn load(&self) -> Result<Vec<Entry>, JournalError> {
-        self.inner.load()
-    }
-    fn append(&self, entry: &Entry) -> Result<(), JournalError> {
-        self.inner.append(entry)?;
-        if self.inner.entries().len() == self.at.load(Ordering::SeqCst) {
-            self.hit.notify_one();
-        }
-        Ok(())
-    }
-}
-
-/// Runs `fut` until `crash` fires; `None` means it was dropped there.
-pub async fn until<F: Future>(fut: F, crash: &Notify) -> Option<F::Output> {
-    tokio::select! {
-        biased;
-        out = fut => Some(out),
-        () = crash.notified() => None,
-    }
 }

@@ -1,0 +1,79 @@
+//! A journal that marks where the orchestrator "crashes", for resume tests.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rollout_core::{Entry, Journal, JournalError, MemoryJournal};
+use tokio::sync::Notify;
+
+/// A [`MemoryJournal`] that fires once it holds `at` records: [`race`](CrashJournal::race)
+/// then drops the rollout's future, as a killed orchestrator would stop, and a later `roll`
+/// on the same journal resumes.
+///
+/// With the simulator, every control-plane call is a yield point, so the drop lands right
+/// after the record.
+#[derive(Debug)]
+pub struct CrashJournal {
+    inner: MemoryJournal,
+    at: AtomicUsize,
+    hit: Notify,
+}
+
+impl CrashJournal {
+    /// A journal that fires at its `at`-th record.
+    pub fn new(at: usize) -> Self {
+        Self {
+            inner: MemoryJournal::new(),
+            at: AtomicUsize::new(at),
+            hit: Notify::new(),
+        }
+    }
+
+    /// Never fires again.
+    pub fn disarm(&self) {
+        self.at.store(usize::MAX, Ordering::SeqCst);
+    }
+
+    /// A copy of every record.
+    pub fn entries(&self) -> Vec<Entry> {
+        self.inner.entries()
+    }
+
+    /// Runs `fut` until it finishes (`Some`) or the journal fires (`None`: `fut` is dropped).
+    pub async fn race<F: Future>(&self, fut: F) -> Option<F::Output> {
+        use std::task::Poll;
+        let mut fut = std::pin::pin!(fut);
+        let mut crash = std::pin::pin!(self.hit.notified());
+        std::future::poll_fn(move |cx| {
+            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(v));
+            }
+            if crash.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Journal for CrashJournal {
+    fn lock(&self, owner: &str) -> Result<(), JournalError> {
+        self.inner.lock(owner)
+    }
+
+    fn unlock(&self) {
+        self.inner.unlock()
+    }
+
+    fn load(&self) -> Result<Vec<Entry>, JournalError> {
+        self.inner.load()
+    }
+
+    fn append(&self, entry: &Entry) -> Result<(), JournalError> {
+        self.inner.append(entry)?;
+        if self.inner.entries().len() == self.at.load(Ordering::SeqCst) {
+            self.hit.notify_one();
+        }
+        Ok(())
+    }
+}
