@@ -94,6 +94,17 @@ fn wall_clock() -> std::time::Instant {
     std::time::Instant::now()
 }
 
+/// Log timestamps in the simulation's virtual seconds.
+struct VirtualTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for VirtualTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        static START: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+        let start = START.get_or_init(tokio::time::Instant::now);
+        write!(w, "{:>10.3}s", start.elapsed().as_secs_f64())
+    }
+}
+
 /// Shows progress: a bar on a terminal, per-node lines otherwise.
 struct Progress {
     bar: Option<ProgressBar>,
@@ -150,6 +161,13 @@ impl Observer for Progress {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // The engine's spans and events (each phase with its node) on stderr, with RUST_LOG,
+    // for example RUST_LOG=rollout_core=debug.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .with_timer(VirtualTime)
+        .init();
     let mut builder = SimBuilder::new(args.flavor);
     builder
         .seed(args.seed)

@@ -495,7 +495,7 @@ impl Cluster for SimCluster {
             w.cancel_moves_from(i);
             // recoverdata for every replica not loaded, then post-upgrade: leaders back.
             if w.nodes[i as usize].up() {
-                w.recover_unloaded(i);
+                w.recover_replicas(i);
             }
             let led = std::mem::take(&mut w.nodes[i as usize].led);
             for p in led {

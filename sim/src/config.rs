@@ -118,6 +118,9 @@ pub struct Timings {
     pub min_live: usize,
     /// How long a supervisor waits before starting a crashed process again.
     pub crash_restart: Duration,
+    /// Pegasus `node_live_percentage_threshold_for_update` (65): with a smaller share of
+    /// replica servers alive the meta freezes too.
+    pub live_percentage: u32,
 }
 
 impl Timings {
@@ -143,6 +146,7 @@ impl Timings {
             route_refresh: Duration::ZERO,
             min_live: 3,
             crash_restart: Duration::from_secs(30),
+            live_percentage: 65,
         }
     }
 
@@ -168,6 +172,7 @@ impl Timings {
             route_refresh: Duration::from_secs(2),
             min_live: 1,
             crash_restart: Duration::from_secs(30),
+            live_percentage: 0,
         }
     }
 
@@ -201,6 +206,12 @@ impl Timings {
             if d > day {
                 return Err(format!("timing {name} is {d:?}, more than a day"));
             }
+        }
+        if self.live_percentage > 100 {
+            return Err(format!(
+                "live_percentage is {}, more than 100",
+                self.live_percentage
+            ));
         }
         if self.tick.is_zero() || self.election.is_zero() {
             return Err("timings tick and election must be longer than zero".into());

@@ -458,6 +458,18 @@ impl World {
         self.changed();
     }
 
+    /// Pegasus: the meta freezes (no proposals, no cure) with fewer than `min_live` replica
+    /// servers alive, or a smaller share than `live_percentage`.
+    fn frozen(&self) -> bool {
+        let alive = self.alive_data();
+        let all = self
+            .nodes
+            .iter()
+            .filter(|n| n.kind == RoleKind::Data)
+            .count();
+        alive < self.t.min_live || alive * 100 < all * self.t.live_percentage as usize
+    }
+
     /// Alive data nodes as the coordinator sees them.
     fn alive_data(&self) -> usize {
         self.nodes
@@ -725,7 +737,7 @@ impl World {
             if !was_auto {
                 self.auto_offline(node);
             }
-            self.recover_unloaded(node);
+            self.recover_replicas(node);
         }
         self.touch_node(node);
     }
@@ -803,7 +815,7 @@ impl World {
 
     /// Pegasus meta tick: run proposals of draining nodes, promote, cure.
     fn tick(&mut self) {
-        if self.leader.is_none() || self.alive_data() < self.t.min_live {
+        if self.leader.is_none() || self.frozen() {
             return;
         }
         let draining: Vec<u32> = (0..self.nodes.len() as u32)
@@ -1206,15 +1218,15 @@ impl World {
         })
     }
 
-    /// Queues a RecoverTable for every replica of `node` that is not loaded (OpenMLDB
-    /// RecoverEndpoint, or the ops tool's recoverdata).
-    pub(crate) fn recover_unloaded(&mut self, node: u32) {
+    /// Queues a RecoverTable for every replica of `node` that is not loaded or is marked
+    /// dead (OpenMLDB RecoverEndpoint, or the ops tool's recoverdata).
+    pub(crate) fn recover_replicas(&mut self, node: u32) {
         let parts = self.nodes[node as usize].parts.clone();
         for p in parts {
             let needs = self.parts[p as usize]
                 .replicas
                 .iter()
-                .any(|r| r.node == node && !r.loaded);
+                .any(|r| r.node == node && (!r.loaded || r.role == Rep::Inactive));
             if needs {
                 self.enqueue(Op::RecoverTable { part: p, node });
             }
