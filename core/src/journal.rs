@@ -303,37 +303,38 @@ impl Journal for FileJournal {
     }
 
     fn load(&self) -> Result<Vec<Entry>, JournalError> {
-        let file = match File::open(&self.path) {
-            Ok(f) => f,
+        let mut bytes = Vec::new();
+        match File::open(&self.path) {
+            Ok(f) => BufReader::new(f)
+                .read_to_end(&mut bytes)
+                .map_err(|e| self.io(&self.path, e))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(self.io(&self.path, e)),
         };
-        let mut text = String::new();
-        BufReader::new(file)
-            .read_to_string(&mut text)
-            .map_err(|e| self.io(&self.path, e))?;
-        let torn_tail = !text.is_empty() && !text.ends_with('\n');
-        let lines: Vec<&str> = text.lines().collect();
+        // Bytes after the last newline are a write a crash cut short. The step it records
+        // was not confirmed: drop it, and cut the file back so the next append starts clean.
+        let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if whole < bytes.len() {
+            tracing::warn!(path = %self.path.display(), "dropping a torn last journal line");
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&self.path)
+                .map_err(|e| self.io(&self.path, e))?;
+            f.set_len(whole as u64)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| self.io(&self.path, e))?;
+        }
         let mut entries = Vec::new();
-        for (i, line) in lines.iter().enumerate() {
-            if line.trim().is_empty() {
+        for (i, line) in bytes[..whole].split(|&b| b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match serde_json::from_str(line) {
-                Ok(entry) => entries.push(entry),
-                // A last line without its newline is a write the crash cut short: the step
-                // it records had not been taken (entries are written before their step).
-                Err(_) if torn_tail && i + 1 == lines.len() => {
-                    tracing::warn!(path = %self.path.display(), "ignoring a torn last journal line");
-                }
-                Err(source) => {
-                    return Err(JournalError::Corrupt {
-                        path: self.path.clone(),
-                        line: i + 1,
-                        source,
-                    });
-                }
-            }
+            let entry = serde_json::from_slice(line).map_err(|source| JournalError::Corrupt {
+                path: self.path.clone(),
+                line: i + 1,
+                source,
+            })?;
+            entries.push(entry);
         }
         Ok(entries)
     }

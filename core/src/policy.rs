@@ -76,7 +76,8 @@ impl Deadlines {
 /// Defaults: `max_parallel` 1 (exactly the upstream procedures), `max_unavailable_per_partition`
 /// 1, the high-availability procedure, [`Deadlines::default`], abort on timeout, no canary,
 /// polls from 100 ms growing to 1 s, 8 retries of transient control-plane errors
-/// (backing off from the poll minimum to 5 s).
+/// (backing off from the poll minimum to 5 s; not-safe-yet errors are retried for as long as
+/// the gate deadline).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     max_parallel: usize,

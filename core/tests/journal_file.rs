@@ -125,21 +125,44 @@ fn resume_state_follows_the_last_rollout() {
 }
 
 #[test]
-fn a_torn_last_line_is_ignored_but_a_corrupt_middle_line_is_not() {
+fn a_torn_last_line_is_dropped_and_the_file_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.jsonl");
+    let j = FileJournal::new(&path);
+    j.append(&begin()).unwrap();
+    let whole = std::fs::read(&path).unwrap();
+    let mut torn = whole.clone();
+    // A crash in the middle of a write, even inside a multi-byte character.
+    torn.extend_from_slice("{\"entry\":\"node_done\",\"node\":\"caf\u{e9}".as_bytes());
+    torn.pop();
+    std::fs::write(&path, &torn).unwrap();
+    assert_eq!(j.load().unwrap(), vec![begin()]);
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        whole,
+        "the torn tail is cut off"
+    );
+    j.append(&Entry::End {
+        outcome: "aborted".into(),
+    })
+    .unwrap();
+    assert_eq!(
+        j.load().unwrap().len(),
+        2,
+        "the next append starts on a clean line"
+    );
+}
+
+#[test]
+fn a_corrupt_line_in_the_middle_is_an_error_with_its_number() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j.jsonl");
     let j = FileJournal::new(&path);
     j.append(&begin()).unwrap();
     let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str("{\"entry\":\"node_do");
+    text.push_str("garbage\n");
     std::fs::write(&path, &text).unwrap();
-    assert_eq!(
-        j.load().unwrap(),
-        vec![begin()],
-        "a write cut short by a crash"
-    );
-    text.push('\n');
-    std::fs::write(&path, &text).unwrap();
+    j.append(&begin()).unwrap();
     assert!(matches!(
         j.load(),
         Err(JournalError::Corrupt { line: 2, .. })

@@ -489,6 +489,10 @@ impl Cluster for SimCluster {
         if !w.nodes[i as usize].draining && w.nodes[i as usize].led.is_empty() {
             return Ok(());
         }
+        if !w.nodes[i as usize].up() {
+            // Not back yet: nothing to give it; `rejoined` keeps waiting.
+            return Ok(());
+        }
         w.nodes[i as usize].draining = false;
         if w.flavor == Flavor::OpenMldb && w.nodes[i as usize].kind == RoleKind::Data {
             // A drain that never finished (the node was skipped) must not block the queues.
@@ -532,7 +536,8 @@ impl Cluster for SimCluster {
 
     fn classify(&self, error: &SimError) -> ErrorClass {
         match error {
-            SimError::Transient(_) | SimError::NoLeader => ErrorClass::Transient,
+            SimError::Transient(_) => ErrorClass::Transient,
+            SimError::NoLeader => ErrorClass::NotSafeYet,
             SimError::UnknownKnob(_) | SimError::Running(_) => ErrorClass::Fatal,
         }
     }

@@ -494,6 +494,11 @@ impl World {
                 if n.boot == boot && n.running && !n.serving {
                     n.serving = true;
                     n.unflushed = 0;
+                    let coordinator = n.kind == RoleKind::Coordinator && n.role != "taskmanager";
+                    if coordinator && self.leader.is_none() {
+                        // A coordinator that comes up with no leader campaigns at once.
+                        self.schedule(self.now, Ev::Elect);
+                    }
                     let delay = us(self.t.beacon);
                     self.after(delay, Ev::Attach { node, boot });
                     self.touch_node(node);

@@ -24,7 +24,8 @@ use node::{NodeOutcome, StartAt};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", content = "reason", rename_all = "snake_case")]
 pub enum Outcome {
-    /// Every planned node is rolled and knobs are restored.
+    /// Every planned node is rolled or, under [`OnTimeout::Skip`], listed in
+    /// [`Report::skipped`]; knobs are restored.
     Completed,
     /// Stopped on purpose (canary, pause on timeout); run [`roll`] again to resume or
     /// [`abort`] to restore.
@@ -372,16 +373,19 @@ async fn roll_inner<C: Cluster>(
             // Restore before reporting; a restore failure is reported as well, and the journal
             // keeps the originals for `abort`.
             let restored = ctx.restore(&mut guard, KnobScope::Rollout).await;
+            // With the cluster's own settings back, every running node the failed wave
+            // touched gets its replicas back and is waited for; what does not come back keeps
+            // the journal open for `abort`.
+            ctx.settle().await;
             let stranded = ctx.stranded().await;
             let mut msg = chain(&e);
             if let Err(r) = &restored {
                 msg.push_str(&format!("; knobs not restored: {}", chain(r)));
             }
             if !stranded.is_empty() {
-                let names: Vec<&str> = stranded.iter().map(NodeId::as_str).collect();
                 msg.push_str(&format!(
-                    "; not running: {}; the journal stays open: run `abort` to bring them back",
-                    names.join(", ")
+                    "; not back: {}; the journal stays open: run `abort` to bring them back",
+                    stranded.join("; ")
                 ));
             }
             if restored.is_ok() && stranded.is_empty() {
@@ -395,9 +399,10 @@ async fn roll_inner<C: Cluster>(
     }
 }
 
-/// Calls a control-plane step, retrying transient and not-safe-yet errors with exponential
-/// backoff in tokio time (from the poll minimum to 5 s, `retries` times); a fatal error, or the
-/// last one, becomes [`Error::Backend`] naming the node and phase.
+/// Calls a control-plane step, retrying with exponential backoff in tokio time (from the poll
+/// minimum to 5 s): a transient error up to `retries` times, a not-safe-yet one (no leader,
+/// busy) for as long as the gate deadline allows. A fatal error, or the last one, becomes
+/// [`Error::Backend`] naming the node and phase.
 async fn retry<C, T, F, Fut>(
     cluster: &C,
     policy: &crate::policy::Policy,
@@ -415,10 +420,18 @@ where
     let backoff = ExponentialBuilder::default()
         .with_min_delay(min)
         .with_max_delay(max.max(std::time::Duration::from_secs(5)))
-        .with_max_times(policy.get_retries());
+        .without_max_times()
+        .with_total_delay(Some(policy.get_deadlines().gate));
+    let transient = std::sync::atomic::AtomicUsize::new(0);
     f.retry(backoff)
         .sleep(tokio::time::sleep)
-        .when(|e| cluster.classify(e) != ErrorClass::Fatal)
+        .when(|e| match cluster.classify(e) {
+            ErrorClass::Fatal => false,
+            ErrorClass::NotSafeYet => true,
+            ErrorClass::Transient => {
+                transient.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < policy.get_retries()
+            }
+        })
         .await
         .map_err(|source| Error::Backend {
             node: node.cloned(),
@@ -481,7 +494,12 @@ impl<'a, C: Cluster> Ctx<'a, C> {
         resume: &Resume,
         report: &mut Report,
     ) -> Result<Option<String>, Error<C::Error>> {
-        self.set(guard, KnobScope::Rollout, None).await?;
+        // A fresh rollout sets its knobs first. A resumed one finishes the nodes it left in
+        // progress first: one of them may be the coordinator that answers for the knobs
+        // (they were set before the crash, and are checked again before every wave).
+        if resume.in_flight.is_empty() {
+            self.set(guard, KnobScope::Rollout, None).await?;
+        }
         // Nodes the journal shows in progress (the wave a crash interrupted) are finished
         // first, together, each from where it stopped.
         if !resume.in_flight.is_empty() {
@@ -608,15 +626,6 @@ impl<'a, C: Cluster> Ctx<'a, C> {
                     && matches!(e, Error::Timeout { .. })
                 {
                     return Ok(Some(format!("paused on timeout: {}", chain(&e))));
-                }
-                // Best effort: every running node of the failed wave gets its replicas back
-                // before the knobs are restored.
-                for id in &wave.nodes {
-                    if let Some(node) = self.cluster.node(id)
-                        && node.status().await.is_ok_and(|s| s.running)
-                    {
-                        let _ = self.cluster.rejoin(id).await;
-                    }
                 }
                 Err(e)
             }

@@ -78,6 +78,10 @@ pub(super) async fn resume_point<C: Cluster>(
         }
     } else if status.boot.as_ref() != boot {
         StartAt::WaitReady
+    } else if boot.is_none() && record.is_some() {
+        // No boot ids from this backend: a running node whose change was applied has been
+        // restarted, so it is not restarted again.
+        StartAt::WaitReady
     } else {
         StartAt::Drain
     })
@@ -189,7 +193,7 @@ pub(super) async fn roll_nodes<C: Cluster>(
         .await
     };
     if let Err(e) = down.await {
-        return Err(ctx.roll_back(&slots, e).await);
+        return Err(ctx.fail(&slots, e).await);
     }
     let applied = join_all(slots.iter().filter(|s| s.start <= StartAt::Apply).map(|s| {
         ctx.step(&s.id, Phase::Apply, async move {
@@ -218,7 +222,7 @@ pub(super) async fn roll_nodes<C: Cluster>(
         }
     }
     if let Some(e) = failed {
-        return Err(ctx.roll_back(&slots, e).await);
+        return Err(ctx.fail(&slots, e).await);
     }
     let up = async {
         ctx.all(&slots, StartAt::Start, Phase::Start, |s| async move {
@@ -242,7 +246,7 @@ pub(super) async fn roll_nodes<C: Cluster>(
         .await
     };
     if let Err(e) = up.await {
-        return Err(ctx.roll_back(&slots, e).await);
+        return Err(ctx.fail(&slots, e).await);
     }
     if ha {
         if data {
@@ -442,8 +446,9 @@ impl<C: Cluster> Ctx<'_, C> {
         }
         match failed {
             Some(e) => {
-                // Nothing was stopped yet: give every node of the wave its replicas back.
-                for s in &kept {
+                // Nothing of this wave was stopped here: give the nodes drained here their
+                // replicas back (resumed ones already past their stop are left to `abort`).
+                for s in kept.iter().filter(|s| s.start <= StartAt::Drain) {
                     let _ = self
                         .call(Some(&s.id), Phase::Rejoin, || self.cluster.rejoin(&s.id))
                         .await;
@@ -556,8 +561,8 @@ impl<C: Cluster> Ctx<'_, C> {
     }
 
     /// Brings a node caught mid-procedure back for [`abort`](super::abort): a stopped one
-    /// waits until the control plane saw it go, gets back what apply replaced and is started
-    /// and waited for; then every one is rejoined and waited for.
+    /// waits until the control plane saw it go, gets back what apply replaced and is started;
+    /// then every one is waited for until ready, rejoined and waited for.
     pub(super) async fn bring_back(
         &self,
         id: &NodeId,
@@ -574,121 +579,216 @@ impl<C: Cluster> Ctx<'_, C> {
             self.wait(Some(id), Phase::WaitStopped, &stopped, deadlines.stop)
                 .await?;
             if let Some(record) = record.filter(|_| self.spec.change != Change::Restart) {
-                self.call(Some(id), Phase::Revert, || node.revert(record))
-                    .await?;
-                self.append(&Entry::NodeReverted { node: id.clone() })?;
+                self.revert(id, &node, record).await?;
             }
             self.call(Some(id), Phase::Start, || node.start()).await?;
-            let up = Restarted {
-                node: &node,
-                before: status.boot.clone(),
-            }
-            .and(self.cluster.ready(id));
-            self.wait(Some(id), Phase::WaitReady, &up, deadlines.ready)
-                .await?;
         }
+        let up = Restarted {
+            node: &node,
+            before: None,
+        }
+        .and(self.cluster.ready(id));
+        self.wait(Some(id), Phase::WaitReady, &up, deadlines.ready)
+            .await?;
+        self.rejoin_and_wait(id).await
+    }
+
+    /// Rejoins `id` and waits for it.
+    pub(super) async fn rejoin_and_wait(&self, id: &NodeId) -> Result<(), Error<C::Error>> {
         self.call(Some(id), Phase::Rejoin, || self.cluster.rejoin(id))
             .await?;
+        let deadline = self.spec.policy.get_deadlines().rejoin;
         self.wait(
             Some(id),
             Phase::WaitRejoined,
             &self.cluster.rejoined(id),
-            deadlines.rejoin,
+            deadline,
         )
         .await
     }
 
-    /// Nodes the journal shows in progress whose process does not run.
-    pub(super) async fn stranded(&self) -> Vec<NodeId> {
+    /// Puts back what apply replaced, and journals it once it is done.
+    async fn revert(
+        &self,
+        id: &NodeId,
+        node: &C::Node,
+        record: &ApplyRecord,
+    ) -> Result<(), Error<C::Error>> {
+        tracing::warn!(node = id.as_str(), "reverting the change");
+        self.call(Some(id), Phase::Revert, || node.revert(record))
+            .await?;
+        self.append(&Entry::NodeReverted { node: id.clone() })
+    }
+
+    /// After a failure: every node the journal shows in progress that runs is waited for
+    /// until ready, then rejoined and waited for, all at once. Best effort: [`stranded`]
+    /// says what did not come back.
+    ///
+    /// [`stranded`]: Ctx::stranded
+    pub(super) async fn settle(&self) {
         let Ok(entries) = self.run.journal.load() else {
-            return Vec::new();
+            return;
+        };
+        let in_flight = crate::journal::Resume::from_entries(&entries).in_flight;
+        let deadline = self.spec.policy.get_deadlines().ready;
+        join_all(in_flight.iter().map(|(id, ..)| async move {
+            let Some(node) = self.cluster.node(id) else {
+                return;
+            };
+            if !node.status().await.is_ok_and(|s| s.running) {
+                return;
+            }
+            let up = Restarted {
+                node: &node,
+                before: None,
+            }
+            .and(self.cluster.ready(id));
+            let back = async {
+                self.wait(Some(id), Phase::WaitReady, &up, deadline).await?;
+                self.rejoin_and_wait(id).await
+            };
+            if let Err(e) = back.await {
+                tracing::warn!(node = id.as_str(), error = %super::chain(&e), "not back after a failure");
+            }
+        }))
+        .await;
+    }
+
+    /// Why the nodes the journal shows in progress are not all back (running, ready and
+    /// rejoined), one reason each; empty when they are. A journal that cannot be read is a
+    /// reason too: nothing can be confirmed then.
+    pub(super) async fn stranded(&self) -> Vec<String> {
+        let entries = match self.run.journal.load() {
+            Ok(entries) => entries,
+            Err(e) => return vec![format!("the journal cannot be read: {}", super::chain(&e))],
         };
         let mut out = Vec::new();
         for (id, ..) in crate::journal::Resume::from_entries(&entries).in_flight {
-            let running = match self.cluster.node(&id) {
-                Some(node) => node.status().await.is_ok_and(|s| s.running),
-                None => false,
+            let Some(node) = self.cluster.node(&id) else {
+                out.push(format!("{id} is unknown"));
+                continue;
             };
-            if !running {
-                out.push(id);
+            let back = Restarted {
+                node: &node,
+                before: None,
+            }
+            .and(self.cluster.ready(&id))
+            .and(self.cluster.rejoined(&id));
+            match back.check().await {
+                Ok(Health::Healthy) => {}
+                Ok(Health::Waiting(r) | Health::Failed(r)) => out.push(format!("{id}: {r}")),
+                Err(e) => out.push(format!("{id}: {e}")),
             }
         }
         out
     }
 
-    /// After a failure between stop and ready, so that nothing is left half-changed:
-    /// a node that was not started yet (its boot id is the one from before the stop) gets back
-    /// what apply replaced and is started; a node that was started but did not come up is
-    /// stopped, reverted and started once more, but only when there is a change to revert
-    /// (starting the same thing again is left to the operator, so that no node restarts twice).
+    /// The end of a failed wave. With the pause policy a timeout leaves everything as it is
+    /// for the resume; otherwise the wave is rolled back.
+    async fn fail(&self, slots: &[Slot<C::Node>], e: Error<C::Error>) -> Error<C::Error> {
+        if self.spec.policy.get_on_timeout() == OnTimeout::Pause
+            && matches!(e, Error::Timeout { .. })
+        {
+            return e;
+        }
+        self.roll_back(slots, e).await
+    }
+
+    /// After a failure between stop and ready, so that nothing is left half-changed, for each
+    /// node of the wave at once:
+    /// - a node that was started is given its time to come up (the one that timed out
+    ///   already had it); one that comes up is left as it is;
+    /// - one that does not is stopped, reverted and started again, but only when there is a
+    ///   change to revert (starting the same thing again is left to the operator, so that no
+    ///   node restarts twice);
+    /// - a node that was not started yet (its boot id is the one from before the stop) gets
+    ///   back what apply replaced and is started;
+    /// - every node started here is waited for until ready.
+    ///
     /// Best effort; returns `e`.
     async fn roll_back(&self, slots: &[Slot<C::Node>], e: Error<C::Error>) -> Error<C::Error> {
-        let revertible = self.spec.change != crate::model::Change::Restart;
-        for s in slots {
+        let revertible = self.spec.change != Change::Restart;
+        let deadlines = *self.spec.policy.get_deadlines();
+        let timed_out = match &e {
+            Error::Timeout { node, .. } => node.clone(),
+            _ => None,
+        };
+        join_all(slots.iter().map(|s| async {
             let Ok(status) = self
                 .call(Some(&s.id), Phase::Revert, || s.node.status())
                 .await
             else {
-                continue;
+                return;
             };
-            let started = status.boot != s.boot;
             let record = s.record.as_ref().filter(|_| revertible);
-            if started {
-                // A node of the wave that came up is left as it is: only the ones that did not
-                // are rolled back.
-                let up = Restarted {
-                    node: &s.node,
-                    before: s.boot.clone(),
+            let up = Restarted {
+                node: &s.node,
+                before: s.boot.clone(),
+            }
+            .and(self.cluster.ready(&s.id));
+            if status.boot != s.boot {
+                let patience = if timed_out.as_ref() == Some(&s.id) {
+                    std::time::Duration::from_millis(1)
+                } else {
+                    deadlines.ready
+                };
+                if self
+                    .wait(Some(&s.id), Phase::Revert, &up, patience)
+                    .await
+                    .is_ok()
+                {
+                    return;
                 }
-                .and(self.cluster.ready(&s.id));
-                if up.check().await.is_ok_and(|h| h.is_healthy()) {
-                    continue;
-                }
-                let Some(record) = record else { continue };
-                tracing::warn!(
-                    node = s.id.as_str(),
-                    "reverting the change after a failed start"
-                );
-                let _ = self.append(&Entry::NodeReverted { node: s.id.clone() });
+                let Some(record) = record else { return };
                 let _ = self
                     .call(Some(&s.id), Phase::Revert, || s.node.stop())
                     .await;
                 let stopped = Stopped(&s.node).and(self.cluster.stopped(&s.id));
-                let deadline = self.spec.policy.get_deadlines().stop;
                 if self
-                    .wait(Some(&s.id), Phase::Revert, &stopped, deadline)
+                    .wait(Some(&s.id), Phase::Revert, &stopped, deadlines.stop)
                     .await
                     .is_err()
-                    || self
-                        .call(Some(&s.id), Phase::Revert, || s.node.revert(record))
-                        .await
-                        .is_err()
+                    || self.revert(&s.id, &s.node, record).await.is_err()
                 {
-                    continue;
+                    return;
                 }
             } else if status.running {
-                continue;
+                return;
             } else if let Some(record) = record
-                && self
-                    .call(Some(&s.id), Phase::Revert, || s.node.revert(record))
-                    .await
-                    .is_err()
+                && self.revert(&s.id, &s.node, record).await.is_err()
             {
-                continue;
+                return;
             }
             // The control plane must have seen the old process go before a new one registers.
             let stopped = Stopped(&s.node).and(self.cluster.stopped(&s.id));
-            let deadline = self.spec.policy.get_deadlines().stop;
             if self
-                .wait(Some(&s.id), Phase::Revert, &stopped, deadline)
+                .wait(Some(&s.id), Phase::Revert, &stopped, deadlines.stop)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let before = self
+                .call(Some(&s.id), Phase::Revert, || s.node.status())
+                .await
+                .ok()
+                .and_then(|st| st.boot);
+            if self
+                .call(Some(&s.id), Phase::Revert, || s.node.start())
                 .await
                 .is_ok()
             {
+                let up = Restarted {
+                    node: &s.node,
+                    before,
+                }
+                .and(self.cluster.ready(&s.id));
                 let _ = self
-                    .call(Some(&s.id), Phase::Revert, || s.node.start())
+                    .wait(Some(&s.id), Phase::Revert, &up, deadlines.ready)
                     .await;
             }
-        }
+        }))
+        .await;
         e
     }
 }
