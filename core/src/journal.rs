@@ -230,8 +230,11 @@ impl Journal for MemoryJournal {
 }
 
 /// A journal in a file of JSON lines, each fsynced, with a lock file beside it
-/// (`<path>.lock`, holding the owner) and, when a rollout ends, a summary replaced atomically
-/// (`<path>.summary.json`).
+/// (`<path>.lock`, holding the owner's pid and name) and, when a rollout ends or halts, a
+/// summary replaced atomically (`<path>.summary.json`).
+///
+/// A lock left by a crashed orchestrator is taken over when its pid no longer exists on this
+/// host (Linux); otherwise the error names the lock file to remove.
 ///
 /// This is the one place core touches the file system; it does so with blocking calls on
 /// small writes.
@@ -281,19 +284,30 @@ impl FileJournal {
 impl Journal for FileJournal {
     fn lock(&self, owner: &str) -> Result<(), JournalError> {
         let lock = self.sibling(".lock");
-        match OpenOptions::new().write(true).create_new(true).open(&lock) {
-            Ok(mut f) => {
-                f.write_all(owner.as_bytes())
-                    .and_then(|()| f.sync_all())
-                    .map_err(|e| self.io(&lock, e))?;
-                Ok(())
+        let mine = format!("pid {} {owner}", std::process::id());
+        for _ in 0..2 {
+            match OpenOptions::new().write(true).create_new(true).open(&lock) {
+                Ok(mut f) => {
+                    f.write_all(mine.as_bytes())
+                        .and_then(|()| f.sync_all())
+                        .map_err(|e| self.io(&lock, e))?;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = fs::read_to_string(&lock).unwrap_or_else(|_| "unknown".into());
+                    if !holder_is_dead(&holder) {
+                        return Err(JournalError::Locked { path: lock, holder });
+                    }
+                    // The process that held it is gone (a crashed orchestrator on this host):
+                    // take the lock over, once.
+                    tracing::warn!(path = %lock.display(), holder, "taking over a stale lock");
+                    fs::remove_file(&lock).map_err(|e| self.io(&lock, e))?;
+                }
+                Err(e) => return Err(self.io(&lock, e)),
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let holder = fs::read_to_string(&lock).unwrap_or_else(|_| "unknown".into());
-                Err(JournalError::Locked { path: lock, holder })
-            }
-            Err(e) => Err(self.io(&lock, e)),
         }
+        let holder = fs::read_to_string(&lock).unwrap_or_else(|_| "unknown".into());
+        Err(JournalError::Locked { path: lock, holder })
     }
 
     fn unlock(&self) {
@@ -355,6 +369,24 @@ impl Journal for FileJournal {
         }
         Ok(())
     }
+}
+
+/// Whether a lock written as `pid N ...` names a process that no longer exists on this
+/// host. Only Linux can tell (through `/proc`); elsewhere a lock is never taken over.
+fn holder_is_dead(holder: &str) -> bool {
+    let Some(pid) = holder
+        .strip_prefix("pid ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    if pid == std::process::id() {
+        return false;
+    }
+    cfg!(target_os = "linux")
+        && Path::new("/proc/self").exists()
+        && !Path::new("/proc").join(pid.to_string()).exists()
 }
 
 /// What the journal says about the rollout in progress, if any.

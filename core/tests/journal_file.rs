@@ -66,9 +66,11 @@ fn the_lock_is_exclusive_and_names_its_holder() {
     let path = dir.path().join("j.jsonl");
     let a = FileJournal::new(&path);
     let b = FileJournal::new(&path);
-    a.lock("rollout pid 42").unwrap();
+    a.lock("rollout of c").unwrap();
     match b.lock("another") {
-        Err(JournalError::Locked { holder, .. }) => assert_eq!(holder, "rollout pid 42"),
+        Err(JournalError::Locked { holder, .. }) => {
+            assert_eq!(holder, format!("pid {} rollout of c", std::process::id()))
+        }
         other => panic!("expected locked, got {other:?}"),
     }
     a.unlock();
@@ -167,4 +169,27 @@ fn a_corrupt_line_in_the_middle_is_an_error_with_its_number() {
         j.load(),
         Err(JournalError::Corrupt { line: 2, .. })
     ));
+}
+
+#[test]
+fn a_lock_left_by_a_dead_process_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.jsonl");
+    // No process has this pid (above the kernel's pid_max).
+    std::fs::write(dir.path().join("j.jsonl.lock"), "pid 4294967 rollout of c").unwrap();
+    let j = FileJournal::new(&path);
+    if cfg!(target_os = "linux") {
+        j.lock("rollout of c").unwrap();
+        let holder = std::fs::read_to_string(dir.path().join("j.jsonl.lock")).unwrap();
+        assert!(holder.starts_with(&format!("pid {} ", std::process::id())));
+    } else {
+        assert!(matches!(
+            j.lock("rollout of c"),
+            Err(JournalError::Locked { .. })
+        ));
+    }
+    // A lock whose holder cannot be read as a pid is never taken over.
+    j.unlock();
+    std::fs::write(dir.path().join("j.jsonl.lock"), "someone").unwrap();
+    assert!(matches!(j.lock("x"), Err(JournalError::Locked { .. })));
 }
