@@ -7,6 +7,8 @@
 //! It does no network IO and never spawns tasks: every wait runs in the caller's task on tokio
 //! time, so the simulator (`rollout-sim`) drives it in virtual time, and cancelling is dropping
 //! the future.
+//! [`BoxCluster`] rolls a backend picked at run time; [`Control`] pauses, resumes or cancels a
+//! running rollout; [`FileJournal`] survives a crash of the orchestrator.
 //!
 //! # Examples
 //!

@@ -8,7 +8,8 @@
 //! requests with timeouts and retries, restart cost, and injected [`Fault`]s, and its monitor
 //! records what clients saw ([`Truth`]).
 //! [`simulate`] runs one rollout with a [`Strategy`] and returns the [`SimReport`] that the
-//! `simulate` example prints.
+//! `simulate` example prints; [`CrashJournal`] drops a rollout at a chosen journal record, for
+//! resume tests; [`conformance::check_cluster`] is the contract suite for any backend.
 //!
 //! # Examples
 //! ```
