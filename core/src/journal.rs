@@ -45,6 +45,11 @@ pub enum Entry {
         /// Its boot id before the stop.
         boot: Option<String>,
     },
+    /// The node is about to be started (written before the start call).
+    NodeStarting {
+        /// The node.
+        node: NodeId,
+    },
     /// The change was applied to a stopped node.
     NodeApplied {
         /// What apply replaced.
@@ -400,8 +405,23 @@ pub struct Resume {
     pub knobs: Vec<(String, String)>,
     /// Nodes done or skipped.
     pub finished: Vec<NodeId>,
-    /// A node begun but not finished, with its boot id before the stop and what apply recorded.
-    pub in_flight: Vec<(NodeId, Option<String>, Option<ApplyRecord>)>,
+    /// Nodes begun but not finished.
+    pub in_flight: Vec<InFlight>,
+}
+
+/// A node the journal shows begun but not finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlight {
+    /// The node.
+    pub node: NodeId,
+    /// Its boot id before the stop.
+    pub boot: Option<String>,
+    /// What apply recorded, unless it was reverted since.
+    pub record: Option<ApplyRecord>,
+    /// Whether the rollout was about to start it (the entry is written before the call):
+    /// with a moved boot id, a stopped node was started once and is not started again by a
+    /// resume.
+    pub started: bool,
 }
 
 impl Resume {
@@ -437,21 +457,31 @@ impl Resume {
                 }
                 Entry::KnobRestored { name } => r.knobs.retain(|(n, _)| n != name),
                 Entry::NodeBegin { node, boot } => {
-                    r.in_flight.retain(|(n, _, _)| n != node);
-                    r.in_flight.push((node.clone(), boot.clone(), None));
+                    r.in_flight.retain(|f| &f.node != node);
+                    r.in_flight.push(InFlight {
+                        node: node.clone(),
+                        boot: boot.clone(),
+                        record: None,
+                        started: false,
+                    });
                 }
                 Entry::NodeApplied { record } => {
-                    if let Some(f) = r.in_flight.iter_mut().find(|f| f.0 == record.node) {
-                        f.2 = Some(record.clone());
+                    if let Some(f) = r.in_flight.iter_mut().find(|f| f.node == record.node) {
+                        f.record = Some(record.clone());
+                    }
+                }
+                Entry::NodeStarting { node } => {
+                    if let Some(f) = r.in_flight.iter_mut().find(|f| &f.node == node) {
+                        f.started = true;
                     }
                 }
                 Entry::NodeReverted { node } => {
-                    if let Some(f) = r.in_flight.iter_mut().find(|f| &f.0 == node) {
-                        f.2 = None;
+                    if let Some(f) = r.in_flight.iter_mut().find(|f| &f.node == node) {
+                        f.record = None;
                     }
                 }
                 Entry::NodeDone { node } | Entry::NodeSkipped { node, .. } => {
-                    r.in_flight.retain(|(n, _, _)| n != node);
+                    r.in_flight.retain(|f| &f.node != node);
                     r.finished.push(node.clone());
                 }
                 Entry::Halted { .. } => {}

@@ -53,7 +53,7 @@ pub use erased::{
 };
 pub use error::{Error, Phase, Result, Target};
 pub use event::{Event, Ignore, Observer};
-pub use journal::{Entry, FileJournal, Journal, JournalError, MemoryJournal, Resume};
+pub use journal::{Entry, FileJournal, InFlight, Journal, JournalError, MemoryJournal, Resume};
 pub use model::{
     ApplyRecord, Change, ConfigEdit, Health, Knob, KnobScope, NodeId, NodeInfo, NodeStatus,
     Partition, Replica, ReplicaRole, Role, RoleKind, Topology,

@@ -75,7 +75,7 @@ impl Deadlines {
 ///
 /// Defaults: `max_parallel` 1 (exactly the upstream procedures), `max_unavailable_per_partition`
 /// 1, the high-availability procedure, [`Deadlines::default`], abort on timeout, no canary,
-/// polls from 100 ms growing to 1 s, 8 retries of transient control-plane errors
+/// polls from 100 ms growing to 1 s, 16 retries of transient control-plane errors
 /// (backing off from the poll minimum to 5 s; not-safe-yet errors are retried for as long as
 /// the gate deadline).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,7 +102,7 @@ impl Default for Policy {
             canary: None,
             poll_min: Duration::from_millis(100),
             poll_max: Duration::from_secs(1),
-            retries: 8,
+            retries: 16,
         }
     }
 }

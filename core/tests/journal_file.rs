@@ -1,7 +1,8 @@
 //! The file journal: JSON lines, fsync, a lock file, an atomic summary, resume state.
 
 use rollout_core::{
-    ApplyRecord, Change, Entry, FileJournal, Journal, JournalError, NodeId, Procedure, Resume,
+    ApplyRecord, Change, Entry, FileJournal, InFlight, Journal, JournalError, NodeId, Procedure,
+    Resume,
 };
 
 fn begin() -> Entry {
@@ -115,7 +116,15 @@ fn resume_state_follows_the_last_rollout() {
     assert!(r.active);
     assert_eq!(r.knobs, vec![("k1".to_string(), "x".to_string())]);
     assert_eq!(r.finished, vec![NodeId::new("b:1")]);
-    assert_eq!(r.in_flight, vec![(a, Some("1".into()), Some(record))]);
+    assert_eq!(
+        r.in_flight,
+        vec![InFlight {
+            node: a,
+            boot: Some("1".into()),
+            record: Some(record),
+            started: false,
+        }]
+    );
     let mut ended = entries.clone();
     ended.push(Entry::End {
         outcome: "aborted".into(),

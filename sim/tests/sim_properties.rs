@@ -140,3 +140,56 @@ proptest! {
         prop_assert!(r.max_restarts_per_node <= 1, "seed {seed}");
     }
 }
+
+/// Any fault of DESIGN.md section 6, several at once, any policy.
+fn any_fault(data: usize) -> impl Strategy<Value = Fault> {
+    let node = move || (1..=data).prop_map(NodeRef::Data);
+    let secs = |hi: u64| (0..hi).prop_map(Duration::from_secs);
+    prop_oneof![
+        (node(), secs(900)).prop_map(|(node, at)| Fault::Crash { node, at }),
+        (node(), secs(120)).prop_map(|(node, extra)| Fault::SlowStart { node, extra }),
+        node().prop_map(|node| Fault::FailStart { node }),
+        node().prop_map(|node| Fault::StuckDrain { node }),
+        secs(900).prop_map(|at| Fault::LeaderFailover { at }),
+        (0.0f64..0.5).prop_map(|p| Fault::Transient { p }),
+        (node(), secs(600), secs(120)).prop_map(|(node, at, duration)| Fault::Partition {
+            node,
+            at,
+            duration
+        }),
+        (1usize..80).prop_map(|step| Fault::OrchestratorCrash { step }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    /// Whatever goes wrong, the rollout ends with its knobs restored (unless it halted on
+    /// purpose, keeping them for the resume), no node restarted twice, and an error that
+    /// names a node or the cluster when it did not complete.
+    #[test]
+    fn any_fault_mix_keeps_knobs_and_the_one_restart_rule(
+        flavor in prop_oneof![Just(Flavor::Pegasus), Just(Flavor::OpenMldb)],
+        seed in any::<u64>(),
+        (data, faults) in (3usize..9).prop_flat_map(|d| {
+            (Just(d), proptest::collection::vec(any_fault(d), 1..4))
+        }),
+        partitions in 1usize..60,
+        strategy in prop_oneof![Just(Rollout::Naive), Just(Rollout::Ha), Just(Rollout::Waves)],
+    ) {
+        let mut b = SimBuilder::new(flavor);
+        b.seed(seed).data_nodes(data).partitions(partitions);
+        for f in &faults {
+            b.fault(f.clone());
+        }
+        let r = run(&b, strategy);
+        prop_assert!(r.max_restarts_per_node <= 1, "seed {seed}: a node restarted twice");
+        if r.outcome != "halted" {
+            prop_assert!(r.knobs_restored, "seed {seed}: knobs not restored: {:?}", r.error);
+        }
+        if !r.completed {
+            let err = r.error.clone().unwrap_or_default();
+            prop_assert!(err.contains("node ") || err.contains("cluster") || err.contains("tablet"), "seed {seed}: {err}");
+        }
+    }
+}

@@ -165,8 +165,9 @@ pub async fn abort<C: Cluster>(cluster: &C, run: Run<'_>) -> Result<bool, Error<
     // Knobs first: a node that comes back should find the cluster's own recovery on again
     // (OpenMLDB reloads a re-registering tablet only with auto_failover on).
     let mut first_err = ctx.restore(&mut guard, KnobScope::Rollout).await.err();
-    for (id, _, record) in &resume.in_flight {
-        if let Err(e) = ctx.bring_back(id, record.as_ref()).await {
+    for f in &resume.in_flight {
+        let id = &f.node;
+        if let Err(e) = ctx.bring_back(id, f.record.as_ref()).await {
             tracing::error!(node = id.as_str(), error = %chain(&e), "abort could not bring the node back");
             first_err.get_or_insert(e);
         }
@@ -289,7 +290,7 @@ async fn roll_inner<C: Cluster>(
             return Err(Error::Journal(JournalError::OtherRollout));
         }
     }
-    let in_flight: Vec<NodeId> = resume.in_flight.iter().map(|f| f.0.clone()).collect();
+    let in_flight: Vec<NodeId> = resume.in_flight.iter().map(|f| f.node.clone()).collect();
     let remaining: Vec<NodeId> = selected
         .iter()
         .filter(|n| !resume.finished.contains(n))
@@ -507,8 +508,9 @@ impl<'a, C: Cluster> Ctx<'a, C> {
                 .call(None, Phase::Plan, || self.cluster.topology())
                 .await?;
             let mut groups: Vec<(Wave, Vec<node::StartAt>)> = Vec::new();
-            for (id, boot, record) in &resume.in_flight {
-                let start = node::resume_point(self, id, boot.as_ref(), record.as_ref()).await?;
+            for flight in &resume.in_flight {
+                let id = &flight.node;
+                let start = node::resume_point(self, flight).await?;
                 let info = topology
                     .node(id)
                     .ok_or_else(|| Error::UnknownNode(id.to_string()))?;

@@ -61,17 +61,21 @@ struct Slot<N> {
 /// Decides where an in-flight node resumes, from its live status.
 pub(super) async fn resume_point<C: Cluster>(
     ctx: &Ctx<'_, C>,
-    id: &NodeId,
-    boot: Option<&String>,
-    record: Option<&ApplyRecord>,
+    flight: &crate::journal::InFlight,
 ) -> Result<StartAt, Error<C::Error>> {
+    let (id, boot, record) = (&flight.node, flight.boot.as_ref(), flight.record.as_ref());
     let node = ctx
         .cluster
         .node(id)
         .ok_or_else(|| Error::UnknownNode(id.to_string()))?;
     let status = ctx.call(Some(id), Phase::Plan, || node.status()).await?;
     Ok(if !status.running {
-        if record.is_some() {
+        if flight.started && status.boot.as_ref() != boot {
+            // Started by this rollout (the journal says so and the boot id moved) and down
+            // again: a crash loop or a slow supervisor. It is not started a second time; the
+            // wait for readiness decides.
+            StartAt::WaitReady
+        } else if record.is_some() {
             StartAt::Start
         } else {
             StartAt::Apply
@@ -226,6 +230,7 @@ pub(super) async fn roll_nodes<C: Cluster>(
     }
     let up = async {
         ctx.all(&slots, StartAt::Start, Phase::Start, |s| async move {
+            ctx.append(&Entry::NodeStarting { node: s.id.clone() })?;
             ctx.call(Some(&s.id), Phase::Start, || s.node.start()).await
         })
         .await?;
@@ -335,9 +340,9 @@ impl<C: Cluster> Ctx<'_, C> {
         let entries = self.run.journal.load().map_err(Error::Journal)?;
         let resume = crate::journal::Resume::from_entries(&entries);
         for s in slots.iter_mut().filter(|s| s.start != StartAt::Gate) {
-            if let Some((_, boot, record)) = resume.in_flight.iter().find(|f| f.0 == s.id) {
-                s.boot = boot.clone();
-                s.record = record.clone();
+            if let Some(f) = resume.in_flight.iter().find(|f| f.node == s.id) {
+                s.boot = f.boot.clone();
+                s.record = f.record.clone();
             }
         }
         Ok(())
@@ -581,6 +586,7 @@ impl<C: Cluster> Ctx<'_, C> {
             if let Some(record) = record.filter(|_| self.spec.change != Change::Restart) {
                 self.revert(id, &node, record).await?;
             }
+            self.append(&Entry::NodeStarting { node: id.clone() })?;
             self.call(Some(id), Phase::Start, || node.start()).await?;
         }
         let up = Restarted {
@@ -631,7 +637,8 @@ impl<C: Cluster> Ctx<'_, C> {
         };
         let in_flight = crate::journal::Resume::from_entries(&entries).in_flight;
         let deadline = self.spec.policy.get_deadlines().ready;
-        join_all(in_flight.iter().map(|(id, ..)| async move {
+        join_all(in_flight.iter().map(|f| async move {
+            let id = &f.node;
             let Some(node) = self.cluster.node(id) else {
                 return;
             };
@@ -663,7 +670,8 @@ impl<C: Cluster> Ctx<'_, C> {
             Err(e) => return vec![format!("the journal cannot be read: {}", super::chain(&e))],
         };
         let mut out = Vec::new();
-        for (id, ..) in crate::journal::Resume::from_entries(&entries).in_flight {
+        for f in crate::journal::Resume::from_entries(&entries).in_flight {
+            let id = f.node;
             let Some(node) = self.cluster.node(&id) else {
                 out.push(format!("{id} is unknown"));
                 continue;
@@ -773,6 +781,7 @@ impl<C: Cluster> Ctx<'_, C> {
                 .await
                 .ok()
                 .and_then(|st| st.boot);
+            let _ = self.append(&Entry::NodeStarting { node: s.id.clone() });
             if self
                 .call(Some(&s.id), Phase::Revert, || s.node.start())
                 .await
