@@ -345,7 +345,7 @@ impl SimBuilder {
         }
         let knobs: BTreeMap<String, String> = match self.flavor {
             Flavor::Pegasus => [
-                ("meta_level", "lively"),
+                ("meta_level", "steady"),
                 ("meta.lb.assign_delay_ms", "600000"),
                 ("meta.lb.add_secondary_enable_flow_control", "false"),
                 ("meta.lb.add_secondary_max_count_for_one_node", "10"),
