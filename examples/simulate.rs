@@ -121,11 +121,15 @@ impl Observer for Progress {
                 if let Some(bar) = &self.bar {
                     bar.set_length(plan.node_count() as u64);
                 }
-                Some(format!(
+                let mut text = format!(
                     "plan: {} nodes in {} waves",
                     plan.node_count(),
                     plan.waves.len()
-                ))
+                );
+                for w in &plan.warnings {
+                    text.push_str(&format!("\nwarning: {w}"));
+                }
+                Some(text)
             }
             Event::Resumed { finished } => Some(format!(
                 "orchestrator restarted: resuming, {} node(s) already done",

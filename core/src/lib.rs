@@ -60,7 +60,7 @@ pub use model::{
 };
 pub use plan::{
     Blocked, Plan, PlannedKnob, SelectionError, Wave, build_waves, resolve_selection, steps,
-    wave_is_safe,
+    warnings, wave_is_safe,
 };
 pub use policy::{Deadlines, OnTimeout, Policy, Selection, Spec};
 pub use probe::{And, HealthProbe, Or, ProbeFn, probe_fn, probes};

@@ -63,6 +63,10 @@ pub struct Plan {
     pub blocked: Vec<Blocked>,
     /// Selected nodes left out because they already run the change.
     pub already_done: Vec<NodeId>,
+    /// Risks the plan takes that an operator should know of, such as a coordinator role with
+    /// no standby.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 impl Plan {
@@ -123,6 +127,9 @@ impl fmt::Display for Plan {
         }
         for b in &self.blocked {
             writeln!(f, "cannot be made safe: {}: {}", b.node, b.reason)?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
         }
         Ok(())
     }
@@ -371,6 +378,32 @@ impl<'t> Packer<'t> {
         }
         waves
     }
+}
+
+/// Risks of rolling `selected`: a coordinator role with a single node has no standby, so the
+/// cluster has no coordinator while that node restarts.
+pub fn warnings(topology: &Topology, selected: &[NodeId]) -> Vec<String> {
+    let mut by_role: BTreeMap<&str, (usize, Vec<&NodeId>)> = BTreeMap::new();
+    for n in &topology.nodes {
+        if n.role.kind == RoleKind::Coordinator {
+            let e = by_role.entry(n.role.name.as_str()).or_default();
+            e.0 += 1;
+            if selected.contains(&n.id) {
+                e.1.push(&n.id);
+            }
+        }
+    }
+    by_role
+        .into_iter()
+        .filter(|(_, (count, chosen))| *count == 1 && !chosen.is_empty())
+        .map(|(role, (_, chosen))| {
+            format!(
+                "{} is the only {role}: while it restarts the cluster has no {role}; \
+                 make sure the restart is short, or add a standby first",
+                chosen[0]
+            )
+        })
+        .collect()
 }
 
 /// The steps of one node under `procedure`, for plans and messages.

@@ -230,3 +230,33 @@ fn rack_aware_placement_packs_one_rack_per_wave() {
     assert!(blocked.is_empty());
     assert_eq!(waves.len(), 3, "{waves:?}");
 }
+
+#[test]
+fn a_coordinator_role_without_a_standby_is_a_warning() {
+    let mut s = Shape {
+        data: 3,
+        coords: 1,
+        stateless: 0,
+        leader: 0,
+        racks: 1,
+        parts: vec![(vec![0, 1, 2], vec![true; 3])],
+    };
+    let t = topology(&s);
+    let all: Vec<NodeId> = t.nodes.iter().map(|n| n.id.clone()).collect();
+    let w = rollout_core::warnings(&t, &all);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("c0:1") && w[0].contains("only coord"),
+        "{w:?}"
+    );
+    let data_only: Vec<NodeId> = all
+        .iter()
+        .filter(|n| n.as_str().starts_with('d'))
+        .cloned()
+        .collect();
+    assert!(rollout_core::warnings(&t, &data_only).is_empty());
+    s.coords = 2;
+    let t = topology(&s);
+    let all: Vec<NodeId> = t.nodes.iter().map(|n| n.id.clone()).collect();
+    assert!(rollout_core::warnings(&t, &all).is_empty());
+}

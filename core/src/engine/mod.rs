@@ -254,6 +254,7 @@ fn make_plan<C: Cluster>(
     knobs: Vec<PlannedKnob>,
 ) -> Plan {
     let (waves, blocked) = plan::build_waves(topology, todo, &spec.policy);
+    let warnings = plan::warnings(topology, todo);
     Plan {
         cluster: cluster.name().to_string(),
         change: spec.change.clone(),
@@ -263,6 +264,7 @@ fn make_plan<C: Cluster>(
         waves,
         blocked,
         already_done,
+        warnings,
     }
 }
 
