@@ -5,27 +5,43 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rollout_core::{Entry, Journal, JournalError, MemoryJournal};
 use tokio::sync::Notify;
 
-/// A [`MemoryJournal`] that fires once it holds `at` records: [`race`](CrashJournal::race)
-/// then drops the rollout's future, as a killed orchestrator would stop, and a later `roll`
-/// on the same journal resumes.
+/// A journal (a [`MemoryJournal`] unless told otherwise) that fires once it holds `at`
+/// records: [`race`](CrashJournal::race) then drops the rollout's future, as a killed
+/// orchestrator would stop, and a later `roll` on the same journal resumes.
 ///
 /// With the simulator, every control-plane call is a yield point, so the drop lands right
 /// after the record.
 #[derive(Debug)]
-pub struct CrashJournal {
-    inner: MemoryJournal,
+pub struct CrashJournal<J = MemoryJournal> {
+    inner: J,
+    len: AtomicUsize,
     at: AtomicUsize,
     hit: Notify,
 }
 
 impl CrashJournal {
-    /// A journal that fires at its `at`-th record.
+    /// An in-memory journal that fires at its `at`-th record.
     pub fn new(at: usize) -> Self {
+        Self::wrap(MemoryJournal::new(), at)
+    }
+}
+
+impl<J: Journal> CrashJournal<J> {
+    /// Wraps `inner` (a [`FileJournal`](rollout_core::FileJournal), say); fires once it holds
+    /// `at` records, counting those it already has.
+    pub fn wrap(inner: J, at: usize) -> Self {
+        let len = inner.load().map_or(0, |e| e.len());
         Self {
-            inner: MemoryJournal::new(),
+            inner,
+            len: AtomicUsize::new(len),
             at: AtomicUsize::new(at),
             hit: Notify::new(),
         }
+    }
+
+    /// The wrapped journal.
+    pub fn into_inner(self) -> J {
+        self.inner
     }
 
     /// Never fires again.
@@ -33,9 +49,9 @@ impl CrashJournal {
         self.at.store(usize::MAX, Ordering::SeqCst);
     }
 
-    /// A copy of every record.
+    /// Every record (empty if the journal cannot be read).
     pub fn entries(&self) -> Vec<Entry> {
-        self.inner.entries()
+        self.inner.load().unwrap_or_default()
     }
 
     /// Runs `fut` until it finishes (`Some`) or the journal fires (`None`: `fut` is dropped).
@@ -56,7 +72,7 @@ impl CrashJournal {
     }
 }
 
-impl Journal for CrashJournal {
+impl<J: Journal> Journal for CrashJournal<J> {
     fn lock(&self, owner: &str) -> Result<(), JournalError> {
         self.inner.lock(owner)
     }
@@ -71,7 +87,7 @@ impl Journal for CrashJournal {
 
     fn append(&self, entry: &Entry) -> Result<(), JournalError> {
         self.inner.append(entry)?;
-        if self.inner.entries().len() == self.at.load(Ordering::SeqCst) {
+        if self.len.fetch_add(1, Ordering::SeqCst) + 1 == self.at.load(Ordering::SeqCst) {
             self.hit.notify_one();
         }
         Ok(())

@@ -1,40 +1,8 @@
 //! End to end: a rollout journaled to a real file is killed, then resumed by a new "process"
 //! that only has the file, against a backend picked at run time.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use rollout_core::{
-    BoxCluster, Change, Entry, FileJournal, Journal, JournalError, Outcome, Run, Spec, roll,
-};
-use rollout_sim::{Flavor, SimBuilder, SimCluster};
-use tokio::sync::Notify;
-
-/// A file journal that signals after its `at`-th append, so the test can drop the rollout.
-struct KillAfter {
-    file: FileJournal,
-    at: usize,
-    seen: AtomicUsize,
-    hit: Notify,
-}
-
-impl Journal for KillAfter {
-    fn lock(&self, owner: &str) -> Result<(), JournalError> {
-        self.file.lock(owner)
-    }
-    fn unlock(&self) {
-        self.file.unlock()
-    }
-    fn load(&self) -> Result<Vec<Entry>, JournalError> {
-        self.file.load()
-    }
-    fn append(&self, entry: &Entry) -> Result<(), JournalError> {
-        self.file.append(entry)?;
-        if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.at {
-            self.hit.notify_one();
-        }
-        Ok(())
-    }
-}
+use rollout_core::{BoxCluster, Change, FileJournal, Outcome, Run, Spec, roll};
+use rollout_sim::{CrashJournal, Flavor, SimBuilder, SimCluster};
 
 fn backend(flavor: &str) -> (BoxCluster, SimCluster) {
     let flavor: Flavor = flavor.parse().unwrap();
@@ -52,17 +20,12 @@ async fn a_killed_rollout_resumes_from_its_journal_file() {
             version: "2.0".into(),
         });
 
-        let first = KillAfter {
-            file: FileJournal::new(&path),
-            at: 12,
-            seen: AtomicUsize::new(0),
-            hit: Notify::new(),
-        };
-        tokio::select! {
-            biased;
-            r = roll(&cluster, &spec, Run::new(&first)) => panic!("{flavor}: finished before the kill: {r:?}"),
-            () = first.hit.notified() => {}
-        }
+        let first = CrashJournal::wrap(FileJournal::new(&path), 12);
+        let killed = first.race(roll(&cluster, &spec, Run::new(&first))).await;
+        assert!(
+            killed.is_none(),
+            "{flavor}: finished before the kill: {killed:?}"
+        );
         drop(first);
         assert!(
             !sim.truth().knobs_restored,
