@@ -85,7 +85,10 @@ fn the_same_seed_gives_the_same_report() {
         let mut other = b.clone();
         other.seed(12);
         let c = run(&other, Strategy::Ha);
-        assert_ne!(a.writes_acked, c.writes_acked, "{flavor}: the seed changes the run");
+        assert_ne!(
+            a.writes_acked, c.writes_acked,
+            "{flavor}: the seed changes the run"
+        );
     }
 }
 
