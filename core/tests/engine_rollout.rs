@@ -112,6 +112,14 @@ async fn restores_knobs_and_restarts_nodes_after_a_failure_in_every_phase<F: Fix
     }
 }
 
+/// A fixture whose second data node never finishes its drain.
+fn stuck_at_node_2<F: Fixture>() -> F {
+    F::build(&Opts {
+        stuck_drain: Some(2),
+        ..Opts::default()
+    })
+}
+
 fn stuck_policy(on_timeout: OnTimeout) -> Spec {
     let d = Deadlines::all(Duration::from_secs(600));
     let mut d2 = d;
@@ -120,10 +128,7 @@ fn stuck_policy(on_timeout: OnTimeout) -> Spec {
 }
 
 async fn abort_policy_stops_on_a_stuck_drain_naming_node_and_phase<F: Fixture>() {
-    let c = F::build(&Opts {
-        stuck_drain: Some(2),
-        ..Opts::default()
-    });
+    let c = stuck_at_node_2::<F>();
     let journal = MemoryJournal::new();
     let t0 = tokio::time::Instant::now();
     let err = roll(&c, &stuck_policy(OnTimeout::Abort), Run::new(&journal))
@@ -143,10 +148,7 @@ async fn abort_policy_stops_on_a_stuck_drain_naming_node_and_phase<F: Fixture>()
 }
 
 async fn pause_policy_halts_keeping_knobs_until_abort_restores_them<F: Fixture>() {
-    let c = F::build(&Opts {
-        stuck_drain: Some(2),
-        ..Opts::default()
-    });
+    let c = stuck_at_node_2::<F>();
     let journal = MemoryJournal::new();
     let report = roll(&c, &stuck_policy(OnTimeout::Pause), Run::new(&journal))
         .await
@@ -172,10 +174,7 @@ async fn pause_policy_halts_keeping_knobs_until_abort_restores_them<F: Fixture>(
 }
 
 async fn skip_policy_leaves_a_stuck_node_out_and_rolls_the_rest<F: Fixture>() {
-    let c = F::build(&Opts {
-        stuck_drain: Some(2),
-        ..Opts::default()
-    });
+    let c = stuck_at_node_2::<F>();
     let journal = MemoryJournal::new();
     let report = roll(&c, &stuck_policy(OnTimeout::Skip), Run::new(&journal))
         .await
@@ -370,10 +369,7 @@ async fn dry_run_plan_touches_nothing<F: Fixture>() {
 
 #[tokio::test(start_paused = true)]
 async fn tiny_stuck_node_paused_then_unstuck_resumes_to_completion() {
-    let c = Tiny::build(&Opts {
-        stuck_drain: Some(2),
-        ..Opts::default()
-    });
+    let c = stuck_at_node_2::<Tiny>();
     let journal = MemoryJournal::new();
     let report = roll(&c, &stuck_policy(OnTimeout::Pause), Run::new(&journal))
         .await
