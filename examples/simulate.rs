@@ -21,8 +21,9 @@ struct Args {
     /// pegasus or openmldb.
     #[arg(long, default_value = "pegasus")]
     flavor: Flavor,
-    /// naive (restart and wait), ha (the high-availability steps) or waves (parallel waves
-    /// proven safe from placement).
+    /// naive (restart and wait), ha (the high-availability steps), waves (parallel waves
+    /// proven safe from placement) or script (the upstream tools as they behave:
+    /// pegasus_rolling_update.sh, or openmldb_ops.py with start.sh).
     #[arg(long, default_value = "ha")]
     strategy: Strategy,
     /// Data nodes (replica servers or tablets).
@@ -64,6 +65,10 @@ struct Args {
     /// Print the plan and stop, touching nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Turn the simulator's wake hints off: waits then end only when the engine polls, as
+    /// against a cluster that offers no watch, and lower_bound_secs shows what that costs.
+    #[arg(long)]
+    no_wake_hints: bool,
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -180,7 +185,8 @@ fn main() -> ExitCode {
         .placement(args.placement)
         .partitions(args.partitions)
         .replicas(args.replicas)
-        .load(ClientLoad::at_rate(args.rate));
+        .load(ClientLoad::at_rate(args.rate))
+        .wake_hints(!args.no_wake_hints);
     if let Some(c) = args.coordinators {
         builder.coordinators(c);
     }
@@ -277,6 +283,13 @@ fn main() -> ExitCode {
             r.writes_lost,
             r.unavailable_partition_secs
         );
+        println!(
+            "  latency (virtual, retries included): p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
+            r.latency_p50_ms, r.latency_p99_ms, r.latency_p999_ms, r.latency_max_ms
+        );
+        if r.skipped > 0 {
+            println!("  skipped: {}", r.skipped_nodes.join(", "));
+        }
         println!(
             "  invariants: max {} replica(s) of a partition down, {} restarts (max {} per node), knobs restored: {}",
             r.max_replicas_down, r.restarts, r.max_restarts_per_node, r.knobs_restored

@@ -52,6 +52,7 @@ pub struct SimBuilder {
     timings: Option<Timings>,
     load: ClientLoad,
     faults: Vec<Fault>,
+    wake_hints: bool,
 }
 
 impl SimBuilder {
@@ -69,7 +70,16 @@ impl SimBuilder {
             timings: None,
             load: ClientLoad::default(),
             faults: Vec::new(),
+            wake_hints: true,
         }
+    }
+
+    /// Whether the cluster's probes wake the engine at its next event (default true). Off,
+    /// every wait ends only at the engine's next poll, as against a real cluster without
+    /// watches: `lower_bound_secs` then moves away from `virtual_secs`.
+    pub fn wake_hints(&mut self, on: bool) -> &mut Self {
+        self.wake_hints = on;
+        self
     }
 
     /// The seed: the same seed gives the same run.
@@ -262,34 +272,7 @@ impl SimBuilder {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x5eed_0fc1_u64);
         let mut nodes: Vec<NodeS> = names(self.flavor, self.data_nodes, coordinators)
             .into_iter()
-            .map(|(id, role, kind, rank, zone)| NodeS {
-                id,
-                role,
-                kind,
-                rank,
-                zone,
-                running: true,
-                serving: true,
-                attached: true,
-                offline: false,
-                auto_offlined: false,
-                boot: 1,
-                version: "1.0.0".into(),
-                digest: "initial".into(),
-                staged: None,
-                parts: Vec::new(),
-                unflushed: 0,
-                flush_done: None,
-                draining: false,
-                led: Vec::new(),
-                contact_lost_until: 0,
-                down_since: 0,
-                restarts: 0,
-                crashes: 0,
-                fail_start: false,
-                slow_start: 0,
-                stuck_drain: false,
-            })
+            .map(|(id, role, kind, rank, zone)| NodeS::new(id, role, kind, rank, zone))
             .collect();
         for (i, n) in nodes.iter_mut().enumerate().take(self.data_nodes) {
             n.zone = Some(zone_of(i, self.racks));
@@ -322,15 +305,13 @@ impl SimBuilder {
             let replicas = chosen
                 .iter()
                 .enumerate()
-                .map(|(i, &node)| Replica {
-                    node,
-                    role: if i == primary {
+                .map(|(i, &node)| {
+                    let role = if i == primary {
                         Rep::Primary
                     } else {
                         Rep::Secondary
-                    },
-                    loaded: true,
-                    applied: 0,
+                    };
+                    Replica::new(node, role)
                 })
                 .collect();
             for &n in &chosen {
@@ -368,6 +349,7 @@ impl SimBuilder {
             parts,
             knobs,
         );
+        world.wake_hints = self.wake_hints;
         for f in &self.faults {
             let node = fault_node(f)
                 .map(|r| self.node_index(r, coordinators))

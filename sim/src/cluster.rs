@@ -1,17 +1,18 @@
 //! [`SimCluster`] and [`SimNode`]: the core traits over the simulated world.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rollout_core::{
-    ApplyRecord, Change, Cluster, ConfigEdit, ErrorClass, Health, HealthProbe, Knob, Node, NodeId,
+    ApplyRecord, Change, Cluster, ConfigEdit, ErrorClass, HealthProbe, Knob, Node, NodeId,
     NodeInfo, NodeStatus, Partition, Procedure, Replica, ReplicaRole, Role, RoleKind, Topology,
 };
 use tokio::time::Instant;
 
 use crate::config::Flavor;
 use crate::monitor::Monitor;
+use crate::probe::SimProbe;
+use crate::world::conditions::Kind;
 use crate::world::{Ev, Op, Rep, Us, World, us};
 
 /// What a simulated control-plane call can fail with.
@@ -65,6 +66,9 @@ pub struct Truth {
     pub knobs: BTreeMap<String, String>,
     /// Virtual time since the cluster was built.
     pub elapsed: std::time::Duration,
+    /// Virtual time the engine stayed idle after what it waited for held (the union of the
+    /// intervals; see `SimReport::lower_bound_secs`).
+    pub idle: std::time::Duration,
 }
 
 impl SimCluster {
@@ -94,7 +98,10 @@ impl SimCluster {
     async fn control(&self, call: &'static str) -> Result<MutexGuard<'_, World>, SimError> {
         tokio::task::yield_now().await;
         let mut w = self.world();
+        let now = w.now;
+        w.waits.call(now);
         if w.transient() {
+            w.waits.transient(now);
             return Err(SimError::Transient(call));
         }
         Ok(w)
@@ -121,7 +128,7 @@ impl SimCluster {
 
     /// Ground truth now: counters, restarts, knobs.
     pub fn truth(&self) -> Truth {
-        let w = self.world();
+        let mut w = self.world();
         let now = w.now;
         // Close the open unavailability intervals at this instant, without ending them.
         let open: u64 = w
@@ -129,8 +136,22 @@ impl SimCluster {
             .iter()
             .filter_map(|p| p.unavailable_since.map(|s| now - s))
             .sum();
+        let writes_lost = w.writes_lost();
         let mut monitor = w.mon.clone();
         monitor.unavailable_us += open;
+        monitor.writes_lost = writes_lost;
+        let h = &w.clients.latency;
+        let q = |q: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(q)
+            }
+        };
+        monitor.latency_p50_us = q(0.5);
+        monitor.latency_p99_us = q(0.99);
+        monitor.latency_p999_us = q(0.999);
+        monitor.latency_max_us = if h.is_empty() { 0 } else { h.max() };
         Truth {
             monitor,
             restarts: w.nodes.iter().map(|n| (n.id.clone(), n.restarts)).collect(),
@@ -138,19 +159,59 @@ impl SimCluster {
             knobs_restored: w.knobs == w.knob_defaults,
             knobs: w.knobs.clone(),
             elapsed: std::time::Duration::from_micros(now),
+            idle: std::time::Duration::from_micros(w.waits.idle_us()),
         }
     }
 
-    fn probe(&self, node: Option<&NodeId>, kind: Kind) -> SimProbe<'_> {
+    /// Whether the replica of partition `part` that serves it now holds write `seq`: the
+    /// ledger's answer for one write, for checks that replay a run's acknowledged writes.
+    pub fn serving_holds(&self, part: usize, seq: u32) -> Option<bool> {
         let w = self.world();
+        let p = w.parts.get(part)?;
+        let r = p
+            .replicas
+            .iter()
+            .find(|r| r.role == Rep::Primary && r.loaded)
+            .or_else(|| p.replicas.iter().max_by_key(|r| r.log.len()))?;
+        Some(r.log.holds(seq))
+    }
+
+    /// The sequence numbers of the writes acknowledged on partition `part`, in order.
+    pub fn acked(&self, part: usize) -> Vec<u32> {
+        self.world()
+            .parts
+            .get(part)
+            .map(|p| p.acked.clone())
+            .unwrap_or_default()
+    }
+
+    fn probe(&self, node: Option<&NodeId>, kind: Kind) -> SimProbe<'_> {
+        let mut w = self.world();
         let node = node.and_then(|id| self.index(&w, id));
-        SimProbe {
-            sim: self,
-            node,
-            kind,
-            created: w.now,
-            done: AtomicBool::new(false),
-        }
+        let known = node.is_some() || kind == Kind::FullyHealthy;
+        let wait = known.then(|| w.waits.register(kind, node));
+        SimProbe::new(self, node, kind, wait)
+    }
+
+    /// The world, advanced to now (for the probes and the upstream-tool strategies).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, World> {
+        self.world()
+    }
+
+    /// The world, after a possible injected transient failure (a control-plane call).
+    pub(crate) async fn call(&self, name: &'static str) -> Result<MutexGuard<'_, World>, SimError> {
+        self.control(name).await
+    }
+
+    /// Where the cluster's clock started.
+    pub(crate) fn started(&self) -> Instant {
+        self.start
+    }
+
+    /// Adds an idle interval to the lower-bound measurement: the orchestrator could have
+    /// acted from `from` and did only at `to`.
+    pub fn note_idle(&self, from: std::time::Duration, to: std::time::Duration) {
+        self.world().waits.idle(us(from), us(to));
     }
 }
 
@@ -423,9 +484,9 @@ impl Cluster for SimCluster {
         }
         w.nodes[i as usize].draining = true;
         if w.flavor == Flavor::OpenMldb {
-            // pre-upgrade, fenced: for each partition it leads, a ChangeLeader op that first
-            // turns the old leader into a follower (it rejects writes, clients retry), then
-            // promotes a follower whose offset matches.
+            // pre-upgrade as upstream: for each partition it leads, an unfenced ChangeLeader
+            // to the follower with the highest offset; clients keep writing to the old
+            // leader until they re-route (openmldb.md 2.5).
             let led: Vec<u32> = w.nodes[i as usize]
                 .parts
                 .iter()
@@ -443,7 +504,6 @@ impl Cluster for SimCluster {
                     part: p,
                     from: i,
                     to: None,
-                    fenced: true,
                 });
             }
         }
@@ -509,11 +569,17 @@ impl Cluster for SimCluster {
                     .find(|r| r.role == Rep::Primary)
                     .map(|r| r.node);
                 if let Some(from) = from.filter(|&f| f != i) {
+                    // post-upgrade: ChangeLeader back (an explicit candidate, whatever its
+                    // offset), then RecoverTable of the displaced leader, which the
+                    // nameserver marked not alive.
                     w.enqueue(Op::ChangeLeader {
                         part: p,
                         from,
                         to: Some(i),
-                        fenced: true,
+                    });
+                    w.enqueue(Op::RecoverTable {
+                        part: p,
+                        node: from,
                     });
                 }
             }
@@ -539,213 +605,6 @@ impl Cluster for SimCluster {
             SimError::Transient(_) => ErrorClass::Transient,
             SimError::NoLeader => ErrorClass::NotSafeYet,
             SimError::UnknownKnob(_) | SimError::Running(_) => ErrorClass::Fatal,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Drained,
-    Quiesced,
-    Stopped,
-    Ready,
-    Rejoined,
-    FullyHealthy,
-    SafeToStop,
-}
-
-/// A probe over the simulated world. Its `wake` completes at the next scheduled cluster
-/// event, so waits end at the instant their condition first holds.
-struct SimProbe<'a> {
-    sim: &'a SimCluster,
-    node: Option<u32>,
-    kind: Kind,
-    created: Us,
-    done: AtomicBool,
-}
-
-impl SimProbe<'_> {
-    fn eval(&self, w: &World) -> Health {
-        let name = |i: u32| w.nodes[i as usize].id.to_string();
-        let Some(i) = self.node.or(match self.kind {
-            Kind::FullyHealthy => Some(u32::MAX),
-            _ => None,
-        }) else {
-            return Health::failed("the node is not in this cluster");
-        };
-        match self.kind {
-            Kind::FullyHealthy => fully_healthy(w),
-            Kind::SafeToStop => {
-                if w.leader.is_none() {
-                    Health::waiting("no coordinator leader")
-                } else {
-                    Health::Healthy
-                }
-            }
-            Kind::Drained => {
-                let n = &w.nodes[i as usize];
-                if n.kind != RoleKind::Data {
-                    return Health::Healthy;
-                }
-                let busy = n.parts.iter().find(|&&p| {
-                    w.parts[p as usize].replicas.iter().any(|r| {
-                        r.node == i
-                            && match w.flavor {
-                                Flavor::Pegasus => matches!(r.role, Rep::Primary | Rep::Secondary),
-                                Flavor::OpenMldb => r.role == Rep::Primary,
-                            }
-                    })
-                });
-                match busy {
-                    Some(p) => Health::waiting(format!(
-                        "node {} still serves partition {p} as a member",
-                        name(i)
-                    )),
-                    None => match w.pending_op(Some(i)) {
-                        Some(op) => Health::Waiting(op),
-                        None => Health::Healthy,
-                    },
-                }
-            }
-            Kind::Quiesced => {
-                let n = &w.nodes[i as usize];
-                match n.flush_done {
-                    _ if n.kind != RoleKind::Data => Health::Healthy,
-                    Some(t) if t <= w.now => Health::Healthy,
-                    Some(_) => Health::waiting(format!("node {} is still flushing", name(i))),
-                    None => {
-                        Health::waiting(format!("node {} has not been asked to flush", name(i)))
-                    }
-                }
-            }
-            Kind::Stopped => {
-                let n = &w.nodes[i as usize];
-                if n.running {
-                    Health::waiting(format!("node {} still runs", name(i)))
-                } else if w.flavor == Flavor::OpenMldb && n.kind == RoleKind::Data && !n.offline {
-                    Health::waiting(format!(
-                        "tablet {} still has a ZooKeeper session; the nameserver has not seen it offline",
-                        name(i)
-                    ))
-                } else {
-                    Health::Healthy
-                }
-            }
-            Kind::Ready => {
-                let n = &w.nodes[i as usize];
-                if !n.up() {
-                    Health::waiting(format!("node {} is not serving yet", name(i)))
-                } else if n.kind != RoleKind::Stateless && !n.attached {
-                    Health::waiting(format!(
-                        "node {} is not attached to the coordinator",
-                        name(i)
-                    ))
-                } else if n.kind == RoleKind::Coordinator
-                    && n.role != "taskmanager"
-                    && w.leader.is_none()
-                {
-                    Health::waiting("no coordinator leader has been elected")
-                } else {
-                    Health::Healthy
-                }
-            }
-            Kind::Rejoined => {
-                let n = &w.nodes[i as usize];
-                if n.kind != RoleKind::Data {
-                    return Health::Healthy;
-                }
-                let missing = n.parts.iter().find(|&&p| {
-                    w.parts[p as usize].replicas.iter().any(|r| {
-                        r.node == i
-                            && !(r.loaded && matches!(r.role, Rep::Primary | Rep::Secondary))
-                    })
-                });
-                match missing {
-                    Some(p) => Health::waiting(format!(
-                        "node {} has not got partition {p} back yet",
-                        name(i)
-                    )),
-                    None => match w.pending_op(Some(i)) {
-                        Some(op) => Health::Waiting(op),
-                        None => Health::Healthy,
-                    },
-                }
-            }
-        }
-    }
-}
-
-fn fully_healthy(w: &World) -> Health {
-    if w.leader.is_none() {
-        return Health::waiting("no coordinator leader");
-    }
-    if let Some(n) = w
-        .nodes
-        .iter()
-        .find(|n| !n.up() || (n.kind == RoleKind::Data && !n.attached))
-    {
-        return Health::waiting(format!("node {} is not alive", n.id));
-    }
-    if let Some(op) = w.pending_op(None) {
-        return Health::Waiting(op);
-    }
-    if w.flavor == Flavor::OpenMldb && w.knob("auto_failover") == "false" {
-        // With auto failover off nothing reloads a tablet that restarted on its own.
-        let stranded = w.nodes.iter().enumerate().find(|(i, n)| {
-            n.kind == RoleKind::Data
-                && !n.draining
-                && n.led.is_empty()
-                && n.parts.iter().any(|&p| {
-                    w.parts[p as usize]
-                        .replicas
-                        .iter()
-                        .any(|r| r.node == *i as u32 && !r.loaded)
-                })
-        });
-        if let Some((_, n)) = stranded {
-            return Health::failed(format!(
-                "tablet {} restarted outside the rollout and auto_failover is off, so nothing \
-                 reloads its replicas: recover them (recoverdata) or abort to turn \
-                 auto_failover back on",
-                n.id
-            ));
-        }
-    }
-    if let Some(&p) = w.unhealthy.iter().next() {
-        let part = &w.parts[p as usize];
-        return Health::waiting(format!(
-            "partition {p} has {}/{} replicas serving",
-            w.members(p),
-            part.wanted
-        ));
-    }
-    if let Some(n) = w.nodes.iter().find(|n| n.draining) {
-        return Health::waiting(format!("node {} is drained", n.id));
-    }
-    Health::Healthy
-}
-
-impl HealthProbe for SimProbe<'_> {
-    type Error = SimError;
-
-    async fn check(&self) -> Result<Health, SimError> {
-        let mut w = self.sim.world();
-        let health = self.eval(&w);
-        if health.is_healthy() && !self.done.swap(true, Ordering::Relaxed) {
-            let since = self.created.max(w.last_change);
-            w.mon.slack_us += w.now.saturating_sub(since);
-        }
-        Ok(health)
-    }
-
-    async fn wake(&self) {
-        let next = self.sim.world().next_event();
-        match next {
-            Some(t) => {
-                tokio::time::sleep_until(self.sim.start + std::time::Duration::from_micros(t))
-                    .await;
-            }
-            None => std::future::pending().await,
         }
     }
 }

@@ -92,7 +92,9 @@ pub struct Timings {
     pub election: Duration,
     /// Beacon delay: a started node is attached to the coordinator this long after it serves.
     pub beacon: Duration,
-    /// PacificA reconfiguration after a secondary is lost while writes flow (about 1 s).
+    /// A Pegasus reconfiguration (a proposal, a promotion, or a secondary kicked out after a
+    /// failed prepare) blocks the partition's writes this long; a primary change blocks reads
+    /// too. The upstream rolling-update doc: "can usually be completed within 1 second".
     pub reconfigure: Duration,
     /// A graceful stop.
     pub stop: Duration,
@@ -121,6 +123,8 @@ pub struct Timings {
     /// Pegasus `node_live_percentage_threshold_for_update` (65): with a smaller share of
     /// replica servers alive the meta freezes too.
     pub live_percentage: u32,
+    /// OpenMLDB `name_server_task_concurrency` (2): op queues, each running one op at a time.
+    pub op_queues: usize,
 }
 
 impl Timings {
@@ -147,6 +151,7 @@ impl Timings {
             min_live: 3,
             crash_restart: Duration::from_secs(30),
             live_percentage: 65,
+            op_queues: 2,
         }
     }
 
@@ -173,6 +178,7 @@ impl Timings {
             min_live: 1,
             crash_restart: Duration::from_secs(30),
             live_percentage: 0,
+            op_queues: 2,
         }
     }
 
@@ -212,6 +218,9 @@ impl Timings {
                 "live_percentage is {}, more than 100",
                 self.live_percentage
             ));
+        }
+        if self.op_queues == 0 || self.op_queues > 64 {
+            return Err(format!("op_queues is {}, expected 1 to 64", self.op_queues));
         }
         if self.tick.is_zero() || self.election.is_zero() {
             return Err("timings tick and election must be longer than zero".into());

@@ -40,7 +40,9 @@ pub mod conformance;
 mod crash;
 mod fault;
 mod monitor;
+mod probe;
 mod run;
+mod script;
 mod world;
 
 pub use builder::{BuildError, SimBuilder};

@@ -11,13 +11,20 @@ pub struct Monitor {
     pub requests_failed: u64,
     /// Writes acknowledged to clients.
     pub writes_acked: u64,
-    /// Acknowledged writes the cluster no longer has.
+    /// Acknowledged writes absent from the replica that serves their partition, from the
+    /// write ledger (filled in by `SimCluster::truth`).
     pub writes_lost: u64,
     /// Partition-microseconds during which a partition could not take writes.
     pub unavailable_us: u64,
     /// The most replicas of any one partition down at the same instant.
     pub max_replicas_down: usize,
-    /// Microseconds between a probed condition first holding and the waiter seeing it,
-    /// summed over every simulator probe.
-    pub slack_us: u64,
+    /// Served requests' virtual latency (issue to the attempt that was served, retries
+    /// included), microseconds: median.
+    pub latency_p50_us: u64,
+    /// 99th percentile, microseconds.
+    pub latency_p99_us: u64,
+    /// 99.9th percentile, microseconds.
+    pub latency_p999_us: u64,
+    /// The slowest served request, microseconds.
+    pub latency_max_us: u64,
 }

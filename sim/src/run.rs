@@ -24,15 +24,20 @@ pub enum Strategy {
     Ha,
     /// The high-availability steps in parallel waves proven safe from live placement.
     Waves,
+    /// The upstream tools as they behave, not through the core engine:
+    /// `pegasus_rolling_update.sh`, or `openmldb_ops.py` with `start.sh` (see the crate's
+    /// `script` module docs).
+    Script,
 }
 
 impl Strategy {
-    /// `naive`, `ha` or `waves`.
+    /// `naive`, `ha`, `waves` or `script`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Naive => "naive",
             Self::Ha => "ha",
             Self::Waves => "waves",
+            Self::Script => "script",
         }
     }
 
@@ -45,7 +50,7 @@ impl Strategy {
     pub fn policy(self, data_nodes: usize) -> Policy {
         match self {
             Self::Naive => Policy::default().procedure(Procedure::Simple),
-            Self::Ha => Policy::default(),
+            Self::Ha | Self::Script => Policy::default(),
             Self::Waves => Policy::default().max_parallel(data_nodes.max(1)),
         }
     }
@@ -65,8 +70,9 @@ impl FromStr for Strategy {
             "naive" => Ok(Self::Naive),
             "ha" => Ok(Self::Ha),
             "waves" => Ok(Self::Waves),
+            "script" => Ok(Self::Script),
             other => Err(format!(
-                "unknown strategy {other:?}: expected naive, ha or waves"
+                "unknown strategy {other:?}: expected naive, ha, waves or script"
             )),
         }
     }
@@ -92,13 +98,15 @@ pub struct SimReport {
     pub replicas: usize,
     /// `completed`, `halted` or `aborted`.
     pub outcome: String,
-    /// Whether the rollout completed.
+    /// Whether the rollout completed: every selected node rolled, none skipped.
     pub completed: bool,
     /// The error with its chain, when it did not complete.
     pub error: Option<String>,
     /// Virtual seconds from the first step to the last.
     pub virtual_secs: f64,
-    /// The roll time had every wait ended the instant its condition first held.
+    /// The roll time had every wait ended the instant its condition first held:
+    /// `virtual_secs` less the engine's idle time, as the world measured it (see
+    /// [`SimBuilder::wake_hints`]).
     pub lower_bound_secs: f64,
     /// Wall-clock milliseconds; the caller fills it in.
     pub wall_ms: u64,
@@ -122,6 +130,18 @@ pub struct SimReport {
     pub restarts: u64,
     /// The most restarts of any one node.
     pub max_restarts_per_node: u64,
+    /// Nodes a skip policy left out (added to the contract with `skipped_nodes`).
+    pub skipped: usize,
+    /// The nodes left out, by address.
+    pub skipped_nodes: Vec<String>,
+    /// Median virtual latency of served requests, milliseconds (retries included).
+    pub latency_p50_ms: f64,
+    /// 99th percentile, milliseconds.
+    pub latency_p99_ms: f64,
+    /// 99.9th percentile, milliseconds.
+    pub latency_p999_ms: f64,
+    /// The slowest served request, milliseconds.
+    pub latency_max_ms: f64,
     /// Journal records written (added to the contract: the range of `orchestrator-crash`
     /// steps that land inside the rollout).
     pub journal_records: usize,
@@ -145,6 +165,9 @@ pub async fn simulate(
     observer: &dyn Observer,
 ) -> Result<(SimCluster, SimReport), BuildError> {
     let sim = builder.build()?;
+    if strategy == Strategy::Script {
+        return Ok(script_run(builder, sim, spec).await);
+    }
     let crash_at = builder.get_faults().iter().find_map(|f| match f {
         Fault::OrchestratorCrash { step } => Some(*step),
         _ => None,
@@ -164,9 +187,12 @@ pub async fn simulate(
         .await;
     let resumed = result.is_none();
     if resumed {
-        // The orchestrator died; a new one resumes from the journal.
+        // The orchestrator died; a new one resumes from the journal 10 s later, time the
+        // lower bound counts as idle.
         journal.disarm();
+        let died = sim.started().elapsed();
         tokio::time::sleep(Duration::from_secs(10)).await;
+        sim.note_idle(died, sim.started().elapsed());
         let run = Run::new(&journal).observe(&watch);
         result = Some(roll(&sim, spec, run).await);
     }
@@ -174,17 +200,107 @@ pub async fn simulate(
     let virtual_secs = t0.elapsed().as_secs_f64();
     // Let requests in flight finish before reading the counters.
     tokio::time::sleep(builder_timeout()).await;
-    let truth = sim.truth();
+    let skipped: Vec<String> = match &result {
+        Ok(r) => r.skipped.iter().map(|(n, _)| n.to_string()).collect(),
+        Err(_) => Vec::new(),
+    };
     let (outcome, error) = match &result {
         Ok(r) => match &r.outcome {
-            Outcome::Completed => ("completed", None),
+            Outcome::Completed if r.skipped.is_empty() => ("completed", None),
+            Outcome::Completed => (
+                "halted",
+                Some(format!(
+                    "{} nodes were skipped: {}",
+                    r.skipped.len(),
+                    r.skipped
+                        .iter()
+                        .map(|(n, why)| format!("{n} ({why})"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )),
+            ),
             Outcome::Halted(reason) => ("halted", Some(reason.clone())),
         },
         Err(e) => ("aborted", Some(chain(e))),
     };
+    Ok((
+        sim.clone(),
+        report(
+            builder,
+            strategy,
+            &sim,
+            Measured {
+                outcome,
+                error,
+                virtual_secs,
+                waves: waves.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or(0),
+                skipped,
+                journal_records: journal.entries().len(),
+                resumed,
+            },
+        ),
+    ))
+}
+
+/// Runs the upstream tools' procedure (no journal: they keep none).
+async fn script_run(builder: &SimBuilder, sim: SimCluster, spec: &Spec) -> (SimCluster, SimReport) {
+    let t0 = Instant::now();
+    let result = crate::script::run(&sim, &spec.change).await;
+    let virtual_secs = t0.elapsed().as_secs_f64();
+    tokio::time::sleep(builder_timeout()).await;
+    let (outcome, error) = match result {
+        Ok(()) => ("completed", None),
+        Err(e) => ("aborted", Some(e)),
+    };
+    let report = report(
+        builder,
+        Strategy::Script,
+        &sim,
+        Measured {
+            outcome,
+            error,
+            virtual_secs,
+            waves: 0,
+            skipped: Vec::new(),
+            journal_records: 0,
+            resumed: false,
+        },
+    );
+    (sim, report)
+}
+
+/// What a strategy's driver measured itself; [`report`] adds the world's truth.
+pub(crate) struct Measured {
+    pub(crate) outcome: &'static str,
+    pub(crate) error: Option<String>,
+    pub(crate) virtual_secs: f64,
+    pub(crate) waves: usize,
+    pub(crate) skipped: Vec<String>,
+    pub(crate) journal_records: usize,
+    pub(crate) resumed: bool,
+}
+
+/// The report of a finished run: the driver's measurements and the world's truth.
+pub(crate) fn report(
+    builder: &SimBuilder,
+    strategy: Strategy,
+    sim: &SimCluster,
+    m: Measured,
+) -> SimReport {
+    let truth = sim.truth();
+    let Measured {
+        outcome,
+        error,
+        virtual_secs,
+        waves,
+        skipped,
+        journal_records,
+        resumed,
+    } = m;
+    let idle = truth.idle.as_secs_f64();
+    let ms = |v: u64| v as f64 / 1000.0;
     let m = &truth.monitor;
-    let slack = Duration::from_micros(m.slack_us).as_secs_f64();
-    let report = SimReport {
+    SimReport {
         flavor: builder.get_flavor().to_string(),
         strategy: strategy.to_string(),
         seed: builder.get_seed(),
@@ -196,9 +312,9 @@ pub async fn simulate(
         completed: outcome == "completed",
         error,
         virtual_secs,
-        lower_bound_secs: (virtual_secs - slack).max(0.0),
+        lower_bound_secs: (virtual_secs - idle).max(0.0),
         wall_ms: 0,
-        waves: waves.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or(0),
+        waves,
         requests_ok: m.requests_ok,
         requests_failed: m.requests_failed,
         unavailable_partition_secs: m.unavailable_us as f64 / 1e6,
@@ -213,10 +329,15 @@ pub async fn simulate(
             .map(|&r| u64::from(r))
             .max()
             .unwrap_or(0),
-        journal_records: journal.entries().len(),
+        skipped: skipped.len(),
+        skipped_nodes: skipped,
+        latency_p50_ms: ms(m.latency_p50_us),
+        latency_p99_ms: ms(m.latency_p99_us),
+        latency_p999_ms: ms(m.latency_p999_us),
+        latency_max_ms: ms(m.latency_max_us),
+        journal_records,
         resumed,
-    };
-    Ok((sim, report))
+    }
 }
 
 fn builder_timeout() -> Duration {

@@ -25,7 +25,7 @@ fn pegasus_ha_keeps_every_client_request_where_naive_fails_some() {
 }
 
 #[test]
-fn openmldb_ha_completes_with_fewer_failures_and_losses_than_naive() {
+fn openmldb_ha_completes_with_fewer_failed_requests_than_naive() {
     let mut b = SimBuilder::new(Flavor::OpenMldb);
     b.seed(7);
     let ha = run(&b, Strategy::Ha);
@@ -36,8 +36,28 @@ fn openmldb_ha_completes_with_fewer_failures_and_losses_than_naive() {
         ha.requests_failed < naive.requests_failed,
         "{ha:?} vs {naive:?}"
     );
-    assert!(ha.writes_lost < naive.writes_lost, "{ha:?} vs {naive:?}");
     assert_eq!(ha.max_replicas_down, 1);
+}
+
+/// Upstream's ChangeLeader does not fence the old leader (openmldb.md 2.5, and the seed: "If
+/// there is write traffic during the update, there may be data loss"): the simulator's `ha`,
+/// which moves leaders the way `openmldb_ops.py` does, loses the writes clients send to a
+/// deposed leader before they re-route, and loses none without writes.
+#[test]
+fn openmldb_unfenced_leader_moves_lose_writes_only_under_write_traffic() {
+    let mut b = SimBuilder::new(Flavor::OpenMldb);
+    b.seed(7);
+    let loaded = run(&b, Strategy::Ha);
+    assert!(loaded.completed, "{loaded:?}");
+    assert!(loaded.writes_lost > 0, "{loaded:?}");
+    let mut reads_only = b.clone();
+    let mut load = rollout_sim::ClientLoad::default();
+    load.writes_per_mille = 0;
+    reads_only.load(load);
+    let quiet = run(&reads_only, Strategy::Ha);
+    assert!(quiet.completed, "{quiet:?}");
+    assert_eq!(quiet.writes_acked, 0);
+    assert_eq!(quiet.writes_lost, 0);
 }
 
 #[test]
@@ -126,6 +146,12 @@ fn the_report_has_exactly_the_contract_fields() {
         "knobs_restored",
         "restarts",
         "max_restarts_per_node",
+        "skipped",
+        "skipped_nodes",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "latency_p999_ms",
+        "latency_max_ms",
         "journal_records",
         "resumed",
     ];

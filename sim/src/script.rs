@@ -1,0 +1,420 @@
+//! The upstream tools as a strategy (`--strategy script`), so that rollout races its real
+//! peers on the same seed: their steps, time boxes, polling intervals and soft timeouts, as
+//! shared/reference/pegasus.md section 1.1 and openmldb.md sections 1.2 to 1.6 and 5 describe
+//! them. Their text parsing is not modelled, only what they do to the cluster.
+//!
+//! Where a tool waits with no timeout, the script here gives up after [`FOREVER`] and the run
+//! ends `aborted` saying so: a wait the real tool would never leave.
+
+use std::time::Duration;
+
+use rollout_core::{Change, Cluster, Node, NodeId, RoleKind};
+use tokio::time::sleep;
+
+use crate::cluster::SimCluster;
+use crate::config::Flavor;
+use crate::world::{Op, Rep};
+
+/// How long a wait with no timeout in the upstream tool runs here before the run is reported
+/// as stuck: two virtual hours.
+pub(crate) const FOREVER: Duration = Duration::from_secs(2 * 3600);
+
+/// Runs the upstream procedure for the cluster's flavor. `Err` names where the tool failed or
+/// would wait forever.
+pub(crate) async fn run(sim: &SimCluster, change: &Change) -> Result<(), String> {
+    match sim.flavor() {
+        Flavor::Pegasus => pegasus(sim, change).await,
+        Flavor::OpenMldb => openmldb(sim, change).await,
+    }
+}
+
+fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// Nodes of a kind, in the order a deployment lists them (minos task order).
+fn nodes_where(sim: &SimCluster, keep: impl Fn(RoleKind, &str) -> bool) -> Vec<(u32, NodeId)> {
+    let w = sim.lock();
+    w.nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| keep(n.kind, n.role))
+        .map(|(i, n)| (i as u32, n.id.clone()))
+        .collect()
+}
+
+/// A shell or CLI command: retried up to three times a second apart (the ops tool's habit),
+/// then the tool exits with the error.
+async fn command<T>(
+    what: &str,
+    mut f: impl AsyncFnMut() -> Result<T, crate::SimError>,
+) -> Result<T, String> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) => last = e.to_string(),
+        }
+        sleep(one_second()).await;
+    }
+    Err(format!("{what} failed: {last}"))
+}
+
+/// Polls `done` every `every` until it holds or `limit` passes; whether it held.
+async fn poll(
+    sim: &SimCluster,
+    every: Duration,
+    limit: Duration,
+    done: impl Fn(&SimCluster) -> bool,
+) -> bool {
+    let end = tokio::time::Instant::now() + limit;
+    loop {
+        if done(sim) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        sleep(every).await;
+    }
+}
+
+/// minos (Pegasus) or `start.sh restart` (OpenMLDB): stop, wait `gap`, apply the change, start.
+async fn restart(
+    sim: &SimCluster,
+    id: &NodeId,
+    change: &Change,
+    gap: Duration,
+) -> Result<(), String> {
+    let node = sim.node(id).ok_or_else(|| format!("unknown node {id}"))?;
+    command(&format!("stop {id}"), async || node.stop().await).await?;
+    let stopped = poll(sim, one_second(), Duration::from_secs(60), |s| {
+        !s.lock().nodes.iter().any(|n| &n.id == id && n.running)
+    })
+    .await;
+    if !stopped {
+        return Err(format!("{id} did not stop within 60 s"));
+    }
+    sleep(gap).await;
+    command(&format!("apply the change on {id}"), async || {
+        node.apply(change).await
+    })
+    .await?;
+    command(&format!("start {id}"), async || node.start().await).await
+}
+
+/// `admin_tools/pegasus_rolling_update.sh <cluster> <metas> all`.
+async fn pegasus(sim: &SimCluster, change: &Change) -> Result<(), String> {
+    // Knobs go to the meta leader only, and live in its memory.
+    command("set_meta_level steady", async || {
+        sim.write_knob("meta_level", "steady").await
+    })
+    .await?;
+    command("meta.lb.assign_delay_ms 180000000", async || {
+        sim.write_knob("meta.lb.assign_delay_ms", "180000000").await
+    })
+    .await?;
+    for (i, id) in nodes_where(sim, |k, _| k == RoleKind::Data) {
+        command(
+            "meta.lb.add_secondary_max_count_for_one_node 0",
+            async || {
+                sim.write_knob("meta.lb.add_secondary_max_count_for_one_node", "0")
+                    .await
+            },
+        )
+        .await?;
+        // migrate_node every 10th second, `nodes -d` primary count every second, 29 polls;
+        // a timeout is only logged.
+        for s in 0..29 {
+            if s % 10 == 0 {
+                let mut w = sim.call("migrate_node").await.map_err(|e| e.to_string())?;
+                w.nodes[i as usize].draining = true;
+                w.nodes[i as usize].move_only = true;
+            }
+            sleep(one_second()).await;
+            if sim.lock().nodes[i as usize].counts.primaries == 0 {
+                break;
+            }
+        }
+        // downgrade_node at second 0 and 50, replica count polled up to 89 times.
+        for s in 0..89 {
+            if s == 0 || s == 50 {
+                let mut w = sim
+                    .call("downgrade_node")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                w.nodes[i as usize].move_only = false;
+            }
+            sleep(one_second()).await;
+            if sim.lock().nodes[i as usize].counts.members == 0 {
+                break;
+            }
+        }
+        // replica.kill_partition for each downgraded gpid, then poll the replica counters.
+        command("replica.kill_partition", async || sim.quiesce(&id).await).await?;
+        poll(sim, one_second(), Duration::from_secs(90), |s| {
+            let w = s.lock();
+            w.nodes[i as usize].flush_done.is_some_and(|t| t <= w.now)
+        })
+        .await;
+        restart(sim, &id, change, Duration::ZERO).await?;
+        {
+            let mut w = sim.lock();
+            w.nodes[i as usize].draining = false;
+            w.nodes[i as usize].move_only = false;
+        }
+        // `nodes -d` until ALIVE: no timeout upstream.
+        let alive = poll(sim, one_second(), FOREVER, |s| {
+            let w = s.lock();
+            let n = &w.nodes[i as usize];
+            n.up() && n.attached
+        })
+        .await;
+        if !alive {
+            return Err(format!(
+                "{id} never showed ALIVE; the script would wait forever"
+            ));
+        }
+        command(
+            "meta.lb.add_secondary_max_count_for_one_node 100",
+            async || {
+                sim.write_knob("meta.lb.add_secondary_max_count_for_one_node", "100")
+                    .await
+            },
+        )
+        .await?;
+        // `ls -d` until every app is fully healthy: no timeout upstream.
+        let healthy = poll(sim, one_second(), FOREVER, |s| {
+            s.lock().unhealthy.is_empty()
+        })
+        .await;
+        if !healthy {
+            return Err(format!(
+                "the cluster never became fully healthy after {id}; the script would wait forever"
+            ));
+        }
+    }
+    for knob in [
+        "meta.lb.add_secondary_max_count_for_one_node",
+        "meta.lb.assign_delay_ms",
+    ] {
+        let default = sim
+            .lock()
+            .knob_defaults
+            .get(knob)
+            .cloned()
+            .unwrap_or_default();
+        command(&format!("{knob} DEFAULT"), async || {
+            sim.write_knob(knob, &default).await
+        })
+        .await?;
+    }
+    // minos rolling_update --job meta, 20 s between tasks, nothing checked; then the
+    // collector.
+    for (_, id) in nodes_where(sim, |k, _| k == RoleKind::Coordinator) {
+        restart(sim, &id, change, Duration::ZERO).await?;
+        sleep(Duration::from_secs(20)).await;
+    }
+    for (_, id) in nodes_where(sim, |k, _| k == RoleKind::Stateless) {
+        restart(sim, &id, change, Duration::ZERO).await?;
+    }
+    Ok(())
+}
+
+/// Toggles auto_failover off for one ops-tool command and back to what it was after.
+async fn with_auto_failover_off<T, E: From<String>>(
+    sim: &SimCluster,
+    body: impl AsyncFnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    let was = command("confget auto_failover", async || {
+        sim.read_knob("auto_failover").await
+    })
+    .await?;
+    if was == "true" {
+        command("confset auto_failover false", async || {
+            sim.write_knob("auto_failover", "false").await
+        })
+        .await?;
+    }
+    let out = body().await;
+    if was == "true" {
+        command("confset auto_failover true", async || {
+            sim.write_knob("auto_failover", "true").await
+        })
+        .await?;
+    }
+    out
+}
+
+impl From<String> for PostUpgrade {
+    fn from(s: String) -> Self {
+        Self::Failed(s)
+    }
+}
+
+/// Queues an op and waits for it (`showopstatus` every 2 s, no timeout upstream).
+async fn op(sim: &SimCluster, op: Op) -> Result<(), String> {
+    let what = format!("{op:?}");
+    {
+        let mut w = sim.call("op").await.map_err(|e| e.to_string())?;
+        w.enqueue(op);
+    }
+    sleep(one_second()).await;
+    let done = poll(sim, Duration::from_secs(2), FOREVER, |s| {
+        !s.lock().ops_pending()
+    })
+    .await;
+    if done {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} never finished; openmldb_ops.py would wait forever"
+        ))
+    }
+}
+
+/// The seed's configuration update with `openmldb_ops.py` and `start.sh`.
+async fn openmldb(sim: &SimCluster, change: &Change) -> Result<(), String> {
+    let restart_gap = Duration::from_secs(15);
+    for (_, id) in nodes_where(sim, |k, r| k == RoleKind::Coordinator && r != "taskmanager") {
+        restart(sim, &id, change, restart_gap).await?;
+    }
+    for (e, id) in nodes_where(sim, |k, _| k == RoleKind::Data) {
+        // pre-upgrade: for every partition E leads, changeleader auto then recovertable E.
+        let led: Vec<u32> = {
+            let w = sim.lock();
+            w.nodes[e as usize]
+                .parts
+                .iter()
+                .copied()
+                .filter(|&p| w.primary(p).is_some_and(|r| r.node == e))
+                .collect()
+        };
+        with_auto_failover_off(sim, async || {
+            for &p in &led {
+                op(
+                    sim,
+                    Op::ChangeLeader {
+                        part: p,
+                        from: e,
+                        to: None,
+                    },
+                )
+                .await?;
+                op(sim, Op::RecoverTable { part: p, node: e }).await?;
+            }
+            Ok::<(), String>(())
+        })
+        .await?;
+        restart(sim, &id, change, restart_gap).await?;
+        // recoverdata only when auto_failover is off (it is back on here: the tool restores
+        // it after each command, so the nameserver recovers the tablet by itself).
+        if sim.lock().knob("auto_failover") == "false" {
+            with_auto_failover_off(sim, async || {
+                let mut w = sim.call("recoverdata").await.map_err(|e| e.to_string())?;
+                w.recover_replicas(e);
+                Ok::<(), String>(())
+            })
+            .await?;
+        }
+        // post-upgrade: wait for no op, then leaders back with an explicit candidate and the
+        // displaced leader recovered. It fails while the restarted tablet has not reloaded a
+        // partition; the operator runs it again (the statfile is only removed on success).
+        let deadline = tokio::time::Instant::now() + FOREVER;
+        loop {
+            match post_upgrade(sim, e, &id, &led).await {
+                Ok(()) => break,
+                Err(PostUpgrade::NotLoaded(why)) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(%why, "post-upgrade failed; the operator runs it again");
+                    sleep(Duration::from_secs(10)).await;
+                }
+                Err(PostUpgrade::NotLoaded(why) | PostUpgrade::Failed(why)) => return Err(why),
+            }
+        }
+        // The operator confirms (showopstatus, showtablestatus) before the next tablet.
+        let healthy = poll(sim, Duration::from_secs(2), FOREVER, |s| {
+            let w = s.lock();
+            w.unhealthy.is_empty()
+                && !w.ops_pending()
+                && w.parts
+                    .iter()
+                    .all(|p| p.replicas.iter().all(|r| r.role != Rep::Inactive))
+        })
+        .await;
+        if !healthy {
+            return Err(format!("tables never showed healthy after {id}"));
+        }
+    }
+    for (_, id) in nodes_where(sim, |k, r| k == RoleKind::Stateless || r == "taskmanager") {
+        restart(sim, &id, change, restart_gap).await?;
+    }
+    Ok(())
+}
+
+/// Why a post-upgrade run failed.
+enum PostUpgrade {
+    /// The restarted tablet has not loaded a partition yet: worth running again.
+    NotLoaded(String),
+    /// Anything else.
+    Failed(String),
+}
+
+/// One run of `openmldb_ops.py --cmd=post-upgrade --endpoints=E`.
+async fn post_upgrade(
+    sim: &SimCluster,
+    e: u32,
+    id: &NodeId,
+    led: &[u32],
+) -> Result<(), PostUpgrade> {
+    with_auto_failover_off(sim, async || {
+        if !poll(sim, Duration::from_secs(2), FOREVER, |s| {
+            !s.lock().ops_pending()
+        })
+        .await
+        {
+            return Err(PostUpgrade::Failed(
+                "ops never finished before post-upgrade".into(),
+            ));
+        }
+        for &p in led {
+            let (loaded, leader) = {
+                let w = sim.lock();
+                let loaded = w.parts[p as usize]
+                    .replicas
+                    .iter()
+                    .any(|r| r.node == e && r.loaded);
+                (loaded, w.primary(p).map(|r| r.node))
+            };
+            if !loaded {
+                return Err(PostUpgrade::NotLoaded(format!(
+                    "post-upgrade on {id}: get empty table status for partition {p}"
+                )));
+            }
+            match leader {
+                Some(l) if l != e => {
+                    op(
+                        sim,
+                        Op::ChangeLeader {
+                            part: p,
+                            from: l,
+                            to: Some(e),
+                        },
+                    )
+                    .await
+                    .map_err(PostUpgrade::Failed)?;
+                    op(sim, Op::RecoverTable { part: p, node: l })
+                        .await
+                        .map_err(PostUpgrade::Failed)?;
+                }
+                Some(_) => {}
+                None => {
+                    return Err(PostUpgrade::Failed(format!(
+                        "post-upgrade on {id}: partition {p} has no leader"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    })
+    .await
+}

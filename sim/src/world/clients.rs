@@ -1,0 +1,165 @@
+//! The simulated clients: requests at a fixed rate over the partitions, each retried until it
+//! is served or its timeout passes, with its virtual latency recorded.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use hdrhistogram::Histogram;
+use rand::Rng;
+
+use super::{Rep, Us, World, us};
+use crate::config::{ClientLoad, Flavor};
+
+/// A client request waiting for its next attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Req {
+    part: u32,
+    write: bool,
+    issued: Us,
+    deadline: Us,
+}
+
+/// The client side: the load, the requests waiting to retry, and the latency of every
+/// request served.
+pub(crate) struct Clients {
+    pub(crate) load: ClientLoad,
+    next_req: Us,
+    interval: Us,
+    retries: BinaryHeap<Reverse<(Us, u64, Req)>>,
+    seq: u64,
+    /// Microseconds from issue to the attempt that was served, per served request.
+    pub(crate) latency: Histogram<u64>,
+}
+
+impl Clients {
+    pub(crate) fn new(load: ClientLoad) -> Self {
+        let interval = if load.rate == 0 {
+            u64::MAX
+        } else {
+            1_000_000 / u64::from(load.rate)
+        };
+        Self {
+            load,
+            next_req: interval.min(u64::MAX / 2),
+            interval,
+            retries: BinaryHeap::new(),
+            seq: 0,
+            // Up to two hours at three significant digits.
+            latency: Histogram::new_with_bounds(1, 7_200_000_000, 3)
+                .expect("constant bounds are valid"),
+        }
+    }
+
+    /// When the next request or retry is due.
+    pub(crate) fn next_due(&self) -> Us {
+        self.retries
+            .peek()
+            .map_or(Us::MAX, |Reverse((t, _, _))| *t)
+            .min(self.next_req)
+    }
+}
+
+impl World {
+    /// Runs the request or retry due now.
+    pub(super) fn client_step(&mut self) {
+        let at = self.now;
+        let req = if self.clients.next_req == at {
+            self.clients.next_req = self.clients.next_req.saturating_add(self.clients.interval);
+            let part = self.rng.random_range(0..self.parts.len() as u32);
+            let write = self.rng.random_range(0..1000) < self.clients.load.writes_per_mille;
+            Req {
+                part,
+                write,
+                issued: at,
+                deadline: at + us(self.clients.load.timeout),
+            }
+        } else {
+            let Some(Reverse((_, _, req))) = self.clients.retries.pop() else {
+                return;
+            };
+            req
+        };
+        self.attempt(req);
+    }
+
+    /// One attempt of a request at `self.now`.
+    fn attempt(&mut self, req: Req) {
+        let ok = if req.write {
+            self.try_write(req.part)
+        } else {
+            self.readable(req.part)
+        };
+        if ok {
+            self.mon.requests_ok += 1;
+            let latency = self.now - req.issued;
+            // Saturates at the histogram's top, which is above any timeout the builder allows.
+            self.clients.latency.saturating_record(latency);
+            return;
+        }
+        let next = self.now + us(self.clients.load.retry);
+        if next <= req.deadline {
+            self.clients.seq += 1;
+            let seq = self.clients.seq;
+            self.clients.retries.push(Reverse((next, seq, req)));
+        } else {
+            self.mon.requests_failed += 1;
+        }
+    }
+
+    /// A write: the replica clients route it to takes it and it is acknowledged, or it is
+    /// refused (the client retries). The ledger records each acknowledged write's identity on
+    /// the replica that took it; replication carries it to followers.
+    fn try_write(&mut self, p: u32) -> bool {
+        let now = self.now;
+        // A deposed OpenMLDB leader that clients still route to takes writes its followers
+        // reject (they follow the new term): only its own log has them.
+        if let Some((node, until)) = self.parts[p as usize].stale_leader {
+            if now < until {
+                let part = &self.parts[p as usize];
+                let taken = self.nodes[node as usize].up()
+                    && part.replicas.iter().any(|r| r.node == node && r.loaded);
+                if taken {
+                    let part = &mut self.parts[p as usize];
+                    let seq = part.next_seq;
+                    part.next_seq += 1;
+                    part.acked.push(seq);
+                    if let Some(r) = part.replicas.iter_mut().find(|r| r.node == node) {
+                        r.log.push(seq, now);
+                    }
+                    self.mon.writes_acked += 1;
+                    return true;
+                }
+            } else {
+                self.parts[p as usize].stale_leader = None;
+            }
+        }
+        if !self.writable(p) {
+            return false;
+        }
+        self.replicate(p);
+        let part = &mut self.parts[p as usize];
+        let seq = part.next_seq;
+        part.next_seq += 1;
+        part.acked.push(seq);
+        let holders: Vec<u32> = part
+            .replicas
+            .iter()
+            .filter(|r| matches!(r.role, Rep::Primary | Rep::Secondary) && r.loaded)
+            .map(|r| r.node)
+            .collect();
+        if let Some(r) = part.replicas.iter_mut().find(|r| r.role == Rep::Primary) {
+            r.log.push(seq, now);
+        }
+        self.mon.writes_acked += 1;
+        if self.flavor == Flavor::Pegasus {
+            // PacificA: every member prepared it before the ack.
+            self.replicate(p);
+        }
+        for n in holders {
+            if self.nodes[n as usize].up() {
+                self.nodes[n as usize].unflushed += 1;
+            }
+        }
+        true
+    }
+}

@@ -1,0 +1,161 @@
+//! What the engine waits for, evaluated on the world's state: the one definition the
+//! simulator's probes answer with and the idle-time measurement ([`super::waits`]) watches.
+
+use rollout_core::{Health, RoleKind};
+
+use super::World;
+use crate::config::Flavor;
+
+/// A condition the engine waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Drained,
+    Quiesced,
+    Stopped,
+    Ready,
+    Rejoined,
+    FullyHealthy,
+    SafeToStop,
+}
+
+/// Evaluates `kind` for `node` (`None` for cluster-wide conditions). With `describe` false the
+/// reasons are left empty, for callers that only need whether it holds.
+pub(crate) fn eval(w: &World, kind: Kind, node: Option<u32>, describe: bool) -> Health {
+    let why = |f: &dyn Fn() -> String| Health::Waiting(if describe { f() } else { String::new() });
+    let Some(i) = node else {
+        return match kind {
+            Kind::FullyHealthy => fully_healthy(w, describe),
+            _ => Health::failed("the node is not in this cluster"),
+        };
+    };
+    let n = &w.nodes[i as usize];
+    let name = || n.id.to_string();
+    match kind {
+        Kind::FullyHealthy => fully_healthy(w, describe),
+        Kind::SafeToStop => {
+            if w.leader.is_none() {
+                Health::waiting("no coordinator leader")
+            } else {
+                Health::Healthy
+            }
+        }
+        Kind::Drained => {
+            if n.kind != RoleKind::Data {
+                return Health::Healthy;
+            }
+            let busy = match w.flavor {
+                Flavor::Pegasus => n.counts.members,
+                Flavor::OpenMldb => n.counts.primaries,
+            };
+            if busy > 0 {
+                let what = match w.flavor {
+                    Flavor::Pegasus => "primary or secondary",
+                    Flavor::OpenMldb => "leader",
+                };
+                return why(&|| format!("node {} is still {what} of {busy} partitions", name()));
+            }
+            if n.ops > 0 {
+                return why(&|| w.pending_op(Some(i)).unwrap_or_default());
+            }
+            Health::Healthy
+        }
+        Kind::Quiesced => match n.flush_done {
+            _ if n.kind != RoleKind::Data => Health::Healthy,
+            Some(t) if t <= w.now => Health::Healthy,
+            Some(_) => why(&|| format!("node {} is still flushing", name())),
+            None => why(&|| format!("node {} has not been asked to flush", name())),
+        },
+        Kind::Stopped => {
+            if n.running {
+                why(&|| format!("node {} still runs", name()))
+            } else if w.flavor == Flavor::OpenMldb && n.kind == RoleKind::Data && !n.offline {
+                why(&|| {
+                    format!(
+                        "tablet {} still has a ZooKeeper session; the nameserver has not seen it offline",
+                        name()
+                    )
+                })
+            } else {
+                Health::Healthy
+            }
+        }
+        Kind::Ready => {
+            if !n.running {
+                match &n.exit_reason {
+                    Some(reason) => Health::failed(format!("node {}: {reason}", name())),
+                    None => why(&|| format!("node {} is not running", name())),
+                }
+            } else if !n.serving {
+                why(&|| format!("node {} is not serving yet", name()))
+            } else if n.kind != RoleKind::Stateless && !n.attached {
+                why(&|| format!("node {} is not attached to the coordinator", name()))
+            } else if n.is_elected_coordinator() && w.leader.is_none() {
+                Health::waiting("no coordinator leader has been elected")
+            } else {
+                Health::Healthy
+            }
+        }
+        Kind::Rejoined => {
+            if n.kind != RoleKind::Data {
+                return Health::Healthy;
+            }
+            if n.counts.not_back > 0 {
+                return why(&|| {
+                    format!(
+                        "node {} has {} replicas not serving yet",
+                        name(),
+                        n.counts.not_back
+                    )
+                });
+            }
+            if n.ops > 0 {
+                return why(&|| w.pending_op(Some(i)).unwrap_or_default());
+            }
+            Health::Healthy
+        }
+    }
+}
+
+fn fully_healthy(w: &World, describe: bool) -> Health {
+    let why = |f: &dyn Fn() -> String| Health::Waiting(if describe { f() } else { String::new() });
+    if w.leader.is_none() {
+        return Health::waiting("no coordinator leader");
+    }
+    if let Some(n) = w
+        .nodes
+        .iter()
+        .find(|n| !n.up() || (n.kind == RoleKind::Data && !n.attached))
+    {
+        return why(&|| format!("node {} is not alive", n.id));
+    }
+    if w.ops_pending() {
+        return why(&|| w.pending_op(None).unwrap_or_default());
+    }
+    if w.flavor == Flavor::OpenMldb && w.knob("auto_failover") == "false" {
+        // With auto failover off nothing reloads a tablet that restarted on its own.
+        let stranded = w.nodes.iter().find(|n| {
+            n.kind == RoleKind::Data && !n.draining && n.led.is_empty() && n.counts.unloaded > 0
+        });
+        if let Some(n) = stranded {
+            return Health::failed(format!(
+                "tablet {} restarted outside the rollout and auto_failover is off, so nothing \
+                 reloads its replicas: recover them (recoverdata) or abort to turn \
+                 auto_failover back on",
+                n.id
+            ));
+        }
+    }
+    if let Some(&p) = w.unhealthy.iter().next() {
+        return why(&|| {
+            format!(
+                "partition {p} has {}/{} replicas serving",
+                w.members(p),
+                w.parts[p as usize].wanted
+            )
+        });
+    }
+    if let Some(n) = w.nodes.iter().find(|n| n.draining) {
+        return why(&|| format!("node {} is drained", n.id));
+    }
+    Health::Healthy
+}

@@ -1,0 +1,335 @@
+//! Pegasus: the meta server's view of replica servers and partitions.
+//!
+//! PacificA: a write needs the primary and every secondary in the membership (at least
+//! `mutation_2pc_min_replica_count`, 2). The meta acts at each `lb_interval_ms` tick: it runs
+//! the proposals of draining nodes (move primary, downgrade to inactive; at most one pending
+//! per partition), promotes a secondary where the primary's node is dead, and cures missing
+//! secondaries within add-secondary flow control. Every reconfiguration blocks the
+//! partition's writes for `reconfigure` (a primary change blocks reads too). A meta freezes
+//! below `min_live_node_count_for_unfreeze` or `node_live_percentage_threshold_for_update`
+//! alive replica servers (`src/meta/meta_service.cpp`, `server_state.cpp`, `greedy_load_balancer`).
+
+use rollout_core::RoleKind;
+
+use super::{Ev, Rep, Replica, Us, World, us};
+
+impl World {
+    /// The meta freezes (no proposals, no cure) with fewer than `min_live` replica servers
+    /// alive, or a smaller share than `live_percentage`.
+    pub(crate) fn frozen(&self) -> bool {
+        let alive = self.alive_data();
+        let all = self
+            .nodes
+            .iter()
+            .filter(|n| n.kind == RoleKind::Data)
+            .count();
+        alive < self.t.min_live || alive * 100 < all * self.t.live_percentage as usize
+    }
+
+    /// Starts a reconfiguration of `p`: writes (and reads, for a primary change) wait.
+    fn reconfigure(&mut self, p: u32, primary_change: bool) {
+        let until = self.now + us(self.t.reconfigure);
+        let part = &mut self.parts[p as usize];
+        part.write_block_until = part.write_block_until.max(until);
+        if primary_change {
+            part.read_block_until = part.read_block_until.max(until);
+        }
+        part.busy_until = part.busy_until.max(until);
+        if until > self.now {
+            self.schedule(until, Ev::Unblock { part: p });
+        }
+    }
+
+    /// Meta tick: run one proposal per partition of each draining node, promote, cure.
+    pub(super) fn pegasus_tick(&mut self) {
+        if self.leader.is_none() || self.frozen() {
+            return;
+        }
+        let draining: Vec<u32> = (0..self.nodes.len() as u32)
+            .filter(|&n| self.nodes[n as usize].draining && !self.nodes[n as usize].stuck_drain)
+            .collect();
+        for n in draining {
+            let move_only = self.nodes[n as usize].move_only;
+            let parts = self.nodes[n as usize].parts.clone();
+            for p in parts {
+                if self.parts[p as usize].busy_until > self.now {
+                    continue;
+                }
+                if !self.move_primary(p, n) && !move_only {
+                    self.downgrade(p, n);
+                }
+                self.touch(p);
+            }
+        }
+        let todo: Vec<u32> = self.unhealthy.iter().copied().collect();
+        for p in todo {
+            if self.parts[p as usize].busy_until > self.now {
+                continue;
+            }
+            if !self.promote(p) {
+                self.cure(p);
+            }
+            self.touch(p);
+        }
+    }
+
+    /// `balance --gpid -p move_pri`: the primary on `from` becomes a secondary and a current
+    /// secondary on a live, not draining node becomes primary. Whether it ran.
+    fn move_primary(&mut self, p: u32, from: u32) -> bool {
+        let part = &self.parts[p as usize];
+        let Some(pi) = part
+            .replicas
+            .iter()
+            .position(|r| r.node == from && r.role == Rep::Primary)
+        else {
+            return false;
+        };
+        let target = part.replicas.iter().position(|r| {
+            r.role == Rep::Secondary
+                && self.nodes[r.node as usize].up()
+                && !self.nodes[r.node as usize].draining
+        });
+        let Some(ti) = target else { return false };
+        self.replicate(p);
+        let part = &mut self.parts[p as usize];
+        part.replicas[pi].role = Rep::Secondary;
+        part.replicas[ti].role = Rep::Primary;
+        self.reconfigure(p, true);
+        true
+    }
+
+    /// `propose -p DOWNGRADE_TO_INACTIVE`: only where the partition keeps a primary and
+    /// another secondary.
+    fn downgrade(&mut self, p: u32, node: u32) {
+        let has_primary = self.readable(p);
+        if !has_primary || self.members(p) < 3 {
+            return;
+        }
+        let Some(i) = self.parts[p as usize]
+            .replicas
+            .iter()
+            .position(|r| r.node == node && r.role == Rep::Secondary)
+        else {
+            return;
+        };
+        self.replicate(p);
+        self.parts[p as usize].replicas[i].role = Rep::Inactive;
+        self.reconfigure(p, false);
+    }
+
+    /// A replica server's process is gone: its secondaries are kicked out by the primary at
+    /// the next write (reconciliation blocks writes meanwhile) and its learns die; its
+    /// primaries stay until the meta declares it dead.
+    pub(super) fn pegasus_replica_server_gone(&mut self, node: u32) {
+        let parts = self.nodes[node as usize].parts.clone();
+        for p in parts {
+            let mut secondary_lost = false;
+            for r in self.parts[p as usize]
+                .replicas
+                .iter_mut()
+                .filter(|r| r.node == node)
+            {
+                match r.role {
+                    Rep::Secondary => {
+                        r.role = Rep::Inactive;
+                        secondary_lost = true;
+                    }
+                    Rep::Learner => r.role = Rep::Inactive,
+                    Rep::Primary | Rep::Inactive => {}
+                }
+            }
+            if secondary_lost {
+                self.reconfigure(p, false);
+            }
+        }
+    }
+
+    /// A replica server that saw no meta for fd_lease turns its replicas inactive.
+    pub(super) fn drop_replicas(&mut self, n: u32) {
+        let parts = self.nodes[n as usize].parts.clone();
+        for p in parts {
+            self.replicate(p);
+            for r in self.parts[p as usize]
+                .replicas
+                .iter_mut()
+                .filter(|r| r.node == n && r.role != Rep::Inactive)
+            {
+                r.role = Rep::Inactive;
+            }
+            self.touch(p);
+        }
+        self.changed();
+    }
+
+    /// The meta promotes a secondary where the primary's node is dead; where every member
+    /// went inactive it recovers from the last one (the longest log) once its node is alive.
+    /// Whether it promoted.
+    fn promote(&mut self, p: u32) -> bool {
+        let part = &self.parts[p as usize];
+        let dead_primary = part
+            .replicas
+            .iter()
+            .position(|r| r.role == Rep::Primary && self.nodes[r.node as usize].offline);
+        let has_primary = part.replicas.iter().any(|r| r.role == Rep::Primary);
+        if has_primary && dead_primary.is_none() {
+            return false;
+        }
+        let alive =
+            |r: &Replica| self.nodes[r.node as usize].up() && self.nodes[r.node as usize].attached;
+        let candidate = part
+            .replicas
+            .iter()
+            .position(|r| r.role == Rep::Secondary && alive(r))
+            .or_else(|| {
+                // No secondary: the last member to drop holds the most.
+                let last = part
+                    .replicas
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.role == Rep::Inactive)
+                    .max_by_key(|(_, r)| r.log.len())?;
+                (alive(last.1) && !part.replicas.iter().any(|r| r.role == Rep::Secondary))
+                    .then_some(last.0)
+            });
+        let Some(c) = candidate else { return false };
+        let part = &mut self.parts[p as usize];
+        if let Some(d) = dead_primary {
+            part.replicas[d].role = Rep::Inactive;
+        }
+        part.replicas[c].role = Rep::Primary;
+        part.replicas[c].loaded = true;
+        self.reconfigure(p, true);
+        self.changed();
+        true
+    }
+
+    /// The meta adds a secondary where one is missing, within flow control: back on the last
+    /// dropped node if it is alive, elsewhere once that node has been gone the assign delay.
+    fn cure(&mut self, p: u32) {
+        if !self.readable(p) {
+            return;
+        }
+        let flow = self.knob("meta.lb.add_secondary_enable_flow_control") == "true";
+        let max: u32 = self
+            .knob("meta.lb.add_secondary_max_count_for_one_node")
+            .parse()
+            .unwrap_or(10);
+        let assign_delay: Us = self
+            .knob("meta.lb.assign_delay_ms")
+            .parse::<u64>()
+            .unwrap_or(600_000)
+            .saturating_mul(1000);
+        let wanted = usize::from(self.parts[p as usize].wanted);
+        let active = self.parts[p as usize]
+            .replicas
+            .iter()
+            .filter(|r| r.role != Rep::Inactive)
+            .count();
+        if active >= wanted {
+            return;
+        }
+        let full = |w: &World, n: u32| flow && w.nodes[n as usize].counts.learners >= max;
+        // The add-secondary goes to the node's process: a node that does not serve cannot
+        // take it, whatever the meta last heard.
+        let dropped = self.parts[p as usize].replicas.iter().position(|r| {
+            let n = &self.nodes[r.node as usize];
+            r.role == Rep::Inactive && n.attached && n.up()
+        });
+        if let Some(i) = dropped {
+            let n = self.parts[p as usize].replicas[i].node;
+            if full(self, n) {
+                return;
+            }
+            let behind = self.parts[p as usize].acked.len() as u64;
+            let have = self.parts[p as usize].replicas[i].log.len() as u64;
+            let missed = behind.saturating_sub(have);
+            let cost = us(self.t.catch_up)
+                .saturating_add(missed.saturating_mul(us(self.t.catch_up_per_write)));
+            self.parts[p as usize].replicas[i].role = Rep::Learner;
+            let boot = self.nodes[n as usize].boot;
+            self.after(
+                cost,
+                Ev::LearnDone {
+                    part: p,
+                    node: n,
+                    boot,
+                },
+            );
+            self.changed();
+            return;
+        }
+        // A dropped node that stayed away longer than the assign delay: copy elsewhere.
+        let gone = self.parts[p as usize].replicas.iter().position(|r| {
+            r.role == Rep::Inactive
+                && self.nodes[r.node as usize].offline
+                && !self.nodes[r.node as usize].up()
+        });
+        let Some(g) = gone else { return };
+        let gone_node = self.parts[p as usize].replicas[g].node;
+        if self
+            .now
+            .saturating_sub(self.nodes[gone_node as usize].down_since)
+            < assign_delay
+        {
+            return;
+        }
+        let holders: Vec<u32> = self.parts[p as usize]
+            .replicas
+            .iter()
+            .map(|r| r.node)
+            .collect();
+        let target = (0..self.nodes.len() as u32).find(|&n| {
+            let node = &self.nodes[n as usize];
+            node.kind == RoleKind::Data && node.attached && node.up() && !holders.contains(&n)
+        });
+        let Some(t) = target else { return };
+        if full(self, t) {
+            return;
+        }
+        self.parts[p as usize].replicas.remove(g);
+        self.nodes[gone_node as usize].parts.retain(|&q| q != p);
+        let mut learner = Replica::new(t, Rep::Learner);
+        learner.loaded = false;
+        self.parts[p as usize].replicas.push(learner);
+        self.nodes[t as usize].parts.push(p);
+        let cost = us(self.t.copy);
+        let boot = self.nodes[t as usize].boot;
+        self.after(
+            cost,
+            Ev::LearnDone {
+                part: p,
+                node: t,
+                boot,
+            },
+        );
+        self.touch(p);
+        self.touch_node(gone_node);
+    }
+
+    /// A learn finished: the learner holds everything the primary has and becomes a
+    /// secondary. A learn whose process went away (or restarted) died with it.
+    pub(super) fn learn_done(&mut self, part: u32, node: u32, boot: u64) {
+        let Some(i) = self.parts[part as usize]
+            .replicas
+            .iter()
+            .position(|r| r.node == node && r.role == Rep::Learner)
+        else {
+            return;
+        };
+        let live = self.nodes[node as usize].boot == boot && self.nodes[node as usize].up();
+        let primary = self
+            .primary(part)
+            .filter(|r| self.serving(r))
+            .map(|r| r.log.clone());
+        match primary {
+            Some(log) if live => {
+                let r = &mut self.parts[part as usize].replicas[i];
+                r.log.follow(&log, Us::MAX);
+                r.role = Rep::Secondary;
+                r.loaded = true;
+            }
+            _ => self.parts[part as usize].replicas[i].role = Rep::Inactive,
+        }
+        self.touch(part);
+    }
+}

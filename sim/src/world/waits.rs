@@ -1,0 +1,125 @@
+//! The counterfactual lower bound: how long the engine stayed idle after what it waited for
+//! already held.
+//!
+//! Every probe the engine creates registers its condition here. The world evaluates each
+//! pending condition whenever its state changes, independent of the engine's polling and of
+//! the wake hints, and records the instant it first held; when the engine drops the probe
+//! (its wait is over), the interval from that instant to then is idle time. A transient
+//! control-plane error opens an idle interval that the engine's next call closes (its retry
+//! backoff), and the caller may add others (a resumed orchestrator's restart delay). The
+//! idle time is the union of the intervals, so parallel waits are not counted twice.
+
+use std::collections::BTreeMap;
+
+use super::conditions::{Kind, eval};
+use super::{Us, World};
+
+#[derive(Debug, Default)]
+pub(crate) struct Waits {
+    next_id: u64,
+    /// Registered conditions that have not held yet.
+    pending: BTreeMap<u64, (Kind, Option<u32>)>,
+    /// Registered conditions and the instant they first held.
+    held: BTreeMap<u64, Us>,
+    /// Closed idle intervals.
+    idle: Vec<(Us, Us)>,
+    /// An idle interval opened by a transient error, closed by the engine's next call.
+    open: Option<Us>,
+    pub(super) dirty: bool,
+}
+
+impl Waits {
+    /// Registers a condition the engine starts waiting for at `now`.
+    pub(crate) fn register(&mut self, kind: Kind, node: Option<u32>) -> u64 {
+        self.next_id += 1;
+        self.pending.insert(self.next_id, (kind, node));
+        self.dirty = true;
+        self.next_id
+    }
+
+    /// The engine dropped the probe at `now`.
+    pub(crate) fn finish(&mut self, id: u64, now: Us) {
+        self.pending.remove(&id);
+        if let Some(t) = self.held.remove(&id)
+            && now > t
+        {
+            self.idle.push((t, now));
+        }
+    }
+
+    /// A control call at `now`: it ends an idle interval a transient error opened.
+    pub(crate) fn call(&mut self, now: Us) {
+        if let Some(t) = self.open.take()
+            && now > t
+        {
+            self.idle.push((t, now));
+        }
+    }
+
+    /// A control call failed transiently at `now`.
+    pub(crate) fn transient(&mut self, now: Us) {
+        self.open.get_or_insert(now);
+    }
+
+    /// Adds an idle interval.
+    pub(crate) fn idle(&mut self, from: Us, to: Us) {
+        if to > from {
+            self.idle.push((from, to));
+        }
+    }
+
+    /// The union of the idle intervals, in microseconds.
+    pub(crate) fn idle_us(&self) -> Us {
+        let mut v = self.idle.clone();
+        v.sort_unstable();
+        let (mut total, mut end) = (0, 0);
+        for (a, b) in v {
+            let a = a.max(end);
+            if b > a {
+                total += b - a;
+                end = b;
+            }
+        }
+        total
+    }
+}
+
+/// Records the instant each pending condition first holds (the state changed just now).
+pub(super) fn evaluate(w: &mut World) {
+    let now = w.now;
+    let holding: Vec<u64> = w
+        .waits
+        .pending
+        .iter()
+        .filter(|(_, (kind, node))| eval(w, *kind, *node, false).is_healthy())
+        .map(|(&id, _)| id)
+        .collect();
+    for id in holding {
+        w.waits.pending.remove(&id);
+        w.waits.held.insert(id, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_intervals_count_once() {
+        let mut w = Waits::default();
+        w.idle(0, 10);
+        w.idle(5, 15);
+        w.idle(20, 25);
+        assert_eq!(w.idle_us(), 20);
+    }
+
+    #[test]
+    fn a_transient_error_is_idle_until_the_next_call() {
+        let mut w = Waits::default();
+        w.transient(100);
+        w.transient(150);
+        w.call(400);
+        w.call(500);
+        assert_eq!(w.idle_us(), 300);
+    }
+}
