@@ -50,6 +50,13 @@ impl Clients {
         }
     }
 
+    /// Stops every client: no new request, no retry.
+    #[cfg(test)]
+    pub(crate) fn stop(&mut self) {
+        self.next_req = Us::MAX;
+        self.retries.clear();
+    }
+
     /// When the next request or retry is due.
     pub(crate) fn next_due(&self) -> Us {
         self.retries

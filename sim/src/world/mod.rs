@@ -349,6 +349,12 @@ impl World {
         self.waits.dirty = true;
     }
 
+    /// Sets a knob directly, as a test's precondition.
+    #[cfg(test)]
+    pub(crate) fn set_knob_for_test(&mut self, name: &str, value: &str) {
+        self.knobs.insert(name.into(), value.into());
+    }
+
     pub(crate) fn knob(&self, name: &str) -> &str {
         self.knobs.get(name).map_or("", String::as_str)
     }
@@ -875,3 +881,6 @@ fn add_counts(c: &mut Counts, f: u8, add: bool) {
     step(&mut c.unloaded, f & F_UNLOADED != 0);
     step(&mut c.learners, f & F_LEARNER != 0);
 }
+
+#[cfg(test)]
+mod tests;
