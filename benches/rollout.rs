@@ -43,6 +43,21 @@ fn full_rollout(c: &mut Criterion) {
             })
         })
     });
+    // Cost per partition must stay flat: 3 nodes holding 100,000 partitions each.
+    let wide = {
+        let mut b = SimBuilder::new(Flavor::Pegasus);
+        b.data_nodes(3).partitions(100_000);
+        b
+    };
+    g.bench_function("pegasus_3_nodes_100000_partitions", |bench| {
+        bench.iter(|| {
+            runtime().block_on(async {
+                let spec = Strategy::Ha.spec(Change::Restart, 3);
+                let (_, report) = simulate(&wide, Strategy::Ha, &spec, &Ignore).await.unwrap();
+                black_box(report)
+            })
+        })
+    });
     g.finish();
 }
 

@@ -148,12 +148,6 @@ impl World {
         let seq = part.next_seq;
         part.next_seq += 1;
         part.acked.push(seq);
-        let holders: Vec<u32> = part
-            .replicas
-            .iter()
-            .filter(|r| matches!(r.role, Rep::Primary | Rep::Secondary) && r.loaded)
-            .map(|r| r.node)
-            .collect();
         if let Some(r) = part.replicas.iter_mut().find(|r| r.role == Rep::Primary) {
             r.log.push(seq, now);
         }
@@ -162,9 +156,13 @@ impl World {
             // PacificA: every member prepared it before the ack.
             self.replicate(p);
         }
-        for n in holders {
-            if self.nodes[n as usize].up() {
-                self.nodes[n as usize].unflushed += 1;
+        for i in 0..self.parts[p as usize].replicas.len() {
+            let r = &self.parts[p as usize].replicas[i];
+            if matches!(r.role, Rep::Primary | Rep::Secondary) && r.loaded {
+                let n = &mut self.nodes[r.node as usize];
+                if n.up() {
+                    n.unflushed += 1;
+                }
             }
         }
         true

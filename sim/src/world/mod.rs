@@ -460,28 +460,19 @@ impl World {
         if !leader_up {
             return;
         }
-        let followers: Vec<usize> = self.parts[p as usize]
-            .replicas
-            .iter()
-            .enumerate()
-            .filter(|(i, r)| {
-                *i != pi
-                    && r.role == Rep::Secondary
-                    && r.loaded
-                    && r.behind_until <= now
-                    && self.nodes[r.node as usize].up()
-            })
-            .map(|(i, _)| i)
-            .collect();
-        if followers.is_empty() {
-            return;
+        let n = self.parts[p as usize].replicas.len();
+        let mut leader = std::mem::take(&mut self.parts[p as usize].replicas[pi].log);
+        for i in (0..n).filter(|&i| i != pi) {
+            let r = &self.parts[p as usize].replicas[i];
+            let connected = r.role == Rep::Secondary
+                && r.loaded
+                && r.behind_until <= now
+                && self.nodes[r.node as usize].up();
+            if connected {
+                self.parts[p as usize].replicas[i].log.follow(&leader, upto);
+            }
         }
-        let part = &mut self.parts[p as usize];
-        let leader = std::mem::take(&mut part.replicas[pi].log);
-        for i in followers {
-            part.replicas[i].log.follow(&leader, upto);
-        }
-        part.replicas[pi].log = leader;
+        std::mem::swap(&mut self.parts[p as usize].replicas[pi].log, &mut leader);
     }
 
     /// Recomputes a partition's health, availability and node counters, and records them.
@@ -497,37 +488,43 @@ impl World {
                 .replicas
                 .iter()
                 .all(|r| self.serving(r));
-        let contrib: Vec<(u32, u8)> = self.parts[p as usize]
-            .replicas
-            .iter()
-            .map(|r| {
-                let member = matches!(r.role, Rep::Primary | Rep::Secondary);
-                let mut f = 0;
-                if r.role == Rep::Primary {
-                    f |= F_PRIMARY;
-                }
-                if member {
-                    f |= F_MEMBER;
-                }
-                if !(r.loaded && member) {
-                    f |= F_NOT_BACK;
-                }
-                if !r.loaded {
-                    f |= F_UNLOADED;
-                }
-                if r.role == Rep::Learner {
-                    f |= F_LEARNER;
-                }
-                (r.node, f)
-            })
-            .collect();
-        let old = std::mem::replace(&mut self.parts[p as usize].contrib, contrib.clone());
-        for (n, f) in old {
-            add_counts(&mut self.nodes[n as usize].counts, f, false);
+        let mut contrib = std::mem::take(&mut self.parts[p as usize].contrib);
+        let mut fresh = [(0u32, 0u8); 8];
+        let mut len = 0;
+        for r in &self.parts[p as usize].replicas {
+            let member = matches!(r.role, Rep::Primary | Rep::Secondary);
+            let mut f = 0;
+            if r.role == Rep::Primary {
+                f |= F_PRIMARY;
+            }
+            if member {
+                f |= F_MEMBER;
+            }
+            if !(r.loaded && member) {
+                f |= F_NOT_BACK;
+            }
+            if !r.loaded {
+                f |= F_UNLOADED;
+            }
+            if r.role == Rep::Learner {
+                f |= F_LEARNER;
+            }
+            if len < fresh.len() {
+                fresh[len] = (r.node, f);
+                len += 1;
+            }
         }
-        for (n, f) in contrib {
-            add_counts(&mut self.nodes[n as usize].counts, f, true);
+        if contrib[..] != fresh[..len] {
+            for &(n, f) in &contrib {
+                add_counts(&mut self.nodes[n as usize].counts, f, false);
+            }
+            for &(n, f) in &fresh[..len] {
+                add_counts(&mut self.nodes[n as usize].counts, f, true);
+            }
+            contrib.clear();
+            contrib.extend_from_slice(&fresh[..len]);
         }
+        self.parts[p as usize].contrib = contrib;
         let part = &mut self.parts[p as usize];
         if wanted > 0 {
             let down = wanted.saturating_sub(members);
