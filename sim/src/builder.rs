@@ -10,7 +10,7 @@ use rollout_core::{NodeId, RoleKind};
 use crate::cluster::SimCluster;
 use crate::config::{ClientLoad, Flavor, Placement, Timings};
 use crate::fault::{Fault, NodeRef};
-use crate::world::{Ev, NodeS, Part, Rep, Replica, World, us};
+use crate::world::{Ev, Model, NodeS, OpenMldb, Part, Pegasus, Rep, Replica, World, us};
 
 /// Why a simulated cluster could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -340,8 +340,12 @@ impl SimBuilder {
             .timings
             .clone()
             .unwrap_or_else(|| Timings::of(self.flavor));
+        let model: Box<dyn Model> = match self.flavor {
+            Flavor::Pegasus => Box::new(Pegasus),
+            Flavor::OpenMldb => Box::new(OpenMldb::new(timings.op_queues, nodes.len())),
+        };
         let mut world = World::new(
-            self.flavor,
+            model,
             timings,
             self.load.clone(),
             self.seed,

@@ -13,7 +13,7 @@ use crate::config::Flavor;
 use crate::monitor::Monitor;
 use crate::probe::SimProbe;
 use crate::world::conditions::Kind;
-use crate::world::{Ev, Op, Rep, Us, World, us};
+use crate::world::{Ev, Rep, Us, World, us};
 
 /// What a simulated control-plane call can fail with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -240,18 +240,6 @@ fn digest(edits: &[ConfigEdit]) -> String {
     format!("{h:016x}")
 }
 
-fn config_files(flavor: Flavor) -> &'static [&'static str] {
-    match flavor {
-        Flavor::Pegasus => &["config.ini"],
-        Flavor::OpenMldb => &[
-            "conf/nameserver.flags",
-            "conf/tablet.flags",
-            "conf/apiserver.flags",
-            "conf/taskmanager.properties",
-        ],
-    }
-}
-
 impl Node for SimNode {
     type Error = SimError;
 
@@ -367,10 +355,7 @@ impl Cluster for SimCluster {
                 version: Some(n.version.clone()),
             })
             .collect();
-        let prefix = match w.flavor {
-            Flavor::Pegasus => "1.",
-            Flavor::OpenMldb => "t1.",
-        };
+        let prefix = w.profile.partition_prefix;
         let partitions = w
             .parts
             .iter()
@@ -396,10 +381,7 @@ impl Cluster for SimCluster {
                     .collect(),
             })
             .collect();
-        let min_serving = match w.flavor {
-            Flavor::Pegasus => 2,
-            Flavor::OpenMldb => 1,
-        };
+        let min_serving = w.profile.min_serving;
         Ok(Topology {
             nodes,
             partitions,
@@ -420,7 +402,7 @@ impl Cluster for SimCluster {
     fn check_change(&self, change: &Change) -> Result<(), String> {
         change.validate()?;
         if let Change::Config { edits } = change {
-            let files = config_files(self.flavor());
+            let files = self.world().profile.config_files;
             for e in edits {
                 let (ConfigEdit::Set { file, .. } | ConfigEdit::Unset { file, .. }) = e;
                 if !files.contains(&file.as_str()) {
@@ -435,19 +417,7 @@ impl Cluster for SimCluster {
     }
 
     fn knobs(&self, procedure: Procedure) -> Vec<Knob> {
-        match (self.flavor(), procedure) {
-            (Flavor::Pegasus, Procedure::HighAvailability) => vec![
-                Knob::rollout("meta_level", "steady"),
-                Knob::rollout("meta.lb.assign_delay_ms", "3600000"),
-                Knob::rollout("meta.lb.add_secondary_enable_flow_control", "true"),
-                Knob::wave("meta.lb.add_secondary_max_count_for_one_node", "0").then("100"),
-            ],
-            (Flavor::Pegasus, Procedure::Simple) => vec![Knob::rollout("meta_level", "steady")],
-            (Flavor::OpenMldb, Procedure::HighAvailability) => {
-                vec![Knob::rollout("auto_failover", "false")]
-            }
-            (Flavor::OpenMldb, Procedure::Simple) => Vec::new(),
-        }
+        self.world().model().knobs(procedure)
     }
 
     async fn read_knob(&self, name: &str) -> Result<String, SimError> {
@@ -482,31 +452,7 @@ impl Cluster for SimCluster {
         if w.nodes[i as usize].kind != RoleKind::Data || w.nodes[i as usize].draining {
             return Ok(());
         }
-        w.nodes[i as usize].draining = true;
-        if w.flavor == Flavor::OpenMldb {
-            // pre-upgrade as upstream: for each partition it leads, an unfenced ChangeLeader
-            // to the follower with the highest offset; clients keep writing to the old
-            // leader until they re-route (openmldb.md 2.5).
-            let led: Vec<u32> = w.nodes[i as usize]
-                .parts
-                .iter()
-                .copied()
-                .filter(|&p| {
-                    w.parts[p as usize]
-                        .replicas
-                        .iter()
-                        .any(|r| r.node == i && r.role == Rep::Primary)
-                })
-                .collect();
-            w.nodes[i as usize].led = led.clone();
-            for p in led {
-                w.enqueue(Op::ChangeLeader {
-                    part: p,
-                    from: i,
-                    to: None,
-                });
-            }
-        }
+        w.with_model(|m, w| m.drain(w, i));
         w.changed();
         Ok(())
     }
@@ -546,45 +492,10 @@ impl Cluster for SimCluster {
         let Some(i) = self.index(&w, node) else {
             return Ok(());
         };
-        if !w.nodes[i as usize].draining && w.nodes[i as usize].led.is_empty() {
-            return Ok(());
+        if w.nodes[i as usize].kind == RoleKind::Data && w.nodes[i as usize].up() {
+            w.with_model(|m, w| m.rejoin(w, i));
+            w.changed();
         }
-        if !w.nodes[i as usize].up() {
-            // Not back yet: nothing to give it; `rejoined` keeps waiting.
-            return Ok(());
-        }
-        w.nodes[i as usize].draining = false;
-        if w.flavor == Flavor::OpenMldb && w.nodes[i as usize].kind == RoleKind::Data {
-            // A drain that never finished (the node was skipped) must not block the queues.
-            w.cancel_moves_from(i);
-            // recoverdata for every replica not loaded, then post-upgrade: leaders back.
-            if w.nodes[i as usize].up() {
-                w.recover_replicas(i);
-            }
-            let led = std::mem::take(&mut w.nodes[i as usize].led);
-            for p in led {
-                let from = w.parts[p as usize]
-                    .replicas
-                    .iter()
-                    .find(|r| r.role == Rep::Primary)
-                    .map(|r| r.node);
-                if let Some(from) = from.filter(|&f| f != i) {
-                    // post-upgrade: ChangeLeader back (an explicit candidate, whatever its
-                    // offset), then RecoverTable of the displaced leader, which the
-                    // nameserver marked not alive.
-                    w.enqueue(Op::ChangeLeader {
-                        part: p,
-                        from,
-                        to: Some(i),
-                    });
-                    w.enqueue(Op::RecoverTable {
-                        part: p,
-                        node: from,
-                    });
-                }
-            }
-        }
-        w.changed();
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use tokio::time::sleep;
 
 use crate::cluster::SimCluster;
 use crate::config::Flavor;
-use crate::world::{Op, Rep};
+use crate::world::{Op, OpenMldb, Rep, World};
 
 /// How long a wait with no timeout in the upstream tool runs here before the run is reported
 /// as stuck: two virtual hours.
@@ -257,11 +257,11 @@ async fn op(sim: &SimCluster, op: Op) -> Result<(), String> {
     let what = format!("{op:?}");
     {
         let mut w = sim.call("op").await.map_err(|e| e.to_string())?;
-        w.enqueue(op);
+        OpenMldb::with(&mut w, |m, w| m.enqueue(w, op));
     }
     sleep(one_second()).await;
     let done = poll(sim, Duration::from_secs(2), FOREVER, |s| {
-        !s.lock().ops_pending()
+        !ops_pending(&s.lock())
     })
     .await;
     if done {
@@ -312,7 +312,7 @@ async fn openmldb(sim: &SimCluster, change: &Change) -> Result<(), String> {
         if sim.lock().knob("auto_failover") == "false" {
             with_auto_failover_off(sim, async || {
                 let mut w = sim.call("recoverdata").await.map_err(|e| e.to_string())?;
-                w.recover_replicas(e);
+                OpenMldb::with(&mut w, |m, w| m.recover_replicas(w, e));
                 Ok::<(), String>(())
             })
             .await?;
@@ -335,7 +335,7 @@ async fn openmldb(sim: &SimCluster, change: &Change) -> Result<(), String> {
         let healthy = poll(sim, Duration::from_secs(2), FOREVER, |s| {
             let w = s.lock();
             w.unhealthy.is_empty()
-                && !w.ops_pending()
+                && !ops_pending(&w)
                 && w.parts
                     .iter()
                     .all(|p| p.replicas.iter().all(|r| r.role != Rep::Inactive))
@@ -368,7 +368,7 @@ async fn post_upgrade(
 ) -> Result<(), PostUpgrade> {
     with_auto_failover_off(sim, async || {
         if !poll(sim, Duration::from_secs(2), FOREVER, |s| {
-            !s.lock().ops_pending()
+            !ops_pending(&s.lock())
         })
         .await
         {
@@ -417,4 +417,9 @@ async fn post_upgrade(
         Ok(())
     })
     .await
+}
+
+/// Whether the nameserver has any op queued or running.
+fn ops_pending(w: &World) -> bool {
+    w.model().pending(w, None).is_some()
 }

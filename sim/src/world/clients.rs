@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use rand::Rng;
 
 use super::{Rep, Us, World, us};
-use crate::config::{ClientLoad, Flavor};
+use crate::config::ClientLoad;
 
 /// A client request waiting for its next attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -152,7 +152,7 @@ impl World {
             r.log.push(seq, now);
         }
         self.mon.writes_acked += 1;
-        if self.flavor == Flavor::Pegasus {
+        if self.profile.synchronous {
             // PacificA: every member prepared it before the ack.
             self.replicate(p);
         }

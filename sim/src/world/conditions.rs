@@ -4,7 +4,6 @@
 use rollout_core::{Health, RoleKind};
 
 use super::World;
-use crate::config::Flavor;
 
 /// A condition the engine waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,21 +42,7 @@ pub(crate) fn eval(w: &World, kind: Kind, node: Option<u32>, describe: bool) -> 
             if n.kind != RoleKind::Data {
                 return Health::Healthy;
             }
-            let busy = match w.flavor {
-                Flavor::Pegasus => n.counts.members,
-                Flavor::OpenMldb => n.counts.primaries,
-            };
-            if busy > 0 {
-                let what = match w.flavor {
-                    Flavor::Pegasus => "primary or secondary",
-                    Flavor::OpenMldb => "leader",
-                };
-                return why(&|| format!("node {} is still {what} of {busy} partitions", name()));
-            }
-            if n.ops > 0 {
-                return why(&|| w.pending_op(Some(i)).unwrap_or_default());
-            }
-            Health::Healthy
+            w.model().drained(w, i, describe)
         }
         Kind::Quiesced => match n.flush_done {
             _ if n.kind != RoleKind::Data => Health::Healthy,
@@ -68,13 +53,8 @@ pub(crate) fn eval(w: &World, kind: Kind, node: Option<u32>, describe: bool) -> 
         Kind::Stopped => {
             if n.running {
                 why(&|| format!("node {} still runs", name()))
-            } else if w.flavor == Flavor::OpenMldb && n.kind == RoleKind::Data && !n.offline {
-                why(&|| {
-                    format!(
-                        "tablet {} still has a ZooKeeper session; the nameserver has not seen it offline",
-                        name()
-                    )
-                })
+            } else if let Some(reason) = w.model().stopped(w, i) {
+                Health::Waiting(reason)
             } else {
                 Health::Healthy
             }
@@ -108,10 +88,10 @@ pub(crate) fn eval(w: &World, kind: Kind, node: Option<u32>, describe: bool) -> 
                     )
                 });
             }
-            if n.ops > 0 {
-                return why(&|| w.pending_op(Some(i)).unwrap_or_default());
+            match w.model().pending(w, Some(i)) {
+                Some(op) => Health::Waiting(op),
+                None => Health::Healthy,
             }
-            Health::Healthy
         }
     }
 }
@@ -128,22 +108,11 @@ fn fully_healthy(w: &World, describe: bool) -> Health {
     {
         return why(&|| format!("node {} is not alive", n.id));
     }
-    if w.ops_pending() {
-        return why(&|| w.pending_op(None).unwrap_or_default());
+    if let Some(op) = w.model().pending(w, None) {
+        return Health::Waiting(op);
     }
-    if w.flavor == Flavor::OpenMldb && w.knob("auto_failover") == "false" {
-        // With auto failover off nothing reloads a tablet that restarted on its own.
-        let stranded = w.nodes.iter().find(|n| {
-            n.kind == RoleKind::Data && !n.draining && n.led.is_empty() && n.counts.unloaded > 0
-        });
-        if let Some(n) = stranded {
-            return Health::failed(format!(
-                "tablet {} restarted outside the rollout and auto_failover is off, so nothing \
-                 reloads its replicas: recover them (recoverdata) or abort to turn \
-                 auto_failover back on",
-                n.id
-            ));
-        }
+    if let Some(h) = w.model().cluster_health(w) {
+        return h;
     }
     if let Some(&p) = w.unhealthy.iter().next() {
         return why(&|| {

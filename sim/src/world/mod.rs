@@ -6,32 +6,39 @@
 //! the state at that instant.
 //!
 //! The kernel here (event queue, process lifecycle, failure detection by beacons, health
-//! timeline, counters) is shared; each flavor's control plane reads like its upstream system
-//! in its own module: [`pegasus`] (meta, PacificA, proposals at the lb tick) and [`openmldb`]
-//! (nameserver op queues, asynchronous followers, auto failover). [`clients`] runs the
+//! timeline, counters) is shared; each flavor's control plane is a [`Model`] that reads like
+//! its upstream system, in its own module: [`pegasus`] (meta, PacificA, proposals at the lb
+//! tick) and [`openmldb`] (nameserver op queues, asynchronous followers, auto failover). [`clients`] runs the
 //! requests, [`ledger`] holds every acknowledged write, [`conditions`] evaluates what the
 //! engine waits for, and [`waits`] measures how long the engine idled after a condition held.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rollout_core::{NodeId, RoleKind};
+use rollout_core::RoleKind;
 
 use crate::config::{ClientLoad, Flavor, Timings};
 use crate::monitor::Monitor;
+pub(crate) use model::{Model, ModelEv, Profile};
 
 mod clients;
 pub(crate) mod conditions;
 pub(crate) mod ledger;
-mod openmldb;
-mod pegasus;
+mod lifecycle;
+mod model;
+pub(crate) mod openmldb;
+pub(crate) mod pegasus;
+mod state;
 pub(crate) mod waits;
 
 pub(crate) use clients::Clients;
 pub(crate) use ledger::Log;
-pub(crate) use openmldb::Op;
+pub(crate) use openmldb::{Op, OpenMldb};
+pub(crate) use pegasus::Pegasus;
+use state::{F_LEARNER, F_MEMBER, F_NOT_BACK, F_PRIMARY, F_UNLOADED, add_counts};
+pub(crate) use state::{NodeS, Part, Rep, Replica};
 
 /// Microseconds of virtual time.
 pub(crate) type Us = u64;
@@ -40,202 +47,21 @@ pub(crate) fn us(d: std::time::Duration) -> Us {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// A replica's state as the coordinator records it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Rep {
-    Primary,
-    Secondary,
-    Learner,
-    Inactive,
-}
-
-#[derive(Clone, Debug)]
-pub(crate) struct Replica {
-    pub(crate) node: u32,
-    pub(crate) role: Rep,
-    /// The data is in the process (OpenMLDB memory tables; Pegasus while the process runs).
-    pub(crate) loaded: bool,
-    /// The writes this replica has applied.
-    pub(crate) log: Log,
-    /// OpenMLDB: marked alive by RecoverTable while still behind; it receives nothing new
-    /// from the leader before this instant.
-    pub(crate) behind_until: Us,
-}
-
-impl Replica {
-    pub(crate) fn new(node: u32, role: Rep) -> Self {
-        Self {
-            node,
-            role,
-            loaded: true,
-            log: Log::default(),
-            behind_until: 0,
-        }
-    }
-}
-
-/// Per-node counters a partition contributes to (kept by [`World::touch`]).
-const F_PRIMARY: u8 = 1;
-const F_MEMBER: u8 = 2;
-const F_NOT_BACK: u8 = 4;
-const F_UNLOADED: u8 = 8;
-const F_LEARNER: u8 = 16;
-
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Part {
-    pub(crate) replicas: Vec<Replica>,
-    pub(crate) wanted: u8,
-    /// The next write's sequence number.
-    pub(crate) next_seq: u32,
-    /// Sequence numbers of the writes acknowledged to clients, increasing.
-    pub(crate) acked: Vec<u32>,
-    /// A reconfiguration is running: writes wait until then.
-    pub(crate) write_block_until: Us,
-    /// A primary change is running: reads wait too.
-    pub(crate) read_block_until: Us,
-    /// Pegasus: the meta runs at most one proposal per partition; the next waits for this.
-    pub(crate) busy_until: Us,
-    /// OpenMLDB: a deposed leader clients still write to, until the time given.
-    pub(crate) stale_leader: Option<(u32, Us)>,
-    pub(crate) unavailable_since: Option<Us>,
-    pub(crate) healthy: bool,
-    /// What this partition adds to each node's counters, as of the last touch.
-    pub(crate) contrib: Vec<(u32, u8)>,
-}
-
-/// A node's counters over its partitions, for conditions that must not scan them.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Counts {
-    pub(crate) primaries: u32,
-    pub(crate) members: u32,
-    pub(crate) not_back: u32,
-    pub(crate) unloaded: u32,
-    pub(crate) learners: u32,
-}
-
-#[derive(Clone, Debug)]
-pub(crate) struct NodeS {
-    pub(crate) id: NodeId,
-    pub(crate) role: &'static str,
-    pub(crate) kind: RoleKind,
-    pub(crate) rank: u32,
-    pub(crate) zone: Option<String>,
-    /// The process exists.
-    pub(crate) running: bool,
-    /// The process serves (start and replay finished).
-    pub(crate) serving: bool,
-    /// The coordinator considers it alive.
-    pub(crate) attached: bool,
-    /// The coordinator has noticed it is gone (Pegasus dead, OpenMLDB kOffline).
-    pub(crate) offline: bool,
-    /// Its beacons (Pegasus) or ZooKeeper session (OpenMLDB) reach the coordinator.
-    pub(crate) beaconing: bool,
-    /// Bumped whenever `beaconing` changes: detection and attach events carry it.
-    pub(crate) fd_epoch: u64,
-    /// The boot the coordinator last saw attach.
-    pub(crate) attached_boot: u64,
-    /// OpenMLDB auto failover already ran its offline procedure.
-    pub(crate) auto_offlined: bool,
-    pub(crate) boot: u64,
-    pub(crate) version: String,
-    pub(crate) digest: String,
-    pub(crate) staged: Option<(String, String)>,
-    pub(crate) parts: Vec<u32>,
-    pub(crate) counts: Counts,
-    pub(crate) unflushed: u64,
-    pub(crate) flush_done: Option<Us>,
-    pub(crate) draining: bool,
-    /// Pegasus: only its primaries are moved (the upstream script's migrate step).
-    pub(crate) move_only: bool,
-    /// OpenMLDB: partitions it led when drained, to hand back on rejoin.
-    pub(crate) led: Vec<u32>,
-    /// OpenMLDB: ops queued or running that name this node.
-    pub(crate) ops: u32,
-    pub(crate) contact_lost_until: Us,
-    /// When the process last went away.
-    pub(crate) down_since: Us,
-    pub(crate) restarts: u32,
-    pub(crate) crashes: u32,
-    pub(crate) fail_start: bool,
-    /// Why the last process exited on its own, if it did.
-    pub(crate) exit_reason: Option<String>,
-    pub(crate) slow_start: Us,
-    pub(crate) stuck_drain: bool,
-}
-
-impl NodeS {
-    pub(crate) fn new(
-        id: NodeId,
-        role: &'static str,
-        kind: RoleKind,
-        rank: u32,
-        zone: Option<String>,
-    ) -> Self {
-        Self {
-            id,
-            role,
-            kind,
-            rank,
-            zone,
-            running: true,
-            serving: true,
-            attached: true,
-            offline: false,
-            beaconing: true,
-            fd_epoch: 0,
-            attached_boot: 1,
-            auto_offlined: false,
-            boot: 1,
-            version: "1.0.0".into(),
-            digest: "initial".into(),
-            staged: None,
-            parts: Vec::new(),
-            counts: Counts::default(),
-            unflushed: 0,
-            flush_done: None,
-            draining: false,
-            move_only: false,
-            led: Vec::new(),
-            ops: 0,
-            contact_lost_until: 0,
-            down_since: 0,
-            restarts: 0,
-            crashes: 0,
-            fail_start: false,
-            exit_reason: None,
-            slow_start: 0,
-            stuck_drain: false,
-        }
-    }
-
-    pub(crate) fn up(&self) -> bool {
-        self.running && self.serving
-    }
-
-    /// An elected coordinator role (not the taskmanager, which has its own election).
-    pub(crate) fn is_elected_coordinator(&self) -> bool {
-        self.kind == RoleKind::Coordinator && self.role != "taskmanager"
-    }
-}
-
 /// Scheduled cluster events. Stale ones (the node rebooted, or its beacons changed) are
 /// ignored.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Ev {
-    Tick,
+    Model(ModelEv),
     StopDone { node: u32, boot: u64 },
     Serving { node: u32, boot: u64 },
     Attach { node: u32, epoch: u64 },
     Exit { node: u32, boot: u64 },
     Detect { node: u32, epoch: u64 },
-    AutoOffline { node: u32, boot: u64 },
-    LearnDone { part: u32, node: u32, boot: u64 },
     Unblock { part: u32 },
     Flushed { node: u32 },
     Elect,
     LeaseCheck { since: Us },
     LeaseLost { node: u32, epoch: u64 },
-    OpDone { queue: usize },
     Crash { node: u32 },
     CrashRestart { node: u32 },
     ContactLost { node: u32, until: Us },
@@ -244,7 +70,11 @@ pub(crate) enum Ev {
 }
 
 pub(crate) struct World {
+    /// The flavor's name, for reports; the kernel never branches on it.
     pub(crate) flavor: Flavor,
+    /// The flavor's control plane; taken out while one of its hooks runs.
+    model: Option<Box<dyn Model>>,
+    pub(crate) profile: Profile,
     pub(crate) t: Timings,
     pub(crate) rng: ChaCha8Rng,
     pub(crate) now: Us,
@@ -257,8 +87,6 @@ pub(crate) struct World {
     pub(crate) knob_defaults: BTreeMap<String, String>,
     pub(crate) leader: Option<u32>,
     leaderless_since: Option<Us>,
-    pub(crate) ops: Vec<VecDeque<Op>>,
-    pub(crate) running_op: Vec<Option<(Op, Us)>>,
     pub(crate) unhealthy: BTreeSet<u32>,
     pub(crate) last_change: Us,
     pub(crate) transient_p: f64,
@@ -281,7 +109,7 @@ impl std::fmt::Debug for World {
 
 impl World {
     pub(crate) fn new(
-        flavor: Flavor,
+        model: Box<dyn Model>,
         t: Timings,
         load: ClientLoad,
         seed: u64,
@@ -293,9 +121,11 @@ impl World {
             .iter()
             .position(NodeS::is_elected_coordinator)
             .map(|i| i as u32);
-        let queues = t.op_queues.max(1);
+        let profile = model.profile();
         let mut w = Self {
-            flavor,
+            flavor: profile.flavor,
+            model: Some(model),
+            profile,
             rng: ChaCha8Rng::seed_from_u64(seed),
             now: 0,
             nodes,
@@ -307,8 +137,6 @@ impl World {
             knobs,
             leader,
             leaderless_since: None,
-            ops: vec![VecDeque::new(); queues],
-            running_op: vec![None; queues],
             unhealthy: BTreeSet::new(),
             last_change: 0,
             transient_p: 0.0,
@@ -317,14 +145,34 @@ impl World {
             mon: Monitor::default(),
             t,
         };
-        if w.flavor == Flavor::Pegasus {
-            let tick = us(w.t.tick);
-            w.schedule(tick, Ev::Tick);
-        }
+        w.with_model(|m, w| m.start(w));
         for p in 0..w.parts.len() as u32 {
             w.touch(p);
         }
         w
+    }
+
+    /// Runs `f` with the model taken out of the world, so that it can change the world.
+    pub(crate) fn with_model<R>(&mut self, f: impl FnOnce(&mut dyn Model, &mut World) -> R) -> R {
+        let mut m = self
+            .model
+            .take()
+            .expect("a model hook never calls back into a hook");
+        let r = f(m.as_mut(), self);
+        self.model = Some(m);
+        r
+    }
+
+    /// The model, for its read-only queries.
+    pub(crate) fn model(&self) -> &dyn Model {
+        self.model
+            .as_deref()
+            .expect("queries are never asked while a hook runs")
+    }
+
+    /// Schedules one of the model's own events `delay` from now.
+    pub(crate) fn after_model(&mut self, delay: Us, ev: ModelEv) {
+        self.after(delay, Ev::Model(ev));
     }
 
     pub(crate) fn schedule(&mut self, at: Us, ev: Ev) {
@@ -427,19 +275,14 @@ impl World {
         self.serving(primary) && self.now >= self.parts[p as usize].read_block_until
     }
 
-    /// Writes commit: Pegasus needs the primary and `mutation_2pc_min_replica_count` members
-    /// (2, or the table's replica count when smaller); OpenMLDB only its leader.
+    /// Writes commit: the primary serves, no reconfiguration holds them, and the model's write
+    /// quorum of members serves (never more than the table's replica count).
     pub(crate) fn writable(&self, p: u32) -> bool {
         if !self.readable(p) || self.now < self.parts[p as usize].write_block_until {
             return false;
         }
-        match self.flavor {
-            Flavor::Pegasus => {
-                let need = usize::from(self.parts[p as usize].wanted).min(2);
-                self.members(p) >= need
-            }
-            Flavor::OpenMldb => true,
-        }
+        let need = usize::from(self.parts[p as usize].wanted).min(self.profile.write_quorum);
+        need <= 1 || self.members(p) >= need
     }
 
     /// Delivers the leader's writes to its connected followers, up to what replication has
@@ -567,10 +410,7 @@ impl World {
 
     fn handle(&mut self, ev: Ev) {
         match ev {
-            Ev::Tick => {
-                self.pegasus_tick();
-                self.after(us(self.t.tick), Ev::Tick);
-            }
+            Ev::Model(e) => self.with_model(|m, w| m.on_event(w, e)),
             Ev::StopDone { node, boot } | Ev::Exit { node, boot } => {
                 let n = &self.nodes[node as usize];
                 if n.boot == boot && n.running {
@@ -611,17 +451,6 @@ impl World {
                     self.detect(node);
                 }
             }
-            Ev::AutoOffline { node, boot } => {
-                let n = &self.nodes[node as usize];
-                if n.boot == boot
-                    && n.offline
-                    && !n.auto_offlined
-                    && self.knob("auto_failover") == "true"
-                {
-                    self.auto_offline(node);
-                }
-            }
-            Ev::LearnDone { part, node, boot } => self.learn_done(part, node, boot),
             Ev::Unblock { part } => self.touch(part),
             Ev::Flushed { node } => {
                 let n = &mut self.nodes[node as usize];
@@ -647,7 +476,6 @@ impl World {
                     self.drop_replicas(node);
                 }
             }
-            Ev::OpDone { queue } => self.op_done(queue),
             Ev::Crash { node } => {
                 if self.nodes[node as usize].running {
                     self.nodes[node as usize].crashes += 1;
@@ -681,165 +509,6 @@ impl World {
         }
     }
 
-    /// Failure detection: a node beacons (Pegasus) or holds its ZooKeeper session (OpenMLDB)
-    /// while its process serves and the network reaches the coordinators, whatever its boot.
-    /// When that stops, the coordinator declares it dead `detect` later unless it resumes;
-    /// when it resumes, the node attaches after one beacon interval.
-    pub(crate) fn beacons_changed(&mut self, node: u32) {
-        let n = &self.nodes[node as usize];
-        let now_beaconing = n.up() && self.now >= n.contact_lost_until;
-        if now_beaconing == n.beaconing {
-            return;
-        }
-        let data = n.kind == RoleKind::Data;
-        let n = &mut self.nodes[node as usize];
-        n.beaconing = now_beaconing;
-        n.fd_epoch += 1;
-        let epoch = n.fd_epoch;
-        if now_beaconing {
-            let d = us(self.t.beacon);
-            self.after(d, Ev::Attach { node, epoch });
-        } else {
-            let d = us(self.t.detect);
-            self.after(d, Ev::Detect { node, epoch });
-            if self.flavor == Flavor::Pegasus && data {
-                // A replica server that hears from no meta for fd_lease drops its replicas.
-                let l = us(self.t.lease);
-                self.after(l, Ev::LeaseLost { node, epoch });
-            }
-        }
-    }
-
-    /// The process of `node` is gone (stopped, crashed or exited).
-    pub(crate) fn process_gone(&mut self, node: u32) {
-        let now = self.now;
-        let was_serving = self.nodes[node as usize].serving;
-        let kind = self.nodes[node as usize].kind;
-        if kind == RoleKind::Data {
-            // Followers keep exactly what replication had carried at this instant.
-            let parts = self.nodes[node as usize].parts.clone();
-            for &p in &parts {
-                self.replicate(p);
-            }
-        }
-        {
-            let n = &mut self.nodes[node as usize];
-            n.running = false;
-            n.serving = false;
-            n.flush_done = None;
-            n.down_since = now;
-        }
-        if kind == RoleKind::Coordinator && self.leader == Some(node) {
-            self.leader = None;
-            self.leaderless_since = Some(now);
-            let e = us(self.t.election);
-            self.after(e, Ev::Elect);
-            if self.flavor == Flavor::Pegasus {
-                let l = us(self.t.lease);
-                self.after(l, Ev::LeaseCheck { since: now });
-            }
-        }
-        if kind == RoleKind::Data && was_serving {
-            match self.flavor {
-                Flavor::Pegasus => self.pegasus_replica_server_gone(node),
-                Flavor::OpenMldb => self.openmldb_tablet_gone(node),
-            }
-        }
-        if kind != RoleKind::Data {
-            self.nodes[node as usize].attached = false;
-        }
-        self.beacons_changed(node);
-        self.touch_node(node);
-    }
-
-    /// The coordinator notices `node` is gone.
-    fn detect(&mut self, node: u32) {
-        let n = &mut self.nodes[node as usize];
-        if n.offline {
-            return;
-        }
-        n.offline = true;
-        n.attached = false;
-        let boot = n.boot;
-        if self.flavor == Flavor::OpenMldb {
-            let d = us(self.t.heartbeat_timeout);
-            self.after(d, Ev::AutoOffline { node, boot });
-        }
-        self.touch_node(node);
-    }
-
-    /// A node's beacons (or session) reach the coordinator again.
-    fn attach(&mut self, node: u32) {
-        let n = &mut self.nodes[node as usize];
-        let fresh_start = n.attached_boot != n.boot;
-        n.attached = true;
-        n.offline = false;
-        n.attached_boot = n.boot;
-        if self.flavor == Flavor::OpenMldb && n.kind == RoleKind::Data {
-            self.openmldb_tablet_registered(node, fresh_start);
-        }
-        self.touch_node(node);
-    }
-
-    fn elect(&mut self) {
-        if self.leader.is_some() {
-            return;
-        }
-        let candidate = self
-            .nodes
-            .iter()
-            .position(|n| n.is_elected_coordinator() && n.up());
-        match candidate {
-            Some(c) => {
-                self.leader = Some(c as u32);
-                self.leaderless_since = None;
-                if self.flavor == Flavor::Pegasus {
-                    // Meta levels and meta.lb.* values live in the leader's memory: a new
-                    // leader starts from its config.
-                    self.knobs = self.knob_defaults.clone();
-                }
-                for q in 0..self.ops.len() {
-                    self.start_op(q);
-                }
-                self.changed();
-            }
-            None => {
-                let e = us(self.t.election);
-                self.after(e, Ev::Elect);
-            }
-        }
-    }
-
-    /// Launches the process of `node`: it serves after start plus replay.
-    pub(crate) fn launch(&mut self, node: u32) {
-        let replay = self.nodes[node as usize]
-            .unflushed
-            .saturating_mul(us(self.t.replay_per_write));
-        let n = &mut self.nodes[node as usize];
-        n.running = true;
-        n.serving = false;
-        n.boot += 1;
-        n.flush_done = None;
-        n.exit_reason = None;
-        if let Some((v, d)) = n.staged.take() {
-            n.version = v;
-            n.digest = d;
-        }
-        let boot = n.boot;
-        let zk_race = self.flavor == Flavor::OpenMldb && n.kind == RoleKind::Data && !n.offline;
-        if n.fail_start || zk_race {
-            // Crash loop, or OpenMLDB's ZNODEEXISTS exit when the old session still exists.
-            let d = 3_000_000;
-            self.after(d, Ev::Exit { node, boot });
-        } else {
-            let d = us(self.t.start)
-                .saturating_add(replay)
-                .saturating_add(self.nodes[node as usize].slow_start);
-            self.after(d, Ev::Serving { node, boot });
-        }
-        self.changed();
-    }
-
     /// Draws a transient control-plane failure.
     pub(crate) fn transient(&mut self) -> bool {
         self.transient_p > 0.0 && self.rng.random_bool(self.transient_p)
@@ -864,19 +533,6 @@ impl World {
         }
         lost
     }
-}
-
-fn add_counts(c: &mut Counts, f: u8, add: bool) {
-    let step = |v: &mut u32, on: bool| {
-        if on {
-            *v = if add { *v + 1 } else { v.saturating_sub(1) };
-        }
-    };
-    step(&mut c.primaries, f & F_PRIMARY != 0);
-    step(&mut c.members, f & F_MEMBER != 0);
-    step(&mut c.not_back, f & F_NOT_BACK != 0);
-    step(&mut c.unloaded, f & F_UNLOADED != 0);
-    step(&mut c.learners, f & F_LEARNER != 0);
 }
 
 #[cfg(test)]

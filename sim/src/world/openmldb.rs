@@ -11,7 +11,13 @@
 //! registers again after a restart is recovered (RecoverEndpoint). Reference:
 //! shared/reference/openmldb.md sections 2.5, 2.6 and 6.2.
 
-use super::{Ev, Rep, Us, World, us};
+use std::any::Any;
+use std::collections::VecDeque;
+
+use rollout_core::{Health, Knob, Procedure, RoleKind};
+
+use super::{Ev, Model, ModelEv, Profile, Rep, Us, World, us};
+use crate::config::Flavor;
 
 /// An OpenMLDB nameserver op.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,81 +48,447 @@ impl Op {
     }
 }
 
-impl World {
-    /// Queues an op on its queue (partition id mod the queue count).
-    pub(crate) fn enqueue(&mut self, op: Op) {
-        let q = op.part() as usize % self.ops.len();
-        for n in op.nodes().into_iter().flatten() {
-            self.nodes[n as usize].ops += 1;
+/// The nameserver's state: its op queues and what it remembers of each tablet.
+#[derive(Debug)]
+pub(crate) struct OpenMldb {
+    queues: Vec<VecDeque<Op>>,
+    running: Vec<Option<(Op, Us)>>,
+    /// Ops queued or running that name each node.
+    node_ops: Vec<u32>,
+    /// Partitions each tablet led when the rollout drained it, to hand back on rejoin.
+    led: Vec<Vec<u32>>,
+    /// Auto failover already ran its offline procedure for the tablet.
+    auto_offlined: Vec<bool>,
+}
+
+const OP_DONE: u8 = 0;
+const AUTO_OFFLINE: u8 = 1;
+
+impl OpenMldb {
+    /// A nameserver with `queues` op queues (`name_server_task_concurrency`) for `nodes`
+    /// nodes.
+    pub(crate) fn new(queues: usize, nodes: usize) -> Self {
+        let queues = queues.max(1);
+        Self {
+            queues: vec![VecDeque::new(); queues],
+            running: vec![None; queues],
+            node_ops: vec![0; nodes],
+            led: vec![Vec::new(); nodes],
+            auto_offlined: vec![false; nodes],
         }
-        self.ops[q].push_back(op);
-        self.start_op(q);
-        self.changed();
     }
 
-    fn op_finished(&mut self, op: &Op) {
-        for n in op.nodes().into_iter().flatten() {
-            let c = &mut self.nodes[n as usize].ops;
-            *c = c.saturating_sub(1);
-        }
+    /// Runs `f` on the world's OpenMLDB model, if it has one.
+    pub(crate) fn with<R>(
+        w: &mut World,
+        f: impl FnOnce(&mut OpenMldb, &mut World) -> R,
+    ) -> Option<R> {
+        w.with_model(|m, w| m.as_any_mut().downcast_mut::<OpenMldb>().map(|m| f(m, w)))
     }
 
     /// Whether any op is queued or running.
     pub(crate) fn ops_pending(&self) -> bool {
-        self.running_op.iter().any(Option::is_some) || self.ops.iter().any(|q| !q.is_empty())
+        self.running.iter().any(Option::is_some) || self.queues.iter().any(|q| !q.is_empty())
     }
 
-    pub(super) fn start_op(&mut self, q: usize) {
-        if self.running_op[q].is_some() || self.leader.is_none() {
+    /// Queues an op on its queue (partition id mod the queue count).
+    pub(crate) fn enqueue(&mut self, w: &mut World, op: Op) {
+        let q = op.part() as usize % self.queues.len();
+        for n in op.nodes().into_iter().flatten() {
+            self.node_ops[n as usize] += 1;
+        }
+        self.queues[q].push_back(op);
+        self.start_op(w, q);
+        w.changed();
+    }
+
+    fn op_finished(&mut self, op: &Op) {
+        for n in op.nodes().into_iter().flatten() {
+            let c = &mut self.node_ops[n as usize];
+            *c = c.saturating_sub(1);
+        }
+    }
+
+    fn start_op(&mut self, w: &mut World, q: usize) {
+        if self.running[q].is_some() || w.leader.is_none() {
             return;
         }
         // A ChangeLeader away from a node with a stuck drain never starts: it blocks its
         // queue, as a stuck op does.
-        if let Some(Op::ChangeLeader { from, .. }) = self.ops[q].front()
-            && self.nodes[*from as usize].stuck_drain
+        if let Some(Op::ChangeLeader { from, .. }) = self.queues[q].front()
+            && w.nodes[*from as usize].stuck_drain
         {
             return;
         }
-        let Some(op) = self.ops[q].pop_front() else {
+        let Some(op) = self.queues[q].pop_front() else {
             return;
         };
-        let mut cost = us(self.t.op);
+        let mut cost = us(w.t.op);
         if let Op::RecoverTable { part, node } = &op {
-            let have = self.parts[*part as usize]
+            let have = w.parts[*part as usize]
                 .replicas
                 .iter()
                 .find(|r| r.node == *node)
                 .map_or(0, |r| r.log.len() as u64);
-            let missed = (self.parts[*part as usize].acked.len() as u64).saturating_sub(have);
-            let since_snapshot = self.nodes[*node as usize].unflushed
-                / self.nodes[*node as usize].parts.len().max(1) as u64;
+            let missed = (w.parts[*part as usize].acked.len() as u64).saturating_sub(have);
+            let since_snapshot = w.nodes[*node as usize].unflushed
+                / w.nodes[*node as usize].parts.len().max(1) as u64;
             cost = cost
-                .saturating_add(us(self.t.catch_up))
-                .saturating_add(missed.saturating_mul(us(self.t.catch_up_per_write)))
-                .saturating_add(since_snapshot.saturating_mul(us(self.t.replay_per_write)));
+                .saturating_add(us(w.t.catch_up))
+                .saturating_add(missed.saturating_mul(us(w.t.catch_up_per_write)))
+                .saturating_add(since_snapshot.saturating_mul(us(w.t.replay_per_write)));
         }
-        self.running_op[q] = Some((op, self.now));
-        self.after(cost, Ev::OpDone { queue: q });
+        self.running[q] = Some((op, w.now));
+        w.after_model(
+            cost,
+            ModelEv {
+                code: OP_DONE,
+                a: q as u32,
+                b: 0,
+                c: 0,
+            },
+        );
     }
 
-    pub(super) fn op_done(&mut self, q: usize) {
-        let Some((op, started)) = self.running_op[q].take() else {
+    fn op_done(&mut self, w: &mut World, q: usize) {
+        let Some((op, started)) = self.running.get_mut(q).and_then(Option::take) else {
             return;
         };
         self.op_finished(&op);
         match op {
-            Op::ChangeLeader { part, from, to } => self.change_leader(part, from, to),
-            Op::RecoverTable { part, node } => self.recover_table(part, node, started),
+            Op::ChangeLeader { part, from, to } => change_leader(w, part, from, to),
+            Op::RecoverTable { part, node } => recover_table(w, part, node, started),
         }
-        self.changed();
-        self.start_op(q);
+        w.changed();
+        self.start_op(w, q);
     }
 
+    /// Queues a RecoverTable for every replica of `node` that is not loaded or is marked
+    /// dead (OpenMLDB RecoverEndpoint, or the ops tool's recoverdata).
+    pub(crate) fn recover_replicas(&mut self, w: &mut World, node: u32) {
+        let parts = w.nodes[node as usize].parts.clone();
+        for p in parts {
+            let needs = w.parts[p as usize]
+                .replicas
+                .iter()
+                .any(|r| r.node == node && (!r.loaded || r.role == Rep::Inactive));
+            if needs {
+                self.enqueue(w, Op::RecoverTable { part: p, node });
+            }
+        }
+    }
+
+    /// Cancels the queued (not running) leader moves away from `node` (OpenMLDB CancelOP).
+    fn cancel_moves_from(&mut self, w: &mut World, node: u32) {
+        let mut cancelled = Vec::new();
+        for q in &mut self.queues {
+            q.retain(|op| {
+                let away = matches!(op, Op::ChangeLeader { from, .. } if *from == node);
+                if away {
+                    cancelled.push(op.clone());
+                }
+                !away
+            });
+        }
+        for op in &cancelled {
+            self.op_finished(op);
+        }
+        for q in 0..self.queues.len() {
+            self.start_op(w, q);
+        }
+    }
+
+    /// OpenMLDB's offline procedure: move leaders off `node`, mark its replicas dead.
+    fn auto_offline(&mut self, w: &mut World, node: u32) {
+        self.auto_offlined[node as usize] = true;
+        let parts = w.nodes[node as usize].parts.clone();
+        for p in parts {
+            let is_leader = w.primary(p).is_some_and(|r| r.node == node);
+            if is_leader {
+                self.enqueue(
+                    w,
+                    Op::ChangeLeader {
+                        part: p,
+                        from: node,
+                        to: None,
+                    },
+                );
+            } else if let Some(r) = w.parts[p as usize]
+                .replicas
+                .iter_mut()
+                .find(|r| r.node == node)
+            {
+                r.role = Rep::Inactive;
+            }
+            w.touch(p);
+        }
+    }
+
+    /// The first op queued or running that concerns `node` (or any op), described.
+    fn describe(&self, w: &World, node: Option<u32>) -> Option<String> {
+        let mentions = |op: &&Op| node.is_none_or(|n| op.nodes().contains(&Some(n)));
+        let name = |n: u32| w.nodes[n as usize].id.to_string();
+        let op = self
+            .running
+            .iter()
+            .flatten()
+            .map(|(op, _)| op)
+            .find(mentions)
+            .map(|op| (op, "running"))
+            .or_else(|| {
+                self.queues
+                    .iter()
+                    .flatten()
+                    .find(mentions)
+                    .map(|op| (op, "queued"))
+            })?;
+        Some(match op {
+            (Op::ChangeLeader { part, from, to }, state) => format!(
+                "ChangeLeader of partition {part} from {} to {} is {state}",
+                name(*from),
+                to.map_or_else(|| "any follower".to_string(), name)
+            ),
+            (Op::RecoverTable { part, node }, state) => {
+                format!(
+                    "RecoverTable of partition {part} on {} is {state}",
+                    name(*node)
+                )
+            }
+        })
+    }
+}
+
+impl Model for OpenMldb {
+    fn profile(&self) -> Profile {
+        Profile {
+            flavor: Flavor::OpenMldb,
+            write_quorum: 1,
+            synchronous: false,
+            lease_drops_replicas: false,
+            data_survives_restart: false,
+            early_start_exits: true,
+            partition_prefix: "t1.",
+            min_serving: 1,
+            config_files: &[
+                "conf/nameserver.flags",
+                "conf/tablet.flags",
+                "conf/apiserver.flags",
+                "conf/taskmanager.properties",
+            ],
+        }
+    }
+
+    fn knobs(&self, procedure: Procedure) -> Vec<Knob> {
+        match procedure {
+            Procedure::HighAvailability => vec![Knob::rollout("auto_failover", "false")],
+            _ => Vec::new(),
+        }
+    }
+
+    fn start(&mut self, _: &mut World) {}
+
+    fn on_event(&mut self, w: &mut World, ev: ModelEv) {
+        match ev.code {
+            OP_DONE => self.op_done(w, ev.a as usize),
+            AUTO_OFFLINE => {
+                let node = ev.a;
+                let n = &w.nodes[node as usize];
+                if n.boot == ev.c
+                    && n.offline
+                    && !self.auto_offlined[node as usize]
+                    && w.knob("auto_failover") == "true"
+                {
+                    self.auto_offline(w, node);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A tablet's process is gone: its memory tables with it (the kernel unloads them); its
+    /// leaderships stay in the nameserver's metadata until someone moves them.
+    fn data_node_gone(&mut self, w: &mut World, node: u32) {
+        let parts = w.nodes[node as usize].parts.clone();
+        for p in parts {
+            for r in w.parts[p as usize]
+                .replicas
+                .iter_mut()
+                .filter(|r| r.node == node && r.role == Rep::Learner)
+            {
+                r.role = Rep::Inactive;
+            }
+        }
+    }
+
+    /// The tablet's ZooKeeper session expired: `tablet_heartbeat_timeout` later, auto failover
+    /// runs the offline procedure.
+    fn data_node_detected(&mut self, w: &mut World, node: u32) {
+        let boot = w.nodes[node as usize].boot;
+        let d = us(w.t.heartbeat_timeout);
+        w.after_model(
+            d,
+            ModelEv {
+                code: AUTO_OFFLINE,
+                a: node,
+                b: 0,
+                c: boot,
+            },
+        );
+    }
+
+    /// A tablet's ZooKeeper node is there again. With auto_failover on, a restarted tablet
+    /// (`startup_` prefix) gets the offline procedure if it had not yet, then
+    /// RecoverEndpoint; a session blip within the heartbeat timeout changes nothing.
+    fn data_node_registered(&mut self, w: &mut World, node: u32, fresh_start: bool) {
+        let was_auto = std::mem::take(&mut self.auto_offlined[node as usize]);
+        if w.knob("auto_failover") != "true" || !(fresh_start || was_auto) {
+            return;
+        }
+        if !was_auto {
+            self.auto_offline(w, node);
+            self.auto_offlined[node as usize] = false;
+        }
+        self.recover_replicas(w, node);
+    }
+
+    fn leader_elected(&mut self, w: &mut World) {
+        for q in 0..self.queues.len() {
+            self.start_op(w, q);
+        }
+    }
+
+    /// pre-upgrade as upstream: for each partition it leads, an unfenced ChangeLeader to the
+    /// follower with the highest offset; clients keep writing to the old leader until they
+    /// re-route (openmldb.md 2.5).
+    fn drain(&mut self, w: &mut World, node: u32) {
+        if w.nodes[node as usize].kind != RoleKind::Data || w.nodes[node as usize].draining {
+            return;
+        }
+        w.nodes[node as usize].draining = true;
+        let led: Vec<u32> = w.nodes[node as usize]
+            .parts
+            .iter()
+            .copied()
+            .filter(|&p| w.primary(p).is_some_and(|r| r.node == node))
+            .collect();
+        self.led[node as usize] = led.clone();
+        for p in led {
+            self.enqueue(
+                w,
+                Op::ChangeLeader {
+                    part: p,
+                    from: node,
+                    to: None,
+                },
+            );
+        }
+    }
+
+    /// recoverdata for every replica not loaded, then post-upgrade: ChangeLeader back (an
+    /// explicit candidate, whatever its offset), then RecoverTable of the displaced leader,
+    /// which the nameserver marked not alive.
+    fn rejoin(&mut self, w: &mut World, node: u32) {
+        let i = node as usize;
+        if !w.nodes[i].draining && self.led[i].is_empty() {
+            return;
+        }
+        if !w.nodes[i].up() {
+            // Not back yet: nothing to give it; `rejoined` keeps waiting.
+            return;
+        }
+        w.nodes[i].draining = false;
+        // A drain that never finished (the node was skipped) must not block the queues.
+        self.cancel_moves_from(w, node);
+        self.recover_replicas(w, node);
+        for p in std::mem::take(&mut self.led[i]) {
+            let from = w.primary(p).map(|r| r.node);
+            if let Some(from) = from.filter(|&f| f != node) {
+                self.enqueue(
+                    w,
+                    Op::ChangeLeader {
+                        part: p,
+                        from,
+                        to: Some(node),
+                    },
+                );
+                self.enqueue(
+                    w,
+                    Op::RecoverTable {
+                        part: p,
+                        node: from,
+                    },
+                );
+            }
+        }
+        w.changed();
+    }
+
+    fn drained(&self, w: &World, node: u32, describe: bool) -> Health {
+        let n = &w.nodes[node as usize];
+        if n.counts.primaries > 0 {
+            return Health::Waiting(if describe {
+                format!(
+                    "node {} is still leader of {} partitions",
+                    n.id, n.counts.primaries
+                )
+            } else {
+                String::new()
+            });
+        }
+        match self.pending(w, Some(node)) {
+            Some(op) => Health::Waiting(op),
+            None => Health::Healthy,
+        }
+    }
+
+    fn pending(&self, w: &World, node: Option<u32>) -> Option<String> {
+        match node {
+            Some(n) if self.node_ops[n as usize] == 0 => None,
+            None if !self.ops_pending() => None,
+            _ => self.describe(w, node),
+        }
+    }
+
+    fn stopped(&self, w: &World, node: u32) -> Option<String> {
+        let n = &w.nodes[node as usize];
+        (n.kind == RoleKind::Data && !n.offline).then(|| {
+            format!(
+                "tablet {} still has a ZooKeeper session; the nameserver has not seen it offline",
+                n.id
+            )
+        })
+    }
+
+    /// With auto failover off nothing reloads a tablet that restarted on its own.
+    fn cluster_health(&self, w: &World) -> Option<Health> {
+        if w.knob("auto_failover") != "false" {
+            return None;
+        }
+        let stranded = w.nodes.iter().enumerate().find(|(i, n)| {
+            n.kind == RoleKind::Data
+                && !n.draining
+                && self.led[*i].is_empty()
+                && n.counts.unloaded > 0
+        })?;
+        Some(Health::failed(format!(
+            "tablet {} restarted outside the rollout and auto_failover is off, so nothing \
+             reloads its replicas: recover them (recoverdata) or abort to turn auto_failover \
+             back on",
+            stranded.1.id
+        )))
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+impl World {
     /// SelectLeader, ChangeLeader, UpdateLeaderInfo: followers adopt the new term (they hold
     /// what replication carried until now), the candidate becomes leader, the old leader is
     /// marked not alive and, if its process still runs, keeps taking the writes of clients that
     /// have not re-routed yet.
-    fn change_leader(&mut self, part: u32, from: u32, to: Option<u32>) {
+    fn change_leader_op(&mut self, part: u32, from: u32, to: Option<u32>) {
         self.replicate(part);
         let p = &self.parts[part as usize];
         let candidates: Vec<usize> = p
@@ -164,7 +536,7 @@ impl World {
     /// leader re-ships the rest), is marked alive while the tail it missed during the op is
     /// still streaming, and follows the leader from then on. A leader with no other leader to
     /// follow reloads its own binlog.
-    fn recover_table(&mut self, part: u32, node: u32, started: Us) {
+    fn recover_table_op(&mut self, part: u32, node: u32, started: Us) {
         if !self.nodes[node as usize].up() {
             self.touch(part);
             return;
@@ -204,134 +576,12 @@ impl World {
         }
         self.touch(part);
     }
+}
 
-    /// The first op queued or running that concerns `node` (or any op), described.
-    pub(crate) fn pending_op(&self, node: Option<u32>) -> Option<String> {
-        if let Some(n) = node
-            && self.nodes[n as usize].ops == 0
-        {
-            return None;
-        }
-        let mentions = |op: &&Op| node.is_none_or(|n| op.nodes().contains(&Some(n)));
-        let name = |n: u32| self.nodes[n as usize].id.to_string();
-        let op = self
-            .running_op
-            .iter()
-            .flatten()
-            .map(|(op, _)| op)
-            .find(mentions)
-            .map(|op| (op, "running"))
-            .or_else(|| {
-                self.ops
-                    .iter()
-                    .flatten()
-                    .find(mentions)
-                    .map(|op| (op, "queued"))
-            })?;
-        Some(match op {
-            (Op::ChangeLeader { part, from, to }, state) => format!(
-                "ChangeLeader of partition {part} from {} to {} is {state}",
-                name(*from),
-                to.map_or_else(|| "any follower".to_string(), name)
-            ),
-            (Op::RecoverTable { part, node }, state) => {
-                format!(
-                    "RecoverTable of partition {part} on {} is {state}",
-                    name(*node)
-                )
-            }
-        })
-    }
+fn change_leader(w: &mut World, part: u32, from: u32, to: Option<u32>) {
+    w.change_leader_op(part, from, to);
+}
 
-    /// Queues a RecoverTable for every replica of `node` that is not loaded or is marked
-    /// dead (OpenMLDB RecoverEndpoint, or the ops tool's recoverdata).
-    pub(crate) fn recover_replicas(&mut self, node: u32) {
-        let parts = self.nodes[node as usize].parts.clone();
-        for p in parts {
-            let needs = self.parts[p as usize]
-                .replicas
-                .iter()
-                .any(|r| r.node == node && (!r.loaded || r.role == Rep::Inactive));
-            if needs {
-                self.enqueue(Op::RecoverTable { part: p, node });
-            }
-        }
-    }
-
-    /// Cancels the queued (not running) leader moves away from `node` (OpenMLDB CancelOP).
-    pub(crate) fn cancel_moves_from(&mut self, node: u32) {
-        let mut cancelled = Vec::new();
-        for q in &mut self.ops {
-            q.retain(|op| {
-                let away = matches!(op, Op::ChangeLeader { from, .. } if *from == node);
-                if away {
-                    cancelled.push(op.clone());
-                }
-                !away
-            });
-        }
-        for op in &cancelled {
-            self.op_finished(op);
-        }
-        for q in 0..self.ops.len() {
-            self.start_op(q);
-        }
-    }
-
-    /// A tablet's process is gone: its memory tables with it. Its leaderships stay in the
-    /// nameserver's metadata until someone moves them.
-    pub(super) fn openmldb_tablet_gone(&mut self, node: u32) {
-        let parts = self.nodes[node as usize].parts.clone();
-        for p in parts {
-            for r in self.parts[p as usize]
-                .replicas
-                .iter_mut()
-                .filter(|r| r.node == node)
-            {
-                if r.role == Rep::Learner {
-                    r.role = Rep::Inactive;
-                }
-                r.loaded = false;
-            }
-        }
-    }
-
-    /// A tablet's ZooKeeper node is there again. With auto_failover on, a restarted tablet
-    /// (`startup_` prefix) gets the offline procedure if it had not yet, then RecoverEndpoint;
-    /// a session blip within the heartbeat timeout changes nothing.
-    pub(super) fn openmldb_tablet_registered(&mut self, node: u32, fresh_start: bool) {
-        let was_auto = self.nodes[node as usize].auto_offlined;
-        self.nodes[node as usize].auto_offlined = false;
-        if self.knob("auto_failover") != "true" || !(fresh_start || was_auto) {
-            return;
-        }
-        if !was_auto {
-            self.auto_offline(node);
-            self.nodes[node as usize].auto_offlined = false;
-        }
-        self.recover_replicas(node);
-    }
-
-    /// OpenMLDB's offline procedure: move leaders off `node`, mark its replicas dead.
-    pub(super) fn auto_offline(&mut self, node: u32) {
-        self.nodes[node as usize].auto_offlined = true;
-        let parts = self.nodes[node as usize].parts.clone();
-        for p in parts {
-            let is_leader = self.primary(p).is_some_and(|r| r.node == node);
-            if is_leader {
-                self.enqueue(Op::ChangeLeader {
-                    part: p,
-                    from: node,
-                    to: None,
-                });
-            } else if let Some(r) = self.parts[p as usize]
-                .replicas
-                .iter_mut()
-                .find(|r| r.node == node)
-            {
-                r.role = Rep::Inactive;
-            }
-            self.touch(p);
-        }
-    }
+fn recover_table(w: &mut World, part: u32, node: u32, started: Us) {
+    w.recover_table_op(part, node, started);
 }

@@ -9,9 +9,140 @@
 //! below `min_live_node_count_for_unfreeze` or `node_live_percentage_threshold_for_update`
 //! alive replica servers (`src/meta/meta_service.cpp`, `server_state.cpp`, `greedy_load_balancer`).
 
-use rollout_core::RoleKind;
+use std::any::Any;
 
-use super::{Ev, Rep, Replica, Us, World, us};
+use rollout_core::{Health, Knob, Procedure, RoleKind};
+
+use super::{Ev, Model, ModelEv, Profile, Rep, Replica, Us, World, us};
+use crate::config::Flavor;
+
+/// The Pegasus meta server's decisions (it keeps no state of its own: proposals and
+/// reconfigurations live on the partitions).
+#[derive(Debug, Default)]
+pub(crate) struct Pegasus;
+
+const TICK: u8 = 0;
+const LEARN_DONE: u8 = 1;
+
+impl Model for Pegasus {
+    fn profile(&self) -> Profile {
+        Profile {
+            flavor: Flavor::Pegasus,
+            write_quorum: 2,
+            synchronous: true,
+            lease_drops_replicas: true,
+            data_survives_restart: true,
+            early_start_exits: false,
+            partition_prefix: "1.",
+            min_serving: 2,
+            config_files: &["config.ini"],
+        }
+    }
+
+    fn knobs(&self, procedure: Procedure) -> Vec<Knob> {
+        match procedure {
+            Procedure::HighAvailability => vec![
+                Knob::rollout("meta_level", "steady"),
+                Knob::rollout("meta.lb.assign_delay_ms", "3600000"),
+                Knob::rollout("meta.lb.add_secondary_enable_flow_control", "true"),
+                Knob::wave("meta.lb.add_secondary_max_count_for_one_node", "0").then("100"),
+            ],
+            _ => vec![Knob::rollout("meta_level", "steady")],
+        }
+    }
+
+    fn start(&mut self, w: &mut World) {
+        let tick = us(w.t.tick);
+        w.after_model(
+            tick,
+            ModelEv {
+                code: TICK,
+                a: 0,
+                b: 0,
+                c: 0,
+            },
+        );
+    }
+
+    fn on_event(&mut self, w: &mut World, ev: ModelEv) {
+        match ev.code {
+            TICK => {
+                w.meta_tick();
+                let tick = us(w.t.tick);
+                w.after_model(
+                    tick,
+                    ModelEv {
+                        code: TICK,
+                        a: 0,
+                        b: 0,
+                        c: 0,
+                    },
+                );
+            }
+            LEARN_DONE => w.learn_done(ev.a, ev.b, ev.c),
+            _ => {}
+        }
+    }
+
+    fn data_node_gone(&mut self, w: &mut World, node: u32) {
+        w.replica_server_gone(node);
+    }
+
+    fn data_node_detected(&mut self, _: &mut World, _: u32) {
+        // The next tick promotes and cures.
+    }
+
+    fn data_node_registered(&mut self, _: &mut World, _: u32, _: bool) {}
+
+    fn leader_elected(&mut self, w: &mut World) {
+        // Meta levels and meta.lb.* values live in the leader's memory: a new leader starts
+        // from its config.
+        w.knobs = w.knob_defaults.clone();
+    }
+
+    fn drain(&mut self, w: &mut World, node: u32) {
+        // The proposals run at the next ticks, one per partition at a time.
+        w.nodes[node as usize].draining = true;
+        w.nodes[node as usize].move_only = false;
+    }
+
+    fn rejoin(&mut self, w: &mut World, node: u32) {
+        // add-secondary is back on (a knob): the meta cures the node's replicas by itself.
+        w.nodes[node as usize].draining = false;
+        w.nodes[node as usize].move_only = false;
+    }
+
+    fn drained(&self, w: &World, node: u32, describe: bool) -> Health {
+        let n = &w.nodes[node as usize];
+        match n.counts.members {
+            0 => Health::Healthy,
+            busy => Health::Waiting(if describe {
+                format!(
+                    "node {} is still primary or secondary of {busy} partitions",
+                    n.id
+                )
+            } else {
+                String::new()
+            }),
+        }
+    }
+
+    fn pending(&self, _: &World, _: Option<u32>) -> Option<String> {
+        None
+    }
+
+    fn stopped(&self, _: &World, _: u32) -> Option<String> {
+        None
+    }
+
+    fn cluster_health(&self, _: &World) -> Option<Health> {
+        None
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
 
 impl World {
     /// The meta freezes (no proposals, no cure) with fewer than `min_live` replica servers
@@ -41,7 +172,7 @@ impl World {
     }
 
     /// Meta tick: run one proposal per partition of each draining node, promote, cure.
-    pub(super) fn pegasus_tick(&mut self) {
+    fn meta_tick(&mut self) {
         if self.leader.is_none() || self.frozen() {
             return;
         }
@@ -120,7 +251,7 @@ impl World {
     /// A replica server's process is gone: its secondaries are kicked out by the primary at
     /// the next write (reconciliation blocks writes meanwhile) and its learns die; its
     /// primaries stay until the meta declares it dead.
-    pub(super) fn pegasus_replica_server_gone(&mut self, node: u32) {
+    fn replica_server_gone(&mut self, node: u32) {
         let parts = self.nodes[node as usize].parts.clone();
         for p in parts {
             let mut secondary_lost = false;
@@ -142,23 +273,6 @@ impl World {
                 self.reconfigure(p, false);
             }
         }
-    }
-
-    /// A replica server that saw no meta for fd_lease turns its replicas inactive.
-    pub(super) fn drop_replicas(&mut self, n: u32) {
-        let parts = self.nodes[n as usize].parts.clone();
-        for p in parts {
-            self.replicate(p);
-            for r in self.parts[p as usize]
-                .replicas
-                .iter_mut()
-                .filter(|r| r.node == n && r.role != Rep::Inactive)
-            {
-                r.role = Rep::Inactive;
-            }
-            self.touch(p);
-        }
-        self.changed();
     }
 
     /// The meta promotes a secondary where the primary's node is dead; where every member
@@ -247,12 +361,13 @@ impl World {
                 .saturating_add(missed.saturating_mul(us(self.t.catch_up_per_write)));
             self.parts[p as usize].replicas[i].role = Rep::Learner;
             let boot = self.nodes[n as usize].boot;
-            self.after(
+            self.after_model(
                 cost,
-                Ev::LearnDone {
-                    part: p,
-                    node: n,
-                    boot,
+                ModelEv {
+                    code: LEARN_DONE,
+                    a: p,
+                    b: u64::from(n),
+                    c: boot,
                 },
             );
             self.changed();
@@ -294,12 +409,13 @@ impl World {
         self.nodes[t as usize].parts.push(p);
         let cost = us(self.t.copy);
         let boot = self.nodes[t as usize].boot;
-        self.after(
+        self.after_model(
             cost,
-            Ev::LearnDone {
-                part: p,
-                node: t,
-                boot,
+            ModelEv {
+                code: LEARN_DONE,
+                a: p,
+                b: u64::from(t),
+                c: boot,
             },
         );
         self.touch(p);
@@ -308,7 +424,8 @@ impl World {
 
     /// A learn finished: the learner holds everything the primary has and becomes a
     /// secondary. A learn whose process went away (or restarted) died with it.
-    pub(super) fn learn_done(&mut self, part: u32, node: u32, boot: u64) {
+    fn learn_done(&mut self, part: u32, node: u64, boot: u64) {
+        let node = node as u32;
         let Some(i) = self.parts[part as usize]
             .replicas
             .iter()

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::{Op, Rep, Us, us};
+use super::{Op, OpenMldb, Rep, Us, us};
 use crate::{ClientLoad, Flavor, SimBuilder};
 
 /// Writes flow from 0 to `stop_ms`; the follower chosen is cut off from replication at
@@ -51,11 +51,12 @@ fn forced_promotion_loses_what_the_candidate_lacks(seed: u64, cut_ms: u64, stop_
                 .iter()
                 .find(|r| r.node == follower)
                 .map_or(0, |r| r.log.len() as u64);
-            w.enqueue(Op::ChangeLeader {
+            let op = Op::ChangeLeader {
                 part: 0,
                 from: leader,
                 to: Some(follower),
-            });
+            };
+            OpenMldb::with(&mut w, |m, w| m.enqueue(w, op)).expect("an OpenMLDB world");
             acked - have
         };
         tokio::time::sleep(Duration::from_secs(30)).await;

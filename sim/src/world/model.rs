@@ -1,0 +1,102 @@
+//! The seam between the shared kernel and a flavor's control plane.
+//!
+//! The kernel ([`World`]) owns time, processes, failure detection, partitions and their
+//! replicas, the clients and the ledger. A [`Model`] owns what one upstream system adds: its
+//! coordinator's decisions (Pegasus's meta: proposals, promotion, cure; OpenMLDB's
+//! nameserver: op queues, auto failover), its own state and its own events. The kernel calls
+//! a model only from its event loop and from the cluster's control calls, never from a
+//! function a model itself calls, so a model may use any kernel helper. A new flavor is a new
+//! `Model`; it touches neither the kernel nor the other flavors.
+
+use std::any::Any;
+
+use rollout_core::{Health, Knob, Procedure};
+
+use super::World;
+use crate::config::Flavor;
+
+/// A model's own scheduled event: a code the model defines and three operands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct ModelEv {
+    pub(crate) code: u8,
+    pub(crate) a: u32,
+    pub(crate) b: u64,
+    pub(crate) c: u64,
+}
+
+/// What the kernel needs to know of a flavor up front.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Profile {
+    /// Which system this models, for reports.
+    pub(crate) flavor: Flavor,
+    /// Writes need the primary and this many serving members at most (fewer when the table
+    /// has fewer replicas): PacificA's `mutation_2pc_min_replica_count` 2; OpenMLDB's leader
+    /// alone, 1.
+    pub(crate) write_quorum: usize,
+    /// Every member has a write before it is acknowledged (PacificA); otherwise followers
+    /// receive it after the replication lag.
+    pub(crate) synchronous: bool,
+    /// A data node whose coordinator is silent for the lease drops its replicas (Pegasus
+    /// `fd_lease_seconds`).
+    pub(crate) lease_drops_replicas: bool,
+    /// A data node's process keeps its data across a restart (Pegasus: on disk); otherwise its
+    /// replicas must be reloaded (OpenMLDB memory tables).
+    pub(crate) data_survives_restart: bool,
+    /// A data node started before the coordinator saw it offline exits (OpenMLDB's
+    /// ZNODEEXISTS, issue #2439).
+    pub(crate) early_start_exits: bool,
+    /// The partition id prefix the topology shows (`1.` for app 1, `t1.` for table 1).
+    pub(crate) partition_prefix: &'static str,
+    /// Members a partition needs to keep serving (core `Topology::min_serving`).
+    pub(crate) min_serving: u32,
+    /// The config files its servers read.
+    pub(crate) config_files: &'static [&'static str],
+}
+
+/// A flavor's control plane; see the module docs.
+pub(crate) trait Model: Send + std::fmt::Debug + 'static {
+    fn profile(&self) -> Profile;
+
+    /// The knobs a rollout of `procedure` holds.
+    fn knobs(&self, procedure: Procedure) -> Vec<Knob>;
+
+    /// Called once the world is built (schedule the first tick, ...).
+    fn start(&mut self, w: &mut World);
+
+    /// One of the model's own events is due.
+    fn on_event(&mut self, w: &mut World, ev: ModelEv);
+
+    /// A data node's process is gone (it served until now).
+    fn data_node_gone(&mut self, w: &mut World, node: u32);
+
+    /// The coordinator declared a data node dead (Pegasus) or offline (OpenMLDB).
+    fn data_node_detected(&mut self, w: &mut World, node: u32);
+
+    /// A data node attached again; `fresh_start` when its process restarted since it last
+    /// attached.
+    fn data_node_registered(&mut self, w: &mut World, node: u32, fresh_start: bool);
+
+    /// A coordinator leader was elected.
+    fn leader_elected(&mut self, w: &mut World);
+
+    /// The rollout's drain of a data node.
+    fn drain(&mut self, w: &mut World, node: u32);
+
+    /// The rollout's rejoin of a data node that serves again.
+    fn rejoin(&mut self, w: &mut World, node: u32);
+
+    /// Whether the drain of a data node has taken effect (reasons only when `describe`).
+    fn drained(&self, w: &World, node: u32, describe: bool) -> Health;
+
+    /// Work the coordinator still has queued or running for `node` (or for any node),
+    /// described; `None` when there is none.
+    fn pending(&self, w: &World, node: Option<u32>) -> Option<String>;
+
+    /// What keeps a stopped data node from counting as stopped, if anything.
+    fn stopped(&self, w: &World, node: u32) -> Option<String>;
+
+    /// A cluster-wide reason the cluster is not healthy that the kernel cannot see.
+    fn cluster_health(&self, w: &World) -> Option<Health>;
+
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}

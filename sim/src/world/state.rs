@@ -1,0 +1,188 @@
+//! What the kernel keeps per replica, partition and node.
+
+use rollout_core::{NodeId, RoleKind};
+
+use super::{Log, Us};
+
+/// A replica's state as the coordinator records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rep {
+    Primary,
+    Secondary,
+    Learner,
+    Inactive,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Replica {
+    pub(crate) node: u32,
+    pub(crate) role: Rep,
+    /// The data is in the process (OpenMLDB memory tables; Pegasus while the process runs).
+    pub(crate) loaded: bool,
+    /// The writes this replica has applied.
+    pub(crate) log: Log,
+    /// OpenMLDB: marked alive by RecoverTable while still behind; it receives nothing new
+    /// from the leader before this instant.
+    pub(crate) behind_until: Us,
+}
+
+impl Replica {
+    pub(crate) fn new(node: u32, role: Rep) -> Self {
+        Self {
+            node,
+            role,
+            loaded: true,
+            log: Log::default(),
+            behind_until: 0,
+        }
+    }
+}
+
+/// Per-node counters a partition contributes to (kept by [`World::touch`]).
+pub(super) const F_PRIMARY: u8 = 1;
+pub(super) const F_MEMBER: u8 = 2;
+pub(super) const F_NOT_BACK: u8 = 4;
+pub(super) const F_UNLOADED: u8 = 8;
+pub(super) const F_LEARNER: u8 = 16;
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Part {
+    pub(crate) replicas: Vec<Replica>,
+    pub(crate) wanted: u8,
+    /// The next write's sequence number.
+    pub(crate) next_seq: u32,
+    /// Sequence numbers of the writes acknowledged to clients, increasing.
+    pub(crate) acked: Vec<u32>,
+    /// A reconfiguration is running: writes wait until then.
+    pub(crate) write_block_until: Us,
+    /// A primary change is running: reads wait too.
+    pub(crate) read_block_until: Us,
+    /// Pegasus: the meta runs at most one proposal per partition; the next waits for this.
+    pub(crate) busy_until: Us,
+    /// OpenMLDB: a deposed leader clients still write to, until the time given.
+    pub(crate) stale_leader: Option<(u32, Us)>,
+    pub(crate) unavailable_since: Option<Us>,
+    pub(crate) healthy: bool,
+    /// What this partition adds to each node's counters, as of the last touch.
+    pub(crate) contrib: Vec<(u32, u8)>,
+}
+
+/// A node's counters over its partitions, for conditions that must not scan them.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Counts {
+    pub(crate) primaries: u32,
+    pub(crate) members: u32,
+    pub(crate) not_back: u32,
+    pub(crate) unloaded: u32,
+    pub(crate) learners: u32,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct NodeS {
+    pub(crate) id: NodeId,
+    pub(crate) role: &'static str,
+    pub(crate) kind: RoleKind,
+    pub(crate) rank: u32,
+    pub(crate) zone: Option<String>,
+    /// The process exists.
+    pub(crate) running: bool,
+    /// The process serves (start and replay finished).
+    pub(crate) serving: bool,
+    /// The coordinator considers it alive.
+    pub(crate) attached: bool,
+    /// The coordinator has noticed it is gone (Pegasus dead, OpenMLDB kOffline).
+    pub(crate) offline: bool,
+    /// Its beacons (Pegasus) or ZooKeeper session (OpenMLDB) reach the coordinator.
+    pub(crate) beaconing: bool,
+    /// Bumped whenever `beaconing` changes: detection and attach events carry it.
+    pub(crate) fd_epoch: u64,
+    /// The boot the coordinator last saw attach.
+    pub(crate) attached_boot: u64,
+    pub(crate) boot: u64,
+    pub(crate) version: String,
+    pub(crate) digest: String,
+    pub(crate) staged: Option<(String, String)>,
+    pub(crate) parts: Vec<u32>,
+    pub(crate) counts: Counts,
+    pub(crate) unflushed: u64,
+    pub(crate) flush_done: Option<Us>,
+    pub(crate) draining: bool,
+    /// The drain moves only its primaries (the upstream Pegasus script's migrate step).
+    pub(crate) move_only: bool,
+    pub(crate) contact_lost_until: Us,
+    /// When the process last went away.
+    pub(crate) down_since: Us,
+    pub(crate) restarts: u32,
+    pub(crate) crashes: u32,
+    pub(crate) fail_start: bool,
+    /// Why the last process exited on its own, if it did.
+    pub(crate) exit_reason: Option<String>,
+    pub(crate) slow_start: Us,
+    pub(crate) stuck_drain: bool,
+}
+
+impl NodeS {
+    pub(crate) fn new(
+        id: NodeId,
+        role: &'static str,
+        kind: RoleKind,
+        rank: u32,
+        zone: Option<String>,
+    ) -> Self {
+        Self {
+            id,
+            role,
+            kind,
+            rank,
+            zone,
+            running: true,
+            serving: true,
+            attached: true,
+            offline: false,
+            beaconing: true,
+            fd_epoch: 0,
+            attached_boot: 1,
+            boot: 1,
+            version: "1.0.0".into(),
+            digest: "initial".into(),
+            staged: None,
+            parts: Vec::new(),
+            counts: Counts::default(),
+            unflushed: 0,
+            flush_done: None,
+            draining: false,
+            move_only: false,
+            contact_lost_until: 0,
+            down_since: 0,
+            restarts: 0,
+            crashes: 0,
+            fail_start: false,
+            exit_reason: None,
+            slow_start: 0,
+            stuck_drain: false,
+        }
+    }
+
+    pub(crate) fn up(&self) -> bool {
+        self.running && self.serving
+    }
+
+    /// An elected coordinator role (not the taskmanager, which has its own election).
+    pub(crate) fn is_elected_coordinator(&self) -> bool {
+        self.kind == RoleKind::Coordinator && self.role != "taskmanager"
+    }
+}
+
+pub(super) fn add_counts(c: &mut Counts, f: u8, add: bool) {
+    let step = |v: &mut u32, on: bool| {
+        if on {
+            *v = if add { *v + 1 } else { v.saturating_sub(1) };
+        }
+    };
+    step(&mut c.primaries, f & F_PRIMARY != 0);
+    step(&mut c.members, f & F_MEMBER != 0);
+    step(&mut c.not_back, f & F_NOT_BACK != 0);
+    step(&mut c.unloaded, f & F_UNLOADED != 0);
+    step(&mut c.learners, f & F_LEARNER != 0);
+}
+
