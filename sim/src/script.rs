@@ -13,6 +13,9 @@ use tokio::time::sleep;
 
 use crate::cluster::SimCluster;
 use crate::config::Flavor;
+use std::sync::Arc;
+
+use crate::world::waits::CondFn;
 use crate::world::{Op, OpenMldb, Rep, World};
 
 /// How long a wait with no timeout in the upstream tool runs here before the run is reported
@@ -65,17 +68,42 @@ async fn poll(
     sim: &SimCluster,
     every: Duration,
     limit: Duration,
-    done: impl Fn(&SimCluster) -> bool,
+    done: impl Fn(&World) -> bool + Send + Sync + 'static,
 ) -> bool {
+    let done: CondFn = Arc::new(done);
+    // The world records when the condition first held; the lower bound counts the rest of
+    // the poll interval as idle.
+    let _watch = Watch::new(sim, done.clone());
     let end = tokio::time::Instant::now() + limit;
     loop {
-        if done(sim) {
+        if done(&sim.lock()) {
             return true;
         }
         if tokio::time::Instant::now() >= end {
             return false;
         }
         sleep(every).await;
+    }
+}
+
+/// A driver's condition registered with the world for as long as it is polled.
+struct Watch<'a> {
+    sim: &'a SimCluster,
+    id: u64,
+}
+
+impl<'a> Watch<'a> {
+    fn new(sim: &'a SimCluster, cond: CondFn) -> Self {
+        let id = sim.lock().waits.register_fn(cond);
+        Self { sim, id }
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        let mut w = self.sim.lock();
+        let now = w.now;
+        w.waits.finish(self.id, now);
     }
 }
 
@@ -88,8 +116,9 @@ async fn restart(
 ) -> Result<(), String> {
     let node = sim.node(id).ok_or_else(|| format!("unknown node {id}"))?;
     command(&format!("stop {id}"), async || node.stop().await).await?;
-    let stopped = poll(sim, one_second(), Duration::from_secs(60), |s| {
-        !s.lock().nodes.iter().any(|n| &n.id == id && n.running)
+    let gone = id.clone();
+    let stopped = poll(sim, one_second(), Duration::from_secs(60), move |w| {
+        !w.nodes.iter().any(|n| n.id == gone && n.running)
     })
     .await;
     if !stopped {
@@ -125,6 +154,10 @@ async fn pegasus(sim: &SimCluster, change: &Change) -> Result<(), String> {
         .await?;
         // migrate_node every 10th second, `nodes -d` primary count every second, 29 polls;
         // a timeout is only logged.
+        let led_nothing = Watch::new(
+            sim,
+            Arc::new(move |w: &World| w.nodes[i as usize].counts.primaries == 0),
+        );
         for s in 0..29 {
             if s % 10 == 0 {
                 let mut w = sim.call("migrate_node").await.map_err(|e| e.to_string())?;
@@ -136,7 +169,12 @@ async fn pegasus(sim: &SimCluster, change: &Change) -> Result<(), String> {
                 break;
             }
         }
+        drop(led_nothing);
         // downgrade_node at second 0 and 50, replica count polled up to 89 times.
+        let serves_nothing = Watch::new(
+            sim,
+            Arc::new(move |w: &World| w.nodes[i as usize].counts.members == 0),
+        );
         for s in 0..89 {
             if s == 0 || s == 50 {
                 let mut w = sim
@@ -150,10 +188,10 @@ async fn pegasus(sim: &SimCluster, change: &Change) -> Result<(), String> {
                 break;
             }
         }
+        drop(serves_nothing);
         // replica.kill_partition for each downgraded gpid, then poll the replica counters.
         command("replica.kill_partition", async || sim.quiesce(&id).await).await?;
-        poll(sim, one_second(), Duration::from_secs(90), |s| {
-            let w = s.lock();
+        poll(sim, one_second(), Duration::from_secs(90), move |w| {
             w.nodes[i as usize].flush_done.is_some_and(|t| t <= w.now)
         })
         .await;
@@ -164,8 +202,7 @@ async fn pegasus(sim: &SimCluster, change: &Change) -> Result<(), String> {
             w.nodes[i as usize].move_only = false;
         }
         // `nodes -d` until ALIVE: no timeout upstream.
-        let alive = poll(sim, one_second(), FOREVER, |s| {
-            let w = s.lock();
+        let alive = poll(sim, one_second(), FOREVER, move |w| {
             let n = &w.nodes[i as usize];
             n.up() && n.attached
         })
@@ -184,10 +221,7 @@ async fn pegasus(sim: &SimCluster, change: &Change) -> Result<(), String> {
         )
         .await?;
         // `ls -d` until every app is fully healthy: no timeout upstream.
-        let healthy = poll(sim, one_second(), FOREVER, |s| {
-            s.lock().unhealthy.is_empty()
-        })
-        .await;
+        let healthy = poll(sim, one_second(), FOREVER, |w| w.unhealthy.is_empty()).await;
         if !healthy {
             return Err(format!(
                 "the cluster never became fully healthy after {id}; the script would wait forever"
@@ -260,10 +294,7 @@ async fn op(sim: &SimCluster, op: Op) -> Result<(), String> {
         OpenMldb::with(&mut w, |m, w| m.enqueue(w, op));
     }
     sleep(one_second()).await;
-    let done = poll(sim, Duration::from_secs(2), FOREVER, |s| {
-        !ops_pending(&s.lock())
-    })
-    .await;
+    let done = poll(sim, Duration::from_secs(2), FOREVER, |w| !ops_pending(w)).await;
     if done {
         Ok(())
     } else {
@@ -332,10 +363,9 @@ async fn openmldb(sim: &SimCluster, change: &Change) -> Result<(), String> {
             }
         }
         // The operator confirms (showopstatus, showtablestatus) before the next tablet.
-        let healthy = poll(sim, Duration::from_secs(2), FOREVER, |s| {
-            let w = s.lock();
+        let healthy = poll(sim, Duration::from_secs(2), FOREVER, |w| {
             w.unhealthy.is_empty()
-                && !ops_pending(&w)
+                && !ops_pending(w)
                 && w.parts
                     .iter()
                     .all(|p| p.replicas.iter().all(|r| r.role != Rep::Inactive))
@@ -367,11 +397,7 @@ async fn post_upgrade(
     led: &[u32],
 ) -> Result<(), PostUpgrade> {
     with_auto_failover_off(sim, async || {
-        if !poll(sim, Duration::from_secs(2), FOREVER, |s| {
-            !ops_pending(&s.lock())
-        })
-        .await
-        {
+        if !poll(sim, Duration::from_secs(2), FOREVER, |w| !ops_pending(w)).await {
             return Err(PostUpgrade::Failed(
                 "ops never finished before post-upgrade".into(),
             ));

@@ -185,4 +185,3 @@ pub(super) fn add_counts(c: &mut Counts, f: u8, add: bool) {
     step(&mut c.unloaded, f & F_UNLOADED != 0);
     step(&mut c.learners, f & F_LEARNER != 0);
 }
-

@@ -10,15 +10,36 @@
 //! idle time is the union of the intervals, so parallel waits are not counted twice.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::conditions::{Kind, eval};
 use super::{Us, World};
+
+/// A condition a driver waits for that is not one of the engine's probes (the upstream
+/// tools' polls).
+pub(crate) type CondFn = Arc<dyn Fn(&World) -> bool + Send + Sync>;
+
+/// A registered condition.
+#[derive(Clone)]
+enum Cond {
+    Probe(Kind, Option<u32>),
+    Fn(CondFn),
+}
+
+impl std::fmt::Debug for Cond {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Probe(kind, node) => write!(f, "{kind:?} {node:?}"),
+            Self::Fn(_) => f.write_str("a driver's condition"),
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct Waits {
     next_id: u64,
     /// Registered conditions that have not held yet.
-    pending: BTreeMap<u64, (Kind, Option<u32>)>,
+    pending: BTreeMap<u64, Cond>,
     /// Registered conditions and the instant they first held.
     held: BTreeMap<u64, Us>,
     /// Closed idle intervals.
@@ -31,8 +52,17 @@ pub(crate) struct Waits {
 impl Waits {
     /// Registers a condition the engine starts waiting for at `now`.
     pub(crate) fn register(&mut self, kind: Kind, node: Option<u32>) -> u64 {
+        self.insert(Cond::Probe(kind, node))
+    }
+
+    /// Registers a driver's own condition.
+    pub(crate) fn register_fn(&mut self, cond: CondFn) -> u64 {
+        self.insert(Cond::Fn(cond))
+    }
+
+    fn insert(&mut self, cond: Cond) -> u64 {
         self.next_id += 1;
-        self.pending.insert(self.next_id, (kind, node));
+        self.pending.insert(self.next_id, cond);
         self.dirty = true;
         self.next_id
     }
@@ -91,7 +121,10 @@ pub(super) fn evaluate(w: &mut World) {
         .waits
         .pending
         .iter()
-        .filter(|(_, (kind, node))| eval(w, *kind, *node, false).is_healthy())
+        .filter(|(_, cond)| match cond {
+            Cond::Probe(kind, node) => eval(w, *kind, *node, false).is_healthy(),
+            Cond::Fn(f) => f(w),
+        })
         .map(|(&id, _)| id)
         .collect();
     for id in holding {
