@@ -3,12 +3,15 @@
 //! [`SimBuilder`] builds a [`SimCluster`] that implements the core [`Cluster`] trait over an
 //! in-memory world driven by tokio's clock: under a paused clock a simulated hour takes
 //! milliseconds, and the same seed replays the same run.
-//! The world models each flavor's control plane (failure detection, proposals at the next
-//! tick, re-replication, leader election, OpenMLDB's op queues and auto failover), client
-//! requests with timeouts and retries, restart cost, and injected [`Fault`]s, and its monitor
-//! records what clients saw ([`Truth`]).
-//! [`simulate`] runs one rollout with a [`Strategy`] and returns the [`SimReport`] that the
-//! `simulate` example prints; [`CrashJournal`] drops a rollout at a chosen journal record, for
+//! One kernel (events, processes, failure detection by beacons, clients, a ledger of every
+//! acknowledged write) serves a model per flavor: Pegasus's meta (PacificA, proposals run at
+//! the lb tick with their reconfiguration windows, promotion, cure under flow control) and
+//! OpenMLDB's nameserver (op queues, unfenced ChangeLeader, RecoverTable, auto failover).
+//! Its monitor records what clients saw ([`Truth`]): failed requests, lost writes from the
+//! ledger, unavailability, latency per request, and the engine's idle time.
+//! [`simulate`] runs one rollout with a [`Strategy`] (the core engine's `naive`, `ha` and
+//! `waves`, or `script`, the upstream tools as they behave) and returns the [`SimReport`]
+//! that the `simulate` example prints; [`CrashJournal`] drops a rollout at a chosen journal record, for
 //! resume tests; [`conformance::check_cluster`] is the contract suite for any backend.
 //!
 //! # Examples
