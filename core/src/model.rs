@@ -286,7 +286,18 @@ pub enum KnobScope {
 }
 
 /// A temporary cluster setting the rollout changes and must restore.
+///
+/// Build one with [`Knob::rollout`] or [`Knob::wave`]:
+/// ```
+/// use rollout_core::Knob;
+///
+/// let k = Knob::wave("meta.lb.add_secondary_max_count_for_one_node", "0")
+///     .then("100")
+///     .blocks_healing();
+/// assert!(k.blocks_healing);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Knob {
     /// The backend's name for it, such as `meta.lb.assign_delay_ms`.
     pub name: String,
@@ -298,6 +309,11 @@ pub struct Knob {
     /// (Pegasus sets add-secondary to 100 so that replicas come back fast). `None` puts the
     /// original back. Every knob ends at its original value.
     pub after_wave: Option<String>,
+    /// Whether its value during the rollout keeps the cluster from healing a failure by
+    /// itself (Pegasus add-secondary at 0, OpenMLDB auto_failover off). The engine releases
+    /// such knobs while it rides out a failure outside the wave and while a rollout is paused.
+    #[serde(default)]
+    pub blocks_healing: bool,
 }
 
 impl Knob {
@@ -308,6 +324,7 @@ impl Knob {
             during: during.into(),
             scope: KnobScope::Rollout,
             after_wave: None,
+            blocks_healing: false,
         }
     }
 
@@ -318,6 +335,7 @@ impl Knob {
             during: during.into(),
             scope: KnobScope::Wave,
             after_wave: None,
+            blocks_healing: false,
         }
     }
 
@@ -325,6 +343,14 @@ impl Knob {
     #[must_use]
     pub fn then(mut self, after_wave: impl Into<String>) -> Self {
         self.after_wave = Some(after_wave.into());
+        self
+    }
+
+    /// Marks the knob as one that keeps the cluster from healing (see
+    /// [`Knob::blocks_healing`](struct@Knob#structfield.blocks_healing)).
+    #[must_use]
+    pub fn blocks_healing(mut self) -> Self {
+        self.blocks_healing = true;
         self
     }
 }
@@ -359,7 +385,18 @@ impl Health {
 }
 
 /// What a node reports about its own process.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Build one with [`NodeStatus::running`] or [`NodeStatus::stopped`] and the setters, so that
+/// a field added later breaks no backend:
+/// ```
+/// use rollout_core::NodeStatus;
+///
+/// let up = NodeStatus::running().boot("pid 4242 since 1700000000").version("2.5.0");
+/// let crashed = NodeStatus::stopped().exited("exit code 1: bind: address in use");
+/// assert!(up.running && !crashed.running);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct NodeStatus {
     /// Whether the process runs.
     pub running: bool,
@@ -370,6 +407,54 @@ pub struct NodeStatus {
     pub version: Option<String>,
     /// A digest of the effective configuration, when known.
     pub config_digest: Option<String>,
+    /// Why the process of the current incarnation exited on its own (a crash, an exit code,
+    /// a supervisor's report), when it did. The engine ends a wait for readiness at once on
+    /// it, rather than at its deadline.
+    #[serde(default)]
+    pub exited: Option<String>,
+}
+
+impl NodeStatus {
+    /// A running process.
+    pub fn running() -> Self {
+        Self {
+            running: true,
+            ..Self::default()
+        }
+    }
+
+    /// A process that does not run.
+    pub fn stopped() -> Self {
+        Self::default()
+    }
+
+    /// Sets the incarnation identifier.
+    #[must_use]
+    pub fn boot(mut self, boot: impl Into<String>) -> Self {
+        self.boot = Some(boot.into());
+        self
+    }
+
+    /// Sets the running version.
+    #[must_use]
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// Sets the configuration digest.
+    #[must_use]
+    pub fn config_digest(mut self, digest: impl Into<String>) -> Self {
+        self.config_digest = Some(digest.into());
+        self
+    }
+
+    /// Says why the process exited on its own.
+    #[must_use]
+    pub fn exited(mut self, reason: impl Into<String>) -> Self {
+        self.exited = Some(reason.into());
+        self
+    }
 }
 
 /// What [`Node::apply`](crate::Node::apply) replaced, so that it can be reverted.

@@ -64,11 +64,19 @@ where
 {
     type Error = A::Error;
 
+    /// Both are asked every time: a `Failed` from either ends the wait whatever the order
+    /// (the first one's wins when both fail); otherwise the first one's `Waiting`.
     async fn check(&self) -> Result<Health, Self::Error> {
-        match self.0.check().await? {
-            Health::Healthy => self.1.check().await,
-            other => Ok(other),
+        let first = self.0.check().await?;
+        if matches!(first, Health::Failed(_)) {
+            return Ok(first);
         }
+        let second = self.1.check().await?;
+        Ok(match (first, second) {
+            (_, Health::Failed(r)) => Health::Failed(r),
+            (Health::Healthy, second) => second,
+            (first, _) => first,
+        })
     }
 
     async fn wake(&self) {

@@ -276,11 +276,17 @@ impl Node for SimNode {
     async fn status(&self) -> Result<NodeStatus, SimError> {
         let w = self.sim.world();
         let n = &w.nodes[self.index as usize];
-        Ok(NodeStatus {
-            running: n.running,
-            boot: Some(n.boot.to_string()),
-            version: Some(n.version.clone()),
-            config_digest: Some(n.digest.clone()),
+        let status = if n.running {
+            NodeStatus::running()
+        } else {
+            NodeStatus::stopped()
+        }
+        .boot(n.boot.to_string())
+        .version(n.version.clone())
+        .config_digest(n.digest.clone());
+        Ok(match (&n.exit_reason, n.running) {
+            (Some(reason), false) => status.exited(reason.clone()),
+            _ => status,
         })
     }
 

@@ -232,12 +232,12 @@ impl Node for TinyNode {
     async fn status(&self) -> Result<NodeStatus, TinyError> {
         let st = self.cluster.st();
         let n = &st.nodes[Tiny::idx(&st, &self.id).unwrap()];
-        Ok(NodeStatus {
-            running: n.running,
-            boot: Some(n.boot.to_string()),
-            version: Some(n.version.clone()),
-            config_digest: None,
-        })
+        let status = if n.running {
+            NodeStatus::running()
+        } else {
+            NodeStatus::stopped()
+        };
+        Ok(status.boot(n.boot.to_string()).version(n.version.clone()))
     }
 
     async fn apply(&self, change: &Change) -> Result<ApplyRecord, TinyError> {

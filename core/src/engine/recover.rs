@@ -1,0 +1,306 @@
+//! Bringing nodes back after a failure: roll back a failed wave, settle, find what is
+//! stranded, bring a node back for `abort`; and the process probes these share with the
+//! node sequence.
+
+use futures_util::future::join_all;
+
+use crate::cluster::{Cluster, Node};
+use crate::error::{Error, Phase};
+use crate::journal::Entry;
+use crate::model::{ApplyRecord, Change, Health, NodeId};
+use crate::policy::OnTimeout;
+use crate::probe::HealthProbe;
+
+use super::Ctx;
+use super::node::Slot;
+
+impl<C: Cluster> Ctx<'_, C> {
+    /// Brings a node caught mid-procedure back for [`abort`](super::abort): a stopped one
+    /// waits until the control plane saw it go, gets back what apply replaced and is started;
+    /// then every one is waited for until ready, rejoined and waited for.
+    pub(super) async fn bring_back(
+        &self,
+        id: &NodeId,
+        record: Option<&ApplyRecord>,
+    ) -> Result<(), Error<C::Error>> {
+        let node = self
+            .cluster
+            .node(id)
+            .ok_or_else(|| Error::UnknownNode(id.to_string()))?;
+        let deadlines = self.spec.policy.get_deadlines();
+        let status = self.call(Some(id), Phase::Revert, || node.status()).await?;
+        if !status.running {
+            let stopped = Stopped(&node).and(self.cluster.stopped(id));
+            self.wait(Some(id), Phase::WaitStopped, &stopped, deadlines.stop)
+                .await?;
+            if let Some(record) = record.filter(|_| self.spec.change != Change::Restart) {
+                self.revert(id, &node, record).await?;
+            }
+            self.append(&Entry::NodeStarting { node: id.clone() })?;
+            self.call(Some(id), Phase::Start, || node.start()).await?;
+        }
+        let up = Restarted {
+            node: &node,
+            before: None,
+        }
+        .and(self.cluster.ready(id));
+        self.wait(Some(id), Phase::WaitReady, &up, deadlines.ready)
+            .await?;
+        self.rejoin_and_wait(id).await
+    }
+
+    /// Rejoins `id` and waits for it.
+    pub(super) async fn rejoin_and_wait(&self, id: &NodeId) -> Result<(), Error<C::Error>> {
+        self.call(Some(id), Phase::Rejoin, || self.cluster.rejoin(id))
+            .await?;
+        let deadline = self.spec.policy.get_deadlines().rejoin;
+        self.wait(
+            Some(id),
+            Phase::WaitRejoined,
+            &self.cluster.rejoined(id),
+            deadline,
+        )
+        .await
+    }
+
+    /// Puts back what apply replaced, and journals it once it is done.
+    pub(super) async fn revert(
+        &self,
+        id: &NodeId,
+        node: &C::Node,
+        record: &ApplyRecord,
+    ) -> Result<(), Error<C::Error>> {
+        tracing::warn!(node = id.as_str(), "reverting the change");
+        self.call(Some(id), Phase::Revert, || node.revert(record))
+            .await?;
+        self.append(&Entry::NodeReverted { node: id.clone() })
+    }
+
+    /// After a failure: every node the journal shows in progress that runs is waited for
+    /// until ready, then rejoined and waited for, all at once. Best effort: [`stranded`]
+    /// says what did not come back.
+    ///
+    /// [`stranded`]: Ctx::stranded
+    pub(super) async fn settle(&self) {
+        let Ok(entries) = self.run.journal.load() else {
+            return;
+        };
+        let in_flight = crate::journal::Resume::from_entries(&entries).in_flight;
+        let deadline = self.spec.policy.get_deadlines().ready;
+        join_all(in_flight.iter().map(|f| async move {
+            let id = &f.node;
+            let Some(node) = self.cluster.node(id) else {
+                return;
+            };
+            if !node.status().await.is_ok_and(|s| s.running) {
+                return;
+            }
+            let up = Restarted {
+                node: &node,
+                before: None,
+            }
+            .and(self.cluster.ready(id));
+            let back = async {
+                self.wait(Some(id), Phase::WaitReady, &up, deadline).await?;
+                self.rejoin_and_wait(id).await
+            };
+            if let Err(e) = back.await {
+                tracing::warn!(node = id.as_str(), error = %super::chain(&e), "not back after a failure");
+            }
+        }))
+        .await;
+    }
+
+    /// Why the nodes the journal shows in progress are not all back (running, ready and
+    /// rejoined), one reason each; empty when they are. A journal that cannot be read is a
+    /// reason too: nothing can be confirmed then.
+    pub(super) async fn stranded(&self) -> Vec<String> {
+        let entries = match self.run.journal.load() {
+            Ok(entries) => entries,
+            Err(e) => return vec![format!("the journal cannot be read: {}", super::chain(&e))],
+        };
+        let mut out = Vec::new();
+        for f in crate::journal::Resume::from_entries(&entries).in_flight {
+            let id = f.node;
+            let Some(node) = self.cluster.node(&id) else {
+                out.push(format!("{id} is unknown"));
+                continue;
+            };
+            let back = Restarted {
+                node: &node,
+                before: None,
+            }
+            .and(self.cluster.ready(&id))
+            .and(self.cluster.rejoined(&id));
+            match back.check().await {
+                Ok(Health::Healthy) => {}
+                Ok(Health::Waiting(r) | Health::Failed(r)) => out.push(format!("{id}: {r}")),
+                Err(e) => out.push(format!("{id}: {e}")),
+            }
+        }
+        out
+    }
+
+    /// The end of a failed wave. With the pause policy a timeout leaves everything as it is
+    /// for the resume; otherwise the wave is rolled back.
+    pub(super) async fn fail(
+        &self,
+        slots: &[Slot<C::Node>],
+        e: Error<C::Error>,
+    ) -> Error<C::Error> {
+        if self.spec.policy.get_on_timeout() == OnTimeout::Pause
+            && matches!(e, Error::Timeout { .. })
+        {
+            return e;
+        }
+        self.roll_back(slots, e).await
+    }
+
+    /// After a failure between stop and ready, so that nothing is left half-changed, for each
+    /// node of the wave at once:
+    /// - a node that was started is given its time to come up (the one that timed out
+    ///   already had it); one that comes up is left as it is;
+    /// - one that does not is stopped, reverted and started again, but only when there is a
+    ///   change to revert (starting the same thing again is left to the operator, so that no
+    ///   node restarts twice);
+    /// - a node that was not started yet (its boot id is the one from before the stop) gets
+    ///   back what apply replaced and is started;
+    /// - every node started here is waited for until ready.
+    ///
+    /// Best effort; returns `e`.
+    pub(super) async fn roll_back(
+        &self,
+        slots: &[Slot<C::Node>],
+        e: Error<C::Error>,
+    ) -> Error<C::Error> {
+        let revertible = self.spec.change != Change::Restart;
+        let deadlines = *self.spec.policy.get_deadlines();
+        let timed_out = match &e {
+            Error::Timeout { node, .. } => node.clone(),
+            _ => None,
+        };
+        join_all(slots.iter().map(|s| async {
+            let Ok(status) = self
+                .call(Some(&s.id), Phase::Revert, || s.node.status())
+                .await
+            else {
+                return;
+            };
+            let record = s.record.as_ref().filter(|_| revertible);
+            let up = Restarted {
+                node: &s.node,
+                before: s.boot.clone(),
+            }
+            .and(self.cluster.ready(&s.id));
+            if status.boot != s.boot {
+                let patience = if timed_out.as_ref() == Some(&s.id) {
+                    std::time::Duration::from_millis(1)
+                } else {
+                    deadlines.ready
+                };
+                if self
+                    .wait(Some(&s.id), Phase::Revert, &up, patience)
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+                let Some(record) = record else { return };
+                let _ = self
+                    .call(Some(&s.id), Phase::Revert, || s.node.stop())
+                    .await;
+                let stopped = Stopped(&s.node).and(self.cluster.stopped(&s.id));
+                if self
+                    .wait(Some(&s.id), Phase::Revert, &stopped, deadlines.stop)
+                    .await
+                    .is_err()
+                    || self.revert(&s.id, &s.node, record).await.is_err()
+                {
+                    return;
+                }
+            } else if status.running {
+                return;
+            } else if let Some(record) = record
+                && self.revert(&s.id, &s.node, record).await.is_err()
+            {
+                return;
+            }
+            // The control plane must have seen the old process go before a new one registers.
+            let stopped = Stopped(&s.node).and(self.cluster.stopped(&s.id));
+            if self
+                .wait(Some(&s.id), Phase::Revert, &stopped, deadlines.stop)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let before = self
+                .call(Some(&s.id), Phase::Revert, || s.node.status())
+                .await
+                .ok()
+                .and_then(|st| st.boot);
+            let _ = self.append(&Entry::NodeStarting { node: s.id.clone() });
+            if self
+                .call(Some(&s.id), Phase::Revert, || s.node.start())
+                .await
+                .is_ok()
+            {
+                let up = Restarted {
+                    node: &s.node,
+                    before,
+                }
+                .and(self.cluster.ready(&s.id));
+                let _ = self
+                    .wait(Some(&s.id), Phase::Revert, &up, deadlines.ready)
+                    .await;
+            }
+        }))
+        .await;
+        e
+    }
+}
+
+/// Holds once the node's process no longer runs.
+pub(super) struct Stopped<'a, N>(pub(super) &'a N);
+
+impl<N: Node> HealthProbe for Stopped<'_, N> {
+    type Error = N::Error;
+
+    async fn check(&self) -> Result<Health, N::Error> {
+        let status = self.0.status().await?;
+        Ok(if status.running {
+            Health::waiting(format!("node {} still runs", self.0.id()))
+        } else {
+            Health::Healthy
+        })
+    }
+}
+
+/// Holds once the node runs a new incarnation.
+pub(super) struct Restarted<'a, N> {
+    pub(super) node: &'a N,
+    pub(super) before: Option<String>,
+}
+
+impl<N: Node> HealthProbe for Restarted<'_, N> {
+    type Error = N::Error;
+
+    async fn check(&self) -> Result<Health, N::Error> {
+        let status = self.node.status().await?;
+        let started = self.before.is_none() || status.boot != self.before;
+        Ok(if !status.running {
+            match status.exited {
+                // The new incarnation exited on its own: waiting longer cannot help.
+                Some(reason) if started => Health::failed(format!(
+                    "node {} exited after its start: {reason}",
+                    self.node.id()
+                )),
+                _ => Health::waiting(format!("node {} is not running", self.node.id())),
+            }
+        } else if self.before.is_some() && status.boot == self.before {
+            Health::waiting(format!("node {} has not restarted yet", self.node.id()))
+        } else {
+            Health::Healthy
+        })
+    }
+}
