@@ -110,6 +110,15 @@ pub trait Cluster: Send + Sync {
     /// (on top of the engine's own placement check).
     fn safe_to_stop(&self, node: &NodeId) -> impl HealthProbe<Error = Self::Error> + '_;
 
+    /// Repairs what the rollout's knobs kept the cluster from repairing by itself, once the
+    /// engine has released them (when it rides out a failure outside the wave, and at the end
+    /// of a rollout and in `abort`): for example OpenMLDB recovers the replicas of a tablet
+    /// that registered again while auto_failover was off, which turning it back on does not
+    /// do. The default does nothing.
+    fn heal(&self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async { Ok(()) }
+    }
+
     /// Says how the engine should treat `error`. The default treats every error as fatal.
     fn classify(&self, error: &Self::Error) -> ErrorClass {
         let _ = error;

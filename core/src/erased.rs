@@ -182,6 +182,8 @@ pub trait DynCluster: Send + Sync {
     fn quiesce_boxed<'a>(&'a self, node: &'a NodeId) -> BoxFuture<'a, Result<(), DynError>>;
     /// [`Cluster::rejoin`], boxed.
     fn rejoin_boxed<'a>(&'a self, node: &'a NodeId) -> BoxFuture<'a, Result<(), DynError>>;
+    /// [`Cluster::heal`], boxed.
+    fn heal_boxed(&self) -> BoxFuture<'_, Result<(), DynError>>;
     /// The probe of a step, boxed.
     fn probe_boxed(&self, which: Which, node: &NodeId) -> BoxProbe<'_>;
     /// [`Cluster::classify`] of the boxed error (fatal when it is not this backend's).
@@ -246,6 +248,9 @@ where
     }
     fn rejoin_boxed<'a>(&'a self, node: &'a NodeId) -> BoxFuture<'a, Result<(), DynError>> {
         Box::pin(async move { self.rejoin(node).await.map_err(DynError::new) })
+    }
+    fn heal_boxed(&self) -> BoxFuture<'_, Result<(), DynError>> {
+        Box::pin(async move { self.heal().await.map_err(DynError::new) })
     }
     fn probe_boxed(&self, which: Which, node: &NodeId) -> BoxProbe<'_> {
         match which {
@@ -356,6 +361,9 @@ impl Cluster for BoxCluster {
     }
     async fn rejoin(&self, node: &NodeId) -> Result<(), DynError> {
         self.0.rejoin_boxed(node).await
+    }
+    async fn heal(&self) -> Result<(), DynError> {
+        self.0.heal_boxed().await
     }
     fn rejoined(&self, node: &NodeId) -> impl HealthProbe<Error = DynError> + '_ {
         self.0.probe_boxed(Which::Rejoined, node)

@@ -117,8 +117,8 @@ pub enum Error<E: std::error::Error + 'static> {
         reason: String,
     },
     /// The journal or its lock failed, or belongs to another rollout.
-    #[error("journal")]
-    Journal(#[source] JournalError),
+    #[error("journal: {0}")]
+    Journal(JournalError),
     /// A backend call failed in a way retrying cannot fix.
     #[error("{phase} failed on {}", Target(.node))]
     Backend {
@@ -152,6 +152,19 @@ pub enum Error<E: std::error::Error + 'static> {
         /// The probe's reason.
         reason: String,
     },
+    /// A node outside the wave failed while the wave ran, and riding it out (releasing the
+    /// knobs that keep the cluster from healing, waiting until it is fully healthy) did not
+    /// bring the cluster back within its bounds. The wave's nodes were not stopped while it
+    /// was down.
+    #[error("{phase} on {}: a failure outside the wave: {reason}", Target(.node))]
+    OutsideFailure {
+        /// The node that failed, when one is known.
+        node: Option<NodeId>,
+        /// The phase of the wave when it was seen.
+        phase: Phase,
+        /// What was seen, and what riding it out found.
+        reason: String,
+    },
     /// A knob did not read back the value just written.
     #[error("knob {name} reads back {found:?} after writing {expected:?}")]
     KnobMismatch {
@@ -178,6 +191,7 @@ impl<E: std::error::Error + 'static> Error<E> {
             Self::Backend { node, .. }
             | Self::Timeout { node, .. }
             | Self::Unhealthy { node, .. }
+            | Self::OutsideFailure { node, .. }
             | Self::Cancelled { node } => node.as_ref(),
             _ => None,
         }
@@ -188,7 +202,8 @@ impl<E: std::error::Error + 'static> Error<E> {
         match self {
             Self::Backend { phase, .. }
             | Self::Timeout { phase, .. }
-            | Self::Unhealthy { phase, .. } => Some(*phase),
+            | Self::Unhealthy { phase, .. }
+            | Self::OutsideFailure { phase, .. } => Some(*phase),
             Self::KnobMismatch { .. } => Some(Phase::Guard),
             _ => None,
         }

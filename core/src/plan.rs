@@ -6,7 +6,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::Procedure;
-use crate::model::{Change, KnobScope, NodeId, NodeInfo, Partition, RoleKind, Topology};
+use crate::model::{
+    Change, KnobScope, NodeId, NodeInfo, Partition, ReplicaRole, RoleKind, Topology,
+};
 use crate::policy::{Policy, Selection};
 
 /// Nodes that go down together.
@@ -155,6 +157,56 @@ pub fn wave_is_safe(
         .partitions
         .iter()
         .try_for_each(|p| partition_is_safe(p, &|n| wave.contains(n), max_unavailable, min_serving))
+}
+
+/// A failure outside `wave`: the first data node not in the wave that the control plane
+/// does not see alive, with the reason. The engine rides such a failure out (it releases the
+/// knobs that keep the cluster from healing, waits until it is fully healthy, and drains
+/// again) rather than stop a node while another is down.
+///
+/// With `replicas`, a primary or secondary replica that does not serve on a node outside the
+/// wave counts too (a node that came back without its data); use it before the wave's stop,
+/// when the wave cannot have caused that (after it, the wave's own rejoin may mark a displaced
+/// leader dead for a moment).
+pub fn outside_failure(
+    topology: &Topology,
+    wave: &[NodeId],
+    replicas: bool,
+) -> Option<(NodeId, String)> {
+    let node = topology
+        .nodes
+        .iter()
+        .find(|n| n.role.kind == RoleKind::Data && !n.alive && !wave.contains(&n.id))
+        .map(|n| {
+            (
+                n.id.clone(),
+                format!(
+                    "node {} ({}) outside the wave is not alive",
+                    n.id, n.role.name
+                ),
+            )
+        });
+    if node.is_some() || !replicas {
+        return node;
+    }
+    topology.partitions.iter().find_map(|p| {
+        p.replicas
+            .iter()
+            .find(|r| {
+                !r.alive
+                    && matches!(r.role, ReplicaRole::Primary | ReplicaRole::Secondary)
+                    && !wave.contains(&r.node)
+            })
+            .map(|r| {
+                (
+                    r.node.clone(),
+                    format!(
+                        "partition {}'s replica on {} outside the wave does not serve",
+                        p.id, r.node
+                    ),
+                )
+            })
+    })
 }
 
 /// The rule itself, for one partition, with `in_wave` saying which nodes go down: the only

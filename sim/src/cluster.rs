@@ -505,6 +505,12 @@ impl Cluster for SimCluster {
         Ok(())
     }
 
+    async fn heal(&self) -> Result<(), SimError> {
+        let mut w = self.control("heal").await?;
+        w.with_model(|m, w| m.heal(w));
+        Ok(())
+    }
+
     fn rejoined(&self, node: &NodeId) -> impl HealthProbe<Error = SimError> + '_ {
         self.probe(Some(node), Kind::Rejoined)
     }

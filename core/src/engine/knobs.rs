@@ -37,6 +37,20 @@ impl Guard {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The saved knobs that keep the cluster from healing: every wave knob, and the rollout
+    /// knobs marked `blocks_healing`.
+    pub(super) fn healing_blockers(&self) -> Vec<String> {
+        self.saved
+            .iter()
+            .filter(|(n, _)| {
+                self.specs
+                    .iter()
+                    .any(|k| &k.name == n && (k.scope == KnobScope::Wave || k.blocks_healing))
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     fn scope(&self, name: &str) -> KnobScope {
         self.specs
             .iter()
@@ -183,6 +197,15 @@ impl<C: Cluster> Ctx<'_, C> {
             .map(|(n, _)| n.clone())
             .collect();
         self.restore_named(guard, &names).await
+    }
+
+    /// Restores the named saved knobs (journaled; a later `set` holds them again).
+    pub(super) async fn restore_names(
+        &self,
+        guard: &mut Guard,
+        names: &[String],
+    ) -> Result<(), Error<C::Error>> {
+        self.restore_named(guard, names).await
     }
 
     async fn restore_named(

@@ -2,6 +2,7 @@
 
 mod knobs;
 mod node;
+mod outside;
 mod recover;
 
 use std::future::Future;

@@ -11,13 +11,14 @@ use crate::error::{Error, Phase};
 use crate::event::Event;
 use crate::journal::Entry;
 use crate::model::{ApplyRecord, Change, Health, KnobScope, NodeId, RoleKind};
-use crate::plan::{Wave, wave_is_safe};
+use crate::plan::{Wave, outside_failure, wave_is_safe};
 use crate::policy::OnTimeout;
 use crate::probe::{HealthProbe, probe_fn};
 use crate::wait::{WaitError, wait_until};
 
 use super::Ctx;
 use super::knobs::Guard;
+use super::outside::{MAX_RIDE_OUTS, Outside};
 use super::recover::{Restarted, Stopped};
 
 /// How much the gate checks.
@@ -122,66 +123,39 @@ pub(super) async fn roll_nodes<C: Cluster>(
     ctx.resume_state(&mut slots).await?;
 
     let fresh = slots.iter().all(|s| s.start == StartAt::Gate);
-    if fresh {
-        if let Err(e) = ctx.gate(wave, GateHealth::Full).await {
-            return skip_or_fail(ctx, e, &wave.nodes, &mut outcomes).map(|()| outcomes);
-        }
+    // The high-availability procedure watches the data nodes outside a data wave and rides a
+    // failure there out before its stop (see the `outside` module).
+    let watch = ha && data;
+    let mut health = if fresh {
+        GateHealth::Full
     } else {
-        let to_stop: Vec<NodeId> = slots
-            .iter()
-            .filter(|s| s.start <= StartAt::Drain)
-            .map(|s| s.id.clone())
-            .collect();
-        if !to_stop.is_empty() {
-            let part = Wave {
-                nodes: to_stop,
-                ..wave.clone()
-            };
-            ctx.gate(&part, GateHealth::PlacementOnly).await?;
-        }
-    }
-    for s in slots.iter_mut().filter(|s| s.start <= StartAt::Drain) {
-        let status = ctx
-            .call(Some(&s.id), Phase::Gate, || s.node.status())
-            .await?;
-        s.boot = status.boot;
-        ctx.append(&Entry::NodeBegin {
-            node: s.id.clone(),
-            boot: s.boot.clone(),
-        })?;
-    }
-    if ha && data {
-        ctx.set(guard, KnobScope::Wave, None).await?;
-        let results = ctx
-            .prepare(
-                &slots,
-                Phase::Drain,
-                Phase::WaitDrained,
-                deadlines.drain,
-                |id| ctx.cluster.drain(id),
-                |id| ctx.cluster.drained(id),
+        GateHealth::PlacementOnly
+    };
+    let mut ride_outs = 0;
+    let mut begun = false;
+    loop {
+        let outside = Outside::new(ctx.cluster, &wave.nodes, watch, true);
+        let prepared = ctx
+            .before_stop(
+                guard,
+                wave,
+                &mut slots,
+                &mut outcomes,
+                health,
+                &outside,
+                &mut begun,
             )
             .await;
-        slots = ctx.keep(slots, results, &mut outcomes).await?;
-        let results = ctx
-            .prepare(
-                &slots,
-                Phase::Quiesce,
-                Phase::WaitQuiesced,
-                deadlines.quiesce,
-                |id| ctx.cluster.quiesce(id),
-                |id| ctx.cluster.quiesced(id),
-            )
-            .await;
-        slots = ctx.keep(slots, results, &mut outcomes).await?;
-        if slots.is_empty() {
-            ctx.restore(guard, KnobScope::Wave).await?;
-            return Ok(outcomes);
+        match prepared {
+            Ok(true) => break,
+            Ok(false) => return Ok(outcomes),
+            Err(e @ Error::OutsideFailure { .. }) if ride_outs < MAX_RIDE_OUTS => {
+                ride_outs += 1;
+                ctx.ride_out(guard, &slots, e).await?;
+                health = GateHealth::Full;
+            }
+            Err(e) => return Err(e),
         }
-        // A coordinator failover during the drain loses in-memory settings: check them all
-        // again right before the stop, and put back what was lost.
-        ctx.reapply(guard).await?;
-        ctx.set(guard, KnobScope::Wave, None).await?;
     }
     let down = async {
         ctx.all(&slots, StartAt::Drain, Phase::Stop, |s| async move {
@@ -229,67 +203,38 @@ pub(super) async fn roll_nodes<C: Cluster>(
     if let Some(e) = failed {
         return Err(ctx.fail(&slots, e).await);
     }
-    let up = async {
-        ctx.all(&slots, StartAt::Start, Phase::Start, |s| async move {
+    let started = ctx
+        .all(&slots, StartAt::Start, Phase::Start, |s| async move {
             ctx.append(&Entry::NodeStarting { node: s.id.clone() })?;
             ctx.call(Some(&s.id), Phase::Start, || s.node.start()).await
         })
-        .await?;
-        ctx.all(
-            &slots,
-            StartAt::WaitReady,
-            Phase::WaitReady,
-            |s| async move {
-                let probe = Restarted {
-                    node: &s.node,
-                    before: s.boot.clone(),
-                }
-                .and(ctx.cluster.ready(&s.id));
-                ctx.wait(Some(&s.id), Phase::WaitReady, &probe, deadlines.ready)
-                    .await
-            },
-        )
-        .await
-    };
-    if let Err(e) = up.await {
+        .await;
+    if let Err(e) = started {
         return Err(ctx.fail(&slots, e).await);
     }
-    if ha {
-        if data {
-            ctx.release_wave(guard).await?;
-        }
-        ctx.all(&slots, StartAt::WaitReady, Phase::Rejoin, |s| async move {
-            ctx.call(Some(&s.id), Phase::Rejoin, || ctx.cluster.rejoin(&s.id))
-                .await
+    let after = Outside::new(ctx.cluster, &wave.nodes, watch, false);
+    let ready = ctx
+        .watched(guard, &after, || {
+            ctx.all(&slots, StartAt::WaitReady, Phase::WaitReady, |s| async {
+                let probe = (&after).and(
+                    Restarted {
+                        node: &s.node,
+                        before: s.boot.clone(),
+                    }
+                    .and(ctx.cluster.ready(&s.id)),
+                );
+                ctx.wait(Some(&s.id), Phase::WaitReady, &probe, deadlines.ready)
+                    .await
+            })
         })
-        .await?;
-        ctx.all(
-            &slots,
-            StartAt::WaitReady,
-            Phase::WaitRejoined,
-            |s| async move {
-                ctx.wait(
-                    Some(&s.id),
-                    Phase::WaitRejoined,
-                    &ctx.cluster.rejoined(&s.id),
-                    deadlines.rejoin,
-                )
-                .await
-            },
-        )
-        .await?;
+        .await;
+    if let Err(e) = ready {
+        return Err(ctx.fail(&slots, e).await);
     }
-    let first = slots.first().map(|s| s.id.clone());
-    ctx.step_opt(first.as_ref(), Phase::WaitHealthy, async {
-        ctx.wait(
-            None,
-            Phase::WaitHealthy,
-            &ctx.cluster.fully_healthy(),
-            deadlines.healthy,
-        )
-        .await
-    })
-    .await?;
+    if ha && data {
+        ctx.release_wave(guard).await?;
+    }
+    ctx.back(guard, &slots, &after, ha).await?;
     if ctx.spec.change != Change::Restart {
         for s in &slots {
             let applied = ctx
@@ -310,6 +255,26 @@ pub(super) async fn roll_nodes<C: Cluster>(
     }
     outcomes.extend(slots.into_iter().map(|s| (s.id, NodeOutcome::Done)));
     Ok(outcomes)
+}
+
+/// The first error of a step the outside watch failed, as [`Error::OutsideFailure`].
+fn first_outside<'r, C: Cluster>(
+    outside: &Outside<'_, C>,
+    results: impl Iterator<Item = &'r Result<(), Error<C::Error>>>,
+) -> Option<Error<C::Error>> {
+    results.filter_map(|r| r.as_ref().err()).find_map(|e| {
+        let (node, phase) = (e.node().cloned(), e.phase().unwrap_or(Phase::WaitDrained));
+        match outside.explain(Error::Unhealthy {
+            node,
+            phase,
+            reason: String::new(),
+        }) {
+            e @ Error::OutsideFailure { .. } if matches!(e, Error::OutsideFailure { .. }) => {
+                Some(e)
+            }
+            _ => None,
+        }
+    })
 }
 
 /// With the skip policy a timeout before the stop leaves the nodes out; anything else fails.
@@ -333,6 +298,131 @@ fn skip_or_fail<E: std::error::Error + 'static>(
 }
 
 impl<C: Cluster> Ctx<'_, C> {
+    /// Everything before a wave's stop: the gate, then (high-availability procedure, data
+    /// wave) the wave's knobs, drain, quiesce, the knobs checked again and a last placement
+    /// check on a fresh topology. `Ok(false)` when no node is left to stop (all skipped).
+    /// A failure outside the wave ends it with [`Error::OutsideFailure`], every slot kept, so
+    /// that the caller can ride it out and start over.
+    #[allow(clippy::too_many_arguments)]
+    async fn before_stop(
+        &self,
+        guard: &mut Guard,
+        wave: &Wave,
+        slots: &mut Vec<Slot<C::Node>>,
+        outcomes: &mut Vec<(NodeId, NodeOutcome)>,
+        health: GateHealth,
+        outside: &Outside<'_, C>,
+        begun: &mut bool,
+    ) -> Result<bool, Error<C::Error>> {
+        let ha = self.spec.policy.get_procedure() == Procedure::HighAvailability;
+        let data = wave.kind == RoleKind::Data;
+        let deadlines = *self.spec.policy.get_deadlines();
+        match health {
+            GateHealth::Full => {
+                if let Err(e) = self.gate(wave, GateHealth::Full, outside).await {
+                    let e = outside.explain(e);
+                    if matches!(e, Error::OutsideFailure { .. }) {
+                        return Err(e);
+                    }
+                    skip_or_fail(self, e, &wave.nodes, outcomes)?;
+                    return Ok(false);
+                }
+            }
+            GateHealth::PlacementOnly => {
+                let to_stop: Vec<NodeId> = slots
+                    .iter()
+                    .filter(|s| s.start <= StartAt::Drain)
+                    .map(|s| s.id.clone())
+                    .collect();
+                if !to_stop.is_empty() {
+                    let part = Wave {
+                        nodes: to_stop,
+                        ..wave.clone()
+                    };
+                    self.gate(&part, GateHealth::PlacementOnly, outside)
+                        .await
+                        .map_err(|e| outside.explain(e))?;
+                }
+            }
+        }
+        if !*begun {
+            for s in slots.iter_mut().filter(|s| s.start <= StartAt::Drain) {
+                let status = self
+                    .call(Some(&s.id), Phase::Gate, || s.node.status())
+                    .await?;
+                s.boot = status.boot;
+                self.append(&Entry::NodeBegin {
+                    node: s.id.clone(),
+                    boot: s.boot.clone(),
+                })?;
+            }
+            *begun = true;
+        }
+        if !(ha && data) {
+            return Ok(true);
+        }
+        // Held again after a ride-out released them; a no-op read otherwise.
+        self.reapply(guard).await?;
+        self.set(guard, KnobScope::Wave, None).await?;
+        let results = self
+            .prepare(
+                slots,
+                Phase::Drain,
+                Phase::WaitDrained,
+                deadlines.drain,
+                |id| self.cluster.drain(id),
+                |id| outside.and(self.cluster.drained(id)),
+            )
+            .await;
+        if let Some(e) = first_outside(outside, results.iter()) {
+            return Err(e);
+        }
+        *slots = self.keep(std::mem::take(slots), results, outcomes).await?;
+        let results = self
+            .prepare(
+                slots,
+                Phase::Quiesce,
+                Phase::WaitQuiesced,
+                deadlines.quiesce,
+                |id| self.cluster.quiesce(id),
+                |id| outside.and(self.cluster.quiesced(id)),
+            )
+            .await;
+        if let Some(e) = first_outside(outside, results.iter()) {
+            return Err(e);
+        }
+        *slots = self.keep(std::mem::take(slots), results, outcomes).await?;
+        if slots.is_empty() {
+            self.restore(guard, KnobScope::Wave).await?;
+            return Ok(false);
+        }
+        // A coordinator failover during the drain loses in-memory settings: check them all
+        // again right before the stop, and put back what was lost.
+        self.reapply(guard).await?;
+        self.set(guard, KnobScope::Wave, None).await?;
+        // The last look before the stop: no node outside the wave down, placement still safe.
+        let topology = self
+            .call(None, Phase::Stop, || self.cluster.topology())
+            .await?;
+        let to_stop: Vec<NodeId> = slots.iter().map(|s| s.id.clone()).collect();
+        if let Some((node, reason)) = outside_failure(&topology, &to_stop, true) {
+            return Err(Error::OutsideFailure {
+                node: Some(node),
+                phase: Phase::Stop,
+                reason,
+            });
+        }
+        let max_unavailable = self.spec.policy.get_max_unavailable();
+        if let Err(reason) = wave_is_safe(&topology, &to_stop, max_unavailable) {
+            return Err(Error::OutsideFailure {
+                node: None,
+                phase: Phase::Stop,
+                reason: format!("right before the stop: {reason}"),
+            });
+        }
+        Ok(true)
+    }
+
     /// Resumed nodes take their boot id and apply record from the journal.
     pub(super) async fn resume_state(
         &self,
@@ -356,7 +446,12 @@ impl<C: Cluster> Ctx<'_, C> {
     /// the placement check on a fresh topology, and the backend says each is safe to stop.
     /// A resumed wave skips full health (its own drained nodes keep the cluster from it) but
     /// not placement: another node may have failed while the orchestrator was away.
-    async fn gate(&self, wave: &Wave, health: GateHealth) -> Result<(), Error<C::Error>> {
+    async fn gate(
+        &self,
+        wave: &Wave,
+        health: GateHealth,
+        outside: &Outside<'_, C>,
+    ) -> Result<(), Error<C::Error>> {
         let max_unavailable = self.spec.policy.get_max_unavailable();
         let placement = probe_fn(|| async move {
             let topology = self.cluster.topology().await?;
@@ -372,11 +467,12 @@ impl<C: Cluster> Ctx<'_, C> {
         self.step_opt(first, Phase::Gate, async {
             match health {
                 GateHealth::Full => {
-                    let probe = self.cluster.fully_healthy().and(placement);
+                    let probe = outside.and(self.cluster.fully_healthy()).and(placement);
                     self.wait(first, Phase::Gate, &probe, deadline).await?;
                 }
                 GateHealth::PlacementOnly => {
-                    self.wait(first, Phase::Gate, &placement, deadline).await?;
+                    let probe = outside.and(placement);
+                    self.wait(first, Phase::Gate, &probe, deadline).await?;
                 }
             }
             for id in &wave.nodes {

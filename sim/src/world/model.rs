@@ -85,6 +85,10 @@ pub(crate) trait Model: Send + std::fmt::Debug + 'static {
     /// The rollout's rejoin of a data node that serves again.
     fn rejoin(&mut self, w: &mut World, node: u32);
 
+    /// Repairs what the rollout's knobs kept the coordinator from repairing by itself, once
+    /// they are released (core `Cluster::heal`).
+    fn heal(&mut self, w: &mut World);
+
     /// Whether the drain of a data node has taken effect (reasons only when `describe`).
     fn drained(&self, w: &World, node: u32, describe: bool) -> Health;
 

@@ -172,7 +172,10 @@ impl OpenMldb {
                 .replicas
                 .iter()
                 .any(|r| r.node == node && (!r.loaded || r.role == Rep::Inactive));
-            if needs {
+            let queued = Op::RecoverTable { part: p, node };
+            let pending = self.running.iter().flatten().any(|(op, _)| *op == queued)
+                || self.queues.iter().flatten().any(|op| *op == queued);
+            if needs && !pending {
                 self.enqueue(w, Op::RecoverTable { part: p, node });
             }
         }
@@ -280,7 +283,9 @@ impl Model for OpenMldb {
 
     fn knobs(&self, procedure: Procedure) -> Vec<Knob> {
         match procedure {
-            Procedure::HighAvailability => vec![Knob::rollout("auto_failover", "false")],
+            Procedure::HighAvailability => {
+                vec![Knob::rollout("auto_failover", "false").blocks_healing()]
+            }
             _ => Vec::new(),
         }
     }
@@ -358,8 +363,9 @@ impl Model for OpenMldb {
     }
 
     /// pre-upgrade as upstream: for each partition it leads, an unfenced ChangeLeader to the
-    /// follower with the highest offset; clients keep writing to the old leader until they
-    /// re-route (openmldb.md 2.5).
+    /// follower with the highest offset (clients keep writing to the old leader until they
+    /// re-route, openmldb.md 2.5), then RecoverTable of the old leader, which makes it a
+    /// follower again until its stop.
     fn drain(&mut self, w: &mut World, node: u32) {
         if w.nodes[node as usize].kind != RoleKind::Data || w.nodes[node as usize].draining {
             return;
@@ -381,6 +387,7 @@ impl Model for OpenMldb {
                     to: None,
                 },
             );
+            self.enqueue(w, Op::RecoverTable { part: p, node });
         }
     }
 
@@ -389,9 +396,6 @@ impl Model for OpenMldb {
     /// which the nameserver marked not alive.
     fn rejoin(&mut self, w: &mut World, node: u32) {
         let i = node as usize;
-        if !w.nodes[i].draining && self.led[i].is_empty() {
-            return;
-        }
         if !w.nodes[i].up() {
             // Not back yet: nothing to give it; `rejoined` keeps waiting.
             return;
@@ -399,10 +403,12 @@ impl Model for OpenMldb {
         w.nodes[i].draining = false;
         // A drain that never finished (the node was skipped) must not block the queues.
         self.cancel_moves_from(w, node);
+        // Idempotent: a tablet that restarted again since its last rejoin is recovered again.
         self.recover_replicas(w, node);
         for p in std::mem::take(&mut self.led[i]) {
+            // A leader that is down is auto failover's to move, not post-upgrade's.
             let from = w.primary(p).map(|r| r.node);
-            if let Some(from) = from.filter(|&f| f != node) {
+            if let Some(from) = from.filter(|&f| f != node && w.nodes[f as usize].up()) {
                 self.enqueue(
                     w,
                     Op::ChangeLeader {
@@ -421,6 +427,25 @@ impl Model for OpenMldb {
             }
         }
         w.changed();
+    }
+
+    /// recoverdata for the tablets that no one recovers: those that came back while
+    /// auto_failover was off (turning it back on does not reload a tablet that already
+    /// registered), and replicas left marked dead by an op that ran while their tablet was
+    /// down.
+    fn heal(&mut self, w: &mut World) {
+        for node in 0..w.nodes.len() as u32 {
+            let n = &w.nodes[node as usize];
+            let stranded = n.kind == RoleKind::Data
+                && n.up()
+                && n.attached
+                && !n.draining
+                && self.led[node as usize].is_empty()
+                && n.counts.not_back > 0;
+            if stranded {
+                self.recover_replicas(w, node);
+            }
+        }
     }
 
     fn drained(&self, w: &World, node: u32, describe: bool) -> Health {

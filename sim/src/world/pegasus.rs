@@ -43,9 +43,11 @@ impl Model for Pegasus {
         match procedure {
             Procedure::HighAvailability => vec![
                 Knob::rollout("meta_level", "steady"),
-                Knob::rollout("meta.lb.assign_delay_ms", "3600000"),
+                Knob::rollout("meta.lb.assign_delay_ms", "3600000").blocks_healing(),
                 Knob::rollout("meta.lb.add_secondary_enable_flow_control", "true"),
-                Knob::wave("meta.lb.add_secondary_max_count_for_one_node", "0").then("100"),
+                Knob::wave("meta.lb.add_secondary_max_count_for_one_node", "0")
+                    .then("100")
+                    .blocks_healing(),
             ],
             _ => vec![Knob::rollout("meta_level", "steady")],
         }
@@ -110,6 +112,10 @@ impl Model for Pegasus {
         // add-secondary is back on (a knob): the meta cures the node's replicas by itself.
         w.nodes[node as usize].draining = false;
         w.nodes[node as usize].move_only = false;
+    }
+
+    fn heal(&mut self, _: &mut World) {
+        // Add-secondary back on is all the meta needs: its next tick cures.
     }
 
     fn drained(&self, w: &World, node: u32, describe: bool) -> Health {

@@ -1,0 +1,343 @@
+//! Failures the wave did not cause: a node outside the wave crashes, hangs or loses contact
+//! while the wave runs, or a node of the wave restarts on its own during its rejoin.
+//!
+//! The rule (DESIGN.md section 5.7): the rollout's own knobs and steps must never make such a
+//! failure worse than it would be without the rollout, and a dead end is found in seconds.
+//! Before the wave's stop, the engine rides the failure out: it gives the wave's nodes back
+//! what the drain took, releases the knobs that keep the cluster from healing, lets the
+//! backend heal, waits (bounded) until the cluster is fully healthy, then holds the knobs
+//! again and starts the wave over from its gate. After the stop it cannot undo the restart,
+//! so it releases those knobs at once and goes on waiting for its own nodes.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::cluster::Cluster;
+use crate::error::{Error, Phase};
+use crate::event::Event;
+use crate::model::{Health, NodeId};
+use crate::plan::outside_failure;
+use crate::probe::HealthProbe;
+
+use super::Ctx;
+use super::knobs::Guard;
+use super::node::{Slot, StartAt};
+use super::recover::Restarted;
+use crate::cluster::Node;
+
+/// How many times a wave's nodes are rejoined again after restarting on their own.
+const MAX_REJOINS: usize = 2;
+
+/// A probe that fails the wait it is part of when a node of the wave runs another
+/// incarnation than the one that came back (it restarted on its own during its rejoin), or
+/// does not run.
+struct Reborn<'a, N> {
+    nodes: Vec<(&'a N, Option<String>)>,
+    seen: Mutex<Option<NodeId>>,
+}
+
+impl<N: Node> HealthProbe for Reborn<'_, N> {
+    type Error = N::Error;
+
+    async fn check(&self) -> Result<Health, N::Error> {
+        for (node, boot) in &self.nodes {
+            let status = node.status().await?;
+            if !status.running || status.boot != *boot {
+                *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(node.id().clone());
+                let why = status.exited.map_or_else(String::new, |r| format!(": {r}"));
+                return Ok(Health::failed(format!(
+                    "node {} restarted on its own during its rejoin{why}",
+                    node.id()
+                )));
+            }
+        }
+        Ok(Health::Healthy)
+    }
+}
+
+/// How many times one wave rides out a failure outside it before it gives up.
+pub(super) const MAX_RIDE_OUTS: usize = 3;
+
+/// A probe that fails the wait it is part of the moment a data node outside the wave is not
+/// alive, and remembers which.
+pub(super) struct Outside<'a, C> {
+    cluster: &'a C,
+    wave: &'a [NodeId],
+    /// Replicas count too (before the wave's stop).
+    replicas: bool,
+    on: AtomicBool,
+    seen: Mutex<Option<(NodeId, String)>>,
+}
+
+impl<'a, C: Cluster> Outside<'a, C> {
+    /// Watches the nodes outside `wave` while `on`.
+    pub(super) fn new(cluster: &'a C, wave: &'a [NodeId], on: bool, replicas: bool) -> Self {
+        Self {
+            cluster,
+            wave,
+            replicas,
+            on: AtomicBool::new(on),
+            seen: Mutex::new(None),
+        }
+    }
+
+    /// Stops watching (the failure was handled).
+    pub(super) fn disable(&self) {
+        self.on.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether it saw a failure.
+    pub(super) fn fired(&self) -> bool {
+        self.seen().is_some()
+    }
+
+    fn seen(&self) -> Option<(NodeId, String)> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Turns the error of a wait this probe failed into [`Error::OutsideFailure`].
+    pub(super) fn explain(&self, e: Error<C::Error>) -> Error<C::Error> {
+        match (e, self.seen()) {
+            (Error::Unhealthy { phase, .. }, Some((node, reason))) => Error::OutsideFailure {
+                node: Some(node),
+                phase,
+                reason,
+            },
+            (e, _) => e,
+        }
+    }
+}
+
+impl<C: Cluster> HealthProbe for Outside<'_, C> {
+    type Error = C::Error;
+
+    async fn check(&self) -> Result<Health, C::Error> {
+        if !self.on.load(Ordering::Relaxed) {
+            return Ok(Health::Healthy);
+        }
+        let topology = self.cluster.topology().await?;
+        Ok(match outside_failure(&topology, self.wave, self.replicas) {
+            Some((node, reason)) => {
+                *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some((node, reason.clone()));
+                Health::Failed(reason)
+            }
+            None => Health::Healthy,
+        })
+    }
+}
+
+impl<C: Cluster> Ctx<'_, C> {
+    /// Rides out a failure outside the wave, seen before any node of the wave was stopped:
+    /// the wave's drained nodes get their replicas back, the knobs that keep the cluster from
+    /// healing are released, the backend heals, and the cluster is waited for until fully
+    /// healthy (the `healthy` deadline). The caller then starts the wave over from its gate,
+    /// which holds the knobs again.
+    ///
+    /// # Errors
+    /// The cluster does not heal within the deadline (naming the failed node), or a knob or
+    /// backend call fails.
+    pub(super) async fn ride_out(
+        &self,
+        guard: &mut Guard,
+        slots: &[Slot<C::Node>],
+        cause: Error<C::Error>,
+    ) -> Result<(), Error<C::Error>> {
+        let (failed, phase) = (cause.node().cloned(), cause.phase().unwrap_or(Phase::Gate));
+        let why = super::chain(&cause);
+        tracing::warn!(
+            cause = why.as_str(),
+            "riding out a failure outside the wave"
+        );
+        self.emit(Event::Waiting {
+            node: failed.clone(),
+            phase,
+            reason: format!(
+                "{why}; the wave's nodes get their replicas back and the knobs that keep the \
+                 cluster from healing are released until it is fully healthy again"
+            ),
+        });
+        for s in slots.iter().filter(|s| s.start <= StartAt::Drain) {
+            // Best effort: the wait for full health below is what counts.
+            let _ = self
+                .call(Some(&s.id), Phase::Rejoin, || self.cluster.rejoin(&s.id))
+                .await;
+        }
+        self.release_healing(guard).await?;
+        let deadline = self.spec.policy.get_deadlines().healthy;
+        let healed = self
+            .wait(
+                None,
+                Phase::WaitHealthy,
+                &self.cluster.fully_healthy(),
+                deadline,
+            )
+            .await;
+        healed.map_err(|e| Error::OutsideFailure {
+            node: failed,
+            phase,
+            reason: format!(
+                "{why}; with the wave's nodes back and the knobs released, the cluster did not \
+                 become fully healthy: {}",
+                super::chain(&e)
+            ),
+        })
+    }
+
+    /// Releases every knob that keeps the cluster from healing (the wave's, and the rollout's
+    /// marked [`blocks_healing`](crate::Knob::blocks_healing)), then lets the backend heal
+    /// what they kept it from healing.
+    pub(super) async fn release_healing(&self, guard: &mut Guard) -> Result<(), Error<C::Error>> {
+        let names = guard.healing_blockers();
+        self.restore_names(guard, &names).await?;
+        self.call(None, Phase::Restore, || self.cluster.heal())
+            .await
+    }
+
+    /// Waits through `wait` while watching the nodes outside the wave: when one fails, the
+    /// knobs that keep the cluster from healing are released at once (the wave's nodes are
+    /// already down, so it cannot be undone) and the wait goes on.
+    pub(super) async fn watched<T, F, Fut>(
+        &self,
+        guard: &mut Guard,
+        outside: &Outside<'_, C>,
+        mut wait: F,
+    ) -> Result<T, Error<C::Error>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Error<C::Error>>>,
+    {
+        match wait().await.map_err(|e| outside.explain(e)) {
+            Err(e @ Error::OutsideFailure { .. }) => {
+                tracing::warn!(cause = %super::chain(&e), "a failure outside the wave after its stop");
+                self.emit(Event::Waiting {
+                    node: e.node().cloned(),
+                    phase: e.phase().unwrap_or(Phase::WaitReady),
+                    reason: format!(
+                        "{}; the knobs that keep the cluster from healing are released",
+                        super::chain(&e)
+                    ),
+                });
+                outside.disable();
+                self.release_healing(guard).await?;
+                wait().await
+            }
+            other => other,
+        }
+    }
+}
+
+impl<C: Cluster> Ctx<'_, C> {
+    /// The end of a wave: (high-availability procedure) rejoin every node and wait until it
+    /// has its replicas back, then wait until the whole cluster is fully healthy; watching the
+    /// nodes outside the wave all along, and rejoining again a node of the wave that restarts
+    /// on its own meanwhile (its recovery would otherwise never be issued again).
+    pub(super) async fn back(
+        &self,
+        guard: &mut Guard,
+        slots: &[Slot<C::Node>],
+        outside: &Outside<'_, C>,
+        ha: bool,
+    ) -> Result<(), Error<C::Error>> {
+        let deadlines = *self.spec.policy.get_deadlines();
+        let first = slots.first().map(|s| s.id.clone());
+        let mut again = 0;
+        loop {
+            let mut nodes = Vec::new();
+            for s in slots {
+                let status = self
+                    .call(Some(&s.id), Phase::Rejoin, || s.node.status())
+                    .await?;
+                nodes.push((&s.node, status.boot));
+            }
+            let reborn = Reborn {
+                nodes,
+                seen: Mutex::new(None),
+            };
+            let reborn = if ha { Some(reborn) } else { None };
+            let done = self
+                .watched(guard, outside, || async {
+                    if ha {
+                        self.all(slots, StartAt::WaitReady, Phase::Rejoin, |s| async move {
+                            self.call(Some(&s.id), Phase::Rejoin, || self.cluster.rejoin(&s.id))
+                                .await
+                        })
+                        .await?;
+                        self.all(slots, StartAt::WaitReady, Phase::WaitRejoined, |s| async {
+                            let probe = outside
+                                .and(reborn.as_ref().map(Either::Some).unwrap_or(Either::None))
+                                .and(self.cluster.rejoined(&s.id));
+                            self.wait(Some(&s.id), Phase::WaitRejoined, &probe, deadlines.rejoin)
+                                .await
+                        })
+                        .await?;
+                    }
+                    if outside.fired() {
+                        // What the released knobs kept from healing, including what the
+                        // wave's own rejoin left behind meanwhile.
+                        self.call(None, Phase::WaitHealthy, || self.cluster.heal())
+                            .await?;
+                    }
+                    self.step_opt(first.as_ref(), Phase::WaitHealthy, async {
+                        let probe = outside
+                            .and(reborn.as_ref().map(Either::Some).unwrap_or(Either::None))
+                            .and(self.cluster.fully_healthy());
+                        self.wait(None, Phase::WaitHealthy, &probe, deadlines.healthy)
+                            .await
+                    })
+                    .await
+                })
+                .await;
+            let restarted = reborn
+                .as_ref()
+                .and_then(|r| r.seen.lock().unwrap_or_else(|e| e.into_inner()).clone());
+            match (done, restarted) {
+                (Err(e), Some(node)) if again < MAX_REJOINS => {
+                    again += 1;
+                    tracing::warn!(node = node.as_str(), cause = %super::chain(&e), "rejoining a node that restarted on its own");
+                    self.emit(Event::Waiting {
+                        node: Some(node.clone()),
+                        phase: Phase::WaitRejoined,
+                        reason: format!(
+                            "{}; it is waited for and rejoined again",
+                            super::chain(&e)
+                        ),
+                    });
+                    for s in slots {
+                        let up = Restarted {
+                            node: &s.node,
+                            before: None,
+                        }
+                        .and(self.cluster.ready(&s.id));
+                        self.wait(Some(&s.id), Phase::WaitReady, &up, deadlines.ready)
+                            .await?;
+                    }
+                }
+                (done, _) => return done,
+            }
+        }
+    }
+}
+
+/// A probe or none (holds).
+enum Either<P> {
+    Some(P),
+    None,
+}
+
+impl<P: HealthProbe> HealthProbe for Either<P> {
+    type Error = P::Error;
+
+    async fn check(&self) -> Result<Health, P::Error> {
+        match self {
+            Self::Some(p) => p.check().await,
+            Self::None => Ok(Health::Healthy),
+        }
+    }
+
+    async fn wake(&self) {
+        match self {
+            Self::Some(p) => p.wake().await,
+            Self::None => std::future::pending().await,
+        }
+    }
+}
