@@ -140,18 +140,14 @@ impl SimCluster {
         let mut monitor = w.mon.clone();
         monitor.unavailable_us += open;
         monitor.writes_lost = writes_lost;
+        // The histogram rounds to three significant digits: no percentile above the exact max.
         let h = &w.clients.latency;
-        let q = |q: f64| {
-            if h.is_empty() {
-                0
-            } else {
-                h.value_at_quantile(q)
-            }
-        };
+        let max = w.clients.latency_max;
+        let q = |q: f64| if h.is_empty() { 0 } else { h.value_at_quantile(q).min(max) };
         monitor.latency_p50_us = q(0.5);
         monitor.latency_p99_us = q(0.99);
         monitor.latency_p999_us = q(0.999);
-        monitor.latency_max_us = if h.is_empty() { 0 } else { h.max() };
+        monitor.latency_max_us = w.clients.latency_max;
         Truth {
             monitor,
             restarts: w.nodes.iter().map(|n| (n.id.clone(), n.restarts)).collect(),
@@ -163,16 +159,14 @@ impl SimCluster {
         }
     }
 
-    /// Whether the replica of partition `part` that serves it now holds write `seq`: the
-    /// ledger's answer for one write, for checks that replay a run's acknowledged writes.
-    pub fn serving_holds(&self, part: usize, seq: u32) -> Option<bool> {
+    /// Whether the replica of partition `part` (0-based) on `node` holds write `seq`: one
+    /// replica's answer, for checks that replay a run's acknowledged writes against the
+    /// replica they pick themselves (from [`Cluster::topology`]). `None` when the partition
+    /// has no replica there.
+    pub fn replica_holds(&self, part: usize, node: &NodeId, seq: u32) -> Option<bool> {
         let w = self.world();
-        let p = w.parts.get(part)?;
-        let r = p
-            .replicas
-            .iter()
-            .find(|r| r.role == Rep::Primary && r.loaded)
-            .or_else(|| p.replicas.iter().max_by_key(|r| r.log.len()))?;
+        let i = self.index(&w, node)?;
+        let r = w.parts.get(part)?.replicas.iter().find(|r| r.node == i)?;
         Some(r.log.holds(seq))
     }
 

@@ -1,6 +1,8 @@
 //! The simulator's probes: each answers from the world's one definition of its condition
 //! ([`crate::world::conditions`]) and registers the wait for the lower-bound measurement.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use rollout_core::{Health, HealthProbe};
 
 use crate::cluster::{SimCluster, SimError};
@@ -14,6 +16,8 @@ pub(crate) struct SimProbe<'a> {
     node: Option<u32>,
     kind: Kind,
     wait: Option<u64>,
+    /// The engine has seen the condition hold (the idle interval is closed).
+    seen: AtomicBool,
 }
 
 impl<'a> SimProbe<'a> {
@@ -28,16 +32,17 @@ impl<'a> SimProbe<'a> {
             node,
             kind,
             wait,
+            seen: AtomicBool::new(false),
         }
     }
 }
 
 impl Drop for SimProbe<'_> {
     fn drop(&mut self) {
-        if let Some(id) = self.wait {
-            let mut w = self.sim.lock();
-            let now = w.now;
-            w.waits.finish(id, now);
+        if let Some(id) = self.wait
+            && !self.seen.load(Ordering::Relaxed)
+        {
+            self.sim.lock().waits.cancel(id);
         }
     }
 }
@@ -46,11 +51,20 @@ impl HealthProbe for SimProbe<'_> {
     type Error = SimError;
 
     async fn check(&self) -> Result<Health, SimError> {
-        let w = self.sim.lock();
+        let mut w = self.sim.lock();
         if self.node.is_none() && self.kind != Kind::FullyHealthy {
             return Ok(Health::failed("the node is not in this cluster"));
         }
-        Ok(eval(&w, self.kind, self.node, true))
+        let health = eval(&w, self.kind, self.node, true);
+        if health.is_healthy()
+            && let Some(id) = self.wait
+            && !self.seen.swap(true, Ordering::Relaxed)
+        {
+            // The engine sees it hold now: its idle time since it began to hold ends here.
+            let now = w.now;
+            w.waits.finish(id, now);
+        }
+        Ok(health)
     }
 
     async fn wake(&self) {

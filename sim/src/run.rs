@@ -124,7 +124,9 @@ pub struct SimReport {
     pub writes_lost: u64,
     /// The most replicas of one partition down at once.
     pub max_replicas_down: usize,
-    /// Whether every knob ended at its original value.
+    /// Whether every knob ended at its original value, and (for the core engine's strategies)
+    /// the rollout restored every knob it had saved: a coordinator failover that resets them
+    /// does not count.
     pub knobs_restored: bool,
     /// Orchestrator-initiated restarts, all nodes.
     pub restarts: u64,
@@ -199,7 +201,7 @@ pub async fn simulate(
     let result = result.expect("set above");
     let virtual_secs = t0.elapsed().as_secs_f64();
     // Let requests in flight finish before reading the counters.
-    tokio::time::sleep(builder_timeout()).await;
+    tokio::time::sleep(builder.get_load().timeout).await;
     let skipped: Vec<String> = match &result {
         Ok(r) => r.skipped.iter().map(|(n, _)| n.to_string()).collect(),
         Err(_) => Vec::new(),
@@ -223,6 +225,11 @@ pub async fn simulate(
         },
         Err(e) => ("aborted", Some(chain(e))),
     };
+    // Every knob the rollout saved it also restored (a new coordinator leader starting from
+    // its config would put them back without the rollout; that must not count).
+    let restored_by_rollout = rollout_core::Resume::from_entries(&journal.entries())
+        .knobs
+        .is_empty();
     Ok((
         sim.clone(),
         report(
@@ -230,6 +237,7 @@ pub async fn simulate(
             strategy,
             &sim,
             Measured {
+                restored_by_rollout,
                 outcome,
                 error,
                 virtual_secs,
@@ -247,7 +255,7 @@ async fn script_run(builder: &SimBuilder, sim: SimCluster, spec: &Spec) -> (SimC
     let t0 = Instant::now();
     let result = crate::script::run(&sim, &spec.change).await;
     let virtual_secs = t0.elapsed().as_secs_f64();
-    tokio::time::sleep(builder_timeout()).await;
+    tokio::time::sleep(builder.get_load().timeout).await;
     let (outcome, error) = match result {
         Ok(()) => ("completed", None),
         Err(e) => ("aborted", Some(e)),
@@ -257,6 +265,8 @@ async fn script_run(builder: &SimBuilder, sim: SimCluster, spec: &Spec) -> (SimC
         Strategy::Script,
         &sim,
         Measured {
+            // The upstream tools keep no journal: only the cluster's reading says.
+            restored_by_rollout: true,
             outcome,
             error,
             virtual_secs,
@@ -271,6 +281,9 @@ async fn script_run(builder: &SimBuilder, sim: SimCluster, spec: &Spec) -> (SimC
 
 /// What a strategy's driver measured itself; [`report`] adds the world's truth.
 pub(crate) struct Measured {
+    /// Whether the driver restored every knob it changed (the cluster's own reading is
+    /// checked besides).
+    pub(crate) restored_by_rollout: bool,
     pub(crate) outcome: &'static str,
     pub(crate) error: Option<String>,
     pub(crate) virtual_secs: f64,
@@ -289,6 +302,7 @@ pub(crate) fn report(
 ) -> SimReport {
     let truth = sim.truth();
     let Measured {
+        restored_by_rollout,
         outcome,
         error,
         virtual_secs,
@@ -321,7 +335,7 @@ pub(crate) fn report(
         writes_acked: m.writes_acked,
         writes_lost: m.writes_lost,
         max_replicas_down: m.max_replicas_down,
-        knobs_restored: truth.knobs_restored,
+        knobs_restored: truth.knobs_restored && restored_by_rollout,
         restarts: truth.restarts.values().map(|&r| u64::from(r)).sum(),
         max_restarts_per_node: truth
             .restarts
@@ -338,8 +352,4 @@ pub(crate) fn report(
         journal_records,
         resumed,
     }
-}
-
-fn builder_timeout() -> Duration {
-    crate::config::ClientLoad::default().timeout
 }

@@ -73,11 +73,15 @@ async fn poll(
     let done: CondFn = Arc::new(done);
     // The world records when the condition first held; the lower bound counts the rest of
     // the poll interval as idle.
-    let _watch = Watch::new(sim, done.clone());
+    let watch = Watch::new(sim, done.clone());
     let end = tokio::time::Instant::now() + limit;
     loop {
-        if done(&sim.lock()) {
-            return true;
+        {
+            let mut w = sim.lock();
+            if done(&w) {
+                watch.seen(&mut w);
+                return true;
+            }
         }
         if tokio::time::Instant::now() >= end {
             return false;
@@ -97,13 +101,17 @@ impl<'a> Watch<'a> {
         let id = sim.lock().waits.register_fn(cond);
         Self { sim, id }
     }
+
+    /// The tool saw its condition hold: its idle time since the condition began to ends here.
+    fn seen(&self, w: &mut World) {
+        let now = w.now;
+        w.waits.finish(self.id, now);
+    }
 }
 
 impl Drop for Watch<'_> {
     fn drop(&mut self) {
-        let mut w = self.sim.lock();
-        let now = w.now;
-        w.waits.finish(self.id, now);
+        self.sim.lock().waits.cancel(self.id);
     }
 }
 
@@ -165,7 +173,9 @@ async fn pegasus(sim: &SimCluster, change: &Change) -> Result<(), String> {
                 w.nodes[i as usize].move_only = true;
             }
             sleep(one_second()).await;
-            if sim.lock().nodes[i as usize].counts.primaries == 0 {
+            let mut w = sim.lock();
+            if w.nodes[i as usize].counts.primaries == 0 {
+                led_nothing.seen(&mut w);
                 break;
             }
         }
@@ -184,7 +194,9 @@ async fn pegasus(sim: &SimCluster, change: &Change) -> Result<(), String> {
                 w.nodes[i as usize].move_only = false;
             }
             sleep(one_second()).await;
-            if sim.lock().nodes[i as usize].counts.members == 0 {
+            let mut w = sim.lock();
+            if w.nodes[i as usize].counts.members == 0 {
+                serves_nothing.seen(&mut w);
                 break;
             }
         }

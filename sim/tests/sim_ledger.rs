@@ -8,13 +8,15 @@ mod support;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use rollout_core::{Change, Ignore};
+use rollout_core::{Change, Cluster, Ignore, ReplicaRole};
 use rollout_sim::{Fault, Flavor, NodeRef, SimBuilder, SimReport, Strategy as Rollout, simulate};
 use support::{run, run_with_restarts};
 
-/// Runs `strategy` and replays every acknowledged write against the replica that serves its
-/// partition at the end, one write at a time.
-fn run_and_replay(b: &SimBuilder, strategy: Rollout) -> (SimReport, u64) {
+/// Runs `strategy`, then replays every acknowledged write against the replica the test picks
+/// itself from the topology (the primary; with none, the replica that holds the most), one
+/// write at a time. Returns the report, the replay's count of lost writes and the number of
+/// acknowledged writes the replay found.
+fn run_and_replay(b: &SimBuilder, strategy: Rollout) -> (SimReport, u64, u64) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -23,15 +25,38 @@ fn run_and_replay(b: &SimBuilder, strategy: Rollout) -> (SimReport, u64) {
     rt.block_on(async {
         let spec = strategy.spec(Change::Restart, b.get_data_nodes());
         let (sim, report) = simulate(b, strategy, &spec, &Ignore).await.expect("shape");
-        let mut lost = 0;
-        for p in 0..b.get_partitions() {
-            for seq in sim.acked(p) {
-                if sim.serving_holds(p, seq) != Some(true) {
-                    lost += 1;
-                }
+        let topology = loop {
+            // The replay reads the topology like any client of the cluster.
+            if let Ok(t) = sim.topology().await {
+                break t;
             }
+        };
+        let (mut lost, mut acked) = (0, 0);
+        for (p, part) in topology.partitions.iter().enumerate() {
+            let writes = sim.acked(p);
+            acked += writes.len() as u64;
+            let held = |node| {
+                writes
+                    .iter()
+                    .filter(|&&s| sim.replica_holds(p, node, s) == Some(true))
+                    .count()
+            };
+            let primary = part
+                .replicas
+                .iter()
+                .find(|r| r.role == ReplicaRole::Primary);
+            let kept = match primary {
+                Some(r) => held(&r.node),
+                None => part
+                    .replicas
+                    .iter()
+                    .map(|r| held(&r.node))
+                    .max()
+                    .unwrap_or(0),
+            };
+            lost += (writes.len() - kept) as u64;
         }
-        (report, lost)
+        (report, lost, acked)
     })
 }
 
@@ -77,7 +102,8 @@ proptest! {
         for f in faults {
             b.fault(f);
         }
-        let (r, replayed) = run_and_replay(&b, strategy);
+        let (r, replayed, acked) = run_and_replay(&b, strategy);
+        prop_assert_eq!(acked, r.writes_acked, "seed {}: an ack missed the ledger", seed);
         prop_assert_eq!(r.writes_lost, replayed, "seed {}: {:?}", seed, r);
         prop_assert!(r.writes_lost <= r.writes_acked);
     }

@@ -29,6 +29,8 @@ pub(crate) struct Clients {
     seq: u64,
     /// Microseconds from issue to the attempt that was served, per served request.
     pub(crate) latency: Histogram<u64>,
+    /// The slowest served request, exactly (the histogram rounds).
+    pub(crate) latency_max: Us,
 }
 
 impl Clients {
@@ -44,6 +46,7 @@ impl Clients {
             interval,
             retries: BinaryHeap::new(),
             seq: 0,
+            latency_max: 0,
             // Up to two hours at three significant digits.
             latency: Histogram::new_with_bounds(1, 7_200_000_000, 3)
                 .expect("constant bounds are valid"),
@@ -55,6 +58,12 @@ impl Clients {
     pub(crate) fn stop(&mut self) {
         self.next_req = Us::MAX;
         self.retries.clear();
+    }
+
+    /// Starts the clients again at `now`.
+    #[cfg(test)]
+    pub(crate) fn resume(&mut self, now: Us) {
+        self.next_req = now.saturating_add(self.interval);
     }
 
     /// When the next request or retry is due.
@@ -101,6 +110,7 @@ impl World {
             let latency = self.now - req.issued;
             // Saturates at the histogram's top, which is above any timeout the builder allows.
             self.clients.latency.saturating_record(latency);
+            self.clients.latency_max = self.clients.latency_max.max(latency);
             return;
         }
         let next = self.now + us(self.clients.load.retry);
@@ -125,7 +135,12 @@ impl World {
                 let part = &self.parts[p as usize];
                 let taken = self.nodes[node as usize].up()
                     && part.replicas.iter().any(|r| r.node == node && r.loaded);
-                if taken {
+                if !taken {
+                    // Clients still route to the deposed leader, which is gone: the write
+                    // fails until their routing refreshes.
+                    return false;
+                }
+                {
                     let part = &mut self.parts[p as usize];
                     let seq = part.next_seq;
                     part.next_seq += 1;

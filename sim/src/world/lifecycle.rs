@@ -169,12 +169,17 @@ impl World {
         let parts = self.nodes[n as usize].parts.clone();
         for p in parts {
             self.replicate(p);
+            let mut member_lost = false;
             for r in self.parts[p as usize]
                 .replicas
                 .iter_mut()
                 .filter(|r| r.node == n && r.role != Rep::Inactive)
             {
+                member_lost |= matches!(r.role, Rep::Primary | Rep::Secondary);
                 r.role = Rep::Inactive;
+            }
+            if member_lost {
+                self.reconfigure(p, false);
             }
             self.touch(p);
         }

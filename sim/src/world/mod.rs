@@ -318,6 +318,21 @@ impl World {
         std::mem::swap(&mut self.parts[p as usize].replicas[pi].log, &mut leader);
     }
 
+    /// Starts a reconfiguration of `p` (`Timings::reconfigure`; zero where the system has no
+    /// such window): writes (and reads, for a primary change) wait.
+    pub(crate) fn reconfigure(&mut self, p: u32, primary_change: bool) {
+        let until = self.now + us(self.t.reconfigure);
+        let part = &mut self.parts[p as usize];
+        part.write_block_until = part.write_block_until.max(until);
+        if primary_change {
+            part.read_block_until = part.read_block_until.max(until);
+        }
+        part.busy_until = part.busy_until.max(until);
+        if until > self.now {
+            self.schedule(until, Ev::Unblock { part: p });
+        }
+    }
+
     /// Recomputes a partition's health, availability and node counters, and records them.
     pub(crate) fn touch(&mut self, p: u32) {
         let members = self.members(p);
@@ -514,18 +529,13 @@ impl World {
         self.transient_p > 0.0 && self.rng.random_bool(self.transient_p)
     }
 
-    /// Acknowledged writes absent from what each partition serves now: its primary, or,
-    /// with none, the member recovery would promote (the longest log).
+    /// Acknowledged writes absent from what each partition serves now ([`serving_replica`]).
     pub(crate) fn writes_lost(&mut self) -> u64 {
         let mut lost = 0;
         for p in 0..self.parts.len() as u32 {
             self.replicate(p);
             let part = &self.parts[p as usize];
-            let serving = part
-                .replicas
-                .iter()
-                .find(|r| r.role == Rep::Primary && r.loaded)
-                .or_else(|| part.replicas.iter().max_by_key(|r| r.log.len()));
+            let serving = serving_replica(part);
             lost += match serving {
                 Some(r) => ledger::missing(&part.acked, &r.log),
                 None => part.acked.len() as u64,
@@ -537,3 +547,14 @@ impl World {
 
 #[cfg(test)]
 mod tests;
+
+/// The replica whose data a partition serves, or will serve once it recovers: its primary
+/// (a down one reloads its data from disk), or, with none, the one with the longest log, which
+/// recovery promotes.
+pub(crate) fn serving_replica(part: &Part) -> Option<&Replica> {
+    part.replicas
+        .iter()
+        .find(|r| r.role == Rep::Primary && r.loaded)
+        .or_else(|| part.replicas.iter().find(|r| r.role == Rep::Primary))
+        .or_else(|| part.replicas.iter().max_by_key(|r| r.log.len()))
+}

@@ -52,7 +52,8 @@ impl Op {
 #[derive(Debug)]
 pub(crate) struct OpenMldb {
     queues: Vec<VecDeque<Op>>,
-    running: Vec<Option<(Op, Us)>>,
+    /// The op running on each queue, when it started and the boot of the node it targets.
+    running: Vec<Option<(Op, Us, u64)>>,
     /// Ops queued or running that name each node.
     node_ops: Vec<u32>,
     /// Partitions each tablet led when the rollout drained it, to hand back on rejoin.
@@ -113,9 +114,9 @@ impl OpenMldb {
         if self.running[q].is_some() || w.leader.is_none() {
             return;
         }
-        // A ChangeLeader away from a node with a stuck drain never starts: it blocks its
-        // queue, as a stuck op does.
-        if let Some(Op::ChangeLeader { from, .. }) = self.queues[q].front()
+        // The drain's own ChangeLeader away from a node with a stuck drain never starts: it
+        // blocks its queue, as a stuck op does.
+        if let Some(Op::ChangeLeader { from, to: None, .. }) = self.queues[q].front()
             && w.nodes[*from as usize].stuck_drain
         {
             return;
@@ -138,7 +139,8 @@ impl OpenMldb {
                 .saturating_add(missed.saturating_mul(us(w.t.catch_up_per_write)))
                 .saturating_add(since_snapshot.saturating_mul(us(w.t.replay_per_write)));
         }
-        self.running[q] = Some((op, w.now));
+        let boot = op.nodes()[0].map_or(0, |n| w.nodes[n as usize].boot);
+        self.running[q] = Some((op, w.now, boot));
         w.after_model(
             cost,
             ModelEv {
@@ -151,13 +153,13 @@ impl OpenMldb {
     }
 
     fn op_done(&mut self, w: &mut World, q: usize) {
-        let Some((op, started)) = self.running.get_mut(q).and_then(Option::take) else {
+        let Some((op, started, boot)) = self.running.get_mut(q).and_then(Option::take) else {
             return;
         };
         self.op_finished(&op);
         match op {
             Op::ChangeLeader { part, from, to } => change_leader(w, part, from, to),
-            Op::RecoverTable { part, node } => recover_table(w, part, node, started),
+            Op::RecoverTable { part, node } => recover_table(w, part, node, started, boot),
         }
         w.changed();
         self.start_op(w, q);
@@ -173,7 +175,11 @@ impl OpenMldb {
                 .iter()
                 .any(|r| r.node == node && (!r.loaded || r.role == Rep::Inactive));
             let queued = Op::RecoverTable { part: p, node };
-            let pending = self.running.iter().flatten().any(|(op, _)| *op == queued)
+            let pending = self
+                .running
+                .iter()
+                .flatten()
+                .any(|(op, _, _)| *op == queued)
                 || self.queues.iter().flatten().any(|op| *op == queued);
             if needs && !pending {
                 self.enqueue(w, Op::RecoverTable { part: p, node });
@@ -235,7 +241,7 @@ impl OpenMldb {
             .running
             .iter()
             .flatten()
-            .map(|(op, _)| op)
+            .map(|(op, _, _)| op)
             .find(mentions)
             .map(|op| (op, "running"))
             .or_else(|| {
@@ -514,6 +520,11 @@ impl World {
     /// marked not alive and, if its process still runs, keeps taking the writes of clients that
     /// have not re-routed yet.
     fn change_leader_op(&mut self, part: u32, from: u32, to: Option<u32>) {
+        // The leader moved since the op was queued (auto failover, another op): nothing to do.
+        if self.primary(part).is_none_or(|r| r.node != from) {
+            self.touch(part);
+            return;
+        }
         self.replicate(part);
         let p = &self.parts[part as usize];
         let candidates: Vec<usize> = p
@@ -561,8 +572,10 @@ impl World {
     /// leader re-ships the rest), is marked alive while the tail it missed during the op is
     /// still streaming, and follows the leader from then on. A leader with no other leader to
     /// follow reloads its own binlog.
-    fn recover_table_op(&mut self, part: u32, node: u32, started: Us) {
-        if !self.nodes[node as usize].up() {
+    fn recover_table_op(&mut self, part: u32, node: u32, started: Us, boot: u64) {
+        // The op fails when its tablet is down or restarted while it ran (what it loaded went
+        // with the old process).
+        if !self.nodes[node as usize].up() || self.nodes[node as usize].boot != boot {
             self.touch(part);
             return;
         }
@@ -573,6 +586,10 @@ impl World {
             .map(|r| r.log.clone());
         let per_write = us(self.t.catch_up_per_write);
         let now = self.now;
+        let other_primary = self.parts[part as usize]
+            .replicas
+            .iter()
+            .any(|r| r.node != node && r.role == Rep::Primary);
         let Some(r) = self.parts[part as usize]
             .replicas
             .iter_mut()
@@ -580,9 +597,9 @@ impl World {
         else {
             return;
         };
-        r.loaded = true;
         match leader {
             Some(log) => {
+                r.loaded = true;
                 r.role = Rep::Secondary;
                 // What the leader had when the op began is loaded; what came since streams.
                 r.log.follow(&log, started);
@@ -593,11 +610,13 @@ impl World {
                     self.schedule(until, Ev::Unblock { part });
                 }
             }
-            None => {
-                if r.role == Rep::Inactive {
-                    r.role = Rep::Primary;
-                }
+            // No serving leader: the replica flagged leader (or, with none flagged, this one)
+            // reloads its own binlog; while another flagged leader is down the op fails.
+            None if r.role == Rep::Primary || !other_primary => {
+                r.loaded = true;
+                r.role = Rep::Primary;
             }
+            None => {}
         }
         self.touch(part);
     }
@@ -607,6 +626,6 @@ fn change_leader(w: &mut World, part: u32, from: u32, to: Option<u32>) {
     w.change_leader_op(part, from, to);
 }
 
-fn recover_table(w: &mut World, part: u32, node: u32, started: Us) {
-    w.recover_table_op(part, node, started);
+fn recover_table(w: &mut World, part: u32, node: u32, started: Us, boot: u64) {
+    w.recover_table_op(part, node, started, boot);
 }

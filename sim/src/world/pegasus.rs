@@ -13,7 +13,7 @@ use std::any::Any;
 
 use rollout_core::{Health, Knob, Procedure, RoleKind};
 
-use super::{Ev, Model, ModelEv, Profile, Rep, Replica, Us, World, us};
+use super::{Model, ModelEv, Profile, Rep, Replica, Us, World, us};
 use crate::config::Flavor;
 
 /// The Pegasus meta server's decisions (it keeps no state of its own: proposals and
@@ -161,20 +161,6 @@ impl World {
             .filter(|n| n.kind == RoleKind::Data)
             .count();
         alive < self.t.min_live || alive * 100 < all * self.t.live_percentage as usize
-    }
-
-    /// Starts a reconfiguration of `p`: writes (and reads, for a primary change) wait.
-    fn reconfigure(&mut self, p: u32, primary_change: bool) {
-        let until = self.now + us(self.t.reconfigure);
-        let part = &mut self.parts[p as usize];
-        part.write_block_until = part.write_block_until.max(until);
-        if primary_change {
-            part.read_block_until = part.read_block_until.max(until);
-        }
-        part.busy_until = part.busy_until.max(until);
-        if until > self.now {
-            self.schedule(until, Ev::Unblock { part: p });
-        }
     }
 
     /// Meta tick: run one proposal per partition of each draining node, promote, cure.
@@ -450,6 +436,8 @@ impl World {
                 r.log.follow(&log, Us::MAX);
                 r.role = Rep::Secondary;
                 r.loaded = true;
+                // Adding a secondary is a configuration change too.
+                self.reconfigure(part, false);
             }
             _ => self.parts[part as usize].replicas[i].role = Rep::Inactive,
         }

@@ -2,9 +2,12 @@
 //! already held.
 //!
 //! Every probe the engine creates registers its condition here. The world evaluates each
-//! pending condition whenever its state changes, independent of the engine's polling and of
-//! the wake hints, and records the instant it first held; when the engine drops the probe
-//! (its wait is over), the interval from that instant to then is idle time. A transient
+//! registered condition whenever its state changes, independent of the engine's polling and
+//! of the wake hints, and records the instant it began to hold (and forgets it when it stops
+//! holding); when the engine's probe first sees it hold, the interval from that instant to
+//! then is idle time. A condition made of several probes (`and`) is registered by each
+//! simulator probe in it, so the idle time counts from when one part held: the bound errs
+//! low, never high. A transient
 //! control-plane error opens an idle interval that the engine's next call closes (its retry
 //! backoff), and the caller may add others (a resumed orchestrator's restart delay). The
 //! idle time is the union of the intervals, so parallel waits are not counted twice.
@@ -40,8 +43,8 @@ pub(crate) struct Waits {
     next_id: u64,
     /// Registered conditions that have not held yet.
     pending: BTreeMap<u64, Cond>,
-    /// Registered conditions and the instant they first held.
-    held: BTreeMap<u64, Us>,
+    /// Registered conditions that hold, with the instant they began to.
+    held: BTreeMap<u64, (Us, Cond)>,
     /// Closed idle intervals.
     idle: Vec<(Us, Us)>,
     /// An idle interval opened by a transient error, closed by the engine's next call.
@@ -67,14 +70,20 @@ impl Waits {
         self.next_id
     }
 
-    /// The engine dropped the probe at `now`.
+    /// The engine saw the condition hold at `now`: the wait is over.
     pub(crate) fn finish(&mut self, id: u64, now: Us) {
         self.pending.remove(&id);
-        if let Some(t) = self.held.remove(&id)
+        if let Some((t, _)) = self.held.remove(&id)
             && now > t
         {
             self.idle.push((t, now));
         }
+    }
+
+    /// The engine dropped the probe without seeing its condition hold.
+    pub(crate) fn cancel(&mut self, id: u64) {
+        self.pending.remove(&id);
+        self.held.remove(&id);
     }
 
     /// A control call at `now`: it ends an idle interval a transient error opened.
@@ -114,22 +123,40 @@ impl Waits {
     }
 }
 
-/// Records the instant each pending condition first holds (the state changed just now).
+fn holds(w: &World, cond: &Cond) -> bool {
+    match cond {
+        Cond::Probe(kind, node) => eval(w, *kind, *node, false).is_healthy(),
+        Cond::Fn(f) => f(w),
+    }
+}
+
+/// Records the instant each registered condition begins to hold, and forgets the ones that
+/// stopped holding before the engine saw them (the state changed just now).
 pub(super) fn evaluate(w: &mut World) {
     let now = w.now;
-    let holding: Vec<u64> = w
+    let began: Vec<u64> = w
         .waits
         .pending
         .iter()
-        .filter(|(_, cond)| match cond {
-            Cond::Probe(kind, node) => eval(w, *kind, *node, false).is_healthy(),
-            Cond::Fn(f) => f(w),
-        })
+        .filter(|(_, cond)| holds(w, cond))
         .map(|(&id, _)| id)
         .collect();
-    for id in holding {
-        w.waits.pending.remove(&id);
-        w.waits.held.insert(id, now);
+    let stopped: Vec<u64> = w
+        .waits
+        .held
+        .iter()
+        .filter(|(_, (_, cond))| !holds(w, cond))
+        .map(|(&id, _)| id)
+        .collect();
+    for id in began {
+        if let Some(cond) = w.waits.pending.remove(&id) {
+            w.waits.held.insert(id, (now, cond));
+        }
+    }
+    for id in stopped {
+        if let Some((_, cond)) = w.waits.held.remove(&id) {
+            w.waits.pending.insert(id, cond);
+        }
     }
 }
 
