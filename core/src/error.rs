@@ -156,7 +156,7 @@ pub enum Error<E: std::error::Error + 'static> {
     /// knobs that keep the cluster from healing, waiting until it is fully healthy) did not
     /// bring the cluster back within its bounds. The wave's nodes were not stopped while it
     /// was down.
-    #[error("{phase} on {}: a failure outside the wave: {reason}", Target(.node))]
+    #[error("a failure outside the wave during {phase}: {reason}")]
     OutsideFailure {
         /// The node that failed, when one is known.
         node: Option<NodeId>,

@@ -143,7 +143,13 @@ impl SimCluster {
         // The histogram rounds to three significant digits: no percentile above the exact max.
         let h = &w.clients.latency;
         let max = w.clients.latency_max;
-        let q = |q: f64| if h.is_empty() { 0 } else { h.value_at_quantile(q).min(max) };
+        let q = |q: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(q).min(max)
+            }
+        };
         monitor.latency_p50_us = q(0.5);
         monitor.latency_p99_us = q(0.99);
         monitor.latency_p999_us = q(0.999);

@@ -123,9 +123,9 @@ pub(super) async fn roll_nodes<C: Cluster>(
     ctx.resume_state(&mut slots).await?;
 
     let fresh = slots.iter().all(|s| s.start == StartAt::Gate);
-    // The high-availability procedure watches the data nodes outside a data wave and rides a
-    // failure there out before its stop (see the `outside` module).
-    let watch = ha && data;
+    // The high-availability procedure watches the data nodes outside the wave and rides a
+    // failure there out (see the `outside` module).
+    let watch = ha;
     let mut health = if fresh {
         GateHealth::Full
     } else {
@@ -212,7 +212,9 @@ pub(super) async fn roll_nodes<C: Cluster>(
     if let Err(e) = started {
         return Err(ctx.fail(&slots, e).await);
     }
-    let after = Outside::new(ctx.cluster, &wave.nodes, watch, false);
+    // After the stop a data wave's own rejoin may mark a displaced leader's replica dead for a
+    // moment: only nodes count then.
+    let after = Outside::new(ctx.cluster, &wave.nodes, watch, !data);
     let ready = ctx
         .watched(guard, &after, || {
             ctx.all(&slots, StartAt::WaitReady, Phase::WaitReady, |s| async {

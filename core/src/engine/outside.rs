@@ -28,6 +28,9 @@ use crate::cluster::Node;
 /// How many times a wave's nodes are rejoined again after restarting on their own.
 const MAX_REJOINS: usize = 2;
 
+/// How long a rejoin runs before it is nudged again, after a failure outside the wave.
+const NUDGE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A probe that fails the wait it is part of when a node of the wave runs another
 /// incarnation than the one that came back (it restarted on its own during its rejoin), or
 /// does not run.
@@ -143,7 +146,10 @@ impl<C: Cluster> Ctx<'_, C> {
         cause: Error<C::Error>,
     ) -> Result<(), Error<C::Error>> {
         let (failed, phase) = (cause.node().cloned(), cause.phase().unwrap_or(Phase::Gate));
-        let why = super::chain(&cause);
+        let why = match &cause {
+            Error::OutsideFailure { reason, .. } => reason.clone(),
+            other => super::chain(other),
+        };
         tracing::warn!(
             cause = why.as_str(),
             "riding out a failure outside the wave"
@@ -156,31 +162,42 @@ impl<C: Cluster> Ctx<'_, C> {
                  cluster from healing are released until it is fully healthy again"
             ),
         });
-        for s in slots.iter().filter(|s| s.start <= StartAt::Drain) {
-            // Best effort: the wait for full health below is what counts.
-            let _ = self
-                .call(Some(&s.id), Phase::Rejoin, || self.cluster.rejoin(&s.id))
-                .await;
-        }
         self.release_healing(guard).await?;
         let deadline = self.spec.policy.get_deadlines().healthy;
-        let healed = self
-            .wait(
-                None,
-                Phase::WaitHealthy,
-                &self.cluster.fully_healthy(),
-                deadline,
-            )
-            .await;
-        healed.map_err(|e| Error::OutsideFailure {
-            node: failed,
-            phase,
-            reason: format!(
-                "{why}; with the wave's nodes back and the knobs released, the cluster did not \
-                 become fully healthy: {}",
-                super::chain(&e)
-            ),
-        })
+        let since = tokio::time::Instant::now();
+        loop {
+            // Best effort, again at every nudge: the wait for full health is what counts.
+            for s in slots.iter().filter(|s| s.start <= StartAt::Drain) {
+                let _ = self
+                    .call(Some(&s.id), Phase::Rejoin, || self.cluster.rejoin(&s.id))
+                    .await;
+            }
+            let _ = self.call(None, Phase::Rejoin, || self.cluster.heal()).await;
+            let window = NUDGE.min(deadline);
+            let healed = self
+                .wait(
+                    None,
+                    Phase::WaitHealthy,
+                    &self.cluster.fully_healthy(),
+                    window,
+                )
+                .await;
+            match healed {
+                Ok(()) => return Ok(()),
+                Err(Error::Timeout { .. }) if since.elapsed() < deadline => {}
+                Err(e) => {
+                    return Err(Error::OutsideFailure {
+                        node: failed,
+                        phase,
+                        reason: format!(
+                            "{why}; with the wave's nodes back and the knobs released, the \
+                             cluster did not become fully healthy within {deadline:?}: {}",
+                            super::chain(&e)
+                        ),
+                    });
+                }
+            }
+        }
     }
 
     /// Releases every knob that keeps the cluster from healing (the wave's, and the rollout's
@@ -257,19 +274,49 @@ impl<C: Cluster> Ctx<'_, C> {
             let done = self
                 .watched(guard, outside, || async {
                     if ha {
-                        self.all(slots, StartAt::WaitReady, Phase::Rejoin, |s| async move {
-                            self.call(Some(&s.id), Phase::Rejoin, || self.cluster.rejoin(&s.id))
-                                .await
-                        })
-                        .await?;
-                        self.all(slots, StartAt::WaitReady, Phase::WaitRejoined, |s| async {
-                            let probe = outside
-                                .and(reborn.as_ref().map(Either::Some).unwrap_or(Either::None))
-                                .and(self.cluster.rejoined(&s.id));
-                            self.wait(Some(&s.id), Phase::WaitRejoined, &probe, deadlines.rejoin)
-                                .await
-                        })
-                        .await?;
+                        // After a failure outside the wave the wave's own recovery may fail
+                        // (its leader was the node that failed): it is nudged (heal, rejoin
+                        // again) every `NUDGE` until the rejoin deadline.
+                        let nudging = outside.fired();
+                        let since = tokio::time::Instant::now();
+                        loop {
+                            if nudging {
+                                self.call(None, Phase::Rejoin, || self.cluster.heal())
+                                    .await?;
+                            }
+                            self.all(slots, StartAt::WaitReady, Phase::Rejoin, |s| async move {
+                                self.call(Some(&s.id), Phase::Rejoin, || self.cluster.rejoin(&s.id))
+                                    .await
+                            })
+                            .await?;
+                            let window = if nudging {
+                                NUDGE.min(deadlines.rejoin)
+                            } else {
+                                deadlines.rejoin
+                            };
+                            let rejoined = self
+                                .all(slots, StartAt::WaitReady, Phase::WaitRejoined, |s| async {
+                                    let probe = outside
+                                        .and(
+                                            reborn
+                                                .as_ref()
+                                                .map(Either::Some)
+                                                .unwrap_or(Either::None),
+                                        )
+                                        .and(self.cluster.rejoined(&s.id));
+                                    self.wait(Some(&s.id), Phase::WaitRejoined, &probe, window)
+                                        .await
+                                })
+                                .await;
+                            match rejoined {
+                                Err(Error::Timeout { .. })
+                                    if nudging && since.elapsed() < deadlines.rejoin => {}
+                                other => {
+                                    other?;
+                                    break;
+                                }
+                            }
+                        }
                     }
                     if outside.fired() {
                         // What the released knobs kept from healing, including what the
