@@ -4,7 +4,7 @@ use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ApplyRecord, Change, Knob, NodeId, NodeStatus, Topology};
+use crate::model::{ApplyRecord, Change, Knob, NodeId, NodeInfo, NodeStatus, Topology};
 use crate::probe::HealthProbe;
 
 /// How the engine treats a backend error.
@@ -48,6 +48,14 @@ pub trait Cluster: Send + Sync {
 
     /// Reads the live topology.
     fn topology(&self) -> impl Future<Output = Result<Topology, Self::Error>> + Send;
+
+    /// Reads the live nodes only: what [`topology`](Cluster::topology) says of them, without
+    /// the partitions. The engine calls it often (it watches the nodes outside a wave at every
+    /// check of a wait), so a backend whose topology is expensive to read (many partitions)
+    /// should answer it from a cheaper call. The default reads the whole topology.
+    fn nodes(&self) -> impl Future<Output = Result<Vec<NodeInfo>, Self::Error>> + Send {
+        async { self.topology().await.map(|t| t.nodes) }
+    }
 
     /// A handle on the node's process, or `None` when the cluster has no such node.
     fn node(&self, id: &NodeId) -> Option<Self::Node>;

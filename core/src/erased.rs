@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::cluster::{Cluster, ErrorClass, Node, Procedure};
-use crate::model::{ApplyRecord, Change, Health, Knob, NodeId, NodeStatus, Topology};
+use crate::model::{ApplyRecord, Change, Health, Knob, NodeId, NodeInfo, NodeStatus, Topology};
 use crate::probe::HealthProbe;
 
 /// A boxed future that is `Send`.
@@ -162,6 +162,8 @@ pub trait DynCluster: Send + Sync {
     fn name(&self) -> &str;
     /// [`Cluster::topology`], boxed.
     fn topology_boxed(&self) -> BoxFuture<'_, Result<Topology, DynError>>;
+    /// [`Cluster::nodes`], boxed.
+    fn nodes_boxed(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, DynError>>;
     /// [`Cluster::node`], boxed.
     fn node_boxed(&self, id: &NodeId) -> Option<BoxNode>;
     /// [`Cluster::check_change`].
@@ -220,6 +222,9 @@ where
     }
     fn topology_boxed(&self) -> BoxFuture<'_, Result<Topology, DynError>> {
         Box::pin(async move { self.topology().await.map_err(DynError::new) })
+    }
+    fn nodes_boxed(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, DynError>> {
+        Box::pin(async move { self.nodes().await.map_err(DynError::new) })
     }
     fn node_boxed(&self, id: &NodeId) -> Option<BoxNode> {
         self.node(id).map(|n| BoxNode(Box::new(n)))
@@ -314,7 +319,7 @@ impl BoxCluster {
 }
 
 /// An empty node id, for probes that take none.
-static NO_NODE: NodeId = NodeId::empty();
+static NO_NODE: std::sync::LazyLock<NodeId> = std::sync::LazyLock::new(NodeId::empty);
 
 impl Cluster for BoxCluster {
     type Node = BoxNode;
@@ -325,6 +330,9 @@ impl Cluster for BoxCluster {
     }
     fn topology(&self) -> impl Future<Output = Result<Topology, DynError>> + Send {
         self.0.topology_boxed()
+    }
+    fn nodes(&self) -> impl Future<Output = Result<Vec<NodeInfo>, DynError>> + Send {
+        self.0.nodes_boxed()
     }
     fn node(&self, id: &NodeId) -> Option<BoxNode> {
         self.0.node_boxed(id)

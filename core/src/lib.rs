@@ -60,8 +60,8 @@ pub use model::{
 };
 pub use plan::{
     Blocked, Plan, PlannedKnob, SelectionError, Wave, build_waves, outside_failure,
-    resolve_selection, steps, warnings, wave_is_safe,
+    outside_node_failure, resolve_selection, steps, warnings, wave_is_safe,
 };
 pub use policy::{Deadlines, OnTimeout, Policy, Selection, Spec};
 pub use probe::{And, HealthProbe, Or, ProbeFn, probe_fn, probes};
-pub use wait::{WaitError, wait_until};
+pub use wait::{PROGRESS_CAP, WaitError, wait_until};

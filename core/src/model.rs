@@ -5,20 +5,31 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A node's identity: its canonical `host:port`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct NodeId(String);
+/// A node's identity: its canonical `host:port`. Cheap to clone (shared text).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(std::sync::Arc<str>);
+
+impl Serialize for NodeId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self::new)
+    }
+}
 
 impl NodeId {
     /// Wraps an address such as `10.0.0.7:34801`.
     pub fn new(addr: impl Into<String>) -> Self {
-        Self(addr.into())
+        Self(addr.into().into())
     }
 
     /// An empty id, for internal placeholders.
-    pub(crate) const fn empty() -> Self {
-        Self(String::new())
+    pub(crate) fn empty() -> Self {
+        Self("".into())
     }
 
     /// The address as text.

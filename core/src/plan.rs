@@ -173,8 +173,35 @@ pub fn outside_failure(
     wave: &[NodeId],
     replicas: bool,
 ) -> Option<(NodeId, String)> {
-    let node = topology
-        .nodes
+    outside_node_failure(&topology.nodes, wave).or_else(|| {
+        if !replicas {
+            return None;
+        }
+        topology.partitions.iter().find_map(|p| {
+            p.replicas
+                .iter()
+                .find(|r| {
+                    !r.alive
+                        && matches!(r.role, ReplicaRole::Primary | ReplicaRole::Secondary)
+                        && !wave.contains(&r.node)
+                })
+                .map(|r| {
+                    (
+                        r.node.clone(),
+                        format!(
+                            "partition {}'s replica on {} outside the wave does not serve",
+                            p.id, r.node
+                        ),
+                    )
+                })
+        })
+    })
+}
+
+/// The node part of [`outside_failure`], for a reading of the nodes alone
+/// ([`Cluster::nodes`](crate::Cluster::nodes)).
+pub fn outside_node_failure(nodes: &[NodeInfo], wave: &[NodeId]) -> Option<(NodeId, String)> {
+    nodes
         .iter()
         .find(|n| n.role.kind == RoleKind::Data && !n.alive && !wave.contains(&n.id))
         .map(|n| {
@@ -185,28 +212,7 @@ pub fn outside_failure(
                     n.id, n.role.name
                 ),
             )
-        });
-    if node.is_some() || !replicas {
-        return node;
-    }
-    topology.partitions.iter().find_map(|p| {
-        p.replicas
-            .iter()
-            .find(|r| {
-                !r.alive
-                    && matches!(r.role, ReplicaRole::Primary | ReplicaRole::Secondary)
-                    && !wave.contains(&r.node)
-            })
-            .map(|r| {
-                (
-                    r.node.clone(),
-                    format!(
-                        "partition {}'s replica on {} outside the wave does not serve",
-                        p.id, r.node
-                    ),
-                )
-            })
-    })
+        })
 }
 
 /// The rule itself, for one partition, with `in_wave` saying which nodes go down: the only

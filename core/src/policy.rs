@@ -22,7 +22,9 @@ pub enum OnTimeout {
     Skip,
 }
 
-/// How long each wait may take.
+/// How long each wait may go without progress ([`wait_until`](crate::wait_until)): a wait
+/// whose reason keeps changing (ops done, replicas back) runs on, up to
+/// [`PROGRESS_CAP`](crate::PROGRESS_CAP) times its deadline in all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Deadlines {

@@ -22,6 +22,9 @@ pub enum WaitError<E: std::error::Error + 'static> {
     Probe(#[source] E),
 }
 
+/// How many deadlines a wait that keeps making progress may last in all.
+pub const PROGRESS_CAP: u32 = 4;
+
 /// Polls `probe` until it holds, in tokio time.
 ///
 /// Polls start every `poll.0` and grow by half up to `poll.1`; the probe's
@@ -29,8 +32,15 @@ pub enum WaitError<E: std::error::Error + 'static> {
 /// Transient and not-safe-yet errors (by `classify`) count as "not yet";
 /// `on_wait` is called whenever the reason changes.
 ///
+/// `deadline` is a window without progress: a changed `Waiting` reason is progress (a probe
+/// says "17 replicas not serving yet", then "12 ..."), and it starts the window again, so a
+/// long piece of work that keeps moving is not cut off while a stuck one is caught after one
+/// window. A wait ends in any case after [`PROGRESS_CAP`] deadlines. A backend's reasons
+/// should therefore change only when something moved.
+///
 /// # Errors
-/// [`WaitError`] when the deadline passes, the probe fails or its error is fatal.
+/// [`WaitError`] when a deadline passes without progress (or the cap passes), the probe fails
+/// or its error is fatal.
 ///
 /// # Cancel safety
 /// Dropping the future stops polling; nothing else is held.
@@ -44,12 +54,16 @@ pub async fn wait_until<P: HealthProbe>(
     // A deadline too far to represent means "no deadline" in practice.
     let far = Duration::from_secs(100 * 365 * 24 * 3600);
     let start = Instant::now();
-    let end = start
-        .checked_add(deadline)
-        .or_else(|| start.checked_add(far))
-        .unwrap_or(start);
+    let after = |from: Instant, d: Duration| {
+        from.checked_add(d)
+            .or_else(|| from.checked_add(far))
+            .unwrap_or(from)
+    };
+    let cap = after(start, deadline.saturating_mul(PROGRESS_CAP));
+    let mut end = after(start, deadline).min(cap);
     let mut interval = poll.0;
     let mut last = String::new();
+    let mut progressed = false;
     loop {
         let reason = match probe.check().await {
             Ok(Health::Healthy) => return Ok(()),
@@ -60,13 +74,27 @@ pub async fn wait_until<P: HealthProbe>(
                 ErrorClass::Transient | ErrorClass::NotSafeYet => e.to_string(),
             },
         };
+        let now = Instant::now();
         if reason != last {
             on_wait(&reason);
+            if !last.is_empty() {
+                // Progress: the window starts again.
+                end = after(now, deadline).min(cap);
+                progressed = true;
+            }
             last = reason;
         }
-        let now = Instant::now();
         if now >= end {
-            return Err(WaitError::Timeout(last));
+            return Err(WaitError::Timeout(if now >= cap && progressed {
+                format!(
+                    "still not done after {} times the deadline, though it kept moving: {last}",
+                    PROGRESS_CAP
+                )
+            } else if progressed {
+                format!("no progress for the last {deadline:?}: {last}")
+            } else {
+                last
+            }));
         }
         let next = now.checked_add(interval).map_or(end, |t| t.min(end));
         let sleep = std::pin::pin!(sleep_until(next));

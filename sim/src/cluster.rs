@@ -345,22 +345,14 @@ impl Cluster for SimCluster {
         &self.name
     }
 
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, SimError> {
+        let w = self.control("nodes").await?;
+        Ok(node_infos(&w))
+    }
+
     async fn topology(&self) -> Result<Topology, SimError> {
         let w = self.control("topology").await?;
-        let leader = w.leader;
-        let nodes = w
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| NodeInfo {
-                id: n.id.clone(),
-                role: Role::new(n.role, n.kind, n.rank),
-                zone: n.zone.clone(),
-                alive: n.up() && (n.kind != RoleKind::Data || n.attached),
-                leader: leader == Some(i as u32) || (n.role == "taskmanager" && n.up()),
-                version: Some(n.version.clone()),
-            })
-            .collect();
+        let nodes = node_infos(&w);
         let prefix = w.profile.partition_prefix;
         let partitions = w
             .parts
@@ -530,4 +522,20 @@ impl Cluster for SimCluster {
             SimError::UnknownKnob(_) | SimError::Running(_) => ErrorClass::Fatal,
         }
     }
+}
+
+/// The nodes as the control plane sees them.
+fn node_infos(w: &World) -> Vec<NodeInfo> {
+    w.nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| NodeInfo {
+            id: n.id.clone(),
+            role: Role::new(n.role, n.kind, n.rank),
+            zone: n.zone.clone(),
+            alive: n.up() && (n.kind != RoleKind::Data || n.attached),
+            leader: w.leader == Some(i as u32) || (n.role == "taskmanager" && n.up()),
+            version: Some(n.version.clone()),
+        })
+        .collect()
 }

@@ -16,7 +16,7 @@ use crate::cluster::Cluster;
 use crate::error::{Error, Phase};
 use crate::event::Event;
 use crate::model::{Health, NodeId};
-use crate::plan::outside_failure;
+use crate::plan::{outside_failure, outside_node_failure};
 use crate::probe::HealthProbe;
 
 use super::Ctx;
@@ -70,7 +70,13 @@ pub(super) struct Outside<'a, C> {
     replicas: bool,
     on: AtomicBool,
     seen: Mutex<Option<(NodeId, String)>>,
+    /// When the topology was last read: it is read at most every [`LOOK_EVERY`].
+    looked: Mutex<Option<tokio::time::Instant>>,
 }
+
+/// How often the watch reads the whole topology for replicas that do not serve (it reads the
+/// nodes at every check): a large cluster's topology is not read at every wake of a wait.
+const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl<'a, C: Cluster> Outside<'a, C> {
     /// Watches the nodes outside `wave` while `on`.
@@ -81,6 +87,7 @@ impl<'a, C: Cluster> Outside<'a, C> {
             replicas,
             on: AtomicBool::new(on),
             seen: Mutex::new(None),
+            looked: Mutex::new(None),
         }
     }
 
@@ -118,8 +125,24 @@ impl<C: Cluster> HealthProbe for Outside<'_, C> {
         if !self.on.load(Ordering::Relaxed) {
             return Ok(Health::Healthy);
         }
-        let topology = self.cluster.topology().await?;
-        Ok(match outside_failure(&topology, self.wave, self.replicas) {
+        let nodes = self.cluster.nodes().await?;
+        let mut failure = outside_node_failure(&nodes, self.wave);
+        if failure.is_none() && self.replicas {
+            let now = tokio::time::Instant::now();
+            let due = {
+                let mut looked = self.looked.lock().unwrap_or_else(|e| e.into_inner());
+                let due = looked.is_none_or(|t| now >= t + LOOK_EVERY);
+                if due {
+                    *looked = Some(now);
+                }
+                due
+            };
+            if due {
+                let topology = self.cluster.topology().await?;
+                failure = outside_failure(&topology, self.wave, true);
+            }
+        }
+        Ok(match failure {
             Some((node, reason)) => {
                 *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some((node, reason.clone()));
                 Health::Failed(reason)
