@@ -127,6 +127,16 @@ pub trait Cluster: Send + Sync {
         async { Ok(()) }
     }
 
+    /// The most data nodes the cluster tolerates down at once by its own rules, whatever the
+    /// placement allows, with the reason the plan shows (a Pegasus meta freezes below
+    /// `min_live_node_count_for_unfreeze` or `node_live_percentage_threshold_for_update`
+    /// alive replica servers). The planner never puts more data nodes in one wave.
+    /// The default sets no limit.
+    fn data_down_limit(&self, topology: &Topology) -> Option<(usize, String)> {
+        let _ = topology;
+        None
+    }
+
     /// Says how the engine should treat `error`. The default treats every error as fatal.
     fn classify(&self, error: &Self::Error) -> ErrorClass {
         let _ = error;

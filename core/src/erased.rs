@@ -184,6 +184,8 @@ pub trait DynCluster: Send + Sync {
     fn quiesce_boxed<'a>(&'a self, node: &'a NodeId) -> BoxFuture<'a, Result<(), DynError>>;
     /// [`Cluster::rejoin`], boxed.
     fn rejoin_boxed<'a>(&'a self, node: &'a NodeId) -> BoxFuture<'a, Result<(), DynError>>;
+    /// [`Cluster::data_down_limit`].
+    fn data_down_limit(&self, topology: &Topology) -> Option<(usize, String)>;
     /// [`Cluster::heal`], boxed.
     fn heal_boxed(&self) -> BoxFuture<'_, Result<(), DynError>>;
     /// The probe of a step, boxed.
@@ -253,6 +255,9 @@ where
     }
     fn rejoin_boxed<'a>(&'a self, node: &'a NodeId) -> BoxFuture<'a, Result<(), DynError>> {
         Box::pin(async move { self.rejoin(node).await.map_err(DynError::new) })
+    }
+    fn data_down_limit(&self, topology: &Topology) -> Option<(usize, String)> {
+        Cluster::data_down_limit(self, topology)
     }
     fn heal_boxed(&self) -> BoxFuture<'_, Result<(), DynError>> {
         Box::pin(async move { self.heal().await.map_err(DynError::new) })
@@ -372,6 +377,9 @@ impl Cluster for BoxCluster {
     }
     async fn heal(&self) -> Result<(), DynError> {
         self.0.heal_boxed().await
+    }
+    fn data_down_limit(&self, topology: &Topology) -> Option<(usize, String)> {
+        self.0.data_down_limit(topology)
     }
     fn rejoined(&self, node: &NodeId) -> impl HealthProbe<Error = DynError> + '_ {
         self.0.probe_boxed(Which::Rejoined, node)

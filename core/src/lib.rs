@@ -59,8 +59,8 @@ pub use model::{
     Partition, Replica, ReplicaRole, Role, RoleKind, Topology,
 };
 pub use plan::{
-    Blocked, Plan, PlannedKnob, SelectionError, Wave, build_waves, outside_failure,
-    outside_node_failure, resolve_selection, steps, warnings, wave_is_safe,
+    Blocked, Plan, PlannedKnob, SelectionError, Wave, build_waves, build_waves_limited,
+    outside_failure, outside_node_failure, resolve_selection, steps, warnings, wave_is_safe,
 };
 pub use policy::{Deadlines, OnTimeout, Policy, Selection, Spec};
 pub use probe::{And, HealthProbe, Or, ProbeFn, probe_fn, probes};

@@ -69,6 +69,10 @@ pub struct Plan {
     /// no standby.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Limits the backend put on the waves, with their reasons (such as the most data nodes a
+    /// Pegasus meta tolerates down before it freezes).
+    #[serde(default)]
+    pub limits: Vec<String>,
 }
 
 impl Plan {
@@ -129,6 +133,9 @@ impl fmt::Display for Plan {
         }
         for b in &self.blocked {
             writeln!(f, "cannot be made safe: {}: {}", b.node, b.reason)?;
+        }
+        for l in &self.limits {
+            writeln!(f, "limit: {l}")?;
         }
         for w in &self.warnings {
             writeln!(f, "warning: {w}")?;
@@ -324,6 +331,17 @@ pub fn build_waves(
     selected: &[NodeId],
     policy: &Policy,
 ) -> (Vec<Wave>, Vec<Blocked>) {
+    build_waves_limited(topology, selected, policy, None)
+}
+
+/// [`build_waves`] with at most `data_limit` data nodes in a wave (a backend's
+/// [`Cluster::data_down_limit`](crate::Cluster::data_down_limit)).
+pub fn build_waves_limited(
+    topology: &Topology,
+    selected: &[NodeId],
+    policy: &Policy,
+    data_limit: Option<usize>,
+) -> (Vec<Wave>, Vec<Blocked>) {
     let mut placement = topology.clone();
     for p in &mut placement.partitions {
         for r in &mut p.replicas {
@@ -373,7 +391,8 @@ pub fn build_waves(
                         }),
                     }
                 }
-                for group in packer.pack(left, max_parallel) {
+                let most = data_limit.map_or(max_parallel, |l| max_parallel.min(l.max(1)));
+                for group in packer.pack(left, most) {
                     waves.push(wave(group));
                 }
             }

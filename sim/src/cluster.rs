@@ -497,6 +497,11 @@ impl Cluster for SimCluster {
         Ok(())
     }
 
+    fn data_down_limit(&self, _: &Topology) -> Option<(usize, String)> {
+        let w = self.world();
+        w.model().data_down_limit(&w)
+    }
+
     async fn heal(&self) -> Result<(), SimError> {
         let mut w = self.control("heal").await?;
         w.with_model(|m, w| m.heal(w));

@@ -51,6 +51,11 @@ impl Guard {
             .collect()
     }
 
+    /// The names of the knobs saved and not yet restored.
+    pub(super) fn saved_names(&self) -> Vec<String> {
+        self.saved.iter().map(|(n, _)| n.clone()).collect()
+    }
+
     fn scope(&self, name: &str) -> KnobScope {
         self.specs
             .iter()

@@ -255,7 +255,9 @@ fn make_plan<C: Cluster>(
     already_done: Vec<NodeId>,
     knobs: Vec<PlannedKnob>,
 ) -> Plan {
-    let (waves, blocked) = plan::build_waves(topology, todo, &spec.policy);
+    let limit = cluster.data_down_limit(topology);
+    let (waves, blocked) =
+        plan::build_waves_limited(topology, todo, &spec.policy, limit.as_ref().map(|l| l.0));
     let warnings = plan::warnings(topology, todo);
     Plan {
         cluster: cluster.name().to_string(),
@@ -267,6 +269,10 @@ fn make_plan<C: Cluster>(
         blocked,
         already_done,
         warnings,
+        limits: limit
+            .map(|(max, reason)| format!("at most {max} data node(s) down at once: {reason}"))
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -631,7 +637,26 @@ impl<'a, C: Cluster> Ctx<'a, C> {
                 if self.spec.policy.get_on_timeout() == OnTimeout::Pause
                     && matches!(e, Error::Timeout { .. })
                 {
-                    return Ok(Some(format!("paused on timeout: {}", chain(&e))));
+                    // A pause may last: the cluster must be able to heal meanwhile. The knobs
+                    // that keep it from healing are released (the resume holds them again);
+                    // the others stay, so that the resume finds the cluster as it left it.
+                    let released = guard.healing_blockers();
+                    self.release_healing(guard).await?;
+                    let kept = guard.saved_names();
+                    let mut reason = format!("paused on timeout: {}", chain(&e));
+                    if !released.is_empty() {
+                        reason.push_str(&format!(
+                            "; released while paused, since they keep the cluster from healing: {}",
+                            released.join(", ")
+                        ));
+                    }
+                    if !kept.is_empty() {
+                        reason.push_str(&format!(
+                            "; kept for the resume (they do not stop healing): {}",
+                            kept.join(", ")
+                        ));
+                    }
+                    return Ok(Some(reason));
                 }
                 Err(e)
             }

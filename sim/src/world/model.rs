@@ -85,6 +85,10 @@ pub(crate) trait Model: Send + std::fmt::Debug + 'static {
     /// The rollout's rejoin of a data node that serves again.
     fn rejoin(&mut self, w: &mut World, node: u32);
 
+    /// The most data nodes the coordinator tolerates down at once, with why (core
+    /// `Cluster::data_down_limit`).
+    fn data_down_limit(&self, w: &World) -> Option<(usize, String)>;
+
     /// Repairs what the rollout's knobs kept the coordinator from repairing by itself, once
     /// they are released (core `Cluster::heal`).
     fn heal(&mut self, w: &mut World);

@@ -435,6 +435,10 @@ impl Model for OpenMldb {
         w.changed();
     }
 
+    fn data_down_limit(&self, _: &World) -> Option<(usize, String)> {
+        None
+    }
+
     /// recoverdata for the tablets that no one recovers: those that came back while
     /// auto_failover was off (turning it back on does not reload a tablet that already
     /// registered), and replicas left marked dead by an op that ran while their tablet was

@@ -114,6 +114,26 @@ impl Model for Pegasus {
         w.nodes[node as usize].move_only = false;
     }
 
+    /// The meta freezes below `min_live_node_count_for_unfreeze` alive replica servers or
+    /// `node_live_percentage_threshold_for_update` percent of them (pegasus.md section 6).
+    fn data_down_limit(&self, w: &World) -> Option<(usize, String)> {
+        let all = w.nodes.iter().filter(|n| n.kind == RoleKind::Data).count();
+        let pct = w.t.live_percentage as usize;
+        let need = w.t.min_live.max((all * pct).div_ceil(100));
+        let most = all.saturating_sub(need);
+        let why = format!(
+            "the meta freezes (no proposals, no cure) with fewer than {need} of {all} replica \
+             servers alive (min_live_node_count_for_unfreeze {}, \
+             node_live_percentage_threshold_for_update {pct})",
+            w.t.min_live
+        );
+        Some(if most == 0 {
+            (1, format!("{why}; even one down freezes it"))
+        } else {
+            (most, why)
+        })
+    }
+
     fn heal(&mut self, _: &mut World) {
         // Add-secondary back on is all the meta needs: its next tick cures.
     }
