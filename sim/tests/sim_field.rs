@@ -1,0 +1,186 @@
+//! Failures while rolling (issue 8, part A): each case as the run that showed it, the kind
+//! around it, and each under an orchestrator crash at every step of its run. The rule: the
+//! rollout never makes a failure outside the wave worse than no rollout would; it completes,
+//! or halts within seconds naming the cause, with knobs restored and no node restarted twice.
+
+#[path = "support.rs"]
+mod support;
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use rollout_core::{Change, Ignore, OnTimeout};
+use rollout_sim::{Fault, Flavor, NodeRef, SimBuilder, SimReport, Strategy as Rollout, simulate};
+use support::{run, run_with_restarts};
+
+fn with(flavor: Flavor, seed: u64, faults: &[&str]) -> SimBuilder {
+    let mut b = SimBuilder::new(flavor);
+    b.seed(seed);
+    for f in faults {
+        b.fault(f.parse::<Fault>().unwrap());
+    }
+    b
+}
+
+/// Completed with one restart per node and knobs restored, or ended naming its cause within
+/// `limit` virtual seconds.
+fn holds_the_rule(r: &SimReport, restarts_ok: bool) -> Result<(), String> {
+    if !restarts_ok || r.max_restarts_per_node > 1 {
+        return Err(format!("a node restarted twice: {r:?}"));
+    }
+    if r.outcome != "halted" && !r.knobs_restored {
+        return Err(format!("knobs not restored: {r:?}"));
+    }
+    if !r.completed {
+        let err = r.error.clone().unwrap_or_default();
+        if !(err.contains("node ") || err.contains("tablet") || err.contains("cluster")) {
+            return Err(format!("an end that names nothing: {err}"));
+        }
+    }
+    Ok(())
+}
+
+/// The case, then the same with the orchestrator killed after every journal record of it.
+fn case_and_every_crash(flavor: Flavor, seed: u64, fault: &str, must_complete: bool) {
+    let (r, restarts) = run_with_restarts(&with(flavor, seed, &[fault]), Rollout::Ha);
+    if must_complete {
+        assert!(r.completed, "{flavor} {fault}: {r:?}");
+        assert_eq!(r.max_restarts_per_node, 1, "{flavor} {fault}");
+        assert!(r.knobs_restored, "{flavor} {fault}");
+    }
+    holds_the_rule(&r, restarts.values().all(|&n| n <= 1)).unwrap();
+    for step in 1..r.journal_records {
+        let crash = format!("orchestrator-crash:step={step}");
+        let (c, restarts) = run_with_restarts(&with(flavor, seed, &[fault, &crash]), Rollout::Ha);
+        if let Err(e) = holds_the_rule(&c, restarts.values().all(|&n| n <= 1)) {
+            panic!("{flavor} {fault}, orchestrator crash at step {step}: {e}");
+        }
+    }
+}
+
+#[test]
+fn a1_a_crash_outside_the_wave_during_a_pegasus_drain_is_ridden_out() {
+    case_and_every_crash(Flavor::Pegasus, 3, "crash:node=4,at=40", true);
+    // The kind: the same crash at any point of the roll.
+    for at in (0..420).step_by(15) {
+        let r = run(
+            &with(Flavor::Pegasus, 3, &[&format!("crash:node=4,at={at}")]),
+            Rollout::Ha,
+        );
+        holds_the_rule(&r, true).unwrap_or_else(|e| panic!("at {at}: {e}"));
+    }
+}
+
+#[test]
+fn a2_a_bystander_down_in_openmldb_gets_auto_failover_back_and_is_not_joined_by_the_wave() {
+    case_and_every_crash(Flavor::OpenMldb, 7, "crash:node=4,at=16", true);
+    for at in (0..800).step_by(20) {
+        let r = run(
+            &with(Flavor::OpenMldb, 7, &[&format!("crash:node=4,at={at}")]),
+            Rollout::Ha,
+        );
+        holds_the_rule(&r, true).unwrap_or_else(|e| panic!("at {at}: {e}"));
+    }
+}
+
+#[test]
+fn a3_a_tablet_that_crashes_during_its_own_recovery_is_recovered_again() {
+    case_and_every_crash(Flavor::OpenMldb, 7, "crash:node=4,at=300", true);
+}
+
+#[test]
+fn a4_a_crash_looping_start_is_seen_in_seconds_with_its_cause() {
+    for flavor in [Flavor::Pegasus, Flavor::OpenMldb] {
+        let r = run(&with(flavor, 1, &["fail-start:node=3"]), Rollout::Ha);
+        assert_eq!(r.outcome, "aborted", "{flavor}");
+        let err = r.error.clone().unwrap();
+        assert!(err.contains("exited after its start"), "{flavor}: {err}");
+        assert!(err.contains("-3:"), "{flavor}: {err}");
+        assert!(r.knobs_restored, "{flavor}");
+        // Seconds after the start, not the 30-minute ready deadline.
+        assert!(r.virtual_secs < 600.0, "{flavor}: {}", r.virtual_secs);
+        case_and_every_crash(flavor, 1, "fail-start:node=3", false);
+    }
+}
+
+#[test]
+fn a5_a_pause_releases_the_knobs_that_stop_healing_and_names_the_ones_it_keeps() {
+    let b = with(Flavor::Pegasus, 1, &["stuck-drain:node=2"]);
+    let spec = Rollout::Ha.spec(Change::Restart, 6);
+    let spec = spec
+        .clone()
+        .policy(spec.policy.clone().on_timeout(OnTimeout::Pause));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let (sim, r) = rt
+        .block_on(simulate(&b, Rollout::Ha, &spec, &Ignore))
+        .unwrap();
+    assert_eq!(r.outcome, "halted");
+    let why = r.error.unwrap();
+    assert!(why.contains("released while paused"), "{why}");
+    assert!(
+        why.contains("meta.lb.add_secondary_max_count_for_one_node"),
+        "{why}"
+    );
+    assert!(why.contains("kept for the resume"), "{why}");
+    let knobs = sim.truth().knobs;
+    assert_eq!(knobs["meta.lb.add_secondary_max_count_for_one_node"], "10");
+    assert_eq!(knobs["meta.lb.assign_delay_ms"], "600000");
+}
+
+#[test]
+fn a6_waves_stay_within_the_meta_freeze_threshold() {
+    let mut b = SimBuilder::new(Flavor::Pegasus);
+    b.data_nodes(7)
+        .racks(3)
+        .placement(rollout_sim::Placement::RackAware);
+    let r = run(&b, Rollout::Waves);
+    assert!(r.completed, "{r:?}");
+    assert_eq!(r.max_replicas_down, 1);
+    assert_eq!(r.requests_failed, 0);
+}
+
+#[test]
+fn a7_a_long_rejoin_that_keeps_moving_completes() {
+    let mut b = SimBuilder::new(Flavor::OpenMldb);
+    b.data_nodes(3)
+        .replicas(2)
+        .racks(2)
+        .placement(rollout_sim::Placement::RackAware)
+        .partitions(1024)
+        .load(rollout_sim::ClientLoad::at_rate(500))
+        .seed(701321);
+    let r = run(&b, Rollout::Ha);
+    assert!(r.completed, "{r:?}");
+    assert_eq!(r.max_restarts_per_node, 1);
+    assert!(r.knobs_restored);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// A single crash of any data node at any instant, under `ha` and `waves`: the rollout
+    /// completes or ends naming its cause, knobs restored, no node restarted twice.
+    #[test]
+    fn a_single_crash_anywhere_never_makes_the_rollout_worse(
+        flavor in prop_oneof![Just(Flavor::Pegasus), Just(Flavor::OpenMldb)],
+        seed in any::<u64>(),
+        data in 4usize..8,
+        node in 1usize..8,
+        at in 0u64..900,
+        strategy in prop_oneof![Just(Rollout::Ha), Just(Rollout::Waves)],
+    ) {
+        let mut b = SimBuilder::new(flavor);
+        b.seed(seed).data_nodes(data).fault(Fault::Crash {
+            node: NodeRef::Data(node.min(data)),
+            at: Duration::from_secs(at),
+        });
+        let (r, restarts) = run_with_restarts(&b, strategy);
+        if let Err(e) = holds_the_rule(&r, restarts.values().all(|&n| n <= 1)) {
+            return Err(TestCaseError::fail(format!("seed {seed}: {e}")));
+        }
+    }
+}
