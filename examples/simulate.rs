@@ -136,9 +136,14 @@ impl Observer for Progress {
                 }
                 Some(text)
             }
-            Event::Resumed { finished } => Some(format!(
-                "orchestrator restarted: resuming, {} node(s) already done",
-                finished.len()
+            Event::Resumed {
+                finished,
+                in_flight,
+                ..
+            } => Some(format!(
+                "orchestrator restarted: resuming, {} node(s) already done, {} in progress",
+                finished.len(),
+                in_flight.len()
             )),
             Event::KnobChanged { name, from, to } => Some(format!("knob {name}: {from} -> {to}")),
             Event::KnobRestored { name, value } => Some(format!("knob {name} restored to {value}")),
@@ -156,7 +161,16 @@ impl Observer for Progress {
             }
             Event::NodeSkipped { node, reason } => Some(format!("{node}: skipped: {reason}")),
             Event::Halted { reason } => Some(format!("halted: {reason}")),
-            Event::Failed { error } => Some(format!("failed: {error}")),
+            Event::Failed { error, .. } => Some(format!("failed: {error}")),
+            Event::NodeReverted { node } => Some(format!("{node}: reverted")),
+            Event::RollbackStarted { nodes } => Some(format!(
+                "rolling back the failed wave: {}",
+                nodes
+                    .iter()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
             _ => None,
         };
         if let Some(line) = line {

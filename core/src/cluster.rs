@@ -82,9 +82,15 @@ pub trait Cluster: Send + Sync {
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Moves leadership and primaries away from `node` and demotes what must be demoted.
+    ///
+    /// Runs under the high-availability procedure for data nodes (after the wave's knobs are
+    /// set) and for coordinators, where it is a leader step-down if the backend has one (an
+    /// implementation with none returns `Ok` and its [`drained`](Cluster::drained) holds).
+    /// Never for stateless nodes, nor under the simple procedure.
     fn drain(&self, node: &NodeId) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
-    /// Holds once `node` serves nothing that its stop would interrupt.
+    /// Holds once `node` serves nothing that its stop would interrupt. Asked after every
+    /// [`drain`](Cluster::drain).
     fn drained(&self, node: &NodeId) -> impl HealthProbe<Error = Self::Error> + '_;
 
     /// Holds once the control plane has seen the stopped `node` go (its session expired, it is
@@ -95,16 +101,22 @@ pub trait Cluster: Send + Sync {
         crate::probe::probes::always()
     }
 
-    /// Flushes or snapshots `node` so that its restart replays little.
+    /// Flushes or snapshots `node` so that its restart replays little. Runs for data nodes
+    /// under the high-availability procedure, after the drain.
     fn quiesce(&self, node: &NodeId) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Holds once the quiesce has taken effect.
     fn quiesced(&self, node: &NodeId) -> impl HealthProbe<Error = Self::Error> + '_;
 
-    /// Holds once a restarted `node` is attached to the control plane again.
+    /// Holds once a restarted `node` is attached to the control plane again. Asked for every
+    /// node of every kind, under both procedures, `and`-ed with the engine's own check that
+    /// a new incarnation runs.
     fn ready(&self, node: &NodeId) -> impl HealthProbe<Error = Self::Error> + '_;
 
     /// Gives `node` its replicas (and, where the backend wants it, its leaderships) back.
+    /// Runs for every node under the high-availability procedure, once it is ready, and again
+    /// (so it must be idempotent) when the node restarts on its own during its rejoin or when a
+    /// failure outside the wave made its recovery fail.
     fn rejoin(&self, node: &NodeId) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Holds once the rejoin has taken effect.

@@ -22,6 +22,9 @@ pub enum Event {
     Resumed {
         /// Nodes the journal records as finished.
         finished: Vec<NodeId>,
+        /// Nodes the journal shows in progress: they are finished first, together, as the
+        /// resumed wave.
+        in_flight: Vec<NodeId>,
     },
     /// A knob was changed.
     KnobChanged {
@@ -41,7 +44,8 @@ pub enum Event {
     },
     /// A wave starts.
     WaveStarted {
-        /// 0-based index in the plan.
+        /// 0-based index in the plan; for the resumed wave of an interrupted rollout (its
+        /// nodes in progress), [`RESUMED_WAVE`].
         index: usize,
         /// Its nodes.
         nodes: Vec<NodeId>,
@@ -93,13 +97,41 @@ pub enum Event {
         /// Nodes rolled in this run.
         rolled: usize,
     },
+    /// A failed wave is being rolled back: its nodes that did not come up get back what apply
+    /// replaced and are started again.
+    RollbackStarted {
+        /// The wave's nodes.
+        nodes: Vec<NodeId>,
+    },
+    /// The roll back of a failed wave ended (each node as far as it could go).
+    RollbackDone {
+        /// The wave's nodes.
+        nodes: Vec<NodeId>,
+    },
+    /// A node got back what apply had replaced (its previous version or config).
+    NodeReverted {
+        /// The node.
+        node: NodeId,
+    },
+    /// [`abort`](crate::abort) ended an interrupted rollout.
+    AbortDone {
+        /// The nodes it brought back.
+        nodes: Vec<NodeId>,
+    },
     /// The rollout failed. Knobs were restored unless the error says they were not (the
     /// journal then keeps their originals for [`abort`](crate::abort)).
     Failed {
         /// The error, with its chain.
         error: String,
+        /// The node the error names, if any.
+        node: Option<NodeId>,
+        /// The phase it happened in, if any.
+        phase: Option<Phase>,
     },
 }
+
+/// The [`Event::WaveStarted`] index of the resumed wave.
+pub const RESUMED_WAVE: usize = usize::MAX;
 
 /// Receives events. Implemented for closures and for an unbounded tokio channel sender,
 /// whose receiver is then the event stream.

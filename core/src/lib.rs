@@ -52,7 +52,7 @@ pub use erased::{
     BoxCluster, BoxFuture, BoxNode, BoxProbe, DynCluster, DynError, DynNode, DynProbe, Which,
 };
 pub use error::{Error, Phase, Result, Target};
-pub use event::{Event, Ignore, Observer};
+pub use event::{Event, Ignore, Observer, RESUMED_WAVE};
 pub use journal::{Entry, FileJournal, InFlight, Journal, JournalError, MemoryJournal, Resume};
 pub use model::{
     ApplyRecord, Change, ConfigEdit, Health, Knob, KnobScope, NodeId, NodeInfo, NodeStatus,
@@ -60,7 +60,8 @@ pub use model::{
 };
 pub use plan::{
     Blocked, Plan, PlannedKnob, SelectionError, Wave, build_waves, build_waves_limited,
-    outside_failure, outside_node_failure, resolve_selection, steps, warnings, wave_is_safe,
+    outside_failure, outside_node_failure, resolve_selection, steps, steps_for, warnings,
+    wave_is_safe,
 };
 pub use policy::{Deadlines, OnTimeout, Policy, Selection, Spec};
 pub use probe::{And, HealthProbe, Or, ProbeFn, probe_fn, probes};

@@ -81,6 +81,11 @@ impl Plan {
         serde_json::to_string_pretty(self).expect("a plan always serializes")
     }
 
+    /// The steps each node of `wave` goes through.
+    pub fn wave_steps(&self, wave: &Wave) -> Vec<String> {
+        steps_for(self.procedure, wave.kind)
+    }
+
     /// How many nodes the plan rolls.
     pub fn node_count(&self) -> usize {
         self.waves.iter().map(|w| w.nodes.len()).sum()
@@ -102,6 +107,14 @@ impl fmt::Display for Plan {
             }
         )?;
         writeln!(f, "steps per node: {}", self.steps.join(" -> "))?;
+        for kind in [RoleKind::Coordinator, RoleKind::Stateless] {
+            if let Some(w) = self.waves.iter().find(|w| w.kind == kind) {
+                let steps = self.wave_steps(w);
+                if steps != self.steps {
+                    writeln!(f, "steps per {} node: {}", w.role, steps.join(" -> "))?;
+                }
+            }
+        }
         if !self.knobs.is_empty() {
             writeln!(f, "knobs:")?;
             for k in &self.knobs {
@@ -483,8 +496,31 @@ pub fn warnings(topology: &Topology, selected: &[NodeId]) -> Vec<String> {
         .collect()
 }
 
-/// The steps of one node under `procedure`, for plans and messages.
+/// The steps of one data node under `procedure`, for plans and messages
+/// ([`steps_for`] gives each role kind's).
 pub fn steps(procedure: Procedure) -> Vec<String> {
+    steps_for(procedure, RoleKind::Data)
+}
+
+/// The steps of one node of `kind` under `procedure`. Under the high-availability procedure:
+/// data nodes run every step; coordinators run the drain (a leader step-down where the
+/// backend has one) but no quiesce; stateless nodes neither. The simple procedure runs the
+/// same steps for every kind.
+pub fn steps_for(procedure: Procedure, kind: RoleKind) -> Vec<String> {
+    let all = steps_all(procedure);
+    let skip: &[&str] = match (procedure, kind) {
+        (Procedure::HighAvailability, RoleKind::Coordinator) => &["quiesce", "wait quiesced"],
+        (Procedure::HighAvailability, RoleKind::Stateless) => {
+            &["drain", "wait drained", "quiesce", "wait quiesced"]
+        }
+        _ => &[],
+    };
+    all.into_iter()
+        .filter(|s| !skip.contains(&s.as_str()))
+        .collect()
+}
+
+fn steps_all(procedure: Procedure) -> Vec<String> {
     let all: &[&str] = match procedure {
         Procedure::HighAvailability => &[
             "gate",

@@ -181,6 +181,9 @@ pub async fn abort<C: Cluster>(cluster: &C, run: Run<'_>) -> Result<bool, Error<
             ctx.append(&Entry::End {
                 outcome: "aborted".into(),
             })?;
+            ctx.emit(Event::AbortDone {
+                nodes: resume.in_flight.iter().map(|f| f.node.clone()).collect(),
+            });
             Ok(true)
         }
     }
@@ -323,6 +326,7 @@ async fn roll_inner<C: Cluster>(
     if resume.active {
         ctx.emit(Event::Resumed {
             finished: resume.finished.clone(),
+            in_flight: in_flight.clone(),
         });
     } else {
         ctx.append(&Entry::Begin {
@@ -404,7 +408,11 @@ async fn roll_inner<C: Cluster>(
                     outcome: outcome.into(),
                 })?;
             }
-            ctx.emit(Event::Failed { error: msg });
+            ctx.emit(Event::Failed {
+                error: msg,
+                node: e.node().cloned(),
+                phase: e.phase(),
+            });
             Err(e)
         }
     }
@@ -540,6 +548,10 @@ impl<'a, C: Cluster> Ctx<'a, C> {
                 }
             }
             for (wave, starts) in groups {
+                self.emit(Event::WaveStarted {
+                    index: crate::event::RESUMED_WAVE,
+                    nodes: wave.nodes.clone(),
+                });
                 if let Some(reason) = self
                     .roll_wave(guard, &wave, usize::MAX, &starts, report)
                     .await?

@@ -360,6 +360,25 @@ impl<C: Cluster> Ctx<'_, C> {
             }
             *begun = true;
         }
+        if ha && wave.kind == RoleKind::Coordinator {
+            // A leader steps down first where the backend has a way (the default drain does
+            // nothing and its probe holds at once).
+            let results = self
+                .prepare(
+                    slots,
+                    Phase::Drain,
+                    Phase::WaitDrained,
+                    deadlines.drain,
+                    |id| self.cluster.drain(id),
+                    |id| outside.and(self.cluster.drained(id)),
+                )
+                .await;
+            if let Some(e) = first_outside(outside, results.iter()) {
+                return Err(e);
+            }
+            *slots = self.keep(std::mem::take(slots), results, outcomes).await?;
+            return Ok(!slots.is_empty());
+        }
         if !(ha && data) {
             return Ok(true);
         }

@@ -6,6 +6,7 @@ use futures_util::future::join_all;
 
 use crate::cluster::{Cluster, Node};
 use crate::error::{Error, Phase};
+use crate::event::Event;
 use crate::journal::Entry;
 use crate::model::{ApplyRecord, Change, Health, NodeId};
 use crate::policy::OnTimeout;
@@ -73,7 +74,9 @@ impl<C: Cluster> Ctx<'_, C> {
         tracing::warn!(node = id.as_str(), "reverting the change");
         self.call(Some(id), Phase::Revert, || node.revert(record))
             .await?;
-        self.append(&Entry::NodeReverted { node: id.clone() })
+        self.append(&Entry::NodeReverted { node: id.clone() })?;
+        self.emit(Event::NodeReverted { node: id.clone() });
+        Ok(())
     }
 
     /// After a failure: every node the journal shows in progress that runs is waited for
@@ -175,6 +178,10 @@ impl<C: Cluster> Ctx<'_, C> {
     ) -> Error<C::Error> {
         let revertible = self.spec.change != Change::Restart;
         let deadlines = *self.spec.policy.get_deadlines();
+        let nodes: Vec<NodeId> = slots.iter().map(|s| s.id.clone()).collect();
+        self.emit(Event::RollbackStarted {
+            nodes: nodes.clone(),
+        });
         let timed_out = match &e {
             Error::Timeout { node, .. } => node.clone(),
             _ => None,
@@ -256,6 +263,7 @@ impl<C: Cluster> Ctx<'_, C> {
             }
         }))
         .await;
+        self.emit(Event::RollbackDone { nodes });
         e
     }
 }
