@@ -50,6 +50,12 @@ impl From<&str> for NodeId {
     }
 }
 
+impl From<String> for NodeId {
+    fn from(s: String) -> Self {
+        Self::new(s)
+    }
+}
+
 /// What kind of process a role is, which decides how the engine treats it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -88,7 +94,17 @@ impl Role {
 }
 
 /// One live node as the control plane sees it.
+///
+/// ```
+/// use rollout_core::{NodeInfo, Role, RoleKind};
+///
+/// let meta = NodeInfo::new("10.0.0.1:34601", Role::new("meta", RoleKind::Coordinator, 1))
+///     .leader(true)
+///     .version("2.5.0");
+/// assert!(meta.alive && meta.leader);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct NodeInfo {
     /// The node's address.
     pub id: NodeId,
@@ -102,6 +118,48 @@ pub struct NodeInfo {
     pub leader: bool,
     /// The version it reports, when known.
     pub version: Option<String>,
+}
+
+impl NodeInfo {
+    /// An alive node of `role`, not a leader, with no zone or version.
+    pub fn new(id: impl Into<NodeId>, role: Role) -> Self {
+        Self {
+            id: id.into(),
+            role,
+            zone: None,
+            alive: true,
+            leader: false,
+            version: None,
+        }
+    }
+
+    /// Sets its zone or rack.
+    #[must_use]
+    pub fn zone(mut self, zone: impl Into<String>) -> Self {
+        self.zone = Some(zone.into());
+        self
+    }
+
+    /// Sets whether the control plane considers it alive.
+    #[must_use]
+    pub fn alive(mut self, alive: bool) -> Self {
+        self.alive = alive;
+        self
+    }
+
+    /// Sets whether it is the elected leader (coordinators).
+    #[must_use]
+    pub fn leader(mut self, leader: bool) -> Self {
+        self.leader = leader;
+        self
+    }
+
+    /// Sets the version it reports.
+    #[must_use]
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
 }
 
 /// A replica's role inside its partition.
@@ -118,6 +176,7 @@ pub enum ReplicaRole {
 
 /// One replica of a partition.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Replica {
     /// The node that holds it.
     pub node: NodeId,
@@ -127,8 +186,39 @@ pub struct Replica {
     pub alive: bool,
 }
 
+impl Replica {
+    /// An alive replica of `role` on `node`.
+    pub fn new(node: impl Into<NodeId>, role: ReplicaRole) -> Self {
+        Self {
+            node: node.into(),
+            role,
+            alive: true,
+        }
+    }
+
+    /// Sets whether it serves.
+    #[must_use]
+    pub fn alive(mut self, alive: bool) -> Self {
+        self.alive = alive;
+        self
+    }
+}
+
 /// A partition and its replica placement.
+///
+/// ```
+/// use rollout_core::{Partition, Replica, ReplicaRole};
+///
+/// let p = Partition::new("1.0", 3, vec![
+///     Replica::new("a:1", ReplicaRole::Primary),
+///     Replica::new("b:1", ReplicaRole::Secondary),
+///     Replica::new("c:1", ReplicaRole::Secondary).alive(false),
+/// ]);
+/// assert_eq!(p.serving(), 2);
+/// assert!(!p.is_fully_healthy());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Partition {
     /// The backend's partition id, such as `3.17` (table 3, partition 17).
     pub id: String,
@@ -139,6 +229,15 @@ pub struct Partition {
 }
 
 impl Partition {
+    /// A partition `id` that should have `wanted` replicas, placed as `replicas` says.
+    pub fn new(id: impl Into<String>, wanted: u32, replicas: Vec<Replica>) -> Self {
+        Self {
+            id: id.into(),
+            wanted,
+            replicas,
+        }
+    }
+
     /// Replicas that are alive and are full members (primary or secondary).
     pub fn serving(&self) -> usize {
         self.replicas
@@ -158,7 +257,10 @@ impl Partition {
 }
 
 /// The cluster as read from its control plane at one instant.
+///
+/// Build one with [`Topology::new`] and [`Topology::min_serving`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Topology {
     /// Every node the control plane knows.
     pub nodes: Vec<NodeInfo>,
@@ -171,6 +273,22 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// The nodes and partitions as read, with a `min_serving` of 1.
+    pub fn new(nodes: Vec<NodeInfo>, partitions: Vec<Partition>) -> Self {
+        Self {
+            nodes,
+            partitions,
+            min_serving: 1,
+        }
+    }
+
+    /// Sets how many replicas of a partition must serve for it to take writes.
+    #[must_use]
+    pub fn min_serving(mut self, n: u32) -> Self {
+        self.min_serving = n;
+        self
+    }
+
     /// The node with this id, if the control plane knows it.
     pub fn node(&self, id: &NodeId) -> Option<&NodeInfo> {
         self.nodes.iter().find(|n| &n.id == id)

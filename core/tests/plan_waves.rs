@@ -51,63 +51,48 @@ fn shape() -> impl Strategy<Value = Shape> {
 fn topology(s: &Shape) -> Topology {
     let mut nodes = Vec::new();
     for i in 0..s.data {
-        nodes.push(NodeInfo {
-            id: NodeId::new(format!("d{i}:1")),
-            role: Role::new("data", RoleKind::Data, 1),
-            zone: Some(format!("rack{}", i % s.racks)),
-            alive: true,
-            leader: false,
-            version: None,
-        });
+        nodes.push(
+            NodeInfo::new(format!("d{i}:1"), Role::new("data", RoleKind::Data, 1))
+                .zone(format!("rack{}", i % s.racks)),
+        );
     }
     for i in 0..s.coords {
-        nodes.push(NodeInfo {
-            id: NodeId::new(format!("c{i}:1")),
-            role: Role::new("coord", RoleKind::Coordinator, 0),
-            zone: None,
-            alive: true,
-            leader: i == s.leader,
-            version: None,
-        });
+        nodes.push(
+            NodeInfo::new(
+                format!("c{i}:1"),
+                Role::new("coord", RoleKind::Coordinator, 0),
+            )
+            .leader(i == s.leader),
+        );
     }
     for i in 0..s.stateless {
-        nodes.push(NodeInfo {
-            id: NodeId::new(format!("s{i}:1")),
-            role: Role::new("web", RoleKind::Stateless, 2),
-            zone: None,
-            alive: true,
-            leader: false,
-            version: None,
-        });
+        nodes.push(NodeInfo::new(
+            format!("s{i}:1"),
+            Role::new("web", RoleKind::Stateless, 2),
+        ));
     }
     let partitions = s
         .parts
         .iter()
         .enumerate()
-        .map(|(p, (holders, alive))| Partition {
-            id: format!("1.{p}"),
-            wanted: holders.len() as u32,
-            replicas: holders
+        .map(|(p, (holders, alive))| {
+            let replicas = holders
                 .iter()
                 .zip(alive)
                 .enumerate()
-                .map(|(r, (&n, &alive))| Replica {
-                    node: NodeId::new(format!("d{n}:1")),
-                    role: if r == 0 {
+                .map(|(r, (&n, &alive))| {
+                    let role = if r == 0 {
                         ReplicaRole::Primary
                     } else {
                         ReplicaRole::Secondary
-                    },
-                    alive,
+                    };
+                    Replica::new(format!("d{n}:1"), role).alive(alive)
                 })
-                .collect(),
+                .collect();
+            Partition::new(format!("1.{p}"), holders.len() as u32, replicas)
         })
         .collect();
-    Topology {
-        nodes,
-        partitions,
-        min_serving: 1,
-    }
+    Topology::new(nodes, partitions)
 }
 
 /// Brute force: the replicas of each partition that are down or on the wave.

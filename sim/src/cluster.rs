@@ -358,33 +358,25 @@ impl Cluster for SimCluster {
             .parts
             .iter()
             .enumerate()
-            .map(|(i, p)| Partition {
-                id: format!("{prefix}{i}"),
-                wanted: u32::from(p.wanted),
-                replicas: p
+            .map(|(i, p)| {
+                let replicas = p
                     .replicas
                     .iter()
                     .map(|r| {
                         let up = w.nodes[r.node as usize].up() && r.loaded;
-                        Replica {
-                            node: w.nodes[r.node as usize].id.clone(),
-                            role: match r.role {
-                                Rep::Primary => ReplicaRole::Primary,
-                                Rep::Learner => ReplicaRole::Learner,
-                                Rep::Secondary | Rep::Inactive => ReplicaRole::Secondary,
-                            },
-                            alive: up && r.role != Rep::Inactive,
-                        }
+                        let role = match r.role {
+                            Rep::Primary => ReplicaRole::Primary,
+                            Rep::Learner => ReplicaRole::Learner,
+                            Rep::Secondary | Rep::Inactive => ReplicaRole::Secondary,
+                        };
+                        Replica::new(w.nodes[r.node as usize].id.clone(), role)
+                            .alive(up && r.role != Rep::Inactive)
                     })
-                    .collect(),
+                    .collect();
+                Partition::new(format!("{prefix}{i}"), u32::from(p.wanted), replicas)
             })
             .collect();
-        let min_serving = w.profile.min_serving;
-        Ok(Topology {
-            nodes,
-            partitions,
-            min_serving,
-        })
+        Ok(Topology::new(nodes, partitions).min_serving(w.profile.min_serving))
     }
 
     fn node(&self, id: &NodeId) -> Option<SimNode> {
@@ -534,13 +526,15 @@ fn node_infos(w: &World) -> Vec<NodeInfo> {
     w.nodes
         .iter()
         .enumerate()
-        .map(|(i, n)| NodeInfo {
-            id: n.id.clone(),
-            role: Role::new(n.role, n.kind, n.rank),
-            zone: n.zone.clone(),
-            alive: n.up() && (n.kind != RoleKind::Data || n.attached),
-            leader: w.leader == Some(i as u32) || (n.role == "taskmanager" && n.up()),
-            version: Some(n.version.clone()),
+        .map(|(i, n)| {
+            let info = NodeInfo::new(n.id.clone(), Role::new(n.role, n.kind, n.rank))
+                .alive(n.up() && (n.kind != RoleKind::Data || n.attached))
+                .leader(w.leader == Some(i as u32) || (n.role == "taskmanager" && n.up()))
+                .version(n.version.clone());
+            match &n.zone {
+                Some(z) => info.zone(z.clone()),
+                None => info,
+            }
         })
         .collect()
 }

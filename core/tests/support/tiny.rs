@@ -284,42 +284,37 @@ impl Cluster for Tiny {
 
     async fn topology(&self) -> Result<Topology, TinyError> {
         let st = self.st();
-        Ok(Topology {
-            nodes: st
-                .nodes
-                .iter()
-                .map(|n| NodeInfo {
-                    id: n.id.clone(),
-                    role: n.role.clone(),
-                    zone: None,
-                    alive: n.running,
-                    leader: n.leader,
-                    version: Some(n.version.clone()),
-                })
-                .collect(),
-            partitions: st
-                .parts
-                .iter()
-                .enumerate()
-                .map(|(p, reps)| Partition {
-                    id: format!("1.{p}"),
-                    wanted: reps.len() as u32,
-                    replicas: reps
-                        .iter()
-                        .map(|&(n, primary)| Replica {
-                            node: st.nodes[n].id.clone(),
-                            role: if primary {
-                                ReplicaRole::Primary
-                            } else {
-                                ReplicaRole::Secondary
-                            },
-                            alive: st.nodes[n].running && !st.drained.contains(&n),
-                        })
-                        .collect(),
-                })
-                .collect(),
-            min_serving: 1,
-        })
+        let nodes = st
+            .nodes
+            .iter()
+            .map(|n| {
+                NodeInfo::new(n.id.clone(), n.role.clone())
+                    .alive(n.running)
+                    .leader(n.leader)
+                    .version(n.version.clone())
+            })
+            .collect();
+        let partitions = st
+            .parts
+            .iter()
+            .enumerate()
+            .map(|(p, reps)| {
+                let replicas = reps
+                    .iter()
+                    .map(|&(n, primary)| {
+                        let role = if primary {
+                            ReplicaRole::Primary
+                        } else {
+                            ReplicaRole::Secondary
+                        };
+                        Replica::new(st.nodes[n].id.clone(), role)
+                            .alive(st.nodes[n].running && !st.drained.contains(&n))
+                    })
+                    .collect();
+                Partition::new(format!("1.{p}"), reps.len() as u32, replicas)
+            })
+            .collect();
+        Ok(Topology::new(nodes, partitions))
     }
 
     fn node(&self, id: &NodeId) -> Option<TinyNode> {
