@@ -3,33 +3,25 @@
 
 use std::time::Duration;
 
-use rollout_core::{Cluster, Health, HealthProbe, Node, RoleKind, wait_until};
+use rollout_core::{
+    Change, Cluster, Health, HealthProbe, Node, NodeId, ReplicaRole, RoleKind, probe_fn, wait_until,
+};
 
 /// Checks the contract of `cluster` on a quiet, healthy cluster, and restores what it changes.
 ///
 /// What it checks: the topology lists nodes and every node has a handle; every knob the
 /// high-availability procedure needs can be read and written back unchanged; the cluster is
-/// fully healthy; every node reports a running status with a boot id; a data node can be
-/// drained (its probe then holds), and rejoined, after which the cluster is fully healthy again.
+/// fully healthy; every node reports a running status with a boot id. Then, on one data node,
+/// the whole node sequence: drain (twice: idempotent) until `drained` holds, and the topology
+/// then shows it leading nothing; `Node::stop` until its status says it no longer runs and
+/// `stopped` holds; `Node::apply` of an upgrade twice keeps the first backup; `Node::revert`
+/// puts it back (`is_applied` is false after the restart); `Node::start` gives a new boot id;
+/// `ready`, then rejoin until `rejoined` holds, and the topology then shows every replica on
+/// the node serving; the cluster is fully healthy again.
 ///
 /// # Errors
 /// A message naming the first broken rule.
 pub async fn check_cluster<C: Cluster>(cluster: &C) -> Result<(), String> {
-    async fn wait<C: Cluster, P: HealthProbe<Error = C::Error>>(
-        cluster: &C,
-        probe: P,
-        what: &str,
-    ) -> Result<(), String> {
-        let deadline = Duration::from_secs(600);
-        let poll = (Duration::from_millis(100), Duration::from_secs(1));
-        wait_until(&probe, deadline, poll, |e| cluster.classify(e), |_| {})
-            .await
-            .map_err(|e| match e {
-                rollout_core::WaitError::Timeout(r) => format!("{what}: timed out: {r}"),
-                rollout_core::WaitError::Failed(r) => format!("{what}: failed: {r}"),
-                rollout_core::WaitError::Probe(e) => format!("{what}: {e}"),
-            })
-    }
     let topology = cluster
         .topology()
         .await
@@ -75,7 +67,7 @@ pub async fn check_cluster<C: Cluster>(cluster: &C) -> Result<(), String> {
             ));
         }
     }
-    wait(
+    wait_for(
         cluster,
         cluster.fully_healthy(),
         "fully healthy at the start",
@@ -104,13 +96,42 @@ pub async fn check_cluster<C: Cluster>(cluster: &C) -> Result<(), String> {
             .drain(id)
             .await
             .map_err(|e| format!("drain {id} again (idempotent): {e}"))?;
-        wait(cluster, cluster.drained(id), "drained").await?;
+        wait_for(cluster, cluster.drained(id), "drained").await?;
+        let t = cluster
+            .topology()
+            .await
+            .map_err(|e| format!("topology: {e}"))?;
+        if let Some(p) = t.partitions.iter().find(|p| {
+            p.replicas
+                .iter()
+                .any(|r| &r.node == id && r.alive && r.role == ReplicaRole::Primary)
+        }) {
+            return Err(format!(
+                "drained holds, yet the topology shows {id} serving as primary of {}",
+                p.id
+            ));
+        }
+        node_sequence(cluster, id).await?;
         cluster
             .rejoin(id)
             .await
             .map_err(|e| format!("rejoin {id}: {e}"))?;
-        wait(cluster, cluster.rejoined(id), "rejoined").await?;
-        wait(
+        wait_for(cluster, cluster.rejoined(id), "rejoined").await?;
+        let t = cluster
+            .topology()
+            .await
+            .map_err(|e| format!("topology: {e}"))?;
+        if let Some(p) = t
+            .partitions
+            .iter()
+            .find(|p| p.replicas.iter().any(|r| &r.node == id && !r.alive))
+        {
+            return Err(format!(
+                "rejoined holds, yet {id}'s replica of partition {} does not serve",
+                p.id
+            ));
+        }
+        wait_for(
             cluster,
             cluster.fully_healthy(),
             "fully healthy after rejoin",
@@ -118,4 +139,84 @@ pub async fn check_cluster<C: Cluster>(cluster: &C) -> Result<(), String> {
         .await?;
     }
     Ok(())
+}
+
+/// Stop, apply twice, revert, start: the `Node` contract on a drained data node.
+async fn node_sequence<C: Cluster>(cluster: &C, id: &NodeId) -> Result<(), String> {
+    let node = cluster
+        .node(id)
+        .ok_or_else(|| format!("node {id} has no handle"))?;
+    let before = node
+        .status()
+        .await
+        .map_err(|e| format!("status of {id}: {e}"))?
+        .boot;
+    node.stop().await.map_err(|e| format!("stop {id}: {e}"))?;
+    let stopped = probe_fn(|| async {
+        let s = node.status().await?;
+        Ok(if s.running {
+            Health::waiting("still runs")
+        } else {
+            Health::Healthy
+        })
+    });
+    wait_for(cluster, stopped.and(cluster.stopped(id)), "stopped").await?;
+    let change = Change::Upgrade {
+        version: "conformance-check".into(),
+    };
+    let first = node
+        .apply(&change)
+        .await
+        .map_err(|e| format!("apply on {id}: {e}"))?;
+    let second = node
+        .apply(&change)
+        .await
+        .map_err(|e| format!("apply on {id} again: {e}"))?;
+    if second.backup != first.backup {
+        return Err(format!(
+            "apply on {id} twice backed up its own first result: {:?} then {:?}",
+            first.backup, second.backup
+        ));
+    }
+    node.revert(&first)
+        .await
+        .map_err(|e| format!("revert on {id}: {e}"))?;
+    node.start().await.map_err(|e| format!("start {id}: {e}"))?;
+    let started = probe_fn(|| async {
+        let s = node.status().await?;
+        Ok(if !s.running {
+            Health::waiting("not running")
+        } else if s.boot.is_some() && s.boot == before {
+            Health::waiting("same boot id as before the stop")
+        } else {
+            Health::Healthy
+        })
+    });
+    wait_for(cluster, started.and(cluster.ready(id)), "started and ready").await?;
+    if node
+        .is_applied(&change)
+        .await
+        .map_err(|e| format!("is_applied on {id}: {e}"))?
+    {
+        return Err(format!(
+            "{id} reports the reverted change as applied after its restart"
+        ));
+    }
+    Ok(())
+}
+
+async fn wait_for<C: Cluster, P: HealthProbe<Error = C::Error>>(
+    cluster: &C,
+    probe: P,
+    what: &str,
+) -> Result<(), String> {
+    let deadline = Duration::from_secs(600);
+    let poll = (Duration::from_millis(100), Duration::from_secs(1));
+    wait_until(&probe, deadline, poll, |e| cluster.classify(e), |_| {})
+        .await
+        .map_err(|e| match e {
+            rollout_core::WaitError::Timeout(r) => format!("{what}: timed out: {r}"),
+            rollout_core::WaitError::Failed(r) => format!("{what}: failed: {r}"),
+            rollout_core::WaitError::Probe(e) => format!("{what}: {e}"),
+        })
 }
