@@ -29,6 +29,55 @@
 //! assert!(report.knobs_restored);
 //! # }
 //! ```
+//!
+//! # Writing a backend
+//!
+//! A backend implements two traits; `examples/memstore.rs` (`cargo run --example memstore`)
+//! is a complete one, a leader/follower store in memory, written from this API alone.
+//!
+//! 1. **An error type** and [`Cluster::classify`]: transient errors (a timeout, "not the
+//!    leader") are retried with backoff, not-safe-yet ones (no leader yet, frozen) are waited
+//!    out, anything else stops the rollout with its knobs restored.
+//! 2. **[`Cluster::topology`]**: the nodes ([`NodeInfo::new`] with a [`Role`] whose
+//!    [`RoleKind`] says how the engine treats it) and the partitions ([`Partition::new`],
+//!    [`Replica::new`]), with [`Topology::min_serving`]. The placement rule runs on it, so
+//!    `alive` must mean "serves now". [`Cluster::nodes`] is worth a cheaper answer on a large
+//!    cluster: the engine reads it at every check of a wait.
+//! 3. **Knobs**: [`Cluster::knobs`] lists the temporary settings ([`Knob::rollout`],
+//!    [`Knob::wave`], marked [`Knob::blocks_healing`] when they keep the cluster from
+//!    repairing a failure); [`Cluster::read_knob`] and [`Cluster::write_knob`]. The engine
+//!    journals, sets, verifies and restores them.
+//! 4. **Steps, each with its probe**: [`Cluster::drain`] / `drained` (data nodes and
+//!    coordinators), `quiesce` / `quiesced` (data nodes), `ready` (every node), `rejoin` /
+//!    `rejoined` (every node, and again after a restart on its own: make it idempotent),
+//!    `fully_healthy` and `safe_to_stop`; optionally `stopped`, `heal` and
+//!    `data_down_limit`. Probes answer [`Health`]; a `Waiting` reason should change only when
+//!    something moved, since a deadline is a window without progress ([`wait_until`]).
+//! 5. **[`Node`]**: `stop`, `start`, `status` ([`NodeStatus::running`] with a boot id that
+//!    changes on every start, and [`NodeStatus::exited`] when the process died), `apply`
+//!    (returns an [`ApplyRecord`]; called again after a crash, it keeps the first backup),
+//!    `revert` and `is_applied`.
+//! 6. **Check it**: `rollout_sim::conformance::check_cluster(&cluster)` runs the contract
+//!    (every step, every probe against the topology, the `Node` sequence); then [`roll`].
+//!
+//! The model types are non-exhaustive and built through constructors, so that a field added
+//! later breaks no backend:
+//!
+//! ```
+//! use rollout_core::{NodeId, NodeInfo, Partition, Replica, ReplicaRole, Role, RoleKind,
+//!     Topology, wave_is_safe};
+//!
+//! let data = Role::new("store", RoleKind::Data, 0);
+//! let nodes = ["a:1", "b:1", "c:1"].map(|n| NodeInfo::new(n, data.clone())).to_vec();
+//! let p = Partition::new("t.0", 3, vec![
+//!     Replica::new("a:1", ReplicaRole::Primary),
+//!     Replica::new("b:1", ReplicaRole::Secondary),
+//!     Replica::new("c:1", ReplicaRole::Secondary),
+//! ]);
+//! let topology = Topology::new(nodes, vec![p]).min_serving(2);
+//! assert!(wave_is_safe(&topology, &[NodeId::new("a:1")], 1).is_ok());
+//! assert!(wave_is_safe(&topology, &[NodeId::new("a:1"), NodeId::new("b:1")], 1).is_err());
+//! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 

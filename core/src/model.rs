@@ -594,3 +594,13 @@ pub struct ApplyRecord {
     /// Backend-defined backup data (a backup file path, the previous version).
     pub backup: BTreeMap<String, String>,
 }
+
+impl ApplyRecord {
+    /// What apply replaced on `node`, as `backup`.
+    pub fn new(node: impl Into<NodeId>, backup: BTreeMap<String, String>) -> Self {
+        Self {
+            node: node.into(),
+            backup,
+        }
+    }
+}
