@@ -362,6 +362,7 @@ mod tests {
         rollout_sim::conformance::check_cluster(&store)
             .await
             .unwrap();
+        let boots: Vec<u64> = store.state().nodes.iter().map(|n| n.boot).collect();
         let spec = Spec::new(Change::Upgrade {
             version: "1.1".into(),
         });
@@ -371,7 +372,10 @@ mod tests {
         assert_eq!(report.rolled.len(), 4);
         assert!(report.knobs_restored);
         let st = store.state();
-        assert!(st.nodes.iter().all(|n| n.version == "1.1" && n.boot == 2));
+        for (n, before) in st.nodes.iter().zip(boots) {
+            assert_eq!(n.version, "1.1", "{}", n.id);
+            assert_eq!(n.boot, before + 1, "{} restarted once", n.id);
+        }
         assert_eq!(st.auto_balance, "on");
     }
 }
