@@ -11,7 +11,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use rollout_core::{Change, Ignore, OnTimeout};
 use rollout_sim::{Fault, Flavor, NodeRef, SimBuilder, SimReport, Strategy as Rollout, simulate};
-use support::{run, run_with_restarts};
+use support::{paused_runtime, run, run_with_restarts};
 
 fn with(flavor: Flavor, seed: u64, faults: &[&str]) -> SimBuilder {
     let mut b = SimBuilder::new(flavor);
@@ -110,12 +110,7 @@ fn a5_a_pause_releases_the_knobs_that_stop_healing_and_names_the_ones_it_keeps()
     let spec = spec
         .clone()
         .policy(spec.policy.clone().on_timeout(OnTimeout::Pause));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    let (sim, r) = rt
+    let (sim, r) = paused_runtime()
         .block_on(simulate(&b, Rollout::Ha, &spec, &Ignore))
         .unwrap();
     assert_eq!(r.outcome, "halted");

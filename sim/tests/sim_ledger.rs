@@ -10,19 +10,14 @@ use std::time::Duration;
 use proptest::prelude::*;
 use rollout_core::{Change, Cluster, Ignore, ReplicaRole};
 use rollout_sim::{Fault, Flavor, NodeRef, SimBuilder, SimReport, Strategy as Rollout, simulate};
-use support::{run, run_with_restarts};
+use support::{paused_runtime, run, run_with_restarts};
 
 /// Runs `strategy`, then replays every acknowledged write against the replica the test picks
 /// itself from the topology (the primary; with none, the replica that holds the most), one
 /// write at a time. Returns the report, the replay's count of lost writes and the number of
 /// acknowledged writes the replay found.
 fn run_and_replay(b: &SimBuilder, strategy: Rollout) -> (SimReport, u64, u64) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    paused_runtime().block_on(async {
         let spec = strategy.spec(Change::Restart, b.get_data_nodes());
         let (sim, report) = simulate(b, strategy, &spec, &Ignore).await.expect("shape");
         let topology = loop {
@@ -230,12 +225,7 @@ fn a_skipped_node_means_the_rollout_did_not_complete() {
             .clone()
             .on_timeout(rollout_core::OnTimeout::Skip),
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("runtime");
-    let (_, r) = rt
+    let (_, r) = paused_runtime()
         .block_on(simulate(&b, Rollout::Ha, &spec, &Ignore))
         .expect("shape");
     assert!(!r.completed, "{r:?}");

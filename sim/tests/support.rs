@@ -4,6 +4,15 @@
 use rollout_core::{Change, Ignore};
 use rollout_sim::{SimBuilder, SimReport, Strategy, simulate};
 
+/// A current-thread runtime on tokio's paused clock: a simulated hour takes milliseconds.
+pub fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime")
+}
+
 /// Runs one rollout on a fresh paused-clock runtime and returns its report.
 pub fn run(builder: &SimBuilder, strategy: Strategy) -> SimReport {
     run_with_restarts(builder, strategy).0
@@ -17,12 +26,7 @@ pub fn run_with_restarts(
     SimReport,
     std::collections::BTreeMap<rollout_core::NodeId, u32>,
 ) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    paused_runtime().block_on(async {
         let spec = strategy.spec(Change::Restart, builder.get_data_nodes());
         let (sim, report) = simulate(builder, strategy, &spec, &Ignore)
             .await

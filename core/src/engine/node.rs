@@ -363,20 +363,7 @@ impl<C: Cluster> Ctx<'_, C> {
         if ha && wave.kind == RoleKind::Coordinator {
             // A leader steps down first where the backend has a way (the default drain does
             // nothing and its probe holds at once).
-            let results = self
-                .prepare(
-                    slots,
-                    Phase::Drain,
-                    Phase::WaitDrained,
-                    deadlines.drain,
-                    |id| self.cluster.drain(id),
-                    |id| outside.and(self.cluster.drained(id)),
-                )
-                .await;
-            if let Some(e) = first_outside(outside, results.iter()) {
-                return Err(e);
-            }
-            *slots = self.keep(std::mem::take(slots), results, outcomes).await?;
+            self.drain_slots(slots, outcomes, outside).await?;
             return Ok(!slots.is_empty());
         }
         if !(ha && data) {
@@ -385,20 +372,7 @@ impl<C: Cluster> Ctx<'_, C> {
         // Held again after a ride-out released them; a no-op read otherwise.
         self.reapply(guard).await?;
         self.set(guard, KnobScope::Wave, None).await?;
-        let results = self
-            .prepare(
-                slots,
-                Phase::Drain,
-                Phase::WaitDrained,
-                deadlines.drain,
-                |id| self.cluster.drain(id),
-                |id| outside.and(self.cluster.drained(id)),
-            )
-            .await;
-        if let Some(e) = first_outside(outside, results.iter()) {
-            return Err(e);
-        }
-        *slots = self.keep(std::mem::take(slots), results, outcomes).await?;
+        self.drain_slots(slots, outcomes, outside).await?;
         let results = self
             .prepare(
                 slots,
@@ -442,6 +416,32 @@ impl<C: Cluster> Ctx<'_, C> {
             });
         }
         Ok(true)
+    }
+
+    /// Drains every slot and waits until each is drained, watching the nodes outside the
+    /// wave; keeps the slots that drained (the others are skipped or fail the wave).
+    async fn drain_slots(
+        &self,
+        slots: &mut Vec<Slot<C::Node>>,
+        outcomes: &mut Vec<(NodeId, NodeOutcome)>,
+        outside: &Outside<'_, C>,
+    ) -> Result<(), Error<C::Error>> {
+        let deadline = self.spec.policy.get_deadlines().drain;
+        let results = self
+            .prepare(
+                slots,
+                Phase::Drain,
+                Phase::WaitDrained,
+                deadline,
+                |id| self.cluster.drain(id),
+                |id| outside.and(self.cluster.drained(id)),
+            )
+            .await;
+        if let Some(e) = first_outside(outside, results.iter()) {
+            return Err(e);
+        }
+        *slots = self.keep(std::mem::take(slots), results, outcomes).await?;
+        Ok(())
     }
 
     /// Resumed nodes take their boot id and apply record from the journal.
