@@ -174,23 +174,20 @@ impl Cluster for Store {
     }
 
     /// Holds when the node leads nothing.
-    fn drained(&self, node: &NodeId) -> impl HealthProbe<Error = StoreError> + '_ {
-        let node = node.clone();
-        probe_fn(move || {
-            let node = node.clone();
-            async move {
-                let i = self.index(&node);
-                let led = self
-                    .state()
-                    .parts
-                    .iter()
-                    .filter(|p| Some(p.leader) == i)
-                    .count();
-                Ok(match led {
-                    0 => Health::Healthy,
-                    n => Health::waiting(format!("{node} still leads {n} partitions")),
-                })
-            }
+    fn drained<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = StoreError> + 'a {
+        // Probes may borrow the node id: no clone needed.
+        probe_fn(move || async move {
+            let i = self.index(node);
+            let led = self
+                .state()
+                .parts
+                .iter()
+                .filter(|p| Some(p.leader) == i)
+                .count();
+            Ok(match led {
+                0 => Health::Healthy,
+                n => Health::waiting(format!("{node} still leads {n} partitions")),
+            })
         })
     }
 
@@ -199,25 +196,21 @@ impl Cluster for Store {
         Ok(())
     }
 
-    fn quiesced(&self, _: &NodeId) -> impl HealthProbe<Error = StoreError> + '_ {
+    fn quiesced<'a>(&'a self, _: &'a NodeId) -> impl HealthProbe<Error = StoreError> + 'a {
         probes::always()
     }
 
     /// Attached as soon as it runs.
-    fn ready(&self, node: &NodeId) -> impl HealthProbe<Error = StoreError> + '_ {
-        let node = node.clone();
-        probe_fn(move || {
-            let node = node.clone();
-            async move {
-                let up = self
-                    .index(&node)
-                    .is_some_and(|i| self.state().nodes[i].running);
-                Ok(if up {
-                    Health::Healthy
-                } else {
-                    Health::waiting(format!("{node} is not running"))
-                })
-            }
+    fn ready<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = StoreError> + 'a {
+        probe_fn(move || async move {
+            let up = self
+                .index(node)
+                .is_some_and(|i| self.state().nodes[i].running);
+            Ok(if up {
+                Health::Healthy
+            } else {
+                Health::waiting(format!("{node} is not running"))
+            })
         })
     }
 
@@ -226,7 +219,7 @@ impl Cluster for Store {
         Ok(())
     }
 
-    fn rejoined(&self, node: &NodeId) -> impl HealthProbe<Error = StoreError> + '_ {
+    fn rejoined<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = StoreError> + 'a {
         self.ready(node)
     }
 
@@ -237,7 +230,7 @@ impl Cluster for Store {
         })
     }
 
-    fn safe_to_stop(&self, _: &NodeId) -> impl HealthProbe<Error = StoreError> + '_ {
+    fn safe_to_stop<'a>(&'a self, _: &'a NodeId) -> impl HealthProbe<Error = StoreError> + 'a {
         probes::always()
     }
 

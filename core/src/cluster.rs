@@ -91,12 +91,12 @@ pub trait Cluster: Send + Sync {
 
     /// Holds once `node` serves nothing that its stop would interrupt. Asked after every
     /// [`drain`](Cluster::drain).
-    fn drained(&self, node: &NodeId) -> impl HealthProbe<Error = Self::Error> + '_;
+    fn drained<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = Self::Error> + 'a;
 
     /// Holds once the control plane has seen the stopped `node` go (its session expired, it is
     /// marked offline), so that a start cannot race the old registration.
     /// The default holds at once.
-    fn stopped(&self, node: &NodeId) -> impl HealthProbe<Error = Self::Error> + '_ {
+    fn stopped<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = Self::Error> + 'a {
         let _ = node;
         crate::probe::probes::always()
     }
@@ -106,12 +106,12 @@ pub trait Cluster: Send + Sync {
     fn quiesce(&self, node: &NodeId) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Holds once the quiesce has taken effect.
-    fn quiesced(&self, node: &NodeId) -> impl HealthProbe<Error = Self::Error> + '_;
+    fn quiesced<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = Self::Error> + 'a;
 
     /// Holds once a restarted `node` is attached to the control plane again. Asked for every
     /// node of every kind, under both procedures, `and`-ed with the engine's own check that
     /// a new incarnation runs.
-    fn ready(&self, node: &NodeId) -> impl HealthProbe<Error = Self::Error> + '_;
+    fn ready<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = Self::Error> + 'a;
 
     /// Gives `node` its replicas (and, where the backend wants it, its leaderships) back.
     /// Runs for every node under the high-availability procedure, once it is ready, and again
@@ -120,7 +120,7 @@ pub trait Cluster: Send + Sync {
     fn rejoin(&self, node: &NodeId) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Holds once the rejoin has taken effect.
-    fn rejoined(&self, node: &NodeId) -> impl HealthProbe<Error = Self::Error> + '_;
+    fn rejoined<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = Self::Error> + 'a;
 
     /// Holds when every node is alive, a coordinator leader answers and every partition is
     /// fully replicated.
@@ -128,7 +128,7 @@ pub trait Cluster: Send + Sync {
 
     /// Holds when `node` may be stopped without losing availability, by the backend's rules
     /// (on top of the engine's own placement check).
-    fn safe_to_stop(&self, node: &NodeId) -> impl HealthProbe<Error = Self::Error> + '_;
+    fn safe_to_stop<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = Self::Error> + 'a;
 
     /// Repairs what the rollout's knobs kept the cluster from repairing by itself, once the
     /// engine has released them (when it rides out a failure outside the wave, and at the end

@@ -189,7 +189,7 @@ pub trait DynCluster: Send + Sync {
     /// [`Cluster::heal`], boxed.
     fn heal_boxed(&self) -> BoxFuture<'_, Result<(), DynError>>;
     /// The probe of a step, boxed.
-    fn probe_boxed(&self, which: Which, node: &NodeId) -> BoxProbe<'_>;
+    fn probe_boxed<'a>(&'a self, which: Which, node: &'a NodeId) -> BoxProbe<'a>;
     /// [`Cluster::classify`] of the boxed error (fatal when it is not this backend's).
     fn classify_dyn(&self, error: &DynError) -> ErrorClass;
 }
@@ -262,7 +262,7 @@ where
     fn heal_boxed(&self) -> BoxFuture<'_, Result<(), DynError>> {
         Box::pin(async move { self.heal().await.map_err(DynError::new) })
     }
-    fn probe_boxed(&self, which: Which, node: &NodeId) -> BoxProbe<'_> {
+    fn probe_boxed<'a>(&'a self, which: Which, node: &'a NodeId) -> BoxProbe<'a> {
         match which {
             Which::Drained => BoxProbe::new(self.drained(node)),
             Which::Quiesced => BoxProbe::new(self.quiesced(node)),
@@ -357,19 +357,19 @@ impl Cluster for BoxCluster {
     async fn drain(&self, node: &NodeId) -> Result<(), DynError> {
         self.0.drain_boxed(node).await
     }
-    fn drained(&self, node: &NodeId) -> impl HealthProbe<Error = DynError> + '_ {
+    fn drained<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = DynError> + 'a {
         self.0.probe_boxed(Which::Drained, node)
     }
     async fn quiesce(&self, node: &NodeId) -> Result<(), DynError> {
         self.0.quiesce_boxed(node).await
     }
-    fn quiesced(&self, node: &NodeId) -> impl HealthProbe<Error = DynError> + '_ {
+    fn quiesced<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = DynError> + 'a {
         self.0.probe_boxed(Which::Quiesced, node)
     }
-    fn stopped(&self, node: &NodeId) -> impl HealthProbe<Error = DynError> + '_ {
+    fn stopped<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = DynError> + 'a {
         self.0.probe_boxed(Which::Stopped, node)
     }
-    fn ready(&self, node: &NodeId) -> impl HealthProbe<Error = DynError> + '_ {
+    fn ready<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = DynError> + 'a {
         self.0.probe_boxed(Which::Ready, node)
     }
     async fn rejoin(&self, node: &NodeId) -> Result<(), DynError> {
@@ -381,13 +381,13 @@ impl Cluster for BoxCluster {
     fn data_down_limit(&self, topology: &Topology) -> Option<(usize, String)> {
         self.0.data_down_limit(topology)
     }
-    fn rejoined(&self, node: &NodeId) -> impl HealthProbe<Error = DynError> + '_ {
+    fn rejoined<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = DynError> + 'a {
         self.0.probe_boxed(Which::Rejoined, node)
     }
     fn fully_healthy(&self) -> impl HealthProbe<Error = DynError> + '_ {
         self.0.probe_boxed(Which::FullyHealthy, &NO_NODE)
     }
-    fn safe_to_stop(&self, node: &NodeId) -> impl HealthProbe<Error = DynError> + '_ {
+    fn safe_to_stop<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = DynError> + 'a {
         self.0.probe_boxed(Which::SafeToStop, node)
     }
     fn classify(&self, error: &DynError) -> ErrorClass {

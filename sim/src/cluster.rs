@@ -447,7 +447,7 @@ impl Cluster for SimCluster {
         Ok(())
     }
 
-    fn drained(&self, node: &NodeId) -> impl HealthProbe<Error = SimError> + '_ {
+    fn drained<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = SimError> + 'a {
         self.probe(Some(node), Kind::Drained)
     }
 
@@ -465,15 +465,15 @@ impl Cluster for SimCluster {
         Ok(())
     }
 
-    fn quiesced(&self, node: &NodeId) -> impl HealthProbe<Error = SimError> + '_ {
+    fn quiesced<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = SimError> + 'a {
         self.probe(Some(node), Kind::Quiesced)
     }
 
-    fn stopped(&self, node: &NodeId) -> impl HealthProbe<Error = SimError> + '_ {
+    fn stopped<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = SimError> + 'a {
         self.probe(Some(node), Kind::Stopped)
     }
 
-    fn ready(&self, node: &NodeId) -> impl HealthProbe<Error = SimError> + '_ {
+    fn ready<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = SimError> + 'a {
         self.probe(Some(node), Kind::Ready)
     }
 
@@ -500,7 +500,7 @@ impl Cluster for SimCluster {
         Ok(())
     }
 
-    fn rejoined(&self, node: &NodeId) -> impl HealthProbe<Error = SimError> + '_ {
+    fn rejoined<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = SimError> + 'a {
         self.probe(Some(node), Kind::Rejoined)
     }
 
@@ -508,7 +508,7 @@ impl Cluster for SimCluster {
         self.probe(None, Kind::FullyHealthy)
     }
 
-    fn safe_to_stop(&self, node: &NodeId) -> impl HealthProbe<Error = SimError> + '_ {
+    fn safe_to_stop<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = SimError> + 'a {
         self.probe(Some(node), Kind::SafeToStop)
     }
 

@@ -182,7 +182,7 @@ impl<C: Cluster> Cluster for Failing<C> {
         guarded!(self.plan, At::Drain, self.inner.drain(node))
     }
 
-    fn drained(&self, node: &NodeId) -> impl HealthProbe<Error = Self::Error> + '_ {
+    fn drained<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = Self::Error> + 'a {
         MapErr(self.inner.drained(node))
     }
 
@@ -190,15 +190,15 @@ impl<C: Cluster> Cluster for Failing<C> {
         guarded!(self.plan, At::Quiesce, self.inner.quiesce(node))
     }
 
-    fn quiesced(&self, node: &NodeId) -> impl HealthProbe<Error = Self::Error> + '_ {
+    fn quiesced<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = Self::Error> + 'a {
         MapErr(self.inner.quiesced(node))
     }
 
-    fn stopped(&self, node: &NodeId) -> impl HealthProbe<Error = Self::Error> + '_ {
+    fn stopped<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = Self::Error> + 'a {
         MapErr(self.inner.stopped(node))
     }
 
-    fn ready(&self, node: &NodeId) -> impl HealthProbe<Error = Self::Error> + '_ {
+    fn ready<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = Self::Error> + 'a {
         MapErr(self.inner.ready(node))
     }
 
@@ -206,7 +206,7 @@ impl<C: Cluster> Cluster for Failing<C> {
         guarded!(self.plan, At::Rejoin, self.inner.rejoin(node))
     }
 
-    fn rejoined(&self, node: &NodeId) -> impl HealthProbe<Error = Self::Error> + '_ {
+    fn rejoined<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = Self::Error> + 'a {
         MapErr(self.inner.rejoined(node))
     }
 
@@ -214,7 +214,7 @@ impl<C: Cluster> Cluster for Failing<C> {
         MapErr(self.inner.fully_healthy())
     }
 
-    fn safe_to_stop(&self, node: &NodeId) -> impl HealthProbe<Error = Self::Error> + '_ {
+    fn safe_to_stop<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = Self::Error> + 'a {
         MapErr(self.inner.safe_to_stop(node))
     }
 

@@ -372,7 +372,7 @@ impl Cluster for Tiny {
         Ok(())
     }
 
-    fn drained(&self, node: &NodeId) -> impl HealthProbe<Error = TinyError> + '_ {
+    fn drained<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = TinyError> + 'a {
         let node = node.clone();
         probe_fn(move || {
             let this = self.clone();
@@ -399,11 +399,11 @@ impl Cluster for Tiny {
         Ok(())
     }
 
-    fn quiesced(&self, _node: &NodeId) -> impl HealthProbe<Error = TinyError> + '_ {
+    fn quiesced<'a>(&'a self, _node: &'a NodeId) -> impl HealthProbe<Error = TinyError> + 'a {
         rollout_core::probes::always()
     }
 
-    fn ready(&self, node: &NodeId) -> impl HealthProbe<Error = TinyError> + '_ {
+    fn ready<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = TinyError> + 'a {
         let node = node.clone();
         probe_fn(move || {
             let this = self.clone();
@@ -429,7 +429,7 @@ impl Cluster for Tiny {
         Ok(())
     }
 
-    fn rejoined(&self, _node: &NodeId) -> impl HealthProbe<Error = TinyError> + '_ {
+    fn rejoined<'a>(&'a self, _node: &'a NodeId) -> impl HealthProbe<Error = TinyError> + 'a {
         rollout_core::probes::always()
     }
 
@@ -440,7 +440,7 @@ impl Cluster for Tiny {
         })
     }
 
-    fn safe_to_stop(&self, _node: &NodeId) -> impl HealthProbe<Error = TinyError> + '_ {
+    fn safe_to_stop<'a>(&'a self, _node: &'a NodeId) -> impl HealthProbe<Error = TinyError> + 'a {
         rollout_core::probes::always()
     }
 
