@@ -6,8 +6,9 @@
 //! ```
 //!
 //! Read it as the "writing a backend" guide of `rollout-core` in code: every trait method a
-//! backend must write, and nothing else. A real backend does the same over the network (its
-//! coordinator's RPCs for `Cluster`, a process manager for `Node`).
+//! backend must write, plus `check_change` (it rolls restarts and upgrades, not config edits)
+//! and `classify`. A real backend does the same over the network (its coordinator's RPCs for
+//! `Cluster`, a process manager for `Node`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -133,6 +134,16 @@ impl Cluster for Store {
         })
     }
 
+    /// It can restart and upgrade, but has no config files to edit: a `Config` change would
+    /// restart a node and then fail `is_applied`, so it is refused before anything runs.
+    fn check_change(&self, change: &Change) -> Result<(), String> {
+        change.validate()?;
+        match change {
+            Change::Config { .. } => Err("memstore has no config files".into()),
+            _ => Ok(()),
+        }
+    }
+
     fn knobs(&self, procedure: Procedure) -> Vec<Knob> {
         match procedure {
             // The rebalancer would undo our drains, and it keeps nothing from healing.
@@ -234,6 +245,8 @@ impl Cluster for Store {
         probes::always()
     }
 
+    /// Nothing here is worth retrying; a network backend returns `Transient` for timeouts and
+    /// "not the leader" answers.
     fn classify(&self, _: &StoreError) -> ErrorClass {
         ErrorClass::Fatal
     }

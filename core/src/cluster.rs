@@ -13,7 +13,9 @@ use crate::probe::HealthProbe;
 pub enum ErrorClass {
     /// A passing fault (timeout, connection reset, not the leader): retried with backoff.
     Transient,
-    /// The cluster refuses for now (busy, frozen): treated as "not yet" by the wait that asked.
+    /// The cluster refuses for now (busy, frozen, no leader yet): treated as "not yet" by the
+    /// wait that asked; a step call that gets it is retried with backoff for as long as the
+    /// gate deadline.
     NotSafeYet,
     /// Retrying cannot help: the rollout stops, restoring its knobs.
     Fatal,
@@ -114,6 +116,8 @@ pub trait Cluster: Send + Sync {
     fn ready<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = Self::Error> + 'a;
 
     /// Gives `node` its replicas (and, where the backend wants it, its leaderships) back.
+    /// Also the undo of a drain on a node that was never stopped (a skipped or failed drain, a
+    /// failure outside the wave ridden out before the stop).
     /// Runs for every node under the high-availability procedure, once it is ready, and again
     /// (so it must be idempotent) when the node restarts on its own during its rejoin or when a
     /// failure outside the wave made its recovery fail.
@@ -131,8 +135,8 @@ pub trait Cluster: Send + Sync {
     fn safe_to_stop<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = Self::Error> + 'a;
 
     /// Repairs what the rollout's knobs kept the cluster from repairing by itself, once the
-    /// engine has released them (when it rides out a failure outside the wave, and at the end
-    /// of a rollout and in `abort`): for example OpenMLDB recovers the replicas of a tablet
+    /// engine has released them (when it rides out a failure outside the wave, on a pause, and
+    /// after the knobs are restored at the end of a rollout and in `abort`): for example OpenMLDB recovers the replicas of a tablet
     /// that registered again while auto_failover was off, which turning it back on does not
     /// do. The default does nothing.
     fn heal(&self) -> impl Future<Output = Result<(), Self::Error>> + Send {
@@ -189,7 +193,10 @@ pub trait Node: Send + Sync {
     fn revert(&self, record: &ApplyRecord) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Whether the running process already has `change` applied (the version or config digest
-    /// matches). For [`Change::Restart`] this is `false`: the engine recognises a done restart
+    /// matches). The engine asks it when planning (a node already at the target is left out)
+    /// and after every restart for a change other than a restart: `false` there fails the
+    /// rollout, so a backend that cannot tell should refuse the change in
+    /// [`Cluster::check_change`]. For [`Change::Restart`] this is `false`: the engine recognises a done restart
     /// by the node's boot id.
     fn is_applied(&self, change: &Change)
     -> impl Future<Output = Result<bool, Self::Error>> + Send;

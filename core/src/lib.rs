@@ -44,21 +44,24 @@
 //!    `alive` must mean "serves now". [`Cluster::nodes`] is worth a cheaper answer on a large
 //!    cluster: the engine reads it at every check of a wait.
 //! 3. **Knobs**: [`Cluster::knobs`] lists the temporary settings ([`Knob::rollout`],
-//!    [`Knob::wave`], marked [`Knob::blocks_healing`] when they keep the cluster from
-//!    repairing a failure); [`Cluster::read_knob`] and [`Cluster::write_knob`]. The engine
-//!    journals, sets, verifies and restores them.
+//!    [`Knob::wave`]; wave knobs are always released while the cluster heals a failure, and
+//!    a rollout knob too when marked [`Knob::blocks_healing`]); [`Cluster::read_knob`] and
+//!    [`Cluster::write_knob`]. The engine journals, sets, verifies and restores them.
 //! 4. **Steps, each with its probe**: [`Cluster::drain`] / `drained` (data nodes and
 //!    coordinators), `quiesce` / `quiesced` (data nodes), `ready` (every node), `rejoin` /
-//!    `rejoined` (every node, and again after a restart on its own: make it idempotent),
-//!    `fully_healthy` and `safe_to_stop`; optionally `stopped`, `heal` and
-//!    `data_down_limit`. Probes answer [`Health`]; a `Waiting` reason should change only when
+//!    `rejoined` (every node, again after a restart on its own, and as the undo of a drain on
+//!    a node that was not stopped: make it idempotent), `fully_healthy` and `safe_to_stop`.
+//!    Every other method has a default: `nodes`, `stopped`, `heal`, `data_down_limit`,
+//!    `check_change` (refuse what the backend cannot apply) and `classify` (all fatal). Probes answer [`Health`]; a `Waiting` reason should change only when
 //!    something moved, since a deadline is a window without progress ([`wait_until`]).
 //! 5. **[`Node`]**: `stop`, `start`, `status` ([`NodeStatus::running`] with a boot id that
 //!    changes on every start, and [`NodeStatus::exited`] when the process died), `apply`
 //!    (returns an [`ApplyRecord`]; called again after a crash, it keeps the first backup),
-//!    `revert` and `is_applied`.
-//! 6. **Check it**: `rollout_sim::conformance::check_cluster(&cluster)` runs the contract
-//!    (every step, every probe against the topology, the `Node` sequence); then [`roll`].
+//!    `revert` and `is_applied` (asked after every restart too: `false` fails the rollout).
+//! 6. **Check it**: `rollout_sim::conformance::check_cluster(&cluster)` (add `rollout-sim`
+//!    as a dev-dependency) runs the contract: it drains, stops, changes, reverts and restarts
+//!    a data node and writes knobs back, so run it against an emulator or a test cluster,
+//!    never a production one; then [`roll`].
 //!
 //! The model types are non-exhaustive and built through constructors, so that a field added
 //! later breaks no backend:

@@ -14,7 +14,9 @@ pub enum OnTimeout {
     /// Restore knobs and stop with an error. The default.
     #[default]
     Abort,
-    /// Keep every knob and the journal as they are and return a halted report, so that an
+    /// Keep the journal and the wave's nodes as they are and return a halted report (the
+    /// knobs that keep the cluster from healing are released meanwhile, and held again by the
+    /// resume; the others are kept), so that an
     /// operator can look and then resume (or abort) from the journal.
     Pause,
     /// Leave the node as it is and go on with the next, but only while the node has not been

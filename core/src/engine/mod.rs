@@ -112,7 +112,8 @@ pub async fn plan<C: Cluster>(cluster: &C, spec: &Spec) -> Result<Plan, Error<C:
 /// Starts fresh, or resumes the interrupted rollout in the journal (trusting the live cluster:
 /// a node that already restarted is not restarted again).
 /// Knobs are restored on success, on failure and on cancel; a canary halt restores them too
-/// (the cluster is fully healthy there), a pause on timeout keeps them for the resume.
+/// (the cluster is fully healthy there), a pause on timeout keeps those that do not keep the
+/// cluster from healing (the resume holds the others again).
 ///
 /// # Errors
 /// Bad input before anything is touched, and every failure during the run, naming the node and
@@ -167,6 +168,9 @@ pub async fn abort<C: Cluster>(cluster: &C, run: Run<'_>) -> Result<bool, Error<
     // Knobs first: a node that comes back should find the cluster's own recovery on again
     // (OpenMLDB reloads a re-registering tablet only with auto_failover on).
     let mut first_err = ctx.restore(&mut guard, KnobScope::Rollout).await.err();
+    if first_err.is_none() {
+        ctx.heal_best_effort().await;
+    }
     for f in &resume.in_flight {
         let id = &f.node;
         if let Err(e) = ctx.bring_back(id, f.record.as_ref()).await {
@@ -370,6 +374,7 @@ async fn roll_inner<C: Cluster>(
         }
         Ok(None) => {
             ctx.restore(&mut guard, KnobScope::Rollout).await?;
+            ctx.heal_best_effort().await;
             report.knobs_restored = true;
             ctx.append(&Entry::End {
                 outcome: "completed".into(),
@@ -503,6 +508,17 @@ impl<'a, C: Cluster> Ctx<'a, C> {
         Fut: Future<Output = Result<T, C::Error>>,
     {
         retry(self.cluster, &self.spec.policy, node, phase, f).await
+    }
+
+    /// With the knobs back, repairs what they kept the cluster from repairing
+    /// ([`Cluster::heal`]); a failure is logged, the health checks that follow decide.
+    async fn heal_best_effort(&self) {
+        if let Err(e) = self
+            .call(None, Phase::Restore, || self.cluster.heal())
+            .await
+        {
+            tracing::warn!(error = %chain(&e), "heal after restoring the knobs failed");
+        }
     }
 
     /// Rolls every wave; `Ok(Some(reason))` means halted.
