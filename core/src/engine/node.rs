@@ -259,23 +259,21 @@ pub(super) async fn roll_nodes<C: Cluster>(
     Ok(outcomes)
 }
 
-/// The first error of a step the outside watch failed, as [`Error::OutsideFailure`].
+/// When the outside watch failed one of the steps' waits: that failure, as
+/// [`Error::OutsideFailure`] in the phase of the first failed step.
 fn first_outside<'r, C: Cluster>(
     outside: &Outside<'_, C>,
     results: impl Iterator<Item = &'r Result<(), Error<C::Error>>>,
 ) -> Option<Error<C::Error>> {
-    results.filter_map(|r| r.as_ref().err()).find_map(|e| {
-        let (node, phase) = (e.node().cloned(), e.phase().unwrap_or(Phase::WaitDrained));
-        match outside.explain(Error::Unhealthy {
-            node,
-            phase,
-            reason: String::new(),
-        }) {
-            e @ Error::OutsideFailure { .. } if matches!(e, Error::OutsideFailure { .. }) => {
-                Some(e)
-            }
-            _ => None,
-        }
+    let (node, reason) = outside.seen()?;
+    let phase = results
+        .filter_map(|r| r.as_ref().err())
+        .find_map(Error::phase)
+        .unwrap_or(Phase::WaitDrained);
+    Some(Error::OutsideFailure {
+        node: Some(node),
+        phase,
+        reason,
     })
 }
 

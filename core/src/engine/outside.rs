@@ -101,7 +101,8 @@ impl<'a, C: Cluster> Outside<'a, C> {
         self.seen().is_some()
     }
 
-    fn seen(&self) -> Option<(NodeId, String)> {
+    /// The failure it saw, if any: the node and why.
+    pub(super) fn seen(&self) -> Option<(NodeId, String)> {
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -282,8 +283,10 @@ impl<C: Cluster> Ctx<'_, C> {
         let first = slots.first().map(|s| s.id.clone());
         let mut again = 0;
         loop {
+            // Only the high-availability procedure rejoins; with no node to watch the probe
+            // holds.
             let mut nodes = Vec::new();
-            for s in slots {
+            for s in slots.iter().filter(|_| ha) {
                 let status = self
                     .call(Some(&s.id), Phase::Rejoin, || s.node.status())
                     .await?;
@@ -293,7 +296,6 @@ impl<C: Cluster> Ctx<'_, C> {
                 nodes,
                 seen: Mutex::new(None),
             };
-            let reborn = if ha { Some(reborn) } else { None };
             let done = self
                 .watched(guard, outside, || async {
                     if ha {
@@ -319,14 +321,8 @@ impl<C: Cluster> Ctx<'_, C> {
                             };
                             let rejoined = self
                                 .all(slots, StartAt::WaitReady, Phase::WaitRejoined, |s| async {
-                                    let probe = outside
-                                        .and(
-                                            reborn
-                                                .as_ref()
-                                                .map(Either::Some)
-                                                .unwrap_or(Either::None),
-                                        )
-                                        .and(self.cluster.rejoined(&s.id));
+                                    let probe =
+                                        outside.and(&reborn).and(self.cluster.rejoined(&s.id));
                                     self.wait(Some(&s.id), Phase::WaitRejoined, &probe, window)
                                         .await
                                 })
@@ -348,9 +344,7 @@ impl<C: Cluster> Ctx<'_, C> {
                             .await?;
                     }
                     self.step_opt(first.as_ref(), Phase::WaitHealthy, async {
-                        let probe = outside
-                            .and(reborn.as_ref().map(Either::Some).unwrap_or(Either::None))
-                            .and(self.cluster.fully_healthy());
+                        let probe = outside.and(&reborn).and(self.cluster.fully_healthy());
                         self.wait(None, Phase::WaitHealthy, &probe, deadlines.healthy)
                             .await
                     })
@@ -358,8 +352,10 @@ impl<C: Cluster> Ctx<'_, C> {
                 })
                 .await;
             let restarted = reborn
-                .as_ref()
-                .and_then(|r| r.seen.lock().unwrap_or_else(|e| e.into_inner()).clone());
+                .seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             match (done, restarted) {
                 (Err(e), Some(node)) if again < MAX_REJOINS => {
                     again += 1;
@@ -384,30 +380,6 @@ impl<C: Cluster> Ctx<'_, C> {
                 }
                 (done, _) => return done,
             }
-        }
-    }
-}
-
-/// A probe or none (holds).
-enum Either<P> {
-    Some(P),
-    None,
-}
-
-impl<P: HealthProbe> HealthProbe for Either<P> {
-    type Error = P::Error;
-
-    async fn check(&self) -> Result<Health, P::Error> {
-        match self {
-            Self::Some(p) => p.check().await,
-            Self::None => Ok(Health::Healthy),
-        }
-    }
-
-    async fn wake(&self) {
-        match self {
-            Self::Some(p) => p.wake().await,
-            Self::None => std::future::pending().await,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BinaryHeap;
 use hdrhistogram::Histogram;
 use rand::Rng;
 
-use super::{Rep, Us, World, us};
+use super::{Rep, Replica, Us, World, us};
 use crate::config::ClientLoad;
 
 /// A client request waiting for its next attempt.
@@ -135,22 +135,12 @@ impl World {
                 let part = &self.parts[p as usize];
                 let taken = self.nodes[node as usize].up()
                     && part.replicas.iter().any(|r| r.node == node && r.loaded);
-                if !taken {
-                    // Clients still route to the deposed leader, which is gone: the write
-                    // fails until their routing refreshes.
-                    return false;
+                if taken {
+                    self.ack(p, |r| r.node == node);
                 }
-                {
-                    let part = &mut self.parts[p as usize];
-                    let seq = part.next_seq;
-                    part.next_seq += 1;
-                    part.acked.push(seq);
-                    if let Some(r) = part.replicas.iter_mut().find(|r| r.node == node) {
-                        r.log.push(seq, now);
-                    }
-                    self.mon.writes_acked += 1;
-                    return true;
-                }
+                // Otherwise clients still route to the deposed leader, which is gone: the
+                // write fails until their routing refreshes.
+                return taken;
             } else {
                 self.parts[p as usize].stale_leader = None;
             }
@@ -159,14 +149,7 @@ impl World {
             return false;
         }
         self.replicate(p);
-        let part = &mut self.parts[p as usize];
-        let seq = part.next_seq;
-        part.next_seq += 1;
-        part.acked.push(seq);
-        if let Some(r) = part.replicas.iter_mut().find(|r| r.role == Rep::Primary) {
-            r.log.push(seq, now);
-        }
-        self.mon.writes_acked += 1;
+        self.ack(p, |r| r.role == Rep::Primary);
         if self.profile.synchronous {
             // PacificA: every member prepared it before the ack.
             self.replicate(p);
@@ -181,5 +164,19 @@ impl World {
             }
         }
         true
+    }
+
+    /// Acknowledges the next write of partition `p`, taken by the first replica `takes`
+    /// picks: the ledger records it as acknowledged and in that replica's log.
+    fn ack(&mut self, p: u32, takes: impl Fn(&Replica) -> bool) {
+        let now = self.now;
+        let part = &mut self.parts[p as usize];
+        let seq = part.next_seq;
+        part.next_seq += 1;
+        part.acked.push(seq);
+        if let Some(r) = part.replicas.iter_mut().find(|r| takes(r)) {
+            r.log.push(seq, now);
+        }
+        self.mon.writes_acked += 1;
     }
 }

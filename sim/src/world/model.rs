@@ -79,7 +79,7 @@ pub(crate) trait Model: Send + std::fmt::Debug + 'static {
     /// A coordinator leader was elected.
     fn leader_elected(&mut self, w: &mut World);
 
-    /// The rollout's drain of a data node.
+    /// The rollout's drain of a data node that is not draining yet (the cluster checks).
     fn drain(&mut self, w: &mut World, node: u32);
 
     /// The rollout's rejoin of a data node that serves again.

@@ -158,8 +158,8 @@ impl OpenMldb {
         };
         self.op_finished(&op);
         match op {
-            Op::ChangeLeader { part, from, to } => change_leader(w, part, from, to),
-            Op::RecoverTable { part, node } => recover_table(w, part, node, started, boot),
+            Op::ChangeLeader { part, from, to } => w.change_leader_op(part, from, to),
+            Op::RecoverTable { part, node } => w.recover_table_op(part, node, started, boot),
         }
         w.changed();
         self.start_op(w, q);
@@ -373,9 +373,6 @@ impl Model for OpenMldb {
     /// re-route, openmldb.md 2.5), then RecoverTable of the old leader, which makes it a
     /// follower again until its stop.
     fn drain(&mut self, w: &mut World, node: u32) {
-        if w.nodes[node as usize].kind != RoleKind::Data || w.nodes[node as usize].draining {
-            return;
-        }
         w.nodes[node as usize].draining = true;
         let led: Vec<u32> = w.nodes[node as usize]
             .parts
@@ -624,12 +621,4 @@ impl World {
         }
         self.touch(part);
     }
-}
-
-fn change_leader(w: &mut World, part: u32, from: u32, to: Option<u32>) {
-    w.change_leader_op(part, from, to);
-}
-
-fn recover_table(w: &mut World, part: u32, node: u32, started: Us, boot: u64) {
-    w.recover_table_op(part, node, started, boot);
 }

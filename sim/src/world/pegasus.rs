@@ -23,6 +23,12 @@ pub(crate) struct Pegasus;
 
 const TICK: u8 = 0;
 const LEARN_DONE: u8 = 1;
+const TICK_EV: ModelEv = ModelEv {
+    code: TICK,
+    a: 0,
+    b: 0,
+    c: 0,
+};
 
 impl Model for Pegasus {
     fn profile(&self) -> Profile {
@@ -55,15 +61,7 @@ impl Model for Pegasus {
 
     fn start(&mut self, w: &mut World) {
         let tick = us(w.t.tick);
-        w.after_model(
-            tick,
-            ModelEv {
-                code: TICK,
-                a: 0,
-                b: 0,
-                c: 0,
-            },
-        );
+        w.after_model(tick, TICK_EV);
     }
 
     fn on_event(&mut self, w: &mut World, ev: ModelEv) {
@@ -71,15 +69,7 @@ impl Model for Pegasus {
             TICK => {
                 w.meta_tick();
                 let tick = us(w.t.tick);
-                w.after_model(
-                    tick,
-                    ModelEv {
-                        code: TICK,
-                        a: 0,
-                        b: 0,
-                        c: 0,
-                    },
-                );
+                w.after_model(tick, TICK_EV);
             }
             LEARN_DONE => w.learn_done(ev.a, ev.b, ev.c),
             _ => {}
