@@ -44,6 +44,26 @@ struct Args {
     /// Replicas per partition.
     #[arg(long, default_value_t = 3)]
     replicas: usize,
+    /// Tables the partitions are split into (named t1, t2, ...).
+    #[arg(long, default_value_t = 1)]
+    tables: usize,
+    /// Accept that this table is unavailable while a node holding its only replicas
+    /// restarts (OpenMLDB's --allow_single_replica; the only way to roll a Pegasus table with
+    /// fewer than 3 replicas), repeatable. Without it, OpenMLDB single-replica partitions get
+    /// a temporary replica on another tablet.
+    #[arg(
+        long = "accept-unavailable",
+        value_name = "TABLE",
+        alias = "allow-single-replica"
+    )]
+    accept_unavailable: Vec<String>,
+    /// Never add temporary replicas (single-replica partitions then need --accept-unavailable).
+    #[arg(long)]
+    no_temporary_replicas: bool,
+    /// The most temporary replicas one data node holds at once (each costs it one partition's
+    /// memory).
+    #[arg(long, value_name = "N")]
+    temporary_replica_limit: Option<usize>,
     /// Client requests per virtual second.
     #[arg(long, default_value_t = 100)]
     rate: u32,
@@ -163,6 +183,8 @@ impl Observer for Progress {
             Event::Halted { reason } => Some(format!("halted: {reason}")),
             Event::Failed { error, .. } => Some(format!("failed: {error}")),
             Event::NodeReverted { node } => Some(format!("{node}: reverted")),
+            Event::TemporaryReplicaAdded { replica } => Some(format!("adding the {replica}")),
+            Event::TemporaryReplicaRemoved { replica } => Some(format!("removed the {replica}")),
             Event::RollbackStarted { nodes } => Some(format!(
                 "rolling back the failed wave: {}",
                 nodes
@@ -199,6 +221,7 @@ fn main() -> ExitCode {
         .placement(args.placement)
         .partitions(args.partitions)
         .replicas(args.replicas)
+        .tables(args.tables)
         .load(ClientLoad::at_rate(args.rate))
         .wake_hints(!args.no_wake_hints);
     if let Some(c) = args.coordinators {
@@ -214,6 +237,12 @@ fn main() -> ExitCode {
         .expect("a current-thread runtime always builds");
     let mut spec = args.strategy.spec(Change::Restart, args.nodes);
     let mut policy = spec.policy.clone().on_timeout(args.on_timeout.into());
+    policy = policy
+        .accept_unavailable(args.accept_unavailable.iter().cloned())
+        .temporary_replicas(!args.no_temporary_replicas);
+    if let Some(n) = args.temporary_replica_limit {
+        policy = policy.temporary_replica_limit(n);
+    }
     if let Some(n) = args.canary {
         policy = policy.canary(n);
     }
@@ -303,6 +332,23 @@ fn main() -> ExitCode {
         );
         if r.skipped > 0 {
             println!("  skipped: {}", r.skipped_nodes.join(", "));
+        }
+        if r.replicas_added > 0 || r.extra_replicas > 0 {
+            println!(
+                "  temporary replicas: {} added, {} left at the end",
+                r.replicas_added, r.extra_replicas
+            );
+        }
+        if !r.unavailable_tables.is_empty() {
+            let tables: Vec<String> = r
+                .unavailable_tables
+                .iter()
+                .map(|(t, secs)| format!("{t} {secs:.1}"))
+                .collect();
+            println!(
+                "  tables unavailable (partition-seconds): {}",
+                tables.join(", ")
+            );
         }
         println!(
             "  invariants: max {} replica(s) of a partition down, {} restarts (max {} per node), knobs restored: {}",

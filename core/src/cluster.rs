@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{ApplyRecord, Change, Knob, NodeId, NodeInfo, NodeStatus, Topology};
 use crate::probe::HealthProbe;
+use crate::replicas::TemporaryReplica;
 
 /// How the engine treats a backend error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +152,68 @@ pub trait Cluster: Send + Sync {
     fn data_down_limit(&self, topology: &Topology) -> Option<(usize, String)> {
         let _ = topology;
         None
+    }
+
+    /// Whether this backend adds temporary replicas: then a single-replica partition keeps
+    /// serving while its node restarts (the engine adds a replica elsewhere before the drain,
+    /// see [`TemporaryReplica`]). The default is `false`: such partitions block their node
+    /// unless the operator accepts their table's downtime.
+    fn supports_temporary_replicas(&self) -> bool {
+        false
+    }
+
+    /// Adds `replica`: a follower of `replica.partition` on `replica.to` (OpenMLDB
+    /// AddReplicaNS, which copies a snapshot and then streams the binlog). Idempotent: a
+    /// replica already there is left as it is. The engine journals the replica before it
+    /// calls this, and calls it only when
+    /// [`supports_temporary_replicas`](Cluster::supports_temporary_replicas) says so; the
+    /// default does nothing.
+    fn add_temporary_replica(
+        &self,
+        replica: &TemporaryReplica,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        let _ = replica;
+        async { Ok(()) }
+    }
+
+    /// Holds once `replica` is alive and caught up with its leader, so that the drain may
+    /// move the leadership to it. The default fails: a backend that adds temporary replicas
+    /// must say when one is ready.
+    fn temporary_replica_ready<'a>(
+        &'a self,
+        replica: &'a TemporaryReplica,
+    ) -> impl HealthProbe<Error = Self::Error> + 'a {
+        let _ = replica;
+        crate::probe::probes::failed(
+            "this backend does not say when a temporary replica is ready \
+             (Cluster::temporary_replica_ready)",
+        )
+    }
+
+    /// Removes `replica` once `replica.from` serves the partition again: first the
+    /// leadership goes back to a caught-up replica other than `replica.to` (OpenMLDB
+    /// ChangeLeader with that candidate), then the replica is deleted (DelReplicaNS).
+    /// Idempotent. The engine calls it only when the partition's replica on `replica.from` is
+    /// alive, never when the temporary one is its last copy.
+    fn remove_temporary_replica(
+        &self,
+        replica: &TemporaryReplica,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        let _ = replica;
+        async { Ok(()) }
+    }
+
+    /// Holds once `replica` is gone and its partition has an alive leader again. The default
+    /// fails, as [`temporary_replica_ready`](Cluster::temporary_replica_ready) does.
+    fn temporary_replica_removed<'a>(
+        &'a self,
+        replica: &'a TemporaryReplica,
+    ) -> impl HealthProbe<Error = Self::Error> + 'a {
+        let _ = replica;
+        crate::probe::probes::failed(
+            "this backend does not say when a temporary replica is removed \
+             (Cluster::temporary_replica_removed)",
+        )
     }
 
     /// Says how the engine should treat `error`. The default treats every error as fatal.

@@ -11,6 +11,7 @@ use std::pin::Pin;
 use crate::cluster::{Cluster, ErrorClass, Node, Procedure};
 use crate::model::{ApplyRecord, Change, Health, Knob, NodeId, NodeInfo, NodeStatus, Topology};
 use crate::probe::HealthProbe;
+use crate::replicas::TemporaryReplica;
 
 /// A boxed future that is `Send`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -188,6 +189,25 @@ pub trait DynCluster: Send + Sync {
     fn data_down_limit(&self, topology: &Topology) -> Option<(usize, String)>;
     /// [`Cluster::heal`], boxed.
     fn heal_boxed(&self) -> BoxFuture<'_, Result<(), DynError>>;
+    /// [`Cluster::supports_temporary_replicas`].
+    fn supports_temporary_replicas(&self) -> bool;
+    /// [`Cluster::add_temporary_replica`], boxed.
+    fn add_temporary_replica_boxed<'a>(
+        &'a self,
+        replica: &'a TemporaryReplica,
+    ) -> BoxFuture<'a, Result<(), DynError>>;
+    /// [`Cluster::remove_temporary_replica`], boxed.
+    fn remove_temporary_replica_boxed<'a>(
+        &'a self,
+        replica: &'a TemporaryReplica,
+    ) -> BoxFuture<'a, Result<(), DynError>>;
+    /// [`Cluster::temporary_replica_ready`] (`removed` false) or
+    /// [`Cluster::temporary_replica_removed`] (`removed` true), boxed.
+    fn temporary_probe_boxed<'a>(
+        &'a self,
+        replica: &'a TemporaryReplica,
+        removed: bool,
+    ) -> BoxProbe<'a>;
     /// The probe of a step, boxed.
     fn probe_boxed<'a>(&'a self, which: Which, node: &'a NodeId) -> BoxProbe<'a>;
     /// [`Cluster::classify`] of the boxed error (fatal when it is not this backend's).
@@ -261,6 +281,40 @@ where
     }
     fn heal_boxed(&self) -> BoxFuture<'_, Result<(), DynError>> {
         Box::pin(async move { self.heal().await.map_err(DynError::new) })
+    }
+    fn supports_temporary_replicas(&self) -> bool {
+        Cluster::supports_temporary_replicas(self)
+    }
+    fn add_temporary_replica_boxed<'a>(
+        &'a self,
+        replica: &'a TemporaryReplica,
+    ) -> BoxFuture<'a, Result<(), DynError>> {
+        Box::pin(async move {
+            self.add_temporary_replica(replica)
+                .await
+                .map_err(DynError::new)
+        })
+    }
+    fn remove_temporary_replica_boxed<'a>(
+        &'a self,
+        replica: &'a TemporaryReplica,
+    ) -> BoxFuture<'a, Result<(), DynError>> {
+        Box::pin(async move {
+            self.remove_temporary_replica(replica)
+                .await
+                .map_err(DynError::new)
+        })
+    }
+    fn temporary_probe_boxed<'a>(
+        &'a self,
+        replica: &'a TemporaryReplica,
+        removed: bool,
+    ) -> BoxProbe<'a> {
+        if removed {
+            BoxProbe::new(self.temporary_replica_removed(replica))
+        } else {
+            BoxProbe::new(self.temporary_replica_ready(replica))
+        }
     }
     fn probe_boxed<'a>(&'a self, which: Which, node: &'a NodeId) -> BoxProbe<'a> {
         match which {
@@ -380,6 +434,27 @@ impl Cluster for BoxCluster {
     }
     fn data_down_limit(&self, topology: &Topology) -> Option<(usize, String)> {
         self.0.data_down_limit(topology)
+    }
+    fn supports_temporary_replicas(&self) -> bool {
+        self.0.supports_temporary_replicas()
+    }
+    async fn add_temporary_replica(&self, replica: &TemporaryReplica) -> Result<(), DynError> {
+        self.0.add_temporary_replica_boxed(replica).await
+    }
+    fn temporary_replica_ready<'a>(
+        &'a self,
+        replica: &'a TemporaryReplica,
+    ) -> impl HealthProbe<Error = DynError> + 'a {
+        self.0.temporary_probe_boxed(replica, false)
+    }
+    async fn remove_temporary_replica(&self, replica: &TemporaryReplica) -> Result<(), DynError> {
+        self.0.remove_temporary_replica_boxed(replica).await
+    }
+    fn temporary_replica_removed<'a>(
+        &'a self,
+        replica: &'a TemporaryReplica,
+    ) -> impl HealthProbe<Error = DynError> + 'a {
+        self.0.temporary_probe_boxed(replica, true)
     }
     fn rejoined<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = DynError> + 'a {
         self.0.probe_boxed(Which::Rejoined, node)

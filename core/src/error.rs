@@ -18,6 +18,10 @@ pub enum Phase {
     Guard,
     /// The safety gate before a node: fully healthy, safe to stop, placement re-checked.
     Gate,
+    /// Adding temporary replicas of single-replica partitions.
+    AddReplica,
+    /// Waiting until the temporary replicas have caught up.
+    WaitReplica,
     /// Moving primaries and leaderships away.
     Drain,
     /// Waiting for the drain to take effect.
@@ -42,6 +46,8 @@ pub enum Phase {
     WaitRejoined,
     /// Waiting for the whole cluster to be fully healthy.
     WaitHealthy,
+    /// Removing temporary replicas once their node serves again.
+    RemoveReplica,
     /// Putting knobs back to their original values.
     Restore,
     /// Reverting a change that did not come up.
@@ -54,6 +60,9 @@ impl fmt::Display for Phase {
             Self::Plan => "plan",
             Self::Guard => "guard",
             Self::Gate => "gate",
+            Self::AddReplica => "add replica",
+            Self::WaitReplica => "wait replica",
+            Self::RemoveReplica => "remove replica",
             Self::Drain => "drain",
             Self::WaitDrained => "wait drained",
             Self::Quiesce => "quiesce",

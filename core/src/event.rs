@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Phase;
 use crate::model::NodeId;
 use crate::plan::Plan;
+use crate::replicas::TemporaryReplica;
 
 /// Something that happened in a rollout.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +42,16 @@ pub enum Event {
         name: String,
         /// Its original value.
         value: String,
+    },
+    /// A temporary replica is being added (journaled first).
+    TemporaryReplicaAdded {
+        /// The replica.
+        replica: TemporaryReplica,
+    },
+    /// A temporary replica was removed: its node serves the partition again.
+    TemporaryReplicaRemoved {
+        /// The replica.
+        replica: TemporaryReplica,
     },
     /// A wave starts.
     WaveStarted {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::Procedure;
 use crate::model::{ApplyRecord, Change, NodeId};
+use crate::replicas::TemporaryReplica;
 
 /// One journal record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +72,17 @@ pub enum Entry {
         node: NodeId,
         /// Why.
         reason: String,
+    },
+    /// A temporary replica is about to be added (written before the add call, so that a
+    /// crash right after it still has it removed).
+    TemporaryAdded {
+        /// The replica.
+        replica: TemporaryReplica,
+    },
+    /// A temporary replica was removed.
+    TemporaryRemoved {
+        /// The replica.
+        replica: TemporaryReplica,
     },
     /// The rollout halted (canary, pause) and can be resumed.
     Halted {
@@ -407,6 +419,8 @@ pub struct Resume {
     pub finished: Vec<NodeId>,
     /// Nodes begun but not finished.
     pub in_flight: Vec<InFlight>,
+    /// Temporary replicas added and not yet removed.
+    pub temporaries: Vec<TemporaryReplica>,
 }
 
 /// A node the journal shows begun but not finished.
@@ -484,6 +498,12 @@ impl Resume {
                     r.in_flight.retain(|f| &f.node != node);
                     r.finished.push(node.clone());
                 }
+                Entry::TemporaryAdded { replica } => {
+                    if !r.temporaries.contains(replica) {
+                        r.temporaries.push(replica.clone());
+                    }
+                }
+                Entry::TemporaryRemoved { replica } => r.temporaries.retain(|t| t != replica),
                 Entry::Halted { .. } => {}
                 Entry::End { .. } => r.active = false,
             }

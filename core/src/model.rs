@@ -226,6 +226,10 @@ pub struct Partition {
     pub wanted: u32,
     /// Where its replicas are.
     pub replicas: Vec<Replica>,
+    /// The table (Pegasus app, OpenMLDB table) it belongs to, where the backend knows it:
+    /// the name an operator uses to accept a table's downtime.
+    #[serde(default)]
+    pub table: Option<String>,
 }
 
 impl Partition {
@@ -235,7 +239,15 @@ impl Partition {
             id: id.into(),
             wanted,
             replicas,
+            table: None,
         }
+    }
+
+    /// Names the table the partition belongs to.
+    #[must_use]
+    pub fn table(mut self, name: impl Into<String>) -> Self {
+        self.table = Some(name.into());
+        self
     }
 
     /// Replicas that are alive and are full members (primary or secondary).

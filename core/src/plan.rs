@@ -10,6 +10,7 @@ use crate::model::{
     Change, KnobScope, NodeId, NodeInfo, Partition, ReplicaRole, RoleKind, Topology,
 };
 use crate::policy::{Policy, Selection};
+use crate::replicas::{AcceptedTable, Relief, TemporaryReplica};
 
 /// Nodes that go down together.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +74,14 @@ pub struct Plan {
     /// Pegasus meta tolerates down before it freezes).
     #[serde(default)]
     pub limits: Vec<String>,
+    /// The temporary replicas the rollout adds (as placed on the topology read when
+    /// planning; the engine places them again on the live one right before each drain).
+    /// Each costs its node the memory of one partition until it is removed.
+    #[serde(default)]
+    pub temporary_replicas: Vec<TemporaryReplica>,
+    /// Tables whose downtime the policy accepts, with the nodes that take them down.
+    #[serde(default)]
+    pub accepted_unavailable: Vec<AcceptedTable>,
 }
 
 impl Plan {
@@ -81,9 +90,19 @@ impl Plan {
         serde_json::to_string_pretty(self).expect("a plan always serializes")
     }
 
-    /// The steps each node of `wave` goes through.
+    /// The steps each node of `wave` goes through (with the temporary-replica steps where
+    /// the plan adds temporary replicas for one of its nodes).
     pub fn wave_steps(&self, wave: &Wave) -> Vec<String> {
-        steps_for(self.procedure, wave.kind)
+        let steps = steps_for(self.procedure, wave.kind);
+        if self
+            .temporary_replicas
+            .iter()
+            .any(|t| wave.nodes.contains(&t.from))
+        {
+            with_temporaries(steps)
+        } else {
+            steps
+        }
     }
 
     /// How many nodes the plan rolls.
@@ -147,6 +166,34 @@ impl fmt::Display for Plan {
         for b in &self.blocked {
             writeln!(f, "cannot be made safe: {}: {}", b.node, b.reason)?;
         }
+        let mut by_from: BTreeMap<&NodeId, BTreeMap<&NodeId, usize>> = BTreeMap::new();
+        for t in &self.temporary_replicas {
+            *by_from
+                .entry(&t.from)
+                .or_default()
+                .entry(&t.to)
+                .or_default() += 1;
+        }
+        for (from, to) in by_from {
+            let total: usize = to.values().sum();
+            let spread: Vec<String> = to.iter().map(|(n, c)| format!("{n} x{c}")).collect();
+            writeln!(
+                f,
+                "while {from} restarts: {total} temporary replica(s), each costing its node one \
+                 partition's memory: {}; removed once it serves again",
+                spread.join(", ")
+            )?;
+        }
+        for a in &self.accepted_unavailable {
+            let nodes: Vec<&str> = a.nodes.iter().map(NodeId::as_str).collect();
+            writeln!(
+                f,
+                "accepted unavailable: table {} ({} partition(s)) while {} restart(s)",
+                a.table,
+                a.partitions,
+                nodes.join(", ")
+            )?;
+        }
         for l in &self.limits {
             writeln!(f, "limit: {l}")?;
         }
@@ -171,12 +218,31 @@ pub fn wave_is_safe(
     wave: &[NodeId],
     max_unavailable: usize,
 ) -> Result<(), String> {
+    wave_is_safe_with(topology, wave, max_unavailable, &Relief::default())
+}
+
+/// [`wave_is_safe`], forgiving what `relief` says: partitions of accepted tables, and
+/// single-replica partitions that get a temporary replica before the wave goes down.
+///
+/// # Errors
+/// The first partition that would break the limit, as a reason for messages.
+pub fn wave_is_safe_with(
+    topology: &Topology,
+    wave: &[NodeId],
+    max_unavailable: usize,
+    relief: &Relief,
+) -> Result<(), String> {
     let wave: BTreeSet<&NodeId> = wave.iter().collect();
     let min_serving = topology.min_serving.max(1) as usize;
-    topology
-        .partitions
-        .iter()
-        .try_for_each(|p| partition_is_safe(p, &|n| wave.contains(n), max_unavailable, min_serving))
+    topology.partitions.iter().try_for_each(|p| {
+        partition_is_safe(
+            p,
+            &|n| wave.contains(n),
+            max_unavailable,
+            min_serving,
+            relief,
+        )
+    })
 }
 
 /// A failure outside `wave`: the first data node not in the wave that the control plane
@@ -243,28 +309,37 @@ fn partition_is_safe(
     in_wave: &dyn Fn(&NodeId) -> bool,
     max_unavailable: usize,
     min_serving: usize,
+    relief: &Relief,
 ) -> Result<(), String> {
     let going = p.replicas.iter().filter(|r| in_wave(&r.node)).count();
-    if going == 0 {
+    if going == 0 || relief.accepts(p) {
         return Ok(());
     }
     let up_outside = p
         .replicas
         .iter()
         .filter(|r| r.alive && !in_wave(&r.node))
-        .count();
+        .count()
+        + usize::from(relief.needs_temporary(p, in_wave));
+    let table = p
+        .table
+        .as_ref()
+        .map(|t| {
+            format!(" (table {t}; to roll anyway, accept its downtime by name: accept_unavailable)")
+        })
+        .unwrap_or_default();
     let wanted = p.wanted as usize;
     let down = wanted.saturating_sub(up_outside);
     if up_outside == 0 {
         return Err(format!(
-            "partition {} would have no replica left ({going} of {wanted} on this wave)",
+            "partition {} would have no replica left ({going} of {wanted} on this wave){table}",
             p.id
         ));
     }
     if up_outside < min_serving {
         return Err(format!(
             "partition {} would keep {up_outside} replica(s) serving, fewer than the \
-             {min_serving} it needs to take writes",
+             {min_serving} it needs to take writes{table}",
             p.id
         ));
     }
@@ -344,16 +419,18 @@ pub fn build_waves(
     selected: &[NodeId],
     policy: &Policy,
 ) -> (Vec<Wave>, Vec<Blocked>) {
-    build_waves_limited(topology, selected, policy, None)
+    build_waves_limited(topology, selected, policy, None, &Relief::default())
 }
 
 /// [`build_waves`] with at most `data_limit` data nodes in a wave (a backend's
-/// [`Cluster::data_down_limit`](crate::Cluster::data_down_limit)).
+/// [`Cluster::data_down_limit`](crate::Cluster::data_down_limit)), forgiving what `relief`
+/// says (see [`wave_is_safe_with`]).
 pub fn build_waves_limited(
     topology: &Topology,
     selected: &[NodeId],
     policy: &Policy,
     data_limit: Option<usize>,
+    relief: &Relief,
 ) -> (Vec<Wave>, Vec<Blocked>) {
     let mut placement = topology.clone();
     for p in &mut placement.partitions {
@@ -393,7 +470,7 @@ pub fn build_waves_limited(
             }
             RoleKind::Data => {
                 nodes.sort_by(|a, b| a.zone.cmp(&b.zone).then(a.id.cmp(&b.id)));
-                let packer = Packer::new(topology, policy.get_max_unavailable());
+                let packer = Packer::new(topology, policy.get_max_unavailable(), relief);
                 let mut left: Vec<NodeId> = Vec::new();
                 for n in nodes {
                     match packer.may_join(&BTreeSet::new(), &n.id) {
@@ -421,15 +498,17 @@ struct Packer<'t> {
     holds: BTreeMap<&'t NodeId, Vec<usize>>,
     max_unavailable: usize,
     min_serving: usize,
+    relief: &'t Relief,
 }
 
 impl<'t> Packer<'t> {
-    fn new(topology: &'t Topology, max_unavailable: usize) -> Self {
+    fn new(topology: &'t Topology, max_unavailable: usize, relief: &'t Relief) -> Self {
         Self {
             topology,
             holds: topology.placement(),
             max_unavailable,
             min_serving: topology.min_serving.max(1) as usize,
+            relief,
         }
     }
 
@@ -445,6 +524,7 @@ impl<'t> Packer<'t> {
                     &in_wave,
                     self.max_unavailable,
                     self.min_serving,
+                    self.relief,
                 )
             })
     }
@@ -518,6 +598,24 @@ pub fn steps_for(procedure: Procedure, kind: RoleKind) -> Vec<String> {
     all.into_iter()
         .filter(|s| !skip.contains(&s.as_str()))
         .collect()
+}
+
+/// `steps` with the temporary-replica steps: added and caught up before the drain, removed
+/// after the rejoin.
+pub(crate) fn with_temporaries(steps: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(steps.len() + 3);
+    for s in steps {
+        if s == "drain" {
+            out.push("add replica".to_string());
+            out.push("wait replica".to_string());
+        }
+        let rejoined = s == "wait rejoined";
+        out.push(s);
+        if rejoined {
+            out.push("remove replica".to_string());
+        }
+    }
+    out
 }
 
 fn steps_all(procedure: Procedure) -> Vec<String> {

@@ -44,6 +44,8 @@ pub struct Deadlines {
     pub rejoin: Duration,
     /// Full health after a node. Default 60 min.
     pub healthy: Duration,
+    /// A temporary replica's snapshot copy and catch-up, and its removal. Default 30 min.
+    pub temporary: Duration,
 }
 
 impl Default for Deadlines {
@@ -56,6 +58,7 @@ impl Default for Deadlines {
             ready: Duration::from_secs(1800),
             rejoin: Duration::from_secs(1800),
             healthy: Duration::from_secs(3600),
+            temporary: Duration::from_secs(1800),
         }
     }
 }
@@ -71,6 +74,7 @@ impl Deadlines {
             ready: d,
             rejoin: d,
             healthy: d,
+            temporary: d,
         }
     }
 }
@@ -81,7 +85,8 @@ impl Deadlines {
 /// 1, the high-availability procedure, [`Deadlines::default`], abort on timeout, no canary,
 /// polls from 100 ms growing to 1 s, 16 retries of transient control-plane errors
 /// (backing off from the poll minimum to 5 s; not-safe-yet errors are retried for as long as
-/// the gate deadline).
+/// the gate deadline). A single-replica partition gets a temporary replica where the backend
+/// can add one ([`crate::TemporaryReplica`]); no table's downtime is accepted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     max_parallel: usize,
@@ -93,6 +98,16 @@ pub struct Policy {
     poll_min: Duration,
     poll_max: Duration,
     retries: usize,
+    #[serde(default)]
+    accept_unavailable: Vec<String>,
+    #[serde(default = "yes")]
+    temporary_replicas: bool,
+    #[serde(default)]
+    temporary_replica_limit: Option<usize>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for Policy {
@@ -107,6 +122,9 @@ impl Default for Policy {
             poll_min: Duration::from_millis(100),
             poll_max: Duration::from_secs(1),
             retries: 16,
+            accept_unavailable: Vec::new(),
+            temporary_replicas: true,
+            temporary_replica_limit: None,
         }
     }
 }
@@ -171,6 +189,54 @@ impl Policy {
         self
     }
 
+    /// Accepts that the partitions of these tables (by name, as the backend reports
+    /// [`Partition::table`](crate::Partition::table)) are unavailable while a node that holds
+    /// their only serving replicas restarts: OpenMLDB's `--allow_single_replica`, and the
+    /// only way to roll a Pegasus table with fewer than 3 replicas. The plan lists each
+    /// table with the nodes that take it down. A name the cluster does not have is refused
+    /// before anything is touched.
+    #[must_use]
+    pub fn accept_unavailable<S: Into<String>>(
+        mut self,
+        tables: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.accept_unavailable = tables.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether single-replica partitions get a temporary replica on another data node while
+    /// their node restarts (default `true`; used only where the backend can add one, see
+    /// [`Cluster::supports_temporary_replicas`](crate::Cluster::supports_temporary_replicas)).
+    /// With `false`, such partitions block their node unless their table is accepted.
+    #[must_use]
+    pub fn temporary_replicas(mut self, on: bool) -> Self {
+        self.temporary_replicas = on;
+        self
+    }
+
+    /// The most temporary replicas one node holds at once (each costs it the memory of one
+    /// partition). Without a limit they spread evenly.
+    #[must_use]
+    pub fn temporary_replica_limit(mut self, per_node: usize) -> Self {
+        self.temporary_replica_limit = Some(per_node);
+        self
+    }
+
+    /// The tables whose downtime is accepted.
+    pub fn get_accept_unavailable(&self) -> &[String] {
+        &self.accept_unavailable
+    }
+
+    /// Whether temporary replicas are allowed.
+    pub fn get_temporary_replicas(&self) -> bool {
+        self.temporary_replicas
+    }
+
+    /// The per-node limit on temporary replicas, if any.
+    pub fn get_temporary_replica_limit(&self) -> Option<usize> {
+        self.temporary_replica_limit
+    }
+
     /// Checks that the policy does not contradict itself.
     ///
     /// # Errors
@@ -181,6 +247,16 @@ impl Policy {
         }
         if self.max_unavailable == 0 {
             return Err("max_unavailable_per_partition must be at least 1".into());
+        }
+        if self.temporary_replica_limit == Some(0) {
+            return Err(
+                "temporary_replica_limit must be at least 1 (turn temporary replicas off with \
+                 temporary_replicas(false) instead)"
+                    .into(),
+            );
+        }
+        if let Some(t) = self.accept_unavailable.iter().find(|t| t.trim().is_empty()) {
+            return Err(format!("accept_unavailable names an empty table {t:?}"));
         }
         if self.canary == Some(0) {
             return Err("canary must stop after at least 1 node".into());
@@ -200,6 +276,7 @@ impl Policy {
             ("ready", d.ready),
             ("rejoin", d.rejoin),
             ("healthy", d.healthy),
+            ("temporary", d.temporary),
         ] {
             if v.is_zero() {
                 return Err(format!("the {name} deadline must be longer than zero"));

@@ -220,6 +220,16 @@ pub mod probes {
         }
     }
 
+    /// A probe that fails at once with `reason`: ends any wait that asks it.
+    pub fn failed<E: std::error::Error + Send + Sync + 'static>(
+        reason: impl Into<String>,
+    ) -> Always<E> {
+        Always {
+            health: Health::Failed(reason.into()),
+            _error: PhantomData,
+        }
+    }
+
     impl<E: std::error::Error + Send + Sync + 'static> HealthProbe for Always<E> {
         type Error = E;
 

@@ -48,6 +48,7 @@ pub struct SimBuilder {
     racks: usize,
     placement: Placement,
     partitions: usize,
+    tables: usize,
     replicas: usize,
     timings: Option<Timings>,
     load: ClientLoad,
@@ -66,6 +67,7 @@ impl SimBuilder {
             racks: 1,
             placement: Placement::Random,
             partitions: 64,
+            tables: 1,
             replicas: 3,
             timings: None,
             load: ClientLoad::default(),
@@ -115,6 +117,14 @@ impl SimBuilder {
     /// Partitions.
     pub fn partitions(&mut self, n: usize) -> &mut Self {
         self.partitions = n;
+        self
+    }
+
+    /// Tables the partitions are split into, in contiguous runs (default 1). Table `k`
+    /// (1-based) is named `t<k>`; its partitions are `<k>.<index>` (Pegasus app `k`) or
+    /// `t<k>.<index>` (OpenMLDB).
+    pub fn tables(&mut self, n: usize) -> &mut Self {
+        self.tables = n;
         self
     }
 
@@ -172,6 +182,11 @@ impl SimBuilder {
         self.partitions
     }
 
+    /// Tables.
+    pub fn get_tables(&self) -> usize {
+        self.tables
+    }
+
     /// Replicas per partition.
     pub fn get_replicas(&self) -> usize {
         self.replicas
@@ -202,6 +217,12 @@ impl SimBuilder {
             return err(format!(
                 "{} partitions is more than the simulator's 1000000",
                 self.partitions
+            ));
+        }
+        if self.tables == 0 || self.tables > self.partitions || self.tables > 10_000 {
+            return err(format!(
+                "tables must be 1 to the number of partitions ({}, at most 10000), got {}",
+                self.partitions, self.tables
             ));
         }
         if self.replicas == 0 || self.replicas > 5 {
@@ -323,8 +344,12 @@ impl SimBuilder {
             for &n in &chosen {
                 nodes[n as usize].parts.push(p);
             }
+            let table = (u64::from(p) * self.tables as u64 / self.partitions as u64) as u16;
+            let first = (u64::from(table) * self.partitions as u64).div_ceil(self.tables as u64);
             parts.push(Part {
                 replicas,
+                table,
+                index: p - first as u32,
                 wanted: self.replicas as u8,
                 healthy: false,
                 ..Part::default()

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rollout_core::{
     ApplyRecord, Change, Cluster, ConfigEdit, ErrorClass, HealthProbe, Knob, Node, NodeId,
-    NodeInfo, NodeStatus, Partition, Procedure, Replica, ReplicaRole, Role, RoleKind, Topology,
+    NodeInfo, NodeStatus, Partition, Procedure, Replica, ReplicaRole, Role, RoleKind,
+    TemporaryReplica, Topology,
 };
 use tokio::time::Instant;
 
@@ -31,6 +32,9 @@ pub enum SimError {
     /// `apply` or `revert` on a running node.
     #[error("node {0} still runs; stop it before changing what it runs")]
     Running(NodeId),
+    /// A node or partition this cluster does not have.
+    #[error("{0} is not in this cluster")]
+    Unknown(String),
 }
 
 /// A simulated cluster: implements [`Cluster`] over a deterministic world in tokio time.
@@ -139,7 +143,17 @@ impl SimCluster {
         let writes_lost = w.writes_lost();
         let mut monitor = w.mon.clone();
         monitor.unavailable_us += open;
+        for p in &w.parts {
+            if let Some(since) = p.unavailable_since {
+                crate::world::add_table_us(&mut monitor.unavailable_table_us, p.table, now - since);
+            }
+        }
         monitor.writes_lost = writes_lost;
+        monitor.extra_replicas = w
+            .parts
+            .iter()
+            .map(|p| p.replicas.len().saturating_sub(usize::from(p.wanted)) as u64)
+            .sum();
         // The histogram rounds to three significant digits: no percentile above the exact max.
         let h = &w.clients.latency;
         let max = w.clients.latency_max;
@@ -165,6 +179,19 @@ impl SimCluster {
         }
     }
 
+    /// The operator fixes what made `node` fail at start (clears an injected `fail-start`):
+    /// its next start works. `false` when the cluster has no such node.
+    pub fn fix_start(&self, node: &str) -> bool {
+        let mut w = self.world();
+        match w.nodes.iter_mut().find(|n| n.id.as_str() == node) {
+            Some(n) => {
+                n.fail_start = false;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether the replica of partition `part` (0-based) on `node` holds write `seq`: one
     /// replica's answer, for checks that replay a run's acknowledged writes against the
     /// replica they pick themselves (from [`Cluster::topology`]). `None` when the partition
@@ -183,6 +210,32 @@ impl SimCluster {
             .get(part)
             .map(|p| p.acked.clone())
             .unwrap_or_default()
+    }
+
+    /// The partition index and node index of a temporary replica.
+    fn temporary_at(&self, w: &World, t: &TemporaryReplica) -> Result<(u32, u32), SimError> {
+        let node = self
+            .index(w, &t.to)
+            .ok_or_else(|| SimError::Unknown(t.to.to_string()))?;
+        let part = part_index(w, &t.partition)
+            .ok_or_else(|| SimError::Unknown(format!("partition {}", t.partition)))?;
+        Ok((part, node))
+    }
+
+    fn temporary_probe(&self, t: &TemporaryReplica, removed: bool) -> SimProbe<'_> {
+        let w = self.world();
+        match self.temporary_at(&w, t) {
+            Ok((part, _)) => {
+                drop(w);
+                let kind = if removed {
+                    Kind::TemporaryRemoved(part)
+                } else {
+                    Kind::TemporaryReady(part)
+                };
+                self.probe(Some(&t.to), kind)
+            }
+            Err(_) => SimProbe::new(self, None, Kind::TemporaryReady(0), None),
+        }
     }
 
     fn probe(&self, node: Option<&NodeId>, kind: Kind) -> SimProbe<'_> {
@@ -249,6 +302,7 @@ impl Node for SimNode {
 
     async fn stop(&self) -> Result<(), SimError> {
         let mut w = self.sim.control("stop").await?;
+        w.nodes[self.index as usize].held = true;
         let n = &w.nodes[self.index as usize];
         if n.running {
             let boot = n.boot;
@@ -357,8 +411,7 @@ impl Cluster for SimCluster {
         let partitions = w
             .parts
             .iter()
-            .enumerate()
-            .map(|(i, p)| {
+            .map(|p| {
                 let replicas = p
                     .replicas
                     .iter()
@@ -373,7 +426,13 @@ impl Cluster for SimCluster {
                             .alive(up && r.role != Rep::Inactive)
                     })
                     .collect();
-                Partition::new(format!("{prefix}{i}"), u32::from(p.wanted), replicas)
+                let table = p.table + 1;
+                Partition::new(
+                    format!("{prefix}{table}.{}", p.index),
+                    u32::from(p.wanted),
+                    replicas,
+                )
+                .table(format!("t{table}"))
             })
             .collect();
         Ok(Topology::new(nodes, partitions).min_serving(w.profile.min_serving))
@@ -489,6 +548,41 @@ impl Cluster for SimCluster {
         Ok(())
     }
 
+    fn supports_temporary_replicas(&self) -> bool {
+        self.world().model().temporary_replicas()
+    }
+
+    async fn add_temporary_replica(&self, t: &TemporaryReplica) -> Result<(), SimError> {
+        let mut w = self.control("add_temporary_replica").await?;
+        let (part, node) = self.temporary_at(&w, t)?;
+        w.with_model(|m, w| m.add_replica(w, part, node));
+        Ok(())
+    }
+
+    fn temporary_replica_ready<'a>(
+        &'a self,
+        t: &'a TemporaryReplica,
+    ) -> impl HealthProbe<Error = SimError> + 'a {
+        self.temporary_probe(t, false)
+    }
+
+    async fn remove_temporary_replica(&self, t: &TemporaryReplica) -> Result<(), SimError> {
+        let mut w = self.control("remove_temporary_replica").await?;
+        let (part, node) = self.temporary_at(&w, t)?;
+        let back = self
+            .index(&w, &t.from)
+            .ok_or_else(|| SimError::Unknown(t.from.to_string()))?;
+        w.with_model(|m, w| m.remove_replica(w, part, node, back));
+        Ok(())
+    }
+
+    fn temporary_replica_removed<'a>(
+        &'a self,
+        t: &'a TemporaryReplica,
+    ) -> impl HealthProbe<Error = SimError> + 'a {
+        self.temporary_probe(t, true)
+    }
+
     fn data_down_limit(&self, _: &Topology) -> Option<(usize, String)> {
         let w = self.world();
         w.model().data_down_limit(&w)
@@ -516,7 +610,9 @@ impl Cluster for SimCluster {
         match error {
             SimError::Transient(_) => ErrorClass::Transient,
             SimError::NoLeader => ErrorClass::NotSafeYet,
-            SimError::UnknownKnob(_) | SimError::Running(_) => ErrorClass::Fatal,
+            SimError::UnknownKnob(_) | SimError::Running(_) | SimError::Unknown(_) => {
+                ErrorClass::Fatal
+            }
         }
     }
 }
@@ -537,4 +633,16 @@ fn node_infos(w: &World) -> Vec<NodeInfo> {
             }
         })
         .collect()
+}
+
+/// The index of the partition a topology names `id` (`<prefix><table>.<index>`).
+fn part_index(w: &World, id: &str) -> Option<u32> {
+    let rest = id.strip_prefix(w.profile.partition_prefix)?;
+    let (table, index) = rest.split_once('.')?;
+    let (table, index): (u64, u32) = (table.parse().ok()?, index.parse().ok()?);
+    let tables = u64::from(w.parts.iter().map(|p| p.table).max()?) + 1;
+    let first = (table.checked_sub(1)? * w.parts.len() as u64).div_ceil(tables);
+    let p = u32::try_from(first).ok()?.checked_add(index)?;
+    let part = w.parts.get(p as usize)?;
+    (u64::from(part.table) + 1 == table && part.index == index).then_some(p)
 }

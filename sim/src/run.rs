@@ -1,5 +1,6 @@
 //! Strategies and the report of one simulated rollout (the `simulate` contract).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -124,6 +125,11 @@ pub struct SimReport {
     pub writes_lost: u64,
     /// The most replicas of one partition down at once.
     pub max_replicas_down: usize,
+    /// The same, counting only the replicas on nodes the rollout had drained or stopped (a
+    /// crash outside the wave does not count): at most `max_unavailable_per_partition` when
+    /// the rollout keeps its rule.
+    #[serde(default)]
+    pub max_replicas_down_by_rollout: usize,
     /// Whether every knob ended at its original value, and (for the core engine's strategies)
     /// the rollout restored every knob it had saved: a coordinator failover that resets them
     /// does not count.
@@ -149,6 +155,20 @@ pub struct SimReport {
     pub journal_records: usize,
     /// Whether the orchestrator crashed and a new one resumed from the journal.
     pub resumed: bool,
+    /// Tables.
+    #[serde(default)]
+    pub tables: usize,
+    /// Partition-seconds each table could not take writes, for the tables that were
+    /// unavailable at some point (as `unavailable_partition_secs`, by table).
+    #[serde(default)]
+    pub unavailable_tables: BTreeMap<String, f64>,
+    /// Temporary replicas added during the run (completed AddReplica ops).
+    #[serde(default)]
+    pub replicas_added: u64,
+    /// Replicas beyond what their partition wants at the end: temporary replicas the run
+    /// left behind (0 unless a failure kept one as a partition's only copy).
+    #[serde(default)]
+    pub extra_replicas: u64,
 }
 
 /// Runs one rollout of `spec` on a cluster from `builder`, in the current tokio runtime (use a
@@ -335,6 +355,7 @@ pub(crate) fn report(
         writes_acked: m.writes_acked,
         writes_lost: m.writes_lost,
         max_replicas_down: m.max_replicas_down,
+        max_replicas_down_by_rollout: m.max_replicas_down_by_rollout,
         knobs_restored: truth.knobs_restored && restored_by_rollout,
         restarts: truth.restarts.values().map(|&r| u64::from(r)).sum(),
         max_restarts_per_node: truth
@@ -351,5 +372,15 @@ pub(crate) fn report(
         latency_max_ms: ms(m.latency_max_us),
         journal_records,
         resumed,
+        tables: builder.get_tables(),
+        unavailable_tables: m
+            .unavailable_table_us
+            .iter()
+            .enumerate()
+            .filter(|(_, us)| **us > 0)
+            .map(|(t, &us)| (format!("t{}", t + 1), us as f64 / 1e6))
+            .collect(),
+        replicas_added: m.replicas_added,
+        extra_replicas: m.extra_replicas,
     }
 }

@@ -170,6 +170,7 @@ async fn pegasus(sim: &SimCluster, change: &Change) -> Result<(), String> {
             if s % 10 == 0 {
                 let mut w = sim.call("migrate_node").await.map_err(|e| e.to_string())?;
                 w.nodes[i as usize].draining = true;
+                w.nodes[i as usize].held = true;
                 w.nodes[i as usize].move_only = true;
             }
             sleep(one_second()).await;

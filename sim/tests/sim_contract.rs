@@ -154,6 +154,11 @@ fn the_report_has_exactly_the_contract_fields() {
         "latency_max_ms",
         "journal_records",
         "resumed",
+        "tables",
+        "unavailable_tables",
+        "replicas_added",
+        "extra_replicas",
+        "max_replicas_down_by_rollout",
     ];
     let mut got = keys.clone();
     got.sort_unstable();

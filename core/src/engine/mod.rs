@@ -4,20 +4,23 @@ mod knobs;
 mod node;
 mod outside;
 mod recover;
+mod temporary;
 
 use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
+use crate::cluster::Procedure;
 use crate::cluster::{Cluster, ErrorClass, Node};
 use crate::control::Control;
 use crate::error::{Error, Phase};
 use crate::event::{Event, Ignore, Observer};
 use crate::journal::{Entry, Journal, JournalError, Resume};
-use crate::model::{Change, KnobScope, NodeId, Topology};
+use crate::model::{Change, KnobScope, NodeId, RoleKind, Topology};
 use crate::plan::{self, Plan, PlannedKnob, SelectionError, Wave};
 use crate::policy::{OnTimeout, Spec};
+use crate::replicas::{Relief, accepted_downtime, check_accepted, place_temporary_replicas};
 
 use knobs::Guard;
 use node::{NodeOutcome, StartAt};
@@ -178,6 +181,22 @@ pub async fn abort<C: Cluster>(cluster: &C, run: Run<'_>) -> Result<bool, Error<
             first_err.get_or_insert(e);
         }
     }
+    // With every node back, the temporary replicas go; one whose node does not serve its
+    // partition is kept (it may be the only copy) and keeps the journal open.
+    match ctx.remove_temporaries(None).await {
+        Ok(kept) => {
+            if let Some(reason) = kept.into_iter().next() {
+                first_err.get_or_insert(Error::Unhealthy {
+                    node: None,
+                    phase: Phase::RemoveReplica,
+                    reason,
+                });
+            }
+        }
+        Err(e) => {
+            first_err.get_or_insert(e);
+        }
+    }
     match first_err {
         // The journal stays open, so that `abort` can be run again once the cause is fixed.
         Some(e) => Err(e),
@@ -209,10 +228,12 @@ async fn validate<C: Cluster>(cluster: &C, spec: &Spec) -> Result<Topology, Erro
             kind: spec.change.kind(),
             reason,
         })?;
-    retry(cluster, &spec.policy, None, Phase::Plan, || {
+    let topology = retry(cluster, &spec.policy, None, Phase::Plan, || {
         cluster.topology()
     })
-    .await
+    .await?;
+    check_accepted(&topology, &spec.policy).map_err(Error::InvalidPolicy)?;
+    Ok(topology)
 }
 
 fn resolve<E: std::error::Error>(
@@ -263,14 +284,38 @@ fn make_plan<C: Cluster>(
     knobs: Vec<PlannedKnob>,
 ) -> Plan {
     let limit = cluster.data_down_limit(topology);
-    let (waves, blocked) =
-        plan::build_waves_limited(topology, todo, &spec.policy, limit.as_ref().map(|l| l.0));
+    let relief = Relief::new(&spec.policy, cluster.supports_temporary_replicas());
+    let (waves, mut blocked) = plan::build_waves_limited(
+        topology,
+        todo,
+        &spec.policy,
+        limit.as_ref().map(|l| l.0),
+        &relief,
+    );
+    let mut temporary_replicas = Vec::new();
+    if spec.policy.get_procedure() == Procedure::HighAvailability {
+        let limit = spec.policy.get_temporary_replica_limit();
+        for w in waves.iter().filter(|w| w.kind == RoleKind::Data) {
+            match place_temporary_replicas(topology, &w.nodes, &relief, limit, &[]) {
+                Ok(placed) => temporary_replicas.extend(placed),
+                Err(reason) => blocked.extend(w.nodes.iter().map(|n| plan::Blocked {
+                    node: n.clone(),
+                    reason: reason.clone(),
+                })),
+            }
+        }
+    }
+    let accepted_unavailable = accepted_downtime(topology, todo, &relief);
     let warnings = plan::warnings(topology, todo);
     Plan {
         cluster: cluster.name().to_string(),
         change: spec.change.clone(),
         procedure: spec.policy.get_procedure(),
-        steps: plan::steps(spec.policy.get_procedure()),
+        steps: if temporary_replicas.is_empty() {
+            plan::steps(spec.policy.get_procedure())
+        } else {
+            plan::with_temporaries(plan::steps(spec.policy.get_procedure()))
+        },
         knobs,
         waves,
         blocked,
@@ -280,6 +325,8 @@ fn make_plan<C: Cluster>(
             .map(|(max, reason)| format!("at most {max} data node(s) down at once: {reason}"))
             .into_iter()
             .collect(),
+        temporary_replicas,
+        accepted_unavailable,
     }
 }
 
@@ -373,6 +420,13 @@ async fn roll_inner<C: Cluster>(
             Ok(report)
         }
         Ok(None) => {
+            if let Some(reason) = ctx.remove_temporaries(None).await?.into_iter().next() {
+                return Err(Error::Unhealthy {
+                    node: None,
+                    phase: Phase::RemoveReplica,
+                    reason,
+                });
+            }
             ctx.restore(&mut guard, KnobScope::Rollout).await?;
             ctx.heal_best_effort().await;
             report.knobs_restored = true;
@@ -397,7 +451,11 @@ async fn roll_inner<C: Cluster>(
             // touched gets its replicas back and is waited for; what does not come back keeps
             // the journal open for `abort`.
             ctx.settle().await;
-            let stranded = ctx.stranded().await;
+            let mut stranded = ctx.stranded().await;
+            match ctx.remove_temporaries(None).await {
+                Ok(kept) => stranded.extend(kept),
+                Err(r) => stranded.push(format!("temporary replicas not removed: {}", chain(&r))),
+            }
             let mut msg = chain(&e);
             if let Err(r) = &restored {
                 msg.push_str(&format!("; knobs not restored: {}", chain(r)));
@@ -639,6 +697,16 @@ impl<'a, C: Cluster> Ctx<'a, C> {
             .await;
         match outcome {
             Ok(outcomes) => {
+                // Every node of the wave serves again (or was never stopped): its temporary
+                // replicas go before it counts as done.
+                let kept = self.remove_temporaries(Some(&wave.nodes)).await?;
+                if let Some(reason) = kept.into_iter().next() {
+                    return Err(Error::Unhealthy {
+                        node: wave.nodes.first().cloned(),
+                        phase: Phase::RemoveReplica,
+                        reason,
+                    });
+                }
                 for (id, o) in outcomes {
                     match o {
                         NodeOutcome::Done => {

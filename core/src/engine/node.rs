@@ -11,7 +11,7 @@ use crate::error::{Error, Phase};
 use crate::event::Event;
 use crate::journal::Entry;
 use crate::model::{ApplyRecord, Change, Health, KnobScope, NodeId, RoleKind};
-use crate::plan::{Wave, outside_failure, wave_is_safe};
+use crate::plan::{Wave, outside_failure, wave_is_safe_with};
 use crate::policy::OnTimeout;
 use crate::probe::{HealthProbe, probe_fn};
 use crate::wait::{WaitError, wait_until};
@@ -370,6 +370,12 @@ impl<C: Cluster> Ctx<'_, C> {
         // Held again after a ride-out released them; a no-op read otherwise.
         self.reapply(guard).await?;
         self.set(guard, KnobScope::Wave, None).await?;
+        let draining: Vec<NodeId> = slots
+            .iter()
+            .filter(|s| s.start <= StartAt::Drain)
+            .map(|s| s.id.clone())
+            .collect();
+        self.add_temporaries(&draining, outside).await?;
         self.drain_slots(slots, outcomes, outside).await?;
         let results = self
             .prepare(
@@ -393,11 +399,19 @@ impl<C: Cluster> Ctx<'_, C> {
         // again right before the stop, and put back what was lost.
         self.reapply(guard).await?;
         self.set(guard, KnobScope::Wave, None).await?;
-        // The last look before the stop: no node outside the wave down, placement still safe.
+        // The last look before the stop: no node outside the wave down, placement still safe,
+        // for the nodes still to be stopped (a resumed wave's others are already past it).
+        let to_stop: Vec<NodeId> = slots
+            .iter()
+            .filter(|s| s.start <= StartAt::Drain)
+            .map(|s| s.id.clone())
+            .collect();
+        if to_stop.is_empty() {
+            return Ok(true);
+        }
         let topology = self
             .call(None, Phase::Stop, || self.cluster.topology())
             .await?;
-        let to_stop: Vec<NodeId> = slots.iter().map(|s| s.id.clone()).collect();
         if let Some((node, reason)) = outside_failure(&topology, &to_stop, true) {
             return Err(Error::OutsideFailure {
                 node: Some(node),
@@ -406,7 +420,8 @@ impl<C: Cluster> Ctx<'_, C> {
             });
         }
         let max_unavailable = self.spec.policy.get_max_unavailable();
-        if let Err(reason) = wave_is_safe(&topology, &to_stop, max_unavailable) {
+        let relief = self.relief().accepted_only();
+        if let Err(reason) = wave_is_safe_with(&topology, &to_stop, max_unavailable, &relief) {
             return Err(Error::OutsideFailure {
                 node: None,
                 phase: Phase::Stop,
@@ -472,10 +487,11 @@ impl<C: Cluster> Ctx<'_, C> {
         outside: &Outside<'_, C>,
     ) -> Result<(), Error<C::Error>> {
         let max_unavailable = self.spec.policy.get_max_unavailable();
+        let relief = &self.relief();
         let placement = probe_fn(|| async move {
             let topology = self.cluster.topology().await?;
             Ok::<Health, C::Error>(
-                match wave_is_safe(&topology, &wave.nodes, max_unavailable) {
+                match wave_is_safe_with(&topology, &wave.nodes, max_unavailable, relief) {
                     Ok(()) => Health::Healthy,
                     Err(reason) => Health::Waiting(reason),
                 },

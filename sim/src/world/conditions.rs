@@ -15,6 +15,10 @@ pub(crate) enum Kind {
     Rejoined,
     FullyHealthy,
     SafeToStop,
+    /// The temporary replica of this partition on the node has caught up.
+    TemporaryReady(u32),
+    /// The temporary replica of this partition on the node is gone, the partition led.
+    TemporaryRemoved(u32),
 }
 
 /// Evaluates `kind` for `node` (`None` for cluster-wide conditions). With `describe` false the
@@ -31,6 +35,8 @@ pub(crate) fn eval(w: &World, kind: Kind, node: Option<u32>, describe: bool) -> 
     let name = || n.id.to_string();
     match kind {
         Kind::FullyHealthy => fully_healthy(w, describe),
+        Kind::TemporaryReady(p) => w.model().temporary(w, p, i, false),
+        Kind::TemporaryRemoved(p) => w.model().temporary(w, p, i, true),
         Kind::SafeToStop => {
             if w.leader.is_none() {
                 Health::waiting("no coordinator leader")

@@ -29,6 +29,7 @@ pub(crate) mod ledger;
 mod lifecycle;
 mod model;
 pub(crate) mod openmldb;
+mod openmldb_ops;
 pub(crate) mod pegasus;
 mod state;
 pub(crate) mod waits;
@@ -382,6 +383,19 @@ impl World {
             contrib.clear();
             contrib.extend_from_slice(&fresh[..len]);
         }
+        for &(n, _) in &fresh[..len] {
+            let node = &mut self.nodes[n as usize];
+            if node.held && !node.draining && node.up() && node.counts.not_back == 0 {
+                node.held = false;
+            }
+        }
+        let by_rollout = self.parts[p as usize]
+            .replicas
+            .iter()
+            .filter(|r| self.nodes[r.node as usize].held && !self.serving(r))
+            .count();
+        self.mon.max_replicas_down_by_rollout =
+            self.mon.max_replicas_down_by_rollout.max(by_rollout);
         self.parts[p as usize].contrib = contrib;
         let part = &mut self.parts[p as usize];
         if wanted > 0 {
@@ -392,6 +406,7 @@ impl World {
             (false, None) => part.unavailable_since = Some(now),
             (true, Some(since)) => {
                 self.mon.unavailable_us += now - since;
+                add_table_us(&mut self.mon.unavailable_table_us, part.table, now - since);
                 part.unavailable_since = None;
             }
             _ => {}
@@ -493,6 +508,7 @@ impl World {
             }
             Ev::Crash { node } => {
                 if self.nodes[node as usize].running {
+                    self.nodes[node as usize].held = false;
                     self.nodes[node as usize].crashes += 1;
                     self.nodes[node as usize].exit_reason = Some("the process crashed".into());
                     self.process_gone(node);
@@ -557,4 +573,13 @@ pub(crate) fn serving_replica(part: &Part) -> Option<&Replica> {
         .find(|r| r.role == Rep::Primary && r.loaded)
         .or_else(|| part.replicas.iter().find(|r| r.role == Rep::Primary))
         .or_else(|| part.replicas.iter().max_by_key(|r| r.log.len()))
+}
+
+/// Adds `us` to table `table`'s unavailability.
+pub(crate) fn add_table_us(per_table: &mut Vec<u64>, table: u16, us: Us) {
+    let t = usize::from(table);
+    if per_table.len() <= t {
+        per_table.resize(t + 1, 0);
+    }
+    per_table[t] += us;
 }

@@ -45,7 +45,8 @@ pub(crate) struct Profile {
     /// A data node started before the coordinator saw it offline exits (OpenMLDB's
     /// ZNODEEXISTS, issue #2439).
     pub(crate) early_start_exits: bool,
-    /// The partition id prefix the topology shows (`1.` for app 1, `t1.` for table 1).
+    /// What comes before the table number in a partition id (`1.5` is app 1 partition 5 for
+    /// Pegasus, `t1.5` table t1 partition 5 for OpenMLDB).
     pub(crate) partition_prefix: &'static str,
     /// Members a partition needs to keep serving (core `Topology::min_serving`).
     pub(crate) min_serving: u32,
@@ -105,6 +106,30 @@ pub(crate) trait Model: Send + std::fmt::Debug + 'static {
 
     /// A cluster-wide reason the cluster is not healthy that the kernel cannot see.
     fn cluster_health(&self, w: &World) -> Option<Health>;
+
+    /// Whether the system adds temporary replicas (OpenMLDB AddReplicaNS); the others
+    /// refuse single-replica partitions unless their table's downtime is accepted.
+    fn temporary_replicas(&self) -> bool {
+        false
+    }
+
+    /// The rollout adds a replica of `part` on `node` (idempotent).
+    fn add_replica(&mut self, w: &mut World, part: u32, node: u32) {
+        let _ = (w, part, node);
+    }
+
+    /// The rollout removes the replica of `part` on `node`, its leadership first handed to
+    /// the replica on `back` (idempotent).
+    fn remove_replica(&mut self, w: &mut World, part: u32, node: u32, back: u32) {
+        let _ = (w, part, node, back);
+    }
+
+    /// Whether the replica of `part` on `node` has caught up (`removed` false) or is gone
+    /// with the partition led again (`removed` true).
+    fn temporary(&self, w: &World, part: u32, node: u32, removed: bool) -> Health {
+        let _ = (w, part, node, removed);
+        Health::failed("this system has no temporary replicas")
+    }
 
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 
 use rollout_core::{Health, Knob, Procedure, RoleKind};
 
-use super::{Ev, Model, ModelEv, Profile, Rep, Us, World, us};
+use super::{Model, ModelEv, Profile, Rep, Us, World, us};
 use crate::config::Flavor;
 
 /// An OpenMLDB nameserver op.
@@ -31,19 +31,37 @@ pub(crate) enum Op {
     },
     /// Reload the replica of `part` on `node` and re-attach it to the leader.
     RecoverTable { part: u32, node: u32 },
+    /// AddReplicaNS: copy a snapshot of `part` to `node`, load it, stream the binlog.
+    AddReplica { part: u32, node: u32 },
+    /// DelReplicaNS: drop the follower of `part` on `node` (never the leader).
+    DelReplica { part: u32, node: u32 },
 }
 
 impl Op {
     fn part(&self) -> u32 {
         match self {
-            Op::ChangeLeader { part, .. } | Op::RecoverTable { part, .. } => *part,
+            Op::ChangeLeader { part, .. }
+            | Op::RecoverTable { part, .. }
+            | Op::AddReplica { part, .. }
+            | Op::DelReplica { part, .. } => *part,
         }
     }
 
     fn nodes(&self) -> [Option<u32>; 2] {
         match self {
             Op::ChangeLeader { from, to, .. } => [Some(*from), *to],
-            Op::RecoverTable { node, .. } => [Some(*node), None],
+            Op::RecoverTable { node, .. }
+            | Op::AddReplica { node, .. }
+            | Op::DelReplica { node, .. } => [Some(*node), None],
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Op::ChangeLeader { .. } => "ChangeLeader",
+            Op::RecoverTable { .. } => "RecoverTable",
+            Op::AddReplica { .. } => "AddReplica",
+            Op::DelReplica { .. } => "DelReplica",
         }
     }
 }
@@ -103,6 +121,21 @@ impl OpenMldb {
         w.changed();
     }
 
+    /// Queues `op` unless the same op is queued or running already.
+    pub(crate) fn enqueue_once(&mut self, w: &mut World, op: Op) {
+        let pending = self.running.iter().flatten().any(|(o, _, _)| *o == op)
+            || self.queues.iter().flatten().any(|o| *o == op);
+        if !pending {
+            self.enqueue(w, op);
+        }
+    }
+
+    /// Whether `op` is queued or running.
+    pub(crate) fn has_op(&self, pred: impl Fn(&Op) -> bool) -> bool {
+        self.running.iter().flatten().any(|(o, _, _)| pred(o))
+            || self.queues.iter().flatten().any(&pred)
+    }
+
     fn op_finished(&mut self, op: &Op) {
         for n in op.nodes().into_iter().flatten() {
             let c = &mut self.node_ops[n as usize];
@@ -125,7 +158,8 @@ impl OpenMldb {
             return;
         };
         let mut cost = us(w.t.op);
-        if let Op::RecoverTable { part, node } = &op {
+        if let Op::RecoverTable { part, node } | Op::AddReplica { part, node } = &op {
+            // A new replica has nothing: its snapshot copy costs what a full catch-up does.
             let have = w.parts[*part as usize]
                 .replicas
                 .iter()
@@ -160,6 +194,8 @@ impl OpenMldb {
         match op {
             Op::ChangeLeader { part, from, to } => w.change_leader_op(part, from, to),
             Op::RecoverTable { part, node } => w.recover_table_op(part, node, started, boot),
+            Op::AddReplica { part, node } => w.add_replica_op(part, node, started, boot),
+            Op::DelReplica { part, node } => w.del_replica_op(part, node),
         }
         w.changed();
         self.start_op(w, q);
@@ -174,15 +210,8 @@ impl OpenMldb {
                 .replicas
                 .iter()
                 .any(|r| r.node == node && (!r.loaded || r.role == Rep::Inactive));
-            let queued = Op::RecoverTable { part: p, node };
-            let pending = self
-                .running
-                .iter()
-                .flatten()
-                .any(|(op, _, _)| *op == queued)
-                || self.queues.iter().flatten().any(|op| *op == queued);
-            if needs && !pending {
-                self.enqueue(w, Op::RecoverTable { part: p, node });
+            if needs {
+                self.enqueue_once(w, Op::RecoverTable { part: p, node });
             }
         }
     }
@@ -257,12 +286,16 @@ impl OpenMldb {
                 name(*from),
                 to.map_or_else(|| "any follower".to_string(), name)
             ),
-            (Op::RecoverTable { part, node }, state) => {
-                format!(
-                    "RecoverTable of partition {part} on {} is {state}",
-                    name(*node)
-                )
-            }
+            (
+                op @ (Op::RecoverTable { part, node }
+                | Op::AddReplica { part, node }
+                | Op::DelReplica { part, node }),
+                state,
+            ) => format!(
+                "{} of partition {part} on {} is {state}",
+                op.name(),
+                name(*node)
+            ),
         })
     }
 }
@@ -276,7 +309,7 @@ impl Model for OpenMldb {
             lease_drops_replicas: false,
             data_survives_restart: false,
             early_start_exits: true,
-            partition_prefix: "t1.",
+            partition_prefix: "t",
             min_serving: 1,
             config_files: &[
                 "conf/nameserver.flags",
@@ -374,6 +407,7 @@ impl Model for OpenMldb {
     /// follower again until its stop.
     fn drain(&mut self, w: &mut World, node: u32) {
         w.nodes[node as usize].draining = true;
+        w.nodes[node as usize].held = true;
         let led: Vec<u32> = w.nodes[node as usize]
             .parts
             .iter()
@@ -455,14 +489,28 @@ impl Model for OpenMldb {
         }
     }
 
+    /// The node leads nothing, but single-replica partitions with no other replica
+    /// (accepted as unavailable: pre-upgrade with `--allow_single_replica` skips them).
     fn drained(&self, w: &World, node: u32, describe: bool) -> Health {
         let n = &w.nodes[node as usize];
-        if n.counts.primaries > 0 {
+        let leads = if n.counts.primaries == 0 {
+            0
+        } else {
+            n.parts
+                .iter()
+                .filter(|&&p| {
+                    let part = &w.parts[p as usize];
+                    part.replicas.len() > 1
+                        && part
+                            .replicas
+                            .iter()
+                            .any(|r| r.node == node && r.role == Rep::Primary)
+                })
+                .count()
+        };
+        if leads > 0 {
             return Health::Waiting(if describe {
-                format!(
-                    "node {} is still leader of {} partitions",
-                    n.id, n.counts.primaries
-                )
+                format!("node {} is still leader of {leads} partitions", n.id)
             } else {
                 String::new()
             });
@@ -510,115 +558,79 @@ impl Model for OpenMldb {
         )))
     }
 
+    fn temporary_replicas(&self) -> bool {
+        true
+    }
+
+    /// pre-upgrade for a single-replica table: AddReplicaNS on another tablet.
+    fn add_replica(&mut self, w: &mut World, part: u32, node: u32) {
+        let present = w.parts[part as usize]
+            .replicas
+            .iter()
+            .any(|r| r.node == node);
+        if !present {
+            self.enqueue_once(w, Op::AddReplica { part, node });
+        }
+    }
+
+    /// post-upgrade for a single-replica table: the leadership back to `back` if the
+    /// temporary replica holds it (ChangeLeader with that candidate), then DelReplicaNS.
+    fn remove_replica(&mut self, w: &mut World, part: u32, node: u32, back: u32) {
+        if !w.parts[part as usize]
+            .replicas
+            .iter()
+            .any(|r| r.node == node)
+        {
+            return;
+        }
+        if w.primary(part).is_some_and(|r| r.node == node) {
+            self.enqueue_once(
+                w,
+                Op::ChangeLeader {
+                    part,
+                    from: node,
+                    to: Some(back),
+                },
+            );
+        }
+        self.enqueue_once(w, Op::DelReplica { part, node });
+    }
+
+    fn temporary(&self, w: &World, part: u32, node: u32, removed: bool) -> Health {
+        let p = &w.parts[part as usize];
+        let replica = p.replicas.iter().find(|r| r.node == node);
+        let name = &w.nodes[node as usize].id;
+        let queued = self.has_op(|op| {
+            matches!(op, Op::AddReplica { part: q, node: n } | Op::DelReplica { part: q, node: n }
+                if *q == part && *n == node)
+        });
+        match (removed, replica) {
+            (false, Some(r)) if r.loaded && w.serving(r) && r.behind_until <= w.now => {
+                Health::Healthy
+            }
+            (false, Some(_)) => Health::waiting(format!(
+                "the temporary replica of partition {part} on {name} is still catching up"
+            )),
+            (false, None) if queued => Health::waiting(format!(
+                "AddReplica of partition {part} on {name} is not done yet"
+            )),
+            (false, None) => Health::failed(format!(
+                "AddReplica of partition {part} on {name} failed: the tablet or the \
+                 partition's leader was down while it ran"
+            )),
+            (true, Some(_)) if queued || self.has_op(|op| op.part() == part) => Health::waiting(
+                format!("the temporary replica of partition {part} on {name} is being removed"),
+            ),
+            (true, Some(_)) => Health::failed(format!(
+                "DelReplica of partition {part} on {name} did not remove it: it is still the \
+                 leader, no caught-up replica could take over"
+            )),
+            (true, None) if w.primary(part).is_some_and(|r| w.serving(r)) => Health::Healthy,
+            (true, None) => Health::waiting(format!("partition {part} has no serving leader")),
+        }
+    }
+
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
-    }
-}
-
-impl World {
-    /// SelectLeader, ChangeLeader, UpdateLeaderInfo: followers adopt the new term (they hold
-    /// what replication carried until now), the candidate becomes leader, the old leader is
-    /// marked not alive and, if its process still runs, keeps taking the writes of clients that
-    /// have not re-routed yet.
-    fn change_leader_op(&mut self, part: u32, from: u32, to: Option<u32>) {
-        // The leader moved since the op was queued (auto failover, another op): nothing to do.
-        if self.primary(part).is_none_or(|r| r.node != from) {
-            self.touch(part);
-            return;
-        }
-        self.replicate(part);
-        let p = &self.parts[part as usize];
-        let candidates: Vec<usize> = p
-            .replicas
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| {
-                r.node != from
-                    && r.role == Rep::Secondary
-                    && r.loaded
-                    && self.nodes[r.node as usize].up()
-            })
-            .map(|(i, _)| i)
-            .collect();
-        let pick = match to {
-            Some(t) => candidates
-                .iter()
-                .copied()
-                .find(|&i| p.replicas[i].node == t),
-            None => candidates
-                .iter()
-                .copied()
-                .max_by_key(|&i| (p.replicas[i].log.len(), std::cmp::Reverse(i))),
-        };
-        if let Some(c) = pick {
-            let from_up = self.nodes[from as usize].up()
-                && p.replicas.iter().any(|r| r.node == from && r.loaded);
-            let until = self.now + us(self.t.route_refresh);
-            let p = &mut self.parts[part as usize];
-            for r in p.replicas.iter_mut() {
-                if r.node == from && r.role == Rep::Primary {
-                    r.role = Rep::Inactive;
-                }
-            }
-            p.replicas[c].role = Rep::Primary;
-            p.replicas[c].behind_until = 0;
-            if from_up && until > self.now {
-                p.stale_leader = Some((from, until));
-            }
-        }
-        self.touch(part);
-    }
-
-    /// RecoverTable and its ReAddReplica child: the replica loads (its own snapshot, the
-    /// leader re-ships the rest), is marked alive while the tail it missed during the op is
-    /// still streaming, and follows the leader from then on. A leader with no other leader to
-    /// follow reloads its own binlog.
-    fn recover_table_op(&mut self, part: u32, node: u32, started: Us, boot: u64) {
-        // The op fails when its tablet is down or restarted while it ran (what it loaded went
-        // with the old process).
-        if !self.nodes[node as usize].up() || self.nodes[node as usize].boot != boot {
-            self.touch(part);
-            return;
-        }
-        self.replicate(part);
-        let leader = self
-            .primary(part)
-            .filter(|r| r.node != node && self.serving(r))
-            .map(|r| r.log.clone());
-        let per_write = us(self.t.catch_up_per_write);
-        let now = self.now;
-        let other_primary = self.parts[part as usize]
-            .replicas
-            .iter()
-            .any(|r| r.node != node && r.role == Rep::Primary);
-        let Some(r) = self.parts[part as usize]
-            .replicas
-            .iter_mut()
-            .find(|r| r.node == node)
-        else {
-            return;
-        };
-        match leader {
-            Some(log) => {
-                r.loaded = true;
-                r.role = Rep::Secondary;
-                // What the leader had when the op began is loaded; what came since streams.
-                r.log.follow(&log, started);
-                let backlog = (log.len() as u64).saturating_sub(r.log.len() as u64);
-                r.behind_until = now.saturating_add(backlog.saturating_mul(per_write));
-                let until = r.behind_until;
-                if until > now {
-                    self.schedule(until, Ev::Unblock { part });
-                }
-            }
-            // No serving leader: the replica flagged leader (or, with none flagged, this one)
-            // reloads its own binlog; while another flagged leader is down the op fails.
-            None if r.role == Rep::Primary || !other_primary => {
-                r.loaded = true;
-                r.role = Rep::Primary;
-            }
-            None => {}
-        }
-        self.touch(part);
     }
 }

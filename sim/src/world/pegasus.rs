@@ -39,7 +39,7 @@ impl Model for Pegasus {
             lease_drops_replicas: true,
             data_survives_restart: true,
             early_start_exits: false,
-            partition_prefix: "1.",
+            partition_prefix: "",
             min_serving: 2,
             config_files: &["config.ini"],
         }
@@ -95,6 +95,7 @@ impl Model for Pegasus {
     fn drain(&mut self, w: &mut World, node: u32) {
         // The proposals run at the next ticks, one per partition at a time.
         w.nodes[node as usize].draining = true;
+        w.nodes[node as usize].held = true;
         w.nodes[node as usize].move_only = false;
     }
 
@@ -128,9 +129,31 @@ impl Model for Pegasus {
         // Add-secondary back on is all the meta needs: its next tick cures.
     }
 
+    /// No primary or secondary left on the node, but for partitions of tables with fewer
+    /// than 3 replicas (accepted as unavailable: the drain cannot downgrade there, nor move a
+    /// sole primary).
     fn drained(&self, w: &World, node: u32, describe: bool) -> Health {
         let n = &w.nodes[node as usize];
-        match n.counts.members {
+        let busy = if n.counts.members == 0 {
+            0
+        } else {
+            n.parts
+                .iter()
+                .filter(|&&p| {
+                    let part = &w.parts[p as usize];
+                    let mine = part.replicas.iter().find(|r| r.node == node);
+                    let member =
+                        mine.is_some_and(|r| matches!(r.role, Rep::Primary | Rep::Secondary));
+                    let movable = mine.is_some_and(|r| r.role == Rep::Primary)
+                        && part
+                            .replicas
+                            .iter()
+                            .any(|r| r.role == Rep::Secondary && w.nodes[r.node as usize].up());
+                    member && (part.wanted >= 3 || movable)
+                })
+                .count()
+        };
+        match busy {
             0 => Health::Healthy,
             busy => Health::Waiting(if describe {
                 format!(

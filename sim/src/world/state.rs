@@ -48,6 +48,9 @@ pub(super) const F_LEARNER: u8 = 16;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Part {
     pub(crate) replicas: Vec<Replica>,
+    /// Its table (0-based; named `t<table + 1>`) and its index in the table.
+    pub(crate) table: u16,
+    pub(crate) index: u32,
     pub(crate) wanted: u8,
     /// The next write's sequence number.
     pub(crate) next_seq: u32,
@@ -107,6 +110,10 @@ pub(crate) struct NodeS {
     pub(crate) unflushed: u64,
     pub(crate) flush_done: Option<Us>,
     pub(crate) draining: bool,
+    /// The rollout holds the node: drained or stopped by it, until all its replicas serve
+    /// again. A crash of the node hands it back: what it takes down then is not the
+    /// rollout's doing.
+    pub(crate) held: bool,
     /// The drain moves only its primaries (the upstream Pegasus script's migrate step).
     pub(crate) move_only: bool,
     pub(crate) contact_lost_until: Us,
@@ -151,6 +158,7 @@ impl NodeS {
             unflushed: 0,
             flush_done: None,
             draining: false,
+            held: false,
             move_only: false,
             contact_lost_until: 0,
             down_since: 0,

@@ -1,0 +1,161 @@
+//! The OpenMLDB nameserver's ops as they change the world: ChangeLeader (unfenced),
+//! RecoverTable, and the AddReplica and DelReplica of temporary replicas. Reference:
+//! shared/reference/openmldb.md sections 2.5, 2.6 and 6.2.
+
+use super::{Ev, Rep, Replica, Us, World, us};
+
+impl World {
+    /// SelectLeader, ChangeLeader, UpdateLeaderInfo: followers adopt the new term (they hold
+    /// what replication carried until now), the candidate becomes leader, the old leader is
+    /// marked not alive and, if its process still runs, keeps taking the writes of clients that
+    /// have not re-routed yet.
+    pub(super) fn change_leader_op(&mut self, part: u32, from: u32, to: Option<u32>) {
+        // The leader moved since the op was queued (auto failover, another op): nothing to do.
+        if self.primary(part).is_none_or(|r| r.node != from) {
+            self.touch(part);
+            return;
+        }
+        self.replicate(part);
+        let p = &self.parts[part as usize];
+        let candidates: Vec<usize> = p
+            .replicas
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                r.node != from
+                    && r.role == Rep::Secondary
+                    && r.loaded
+                    && self.nodes[r.node as usize].up()
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let pick = match to {
+            Some(t) => candidates
+                .iter()
+                .copied()
+                .find(|&i| p.replicas[i].node == t),
+            None => candidates
+                .iter()
+                .copied()
+                .max_by_key(|&i| (p.replicas[i].log.len(), std::cmp::Reverse(i))),
+        };
+        if let Some(c) = pick {
+            let from_up = self.nodes[from as usize].up()
+                && p.replicas.iter().any(|r| r.node == from && r.loaded);
+            let until = self.now + us(self.t.route_refresh);
+            let p = &mut self.parts[part as usize];
+            for r in p.replicas.iter_mut() {
+                if r.node == from && r.role == Rep::Primary {
+                    r.role = Rep::Inactive;
+                }
+            }
+            p.replicas[c].role = Rep::Primary;
+            p.replicas[c].behind_until = 0;
+            if from_up && until > self.now {
+                p.stale_leader = Some((from, until));
+            }
+        }
+        self.touch(part);
+    }
+
+    /// RecoverTable and its ReAddReplica child: the replica loads (its own snapshot, the
+    /// leader re-ships the rest), is marked alive while the tail it missed during the op is
+    /// still streaming, and follows the leader from then on. A leader with no other leader to
+    /// follow reloads its own binlog.
+    pub(super) fn recover_table_op(&mut self, part: u32, node: u32, started: Us, boot: u64) {
+        // The op fails when its tablet is down or restarted while it ran (what it loaded went
+        // with the old process).
+        if !self.nodes[node as usize].up() || self.nodes[node as usize].boot != boot {
+            self.touch(part);
+            return;
+        }
+        self.replicate(part);
+        let leader = self
+            .primary(part)
+            .filter(|r| r.node != node && self.serving(r))
+            .map(|r| r.log.clone());
+        let per_write = us(self.t.catch_up_per_write);
+        let now = self.now;
+        let other_primary = self.parts[part as usize]
+            .replicas
+            .iter()
+            .any(|r| r.node != node && r.role == Rep::Primary);
+        let Some(r) = self.parts[part as usize]
+            .replicas
+            .iter_mut()
+            .find(|r| r.node == node)
+        else {
+            return;
+        };
+        match leader {
+            Some(log) => {
+                r.loaded = true;
+                r.role = Rep::Secondary;
+                // What the leader had when the op began is loaded; what came since streams.
+                r.log.follow(&log, started);
+                let backlog = (log.len() as u64).saturating_sub(r.log.len() as u64);
+                r.behind_until = now.saturating_add(backlog.saturating_mul(per_write));
+                let until = r.behind_until;
+                if until > now {
+                    self.schedule(until, Ev::Unblock { part });
+                }
+            }
+            // No serving leader: the replica flagged leader (or, with none flagged, this one)
+            // reloads its own binlog; while another flagged leader is down the op fails.
+            None if r.role == Rep::Primary || !other_primary => {
+                r.loaded = true;
+                r.role = Rep::Primary;
+            }
+            None => {}
+        }
+        self.touch(part);
+    }
+
+    /// AddReplicaNS done: the new follower has the snapshot the leader had when the op began
+    /// and streams what came since (marked alive meanwhile, as RecoverTable does). Fails
+    /// when the target tablet is down or restarted while it ran, or the partition has no
+    /// serving leader; a replica already there is left alone.
+    pub(super) fn add_replica_op(&mut self, part: u32, node: u32, started: Us, boot: u64) {
+        let target_up = self.nodes[node as usize].up() && self.nodes[node as usize].boot == boot;
+        let present = self.parts[part as usize]
+            .replicas
+            .iter()
+            .any(|r| r.node == node);
+        self.replicate(part);
+        let leader = self
+            .primary(part)
+            .filter(|r| self.serving(r))
+            .map(|r| r.log.clone());
+        let (true, false, Some(log)) = (target_up, present, leader) else {
+            self.touch(part);
+            return;
+        };
+        let mut r = Replica::new(node, Rep::Secondary);
+        r.log.follow(&log, started);
+        let backlog = (log.len() as u64).saturating_sub(r.log.len() as u64);
+        let now = self.now;
+        r.behind_until = now.saturating_add(backlog.saturating_mul(us(self.t.catch_up_per_write)));
+        let until = r.behind_until;
+        self.parts[part as usize].replicas.push(r);
+        self.nodes[node as usize].parts.push(part);
+        self.mon.replicas_added += 1;
+        if until > now {
+            self.schedule(until, Ev::Unblock { part });
+        }
+        self.touch(part);
+    }
+
+    /// DelReplicaNS done: the follower on `node` is dropped (the nameserver refuses to delete
+    /// a leader: then nothing changes).
+    pub(super) fn del_replica_op(&mut self, part: u32, node: u32) {
+        let replicas = &mut self.parts[part as usize].replicas;
+        if let Some(i) = replicas
+            .iter()
+            .position(|r| r.node == node && r.role != Rep::Primary)
+        {
+            replicas.remove(i);
+            self.nodes[node as usize].parts.retain(|&p| p != part);
+        }
+        self.touch(part);
+    }
+}
