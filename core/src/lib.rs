@@ -96,6 +96,7 @@ mod plan;
 mod policy;
 mod probe;
 mod replicas;
+mod steps;
 mod wait;
 
 pub use cluster::{Cluster, ErrorClass, Node, Procedure};
@@ -113,8 +114,8 @@ pub use model::{
 };
 pub use plan::{
     Blocked, Plan, PlannedKnob, SelectionError, Wave, build_waves, build_waves_limited,
-    outside_failure, outside_node_failure, resolve_selection, steps, steps_for, warnings,
-    wave_is_safe, wave_is_safe_with,
+    outside_failure, outside_node_failure, resolve_selection, warnings, wave_is_safe,
+    wave_is_safe_with,
 };
 pub use policy::{Deadlines, OnTimeout, Policy, Selection, Spec};
 pub use probe::{And, HealthProbe, Or, ProbeFn, probe_fn, probes};
@@ -122,4 +123,5 @@ pub use replicas::{
     AcceptedTable, Relief, TemporaryReplica, accepted_downtime, check_accepted,
     place_temporary_replicas,
 };
+pub use steps::{steps, steps_for};
 pub use wait::{PROGRESS_CAP, WaitError, wait_until};

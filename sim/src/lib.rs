@@ -43,15 +43,17 @@ pub mod conformance;
 mod crash;
 mod fault;
 mod monitor;
+mod node;
 mod probe;
 mod run;
 mod script;
 mod world;
 
 pub use builder::{BuildError, SimBuilder};
-pub use cluster::{SimCluster, SimError, SimNode, Truth};
+pub use cluster::{SimCluster, SimError, Truth};
 pub use config::{ClientLoad, Flavor, Placement, Timings};
 pub use crash::CrashJournal;
 pub use fault::{Fault, NodeRef};
 pub use monitor::Monitor;
+pub use node::SimNode;
 pub use run::{SimReport, Strategy, simulate};

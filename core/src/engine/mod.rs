@@ -3,7 +3,9 @@
 mod knobs;
 mod node;
 mod outside;
+mod planning;
 mod recover;
+mod steps;
 mod temporary;
 
 use std::future::Future;
@@ -11,19 +13,20 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use crate::cluster::Procedure;
-use crate::cluster::{Cluster, ErrorClass, Node};
+use crate::cluster::{Cluster, ErrorClass};
 use crate::control::Control;
 use crate::error::{Error, Phase};
 use crate::event::{Event, Ignore, Observer};
 use crate::journal::{Entry, Journal, JournalError, Resume};
-use crate::model::{Change, KnobScope, NodeId, RoleKind, Topology};
-use crate::plan::{self, Plan, PlannedKnob, SelectionError, Wave};
+use crate::model::{KnobScope, NodeId};
+use crate::plan::Wave;
 use crate::policy::{OnTimeout, Spec};
-use crate::replicas::{Relief, accepted_downtime, check_accepted, place_temporary_replicas};
 
 use knobs::Guard;
 use node::{NodeOutcome, StartAt};
+pub use planning::plan;
+use planning::{make_plan, resolve, split_done, validate};
+pub use recover::abort;
 
 /// How a rollout that returned `Ok` ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,22 +97,6 @@ impl<'a> Run<'a> {
     }
 }
 
-/// Builds the plan of `spec` from the live topology without touching anything (a dry run).
-///
-/// # Errors
-/// Bad input (policy, selection, change) and backend errors reading the topology or knobs.
-pub async fn plan<C: Cluster>(cluster: &C, spec: &Spec) -> Result<Plan, Error<C::Error>> {
-    let topology = validate(cluster, spec).await?;
-    let nodes = resolve(&topology, spec)?;
-    let guard = Guard::from_journal(
-        &Resume::default(),
-        cluster.knobs(spec.policy.get_procedure()),
-    );
-    let planned = guard.planned(cluster, &spec.policy).await?;
-    let (todo, done) = split_done(cluster, spec, &nodes, &[]).await?;
-    Ok(make_plan(cluster, spec, &topology, &todo, done, planned))
-}
-
 /// Rolls `spec` over the cluster, one safe wave at a time.
 ///
 /// Starts fresh, or resumes the interrupted rollout in the journal (trusting the live cluster:
@@ -138,195 +125,11 @@ pub async fn roll<C: Cluster>(
     roll_inner(cluster, spec, run).instrument(span).await
 }
 
-/// Ends an interrupted, halted or failed rollout in the journal: knobs are restored, a node
-/// caught stopped gets its previous version or config back and is started and waited for,
-/// every node caught in progress is rejoined, and the rollout is marked aborted.
-/// Returns `false` when no rollout was in progress.
-///
-/// # Errors
-/// Journal errors, a journal of another cluster, a knob that cannot be restored, or a node
-/// that does not come back; the journal then stays open so that `abort` can run again.
-pub async fn abort<C: Cluster>(cluster: &C, run: Run<'_>) -> Result<bool, Error<C::Error>> {
-    run.journal
-        .lock(&format!("abort of {}", cluster.name()))
-        .map_err(Error::Journal)?;
-    let _lock = LockGuard(run.journal);
-    let resume = Resume::from_entries(&run.journal.load().map_err(Error::Journal)?);
-    let Some((name, ..)) = &resume.begin else {
-        return Ok(false);
-    };
-    if name != cluster.name() {
-        return Err(Error::Journal(JournalError::WrongCluster {
-            expected: cluster.name().into(),
-            found: name.clone(),
-        }));
-    }
-    let mut guard = Guard::from_journal(&resume, cluster.knobs(resume.begin_procedure()));
-    let change = resume
-        .begin
-        .as_ref()
-        .map_or(Change::Restart, |b| b.1.clone());
-    let spec = Spec::new(change);
-    let ctx = Ctx::new(cluster, &spec, run);
-    // Knobs first: a node that comes back should find the cluster's own recovery on again
-    // (OpenMLDB reloads a re-registering tablet only with auto_failover on).
-    let mut first_err = ctx.restore(&mut guard, KnobScope::Rollout).await.err();
-    if first_err.is_none() {
-        ctx.heal_best_effort().await;
-    }
-    for f in &resume.in_flight {
-        let id = &f.node;
-        if let Err(e) = ctx.bring_back(id, f.record.as_ref()).await {
-            tracing::error!(node = id.as_str(), error = %chain(&e), "abort could not bring the node back");
-            first_err.get_or_insert(e);
-        }
-    }
-    // With every node back, the temporary replicas go; one whose node does not serve its
-    // partition is kept (it may be the only copy) and keeps the journal open.
-    match ctx.remove_temporaries(None).await {
-        Ok(kept) => {
-            if let Some(reason) = kept.into_iter().next() {
-                first_err.get_or_insert(Error::Unhealthy {
-                    node: None,
-                    phase: Phase::RemoveReplica,
-                    reason,
-                });
-            }
-        }
-        Err(e) => {
-            first_err.get_or_insert(e);
-        }
-    }
-    match first_err {
-        // The journal stays open, so that `abort` can be run again once the cause is fixed.
-        Some(e) => Err(e),
-        None => {
-            ctx.append(&Entry::End {
-                outcome: "aborted".into(),
-            })?;
-            ctx.emit(Event::AbortDone {
-                nodes: resume.in_flight.iter().map(|f| f.node.clone()).collect(),
-            });
-            Ok(true)
-        }
-    }
-}
-
 struct LockGuard<'a>(&'a dyn Journal);
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
         self.0.unlock();
-    }
-}
-
-async fn validate<C: Cluster>(cluster: &C, spec: &Spec) -> Result<Topology, Error<C::Error>> {
-    spec.policy.validate().map_err(Error::InvalidPolicy)?;
-    cluster
-        .check_change(&spec.change)
-        .map_err(|reason| Error::UnsupportedChange {
-            kind: spec.change.kind(),
-            reason,
-        })?;
-    let topology = retry(cluster, &spec.policy, None, Phase::Plan, || {
-        cluster.topology()
-    })
-    .await?;
-    check_accepted(&topology, &spec.policy).map_err(Error::InvalidPolicy)?;
-    Ok(topology)
-}
-
-fn resolve<E: std::error::Error>(
-    topology: &Topology,
-    spec: &Spec,
-) -> Result<Vec<NodeId>, Error<E>> {
-    plan::resolve_selection(topology, &spec.selection).map_err(|e| match e {
-        SelectionError::Empty => Error::EmptySelection,
-        SelectionError::Unknown(n) => Error::UnknownNode(n),
-    })
-}
-
-/// Splits `nodes` into those to roll and those already at the target (never for a restart).
-async fn split_done<C: Cluster>(
-    cluster: &C,
-    spec: &Spec,
-    nodes: &[NodeId],
-    keep: &[NodeId],
-) -> Result<(Vec<NodeId>, Vec<NodeId>), Error<C::Error>> {
-    let change = &spec.change;
-    let mut todo = Vec::new();
-    let mut done = Vec::new();
-    for id in nodes {
-        let node = cluster
-            .node(id)
-            .ok_or_else(|| Error::UnknownNode(id.to_string()))?;
-        let applied = !matches!(change, Change::Restart)
-            && !keep.contains(id)
-            && retry(cluster, &spec.policy, Some(id), Phase::Plan, || {
-                node.is_applied(change)
-            })
-            .await?;
-        if applied {
-            done.push(id.clone());
-        } else {
-            todo.push(id.clone());
-        }
-    }
-    Ok((todo, done))
-}
-
-fn make_plan<C: Cluster>(
-    cluster: &C,
-    spec: &Spec,
-    topology: &Topology,
-    todo: &[NodeId],
-    already_done: Vec<NodeId>,
-    knobs: Vec<PlannedKnob>,
-) -> Plan {
-    let limit = cluster.data_down_limit(topology);
-    let relief = Relief::new(&spec.policy, cluster.supports_temporary_replicas());
-    let (waves, mut blocked) = plan::build_waves_limited(
-        topology,
-        todo,
-        &spec.policy,
-        limit.as_ref().map(|l| l.0),
-        &relief,
-    );
-    let mut temporary_replicas = Vec::new();
-    if spec.policy.get_procedure() == Procedure::HighAvailability {
-        let limit = spec.policy.get_temporary_replica_limit();
-        for w in waves.iter().filter(|w| w.kind == RoleKind::Data) {
-            match place_temporary_replicas(topology, &w.nodes, &relief, limit, &[]) {
-                Ok(placed) => temporary_replicas.extend(placed),
-                Err(reason) => blocked.extend(w.nodes.iter().map(|n| plan::Blocked {
-                    node: n.clone(),
-                    reason: reason.clone(),
-                })),
-            }
-        }
-    }
-    let accepted_unavailable = accepted_downtime(topology, todo, &relief);
-    let warnings = plan::warnings(topology, todo);
-    Plan {
-        cluster: cluster.name().to_string(),
-        change: spec.change.clone(),
-        procedure: spec.policy.get_procedure(),
-        steps: if temporary_replicas.is_empty() {
-            plan::steps(spec.policy.get_procedure())
-        } else {
-            plan::with_temporaries(plan::steps(spec.policy.get_procedure()))
-        },
-        knobs,
-        waves,
-        blocked,
-        already_done,
-        warnings,
-        limits: limit
-            .map(|(max, reason)| format!("at most {max} data node(s) down at once: {reason}"))
-            .into_iter()
-            .collect(),
-        temporary_replicas,
-        accepted_unavailable,
     }
 }
 

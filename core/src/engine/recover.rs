@@ -7,13 +7,88 @@ use futures_util::future::join_all;
 use crate::cluster::{Cluster, Node};
 use crate::error::{Error, Phase};
 use crate::event::Event;
-use crate::journal::Entry;
-use crate::model::{ApplyRecord, Change, Health, NodeId};
-use crate::policy::OnTimeout;
+use crate::journal::{Entry, JournalError, Resume};
+use crate::model::{ApplyRecord, Change, Health, KnobScope, NodeId};
+use crate::policy::{OnTimeout, Spec};
 use crate::probe::HealthProbe;
 
-use super::Ctx;
+use super::knobs::Guard;
 use super::node::Slot;
+use super::{Ctx, LockGuard, Run, chain};
+
+/// Ends an interrupted, halted or failed rollout in the journal: knobs are restored, a node
+/// caught stopped gets its previous version or config back and is started and waited for,
+/// every node caught in progress is rejoined, and the rollout is marked aborted.
+/// Returns `false` when no rollout was in progress.
+///
+/// # Errors
+/// Journal errors, a journal of another cluster, a knob that cannot be restored, or a node
+/// that does not come back; the journal then stays open so that `abort` can run again.
+pub async fn abort<C: Cluster>(cluster: &C, run: Run<'_>) -> Result<bool, Error<C::Error>> {
+    run.journal
+        .lock(&format!("abort of {}", cluster.name()))
+        .map_err(Error::Journal)?;
+    let _lock = LockGuard(run.journal);
+    let resume = Resume::from_entries(&run.journal.load().map_err(Error::Journal)?);
+    let Some((name, ..)) = &resume.begin else {
+        return Ok(false);
+    };
+    if name != cluster.name() {
+        return Err(Error::Journal(JournalError::WrongCluster {
+            expected: cluster.name().into(),
+            found: name.clone(),
+        }));
+    }
+    let mut guard = Guard::from_journal(&resume, cluster.knobs(resume.begin_procedure()));
+    let change = resume
+        .begin
+        .as_ref()
+        .map_or(Change::Restart, |b| b.1.clone());
+    let spec = Spec::new(change);
+    let ctx = Ctx::new(cluster, &spec, run);
+    // Knobs first: a node that comes back should find the cluster's own recovery on again
+    // (OpenMLDB reloads a re-registering tablet only with auto_failover on).
+    let mut first_err = ctx.restore(&mut guard, KnobScope::Rollout).await.err();
+    if first_err.is_none() {
+        ctx.heal_best_effort().await;
+    }
+    for f in &resume.in_flight {
+        let id = &f.node;
+        if let Err(e) = ctx.bring_back(id, f.record.as_ref()).await {
+            tracing::error!(node = id.as_str(), error = %chain(&e), "abort could not bring the node back");
+            first_err.get_or_insert(e);
+        }
+    }
+    // With every node back, the temporary replicas go; one whose node does not serve its
+    // partition is kept (it may be the only copy) and keeps the journal open.
+    match ctx.remove_temporaries(None).await {
+        Ok(kept) => {
+            if let Some(reason) = kept.into_iter().next() {
+                first_err.get_or_insert(Error::Unhealthy {
+                    node: None,
+                    phase: Phase::RemoveReplica,
+                    reason,
+                });
+            }
+        }
+        Err(e) => {
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        // The journal stays open, so that `abort` can be run again once the cause is fixed.
+        Some(e) => Err(e),
+        None => {
+            ctx.append(&Entry::End {
+                outcome: "aborted".into(),
+            })?;
+            ctx.emit(Event::AbortDone {
+                nodes: resume.in_flight.iter().map(|f| f.node.clone()).collect(),
+            });
+            Ok(true)
+        }
+    }
+}
 
 impl<C: Cluster> Ctx<'_, C> {
     /// Brings a node caught mid-procedure back for [`abort`](super::abort): a stopped one

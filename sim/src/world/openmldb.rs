@@ -38,7 +38,7 @@ pub(crate) enum Op {
 }
 
 impl Op {
-    fn part(&self) -> u32 {
+    pub(super) fn part(&self) -> u32 {
         match self {
             Op::ChangeLeader { part, .. }
             | Op::RecoverTable { part, .. }
@@ -47,7 +47,7 @@ impl Op {
         }
     }
 
-    fn nodes(&self) -> [Option<u32>; 2] {
+    pub(super) fn nodes(&self) -> [Option<u32>; 2] {
         match self {
             Op::ChangeLeader { from, to, .. } => [Some(*from), *to],
             Op::RecoverTable { node, .. }
@@ -56,7 +56,7 @@ impl Op {
         }
     }
 
-    fn name(&self) -> &'static str {
+    pub(super) fn name(&self) -> &'static str {
         match self {
             Op::ChangeLeader { .. } => "ChangeLeader",
             Op::RecoverTable { .. } => "RecoverTable",
@@ -69,9 +69,9 @@ impl Op {
 /// The nameserver's state: its op queues and what it remembers of each tablet.
 #[derive(Debug)]
 pub(crate) struct OpenMldb {
-    queues: Vec<VecDeque<Op>>,
+    pub(super) queues: Vec<VecDeque<Op>>,
     /// The op running on each queue, when it started and the boot of the node it targets.
-    running: Vec<Option<(Op, Us, u64)>>,
+    pub(super) running: Vec<Option<(Op, Us, u64)>>,
     /// Ops queued or running that name each node.
     node_ops: Vec<u32>,
     /// Partitions each tablet led when the rollout drained it, to hand back on rejoin.
@@ -260,43 +260,6 @@ impl OpenMldb {
             }
             w.touch(p);
         }
-    }
-
-    /// The first op queued or running that concerns `node` (or any op), described.
-    fn describe(&self, w: &World, node: Option<u32>) -> Option<String> {
-        let mentions = |op: &&Op| node.is_none_or(|n| op.nodes().contains(&Some(n)));
-        let name = |n: u32| w.nodes[n as usize].id.to_string();
-        let op = self
-            .running
-            .iter()
-            .flatten()
-            .map(|(op, _, _)| op)
-            .find(mentions)
-            .map(|op| (op, "running"))
-            .or_else(|| {
-                self.queues
-                    .iter()
-                    .flatten()
-                    .find(mentions)
-                    .map(|op| (op, "queued"))
-            })?;
-        Some(match op {
-            (Op::ChangeLeader { part, from, to }, state) => format!(
-                "ChangeLeader of partition {part} from {} to {} is {state}",
-                name(*from),
-                to.map_or_else(|| "any follower".to_string(), name)
-            ),
-            (
-                op @ (Op::RecoverTable { part, node }
-                | Op::AddReplica { part, node }
-                | Op::DelReplica { part, node }),
-                state,
-            ) => format!(
-                "{} of partition {part} on {} is {state}",
-                op.name(),
-                name(*node)
-            ),
-        })
     }
 }
 
@@ -597,37 +560,7 @@ impl Model for OpenMldb {
     }
 
     fn temporary(&self, w: &World, part: u32, node: u32, removed: bool) -> Health {
-        let p = &w.parts[part as usize];
-        let replica = p.replicas.iter().find(|r| r.node == node);
-        let name = &w.nodes[node as usize].id;
-        let queued = self.has_op(|op| {
-            matches!(op, Op::AddReplica { part: q, node: n } | Op::DelReplica { part: q, node: n }
-                if *q == part && *n == node)
-        });
-        match (removed, replica) {
-            (false, Some(r)) if r.loaded && w.serving(r) && r.behind_until <= w.now => {
-                Health::Healthy
-            }
-            (false, Some(_)) => Health::waiting(format!(
-                "the temporary replica of partition {part} on {name} is still catching up"
-            )),
-            (false, None) if queued => Health::waiting(format!(
-                "AddReplica of partition {part} on {name} is not done yet"
-            )),
-            (false, None) => Health::failed(format!(
-                "AddReplica of partition {part} on {name} failed: the tablet or the \
-                 partition's leader was down while it ran"
-            )),
-            (true, Some(_)) if queued || self.has_op(|op| op.part() == part) => Health::waiting(
-                format!("the temporary replica of partition {part} on {name} is being removed"),
-            ),
-            (true, Some(_)) => Health::failed(format!(
-                "DelReplica of partition {part} on {name} did not remove it: it is still the \
-                 leader, no caught-up replica could take over"
-            )),
-            (true, None) if w.primary(part).is_some_and(|r| w.serving(r)) => Health::Healthy,
-            (true, None) => Health::waiting(format!("partition {part} has no serving leader")),
-        }
+        self.temporary_health(w, part, node, removed)
     }
 
     fn as_any_mut(&mut self) -> &mut dyn Any {

@@ -2,6 +2,9 @@
 //! RecoverTable, and the AddReplica and DelReplica of temporary replicas. Reference:
 //! shared/reference/openmldb.md sections 2.5, 2.6 and 6.2.
 
+use rollout_core::Health;
+
+use super::openmldb::{Op, OpenMldb};
 use super::{Ev, Rep, Replica, Us, World, us};
 
 impl World {
@@ -157,5 +160,86 @@ impl World {
             self.nodes[node as usize].parts.retain(|&p| p != part);
         }
         self.touch(part);
+    }
+}
+
+impl OpenMldb {
+    /// The first op queued or running that concerns `node` (or any op), described.
+    pub(super) fn describe(&self, w: &World, node: Option<u32>) -> Option<String> {
+        let mentions = |op: &&Op| node.is_none_or(|n| op.nodes().contains(&Some(n)));
+        let name = |n: u32| w.nodes[n as usize].id.to_string();
+        let op = self
+            .running
+            .iter()
+            .flatten()
+            .map(|(op, _, _)| op)
+            .find(mentions)
+            .map(|op| (op, "running"))
+            .or_else(|| {
+                self.queues
+                    .iter()
+                    .flatten()
+                    .find(mentions)
+                    .map(|op| (op, "queued"))
+            })?;
+        Some(match op {
+            (Op::ChangeLeader { part, from, to }, state) => format!(
+                "ChangeLeader of partition {part} from {} to {} is {state}",
+                name(*from),
+                to.map_or_else(|| "any follower".to_string(), name)
+            ),
+            (
+                op @ (Op::RecoverTable { part, node }
+                | Op::AddReplica { part, node }
+                | Op::DelReplica { part, node }),
+                state,
+            ) => format!(
+                "{} of partition {part} on {} is {state}",
+                op.name(),
+                name(*node)
+            ),
+        })
+    }
+
+    /// Whether the temporary replica of `part` on `node` has caught up (`removed` false) or
+    /// is gone with the partition led (`removed` true); a failed op fails the wait.
+    pub(super) fn temporary_health(
+        &self,
+        w: &World,
+        part: u32,
+        node: u32,
+        removed: bool,
+    ) -> Health {
+        let p = &w.parts[part as usize];
+        let replica = p.replicas.iter().find(|r| r.node == node);
+        let name = &w.nodes[node as usize].id;
+        let queued = self.has_op(|op| {
+            matches!(op, Op::AddReplica { part: q, node: n } | Op::DelReplica { part: q, node: n }
+                if *q == part && *n == node)
+        });
+        match (removed, replica) {
+            (false, Some(r)) if r.loaded && w.serving(r) && r.behind_until <= w.now => {
+                Health::Healthy
+            }
+            (false, Some(_)) => Health::waiting(format!(
+                "the temporary replica of partition {part} on {name} is still catching up"
+            )),
+            (false, None) if queued => Health::waiting(format!(
+                "AddReplica of partition {part} on {name} is not done yet"
+            )),
+            (false, None) => Health::failed(format!(
+                "AddReplica of partition {part} on {name} failed: the tablet or the \
+                 partition's leader was down while it ran"
+            )),
+            (true, Some(_)) if queued || self.has_op(|op| op.part() == part) => Health::waiting(
+                format!("the temporary replica of partition {part} on {name} is being removed"),
+            ),
+            (true, Some(_)) => Health::failed(format!(
+                "DelReplica of partition {part} on {name} did not remove it: it is still the \
+                 leader, no caught-up replica could take over"
+            )),
+            (true, None) if w.primary(part).is_some_and(|r| w.serving(r)) => Health::Healthy,
+            (true, None) => Health::waiting(format!("partition {part} has no serving leader")),
+        }
     }
 }
