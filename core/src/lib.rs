@@ -52,8 +52,14 @@
 //!    `rejoined` (every node, again after a restart on its own, and as the undo of a drain on
 //!    a node that was not stopped: make it idempotent), `fully_healthy` and `safe_to_stop`.
 //!    Every other method has a default: `nodes`, `stopped`, `heal`, `data_down_limit`,
-//!    `check_change` (refuse what the backend cannot apply) and `classify` (all fatal). Probes answer [`Health`]; a `Waiting` reason should change only when
-//!    something moved, since a deadline is a window without progress ([`wait_until`]).
+//!    `check_change` (refuse what the backend cannot apply) and `classify` (all fatal).
+//!    Probes answer [`Health`]; a `Waiting` reason should change only when something
+//!    moved, since a deadline is a window without progress ([`wait_until`]).
+//!    Name each partition's table ([`Partition::table`]) so that operators can accept a
+//!    table's downtime by name. A backend that can copy a partition to another node
+//!    (OpenMLDB AddReplicaNS) says so in [`Cluster::supports_temporary_replicas`] and
+//!    implements the four temporary-replica methods; then single-replica partitions keep
+//!    serving while their node restarts ([`TemporaryReplica`]).
 //! 5. **[`Node`]**: `stop`, `start`, `status` ([`NodeStatus::running`] with a boot id that
 //!    changes on every start, and [`NodeStatus::exited`] when the process died), `apply`
 //!    (returns an [`ApplyRecord`]; called again after a crash, it keeps the first backup),

@@ -273,7 +273,7 @@ pub async fn simulate(
 /// Runs the upstream tools' procedure (no journal: they keep none).
 async fn script_run(builder: &SimBuilder, sim: SimCluster, spec: &Spec) -> (SimCluster, SimReport) {
     let t0 = Instant::now();
-    let result = crate::script::run(&sim, &spec.change).await;
+    let result = crate::script::run(&sim, spec).await;
     let virtual_secs = t0.elapsed().as_secs_f64();
     tokio::time::sleep(builder.get_load().timeout).await;
     let (outcome, error) = match result {

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use rollout_core::{Change, Cluster, Node, NodeId, RoleKind};
+use rollout_core::{Change, Cluster, Node, NodeId, RoleKind, Spec};
 use tokio::time::sleep;
 
 use crate::cluster::SimCluster;
@@ -24,10 +24,14 @@ pub(crate) const FOREVER: Duration = Duration::from_secs(2 * 3600);
 
 /// Runs the upstream procedure for the cluster's flavor. `Err` names where the tool failed or
 /// would wait forever.
-pub(crate) async fn run(sim: &SimCluster, change: &Change) -> Result<(), String> {
+pub(crate) async fn run(sim: &SimCluster, spec: &Spec) -> Result<(), String> {
+    let change = &spec.change;
     match sim.flavor() {
         Flavor::Pegasus => pegasus(sim, change).await,
-        Flavor::OpenMldb => openmldb(sim, change).await,
+        Flavor::OpenMldb => {
+            let allow = !spec.policy.get_accept_unavailable().is_empty();
+            openmldb(sim, change, allow).await
+        }
     }
 }
 
@@ -318,7 +322,11 @@ async fn op(sim: &SimCluster, op: Op) -> Result<(), String> {
 }
 
 /// The seed's configuration update with `openmldb_ops.py` and `start.sh`.
-async fn openmldb(sim: &SimCluster, change: &Change) -> Result<(), String> {
+async fn openmldb(
+    sim: &SimCluster,
+    change: &Change,
+    allow_single_replica: bool,
+) -> Result<(), String> {
     let restart_gap = Duration::from_secs(15);
     for (_, id) in nodes_where(sim, |k, r| k == RoleKind::Coordinator && r != "taskmanager") {
         restart(sim, &id, change, restart_gap).await?;
@@ -334,14 +342,38 @@ async fn openmldb(sim: &SimCluster, change: &Change) -> Result<(), String> {
                 .filter(|&p| w.primary(p).is_some_and(|r| r.node == e))
                 .collect()
         };
+        // A single-replica partition first gets a replica on the tablet with the fewest
+        // (addreplica, wait), and its leadership goes there; with --allow_single_replica
+        // (any accepted table here: the tool's flag is all or nothing) it is skipped.
+        let mut temps: Vec<(u32, u32)> = Vec::new();
         with_auto_failover_off(sim, async || {
             for &p in &led {
+                let single = sim.lock().parts[p as usize].replicas.len() == 1;
+                let to = match (single, allow_single_replica) {
+                    (true, true) => continue,
+                    (true, false) => {
+                        let Some(desc) = fewest_replicas(&sim.lock(), e) else {
+                            continue;
+                        };
+                        op(
+                            sim,
+                            Op::AddReplica {
+                                part: p,
+                                node: desc,
+                            },
+                        )
+                        .await?;
+                        temps.push((p, desc));
+                        Some(desc)
+                    }
+                    (false, _) => None,
+                };
                 op(
                     sim,
                     Op::ChangeLeader {
                         part: p,
                         from: e,
-                        to: None,
+                        to,
                     },
                 )
                 .await?;
@@ -366,7 +398,7 @@ async fn openmldb(sim: &SimCluster, change: &Change) -> Result<(), String> {
         // partition; the operator runs it again (the statfile is only removed on success).
         let deadline = tokio::time::Instant::now() + FOREVER;
         loop {
-            match post_upgrade(sim, e, &id, &led).await {
+            match post_upgrade(sim, e, &id, &led, &temps).await {
                 Ok(()) => break,
                 Err(PostUpgrade::NotLoaded(why)) if tokio::time::Instant::now() < deadline => {
                     tracing::debug!(%why, "post-upgrade failed; the operator runs it again");
@@ -408,6 +440,7 @@ async fn post_upgrade(
     e: u32,
     id: &NodeId,
     led: &[u32],
+    temps: &[(u32, u32)],
 ) -> Result<(), PostUpgrade> {
     with_auto_failover_off(sim, async || {
         if !poll(sim, Duration::from_secs(2), FOREVER, |w| !ops_pending(w)).await {
@@ -444,6 +477,17 @@ async fn post_upgrade(
                     op(sim, Op::RecoverTable { part: p, node: l })
                         .await
                         .map_err(PostUpgrade::Failed)?;
+                    if let Some(&(_, temp)) = temps.iter().find(|(q, _)| *q == p) {
+                        op(
+                            sim,
+                            Op::DelReplica {
+                                part: p,
+                                node: temp,
+                            },
+                        )
+                        .await
+                        .map_err(PostUpgrade::Failed)?;
+                    }
                 }
                 Some(_) => {}
                 None => {
@@ -456,6 +500,15 @@ async fn post_upgrade(
         Ok(())
     })
     .await
+}
+
+/// The tablet other than `e` with the fewest replicas (the tool's `desc`), among those
+/// that host some replica.
+fn fewest_replicas(w: &World, e: u32) -> Option<u32> {
+    (0..w.nodes.len() as u32)
+        .filter(|&n| n != e && w.nodes[n as usize].kind == RoleKind::Data)
+        .filter(|&n| !w.nodes[n as usize].parts.is_empty())
+        .min_by_key(|&n| (w.nodes[n as usize].parts.len(), n))
 }
 
 /// Whether the nameserver has any op queued or running.

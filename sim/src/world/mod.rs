@@ -389,11 +389,14 @@ impl World {
                 node.held = false;
             }
         }
-        let by_rollout = self.parts[p as usize]
+        // Of the replicas the partition misses, those on nodes the rollout holds (a
+        // temporary replica standing in for one makes up for it).
+        let held_down = self.parts[p as usize]
             .replicas
             .iter()
             .filter(|r| self.nodes[r.node as usize].held && !self.serving(r))
             .count();
+        let by_rollout = held_down.min(wanted.saturating_sub(members));
         self.mon.max_replicas_down_by_rollout =
             self.mon.max_replicas_down_by_rollout.max(by_rollout);
         self.parts[p as usize].contrib = contrib;
