@@ -157,12 +157,38 @@ impl<F> std::fmt::Debug for ProbeFn<F> {
 
 /// Wraps a closure as a [`HealthProbe`], like tower's `service_fn`.
 ///
+/// Each check calls the closure and awaits its future, which must be `Send` and must not
+/// borrow from the closure itself. Borrow from outside instead: inside a method,
+/// `probe_fn(|| async { self.read().await })` captures `&self` and clones nothing. For owned
+/// state, clone it into each future: `probe_fn(move || { let c = c.clone(); async move {
+/// c.read().await } })`. Async closures (`async || ...`) are not accepted: stable Rust cannot
+/// yet require the future of an `AsyncFn` to be `Send`, which every probe's `check` promises.
+///
 /// # Examples
 /// ```
 /// use rollout_core::{probe_fn, Health, HealthProbe};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let probe = probe_fn(|| async { Ok::<_, std::io::Error>(Health::Healthy) });
+/// assert!(probe.check().await.unwrap().is_healthy());
+///
+/// // Owned state: one clone per check, moved into its future.
+/// let state = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+/// let probe = probe_fn({
+///     let state = state.clone();
+///     move || {
+///         let state = state.clone();
+///         async move {
+///             Ok::<_, std::io::Error>(if state.load(std::sync::atomic::Ordering::Relaxed) {
+///                 Health::Healthy
+///             } else {
+///                 Health::waiting("not yet")
+///             })
+///         }
+///     }
+/// });
+/// assert!(!probe.check().await.unwrap().is_healthy());
+/// state.store(true, std::sync::atomic::Ordering::Relaxed);
 /// assert!(probe.check().await.unwrap().is_healthy());
 /// # });
 /// ```

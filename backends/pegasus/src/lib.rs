@@ -1,0 +1,22 @@
+//! The Apache Pegasus backend of rollout: the "thrift over rDSN" protocol its servers speak,
+//! a client for the meta servers, and (in progress) `PegasusCluster`, the core traits over
+//! a real cluster.
+//!
+//! Facts about the wire format and the RPCs come from shared/reference/pegasus.md (§3 and
+//! §4), checked against Pegasus's IDL (`idl/*.thrift` of apache/incubator-pegasus).
+//!
+//! - [`thrift`]: the binary protocol, a writer and a reader that never panics on any input;
+//! - [`types`]: rDSN's special types (`error_code`, `gpid`, `rpc_address`, `host_port`),
+//!   declared as structs but encoded raw;
+//! - [`frame`]: the 48-byte v0 request header, request bodies, response frames;
+//! - [`messages`]: the request and response structs of the meta and replica RPCs;
+//! - [`transport`]: one pipelined TCP connection per server, with deadlines;
+//! - [`meta`]: [`MetaClient`](meta::MetaClient), leader discovery and remote commands.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod frame;
+pub mod messages;
+pub mod meta;
+pub mod thrift;
+pub mod transport;
+pub mod types;

@@ -1,0 +1,251 @@
+//! The meta servers as one client: it finds the leader and keeps talking to it
+//! (shared/reference/pegasus.md §4.4).
+//!
+//! A call goes to the remembered leader. A standby answers `ERR_FORWARD_TO_OTHERS`; a
+//! leader still starting answers `ERR_SERVICE_NOT_ACTIVE`. The leader is found by asking
+//! each meta for the partition configuration of any app: a standby names the leader in
+//! `partitions[0].primary`, the leader answers anything else. The hint is followed first,
+//! then every other meta; a transport error forgets the leader.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::messages::{Message, QueryConfigRequest, QueryConfigResponse, rpc};
+use crate::transport::{CallError, Connection};
+use crate::types::ErrorCode;
+
+/// What went wrong with the meta servers as a whole.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetaError {
+    /// One server's failure.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// No meta answered as the leader.
+    #[error("no meta server answers as the leader ({tried}); {last}")]
+    NoLeader {
+        /// The metas asked.
+        tried: String,
+        /// The last answer or failure.
+        last: String,
+    },
+    /// The leader answered with an application error.
+    #[error("{server}: {rpc}: {err}")]
+    App {
+        /// The meta.
+        server: SocketAddr,
+        /// The RPC.
+        rpc: &'static str,
+        /// The rDSN error code.
+        err: ErrorCode,
+    },
+}
+
+/// Application errors that mean "ask another meta" or "not yet".
+fn not_leader(err: &ErrorCode) -> bool {
+    matches!(
+        err.as_str(),
+        "ERR_FORWARD_TO_OTHERS" | "ERR_SERVICE_NOT_ACTIVE" | "ERR_UNDER_RECOVERY"
+    )
+}
+
+/// A response with an application error code in field 1.
+pub trait HasErr {
+    /// The error, if the server sent one.
+    fn err(&self) -> Option<&ErrorCode>;
+}
+
+macro_rules! has_err {
+    ($($t:ty),*) => {$(
+        impl HasErr for $t {
+            fn err(&self) -> Option<&ErrorCode> {
+                self.err.as_ref()
+            }
+        }
+    )*};
+}
+
+has_err!(
+    QueryConfigResponse,
+    crate::messages::ClusterInfoResponse,
+    crate::messages::I32Response,
+    crate::messages::ErrResponse
+);
+
+impl<T> HasErr for crate::messages::ListResponse<T> {
+    fn err(&self) -> Option<&ErrorCode> {
+        self.err.as_ref()
+    }
+}
+
+/// The meta servers of one cluster.
+#[derive(Debug)]
+pub struct MetaClient {
+    metas: Vec<Connection>,
+    leader: Mutex<Option<usize>>,
+    timeout: Duration,
+}
+
+impl MetaClient {
+    /// A client for `metas`, each call bounded by `timeout`.
+    ///
+    /// # Panics
+    /// Never; an empty list makes every call fail with [`MetaError::NoLeader`].
+    pub fn new(metas: &[SocketAddr], timeout: Duration) -> Self {
+        Self {
+            metas: metas.iter().map(|&a| Connection::new(a)).collect(),
+            leader: Mutex::new(None),
+            timeout,
+        }
+    }
+
+    /// The meta addresses, as given.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.metas.iter().map(Connection::server).collect()
+    }
+
+    /// The meta believed to lead now, if one was found.
+    pub fn leader(&self) -> Option<SocketAddr> {
+        self.leader_index().map(|i| self.metas[i].server())
+    }
+
+    fn leader_index(&self) -> Option<usize> {
+        *self.leader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_leader(&self, i: Option<usize>) {
+        *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = i;
+    }
+
+    /// Calls `rpc` on the leader, finding it first if needed.
+    ///
+    /// # Errors
+    /// [`MetaError::NoLeader`] when no meta answers as the leader, [`MetaError::App`] for an
+    /// application error other than "not the leader", [`MetaError::Call`] for a malformed
+    /// answer.
+    pub async fn call<Req: Message, Resp: Message + HasErr>(
+        &self,
+        rpc: &'static str,
+        req: &Req,
+    ) -> Result<Resp, MetaError> {
+        let mut last = String::from("no meta server given");
+        // The remembered leader, then every meta in order (a fresh discovery each round).
+        for _round in 0..2 {
+            let order: Vec<usize> = match self.leader_index() {
+                Some(l) => std::iter::once(l)
+                    .chain((0..self.metas.len()).filter(|&i| i != l))
+                    .collect(),
+                None => self.discover().await.into_iter().collect(),
+            };
+            for i in order {
+                let conn = &self.metas[i];
+                match conn.call::<Req, Resp>(rpc, req, self.timeout).await {
+                    Ok(resp) => match resp.err() {
+                        Some(e) if not_leader(e) => {
+                            last = format!("{}: {e}", conn.server());
+                            if self.leader_index() == Some(i) {
+                                self.set_leader(None);
+                            }
+                        }
+                        Some(e) if !e.is_ok() => {
+                            self.set_leader(Some(i));
+                            return Err(MetaError::App {
+                                server: conn.server(),
+                                rpc,
+                                err: e.clone(),
+                            });
+                        }
+                        _ => {
+                            self.set_leader(Some(i));
+                            return Ok(resp);
+                        }
+                    },
+                    Err(e) if e.is_transient() => {
+                        last = e.to_string();
+                        if self.leader_index() == Some(i) {
+                            self.set_leader(None);
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Err(MetaError::NoLeader {
+            tried: self
+                .addresses()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            last,
+        })
+    }
+
+    /// Finds the leader: asks each meta for a configuration; a standby's hint is followed.
+    /// Returns the metas to try, the likeliest leader first.
+    async fn discover(&self) -> Vec<usize> {
+        let probe = QueryConfigRequest {
+            app_name: "__rollout_leader_probe".into(),
+            partition_indices: Vec::new(),
+        };
+        let mut hinted = Vec::new();
+        for (i, conn) in self.metas.iter().enumerate() {
+            let Ok(resp) = conn
+                .call::<_, QueryConfigResponse>(rpc::QUERY_CONFIG, &probe, self.timeout)
+                .await
+            else {
+                continue;
+            };
+            match resp.err.as_ref().map(ErrorCode::as_str) {
+                Some("ERR_FORWARD_TO_OTHERS") => {
+                    let hint = resp.partitions.first().and_then(|p| p.primary.0);
+                    if let Some(h) = hint
+                        && let Some(j) = self
+                            .metas
+                            .iter()
+                            .position(|c| c.server() == SocketAddr::V4(h))
+                        && !hinted.contains(&j)
+                    {
+                        hinted.push(j);
+                    }
+                }
+                Some("ERR_SERVICE_NOT_ACTIVE" | "ERR_UNDER_RECOVERY") => {}
+                _ => {
+                    self.set_leader(Some(i));
+                    return vec![i];
+                }
+            }
+        }
+        let rest: Vec<usize> = (0..self.metas.len())
+            .filter(|i| !hinted.contains(i))
+            .collect();
+        hinted.extend(rest);
+        hinted
+    }
+
+    /// Sends a remote command to one server (any meta or replica server), returning its
+    /// text answer.
+    ///
+    /// # Errors
+    /// [`CallError`] naming the server.
+    pub async fn command(
+        &self,
+        server: SocketAddr,
+        cmd: &str,
+        args: &[&str],
+    ) -> Result<String, CallError> {
+        let req = crate::messages::Command {
+            cmd: cmd.to_string(),
+            arguments: args.iter().map(ToString::to_string).collect(),
+        };
+        match self.metas.iter().find(|c| c.server() == server) {
+            Some(c) => c.call_string(rpc::CLI, &req, self.timeout).await,
+            None => {
+                Connection::new(server)
+                    .call_string(rpc::CLI, &req, self.timeout)
+                    .await
+            }
+        }
+    }
+}
