@@ -54,6 +54,7 @@ pub struct SimBuilder {
     load: ClientLoad,
     faults: Vec<Fault>,
     wake_hints: bool,
+    time_scale: u32,
 }
 
 impl SimBuilder {
@@ -73,6 +74,7 @@ impl SimBuilder {
             load: ClientLoad::default(),
             faults: Vec::new(),
             wake_hints: true,
+            time_scale: 1,
         }
     }
 
@@ -82,6 +84,28 @@ impl SimBuilder {
     pub fn wake_hints(&mut self, on: bool) -> &mut Self {
         self.wake_hints = on;
         self
+    }
+
+    /// How many simulated seconds pass per second of the tokio clock (default 1). An
+    /// emulator serving the world over real sockets runs on the wall clock and uses this to
+    /// roll an hour-long cluster in minutes; with a paused clock it changes nothing but the
+    /// units of the runtime's time. At most 10,000.
+    pub fn time_scale(&mut self, scale: u32) -> &mut Self {
+        self.time_scale = scale;
+        self
+    }
+
+    /// The timings the cluster gets: those set, else the flavor's defaults.
+    pub fn get_timings(&self) -> Timings {
+        self.timings.clone().unwrap_or_else(|| match self.flavor {
+            Flavor::Pegasus => Timings::pegasus(),
+            Flavor::OpenMldb => Timings::openmldb(),
+        })
+    }
+
+    /// The time scale.
+    pub fn get_time_scale(&self) -> u32 {
+        self.time_scale
     }
 
     /// The seed: the same seed gives the same run.
@@ -217,6 +241,12 @@ impl SimBuilder {
             return err(format!(
                 "{} partitions is more than the simulator's 1000000",
                 self.partitions
+            ));
+        }
+        if self.time_scale == 0 || self.time_scale > 10_000 {
+            return err(format!(
+                "the time scale must be 1 to 10000, got {}",
+                self.time_scale
             ));
         }
         if self.tables == 0 || self.tables > self.partitions || self.tables > 10_000 {
@@ -372,7 +402,7 @@ impl SimBuilder {
             .clone()
             .unwrap_or_else(|| Timings::of(self.flavor));
         let model: Box<dyn Model> = match self.flavor {
-            Flavor::Pegasus => Box::new(Pegasus),
+            Flavor::Pegasus => Box::new(Pegasus::default()),
             Flavor::OpenMldb => Box::new(OpenMldb::new(timings.op_queues, nodes.len())),
         };
         let mut world = World::new(
@@ -410,6 +440,7 @@ impl SimBuilder {
         Ok(SimCluster::new(
             world,
             format!("sim-{}-{}", self.flavor, self.seed),
+            u64::from(self.time_scale),
         ))
     }
 }

@@ -45,6 +45,8 @@ pub struct SimCluster {
     world: Arc<Mutex<World>>,
     start: Instant,
     name: Arc<str>,
+    /// Simulated microseconds per microsecond of the tokio clock.
+    scale: u64,
 }
 
 impl std::fmt::Debug for SimCluster {
@@ -76,16 +78,22 @@ pub struct Truth {
 }
 
 impl SimCluster {
-    pub(crate) fn new(world: World, name: String) -> Self {
+    pub(crate) fn new(world: World, name: String, scale: u64) -> Self {
         Self {
             world: Arc::new(Mutex::new(world)),
             start: Instant::now(),
             name: name.into(),
+            scale: scale.max(1),
         }
     }
 
     fn now_us(&self) -> Us {
-        us(Instant::now().saturating_duration_since(self.start))
+        us(Instant::now().saturating_duration_since(self.start)).saturating_mul(self.scale)
+    }
+
+    /// The tokio instant at which the world reaches simulated time `t` (microseconds).
+    pub(crate) fn instant_at(&self, t: Us) -> Instant {
+        self.start + std::time::Duration::from_micros(t / self.scale)
     }
 
     /// The world, advanced to now.

@@ -41,6 +41,7 @@ mod cluster;
 mod config;
 pub mod conformance;
 mod crash;
+pub mod emulation;
 mod fault;
 mod monitor;
 mod node;

@@ -74,8 +74,7 @@ impl HealthProbe for SimProbe<'_> {
         };
         match next {
             Some(t) => {
-                tokio::time::sleep_until(self.sim.started() + std::time::Duration::from_micros(t))
-                    .await;
+                tokio::time::sleep_until(self.sim.instant_at(t)).await;
             }
             None => std::future::pending().await,
         }

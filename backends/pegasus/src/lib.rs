@@ -14,9 +14,16 @@
 //! - [`meta`]: [`MetaClient`](meta::MetaClient), leader discovery and remote commands.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod cluster;
+#[cfg(feature = "emulator")]
+#[cfg_attr(docsrs, doc(cfg(feature = "emulator")))]
+pub mod emulator;
 pub mod frame;
 pub mod messages;
 pub mod meta;
+mod steps;
 pub mod thrift;
 pub mod transport;
 pub mod types;
+
+pub use cluster::{NodeFactory, PegasusCluster, PegasusError, PegasusNode, Timing};

@@ -821,3 +821,99 @@ impl Message for Command {
         Ok(m)
     }
 }
+
+/// `query_replica_info_request` (replica_admin.thrift).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueryReplicaInfoRequest {
+    /// 1: the replica server asked.
+    pub node1: RpcAddress,
+}
+
+impl Message for QueryReplicaInfoRequest {
+    const NAME: &'static str = "query_replica_info_request";
+
+    fn write(&self, w: &mut Writer) {
+        w.field(Type::Struct, 1);
+        self.node1.write(w);
+        if let Some(a) = self.node1.0 {
+            w.field(Type::Struct, 2);
+            HostPort::from_addr(a).write(w);
+        }
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let mut m = Self::default();
+        let n = Self::NAME;
+        fields(r, |r, ty, id| {
+            match id {
+                1 => m.node1 = field!(r, ty, id, n, Type::Struct, RpcAddress::read(r)?),
+                2 => drop(field!(r, ty, id, n, Type::Struct, HostPort::read(r)?)),
+                _ => return Ok(false),
+            }
+            Ok(true)
+        })?;
+        Ok(m)
+    }
+}
+
+/// `query_replica_info_response`: the replicas the server has open (each `replica_info`'s
+/// gpid, field 1; its other fields are plain and skipped).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueryReplicaInfoResponse {
+    /// 1: the application error.
+    pub err: Option<ErrorCode>,
+    /// 2: the open replicas' partitions.
+    pub replicas: Vec<Gpid>,
+}
+
+impl Message for QueryReplicaInfoResponse {
+    const NAME: &'static str = "query_replica_info_response";
+
+    fn write(&self, w: &mut Writer) {
+        write_err(w, self.err.as_ref());
+        write_list(w, 2, Type::Struct, &self.replicas, |w, g| {
+            w.field(Type::Struct, 1);
+            g.write(w);
+            w.field(Type::I32, 3);
+            w.i32(partition_status::SECONDARY);
+            w.stop();
+        });
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let mut m = Self::default();
+        let n = Self::NAME;
+        fields(r, |r, ty, id| {
+            match id {
+                1 => m.err = Some(field!(r, ty, id, n, Type::Struct, ErrorCode::read(r)?)),
+                2 => {
+                    expect(n, id, Type::List, ty)?;
+                    m.replicas = list(r, n, id, Type::Struct, |r| {
+                        let mut pid = None;
+                        fields(r, |r, ty, id| {
+                            if id == 1 {
+                                pid = Some(field!(
+                                    r,
+                                    ty,
+                                    id,
+                                    "replica_info",
+                                    Type::Struct,
+                                    Gpid::read(r)?
+                                ));
+                                return Ok(true);
+                            }
+                            Ok(false)
+                        })?;
+                        pid.ok_or(DecodeError::Missing {
+                            within: "replica_info",
+                            field: "pid",
+                        })
+                    })?;
+                }
+                _ => return Ok(false),
+            }
+            Ok(true)
+        })?;
+        Ok(m)
+    }
+}

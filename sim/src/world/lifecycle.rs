@@ -139,10 +139,12 @@ impl World {
         let replay = self.nodes[node as usize]
             .unflushed
             .saturating_mul(us(self.t.replay_per_write));
+        let now = self.now;
         let n = &mut self.nodes[node as usize];
         n.running = true;
         n.serving = false;
         n.boot += 1;
+        n.started_at = now;
         n.flush_done = None;
         n.exit_reason = None;
         if let Some((v, d)) = n.staged.take() {

@@ -37,7 +37,7 @@ pub(crate) mod waits;
 pub(crate) use clients::Clients;
 pub(crate) use ledger::Log;
 pub(crate) use openmldb::{Op, OpenMldb};
-pub(crate) use pegasus::Pegasus;
+pub(crate) use pegasus::{Pegasus, Proposal as PegasusProposal};
 use state::{F_LEARNER, F_MEMBER, F_NOT_BACK, F_PRIMARY, F_UNLOADED, add_counts};
 pub(crate) use state::{NodeS, Part, Rep, Replica};
 
@@ -324,6 +324,7 @@ impl World {
     pub(crate) fn reconfigure(&mut self, p: u32, primary_change: bool) {
         let until = self.now + us(self.t.reconfigure);
         let part = &mut self.parts[p as usize];
+        part.ballot += 1;
         part.write_block_until = part.write_block_until.max(until);
         if primary_change {
             part.read_block_until = part.read_block_until.max(until);

@@ -16,10 +16,57 @@ use rollout_core::{Health, Knob, Procedure, RoleKind};
 use super::{Model, ModelEv, Profile, Rep, Replica, Us, World, us};
 use crate::config::Flavor;
 
-/// The Pegasus meta server's decisions (it keeps no state of its own: proposals and
-/// reconfigurations live on the partitions).
+/// The Pegasus meta server's decisions; its one state of its own is the balancer proposals
+/// a client submitted (`RPC_CM_PROPOSE_BALANCER`), run at the next lb tick.
 #[derive(Debug, Default)]
-pub(crate) struct Pegasus;
+pub(crate) struct Pegasus {
+    proposals: std::collections::BTreeMap<u32, Proposal>,
+}
+
+/// A balancer proposal for one partition, as a client submits it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Proposal {
+    /// `move_primary`: the secondary on this node becomes primary.
+    MovePrimary { to: u32 },
+    /// `DOWNGRADE_TO_INACTIVE` of the secondary on this node.
+    Downgrade { node: u32 },
+}
+
+impl Pegasus {
+    /// Queues `p` for partition `part`, replacing an earlier one not run yet (the meta keeps
+    /// at most one per partition).
+    pub(crate) fn propose(&mut self, part: u32, p: Proposal) {
+        self.proposals.insert(part, p);
+    }
+
+    /// Runs the queued proposals whose partition is not busy; one that no longer applies
+    /// (its target is not a live secondary, the partition would lose a member it needs) is
+    /// dropped, as the meta drops it.
+    fn run_proposals(&mut self, w: &mut World) {
+        if w.leader.is_none() || w.frozen() {
+            return;
+        }
+        let now = w.now;
+        let due: Vec<(u32, Proposal)> = self
+            .proposals
+            .iter()
+            .filter(|(p, _)| w.parts[**p as usize].busy_until <= now)
+            .map(|(p, x)| (*p, *x))
+            .collect();
+        for (p, x) in due {
+            self.proposals.remove(&p);
+            match x {
+                Proposal::MovePrimary { to } => {
+                    if let Some(from) = w.primary(p).map(|r| r.node) {
+                        w.move_primary_to(p, from, Some(to));
+                    }
+                }
+                Proposal::Downgrade { node } => w.downgrade(p, node),
+            }
+            w.touch(p);
+        }
+    }
+}
 
 const TICK: u8 = 0;
 const LEARN_DONE: u8 = 1;
@@ -67,6 +114,7 @@ impl Model for Pegasus {
     fn on_event(&mut self, w: &mut World, ev: ModelEv) {
         match ev.code {
             TICK => {
+                self.run_proposals(w);
                 w.meta_tick();
                 let tick = us(w.t.tick);
                 w.after_model(tick, TICK_EV);
@@ -211,7 +259,7 @@ impl World {
                 if self.parts[p as usize].busy_until > self.now {
                     continue;
                 }
-                if !self.move_primary(p, n) && !move_only {
+                if !self.move_primary_to(p, n, None) && !move_only {
                     self.downgrade(p, n);
                 }
                 self.touch(p);
@@ -230,8 +278,9 @@ impl World {
     }
 
     /// `balance --gpid -p move_pri`: the primary on `from` becomes a secondary and a current
-    /// secondary on a live, not draining node becomes primary. Whether it ran.
-    fn move_primary(&mut self, p: u32, from: u32) -> bool {
+    /// secondary on a live, not draining node (`to`, or the first one) becomes primary.
+    /// Whether it ran.
+    pub(crate) fn move_primary_to(&mut self, p: u32, from: u32, to: Option<u32>) -> bool {
         let part = &self.parts[p as usize];
         let Some(pi) = part
             .replicas
@@ -242,6 +291,7 @@ impl World {
         };
         let target = part.replicas.iter().position(|r| {
             r.role == Rep::Secondary
+                && to.is_none_or(|t| r.node == t)
                 && self.nodes[r.node as usize].up()
                 && !self.nodes[r.node as usize].draining
         });
@@ -256,7 +306,7 @@ impl World {
 
     /// `propose -p DOWNGRADE_TO_INACTIVE`: only where the partition keeps a primary and
     /// another secondary.
-    fn downgrade(&mut self, p: u32, node: u32) {
+    pub(crate) fn downgrade(&mut self, p: u32, node: u32) {
         let has_primary = self.readable(p);
         if !has_primary || self.members(p) < 3 {
             return;

@@ -52,6 +52,8 @@ pub(crate) struct Part {
     pub(crate) table: u16,
     pub(crate) index: u32,
     pub(crate) wanted: u8,
+    /// Bumped at every reconfiguration (Pegasus's ballot).
+    pub(crate) ballot: u64,
     /// The next write's sequence number.
     pub(crate) next_seq: u32,
     /// Sequence numbers of the writes acknowledged to clients, increasing.
@@ -102,6 +104,8 @@ pub(crate) struct NodeS {
     /// The boot the coordinator last saw attach.
     pub(crate) attached_boot: u64,
     pub(crate) boot: u64,
+    /// When the current process started.
+    pub(crate) started_at: Us,
     pub(crate) version: String,
     pub(crate) digest: String,
     pub(crate) staged: Option<(String, String)>,
@@ -150,6 +154,7 @@ impl NodeS {
             fd_epoch: 0,
             attached_boot: 1,
             boot: 1,
+            started_at: 0,
             version: "1.0.0".into(),
             digest: "initial".into(),
             staged: None,

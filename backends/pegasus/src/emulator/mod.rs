@@ -1,0 +1,196 @@
+//! An emulator of a Pegasus cluster: meta servers and replica servers on loopback that speak
+//! the real "thrift over rDSN" protocol and serve one `rollout-sim` world, run on the wall
+//! clock with a time scale. It is not Pegasus: it answers the RPCs and remote commands that
+//! rollout and the tools need, from the simulator's one model of the cluster.
+//!
+//! Each process listens on its own port while the world's process runs, and closes it (and
+//! every connection) while it does not, so a stopped server refuses connections as a real
+//! one does. Standby metas answer `ERR_FORWARD_TO_OTHERS` (naming the leader in a
+//! configuration query); proposals run at the world's next lb tick; `replica.kill_partition`
+//! flushes the node; restarts go through [`Emulator::node`], the world's own process control.
+
+mod serve;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rollout_core::{Cluster, NodeId};
+use rollout_sim::{SimBuilder, SimCluster, SimNode};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// What went wrong starting an emulator.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmulatorError {
+    /// The cluster shape is impossible.
+    #[error("the emulated cluster cannot be built: {0}")]
+    Build(String),
+    /// A port could not be bound on loopback.
+    #[error("the emulator could not listen on loopback: {0}")]
+    Bind(#[from] std::io::Error),
+}
+
+/// How the emulator's processes map to the world's nodes.
+#[derive(Debug)]
+pub(crate) struct Directory {
+    /// World node id → its loopback address.
+    pub(crate) addr: BTreeMap<NodeId, SocketAddrV4>,
+    /// Loopback address → world node id.
+    pub(crate) node: BTreeMap<SocketAddrV4, NodeId>,
+}
+
+impl Directory {
+    pub(crate) fn addr_of(&self, id: &NodeId) -> Option<SocketAddrV4> {
+        self.addr.get(id).copied()
+    }
+}
+
+/// A running emulated cluster. Dropping it stops every server.
+#[derive(Debug)]
+pub struct Emulator {
+    sim: SimCluster,
+    dir: Arc<Directory>,
+    supervisors: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        for s in &self.supervisors {
+            s.abort();
+        }
+    }
+}
+
+impl Emulator {
+    /// Builds the world from `builder` (a Pegasus flavor) and starts one server per process
+    /// on 127.0.0.1. Call it inside a tokio runtime with the real clock.
+    ///
+    /// # Errors
+    /// An impossible shape, another flavor, or no free loopback port.
+    pub async fn start(builder: &SimBuilder) -> Result<Self, EmulatorError> {
+        if builder.get_flavor() != rollout_sim::Flavor::Pegasus {
+            return Err(EmulatorError::Build(
+                "the Pegasus emulator serves a Pegasus world".into(),
+            ));
+        }
+        let sim = builder
+            .build()
+            .map_err(|e| EmulatorError::Build(e.to_string()))?;
+        let mut listeners = Vec::new();
+        let mut dir = Directory {
+            addr: BTreeMap::new(),
+            node: BTreeMap::new(),
+        };
+        for id in sim.node_ids() {
+            let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).await?;
+            let SocketAddr::V4(a) = l.local_addr()? else {
+                return Err(EmulatorError::Build("loopback gave an IPv6 address".into()));
+            };
+            dir.addr.insert(id.clone(), a);
+            dir.node.insert(a, id.clone());
+            listeners.push((id, l));
+        }
+        let dir = Arc::new(dir);
+        let supervisors = listeners
+            .into_iter()
+            .map(|(id, l)| tokio::spawn(supervise(sim.clone(), dir.clone(), id, l)))
+            .collect();
+        Ok(Self {
+            sim,
+            dir,
+            supervisors,
+        })
+    }
+
+    /// The simulated world behind the servers (for its ground truth: lost writes, restarts).
+    pub fn sim(&self) -> &SimCluster {
+        &self.sim
+    }
+
+    /// The meta servers' addresses, in the world's order.
+    pub fn metas(&self) -> Vec<SocketAddr> {
+        self.role_addrs("meta")
+    }
+
+    /// The collectors' addresses.
+    pub fn collectors(&self) -> Vec<SocketAddr> {
+        self.role_addrs("collector")
+    }
+
+    fn role_addrs(&self, role: &str) -> Vec<SocketAddr> {
+        self.sim
+            .view()
+            .nodes
+            .iter()
+            .filter(|n| n.role == role)
+            .filter_map(|n| self.dir.addr_of(&n.id))
+            .map(SocketAddr::V4)
+            .collect()
+    }
+
+    /// The world's node behind a loopback address (as `127.0.0.1:PORT`).
+    pub fn world_id(&self, addr: &str) -> Option<NodeId> {
+        let a: SocketAddrV4 = addr.parse().ok()?;
+        self.dir.node.get(&a).cloned()
+    }
+
+    /// The process at `addr` (`127.0.0.1:PORT`), controlled through the world: stop, start,
+    /// status, apply, revert. This is the emulator's node factory for `PegasusCluster`.
+    pub fn node(&self, addr: &NodeId) -> Option<SimNode> {
+        self.world_id(addr.as_str())
+            .and_then(|id| Cluster::node(&self.sim, &id))
+    }
+}
+
+/// Keeps `id`'s port open exactly while its process runs.
+async fn supervise(sim: SimCluster, dir: Arc<Directory>, id: NodeId, first: TcpListener) {
+    let addr = dir.addr_of(&id).expect("every node has an address");
+    let mut listener = Some(first);
+    let mut accepting: Option<JoinHandle<()>> = None;
+    let tick = Duration::from_millis(5);
+    loop {
+        let running = sim.running(&id).unwrap_or(false);
+        match (running, accepting.is_some()) {
+            (true, false) => {
+                let l = match listener.take() {
+                    Some(l) => Some(l),
+                    None => TcpListener::bind(addr).await.ok(),
+                };
+                if let Some(l) = l {
+                    let (sim, dir, id) = (sim.clone(), dir.clone(), id.clone());
+                    accepting = Some(tokio::spawn(accept(l, sim, dir, id)));
+                }
+            }
+            (false, true) => {
+                // The process is gone: its port closes and, with the accept task's set,
+                // every connection drops.
+                if let Some(a) = accepting.take() {
+                    a.abort();
+                }
+                listener = None;
+            }
+            _ => {}
+        }
+        tokio::time::sleep(tick).await;
+    }
+}
+
+async fn accept(l: TcpListener, sim: SimCluster, dir: Arc<Directory>, id: NodeId) {
+    let mut conns = JoinSet::new();
+    loop {
+        let Ok((stream, _)) = l.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        conns.spawn(serve::connection(
+            stream,
+            sim.clone(),
+            dir.clone(),
+            id.clone(),
+        ));
+        while conns.try_join_next().is_some() {}
+    }
+}

@@ -1,0 +1,483 @@
+//! One connection to an emulated server: frames in, the world's answer out.
+
+use std::sync::Arc;
+
+use rollout_core::{Cluster, HealthProbe, NodeId};
+use rollout_sim::SimCluster;
+use rollout_sim::emulation::{ClusterView, NodeView, PartitionView, Proposal};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::Directory;
+use crate::frame::{self, Payload, Request};
+use crate::messages::{
+    AppInfo, BalancerRequest, ClusterInfoResponse, Command, ErrResponse, I32Request, I32Response,
+    ListResponse, Message, NodeInfo, PartitionConfiguration, QueryConfigRequest,
+    QueryConfigResponse, app_status, config_type, meta_level, node_status, rpc,
+};
+use crate::types::{ErrorCode, Gpid, HostPort, RpcAddress};
+
+/// Serves requests on `stream` for the process `me` until the peer or the process goes.
+pub(super) async fn connection(
+    mut stream: TcpStream,
+    sim: SimCluster,
+    dir: Arc<Directory>,
+    me: NodeId,
+) {
+    loop {
+        let mut head = [0u8; 16];
+        if stream.read_exact(&mut head).await.is_err() {
+            return;
+        }
+        let Ok((header_len, body_len)) = frame::request_lengths(&head) else {
+            return;
+        };
+        let mut header = head.to_vec();
+        header.resize(header_len, 0);
+        if stream.read_exact(&mut header[16..]).await.is_err() {
+            return;
+        }
+        let body_len = match body_len {
+            usize::MAX => match frame::v0_body_len(&header) {
+                Ok(n) => n,
+                Err(_) => return,
+            },
+            n => n,
+        };
+        let mut body = vec![0u8; body_len];
+        if stream.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let Ok(req) = frame::read_request(&header, &body) else {
+            return;
+        };
+        let answer = handle(&sim, &dir, &me, &req).await;
+        if stream.write_all(&answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The answer to one request.
+async fn handle(sim: &SimCluster, dir: &Directory, me: &NodeId, req: &Request) -> Vec<u8> {
+    let view = sim.view();
+    let Some(node) = view.nodes.iter().find(|n| &n.id == me) else {
+        return frame::encode_response(&req.rpc, req.seqid, "ERR_INVALID_STATE", Payload::None);
+    };
+    if !node.serving {
+        // Started, still replaying its log: the RPC layer answers but nothing is served.
+        return frame::encode_response(
+            &req.rpc,
+            req.seqid,
+            "ERR_SERVICE_NOT_ACTIVE",
+            Payload::None,
+        );
+    }
+    let reply = |f: &dyn Fn(&mut crate::thrift::Writer)| {
+        frame::encode_response(&req.rpc, req.seqid, "ERR_OK", Payload::Struct(f))
+    };
+    let ctx = Ctx {
+        sim,
+        dir,
+        view: &view,
+        node,
+    };
+    match (req.rpc.as_str(), node.role) {
+        (rpc::CLI, _) => {
+            let text = match Command::from_bytes(&req.body) {
+                Ok(c) => ctx.command(&c).await,
+                Err(e) => format!("ERR_INVALID_PARAMETERS: {e}"),
+            };
+            frame::encode_response(&req.rpc, req.seqid, "ERR_OK", Payload::String(&text))
+        }
+        (rpc::QUERY_REPLICA_INFO, "replica") => {
+            let resp = crate::messages::QueryReplicaInfoResponse {
+                err: Some(ErrorCode::ok()),
+                replicas: ctx.open_replicas().await,
+            };
+            reply(&|w| resp.write(w))
+        }
+        (_, "meta") => match ctx.meta(req).await {
+            Some(bytes) => bytes,
+            None => {
+                frame::encode_response(&req.rpc, req.seqid, "ERR_HANDLER_NOT_FOUND", Payload::None)
+            }
+        },
+        _ => frame::encode_response(&req.rpc, req.seqid, "ERR_HANDLER_NOT_FOUND", Payload::None),
+    }
+}
+
+struct Ctx<'a> {
+    sim: &'a SimCluster,
+    dir: &'a Directory,
+    view: &'a ClusterView,
+    node: &'a NodeView,
+}
+
+impl Ctx<'_> {
+    fn addr(&self, id: &NodeId) -> RpcAddress {
+        self.dir
+            .addr_of(id)
+            .map_or(RpcAddress::none(), RpcAddress::new)
+    }
+
+    fn hp(&self, id: &NodeId) -> HostPort {
+        self.dir
+            .addr_of(id)
+            .map_or_else(HostPort::default, HostPort::from_addr)
+    }
+
+    fn app_name(&self, table: u32) -> String {
+        if self.view.tables == 1 {
+            "temp".into()
+        } else {
+            format!("t{table}")
+        }
+    }
+
+    /// Whether the meta is frozen: too few replica servers alive (pegasus.md §6).
+    fn frozen(&self) -> bool {
+        let data: Vec<&NodeView> = self
+            .view
+            .nodes
+            .iter()
+            .filter(|n| n.role == "replica")
+            .collect();
+        let alive = data.iter().filter(|n| n.alive).count();
+        let t = rollout_sim::Timings::pegasus();
+        alive < t.min_live || alive * 100 < data.len() * t.live_percentage as usize
+    }
+
+    /// A remote command's text answer.
+    async fn command(&self, c: &Command) -> String {
+        let arg = c.arguments.first().map(String::as_str);
+        match (c.cmd.as_str(), self.node.role) {
+            ("server-info" | "server_info", _) => format!(
+                "Pegasus Server {} (emulated by rollout) Release, Started at {} ms",
+                self.node.version, self.node.started_ms
+            ),
+            ("meta.live_percentage", "meta") => {
+                rollout_sim::Timings::pegasus().live_percentage.to_string()
+            }
+            ("meta.min_live_node_count_for_unfreeze", "meta") => {
+                rollout_sim::Timings::pegasus().min_live.to_string()
+            }
+            (
+                name @ ("meta.lb.assign_delay_ms"
+                | "meta.lb.add_secondary_enable_flow_control"
+                | "meta.lb.add_secondary_max_count_for_one_node"),
+                "meta",
+            ) => match arg {
+                None => self
+                    .view
+                    .knobs
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| "ERR_INVALID_PARAMETERS".into()),
+                Some(v) => {
+                    let valid = if name.ends_with("flow_control") {
+                        v == "true" || v == "false"
+                    } else {
+                        v.parse::<u64>().is_ok()
+                    };
+                    if !valid {
+                        return format!("ERR_INVALID_PARAMETERS: {v:?}");
+                    }
+                    match Cluster::write_knob(self.sim, name, v).await {
+                        Ok(()) => "OK".into(),
+                        Err(e) => format!("ERR_INVALID_STATE: {e}"),
+                    }
+                }
+            },
+            ("replica.kill_partition", "replica") => {
+                let (Some(app), Some(pidx)) = (
+                    arg.and_then(|a| a.parse::<u32>().ok()),
+                    c.arguments.get(1).and_then(|p| p.parse::<u32>().ok()),
+                ) else {
+                    return "ERR_INVALID_PARAMETERS: rollout's emulator takes \
+                            replica.kill_partition APP PIDX only"
+                        .into();
+                };
+                let held = self
+                    .view
+                    .partitions
+                    .iter()
+                    .any(|p| p.table == app && p.index == pidx && self.holds(p));
+                if !held {
+                    return "ERR_OBJECT_NOT_FOUND".into();
+                }
+                match Cluster::quiesce(self.sim, &self.node.id).await {
+                    Ok(()) => "ERR_OK".into(),
+                    Err(e) => format!("ERR_INVALID_STATE: {e}"),
+                }
+            }
+            (other, _) => format!("unknown command '{other}'"),
+        }
+    }
+
+    fn holds(&self, p: &PartitionView) -> bool {
+        let me = &self.node.id;
+        p.primary.as_ref() == Some(me) || p.secondaries.contains(me) || p.others.contains(me)
+    }
+
+    /// The node's replicas still open: none once its flush after kill_partition is done.
+    async fn open_replicas(&self) -> Vec<Gpid> {
+        let flushed = Cluster::quiesced(self.sim, &self.node.id)
+            .check()
+            .await
+            .is_ok_and(|h| h.is_healthy());
+        if flushed {
+            return Vec::new();
+        }
+        self.view
+            .partitions
+            .iter()
+            .filter(|p| self.holds(p))
+            .map(|p| Gpid::new(p.table as i32, p.index as i32))
+            .collect()
+    }
+
+    fn config(&self, p: &PartitionView) -> PartitionConfiguration {
+        PartitionConfiguration {
+            pid: Gpid::new(p.table as i32, p.index as i32),
+            ballot: p.ballot as i64,
+            max_replica_count: p.wanted as i32,
+            primary: p
+                .primary
+                .as_ref()
+                .map_or(RpcAddress::none(), |n| self.addr(n)),
+            secondaries: p.secondaries.iter().map(|n| self.addr(n)).collect(),
+            hp_primary: Some(
+                p.primary
+                    .as_ref()
+                    .map_or_else(HostPort::default, |n| self.hp(n)),
+            ),
+            hp_secondaries: Some(p.secondaries.iter().map(|n| self.hp(n)).collect()),
+            ..PartitionConfiguration::default()
+        }
+    }
+
+    /// A meta RPC's answer; `None` for an RPC a meta does not serve.
+    async fn meta(&self, req: &Request) -> Option<Vec<u8>> {
+        let ok = || Some(ErrorCode::ok());
+        let enc = |m: &dyn Fn(&mut crate::thrift::Writer)| {
+            frame::encode_response(&req.rpc, req.seqid, "ERR_OK", Payload::Struct(m))
+        };
+        let leader = self.view.leader.as_ref();
+        if leader != Some(&self.node.id) {
+            // A standby: thrift clients get no forwarding, only the leader's name in a
+            // configuration query.
+            let forward = Some(ErrorCode::new("ERR_FORWARD_TO_OTHERS"));
+            let hint = PartitionConfiguration {
+                primary: leader.map_or(RpcAddress::none(), |l| self.addr(l)),
+                ..PartitionConfiguration::default()
+            };
+            return Some(match req.rpc.as_str() {
+                rpc::QUERY_CONFIG => enc(&|w| {
+                    QueryConfigResponse {
+                        err: forward.clone(),
+                        partitions: vec![hint.clone()],
+                        ..QueryConfigResponse::default()
+                    }
+                    .write(w)
+                }),
+                rpc::LIST_NODES
+                | rpc::LIST_APPS
+                | rpc::CLUSTER_INFO
+                | rpc::CONTROL_META
+                | rpc::PROPOSE_BALANCER => enc(&|w| {
+                    ErrResponse {
+                        err: forward.clone(),
+                    }
+                    .write(w)
+                }),
+                _ => return None,
+            });
+        }
+        Some(match req.rpc.as_str() {
+            rpc::LIST_NODES => {
+                let filter = I32Request::from_bytes(&req.body).map_or(0, |r| r.0);
+                let infos: Vec<NodeInfo> = self
+                    .view
+                    .nodes
+                    .iter()
+                    .filter(|n| n.role == "replica")
+                    .map(|n| NodeInfo {
+                        status: if n.alive {
+                            node_status::ALIVE
+                        } else {
+                            node_status::UNALIVE
+                        },
+                        node: self.addr(&n.id),
+                        hp_node: Some(self.hp(&n.id)),
+                    })
+                    .filter(|i| filter == node_status::INVALID || i.status == filter)
+                    .collect();
+                enc(&|w| {
+                    ListResponse {
+                        err: ok(),
+                        infos: infos.clone(),
+                    }
+                    .write(w)
+                })
+            }
+            rpc::LIST_APPS => {
+                let apps: Vec<AppInfo> = (1..=self.view.tables)
+                    .map(|t| {
+                        let parts = self.view.partitions.iter().filter(|p| p.table == t);
+                        let (count, wanted) =
+                            parts.fold((0, 0), |(c, w), p| (c + 1, w.max(p.wanted)));
+                        AppInfo {
+                            status: app_status::AVAILABLE,
+                            app_type: "pegasus".into(),
+                            app_name: self.app_name(t),
+                            app_id: t as i32,
+                            partition_count: count,
+                            is_stateful: true,
+                            max_replica_count: wanted as i32,
+                        }
+                    })
+                    .collect();
+                enc(&|w| {
+                    ListResponse {
+                        err: ok(),
+                        infos: apps.clone(),
+                    }
+                    .write(w)
+                })
+            }
+            rpc::QUERY_CONFIG => {
+                let q = QueryConfigRequest::from_bytes(&req.body).unwrap_or_default();
+                let table = (1..=self.view.tables).find(|&t| self.app_name(t) == q.app_name);
+                let resp = match table {
+                    None => QueryConfigResponse {
+                        err: Some(ErrorCode::new("ERR_OBJECT_NOT_FOUND")),
+                        ..QueryConfigResponse::default()
+                    },
+                    Some(t) => {
+                        let all: Vec<&PartitionView> = self
+                            .view
+                            .partitions
+                            .iter()
+                            .filter(|p| p.table == t)
+                            .collect();
+                        let partitions = all
+                            .iter()
+                            .filter(|p| {
+                                q.partition_indices.is_empty()
+                                    || q.partition_indices.contains(&(p.index as i32))
+                            })
+                            .map(|p| self.config(p))
+                            .collect();
+                        QueryConfigResponse {
+                            err: ok(),
+                            app_id: t as i32,
+                            partition_count: all.len() as i32,
+                            is_stateful: true,
+                            partitions,
+                        }
+                    }
+                };
+                enc(&|w| resp.write(w))
+            }
+            rpc::CLUSTER_INFO => {
+                let metas: Vec<String> = self
+                    .view
+                    .nodes
+                    .iter()
+                    .filter(|n| n.role == "meta")
+                    .map(|n| self.hp(&n.id).to_string())
+                    .collect();
+                let level = if self.frozen() {
+                    "freezed".to_string()
+                } else {
+                    self.view
+                        .knobs
+                        .get("meta_level")
+                        .cloned()
+                        .unwrap_or_else(|| "steady".into())
+                };
+                let pairs = [
+                    ("meta_servers", metas.join(",")),
+                    ("primary_meta_server", self.hp(&self.node.id).to_string()),
+                    ("zookeeper_hosts", "emulated".into()),
+                    ("zookeeper_root", "/pegasus/emulated".into()),
+                    ("meta_function_level", level),
+                    ("cluster_name", "emulated".into()),
+                ];
+                let resp = ClusterInfoResponse {
+                    err: ok(),
+                    keys: pairs.iter().map(|(k, _)| (*k).to_string()).collect(),
+                    values: pairs.iter().map(|(_, v)| v.clone()).collect(),
+                };
+                enc(&|w| resp.write(w))
+            }
+            rpc::CONTROL_META => {
+                let level = I32Request::from_bytes(&req.body).map_or(meta_level::INVALID, |r| r.0);
+                let old = self
+                    .view
+                    .knobs
+                    .get("meta_level")
+                    .and_then(|l| meta_level::parse(l))
+                    .unwrap_or(meta_level::STEADY);
+                let err = match meta_level::name(level) {
+                    _ if level == meta_level::INVALID => ErrorCode::ok(),
+                    Some(name) => match Cluster::write_knob(self.sim, "meta_level", name).await {
+                        Ok(()) => ErrorCode::ok(),
+                        Err(_) => ErrorCode::new("ERR_INVALID_STATE"),
+                    },
+                    None => ErrorCode::new("ERR_INVALID_PARAMETERS"),
+                };
+                let resp = I32Response {
+                    err: Some(err),
+                    value: old,
+                };
+                enc(&|w| resp.write(w))
+            }
+            rpc::PROPOSE_BALANCER => {
+                let err = match BalancerRequest::from_bytes(&req.body) {
+                    Ok(b) => self.propose(&b),
+                    Err(_) => ErrorCode::new("ERR_INVALID_PARAMETERS"),
+                };
+                enc(&|w| {
+                    ErrResponse {
+                        err: Some(err.clone()),
+                    }
+                    .write(w)
+                })
+            }
+            _ => return None,
+        })
+    }
+
+    /// `move_pri` ([DOWNGRADE_TO_SECONDARY from, UPGRADE_TO_PRIMARY to]) and
+    /// DOWNGRADE_TO_INACTIVE are taken; anything else is refused.
+    fn propose(&self, b: &BalancerRequest) -> ErrorCode {
+        let invalid = ErrorCode::new("ERR_INVALID_PARAMETERS");
+        let node_of = |a: &RpcAddress| a.0.and_then(|a| self.dir.node.get(&a).cloned());
+        let (table, index) = (b.gpid.app_id, b.gpid.partition_index);
+        let (Ok(table), Ok(index)) = (u32::try_from(table), u32::try_from(index)) else {
+            return invalid;
+        };
+        let proposal = match b.action_list.as_slice() {
+            [down, up]
+                if down.kind == config_type::DOWNGRADE_TO_SECONDARY
+                    && up.kind == config_type::UPGRADE_TO_PRIMARY =>
+            {
+                match node_of(&up.node) {
+                    Some(to) => Proposal::MovePrimary { to },
+                    None => return invalid,
+                }
+            }
+            [one] if one.kind == config_type::DOWNGRADE_TO_INACTIVE => match node_of(&one.node) {
+                Some(node) => Proposal::Downgrade { node },
+                None => return invalid,
+            },
+            _ => return invalid,
+        };
+        match self.sim.propose(table, index, &proposal) {
+            Ok(()) => ErrorCode::ok(),
+            Err(_) => invalid,
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! What an emulator needs from the simulated world, so that a backend's emulator serves the
+//! one model of the cluster over a real protocol instead of keeping a second one: the
+//! coordinator's view ([`SimCluster::view`]), the balancer proposals a client submits
+//! ([`SimCluster::propose`]), and the process state behind each listening port
+//! ([`NodeView::running`]). Run the world on the wall clock with
+//! [`SimBuilder::time_scale`](crate::SimBuilder::time_scale).
+
+use rollout_core::{NodeId, RoleKind};
+
+use crate::cluster::SimCluster;
+use crate::config::Flavor;
+use crate::world::{Pegasus, PegasusProposal, Rep};
+
+/// One node as the coordinator and the operating system see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeView {
+    /// The node's id in the world.
+    pub id: NodeId,
+    /// Its role (`meta`, `replica`, `collector`, `nameserver`, `tablet`, ...).
+    pub role: &'static str,
+    /// Its kind.
+    pub kind: RoleKind,
+    /// A process runs (its port accepts connections).
+    pub running: bool,
+    /// The process serves requests (started and replayed its log).
+    pub serving: bool,
+    /// The coordinator counts it alive (Pegasus `NS_ALIVE`; beacons arrive and it has not
+    /// been declared dead).
+    pub alive: bool,
+    /// Bumped at every start.
+    pub boot: u64,
+    /// When the current process started, simulated milliseconds since the world began.
+    pub started_ms: u64,
+    /// The version it runs.
+    pub version: String,
+}
+
+/// One partition as the coordinator records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PartitionView {
+    /// Its table, 1-based (table `t<table>`, Pegasus app id `table`).
+    pub table: u32,
+    /// Its index within the table.
+    pub index: u32,
+    /// Replicas wanted.
+    pub wanted: u32,
+    /// The primary (leader), if any.
+    pub primary: Option<NodeId>,
+    /// The secondaries (followers) that are members.
+    pub secondaries: Vec<NodeId>,
+    /// Bumped at every reconfiguration.
+    pub ballot: u64,
+    /// Nodes that hold a replica that is not a member (dropped, learning, unloaded).
+    pub others: Vec<NodeId>,
+}
+
+/// The coordinator's view of the whole cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClusterView {
+    /// The flavor.
+    pub flavor: Flavor,
+    /// Every node, in the world's order (data nodes first).
+    pub nodes: Vec<NodeView>,
+    /// The elected coordinator, if any.
+    pub leader: Option<NodeId>,
+    /// How many tables.
+    pub tables: u32,
+    /// Every partition, table by table.
+    pub partitions: Vec<PartitionView>,
+    /// The knobs as the coordinator holds them.
+    pub knobs: std::collections::BTreeMap<String, String>,
+    /// Simulated milliseconds since the world began.
+    pub now_ms: u64,
+}
+
+/// A balancer proposal a client submits for one partition (Pegasus
+/// `RPC_CM_PROPOSE_BALANCER`): run at the meta's next lb tick, dropped when it no longer
+/// applies then.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Proposal {
+    /// `move_primary`: the secondary on this node becomes the primary.
+    MovePrimary {
+        /// The new primary.
+        to: NodeId,
+    },
+    /// `DOWNGRADE_TO_INACTIVE`: the secondary on this node leaves the membership (only
+    /// where the partition keeps a primary and another secondary).
+    Downgrade {
+        /// The secondary.
+        node: NodeId,
+    },
+}
+
+impl SimCluster {
+    /// The coordinator's view now (the world advanced to the current time).
+    pub fn view(&self) -> ClusterView {
+        let w = self.world();
+        let id = |n: u32| w.nodes[n as usize].id.clone();
+        let nodes = w
+            .nodes
+            .iter()
+            .map(|n| NodeView {
+                id: n.id.clone(),
+                role: n.role,
+                kind: n.kind,
+                running: n.running,
+                serving: n.up(),
+                alive: n.kind != RoleKind::Data || (n.attached && !n.offline && n.running),
+                boot: n.boot,
+                started_ms: n.started_at / 1000,
+                version: n.version.clone(),
+            })
+            .collect();
+        let partitions = w
+            .parts
+            .iter()
+            .map(|p| {
+                let mut v = PartitionView {
+                    table: u32::from(p.table) + 1,
+                    index: p.index,
+                    wanted: u32::from(p.wanted),
+                    primary: None,
+                    secondaries: Vec::new(),
+                    ballot: p.ballot,
+                    others: Vec::new(),
+                };
+                for r in &p.replicas {
+                    match r.role {
+                        Rep::Primary => v.primary = Some(id(r.node)),
+                        Rep::Secondary if r.loaded => v.secondaries.push(id(r.node)),
+                        _ => v.others.push(id(r.node)),
+                    }
+                }
+                v
+            })
+            .collect();
+        ClusterView {
+            flavor: w.profile.flavor,
+            nodes,
+            leader: w.leader.map(id),
+            tables: w
+                .parts
+                .iter()
+                .map(|p| u32::from(p.table) + 1)
+                .max()
+                .unwrap_or(0),
+            partitions,
+            knobs: w.knobs.clone(),
+            now_ms: w.now / 1000,
+        }
+    }
+
+    /// Submits `proposal` for partition `index` of table `table` (1-based), as a Pegasus
+    /// meta accepts `RPC_CM_PROPOSE_BALANCER`: it runs at the next lb tick.
+    ///
+    /// # Errors
+    /// Not a Pegasus world, an unknown partition or node.
+    pub fn propose(&self, table: u32, index: u32, proposal: &Proposal) -> Result<(), String> {
+        let mut w = self.world();
+        let part = w
+            .parts
+            .iter()
+            .position(|p| u32::from(p.table) + 1 == table && p.index == index)
+            .ok_or_else(|| format!("no partition {table}.{index}"))? as u32;
+        let node = |w: &crate::world::World, n: &NodeId| {
+            w.nodes
+                .iter()
+                .position(|x| &x.id == n)
+                .map(|i| i as u32)
+                .ok_or_else(|| format!("no node {n}"))
+        };
+        let p = match proposal {
+            Proposal::MovePrimary { to } => PegasusProposal::MovePrimary { to: node(&w, to)? },
+            Proposal::Downgrade { node: n } => PegasusProposal::Downgrade { node: node(&w, n)? },
+        };
+        let done = w.with_model(|m, _| {
+            m.as_any_mut()
+                .downcast_mut::<Pegasus>()
+                .map(|m| m.propose(part, p))
+                .is_some()
+        });
+        if done {
+            Ok(())
+        } else {
+            Err("only a Pegasus world takes balancer proposals".into())
+        }
+    }
+
+    /// Whether `id`'s process runs (an emulator closes its port when it does not).
+    pub fn running(&self, id: &NodeId) -> Option<bool> {
+        let w = self.world();
+        w.nodes.iter().find(|n| &n.id == id).map(|n| n.running)
+    }
+}
