@@ -57,4 +57,4 @@ pub use crash::CrashJournal;
 pub use fault::{Fault, NodeRef};
 pub use monitor::Monitor;
 pub use node::SimNode;
-pub use run::{SimReport, Strategy, simulate};
+pub use run::{SimReport, Strategy, report_of, simulate};

@@ -299,6 +299,51 @@ async fn script_run(builder: &SimBuilder, sim: SimCluster, spec: &Spec) -> (SimC
     (sim, report)
 }
 
+/// The report of a rollout that another driver ran on `sim` (an emulator serving the world
+/// over a real protocol): `result` is the engine's, `virtual_secs` the cluster's time the
+/// roll took, `lower_bound_secs` the bound of a pure simulation of the same shape and seed,
+/// reported as it is (the emulator's probes are not the world's, so the emulated run's own
+/// idle time cannot be measured; a roll faster than that bound shows the two procedures
+/// differ), `waves` the plan's, `journal` what the journal holds.
+pub fn report_of(
+    builder: &SimBuilder,
+    sim: &SimCluster,
+    result: &Result<rollout_core::Report, String>,
+    (virtual_secs, lower_bound_secs): (f64, f64),
+    waves: usize,
+    journal: &[rollout_core::Entry],
+) -> SimReport {
+    let (outcome, error, skipped) = match result {
+        Ok(r) => match &r.outcome {
+            Outcome::Completed if r.skipped.is_empty() => ("completed", None, Vec::new()),
+            Outcome::Completed => (
+                "halted",
+                Some(format!("{} nodes were skipped", r.skipped.len())),
+                r.skipped.iter().map(|(n, _)| n.to_string()).collect(),
+            ),
+            Outcome::Halted(reason) => ("halted", Some(reason.clone()), Vec::new()),
+        },
+        Err(e) => ("aborted", Some(e.clone()), Vec::new()),
+    };
+    let mut r = report(
+        builder,
+        Strategy::Ha,
+        sim,
+        Measured {
+            restored_by_rollout: rollout_core::Resume::from_entries(journal).knobs.is_empty(),
+            outcome,
+            error,
+            virtual_secs,
+            waves,
+            skipped,
+            journal_records: journal.len(),
+            resumed: false,
+        },
+    );
+    r.lower_bound_secs = lower_bound_secs;
+    r
+}
+
 /// What a strategy's driver measured itself; [`report`] adds the world's truth.
 pub(crate) struct Measured {
     /// Whether the driver restored every knob it changed (the cluster's own reading is

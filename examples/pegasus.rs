@@ -1,0 +1,362 @@
+//! Plan or run a rolling restart, upgrade or config change of an Apache Pegasus cluster
+//! through its meta servers; or start the Pegasus emulator and roll it.
+//!
+//! ```text
+//! cargo run --release --example pegasus -- --meta 10.0.0.1:34601,10.0.0.2:34601 --plan
+//! cargo run --release --example pegasus -- --emulate --json
+//! cargo run --release --example pegasus -- --emulate --plan
+//! ```
+//!
+//! `--run` against a real cluster needs process control on its hosts (rollout-process, not
+//! built yet): it refuses and says so. The emulator is not Pegasus: it serves the simulator's
+//! model of a cluster over Pegasus's wire protocol on loopback.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use rollout_core::{
+    ApplyRecord, Change, Deadlines, Event, MemoryJournal, Node, NodeId, NodeStatus, Observer,
+    Phase, Policy, Run, Spec, chain, plan, roll,
+};
+use rollout_pegasus::emulator::Emulator;
+use rollout_pegasus::{PegasusCluster, Timing};
+use rollout_sim::{ClientLoad, Flavor, SimBuilder, Strategy, report_of, simulate};
+
+/// Roll an Apache Pegasus cluster one safe step at a time.
+#[derive(Parser, Debug)]
+#[command(name = "pegasus", version)]
+struct Args {
+    /// The meta servers, comma-separated HOST:PORT.
+    #[arg(long, value_delimiter = ',', required_unless_present = "emulate")]
+    meta: Vec<SocketAddr>,
+    /// Collectors to roll last, comma-separated HOST:PORT.
+    #[arg(long, value_delimiter = ',')]
+    collector: Vec<SocketAddr>,
+    /// Print the plan and change nothing (the default without --run).
+    #[arg(long, conflicts_with = "run")]
+    plan: bool,
+    /// Roll the cluster.
+    #[arg(long)]
+    run: bool,
+    /// The change: restart, upgrade:VERSION or config:FILE:SECTION.KEY=VALUE.
+    #[arg(long, default_value = "restart")]
+    change: String,
+    /// Start the emulator (3 metas, 6 replica servers, table temp of 64 partitions x 3,
+    /// client load) and roll it; its first stdout line names the meta servers.
+    #[arg(long)]
+    emulate: bool,
+    /// With --emulate: how many emulated seconds pass per wall second.
+    #[arg(long, default_value_t = 20)]
+    scale: u32,
+    /// With --emulate: the seed of the emulated cluster.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// With --emulate: keep serving this many wall seconds before the rollout and after it.
+    #[arg(long, default_value_t = 0)]
+    hold: u64,
+    /// Print one JSON object as the last line of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_change(s: &str) -> anyhow::Result<Change> {
+    if s == "restart" {
+        return Ok(Change::Restart);
+    }
+    if let Some(v) = s.strip_prefix("upgrade:") {
+        return Ok(Change::Upgrade {
+            version: v.to_string(),
+        });
+    }
+    if let Some(rest) = s.strip_prefix("config:") {
+        let (file, kv) = rest
+            .split_once(':')
+            .context("config:FILE:SECTION.KEY=VALUE")?;
+        let (key, value) = kv
+            .split_once('=')
+            .context("config:FILE:SECTION.KEY=VALUE")?;
+        return Ok(Change::Config {
+            edits: vec![rollout_core::ConfigEdit::Set {
+                file: file.to_string(),
+                key: key.to_string(),
+                value: value.to_string(),
+            }],
+        });
+    }
+    bail!(
+        "unknown change {s:?}: expected restart, upgrade:VERSION or config:FILE:SECTION.KEY=VALUE"
+    )
+}
+
+/// A process this binary cannot control (no rollout-process yet): planning works, any
+/// action says why it cannot.
+#[derive(Debug)]
+struct Unmanaged(NodeId);
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{0}: this binary cannot stop or start processes yet (process control on real hosts is rollout-process, not built yet); use --plan"
+)]
+struct NoProcessControl(NodeId);
+
+impl Node for Unmanaged {
+    type Error = NoProcessControl;
+    fn id(&self) -> &NodeId {
+        &self.0
+    }
+    async fn stop(&self) -> Result<(), NoProcessControl> {
+        Err(NoProcessControl(self.0.clone()))
+    }
+    async fn start(&self) -> Result<(), NoProcessControl> {
+        Err(NoProcessControl(self.0.clone()))
+    }
+    async fn status(&self) -> Result<NodeStatus, NoProcessControl> {
+        Err(NoProcessControl(self.0.clone()))
+    }
+    async fn apply(&self, _: &Change) -> Result<ApplyRecord, NoProcessControl> {
+        Err(NoProcessControl(self.0.clone()))
+    }
+    async fn revert(&self, _: &ApplyRecord) -> Result<(), NoProcessControl> {
+        Err(NoProcessControl(self.0.clone()))
+    }
+    async fn is_applied(&self, _: &Change) -> Result<bool, NoProcessControl> {
+        Ok(false)
+    }
+}
+
+/// The policy with every wait and poll in wall time: the cluster's seconds over `scale`.
+fn policy(scale: u32) -> Policy {
+    let s = scale.max(1);
+    let d = Deadlines::default();
+    let mut scaled = Deadlines::all(d.gate / s);
+    scaled.drain = d.drain / s;
+    scaled.quiesce = d.quiesce / s;
+    scaled.stop = d.stop / s;
+    scaled.ready = d.ready / s;
+    scaled.rejoin = d.rejoin / s;
+    scaled.healthy = d.healthy / s;
+    scaled.temporary = d.temporary / s;
+    Policy::default().deadlines(scaled).poll(
+        (Duration::from_millis(100) / s).max(Duration::from_millis(2)),
+        (Duration::from_secs(1) / s).max(Duration::from_millis(5)),
+    )
+}
+
+/// Prints progress lines (not with --json).
+struct Progress {
+    quiet: bool,
+    waves: Mutex<usize>,
+}
+
+impl Observer for Progress {
+    fn on_event(&self, e: &Event) {
+        if let Event::PlanReady { plan } = e {
+            *self.waves.lock().unwrap_or_else(|e| e.into_inner()) = plan.waves.len();
+        }
+        if self.quiet {
+            return;
+        }
+        let line = match e {
+            Event::PlanReady { plan } => Some(format!(
+                "plan: {} nodes in {} waves",
+                plan.node_count(),
+                plan.waves.len()
+            )),
+            Event::KnobChanged { name, from, to } => Some(format!("knob {name}: {from} -> {to}")),
+            Event::KnobRestored { name, value } => Some(format!("knob {name} restored to {value}")),
+            Event::PhaseFinished {
+                node: Some(node),
+                phase: Phase::WaitReady,
+                took,
+            } => Some(format!(
+                "{node}: back after {:.1}s wall",
+                took.as_secs_f64()
+            )),
+            Event::NodeDone { node } => Some(format!("{node}: done")),
+            Event::Failed { error, .. } => Some(format!("failed: {error}")),
+            Event::Halted { reason } => Some(format!("halted: {reason}")),
+            _ => None,
+        };
+        if let Some(l) = line {
+            println!("{l}");
+        }
+    }
+}
+
+async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
+    if args.run {
+        bail!(
+            "--run needs process control on the cluster's hosts (rollout-process, not built \
+             yet); --plan reads the cluster and prints what a run would do"
+        );
+    }
+    let cluster = PegasusCluster::connect(
+        &args.meta,
+        &args.collector,
+        |id: &NodeId| Some(Unmanaged(id.clone())),
+        Timing::default(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+    let p = plan(&cluster, &Spec::new(change))
+        .await
+        .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&p)?);
+    } else {
+        print!("{p}");
+    }
+    Ok(())
+}
+
+async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
+    let mut builder = SimBuilder::new(Flavor::Pegasus);
+    builder
+        .seed(args.seed)
+        .time_scale(args.scale)
+        .load(ClientLoad::default());
+    // The pure simulation of the same shape and seed, for comparison.
+    let sim_report = {
+        let mut b = builder.clone();
+        b.time_scale(1);
+        let spec = Strategy::Ha.spec(change.clone(), b.get_data_nodes());
+        tokio::task::spawn_blocking(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .map(|rt| rt.block_on(simulate(&b, Strategy::Ha, &spec, &rollout_core::Ignore)))
+        })
+        .await??
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .1
+    };
+    let emu = Arc::new(Emulator::start(&builder).await?);
+    let metas: Vec<String> = emu.metas().iter().map(ToString::to_string).collect();
+    println!("meta servers: {}", metas.join(","));
+    println!(
+        "emulated Pegasus cluster (not Pegasus: rollout's simulator behind the real protocol), {}x time",
+        args.scale
+    );
+    let e = emu.clone();
+    let cluster = PegasusCluster::connect(
+        &emu.metas(),
+        &emu.collectors(),
+        move |id: &NodeId| e.node(id),
+        Timing::default().scaled(args.scale),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+    let spec = Spec::new(change).policy(policy(args.scale));
+    if args.plan {
+        let p = plan(&cluster, &spec)
+            .await
+            .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+        if args.json {
+            println!("{}", serde_json::to_string(&p)?);
+        } else {
+            print!("{p}");
+        }
+        return Ok(());
+    }
+    tokio::time::sleep(Duration::from_secs(args.hold)).await;
+    let journal = MemoryJournal::new();
+    let progress = Progress {
+        quiet: args.json,
+        waves: Mutex::new(0),
+    };
+    let t0 = emu.sim().truth().elapsed;
+    let result = roll(&cluster, &spec, Run::new(&journal).observe(&progress))
+        .await
+        .map_err(|e| chain(&e));
+    let took = (emu.sim().truth().elapsed - t0).as_secs_f64();
+    // Requests in flight finish before the counters are read.
+    tokio::time::sleep(ClientLoad::default().timeout / args.scale.max(1)).await;
+    tokio::time::sleep(Duration::from_secs(args.hold)).await;
+    let waves = *progress.waves.lock().unwrap_or_else(|e| e.into_inner());
+    let report = report_of(
+        &builder,
+        emu.sim(),
+        &result,
+        (took, sim_report.lower_bound_secs),
+        waves,
+        &journal.entries(),
+    );
+    let mut json = serde_json::to_value(&report)?;
+    json["sim_virtual_secs"] = sim_report.virtual_secs.into();
+    json["emulated"] = true.into();
+    json["time_scale"] = args.scale.into();
+    json["meta_servers"] = metas.join(",").into();
+    if args.json {
+        println!("{json}");
+    } else {
+        let r = &report;
+        println!();
+        println!(
+            "emulated pegasus ha rollout, seed {}: {}",
+            args.seed, r.outcome
+        );
+        if let Some(e) = &r.error {
+            println!("  error: {e}");
+        }
+        println!(
+            "  time: {:.0} emulated s (the pure simulation: {:.0} s, ratio {:.2})",
+            r.virtual_secs,
+            sim_report.virtual_secs,
+            r.virtual_secs / sim_report.virtual_secs.max(1e-9)
+        );
+        println!(
+            "  clients: {} requests ok, {} failed; {} writes acked, {} lost",
+            r.requests_ok, r.requests_failed, r.writes_acked, r.writes_lost
+        );
+        println!(
+            "  invariants: max {} replica(s) of a partition down, max {} restart(s) per node, knobs restored: {}",
+            r.max_replicas_down, r.max_restarts_per_node, r.knobs_restored
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let change = match parse_change(&args.change) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        if args.emulate {
+            emulate(&args, change).await
+        } else {
+            real(&args, change).await
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
