@@ -8,6 +8,9 @@ use rollout_core::{
 };
 
 /// Checks the contract of `cluster` on a quiet, healthy cluster, and restores what it changes.
+/// The node sequence runs with the high-availability knobs held as the engine holds them
+/// (all set before the drain, the wave's released once the node is ready, every one put
+/// back at the end, also when a check fails).
 ///
 /// What it checks: the topology lists nodes and every node has a handle; every knob the
 /// high-availability procedure needs can be read and written back unchanged; the cluster is
@@ -47,11 +50,13 @@ pub async fn check_cluster<C: Cluster>(cluster: &C) -> Result<(), String> {
     if cluster.node(&"no-such-node:1".into()).is_some() {
         return Err("node() returns a handle for an unknown node".into());
     }
+    let mut originals = Vec::new();
     for k in cluster.knobs(rollout_core::Procedure::HighAvailability) {
         let v = cluster
             .read_knob(&k.name)
             .await
             .map_err(|e| format!("read knob {}: {e}", k.name))?;
+        originals.push((k.clone(), v.clone()));
         cluster
             .write_knob(&k.name, &v)
             .await
@@ -79,6 +84,45 @@ pub async fn check_cluster<C: Cluster>(cluster: &C) -> Result<(), String> {
         .find(|n| n.role.kind == RoleKind::Data)
     {
         let id = &data.id;
+        // The knobs as the engine holds them around a data wave; put back whatever happens.
+        set_knobs(cluster, &originals, |k, _| k.during.clone()).await?;
+        let checked = data_node(cluster, id, &originals).await;
+        let restored = set_knobs(cluster, &originals, |_, v| v.to_string()).await;
+        checked?;
+        restored?;
+        wait_for(
+            cluster,
+            cluster.fully_healthy(),
+            "fully healthy with the knobs restored",
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Writes every knob to what `value` gives it (from the knob and its original).
+async fn set_knobs<C: Cluster>(
+    cluster: &C,
+    knobs: &[(rollout_core::Knob, String)],
+    value: impl Fn(&rollout_core::Knob, &str) -> String,
+) -> Result<(), String> {
+    for (k, original) in knobs {
+        let v = value(k, original);
+        cluster
+            .write_knob(&k.name, &v)
+            .await
+            .map_err(|e| format!("write knob {} = {v}: {e}", k.name))?;
+    }
+    Ok(())
+}
+
+/// Drain, the node sequence, release of the wave's knobs, rejoin: on one data node.
+async fn data_node<C: Cluster>(
+    cluster: &C,
+    id: &NodeId,
+    knobs: &[(rollout_core::Knob, String)],
+) -> Result<(), String> {
+    {
         if cluster
             .safe_to_stop(id)
             .check()
@@ -112,6 +156,17 @@ pub async fn check_cluster<C: Cluster>(cluster: &C) -> Result<(), String> {
             ));
         }
         node_sequence(cluster, id).await?;
+        // The node is up: the wave's knobs go back, as the engine releases them.
+        for (k, original) in knobs
+            .iter()
+            .filter(|(k, _)| k.scope == rollout_core::KnobScope::Wave)
+        {
+            let v = k.after_wave.clone().unwrap_or_else(|| original.clone());
+            cluster
+                .write_knob(&k.name, &v)
+                .await
+                .map_err(|e| format!("write knob {} = {v}: {e}", k.name))?;
+        }
         cluster
             .rejoin(id)
             .await

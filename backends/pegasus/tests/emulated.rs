@@ -90,3 +90,76 @@ async fn an_emulated_rollout_completes_with_every_node_restarted_once() {
     assert_eq!(truth.monitor.writes_lost, 0);
     assert!(truth.knobs_restored);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_passes_the_conformance_suite_against_the_emulator() {
+    let emu = Arc::new(Emulator::start(&builder()).await.unwrap());
+    let cluster = connect(&emu).await;
+    rollout_sim::conformance::check_cluster(&cluster)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meta_leader_failover_mid_rollout_is_survived_with_knobs_reapplied() {
+    let mut b = builder();
+    b.fault("leader-failover:at=100".parse().unwrap());
+    let emu = Arc::new(Emulator::start(&b).await.unwrap());
+    let cluster = connect(&emu).await;
+    let journal = MemoryJournal::new();
+    let spec = Spec::new(Change::Restart).policy(policy());
+    let report = roll(&cluster, &spec, Run::new(&journal)).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Completed);
+    let truth = emu.sim().truth();
+    assert!(truth.knobs_restored, "{:?}", truth.knobs);
+    assert_eq!(truth.monitor.writes_lost, 0);
+    // The failover reset the new leader's knobs; the rollout set them again.
+    let sets = journal
+        .entries()
+        .iter()
+        .filter(|e| matches!(e, rollout_core::Entry::KnobSaved { .. }))
+        .count();
+    assert!(sets >= 4, "{sets}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_server_that_fails_to_start_halts_the_rollout_with_knobs_restored() {
+    let mut b = builder();
+    b.fault("fail-start:node=2".parse().unwrap());
+    let emu = Arc::new(Emulator::start(&b).await.unwrap());
+    let cluster = connect(&emu).await;
+    let journal = MemoryJournal::new();
+    let spec = Spec::new(Change::Restart).policy(policy());
+    let err = roll(&cluster, &spec, Run::new(&journal)).await.unwrap_err();
+    let msg = rollout_core::chain(&err);
+    assert!(msg.contains("exited after its start"), "{msg}");
+    let truth = emu.sim().truth();
+    assert!(truth.knobs_restored, "{:?}", truth.knobs);
+    assert!(truth.restarts.values().all(|&n| n <= 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_clusters_journal_and_an_unknown_node_are_refused_before_anything_changes() {
+    let a = Arc::new(Emulator::start(&builder()).await.unwrap());
+    let b = Arc::new(Emulator::start(&builder()).await.unwrap());
+    let (ca, cb) = (connect(&a).await, connect(&b).await);
+    assert_ne!(ca.name(), cb.name());
+    let journal = MemoryJournal::new();
+    // A canary of one node on cluster a leaves its journal open.
+    let spec = Spec::new(Change::Restart).policy(policy().canary(1));
+    let r = roll(&ca, &spec, Run::new(&journal)).await.unwrap();
+    assert!(matches!(r.outcome, Outcome::Halted(_)));
+    let before = b.sim().truth();
+    let err = roll(&cb, &spec, Run::new(&journal)).await.unwrap_err();
+    assert!(err.to_string().contains("of cluster"), "{err}");
+    let spec = Spec::new(Change::Restart)
+        .selection(rollout_core::Selection::Nodes(vec!["127.0.0.1:1".into()]))
+        .policy(policy());
+    let err = roll(&cb, &spec, Run::new(&MemoryJournal::new()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, rollout_core::Error::UnknownNode(_)), "{err}");
+    let after = b.sim().truth();
+    assert_eq!(before.restarts, after.restarts);
+    assert_eq!(before.knobs, after.knobs);
+}

@@ -403,7 +403,10 @@ impl Ctx<'_> {
                     ("zookeeper_hosts", "emulated".into()),
                     ("zookeeper_root", "/pegasus/emulated".into()),
                     ("meta_function_level", level),
-                    ("cluster_name", "emulated".into()),
+                    (
+                        "cluster_name",
+                        format!("emulated-{}", metas.first().map_or("", String::as_str)),
+                    ),
                 ];
                 let resp = ClusterInfoResponse {
                     err: ok(),
