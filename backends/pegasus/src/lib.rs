@@ -1,6 +1,6 @@
 //! The Apache Pegasus backend of rollout: the "thrift over rDSN" protocol its servers speak,
-//! a client for the meta servers, and (in progress) `PegasusCluster`, the core traits over
-//! a real cluster.
+//! a client for the meta servers, `PegasusCluster` (the core traits over a real cluster), and
+//! an emulator to try it against.
 //!
 //! Facts about the wire format and the RPCs come from shared/reference/pegasus.md (§3 and
 //! §4), checked against Pegasus's IDL (`idl/*.thrift` of apache/incubator-pegasus).
@@ -11,7 +11,12 @@
 //! - [`frame`]: the 48-byte v0 request header, request bodies, response frames;
 //! - [`messages`]: the request and response structs of the meta and replica RPCs;
 //! - [`transport`]: one pipelined TCP connection per server, with deadlines;
-//! - [`meta`]: [`MetaClient`](meta::MetaClient), leader discovery and remote commands.
+//! - [`meta`]: [`MetaClient`](meta::MetaClient), leader discovery and remote commands;
+//! - [`ini`]: the `config.ini` editor that keeps every byte but the value it sets;
+//! - [`PegasusCluster`]: the core traits over the meta servers, processes reached through a
+//!   [`NodeFactory`];
+//! - `emulator` (feature `emulator`): meta and replica servers on loopback serving a
+//!   `rollout-sim` world over the real protocol.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cluster;
@@ -19,6 +24,7 @@ mod cluster;
 #[cfg_attr(docsrs, doc(cfg(feature = "emulator")))]
 pub mod emulator;
 pub mod frame;
+pub mod ini;
 pub mod messages;
 pub mod meta;
 mod steps;

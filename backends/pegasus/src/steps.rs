@@ -91,6 +91,28 @@ where
         self.factory().node(id).map(PegasusNode::new)
     }
 
+    /// A config change edits `config.ini` keys given as `SECTION.KEY` (the node's `apply`
+    /// edits the file with [`crate::ini`], which refuses a section or key the file lacks).
+    fn check_change(&self, change: &rollout_core::Change) -> Result<(), String> {
+        change.validate()?;
+        if let rollout_core::Change::Config { edits } = change {
+            for e in edits {
+                let rollout_core::ConfigEdit::Set { file, key, .. } = e else {
+                    return Err("Pegasus config edits set a key; removing one is not supported \
+                                (set it to its default instead)"
+                        .into());
+                };
+                if !file.ends_with("config.ini") {
+                    return Err(format!(
+                        "{file}: Pegasus servers read config.ini; give its path"
+                    ));
+                }
+                crate::ini::split_key(key).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
     fn knobs(&self, procedure: Procedure) -> Vec<Knob> {
         knobs(procedure)
     }
