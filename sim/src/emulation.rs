@@ -96,25 +96,18 @@ pub enum Proposal {
 }
 
 impl SimCluster {
+    /// One node's view now, without the partitions (cheap: for a data path's every
+    /// request).
+    pub fn node_view(&self, id: &NodeId) -> Option<NodeView> {
+        let w = self.world();
+        w.nodes.iter().find(|n| &n.id == id).map(node_view)
+    }
+
     /// The coordinator's view now (the world advanced to the current time).
     pub fn view(&self) -> ClusterView {
         let w = self.world();
         let id = |n: u32| w.nodes[n as usize].id.clone();
-        let nodes = w
-            .nodes
-            .iter()
-            .map(|n| NodeView {
-                id: n.id.clone(),
-                role: n.role,
-                kind: n.kind,
-                running: n.running,
-                serving: n.up(),
-                alive: n.kind != RoleKind::Data || (n.attached && !n.offline && n.running),
-                boot: n.boot,
-                started_ms: n.started_at / 1000,
-                version: n.version.clone(),
-            })
-            .collect();
+        let nodes = w.nodes.iter().map(node_view).collect();
         let partitions = w
             .parts
             .iter()
@@ -161,11 +154,8 @@ impl SimCluster {
     /// Not a Pegasus world, an unknown partition or node.
     pub fn propose(&self, table: u32, index: u32, proposal: &Proposal) -> Result<(), String> {
         let mut w = self.world();
-        let part = w
-            .parts
-            .iter()
-            .position(|p| u32::from(p.table) + 1 == table && p.index == index)
-            .ok_or_else(|| format!("no partition {table}.{index}"))? as u32;
+        let part =
+            part_of(&w, table, index).ok_or_else(|| format!("no partition {table}.{index}"))?;
         let node = |w: &crate::world::World, n: &NodeId| {
             w.nodes
                 .iter()
@@ -190,9 +180,83 @@ impl SimCluster {
         }
     }
 
+    /// A client's write to partition `index` of table `table` (1-based) through `server`:
+    /// taken only when `server` is the partition's primary and the partition takes writes
+    /// now, then acknowledged and recorded in the world's ledger like the world's own
+    /// clients' writes. Returns the write's sequence number.
+    ///
+    /// # Errors
+    /// Why it is refused: an unknown partition, `server` not its primary, the partition not
+    /// writable now.
+    pub fn write(&self, table: u32, index: u32, server: &NodeId) -> Result<u32, WriteRefused> {
+        let mut w = self.world();
+        let p = part_of(&w, table, index).ok_or(WriteRefused::NoPartition)?;
+        let primary = w.primary(p).map(|r| w.nodes[r.node as usize].id.clone());
+        if primary.as_ref() != Some(server) {
+            return Err(WriteRefused::NotPrimary);
+        }
+        w.external_write(p).ok_or(WriteRefused::NotWritable)
+    }
+
+    /// Whether `server` may serve a read of the partition now (it is the primary, and no
+    /// primary change is running).
+    pub fn readable(&self, table: u32, index: u32, server: &NodeId) -> bool {
+        let w = self.world();
+        part_of(&w, table, index).is_some_and(|p| {
+            w.readable(p)
+                && w.primary(p)
+                    .is_some_and(|r| &w.nodes[r.node as usize].id == server)
+        })
+    }
+
+    /// Whether the replica serving the partition holds write `seq` (a write it lacks is
+    /// lost).
+    pub fn holds(&self, table: u32, index: u32, seq: u32) -> bool {
+        let w = self.world();
+        part_of(&w, table, index).is_some_and(|p| {
+            crate::world::serving_replica(&w.parts[p as usize]).is_some_and(|r| r.log.holds(seq))
+        })
+    }
+
     /// Whether `id`'s process runs (an emulator closes its port when it does not).
     pub fn running(&self, id: &NodeId) -> Option<bool> {
         let w = self.world();
         w.nodes.iter().find(|n| &n.id == id).map(|n| n.running)
+    }
+}
+
+/// Why a client's write is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteRefused {
+    /// No such partition.
+    #[error("no such partition")]
+    NoPartition,
+    /// The server is not the partition's primary.
+    #[error("not the partition's primary")]
+    NotPrimary,
+    /// The partition takes no writes now (a reconfiguration, too few members).
+    #[error("the partition takes no writes now")]
+    NotWritable,
+}
+
+fn part_of(w: &crate::world::World, table: u32, index: u32) -> Option<u32> {
+    w.parts
+        .iter()
+        .position(|p| u32::from(p.table) + 1 == table && p.index == index)
+        .map(|p| p as u32)
+}
+
+fn node_view(n: &crate::world::NodeS) -> NodeView {
+    NodeView {
+        id: n.id.clone(),
+        role: n.role,
+        kind: n.kind,
+        running: n.running,
+        serving: n.up(),
+        alive: n.kind != RoleKind::Data || (n.attached && !n.offline && n.running),
+        boot: n.boot,
+        started_ms: n.started_at / 1000,
+        version: n.version.clone(),
     }
 }

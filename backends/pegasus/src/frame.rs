@@ -44,11 +44,30 @@ pub fn encode_request(
     meta: RequestMeta,
     args: impl FnOnce(&mut Writer),
 ) -> Vec<u8> {
+    request(rpc, seqid, meta, Type::Struct, |w| {
+        args(w);
+        w.stop(); // the request struct
+    })
+}
+
+/// Encodes a request whose one argument is a blob (`RPC_RRDB_RRDB_GET`, `_REMOVE`, `_TTL`
+/// take the key itself). `base.blob` is one of the special types: its field header says
+/// STRUCT, its payload is a thrift binary.
+pub fn encode_request_blob(rpc: &str, seqid: i32, meta: RequestMeta, blob: &[u8]) -> Vec<u8> {
+    request(rpc, seqid, meta, Type::Struct, |w| w.binary(blob))
+}
+
+fn request(
+    rpc: &str,
+    seqid: i32,
+    meta: RequestMeta,
+    ty: Type,
+    arg: impl FnOnce(&mut Writer),
+) -> Vec<u8> {
     let mut body = Writer::new();
     body.message_begin(rpc, MessageType::Call, seqid);
-    body.field(Type::Struct, 1);
-    args(&mut body);
-    body.stop(); // the request struct
+    body.field(ty, 1);
+    arg(&mut body);
     body.stop(); // the args struct
     let body = body.into_bytes();
     let mut out = Writer::new();
@@ -141,7 +160,9 @@ pub struct Request {
     pub seqid: i32,
     /// The header's partition and timeout.
     pub meta: RequestMeta,
-    /// The request struct's bytes (after the args struct's field header).
+    /// The argument's declared type (STRUCT for Pegasus's RPCs, blobs included).
+    pub arg: Type,
+    /// The argument's bytes (after the args struct's field header).
     pub body: Vec<u8>,
 }
 
@@ -187,15 +208,16 @@ pub fn read_request(header: &[u8], body: &[u8]) -> Result<Request, DecodeError> 
     let Some((ty, _)) = r.field()? else {
         return Err(DecodeError::Invalid(format!("{rpc}: an empty args struct")));
     };
-    if ty != Type::Struct {
+    if ty != Type::Struct && ty != Type::String {
         return Err(DecodeError::Invalid(format!(
-            "{rpc}: the args field has type {ty:?}, expected a struct"
+            "{rpc}: the args field has type {ty:?}, expected a struct or a blob"
         )));
     }
     Ok(Request {
         rpc,
         seqid,
         meta,
+        arg: ty,
         body: body[r.position()..].to_vec(),
     })
 }

@@ -12,6 +12,8 @@
 //! - [`messages`]: the request and response structs of the meta and replica RPCs;
 //! - [`transport`]: one pipelined TCP connection per server, with deadlines;
 //! - [`meta`]: [`MetaClient`](meta::MetaClient), leader discovery and remote commands;
+//! - [`rrdb`] and [`client`]: the data path (put, get, remove, ttl) and a small client of
+//!   one table that measures what clients see;
 //! - [`ini`]: the `config.ini` editor that keeps every byte but the value it sets;
 //! - [`PegasusCluster`]: the core traits over the meta servers, processes reached through a
 //!   [`NodeFactory`];
@@ -19,6 +21,7 @@
 //!   `rollout-sim` world over the real protocol.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod client;
 mod cluster;
 #[cfg(feature = "emulator")]
 #[cfg_attr(docsrs, doc(cfg(feature = "emulator")))]
@@ -27,6 +30,7 @@ pub mod frame;
 pub mod ini;
 pub mod messages;
 pub mod meta;
+pub mod rrdb;
 mod steps;
 pub mod thrift;
 pub mod transport;

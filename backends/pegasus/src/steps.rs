@@ -98,9 +98,11 @@ where
         if let rollout_core::Change::Config { edits } = change {
             for e in edits {
                 let rollout_core::ConfigEdit::Set { file, key, .. } = e else {
-                    return Err("Pegasus config edits set a key; removing one is not supported \
+                    return Err(
+                        "Pegasus config edits set a key; removing one is not supported \
                                 (set it to its default instead)"
-                        .into());
+                            .into(),
+                    );
                 };
                 if !file.ends_with("config.ini") {
                     return Err(format!(

@@ -85,6 +85,8 @@ struct Live {
     write: OwnedWriteHalf,
     pending: Pending,
     reader: tokio::task::JoinHandle<()>,
+    /// Set by the reader when the connection ended: the next call opens a new one.
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Drop for Live {
@@ -185,12 +187,31 @@ impl Connection {
         req: &Req,
         timeout: Duration,
     ) -> Result<Response, CallError> {
-        let seqid = self.seqid.fetch_add(1, Ordering::Relaxed);
         let meta = RequestMeta {
             timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
             ..RequestMeta::default()
         };
-        let bytes = frame::encode_request(rpc, seqid, meta, |w| req.write(w));
+        self.send(rpc, timeout, |seqid| {
+            frame::encode_request(rpc, seqid, meta, |w| req.write(w))
+        })
+        .await
+    }
+
+    /// Sends the request `encode` makes for a sequence id and waits for its response (the
+    /// data path: requests that name their partition in the header).
+    ///
+    /// # Errors
+    /// [`CallError`] naming the server and the RPC; an RPC-layer error (such as
+    /// `ERR_INVALID_STATE` from a server that is not the partition's primary) is
+    /// [`CallError::Rpc`].
+    pub async fn send(
+        &self,
+        rpc: &str,
+        timeout: Duration,
+        encode: impl FnOnce(i32) -> Vec<u8>,
+    ) -> Result<Response, CallError> {
+        let seqid = self.seqid.fetch_add(1, Ordering::Relaxed);
+        let bytes = encode(seqid);
         let transport = |reason: String| CallError::Transport {
             server: self.server,
             rpc: rpc.to_string(),
@@ -199,12 +220,28 @@ impl Connection {
         let attempt = async {
             let rx = {
                 let mut live = self.live.lock().await;
+                if live
+                    .as_ref()
+                    .is_some_and(|l| l.closed.load(Ordering::Acquire))
+                {
+                    *live = None;
+                }
                 if live.is_none() {
                     *live = Some(self.open().await.map_err(|e| transport(e.to_string()))?);
                 }
                 let l = live.as_mut().expect("opened above");
                 let (tx, rx) = oneshot::channel();
-                lock(&l.pending).insert(seqid, tx);
+                {
+                    // Under the pending lock: the reader either has not ended (and will
+                    // answer or fail this call) or has, and the call fails now.
+                    let mut pending = lock(&l.pending);
+                    if l.closed.load(Ordering::Acquire) {
+                        drop(pending);
+                        *live = None;
+                        return Err(transport("the connection closed".into()));
+                    }
+                    pending.insert(seqid, tx);
+                }
                 if let Err(e) = l.write.write_all(&bytes).await {
                     *live = None;
                     return Err(transport(e.to_string()));
@@ -265,6 +302,8 @@ impl Connection {
         let (mut read, write) = stream.into_split();
         let pending: Pending = Arc::default();
         let mine = pending.clone();
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = closed.clone();
         let reader = tokio::spawn(async move {
             let failure = loop {
                 let mut head = [0u8; 4];
@@ -288,8 +327,11 @@ impl Connection {
                     Err(e) => break format!("a malformed response: {e}"),
                 }
             };
-            // Every call still waiting learns why the connection ended.
-            for (_, tx) in lock(&mine).drain() {
+            // The connection is done: no later call may wait on it, and every call still
+            // waiting learns why it ended.
+            let mut waiting = lock(&mine);
+            flag.store(true, Ordering::Release);
+            for (_, tx) in waiting.drain() {
                 let _ = tx.send(Err(failure.clone()));
             }
         });
@@ -297,6 +339,7 @@ impl Connection {
             write,
             pending,
             reader,
+            closed,
         })
     }
 }

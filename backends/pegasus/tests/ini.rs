@@ -13,10 +13,16 @@ fn an_edit_changes_one_value_and_keeps_comments_order_and_line_endings() {
         SAMPLE.replace("lb_interval_ms = 10000 ;", "lb_interval_ms = 5000 ;")
     );
     let edited = ini::set(SAMPLE, "replication", "fd_grace_seconds", "30").unwrap();
-    assert_eq!(edited, SAMPLE.replace("fd_grace_seconds=22", "fd_grace_seconds=30"));
+    assert_eq!(
+        edited,
+        SAMPLE.replace("fd_grace_seconds=22", "fd_grace_seconds=30")
+    );
     // A dotted section.
     let edited = ini::set(SAMPLE, "pegasus.server", "rocksdb_write_buffer_size", "1").unwrap();
-    assert_eq!(ini::get(&edited, "pegasus.server", "rocksdb_write_buffer_size"), Some("1"));
+    assert_eq!(
+        ini::get(&edited, "pegasus.server", "rocksdb_write_buffer_size"),
+        Some("1")
+    );
     assert_eq!(ini::get(SAMPLE, "apps.replica", "type"), Some("replica"));
 }
 
@@ -24,11 +30,21 @@ fn an_edit_changes_one_value_and_keeps_comments_order_and_line_endings() {
 fn an_unknown_section_or_key_is_refused_naming_what_the_file_has() {
     let err = ini::set(SAMPLE, "replica", "lb_interval_ms", "1").unwrap_err();
     assert!(matches!(err, IniError::NoSection { .. }));
-    assert!(err.to_string().contains("apps.replica, replication, pegasus.server"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("apps.replica, replication, pegasus.server"),
+        "{err}"
+    );
     let err = ini::set(SAMPLE, "replication", "lb_interval", "1").unwrap_err();
-    assert!(err.to_string().contains("lb_interval_ms, fd_grace_seconds"), "{err}");
+    assert!(
+        err.to_string().contains("lb_interval_ms, fd_grace_seconds"),
+        "{err}"
+    );
     assert!(ini::set(SAMPLE, "replication", "lb_interval_ms", "1\n[x]").is_err());
-    assert_eq!(ini::split_key("pegasus.server.rocksdb_write_buffer_size").unwrap(), ("pegasus.server", "rocksdb_write_buffer_size"));
+    assert_eq!(
+        ini::split_key("pegasus.server.rocksdb_write_buffer_size").unwrap(),
+        ("pegasus.server", "rocksdb_write_buffer_size")
+    );
     assert!(ini::split_key("nodot").is_err());
 }
 

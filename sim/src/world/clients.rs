@@ -123,6 +123,14 @@ impl World {
         }
     }
 
+    /// A write from a client outside the world (an emulator's data path): acknowledged as
+    /// the world's own clients' writes are, and recorded in the ledger; its sequence number,
+    /// or `None` when the partition refuses it now.
+    pub(crate) fn external_write(&mut self, p: u32) -> Option<u32> {
+        self.try_write(p)
+            .then(|| self.parts[p as usize].next_seq.saturating_sub(1))
+    }
+
     /// A write: the replica clients route it to takes it and it is acknowledged, or it is
     /// refused (the client retries). The ledger records each acknowledged write's identity on
     /// the replica that took it; replication carries it to followers.

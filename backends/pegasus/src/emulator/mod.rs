@@ -33,13 +33,21 @@ pub enum EmulatorError {
     Bind(#[from] std::io::Error),
 }
 
-/// How the emulator's processes map to the world's nodes.
+/// The values written through the data path: (app id, partition index, key) → the write's
+/// sequence number in the world's ledger and the value. A value whose write the serving
+/// replica lacks reads as not found: the write was lost.
+pub(crate) type Values =
+    std::sync::Mutex<std::collections::HashMap<(u32, u32, Vec<u8>), (u32, Vec<u8>)>>;
+
+/// How the emulator's processes map to the world's nodes, and the data path's values.
 #[derive(Debug)]
 pub(crate) struct Directory {
     /// World node id → its loopback address.
     pub(crate) addr: BTreeMap<NodeId, SocketAddrV4>,
     /// Loopback address → world node id.
     pub(crate) node: BTreeMap<SocketAddrV4, NodeId>,
+    /// What clients wrote.
+    pub(crate) values: Values,
 }
 
 impl Directory {
@@ -83,6 +91,7 @@ impl Emulator {
         let mut dir = Directory {
             addr: BTreeMap::new(),
             node: BTreeMap::new(),
+            values: Values::default(),
         };
         for id in sim.node_ids() {
             let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).await?;

@@ -60,10 +60,10 @@ pub(super) async fn connection(
 
 /// The answer to one request.
 async fn handle(sim: &SimCluster, dir: &Directory, me: &NodeId, req: &Request) -> Vec<u8> {
-    let view = sim.view();
-    let Some(node) = view.nodes.iter().find(|n| &n.id == me) else {
+    let Some(node) = sim.node_view(me) else {
         return frame::encode_response(&req.rpc, req.seqid, "ERR_INVALID_STATE", Payload::None);
     };
+    let node = &node;
     if !node.serving {
         // Started, still replaying its log: the RPC layer answers but nothing is served.
         return frame::encode_response(
@@ -73,6 +73,19 @@ async fn handle(sim: &SimCluster, dir: &Directory, me: &NodeId, req: &Request) -
             Payload::None,
         );
     }
+    // The data path needs no view of the whole cluster (built for every other request).
+    if node.role == "replica"
+        && matches!(
+            req.rpc.as_str(),
+            crate::rrdb::rpc::PUT
+                | crate::rrdb::rpc::GET
+                | crate::rrdb::rpc::REMOVE
+                | crate::rrdb::rpc::TTL
+        )
+    {
+        return data(sim, dir, node, req);
+    }
+    let view = sim.view();
     let reply = |f: &dyn Fn(&mut crate::thrift::Writer)| {
         frame::encode_response(&req.rpc, req.seqid, "ERR_OK", Payload::Struct(f))
     };
@@ -483,4 +496,89 @@ impl Ctx<'_> {
             Err(_) => invalid,
         }
     }
+}
+
+/// The data path: a put, get, remove or ttl for the partition the header names, served only
+/// by its primary (`ERR_INVALID_STATE` otherwise, as a real replica server answers, and
+/// `ERR_TIMEOUT` while the partition takes no writes). A value is kept with its write's
+/// sequence number in the world's ledger; a read finds it only while the replica serving
+/// the partition holds that write, so a lost write reads as not found.
+fn data(sim: &SimCluster, dir: &Directory, node: &NodeView, req: &Request) -> Vec<u8> {
+    use crate::rrdb::{DataResponse, NOT_FOUND, OK, UpdateRequest, rpc as rrdb};
+    use rollout_sim::emulation::WriteRefused;
+    let fail = |e: &str| frame::encode_response(&req.rpc, req.seqid, e, Payload::None);
+    let g = req.meta.gpid;
+    let (Ok(table), Ok(index)) = (u32::try_from(g.app_id), u32::try_from(g.partition_index)) else {
+        return fail("ERR_OBJECT_NOT_FOUND");
+    };
+    let me = &node.id;
+    let mut resp = DataResponse {
+        error: OK,
+        app_id: g.app_id,
+        partition_index: g.partition_index,
+        server: dir
+            .addr_of(me)
+            .map_or_else(HostPort::default, HostPort::from_addr)
+            .to_string(),
+        ..DataResponse::default()
+    };
+    let mut r = crate::thrift::Reader::new(&req.body);
+    let refused = |e: WriteRefused| match e {
+        WriteRefused::NoPartition => "ERR_OBJECT_NOT_FOUND",
+        WriteRefused::NotPrimary => "ERR_INVALID_STATE",
+        _ => "ERR_TIMEOUT",
+    };
+    let mut values = dir.values.lock().unwrap_or_else(|e| e.into_inner());
+    if req.rpc == rrdb::PUT || req.rpc == rrdb::REMOVE {
+        let (key, value) = if req.rpc == rrdb::PUT {
+            match UpdateRequest::read(&mut r) {
+                Ok(u) => (u.key, Some(u.value)),
+                Err(_) => return fail("ERR_INVALID_DATA"),
+            }
+        } else {
+            match r.binary() {
+                Ok(k) => (k.to_vec(), None),
+                Err(_) => return fail("ERR_INVALID_DATA"),
+            }
+        };
+        let seq = match sim.write(table, index, me) {
+            Ok(seq) => seq,
+            Err(e) => return fail(refused(e)),
+        };
+        match value {
+            Some(v) => {
+                values.insert((table, index, key), (seq, v));
+            }
+            None => {
+                values.remove(&(table, index, key));
+            }
+        }
+        resp.decree = Some(i64::from(seq));
+        return frame::encode_response(
+            &req.rpc,
+            req.seqid,
+            "ERR_OK",
+            Payload::Struct(&|w| resp.write_update(w)),
+        );
+    }
+    let Ok(key) = r.binary() else {
+        return fail("ERR_INVALID_DATA");
+    };
+    if !sim.readable(table, index, me) {
+        return fail("ERR_INVALID_STATE");
+    }
+    let found = values
+        .get(&(table, index, key.to_vec()))
+        .filter(|(seq, _)| sim.holds(table, index, *seq));
+    match (found, req.rpc == rrdb::TTL) {
+        (Some((_, v)), false) => resp.value = Some(v.clone()),
+        (Some(_), true) => resp.ttl_seconds = Some(-1),
+        (None, _) => resp.error = NOT_FOUND,
+    }
+    frame::encode_response(
+        &req.rpc,
+        req.seqid,
+        "ERR_OK",
+        Payload::Struct(&|w| resp.write_read(w)),
+    )
 }
