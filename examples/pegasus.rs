@@ -22,6 +22,7 @@ use rollout_core::{
     ApplyRecord, Change, Deadlines, Event, MemoryJournal, Node, NodeId, NodeStatus, Observer,
     Phase, Policy, Run, Spec, chain, plan, roll,
 };
+use rollout_pegasus::client::DataClient;
 use rollout_pegasus::emulator::Emulator;
 use rollout_pegasus::{PegasusCluster, Timing};
 use rollout_sim::{ClientLoad, Flavor, SimBuilder, Strategy, report_of, simulate};
@@ -52,6 +53,10 @@ struct Args {
     /// With --emulate: how many emulated seconds pass per wall second.
     #[arg(long, default_value_t = 20)]
     scale: u32,
+    /// With --emulate: ha (the high-availability steps) or naive (the upstream simplified
+    /// steps: restart and wait), to compare what the client over the wire sees.
+    #[arg(long, default_value = "ha")]
+    strategy: String,
     /// With --emulate: the seed of the emulated cluster.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -223,13 +228,18 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
     let sim_report = {
         let mut b = builder.clone();
         b.time_scale(1);
-        let spec = Strategy::Ha.spec(change.clone(), b.get_data_nodes());
+        let strategy = if args.strategy == "naive" {
+            Strategy::Naive
+        } else {
+            Strategy::Ha
+        };
+        let spec = strategy.spec(change.clone(), b.get_data_nodes());
         tokio::task::spawn_blocking(move || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_time()
                 .start_paused(true)
                 .build()
-                .map(|rt| rt.block_on(simulate(&b, Strategy::Ha, &spec, &rollout_core::Ignore)))
+                .map(|rt| rt.block_on(simulate(&b, strategy, &spec, &rollout_core::Ignore)))
         })
         .await??
         .map_err(|e| anyhow::anyhow!("{e}"))?
@@ -251,7 +261,12 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;
-    let spec = Spec::new(change).policy(policy(args.scale));
+    let procedure = match args.strategy.as_str() {
+        "ha" => rollout_core::Procedure::HighAvailability,
+        "naive" => rollout_core::Procedure::Simple,
+        other => bail!("unknown strategy {other:?}: expected ha or naive"),
+    };
+    let spec = Spec::new(change).policy(policy(args.scale).procedure(procedure));
     if args.plan {
         let p = plan(&cluster, &spec)
             .await
@@ -264,6 +279,10 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         return Ok(());
     }
     tokio::time::sleep(Duration::from_secs(args.hold)).await;
+    // Our own client writes through the data path over the wire during the rollout, with
+    // the emulated cluster's client timeout and retry (3 s, 250 ms) in wall time.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn(wire_load(emu.metas(), stop.clone(), args.scale));
     let journal = MemoryJournal::new();
     let progress = Progress {
         quiet: args.json,
@@ -274,6 +293,9 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         .await
         .map_err(|e| chain(&e));
     let took = (emu.sim().truth().elapsed - t0).as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let wire = load.await?;
+    let wire_lost = wire_lost(&emu.metas(), &wire.acked).await;
     // Requests in flight finish before the counters are read.
     tokio::time::sleep(ClientLoad::default().timeout / args.scale.max(1)).await;
     tokio::time::sleep(Duration::from_secs(args.hold)).await;
@@ -289,16 +311,20 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
     let mut json = serde_json::to_value(&report)?;
     json["sim_virtual_secs"] = sim_report.virtual_secs.into();
     json["emulated"] = true.into();
+    json["strategy"] = args.strategy.clone().into();
     json["time_scale"] = args.scale.into();
     json["meta_servers"] = metas.join(",").into();
+    json["wire_writes_acked"] = wire.acked.len().into();
+    json["wire_writes_failed"] = wire.failed.into();
+    json["wire_writes_lost"] = wire_lost.into();
     if args.json {
         println!("{json}");
     } else {
         let r = &report;
         println!();
         println!(
-            "emulated pegasus ha rollout, seed {}: {}",
-            args.seed, r.outcome
+            "emulated pegasus {} rollout, seed {}: {}",
+            args.strategy, args.seed, r.outcome
         );
         if let Some(e) = &r.error {
             println!("  error: {e}");
@@ -314,11 +340,70 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
             r.requests_ok, r.requests_failed, r.writes_acked, r.writes_lost
         );
         println!(
+            "  our client over the wire: {} writes acked, {} failed, {} lost",
+            wire.acked.len(),
+            wire.failed,
+            wire_lost
+        );
+        println!(
             "  invariants: max {} replica(s) of a partition down, max {} restart(s) per node, knobs restored: {}",
             r.max_replicas_down, r.max_restarts_per_node, r.knobs_restored
         );
     }
     Ok(())
+}
+
+/// What a client writing over the wire saw.
+struct Wire {
+    acked: Vec<(Vec<u8>, Vec<u8>)>,
+    failed: usize,
+}
+
+/// Writes keys through the data path until `stop`.
+async fn wire_load(
+    metas: Vec<SocketAddr>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    scale: u32,
+) -> Wire {
+    let s = scale.max(1);
+    let client = DataClient::new(
+        &metas,
+        "temp",
+        Duration::from_secs(3) / s,
+        (Duration::from_millis(250) / s).max(Duration::from_millis(2)),
+    );
+    let mut wire = Wire {
+        acked: Vec::new(),
+        failed: 0,
+    };
+    let mut i = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let (k, v) = (format!("k{i}").into_bytes(), format!("v{i}").into_bytes());
+        match client.put(&k, &v).await {
+            Ok(()) => wire.acked.push((k, v)),
+            Err(_) => wire.failed += 1,
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    wire
+}
+
+/// Acknowledged writes a read after the rollout does not find with their value.
+async fn wire_lost(metas: &[SocketAddr], acked: &[(Vec<u8>, Vec<u8>)]) -> usize {
+    let reader = DataClient::new(
+        metas,
+        "temp",
+        Duration::from_secs(2),
+        Duration::from_millis(10),
+    );
+    let mut lost = 0;
+    for (k, v) in acked {
+        if reader.get(k).await.ok().flatten().as_deref() != Some(v.as_slice()) {
+            lost += 1;
+        }
+    }
+    lost
 }
 
 fn main() -> ExitCode {
