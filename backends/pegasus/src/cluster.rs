@@ -102,8 +102,8 @@ pub struct PegasusCluster<F> {
     factory: F,
     timing: Timing,
     /// `min_live_node_count_for_unfreeze` and `node_live_percentage_threshold_for_update`,
-    /// read from the leader when connecting.
-    freeze: (usize, u32),
+    /// read from the leader when connecting, and where they came from.
+    freeze: (usize, u32, String),
     proposed: Mutex<BTreeMap<NodeId, Instant>>,
 }
 
@@ -276,27 +276,20 @@ impl<F: NodeFactory> PegasusCluster<F> {
                     .collect::<Vec<_>>()
                     .join(",")
             });
-        let leader = meta.leader().unwrap_or(metas[0]);
-        let read = |cmd: &'static str, default: u32| {
-            let meta = &meta;
-            async move {
-                meta.command(leader, cmd, &[])
-                    .await
-                    .ok()
-                    .and_then(|a| parse_answer(&a))
-                    .and_then(|v| v.parse::<u32>().ok())
-                    .unwrap_or(default)
-            }
-        };
-        let min_live = read("meta.min_live_node_count_for_unfreeze", 3).await as usize;
-        let pct = read("meta.live_percentage", 65).await;
+        let leader = meta.leader().ok_or_else(|| {
+            PegasusError::Meta(MetaError::NoLeader {
+                tried: String::new(),
+                last: "no leader after a successful call".into(),
+            })
+        })?;
+        let (min_live, pct, source) = freeze_thresholds(leader, timing.rpc).await;
         Ok(Self {
             meta,
             name: format!("pegasus:{name}"),
             collectors: collectors.to_vec(),
             factory,
             timing,
-            freeze: (min_live, pct),
+            freeze: (min_live, pct, source),
             proposed: Mutex::new(BTreeMap::new()),
         })
     }
@@ -485,8 +478,8 @@ impl<F: NodeFactory> PegasusCluster<F> {
         &self.factory
     }
 
-    pub(crate) fn freeze(&self) -> (usize, u32) {
-        self.freeze
+    pub(crate) fn freeze(&self) -> (usize, u32, &str) {
+        (self.freeze.0, self.freeze.1, &self.freeze.2)
     }
 
     pub(crate) fn is_meta(&self, node: &NodeId) -> bool {
@@ -518,5 +511,79 @@ impl<F: NodeFactory> PegasusCluster<F> {
             .unwrap_or_else(|e| e.into_inner())
             .get(node)
             .is_none_or(|t| t.elapsed() >= self.timing.repropose)
+    }
+}
+
+/// The meta's freeze thresholds, read over HTTP from the leader
+/// (`/config?name=min_live_node_count_for_unfreeze` and
+/// `/config?name=node_live_percentage_threshold_for_update`, served on the RPC port; see
+/// shared/reference/pegasus.md §5 and §6), with where they came from. A value that cannot be
+/// read takes the code default (3, 65) and the source says so, so that the plan's limit names
+/// an assumption as one.
+async fn freeze_thresholds(leader: SocketAddr, timeout: Duration) -> (usize, u32, String) {
+    let http = reqwest::Client::builder().timeout(timeout).build().ok();
+    let read = |name: &'static str| {
+        let http = http.clone();
+        async move {
+            let body = http?
+                .get(format!("http://{leader}/config?name={name}"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            flag_value(&body)
+        }
+    };
+    let min_live = read("min_live_node_count_for_unfreeze").await;
+    let pct = read("node_live_percentage_threshold_for_update").await;
+    let source = match (min_live, pct) {
+        (Some(_), Some(_)) => format!("read from the leader {leader}"),
+        _ => format!(
+            "{leader} did not answer /config for every threshold: the code defaults are assumed \
+             where it did not"
+        ),
+    };
+    (min_live.unwrap_or(3) as usize, pct.unwrap_or(65), source)
+}
+
+/// The value of a `/config?name=` answer: a JSON object whose `value` is a number or a
+/// numeric string.
+pub(crate) fn flag_value(body: &str) -> Option<u32> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    match &v["value"] {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{flag_value, parse_answer};
+
+    #[test]
+    fn remote_command_answers_in_every_style_give_their_value() {
+        assert_eq!(parse_answer("600000").as_deref(), Some("600000"));
+        assert_eq!(parse_answer("true\n").as_deref(), Some("true"));
+        assert_eq!(
+            parse_answer("assign_delay_ms: 600000").as_deref(),
+            Some("600000")
+        );
+        assert_eq!(
+            parse_answer(r#"{"meta.lb.assign_delay_ms": "600000"}"#).as_deref(),
+            Some("600000")
+        );
+        assert_eq!(parse_answer("ERR_INVALID_PARAMETERS"), None);
+        assert_eq!(parse_answer("unknown command 'x'"), None);
+    }
+
+    #[test]
+    fn a_config_answer_gives_its_value_as_number_or_string() {
+        assert_eq!(flag_value(r#"{"name":"x","value":"3"}"#), Some(3));
+        assert_eq!(flag_value(r#"{"value":65}"#), Some(65));
+        assert_eq!(flag_value(r#"{"value":"many"}"#), None);
+        assert_eq!(flag_value("<html>"), None);
     }
 }

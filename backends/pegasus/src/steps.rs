@@ -315,12 +315,12 @@ where
             .iter()
             .filter(|n| n.role.kind == rollout_core::RoleKind::Data)
             .count();
-        let (min_live, pct) = self.freeze();
+        let (min_live, pct, source) = self.freeze();
         let need = min_live.max((all * pct as usize).div_ceil(100));
         let most = all.saturating_sub(need);
         let why = format!(
             "the meta freezes with fewer than {need} of {all} replica servers alive \
-             (min_live_node_count_for_unfreeze {min_live}, node_live_percentage_threshold_for_update {pct}, read from the leader)"
+             (min_live_node_count_for_unfreeze {min_live}, node_live_percentage_threshold_for_update {pct}, {source})"
         );
         Some(if most == 0 {
             (1, format!("{why}; even one down freezes it"))

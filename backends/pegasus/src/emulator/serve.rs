@@ -24,6 +24,12 @@ pub(super) async fn connection(
     dir: Arc<Directory>,
     me: NodeId,
 ) {
+    // Pegasus serves HTTP on the RPC port: the first bytes tell which one a peer speaks.
+    let mut first = [0u8; 4];
+    if stream.peek(&mut first).await.is_ok_and(|n| n == 4) && &first == b"GET " {
+        http(&mut stream, &sim, &me).await;
+        return;
+    }
     loop {
         let mut head = [0u8; 16];
         if stream.read_exact(&mut head).await.is_err() {
@@ -56,6 +62,54 @@ pub(super) async fn connection(
             return;
         }
     }
+}
+
+/// One HTTP request: `/config?name=` for the freeze thresholds, `/version`,
+/// `/recentStartTime`; anything else is 404. The connection closes after it.
+async fn http(stream: &mut TcpStream, sim: &SimCluster, me: &NodeId) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&buf);
+    let path = line.split_whitespace().nth(1).unwrap_or("/");
+    let t = rollout_sim::Timings::pegasus();
+    let node = sim.node_view(me);
+    let flag = |name: &str, section: &str, value: String| {
+        format!(r#"{{"name":"{name}","section":"{section}","value":"{value}"}}"#)
+    };
+    let body = match path {
+        "/config?name=min_live_node_count_for_unfreeze" => Some(flag(
+            "min_live_node_count_for_unfreeze",
+            "meta_server",
+            t.min_live.to_string(),
+        )),
+        "/config?name=node_live_percentage_threshold_for_update" => Some(flag(
+            "node_live_percentage_threshold_for_update",
+            "meta_server",
+            t.live_percentage.to_string(),
+        )),
+        "/version" => node
+            .as_ref()
+            .map(|n| format!(r#"{{"Version":"{}","GitCommit":"emulated"}}"#, n.version)),
+        "/recentStartTime" => node
+            .as_ref()
+            .map(|n| format!(r#"{{"RecentStartTime":"{} ms"}}"#, n.started_ms)),
+        _ => None,
+    };
+    let (status, body) = match body {
+        Some(b) => ("200 OK", b),
+        None => ("404 Not Found", String::from("{}")),
+    };
+    let answer = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(answer.as_bytes()).await;
 }
 
 /// The answer to one request.
@@ -171,9 +225,6 @@ impl Ctx<'_> {
             ),
             ("meta.live_percentage", "meta") => {
                 rollout_sim::Timings::pegasus().live_percentage.to_string()
-            }
-            ("meta.min_live_node_count_for_unfreeze", "meta") => {
-                rollout_sim::Timings::pegasus().min_live.to_string()
             }
             (
                 name @ ("meta.lb.assign_delay_ms"
