@@ -207,10 +207,19 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;
-    let p = plan(&cluster, &Spec::new(change))
+    print_plan(&cluster, &Spec::new(change), args.json).await
+}
+
+/// Prints the plan of `spec` (as JSON with `json`), changing nothing.
+async fn print_plan<C: rollout_core::Cluster>(
+    cluster: &C,
+    spec: &Spec,
+    json: bool,
+) -> anyhow::Result<()> {
+    let p = plan(cluster, spec)
         .await
         .map_err(|e| anyhow::anyhow!(chain(&e)))?;
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string(&p)?);
     } else {
         print!("{p}");
@@ -268,15 +277,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
     };
     let spec = Spec::new(change).policy(policy(args.scale).procedure(procedure));
     if args.plan {
-        let p = plan(&cluster, &spec)
-            .await
-            .map_err(|e| anyhow::anyhow!(chain(&e)))?;
-        if args.json {
-            println!("{}", serde_json::to_string(&p)?);
-        } else {
-            print!("{p}");
-        }
-        return Ok(());
+        return print_plan(&cluster, &spec, args.json).await;
     }
     tokio::time::sleep(Duration::from_secs(args.hold)).await;
     // Our own client writes through the data path over the wire during the rollout, with

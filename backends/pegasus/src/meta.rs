@@ -8,6 +8,8 @@
 //! then every other meta; a transport error forgets the leader.
 
 use std::net::SocketAddr;
+
+use futures_util::future::join_all;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -189,12 +191,15 @@ impl MetaClient {
             app_name: "__rollout_leader_probe".into(),
             partition_indices: Vec::new(),
         };
+        // Every meta at once, as the Go client fans out: a dead one costs one timeout, not
+        // one each.
+        let answers = join_all(self.metas.iter().map(|conn| {
+            conn.call::<_, QueryConfigResponse>(rpc::QUERY_CONFIG, &probe, self.timeout)
+        }))
+        .await;
         let mut hinted = Vec::new();
-        for (i, conn) in self.metas.iter().enumerate() {
-            let Ok(resp) = conn
-                .call::<_, QueryConfigResponse>(rpc::QUERY_CONFIG, &probe, self.timeout)
-                .await
-            else {
+        for (i, resp) in answers.into_iter().enumerate() {
+            let Ok(resp) = resp else {
                 continue;
             };
             match resp.err.as_ref().map(ErrorCode::as_str) {

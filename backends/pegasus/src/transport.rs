@@ -135,22 +135,8 @@ impl Connection {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
-        let resp = self.raw(rpc, req, timeout).await?;
-        let decode = |source| CallError::Decode {
-            server: self.server,
-            rpc: rpc.to_string(),
-            source,
-        };
-        match resp.result {
-            Some((Type::Struct, bytes)) => Resp::read(&mut Reader::new(&bytes)).map_err(decode),
-            Some((ty, _)) => Err(decode(DecodeError::Invalid(format!(
-                "a result of type {ty:?}, expected a struct"
-            )))),
-            None => Err(decode(DecodeError::Missing {
-                within: "the result",
-                field: "success",
-            })),
-        }
+        let bytes = self.result(rpc, req, timeout, Type::Struct).await?;
+        Resp::read(&mut Reader::new(&bytes)).map_err(|e| self.decode(rpc, e))
     }
 
     /// Calls `rpc` whose answer is a bare string (`RPC_CLI_CLI_CALL`).
@@ -163,21 +149,41 @@ impl Connection {
         req: &Req,
         timeout: Duration,
     ) -> Result<String, CallError> {
-        let resp = self.raw(rpc, req, timeout).await?;
-        let decode = |source| CallError::Decode {
+        let bytes = self.result(rpc, req, timeout, Type::String).await?;
+        Reader::new(&bytes)
+            .string()
+            .map_err(|e| self.decode(rpc, e))
+    }
+
+    fn decode(&self, rpc: &str, source: DecodeError) -> CallError {
+        CallError::Decode {
             server: self.server,
             rpc: rpc.to_string(),
             source,
-        };
-        match resp.result {
-            Some((Type::String, bytes)) => Reader::new(&bytes).string().map_err(decode),
-            Some((ty, _)) => Err(decode(DecodeError::Invalid(format!(
-                "a result of type {ty:?}, expected a string"
-            )))),
-            None => Err(decode(DecodeError::Missing {
-                within: "the result",
-                field: "success",
-            })),
+        }
+    }
+
+    /// The result's bytes, which must be of type `want`.
+    async fn result<Req: Message>(
+        &self,
+        rpc: &str,
+        req: &Req,
+        timeout: Duration,
+        want: Type,
+    ) -> Result<Vec<u8>, CallError> {
+        match self.raw(rpc, req, timeout).await?.result {
+            Some((ty, bytes)) if ty == want => Ok(bytes),
+            Some((ty, _)) => Err(self.decode(
+                rpc,
+                DecodeError::Invalid(format!("a result of type {ty:?}, expected {want:?}")),
+            )),
+            None => Err(self.decode(
+                rpc,
+                DecodeError::Missing {
+                    within: "the result",
+                    field: "success",
+                },
+            )),
         }
     }
 
