@@ -47,8 +47,22 @@ fn temporary_replicas_keep_openmldb_single_replica_tables_available() {
 }
 
 #[test]
-fn without_temporary_replicas_the_restarted_tablets_tables_go_down() {
-    // The counterfactual of the test above: the same runs, the downtime accepted instead.
+fn turning_temporary_replicas_off_refuses_single_replica_tables_unless_accepted() {
+    let b = single(Flavor::OpenMldb, 7);
+    let r = run_policy(&b, |p| p.temporary_replicas(false));
+    assert_eq!(r.outcome, "aborted", "{r:?}");
+    assert!(r.error.unwrap().contains("no replica left"));
+    assert_eq!(r.restarts, 0, "refused before anything is touched");
+    let r = run_policy(&b, |p| {
+        p.temporary_replicas(false).accept_unavailable(["t1"])
+    });
+    assert!(r.completed, "{r:?}");
+    assert_eq!(r.replicas_added, 0);
+}
+
+#[test]
+fn accepting_every_tables_downtime_adds_no_temporary_replica_and_takes_them_down() {
+    // The counterfactual of the first test: the downtime accepted instead of copies made.
     let mut b = single(Flavor::OpenMldb, 7);
     b.tables(4);
     let r = run_policy(&b, |p| p.accept_unavailable(["t1", "t2", "t3", "t4"]));

@@ -3,9 +3,11 @@
 //! clients do. rollout uses it to measure what a client sees during a rollout (failed
 //! requests, and lost writes from a ledger of acknowledged ones).
 //!
-//! Keys are routed by a 64-bit FNV-1a hash of the whole key (sent as the header's partition
-//! hash), not by Pegasus's CRC64 of the hash key: fine for a test table, not for reading a
-//! real table another client wrote.
+//! A key is sent in Pegasus's format (the hash key's length as a big-endian u16, the hash
+//! key, an empty sort key), but routed by a 64-bit FNV-1a hash of it (sent as the header's
+//! partition hash), not by Pegasus's CRC64 of the hash key: it works against the emulator,
+//! which takes the partition the header names; a real cluster would find its keys in other
+//! partitions than its own clients do.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -92,7 +94,14 @@ impl DataClient {
             )
             .await
             .map_err(|e| e.to_string())?;
-        let mut primaries = vec![None; q.partition_count.max(0) as usize];
+        // Sized by the configurations received, not by a count the server could inflate.
+        let count = q
+            .partitions
+            .iter()
+            .map(|p| p.pid.partition_index.max(0) as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut primaries = vec![None; count];
         for p in &q.partitions {
             if let Some(slot) = primaries.get_mut(p.pid.partition_index.max(0) as usize) {
                 *slot = p.primary.0.map(SocketAddr::V4);
@@ -115,6 +124,16 @@ impl DataClient {
             .clone()
     }
 
+    /// `key` as Pegasus stores it: hash key length (u16, big-endian), hash key, sort key
+    /// (empty here).
+    fn encode_key(key: &[u8]) -> Vec<u8> {
+        let len = u16::try_from(key.len()).unwrap_or(u16::MAX);
+        let mut out = Vec::with_capacity(key.len() + 2);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&key[..usize::from(len)]);
+        out
+    }
+
     /// One attempt: the response, or why it failed.
     async fn attempt(
         &self,
@@ -133,6 +152,7 @@ impl DataClient {
             Some(r) if !fresh => r,
             _ => self.refresh().await?,
         };
+        let key = &Self::encode_key(key);
         let count = routes.primaries.len().max(1) as u64;
         let hash = fnv(key);
         let pidx = (hash % count) as i32;

@@ -105,6 +105,7 @@ pub struct PegasusCluster<F> {
     /// read from the leader when connecting, and where they came from.
     freeze: (usize, u32, String),
     proposed: Mutex<BTreeMap<NodeId, Instant>>,
+    http: reqwest::Client,
 }
 
 impl<F> std::fmt::Debug for PegasusCluster<F> {
@@ -291,6 +292,10 @@ impl<F: NodeFactory> PegasusCluster<F> {
             timing,
             freeze: (min_live, pct, source),
             proposed: Mutex::new(BTreeMap::new()),
+            http: reqwest::Client::builder()
+                .timeout(timing.rpc)
+                .build()
+                .unwrap_or_default(),
         })
     }
 
@@ -453,8 +458,12 @@ impl<F: NodeFactory> PegasusCluster<F> {
         Ok(answer)
     }
 
-    /// The replicas `node` still has open (`RPC_QUERY_REPLICA_INFO`): gpids.
-    pub(crate) async fn open_replicas(&self, node: &NodeId) -> Result<Vec<Gpid>, PegasusError> {
+    /// The replicas `node` knows (`RPC_QUERY_REPLICA_INFO`, closed ones included) with their
+    /// `partition_status`.
+    pub(crate) async fn replicas_of(
+        &self,
+        node: &NodeId,
+    ) -> Result<Vec<(Gpid, i32)>, PegasusError> {
         let a = addr(node)?;
         let conn = crate::transport::Connection::new(a);
         let req = crate::messages::QueryReplicaInfoRequest {
@@ -464,6 +473,31 @@ impl<F: NodeFactory> PegasusCluster<F> {
             .call(rpc::QUERY_REPLICA_INFO, &req, self.timing.rpc)
             .await?;
         Ok(resp.replicas)
+    }
+
+    /// How many replicas `node` has open, opening or closing, from its metrics
+    /// (`/metrics?types=server&metrics=total_replicas,opening_replicas,closing_replicas`,
+    /// shared/reference/pegasus.md §5): the seed's "no replica open" signal.
+    pub(crate) async fn open_count(&self, node: &NodeId) -> Result<u64, PegasusError> {
+        let a = addr(node)?;
+        let url = format!(
+            "http://{a}/metrics?types=server&metrics=total_replicas,opening_replicas,closing_replicas"
+        );
+        let bad = |answer: String| PegasusError::Command {
+            server: a,
+            cmd: "GET /metrics".into(),
+            answer,
+        };
+        let body = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| bad(e.to_string()))?
+            .text()
+            .await
+            .map_err(|e| bad(e.to_string()))?;
+        open_replicas_in(&body).ok_or_else(|| bad(body.chars().take(200).collect()))
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -546,6 +580,27 @@ async fn freeze_thresholds(leader: SocketAddr, timeout: Duration) -> (usize, u32
         ),
     };
     (min_live.unwrap_or(3) as usize, pct.unwrap_or(65), source)
+}
+
+/// The sum of `total_replicas`, `opening_replicas` and `closing_replicas` in a server's
+/// `/metrics` answer (`entities[].metrics[]` of `{name, value}`); `None` when none is there.
+pub(crate) fn open_replicas_in(body: &str) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let mut found = false;
+    let mut sum = 0u64;
+    for e in v["entities"].as_array()? {
+        for m in e["metrics"].as_array().into_iter().flatten() {
+            let name = m["name"].as_str().unwrap_or_default();
+            if matches!(
+                name,
+                "total_replicas" | "opening_replicas" | "closing_replicas"
+            ) {
+                found = true;
+                sum = sum.saturating_add(m["value"].as_u64().unwrap_or(0));
+            }
+        }
+    }
+    found.then_some(sum)
 }
 
 /// The value of a `/config?name=` answer: a JSON object whose `value` is a number or a

@@ -130,6 +130,8 @@ pub mod config_type {
 
 /// `partition_status` values.
 pub mod partition_status {
+    /// Not a member (dropped, or closed).
+    pub const INACTIVE: i32 = 1;
     /// Primary.
     pub const PRIMARY: i32 = 3;
     /// Secondary.
@@ -856,14 +858,15 @@ impl Message for QueryReplicaInfoRequest {
     }
 }
 
-/// `query_replica_info_response`: the replicas the server has open (each `replica_info`'s
-/// gpid, field 1; its other fields are plain and skipped).
+/// `query_replica_info_response`: the replicas the server knows, closed ones included (each
+/// `replica_info`'s gpid, field 1, and `partition_status`, field 3; its other fields are plain
+/// and skipped).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QueryReplicaInfoResponse {
     /// 1: the application error.
     pub err: Option<ErrorCode>,
-    /// 2: the open replicas' partitions.
-    pub replicas: Vec<Gpid>,
+    /// 2: each replica's partition and `partition_status`.
+    pub replicas: Vec<(Gpid, i32)>,
 }
 
 impl Message for QueryReplicaInfoResponse {
@@ -871,11 +874,11 @@ impl Message for QueryReplicaInfoResponse {
 
     fn write(&self, w: &mut Writer) {
         write_err(w, self.err.as_ref());
-        write_list(w, 2, Type::Struct, &self.replicas, |w, g| {
+        write_list(w, 2, Type::Struct, &self.replicas, |w, (g, status)| {
             w.field(Type::Struct, 1);
             g.write(w);
             w.field(Type::I32, 3);
-            w.i32(partition_status::SECONDARY);
+            w.i32(*status);
             w.stop();
         });
     }
@@ -889,25 +892,30 @@ impl Message for QueryReplicaInfoResponse {
                 2 => {
                     expect(n, id, Type::List, ty)?;
                     m.replicas = list(r, n, id, Type::Struct, |r| {
-                        let mut pid = None;
+                        let (mut pid, mut status) = (None, 0);
+                        let within = "replica_info";
                         fields(r, |r, ty, id| {
-                            if id == 1 {
-                                pid = Some(field!(
-                                    r,
-                                    ty,
-                                    id,
-                                    "replica_info",
-                                    Type::Struct,
-                                    Gpid::read(r)?
-                                ));
-                                return Ok(true);
+                            match id {
+                                1 => {
+                                    pid = Some(field!(
+                                        r,
+                                        ty,
+                                        id,
+                                        within,
+                                        Type::Struct,
+                                        Gpid::read(r)?
+                                    ));
+                                }
+                                3 => status = field!(r, ty, id, within, Type::I32, r.i32()?),
+                                _ => return Ok(false),
                             }
-                            Ok(false)
+                            Ok(true)
                         })?;
-                        pid.ok_or(DecodeError::Missing {
-                            within: "replica_info",
+                        let pid = pid.ok_or(DecodeError::Missing {
+                            within,
                             field: "pid",
-                        })
+                        })?;
+                        Ok((pid, status))
                     })?;
                 }
                 _ => return Ok(false),

@@ -189,23 +189,33 @@ where
 
     async fn quiesce(&self, node: &NodeId) -> Result<(), PegasusError> {
         let a = addr(node)?;
-        for g in self.open_replicas(node).await? {
+        for (g, _) in self.replicas_of(node).await? {
             let (app, pidx) = (g.app_id.to_string(), g.partition_index.to_string());
+            // A replica closed already answers ERR_OBJECT_NOT_FOUND: nothing to do.
             let answer = self
-                .command_ok(a, "replica.kill_partition", &[&app, &pidx])
+                .meta()
+                .command(a, "replica.kill_partition", &[&app, &pidx])
                 .await?;
-            tracing::debug!(%node, gpid = %g, answer, "replica.kill_partition");
+            if answer != "ERR_OK" && answer != "ERR_OBJECT_NOT_FOUND" {
+                return Err(PegasusError::Command {
+                    server: a,
+                    cmd: format!("replica.kill_partition {app} {pidx}"),
+                    answer,
+                });
+            }
         }
         Ok(())
     }
 
     fn quiesced<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = PegasusError> + 'a {
         probe_fn(move || async move {
-            let open = self.open_replicas(node).await?;
-            Ok(if open.is_empty() {
+            let open = self.open_count(node).await?;
+            Ok(if open == 0 {
                 Health::Healthy
             } else {
-                Health::Waiting(format!("{node} still has {} replica(s) open", open.len()))
+                Health::Waiting(format!(
+                    "{node} still has {open} replica(s) open, opening or closing"
+                ))
             })
         })
     }
@@ -346,11 +356,9 @@ where
 }
 
 impl<F: NodeFactory> PegasusCluster<F> {
-    /// The meta leader's address, found with a call if none is known.
+    /// The meta leader's address, confirmed by a call that only the leader answers (the
+    /// remembered one may have lost the role while its process stayed up).
     async fn leader(&self) -> Result<SocketAddr, PegasusError> {
-        if let Some(l) = self.meta().leader() {
-            return Ok(l);
-        }
         let _: crate::messages::ClusterInfoResponse =
             self.meta().call(rpc::CLUSTER_INFO, &Empty).await?;
         self.meta().leader().ok_or_else(|| {

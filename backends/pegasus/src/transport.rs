@@ -263,9 +263,9 @@ impl Connection {
         let resp = match tokio::time::timeout(timeout, attempt).await {
             Ok(r) => r,
             Err(_) => {
-                if let Some(l) = self.live.lock().await.as_ref() {
-                    lock(&l.pending).remove(&seqid);
-                }
+                // The deadline may have cut a write short: the stream's framing is lost, so
+                // the next call starts on a fresh connection.
+                *self.live.lock().await = None;
                 return Err(CallError::Timeout {
                     server: self.server,
                     rpc: rpc.to_string(),

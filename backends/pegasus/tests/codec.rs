@@ -244,6 +244,28 @@ fn unknown_fields_are_skipped_and_a_known_field_of_the_wrong_type_is_named() {
 }
 
 #[test]
+fn an_update_request_and_a_replica_list_match_bytes_written_from_the_idl() {
+    // update_request: 1 blob key (header STRUCT, payload a binary), 2 blob value, 3 i32.
+    let mut golden = vec![12, 0, 1, 0, 0, 0, 2, b'k', b'1', 12, 0, 2, 0, 0, 0, 1, b'v'];
+    golden.extend_from_slice(&[8, 0, 3, 0, 0, 0, 0, 0]);
+    let u = rollout_pegasus::rrdb::UpdateRequest {
+        key: b"k1".to_vec(),
+        value: b"v".to_vec(),
+        expire_ts_seconds: 0,
+    };
+    assert_eq!(u.to_bytes(), golden);
+    // query_replica_info_response: 1 error_code, 2 list of replica_info {1 gpid, 3 status}.
+    let mut golden = vec![12, 0, 1, 0, 0, 0, 6];
+    golden.extend_from_slice(b"ERR_OK");
+    golden.extend_from_slice(&[15, 0, 2, 12, 0, 0, 0, 1]);
+    golden.extend_from_slice(&[12, 0, 1, 0, 0, 0, 5, 0, 0, 0, 1]);
+    golden.extend_from_slice(&[10, 0, 2, 0, 0, 0, 0, 0, 0, 0, 9]); // ballot, skipped
+    golden.extend_from_slice(&[8, 0, 3, 0, 0, 0, 1, 0, 0]);
+    let r = rollout_pegasus::messages::QueryReplicaInfoResponse::from_bytes(&golden).unwrap();
+    assert_eq!(r.replicas, vec![(Gpid::new(1, 5), 1)]);
+}
+
+#[test]
 fn oversized_and_garbage_frames_are_refused_before_allocating() {
     assert!(frame::response_len(u32::MAX.to_be_bytes()).is_err());
     assert!(frame::response_len([0, 0, 0, 2]).is_err());
@@ -272,6 +294,10 @@ proptest! {
         let _ = ListResponse::<NodeInfo>::from_bytes(&bytes);
         let _ = BalancerRequest::from_bytes(&bytes);
         let _ = ClusterInfoResponse::from_bytes(&bytes);
+        let _ = rollout_pegasus::messages::QueryReplicaInfoResponse::from_bytes(&bytes);
+        let _ = rollout_pegasus::rrdb::UpdateRequest::from_bytes(&bytes);
+        let _ = rollout_pegasus::rrdb::DataResponse::read_update(&mut Reader::new(&bytes));
+        let _ = rollout_pegasus::rrdb::DataResponse::read_read(&mut Reader::new(&bytes), false);
         if bytes.len() >= 16 {
             let _ = frame::request_lengths(&bytes[..16].try_into().unwrap());
         }

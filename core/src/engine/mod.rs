@@ -223,15 +223,19 @@ async fn roll_inner<C: Cluster>(
             Ok(report)
         }
         Ok(None) => {
-            if let Some(reason) = ctx.remove_temporaries(None).await?.into_iter().next() {
+            // Temporary replicas left open (after a resume) go first; whatever happens to
+            // them, the knobs are restored before the run returns. One that cannot go keeps
+            // the journal open for `abort`.
+            let removed = ctx.remove_temporaries(None).await;
+            ctx.restore(&mut guard, KnobScope::Rollout).await?;
+            ctx.heal_best_effort().await;
+            if let Some(reason) = removed?.into_iter().next() {
                 return Err(Error::Unhealthy {
                     node: None,
                     phase: Phase::RemoveReplica,
                     reason,
                 });
             }
-            ctx.restore(&mut guard, KnobScope::Rollout).await?;
-            ctx.heal_best_effort().await;
             report.knobs_restored = true;
             ctx.append(&Entry::End {
                 outcome: "completed".into(),

@@ -99,6 +99,25 @@ async fn http(stream: &mut TcpStream, sim: &SimCluster, me: &NodeId) {
         "/recentStartTime" => node
             .as_ref()
             .map(|n| format!(r#"{{"RecentStartTime":"{} ms"}}"#, n.started_ms)),
+        p if p.starts_with("/metrics") => {
+            // Every replica the node holds is open until its flush after kill_partition.
+            let open = if flushed(sim, me).await {
+                0
+            } else {
+                sim.view()
+                    .partitions
+                    .iter()
+                    .filter(|p| {
+                        p.primary.as_ref() == Some(me)
+                            || p.secondaries.contains(me)
+                            || p.others.contains(me)
+                    })
+                    .count()
+            };
+            Some(format!(
+                r#"{{"role":"replica","entities":[{{"type":"server","id":"server","metrics":[{{"name":"total_replicas","value":{open}}},{{"name":"opening_replicas","value":0}},{{"name":"closing_replicas","value":0}}]}}]}}"#
+            ))
+        }
         _ => None,
     };
     let (status, body) = match body {
@@ -160,7 +179,7 @@ async fn handle(sim: &SimCluster, dir: &Directory, me: &NodeId, req: &Request) -
         (rpc::QUERY_REPLICA_INFO, "replica") => {
             let resp = crate::messages::QueryReplicaInfoResponse {
                 err: Some(ErrorCode::ok()),
-                replicas: ctx.open_replicas().await,
+                replicas: ctx.replica_states().await,
             };
             reply(&|w| resp.write(w))
         }
@@ -284,20 +303,29 @@ impl Ctx<'_> {
         p.primary.as_ref() == Some(me) || p.secondaries.contains(me) || p.others.contains(me)
     }
 
-    /// The node's replicas still open: none once its flush after kill_partition is done.
-    async fn open_replicas(&self) -> Vec<Gpid> {
-        let flushed = Cluster::quiesced(self.sim, &self.node.id)
-            .check()
-            .await
-            .is_ok_and(|h| h.is_healthy());
-        if flushed {
-            return Vec::new();
-        }
+    /// The replicas the node knows with their status: primary, secondary, or inactive (a
+    /// dropped one, or every one once its flush after kill_partition is done: a real replica
+    /// server lists closed replicas too).
+    async fn replica_states(&self) -> Vec<(Gpid, i32)> {
+        use crate::messages::partition_status::{INACTIVE, PRIMARY, SECONDARY};
+        let flushed = flushed(self.sim, &self.node.id).await;
+        let me = &self.node.id;
         self.view
             .partitions
             .iter()
             .filter(|p| self.holds(p))
-            .map(|p| Gpid::new(p.table as i32, p.index as i32))
+            .map(|p| {
+                let status = if flushed {
+                    INACTIVE
+                } else if p.primary.as_ref() == Some(me) {
+                    PRIMARY
+                } else if p.secondaries.contains(me) {
+                    SECONDARY
+                } else {
+                    INACTIVE
+                };
+                (Gpid::new(p.table as i32, p.index as i32), status)
+            })
             .collect()
     }
 
@@ -632,4 +660,12 @@ fn data(sim: &SimCluster, dir: &Directory, node: &NodeView, req: &Request) -> Ve
         "ERR_OK",
         Payload::Struct(&|w| resp.write_read(w)),
     )
+}
+
+/// Whether the node's flush after `replica.kill_partition` is done (its replicas closed).
+async fn flushed(sim: &SimCluster, me: &NodeId) -> bool {
+    Cluster::quiesced(sim, me)
+        .check()
+        .await
+        .is_ok_and(|h| h.is_healthy())
 }
