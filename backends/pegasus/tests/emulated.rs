@@ -11,6 +11,13 @@ use rollout_sim::{Flavor, SimBuilder};
 
 const SCALE: u32 = 50;
 
+/// One emulated cluster at a time: they run on the wall clock, and two at once on two cores
+/// would slow each other's servers and clients into timeouts that say nothing about rollout.
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
+}
+
 fn builder() -> SimBuilder {
     builder_at(SCALE)
 }
@@ -58,6 +65,7 @@ fn policy_at(scale: u32) -> Policy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_topology_over_the_wire_matches_the_world() {
+    let _serial = serial().await;
     let emu = Arc::new(Emulator::start(&builder()).await.unwrap());
     let cluster = connect(&emu).await;
     let t = cluster.topology().await.unwrap();
@@ -89,6 +97,7 @@ async fn the_topology_over_the_wire_matches_the_world() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emulated_rollout_completes_with_every_node_restarted_once() {
+    let _serial = serial().await;
     let emu = Arc::new(Emulator::start(&builder()).await.unwrap());
     let cluster = connect(&emu).await;
     let journal = MemoryJournal::new();
@@ -108,6 +117,7 @@ async fn an_emulated_rollout_completes_with_every_node_restarted_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_backend_passes_the_conformance_suite_against_the_emulator() {
+    let _serial = serial().await;
     let emu = Arc::new(Emulator::start(&builder()).await.unwrap());
     let cluster = connect(&emu).await;
     rollout_sim::conformance::check_cluster(&cluster)
@@ -117,6 +127,7 @@ async fn the_backend_passes_the_conformance_suite_against_the_emulator() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_meta_leader_failover_mid_rollout_is_survived_with_knobs_reapplied() {
+    let _serial = serial().await;
     let mut b = builder();
     b.fault("leader-failover:at=100".parse().unwrap());
     let emu = Arc::new(Emulator::start(&b).await.unwrap());
@@ -153,6 +164,7 @@ async fn a_meta_leader_failover_mid_rollout_is_survived_with_knobs_reapplied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_server_that_fails_to_start_halts_the_rollout_with_knobs_restored() {
+    let _serial = serial().await;
     let mut b = builder();
     b.fault("fail-start:node=2".parse().unwrap());
     let emu = Arc::new(Emulator::start(&b).await.unwrap());
@@ -169,6 +181,7 @@ async fn a_replica_server_that_fails_to_start_halts_the_rollout_with_knobs_resto
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_clusters_journal_and_an_unknown_node_are_refused_before_anything_changes() {
+    let _serial = serial().await;
     let a = Arc::new(Emulator::start(&builder()).await.unwrap());
     let b = Arc::new(Emulator::start(&builder()).await.unwrap());
     let (ca, cb) = (connect(&a).await, connect(&b).await);
@@ -262,6 +275,7 @@ async fn roll_under_load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_writing_through_the_data_path_during_the_rollout_loses_nothing() {
+    let _serial = serial().await;
     let (report, acked, failed, lost) =
         roll_under_load(rollout_core::Procedure::HighAvailability).await;
     assert_eq!(report.unwrap().outcome, Outcome::Completed);
@@ -272,6 +286,7 @@ async fn a_client_writing_through_the_data_path_during_the_rollout_loses_nothing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_client_sees_failures_under_the_simplified_procedure() {
+    let _serial = serial().await;
     // The figure can come out bad: restarting replica servers without moving their
     // primaries first leaves partitions without a primary until the meta notices.
     let (report, acked, failed, _) = roll_under_load(rollout_core::Procedure::Simple).await;
@@ -282,6 +297,7 @@ async fn the_same_client_sees_failures_under_the_simplified_procedure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_data_path_reads_back_what_it_wrote_and_nothing_else() {
+    let _serial = serial().await;
     let emu = Arc::new(Emulator::start(&builder()).await.unwrap());
     let client = rollout_pegasus::client::DataClient::new(
         &emu.metas(),
