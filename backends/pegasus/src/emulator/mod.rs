@@ -48,6 +48,8 @@ pub(crate) struct Directory {
     pub(crate) node: BTreeMap<SocketAddrV4, NodeId>,
     /// What clients wrote.
     pub(crate) values: Values,
+    /// The world's timings: its meta's freeze thresholds are what the servers report.
+    pub(crate) timings: rollout_sim::Timings,
 }
 
 impl Directory {
@@ -92,6 +94,7 @@ impl Emulator {
             addr: BTreeMap::new(),
             node: BTreeMap::new(),
             values: Values::default(),
+            timings: builder.get_timings(),
         };
         for id in sim.node_ids() {
             let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).await?;

@@ -27,7 +27,7 @@ pub(super) async fn connection(
     // Pegasus serves HTTP on the RPC port: the first bytes tell which one a peer speaks.
     let mut first = [0u8; 4];
     if stream.peek(&mut first).await.is_ok_and(|n| n == 4) && &first == b"GET " {
-        http(&mut stream, &sim, &me).await;
+        http(&mut stream, &sim, &dir, &me).await;
         return;
     }
     loop {
@@ -66,7 +66,7 @@ pub(super) async fn connection(
 
 /// One HTTP request: `/config?name=` for the freeze thresholds, `/version`,
 /// `/recentStartTime`; anything else is 404. The connection closes after it.
-async fn http(stream: &mut TcpStream, sim: &SimCluster, me: &NodeId) {
+async fn http(stream: &mut TcpStream, sim: &SimCluster, dir: &Directory, me: &NodeId) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
@@ -77,7 +77,7 @@ async fn http(stream: &mut TcpStream, sim: &SimCluster, me: &NodeId) {
     }
     let line = String::from_utf8_lossy(&buf);
     let path = line.split_whitespace().nth(1).unwrap_or("/");
-    let t = rollout_sim::Timings::pegasus();
+    let t = &dir.timings;
     let node = sim.node_view(me);
     let flag = |name: &str, section: &str, value: String| {
         format!(r#"{{"name":"{name}","section":"{section}","value":"{value}"}}"#)
@@ -230,7 +230,7 @@ impl Ctx<'_> {
             .filter(|n| n.role == "replica")
             .collect();
         let alive = data.iter().filter(|n| n.alive).count();
-        let t = rollout_sim::Timings::pegasus();
+        let t = &self.dir.timings;
         alive < t.min_live || alive * 100 < data.len() * t.live_percentage as usize
     }
 
@@ -242,9 +242,7 @@ impl Ctx<'_> {
                 "Pegasus Server {} (emulated by rollout) Release, Started at {} ms",
                 self.node.version, self.node.started_ms
             ),
-            ("meta.live_percentage", "meta") => {
-                rollout_sim::Timings::pegasus().live_percentage.to_string()
-            }
+            ("meta.live_percentage", "meta") => self.dir.timings.live_percentage.to_string(),
             (
                 name @ ("meta.lb.assign_delay_ms"
                 | "meta.lb.add_secondary_enable_flow_control"
