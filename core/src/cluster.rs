@@ -116,6 +116,16 @@ pub trait Cluster: Send + Sync {
     /// a new incarnation runs.
     fn ready<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = Self::Error> + 'a;
 
+    /// How long the engine waits after `node` is ready before it goes on, for what the
+    /// control plane cannot show: Pegasus's rolling-update doc waits "more than 30 seconds"
+    /// after each meta server so that the replica servers' beacons continue
+    /// (shared/seeds/pegasus-rolling-update.md). Counted once per wave (its longest), on the
+    /// clock the engine runs on, and watched like any other wait. The default is zero.
+    fn settle(&self, node: &NodeId) -> std::time::Duration {
+        let _ = node;
+        std::time::Duration::ZERO
+    }
+
     /// Gives `node` its replicas (and, where the backend wants it, its leaderships) back.
     /// Also the undo of a drain on a node that was never stopped (a skipped or failed drain, a
     /// failure outside the wave ridden out before the stop).

@@ -187,6 +187,8 @@ pub trait DynCluster: Send + Sync {
     fn rejoin_boxed<'a>(&'a self, node: &'a NodeId) -> BoxFuture<'a, Result<(), DynError>>;
     /// [`Cluster::data_down_limit`].
     fn data_down_limit(&self, topology: &Topology) -> Option<(usize, String)>;
+    /// [`Cluster::settle`].
+    fn settle(&self, node: &NodeId) -> std::time::Duration;
     /// [`Cluster::heal`], boxed.
     fn heal_boxed(&self) -> BoxFuture<'_, Result<(), DynError>>;
     /// [`Cluster::supports_temporary_replicas`].
@@ -278,6 +280,9 @@ where
     }
     fn data_down_limit(&self, topology: &Topology) -> Option<(usize, String)> {
         Cluster::data_down_limit(self, topology)
+    }
+    fn settle(&self, node: &NodeId) -> std::time::Duration {
+        Cluster::settle(self, node)
     }
     fn heal_boxed(&self) -> BoxFuture<'_, Result<(), DynError>> {
         Box::pin(async move { self.heal().await.map_err(DynError::new) })
@@ -434,6 +439,9 @@ impl Cluster for BoxCluster {
     }
     fn data_down_limit(&self, topology: &Topology) -> Option<(usize, String)> {
         self.0.data_down_limit(topology)
+    }
+    fn settle(&self, node: &NodeId) -> std::time::Duration {
+        self.0.settle(node)
     }
     fn supports_temporary_replicas(&self) -> bool {
         self.0.supports_temporary_replicas()

@@ -264,6 +264,43 @@ pub mod probes {
         }
     }
 
+    /// A probe that holds once tokio's clock reaches `at` and wakes its wait then; until
+    /// then it waits with `reason`. The engine's settle time after a node is one.
+    #[derive(Debug, Clone)]
+    pub struct Until<E> {
+        at: tokio::time::Instant,
+        reason: String,
+        _error: PhantomData<fn() -> E>,
+    }
+
+    /// A probe that holds from `at` on (see [`Until`]).
+    pub fn until<E: std::error::Error + Send + Sync + 'static>(
+        at: tokio::time::Instant,
+        reason: impl Into<String>,
+    ) -> Until<E> {
+        Until {
+            at,
+            reason: reason.into(),
+            _error: PhantomData,
+        }
+    }
+
+    impl<E: std::error::Error + Send + Sync + 'static> HealthProbe for Until<E> {
+        type Error = E;
+
+        async fn check(&self) -> Result<Health, E> {
+            Ok(if tokio::time::Instant::now() >= self.at {
+                Health::Healthy
+            } else {
+                Health::Waiting(self.reason.clone())
+            })
+        }
+
+        async fn wake(&self) {
+            tokio::time::sleep_until(self.at).await;
+        }
+    }
+
     /// Judges a topology: every partition has a live primary and all wanted members.
     ///
     /// Backends use it inside their `fully_healthy` probe after reading the topology.

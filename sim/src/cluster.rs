@@ -471,6 +471,17 @@ impl Cluster for SimCluster {
         self.temporary_probe(t, true)
     }
 
+    fn settle(&self, node: &NodeId) -> std::time::Duration {
+        let w = self.world();
+        match self.index(&w, node) {
+            // In the engine's clock: the world runs `scale` times faster.
+            Some(i) if w.nodes[i as usize].kind == RoleKind::Coordinator => {
+                std::time::Duration::from_micros(us(w.t.coordinator_settle) / self.scale)
+            }
+            _ => std::time::Duration::ZERO,
+        }
+    }
+
     fn data_down_limit(&self, _: &Topology) -> Option<(usize, String)> {
         let w = self.world();
         w.model().data_down_limit(&w)

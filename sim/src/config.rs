@@ -125,6 +125,12 @@ pub struct Timings {
     pub live_percentage: u32,
     /// OpenMLDB `name_server_task_concurrency` (2): op queues, each running one op at a time.
     pub op_queues: usize,
+    /// What the procedure waits after a coordinator is ready, for what the control plane
+    /// cannot show: Pegasus's rolling-update doc waits "more than 30 seconds" after each meta
+    /// server so that beacons continue (30 s); OpenMLDB has no such wait (zero). The sim's
+    /// [`Cluster::settle`](rollout_core::Cluster::settle) answers it.
+    #[serde(default)]
+    pub coordinator_settle: Duration,
 }
 
 impl Timings {
@@ -152,6 +158,7 @@ impl Timings {
             crash_restart: Duration::from_secs(30),
             live_percentage: 65,
             op_queues: 2,
+            coordinator_settle: Duration::from_secs(30),
         }
     }
 
@@ -179,6 +186,7 @@ impl Timings {
             crash_restart: Duration::from_secs(30),
             live_percentage: 0,
             op_queues: 2,
+            coordinator_settle: Duration::ZERO,
         }
     }
 
@@ -208,6 +216,7 @@ impl Timings {
             ("replication_lag", self.replication_lag),
             ("route_refresh", self.route_refresh),
             ("crash_restart", self.crash_restart),
+            ("coordinator_settle", self.coordinator_settle),
         ] {
             if d > day {
                 return Err(format!("timing {name} is {d:?}, more than a day"));

@@ -167,3 +167,22 @@ fn the_report_has_exactly_the_contract_fields() {
     assert!(json["error"].is_null());
     assert_eq!(json["outcome"], "completed");
 }
+
+#[test]
+fn pegasus_ha_waits_the_seeds_settle_time_after_each_meta() {
+    let mut b = SimBuilder::new(Flavor::Pegasus);
+    b.seed(7);
+    let with = run(&b, Strategy::Ha);
+    let mut t = b.get_timings();
+    assert_eq!(t.coordinator_settle.as_secs(), 30);
+    t.coordinator_settle = std::time::Duration::ZERO;
+    b.timings(t);
+    let without = run(&b, Strategy::Ha);
+    assert!(with.completed && without.completed);
+    let metas = 3.0;
+    let gap = with.virtual_secs - without.virtual_secs;
+    assert!(
+        (metas * 30.0 - 5.0..=metas * 30.0 + 5.0).contains(&gap),
+        "30 s after each of 3 metas, but the roll took {gap} s longer"
+    );
+}

@@ -72,6 +72,11 @@ pub struct Timing {
     /// How long a proposal may go unanswered before it is submitted again: a little more
     /// than one `lb_interval_ms` (10 s). Default 12 s.
     pub repropose: Duration,
+    /// How long the rollout waits after a meta server is ready before the next step: the
+    /// rolling-update doc's "wait for more than 30 seconds" so that the replica servers'
+    /// beacons continue, which no RPC shows (shared/seeds/pegasus-rolling-update.md).
+    /// Default 30 s.
+    pub meta_settle: Duration,
 }
 
 impl Default for Timing {
@@ -79,6 +84,7 @@ impl Default for Timing {
         Self {
             rpc: Duration::from_secs(5),
             repropose: Duration::from_secs(12),
+            meta_settle: Duration::from_secs(30),
         }
     }
 }
@@ -90,6 +96,7 @@ impl Timing {
         Self {
             rpc: (self.rpc / s).max(Duration::from_millis(200)),
             repropose: self.repropose / s,
+            meta_settle: self.meta_settle / s,
         }
     }
 }
@@ -100,11 +107,13 @@ pub struct PegasusCluster<F> {
     name: String,
     collectors: Vec<SocketAddr>,
     factory: F,
-    timing: Timing,
+    pub(crate) timing: Timing,
     /// `min_live_node_count_for_unfreeze` and `node_live_percentage_threshold_for_update`,
     /// read from the leader when connecting, and where they came from.
     freeze: (usize, u32, String),
     proposed: Mutex<BTreeMap<NodeId, Instant>>,
+    /// Each node's `/recentStartTime` read before its stop, to see that it moved.
+    started: Mutex<BTreeMap<NodeId, String>>,
     http: reqwest::Client,
 }
 
@@ -292,6 +301,7 @@ impl<F: NodeFactory> PegasusCluster<F> {
             timing,
             freeze: (min_live, pct, source),
             proposed: Mutex::new(BTreeMap::new()),
+            started: Mutex::new(BTreeMap::new()),
             http: reqwest::Client::builder()
                 .timeout(timing.rpc)
                 .build()
@@ -498,6 +508,53 @@ impl<F: NodeFactory> PegasusCluster<F> {
             .await
             .map_err(|e| bad(e.to_string()))?;
         open_replicas_in(&body).ok_or_else(|| bad(body.chars().take(200).collect()))
+    }
+
+    /// The server's `/recentStartTime` (`{"RecentStartTime": "YYYY-MM-DD hh:mm:ss"}`, see
+    /// shared/reference/pegasus.md §5); `None` when it does not answer one.
+    pub(crate) async fn start_time(&self, node: &NodeId) -> Option<String> {
+        let a = addr(node).ok()?;
+        let body = self
+            .http
+            .get(format!("http://{a}/recentStartTime"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["RecentStartTime"].as_str().map(str::to_owned)
+    }
+
+    /// Remembers `node`'s start time before its stop, where it reports one.
+    pub(crate) async fn note_start_time(&self, node: &NodeId) {
+        if let Some(t) = self.start_time(node).await {
+            self.started
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(node.clone(), t);
+        }
+    }
+
+    /// `Some(before)` while `node` still reports the start time noted before its stop (or
+    /// none at all); `None` once it moved, or when none was noted (a resumed rollout).
+    pub(crate) async fn same_start_time(&self, node: &NodeId) -> Option<String> {
+        let before = self
+            .started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .cloned()?;
+        let now = self.start_time(node).await;
+        if now.is_none() || now.as_ref() == Some(&before) {
+            return Some(before);
+        }
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(node);
+        None
     }
 
     pub(crate) fn name(&self) -> &str {

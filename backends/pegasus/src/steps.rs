@@ -161,6 +161,7 @@ where
     }
 
     async fn drain(&self, node: &NodeId) -> Result<(), PegasusError> {
+        self.note_start_time(node).await;
         if self.is_meta(node) || self.is_collector(node) {
             return Ok(());
         }
@@ -225,6 +226,11 @@ where
             let a = addr(node)?;
             if let Err(e) = self.meta().command(a, "server-info", &[]).await {
                 return Ok(Health::Waiting(format!("{node} does not answer yet: {e}")));
+            }
+            if let Some(before) = self.same_start_time(node).await {
+                return Ok(Health::Waiting(format!(
+                    "{node} answers, but its /recentStartTime is still {before:?} (from before its stop)"
+                )));
             }
             if self.is_collector(node) {
                 return Ok(Health::Healthy);
@@ -317,6 +323,14 @@ where
                 Health::Healthy
             })
         })
+    }
+
+    fn settle(&self, node: &NodeId) -> std::time::Duration {
+        if self.is_meta(node) {
+            self.timing.meta_settle
+        } else {
+            std::time::Duration::ZERO
+        }
     }
 
     fn data_down_limit(&self, topology: &Topology) -> Option<(usize, String)> {

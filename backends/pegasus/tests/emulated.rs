@@ -163,6 +163,56 @@ async fn a_meta_leader_failover_mid_rollout_is_survived_with_knobs_reapplied() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_is_ready_only_once_its_start_time_moved() {
+    use rollout_core::{Health, HealthProbe, Node};
+    let _serial = serial().await;
+    let emu = Arc::new(Emulator::start(&builder()).await.unwrap());
+    let cluster = connect(&emu).await;
+    let meta = rollout_core::NodeId::from(emu.metas()[0].to_string());
+    // The drain notes the start time; the same process still runs, so it is not ready.
+    cluster.drain(&meta).await.unwrap();
+    match cluster.ready(&meta).check().await.unwrap() {
+        Health::Waiting(why) => assert!(why.contains("/recentStartTime"), "{why}"),
+        other => panic!("ready before any restart: {other:?}"),
+    }
+    let node = emu.node(&meta).unwrap();
+    node.stop().await.unwrap();
+    let poll = (
+        std::time::Duration::from_millis(10),
+        std::time::Duration::from_millis(100),
+    );
+    let process_gone = rollout_core::probe_fn(|| async {
+        Ok(match node.status().await?.running {
+            true => Health::Waiting("still running".into()),
+            false => Health::Healthy,
+        })
+    });
+    let stopped = rollout_core::wait_until(
+        &process_gone,
+        std::time::Duration::from_secs(60),
+        poll,
+        |_: &rollout_sim::SimError| rollout_core::ErrorClass::Fatal,
+        |_| {},
+    )
+    .await;
+    assert!(stopped.is_ok(), "{stopped:?}");
+    node.start().await.unwrap();
+    let wait = rollout_core::wait_until(
+        &cluster.ready(&meta),
+        std::time::Duration::from_secs(60),
+        poll,
+        |e| cluster.classify(e),
+        |_| {},
+    )
+    .await;
+    assert!(wait.is_ok(), "{wait:?}");
+    assert_eq!(
+        cluster.settle(&meta),
+        Timing::default().scaled(SCALE).meta_settle
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_server_that_fails_to_start_halts_the_rollout_with_knobs_restored() {
     let _serial = serial().await;
     let mut b = builder();

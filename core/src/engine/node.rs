@@ -212,7 +212,7 @@ pub(super) async fn roll_nodes<C: Cluster>(
     // moment: only nodes count then.
     let after = Outside::new(ctx.cluster, &wave.nodes, watch, !data);
     let ready = ctx
-        .watched(guard, &after, || {
+        .watched(guard, &after, || async {
             ctx.all(&slots, StartAt::WaitReady, Phase::WaitReady, |s| async {
                 let probe = (&after).and(
                     Restarted {
@@ -224,6 +224,8 @@ pub(super) async fn roll_nodes<C: Cluster>(
                 ctx.wait(Some(&s.id), Phase::WaitReady, &probe, deadlines.ready)
                     .await
             })
+            .await?;
+            ctx.settle_after(&slots, &after, deadlines.ready).await
         })
         .await;
     if let Err(e) = ready {

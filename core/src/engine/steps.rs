@@ -118,4 +118,39 @@ impl<C: Cluster> Ctx<'_, C> {
             },
         })
     }
+
+    /// Waits the cluster's settle time after a wave's nodes are ready (the longest of its
+    /// nodes', see [`Cluster::settle`]) while `outside` is watched as in the wait before it.
+    /// Its deadline is the settle time plus `slack`.
+    pub(super) async fn settle_after<P: HealthProbe<Error = C::Error>>(
+        &self,
+        slots: &[Slot<C::Node>],
+        outside: P,
+        slack: std::time::Duration,
+    ) -> Result<(), Error<C::Error>> {
+        let Some((id, settle)) = slots
+            .iter()
+            .map(|s| (&s.id, self.cluster.settle(&s.id)))
+            .max_by_key(|(_, d)| *d)
+        else {
+            return Ok(());
+        };
+        if settle.is_zero() {
+            return Ok(());
+        }
+        let until = crate::probe::probes::until(
+            Instant::now() + settle,
+            format!(
+                "{id} is ready; the cluster's settle time after it ({:.0} s) runs",
+                settle.as_secs_f64()
+            ),
+        );
+        self.wait(
+            Some(id),
+            Phase::WaitReady,
+            &outside.and(until),
+            settle.saturating_add(slack),
+        )
+        .await
+    }
 }

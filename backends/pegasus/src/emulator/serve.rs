@@ -98,7 +98,7 @@ async fn http(stream: &mut TcpStream, sim: &SimCluster, dir: &Directory, me: &No
             .map(|n| format!(r#"{{"Version":"{}","GitCommit":"emulated"}}"#, n.version)),
         "/recentStartTime" => node
             .as_ref()
-            .map(|n| format!(r#"{{"RecentStartTime":"{} ms"}}"#, n.started_ms)),
+            .map(|n| format!(r#"{{"RecentStartTime":"{}"}}"#, wall_time(n.started_ms))),
         p if p.starts_with("/metrics") => {
             // Every replica the node holds is open until its flush after kill_partition.
             let open = if flushed(sim, me).await {
@@ -239,8 +239,9 @@ impl Ctx<'_> {
         let arg = c.arguments.first().map(String::as_str);
         match (c.cmd.as_str(), self.node.role) {
             ("server-info" | "server_info", _) => format!(
-                "Pegasus Server {} (emulated by rollout) Release, Started at {} ms",
-                self.node.version, self.node.started_ms
+                "Pegasus Server {} (emulated by rollout) Release, Started at {}",
+                self.node.version,
+                wall_time(self.node.started_ms)
             ),
             ("meta.live_percentage", "meta") => self.dir.timings.live_percentage.to_string(),
             (
@@ -666,4 +667,40 @@ async fn flushed(sim: &SimCluster, me: &NodeId) -> bool {
         .check()
         .await
         .is_ok_and(|h| h.is_healthy())
+}
+
+/// An emulated time as a server prints it (`YYYY-MM-DD hh:mm:ss`): the emulated cluster's
+/// clock starts at 2026-01-01 00:00:00 and runs in emulated milliseconds.
+fn wall_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    // Days since 1970-01-01 to a civil date (the proleptic Gregorian calendar).
+    let z = 20_454 + (secs / 86_400) as i64 + 719_468; // 20,454 days: 2026-01-01
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let s = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wall_time;
+
+    #[test]
+    fn emulated_start_times_print_as_a_server_prints_them() {
+        assert_eq!(wall_time(0), "2026-01-01 00:00:00");
+        assert_eq!(wall_time(3_723_999), "2026-01-01 01:02:03");
+        assert_eq!(wall_time(59 * 86_400_000), "2026-03-01 00:00:00");
+        assert_eq!(wall_time(365 * 86_400_000), "2027-01-01 00:00:00");
+    }
 }
