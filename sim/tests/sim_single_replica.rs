@@ -32,8 +32,19 @@ fn temporary_replicas_keep_openmldb_single_replica_tables_available() {
         let (r, restarts) = run_with_restarts(&single(Flavor::OpenMldb, seed), Rollout::Ha);
         assert!(r.completed, "seed {seed}: {r:?}");
         assert_eq!(r.requests_failed, 0, "seed {seed}");
-        assert_eq!(r.unavailable_partition_secs, 0.0, "seed {seed}");
-        assert!(r.unavailable_tables.is_empty(), "seed {seed}");
+        // Only the fences: each leader move (to the temporary replica and back) refuses the
+        // partition's writes for about one op, which clients ride out by retrying.
+        let moves = 2.0 * r.partitions as f64;
+        assert!(
+            r.unavailable_partition_secs <= moves * 1.2,
+            "seed {seed}: {} partition-seconds",
+            r.unavailable_partition_secs
+        );
+        assert!(
+            r.unavailable_tables.values().sum::<f64>() <= moves * 1.2,
+            "seed {seed}: {:?}",
+            r.unavailable_tables
+        );
         // Every partition's only replica sits on one tablet: each one needs a temporary
         // replica once, when that tablet restarts.
         assert_eq!(r.replicas_added, r.partitions as u64, "seed {seed}");
@@ -78,9 +89,15 @@ fn accepted_tables_are_the_only_ones_unavailable_and_are_reported() {
     b.tables(4);
     let r = run_policy(&b, |p| p.accept_unavailable(["t2"]));
     assert!(r.completed, "{r:?}");
-    let tables: Vec<&str> = r.unavailable_tables.keys().map(String::as_str).collect();
-    assert_eq!(tables, ["t2"], "{r:?}");
-    assert!(r.unavailable_tables["t2"] > 0.0);
+    // t2 goes down with each restart; the others only for their leader moves' fences, about
+    // one second per move, two moves per partition.
+    let t2 = r.unavailable_tables["t2"];
+    for (table, secs) in &r.unavailable_tables {
+        if table != "t2" {
+            assert!(*secs <= 2.0 * 16.0 * 1.2, "{table}: {secs} s; {r:?}");
+            assert!(*secs * 5.0 < t2, "{table}: {secs} s against t2's {t2} s");
+        }
+    }
     // t1, t3 and t4 went through temporary replicas: 3 of 4 tables' partitions.
     assert_eq!(r.replicas_added, 48);
     assert_eq!(r.extra_replicas, 0);
@@ -238,10 +255,12 @@ fn an_orchestrator_crash_at_every_step_leaves_no_temporary_replica_behind() {
         assert_eq!(r.extra_replicas, 0, "crash at step {step}");
         assert_eq!(r.max_restarts_per_node, 1, "crash at step {step}");
         assert!(r.knobs_restored, "crash at step {step}");
-        let down: Vec<&str> = r.unavailable_tables.keys().map(String::as_str).collect();
+        // t1 is down only for its fences (about a second per leader move).
+        let t1 = r.unavailable_tables.get("t1").copied().unwrap_or(0.0);
         assert!(
-            down.iter().all(|t| *t == "t2"),
-            "crash at step {step}: {down:?}"
+            t1 <= 4.0 * 8.0 * 1.2,
+            "crash at step {step}: {:?}",
+            r.unavailable_tables
         );
     }
 }

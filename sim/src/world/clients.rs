@@ -140,6 +140,10 @@ impl World {
         // reject (they follow the new term): only its own log has them.
         if let Some((node, until)) = self.parts[p as usize].stale_leader {
             if now < until {
+                // A fenced one refuses them (it is a follower on its tablet): clients retry.
+                if self.parts[p as usize].fenced == Some(node) {
+                    return false;
+                }
                 let part = &self.parts[p as usize];
                 let taken = self.nodes[node as usize].up()
                     && part.replicas.iter().any(|r| r.node == node && r.loaded);
@@ -150,7 +154,11 @@ impl World {
                 // write fails until their routing refreshes.
                 return taken;
             } else {
-                self.parts[p as usize].stale_leader = None;
+                let part = &mut self.parts[p as usize];
+                part.stale_leader = None;
+                if part.fenced == Some(node) {
+                    part.fenced = None;
+                }
             }
         }
         if !self.writable(p) {

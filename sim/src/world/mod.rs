@@ -29,6 +29,7 @@ pub(crate) mod ledger;
 mod lifecycle;
 mod model;
 pub(crate) mod openmldb;
+mod openmldb_fence;
 mod openmldb_ops;
 pub(crate) mod pegasus;
 mod state;
@@ -282,6 +283,12 @@ impl World {
         if !self.readable(p) || self.now < self.parts[p as usize].write_block_until {
             return false;
         }
+        if let Some(r) = self.primary(p)
+            && (self.parts[p as usize].fenced == Some(r.node)
+                || self.nodes[r.node as usize].write_hold > 0)
+        {
+            return false;
+        }
         let need = usize::from(self.parts[p as usize].wanted).min(self.profile.write_quorum);
         need <= 1 || self.members(p) >= need
     }
@@ -301,7 +308,10 @@ impl World {
             let r = &self.parts[p as usize].replicas[pi];
             r.loaded && self.nodes[r.node as usize].up()
         };
-        if !leader_up {
+        // A leader fenced by ChangeRole(follower) dropped its replicate nodes: nothing ships.
+        if !leader_up
+            || self.parts[p as usize].fenced == Some(self.parts[p as usize].replicas[pi].node)
+        {
             return;
         }
         let n = self.parts[p as usize].replicas.len();

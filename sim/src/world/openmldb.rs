@@ -35,6 +35,16 @@ pub(crate) enum Op {
     AddReplica { part: u32, node: u32 },
     /// DelReplicaNS: drop the follower of `part` on `node` (never the leader).
     DelReplica { part: u32, node: u32 },
+    /// The rollout's zero-loss leader move (not an upstream op; the backend's sequence around
+    /// ChangeLeader): once a follower (`to`, or any) has caught up, `ChangeRole(follower)`
+    /// on the leader's tablet fences it; once a follower's offset equals the fenced leader's,
+    /// ChangeLeader with that follower as the explicit candidate. Runs in the partition's
+    /// queue like the ChangeLeader it issues.
+    FencedMove {
+        part: u32,
+        from: u32,
+        to: Option<u32>,
+    },
 }
 
 impl Op {
@@ -43,13 +53,16 @@ impl Op {
             Op::ChangeLeader { part, .. }
             | Op::RecoverTable { part, .. }
             | Op::AddReplica { part, .. }
-            | Op::DelReplica { part, .. } => *part,
+            | Op::DelReplica { part, .. }
+            | Op::FencedMove { part, .. } => *part,
         }
     }
 
     pub(super) fn nodes(&self) -> [Option<u32>; 2] {
         match self {
-            Op::ChangeLeader { from, to, .. } => [Some(*from), *to],
+            Op::ChangeLeader { from, to, .. } | Op::FencedMove { from, to, .. } => {
+                [Some(*from), *to]
+            }
             Op::RecoverTable { node, .. }
             | Op::AddReplica { node, .. }
             | Op::DelReplica { node, .. } => [Some(*node), None],
@@ -62,6 +75,7 @@ impl Op {
             Op::RecoverTable { .. } => "RecoverTable",
             Op::AddReplica { .. } => "AddReplica",
             Op::DelReplica { .. } => "DelReplica",
+            Op::FencedMove { .. } => "fenced ChangeLeader",
         }
     }
 }
@@ -78,10 +92,14 @@ pub(crate) struct OpenMldb {
     led: Vec<Vec<u32>>,
     /// Auto failover already ran its offline procedure for the tablet.
     auto_offlined: Vec<bool>,
+    /// Why a fenced move away from each tablet failed (no follower reached the leader's
+    /// offset); its drain fails with it.
+    pub(super) move_failed: Vec<Option<String>>,
 }
 
-const OP_DONE: u8 = 0;
+pub(super) const OP_DONE: u8 = 0;
 const AUTO_OFFLINE: u8 = 1;
+pub(super) const FENCE: u8 = 2;
 
 impl OpenMldb {
     /// A nameserver with `queues` op queues (`name_server_task_concurrency`) for `nodes`
@@ -94,6 +112,7 @@ impl OpenMldb {
             node_ops: vec![0; nodes],
             led: vec![Vec::new(); nodes],
             auto_offlined: vec![false; nodes],
+            move_failed: vec![None; nodes],
         }
     }
 
@@ -149,7 +168,8 @@ impl OpenMldb {
         }
         // The drain's own ChangeLeader away from a node with a stuck drain never starts: it
         // blocks its queue, as a stuck op does.
-        if let Some(Op::ChangeLeader { from, to: None, .. }) = self.queues[q].front()
+        if let Some(Op::ChangeLeader { from, to: None, .. } | Op::FencedMove { from, to: None, .. }) =
+            self.queues[q].front()
             && w.nodes[*from as usize].stuck_drain
         {
             return;
@@ -174,6 +194,21 @@ impl OpenMldb {
                 .saturating_add(since_snapshot.saturating_mul(us(w.t.replay_per_write)));
         }
         let boot = op.nodes()[0].map_or(0, |n| w.nodes[n as usize].boot);
+        if let Op::FencedMove { part, from, to } = op {
+            // The fence waits for a caught-up follower; the ChangeLeader follows it.
+            let wait = w.catch_up_wait(part, from, to);
+            self.running[q] = Some((op, w.now, boot));
+            w.after_model(
+                wait,
+                ModelEv {
+                    code: FENCE,
+                    a: q as u32,
+                    b: 0,
+                    c: 0,
+                },
+            );
+            return;
+        }
         self.running[q] = Some((op, w.now, boot));
         w.after_model(
             cost,
@@ -196,6 +231,13 @@ impl OpenMldb {
             Op::RecoverTable { part, node } => w.recover_table_op(part, node, started, boot),
             Op::AddReplica { part, node } => w.add_replica_op(part, node, started, boot),
             Op::DelReplica { part, node } => w.del_replica_op(part, node),
+            Op::FencedMove { part, from, to } => {
+                if let Err(why) = w.fenced_move_op(part, from, to)
+                    && to.is_none()
+                {
+                    self.move_failed[from as usize] = Some(why);
+                }
+            }
         }
         w.changed();
         self.start_op(w, q);
@@ -221,7 +263,8 @@ impl OpenMldb {
         let mut cancelled = Vec::new();
         for q in &mut self.queues {
             q.retain(|op| {
-                let away = matches!(op, Op::ChangeLeader { from, .. } if *from == node);
+                let away = matches!(op, Op::ChangeLeader { from, .. } | Op::FencedMove { from, .. }
+                    if *from == node);
                 if away {
                     cancelled.push(op.clone());
                 }
@@ -297,6 +340,7 @@ impl Model for OpenMldb {
     fn on_event(&mut self, w: &mut World, ev: ModelEv) {
         match ev.code {
             OP_DONE => self.op_done(w, ev.a as usize),
+            FENCE => self.fence(w, ev.a as usize, ev.b, ev.c == 1),
             AUTO_OFFLINE => {
                 let node = ev.a;
                 let n = &w.nodes[node as usize];
@@ -364,11 +408,12 @@ impl Model for OpenMldb {
         }
     }
 
-    /// pre-upgrade as upstream: for each partition it leads, an unfenced ChangeLeader to the
-    /// follower with the highest offset (clients keep writing to the old leader until they
-    /// re-route, openmldb.md 2.5), then RecoverTable of the old leader, which makes it a
-    /// follower again until its stop.
+    /// pre-upgrade, fenced: for each partition it leads, a fenced move to a follower with the
+    /// leader's offset (see `openmldb_fence.rs`; the upstream tool's unfenced ChangeLeader
+    /// loses the writes clients send the old leader until they re-route, openmldb.md 2.5),
+    /// then RecoverTable of the old leader, which makes it a follower again until its stop.
     fn drain(&mut self, w: &mut World, node: u32) {
+        self.move_failed[node as usize] = None;
         w.nodes[node as usize].draining = true;
         w.nodes[node as usize].held = true;
         let led: Vec<u32> = w.nodes[node as usize]
@@ -378,10 +423,16 @@ impl Model for OpenMldb {
             .filter(|&p| w.primary(p).is_some_and(|r| r.node == node))
             .collect();
         self.led[node as usize] = led.clone();
+        // A single-replica partition with no temporary replica (its downtime accepted) has
+        // no one to take over: it goes down with the tablet.
+        let led: Vec<u32> = led
+            .into_iter()
+            .filter(|&p| w.parts[p as usize].replicas.len() > 1)
+            .collect();
         for p in led {
             self.enqueue(
                 w,
-                Op::ChangeLeader {
+                Op::FencedMove {
                     part: p,
                     from: node,
                     to: None,
@@ -391,9 +442,10 @@ impl Model for OpenMldb {
         }
     }
 
-    /// recoverdata for every replica not loaded, then post-upgrade: ChangeLeader back (an
-    /// explicit candidate, whatever its offset), then RecoverTable of the displaced leader,
-    /// which the nameserver marked not alive.
+    /// recoverdata for every replica not loaded, then post-upgrade: a fenced move back once
+    /// the node's replica has the leader's offset (upstream's explicit candidate is taken
+    /// whatever its offset), then RecoverTable of the displaced leader, which the nameserver
+    /// marked not alive.
     fn rejoin(&mut self, w: &mut World, node: u32) {
         let i = node as usize;
         if !w.nodes[i].up() {
@@ -411,7 +463,7 @@ impl Model for OpenMldb {
             if let Some(from) = from.filter(|&f| f != node && w.nodes[f as usize].up()) {
                 self.enqueue(
                     w,
-                    Op::ChangeLeader {
+                    Op::FencedMove {
                         part: p,
                         from,
                         to: Some(node),
@@ -471,6 +523,9 @@ impl Model for OpenMldb {
                 })
                 .count()
         };
+        if let Some(why) = &self.move_failed[node as usize] {
+            return Health::failed(why.clone());
+        }
         if leads > 0 {
             return Health::Waiting(if describe {
                 format!("node {} is still leader of {leads} partitions", n.id)

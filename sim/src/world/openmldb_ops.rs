@@ -183,8 +183,12 @@ impl OpenMldb {
                     .map(|op| (op, "queued"))
             })?;
         Some(match op {
-            (Op::ChangeLeader { part, from, to }, state) => format!(
-                "ChangeLeader of partition {part} from {} to {} is {state}",
+            (
+                op @ (Op::ChangeLeader { part, from, to } | Op::FencedMove { part, from, to }),
+                state,
+            ) => format!(
+                "{} of partition {part} from {} to {} is {state}",
+                op.name(),
                 name(*from),
                 to.map_or_else(|| "any follower".to_string(), name)
             ),

@@ -66,6 +66,10 @@ pub(crate) struct Part {
     pub(crate) busy_until: Us,
     /// OpenMLDB: a deposed leader clients still write to, until the time given.
     pub(crate) stale_leader: Option<(u32, Us)>,
+    /// OpenMLDB: the replica on this node was made a follower on its own tablet (the rollout's
+    /// fence, TabletServer `ChangeRole`): it refuses writes (`kTableIsFollower`) while it
+    /// still ships what it has to its followers.
+    pub(crate) fenced: Option<u32>,
     pub(crate) unavailable_since: Option<Us>,
     pub(crate) healthy: bool,
     /// What this partition adds to each node's counters, as of the last touch.
@@ -120,6 +124,9 @@ pub(crate) struct NodeS {
     pub(crate) held: bool,
     /// The drain moves only its primaries (the upstream Pegasus script's migrate step).
     pub(crate) move_only: bool,
+    /// OpenMLDB: fences holding the whole tablet in follower mode (TabletServer `SetMode`):
+    /// it refuses every write while its replicate nodes keep shipping.
+    pub(crate) write_hold: u32,
     pub(crate) contact_lost_until: Us,
     /// When the process last went away.
     pub(crate) down_since: Us,
@@ -165,6 +172,7 @@ impl NodeS {
             draining: false,
             held: false,
             move_only: false,
+            write_hold: 0,
             contact_lost_until: 0,
             down_since: 0,
             restarts: 0,

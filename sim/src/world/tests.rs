@@ -91,3 +91,79 @@ fn a_promotion_of_a_caught_up_follower_loses_nothing() {
 fn us_saturates() {
     assert_eq!(us(Duration::MAX), Us::MAX);
 }
+
+/// Writes flow without pause at `rate` per second; after `warm_ms` one leader move runs, fenced
+/// or as upstream's plain ChangeLeader with no candidate, and writes keep flowing for ten
+/// seconds. Returns the writes lost and whether the leadership moved.
+fn move_under_writes(seed: u64, rate: u32, warm_ms: u64, fenced: bool) -> (u64, bool) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut load = ClientLoad::at_rate(rate);
+        load.writes_per_mille = 1000;
+        let sim = SimBuilder::new(Flavor::OpenMldb)
+            .seed(seed)
+            .data_nodes(3)
+            .partitions(1)
+            .load(load)
+            .build()
+            .expect("shape");
+        tokio::time::sleep(Duration::from_millis(warm_ms)).await;
+        let leader = {
+            let mut w = sim.lock();
+            w.set_knob_for_test("auto_failover", "false");
+            let leader = w.primary(0).expect("a leader").node;
+            let op = if fenced {
+                Op::FencedMove {
+                    part: 0,
+                    from: leader,
+                    to: None,
+                }
+            } else {
+                Op::ChangeLeader {
+                    part: 0,
+                    from: leader,
+                    to: None,
+                }
+            };
+            OpenMldb::with(&mut w, |m, w| m.enqueue(w, op)).expect("an OpenMLDB world");
+            leader
+        };
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        sim.lock().clients.stop();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let moved = sim.lock().primary(0).is_some_and(|r| r.node != leader);
+        (sim.truth().monitor.writes_lost, moved)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn a_fenced_move_under_steady_writes_loses_nothing(
+        seed in any::<u64>(),
+        rate in 1u32..400,
+        warm_ms in 0u64..3_000,
+    ) {
+        let (lost, moved) = move_under_writes(seed, rate, warm_ms, true);
+        prop_assert_eq!(lost, 0);
+        prop_assert!(moved);
+    }
+}
+
+#[test]
+fn an_unfenced_move_under_the_same_writes_loses_some() {
+    let (lost, moved) = move_under_writes(7, 200, 1_000, false);
+    assert!(moved);
+    assert!(
+        lost > 0,
+        "the deposed leader took writes for the route refresh"
+    );
+    let (lost, moved) = move_under_writes(7, 200, 1_000, true);
+    assert!(moved);
+    assert_eq!(lost, 0);
+}

@@ -1,0 +1,194 @@
+//! The rollout's zero-loss OpenMLDB leader move, step by step with its windows.
+//!
+//! TabletServer `ChangeRole(follower)` on a leader refuses its writes from then on
+//! (`kTableIsFollower`, 103) but also drops its replicate nodes (`DelAllReplicateNode`): what
+//! the followers have not received by then never ships. So the fence goes up only with a
+//! follower at the leader's offset. When the followers lag (writes in flight), the move first
+//! holds the whole tablet in follower mode (TabletServer `SetMode{follower: true}`: every
+//! write refused with `kIsFollowerCluster`, 453, replicate nodes still shipping) for one
+//! replication lag, fences the partition once a follower has its offset, and releases the
+//! tablet. Then ChangeLeader with that follower as the explicit candidate; clients that
+//! still route to the old leader get refusals, never acknowledgements, until they re-route.
+//! The old leader keeps its term and offset, so RecoverTable takes the cheap path
+//! (`kReAddReplicaSimplifyOP`). Reference: shared/reference/openmldb.md section 2.5,
+//! `src/tablet/tablet_impl.cc` (`ChangeRole`, `SetMode`, `Put`), `src/replica/log_replicator.cc`
+//! (`DelAllReplicateNode`); the reasoning is in ARCHITECTURE.md.
+
+use super::openmldb::{FENCE, Op, OpenMldb};
+use super::{ModelEv, Rep, Replica, Us, World, us};
+
+/// Fence attempts before the move gives up (a follower that stopped catching up).
+const FENCE_TRIES: u64 = 50;
+
+/// Attempts without holding the tablet first: a hold refuses the writes of every partition
+/// the tablet leads, so it is the fallback for writes that arrive faster than replication.
+const TRIES_UNHELD: u64 = 5;
+
+/// What one fence attempt found.
+enum Fence {
+    /// Fenced with a follower at the leader's offset.
+    Up,
+    /// A write was in flight: the fence was lifted; try again.
+    Gap,
+    /// Nothing to fence (the leader moved or is down) or no follower can take over.
+    Gone,
+}
+
+impl World {
+    /// How long until a follower that may take `part` over from `from` (`to`, or any) has
+    /// caught up with what it missed; zero when one has, or when none ever will.
+    pub(super) fn catch_up_wait(&self, part: u32, from: u32, to: Option<u32>) -> Us {
+        self.parts[part as usize]
+            .replicas
+            .iter()
+            .filter(|r| self.may_take_over(r, from, to))
+            .map(|r| r.behind_until.saturating_sub(self.now))
+            .min()
+            .unwrap_or(0)
+    }
+
+    fn may_take_over(&self, r: &Replica, from: u32, to: Option<u32>) -> bool {
+        r.node != from
+            && r.role == Rep::Secondary
+            && r.loaded
+            && self.nodes[r.node as usize].up()
+            && to.is_none_or(|t| r.node == t)
+    }
+
+    /// The index of a follower of `part` at the offset of its leader on `from`.
+    fn at_leader_offset(&self, part: u32, from: u32, to: Option<u32>) -> Option<usize> {
+        let p = &self.parts[part as usize];
+        let offset = p
+            .replicas
+            .iter()
+            .find(|r| r.node == from && r.role == Rep::Primary)?
+            .log
+            .len();
+        p.replicas.iter().position(|r| {
+            self.may_take_over(r, from, to) && r.behind_until <= self.now && r.log.len() == offset
+        })
+    }
+
+    /// One fence attempt on the leader of `part` on `from`.
+    fn try_fence(&mut self, part: u32, from: u32, to: Option<u32>) -> Fence {
+        let leads = self
+            .primary(part)
+            .is_some_and(|r| r.node == from && self.serving(r));
+        if !leads {
+            return Fence::Gone;
+        }
+        self.replicate(part);
+        if self.at_leader_offset(part, from, to).is_some() {
+            self.parts[part as usize].fenced = Some(from);
+            self.touch(part);
+            return Fence::Up;
+        }
+        let catching_up = self.parts[part as usize]
+            .replicas
+            .iter()
+            .any(|r| self.may_take_over(r, from, to));
+        if catching_up { Fence::Gap } else { Fence::Gone }
+    }
+
+    /// The move: ChangeLeader to a follower whose offset equals the fenced leader's.
+    ///
+    /// # Errors
+    /// No follower is at the leader's offset (none caught up, or the one that had went
+    /// down): the fence is lifted and the leadership stays where it was.
+    pub(super) fn fenced_move_op(
+        &mut self,
+        part: u32,
+        from: u32,
+        to: Option<u32>,
+    ) -> Result<(), String> {
+        let fenced = self.parts[part as usize].fenced == Some(from);
+        if self.primary(part).is_none_or(|r| r.node != from) {
+            // Someone else moved it (auto failover): nothing to do.
+            if fenced {
+                self.parts[part as usize].fenced = None;
+            }
+            self.touch(part);
+            return Ok(());
+        }
+        let Some(c) = self.at_leader_offset(part, from, to).filter(|_| fenced) else {
+            self.parts[part as usize].fenced = None;
+            self.touch(part);
+            return Err(format!(
+                "no follower of partition {part} reached the offset of its leader on {} with \
+                 the leader fenced; the fence was lifted and the leader stays",
+                self.nodes[from as usize].id
+            ));
+        };
+        let now = self.now;
+        let from_up = self.nodes[from as usize].up();
+        let until = now + us(self.t.route_refresh);
+        let p = &mut self.parts[part as usize];
+        for r in p.replicas.iter_mut() {
+            if r.node == from && r.role == Rep::Primary {
+                r.role = Rep::Inactive;
+            }
+        }
+        p.replicas[c].role = Rep::Primary;
+        p.replicas[c].behind_until = 0;
+        if from_up && until > now {
+            // Clients still route to the old leader, which refuses: they retry, then re-route.
+            p.stale_leader = Some((from, until));
+        } else {
+            p.fenced = None;
+        }
+        self.touch(part);
+        Ok(())
+    }
+}
+
+impl OpenMldb {
+    /// A fence attempt of the fenced move running on queue `q` (attempt `tries`, `holding`
+    /// when this move holds its tablet in follower mode): fenced, the ChangeLeader runs one op
+    /// later; followers behind, the attempt repeats one replication lag later, from the
+    /// `TRIES_UNHELD`th on with the tablet held; nothing to fence, the op ends now (and fails
+    /// when the leader is still there).
+    pub(super) fn fence(&mut self, w: &mut World, q: usize, tries: u64, holding: bool) {
+        let Some((Op::FencedMove { part, from, to }, _, _)) =
+            self.running.get(q).and_then(|r| r.clone())
+        else {
+            return;
+        };
+        let result = w.try_fence(part, from, to);
+        let again = matches!(result, Fence::Gap) && tries + 1 < FENCE_TRIES;
+        let hold = again && (holding || tries + 1 >= TRIES_UNHELD);
+        if hold != holding {
+            let n = &mut w.nodes[from as usize];
+            n.write_hold = if hold {
+                n.write_hold + 1
+            } else {
+                n.write_hold.saturating_sub(1)
+            };
+            w.touch_node(from);
+        }
+        if again {
+            w.after_model(
+                us(w.t.replication_lag).max(1_000),
+                ModelEv {
+                    code: FENCE,
+                    a: q as u32,
+                    b: tries + 1,
+                    c: u64::from(hold),
+                },
+            );
+            return;
+        }
+        let done_in = match result {
+            Fence::Up => us(w.t.op),
+            Fence::Gap | Fence::Gone => 0,
+        };
+        w.after_model(
+            done_in,
+            ModelEv {
+                code: super::openmldb::OP_DONE,
+                a: q as u32,
+                b: 0,
+                c: 0,
+            },
+        );
+    }
+}
