@@ -403,7 +403,11 @@ impl SimBuilder {
             .unwrap_or_else(|| Timings::of(self.flavor));
         let model: Box<dyn Model> = match self.flavor {
             Flavor::Pegasus => Box::new(Pegasus::default()),
-            Flavor::OpenMldb => Box::new(OpenMldb::new(timings.op_queues, nodes.len())),
+            Flavor::OpenMldb => Box::new(OpenMldb::new(
+                timings.op_queues,
+                timings.op_queues_max,
+                nodes.len(),
+            )),
         };
         let mut world = World::new(
             model,

@@ -131,6 +131,12 @@ pub struct Timings {
     /// [`Cluster::settle`](rollout_core::Cluster::settle) answers it.
     #[serde(default)]
     pub coordinator_settle: Duration,
+    /// OpenMLDB `name_server_task_max_concurrency` (8): the most queues RecoverEndpoint's
+    /// `concurrency` may spread its RecoverTable ops over (queue `pid % concurrency`);
+    /// ChangeLeader and RecoverTable issued one by one use `op_queues`. Zero means
+    /// `op_queues`.
+    #[serde(default)]
+    pub op_queues_max: usize,
 }
 
 impl Timings {
@@ -159,6 +165,7 @@ impl Timings {
             live_percentage: 65,
             op_queues: 2,
             coordinator_settle: Duration::from_secs(30),
+            op_queues_max: 0,
         }
     }
 
@@ -187,6 +194,7 @@ impl Timings {
             live_percentage: 0,
             op_queues: 2,
             coordinator_settle: Duration::ZERO,
+            op_queues_max: 8,
         }
     }
 
@@ -230,6 +238,12 @@ impl Timings {
         }
         if self.op_queues == 0 || self.op_queues > 64 {
             return Err(format!("op_queues is {}, expected 1 to 64", self.op_queues));
+        }
+        if self.op_queues_max > 64 {
+            return Err(format!(
+                "op_queues_max is {}, expected 0 to 64",
+                self.op_queues_max
+            ));
         }
         if self.tick.is_zero() || self.election.is_zero() {
             return Err("timings tick and election must be longer than zero".into());

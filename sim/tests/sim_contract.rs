@@ -193,3 +193,26 @@ fn pegasus_ha_waits_the_seeds_settle_time_after_each_meta() {
         "30 s after each of 3 metas, but the roll took {gap} s longer"
     );
 }
+
+/// RecoverEndpoint spreads a restarted tablet's RecoverTable ops over
+/// `name_server_task_max_concurrency` queues where one-by-one RecoverTable uses
+/// `name_server_task_concurrency`: the same roll, virtual time, both ways.
+#[test]
+fn openmldb_recoveries_spread_over_the_nameservers_max_concurrency_roll_faster() {
+    let mut b = SimBuilder::new(Flavor::OpenMldb);
+    b.seed(7).data_nodes(6).partitions(1000);
+    let spread = run(&b, Strategy::Ha);
+    let mut t = b.get_timings();
+    assert_eq!(t.op_queues_max, 8);
+    t.op_queues_max = 0;
+    b.timings(t);
+    let narrow = run(&b, Strategy::Ha);
+    assert!(spread.completed && narrow.completed);
+    assert_eq!(spread.writes_lost + narrow.writes_lost, 0);
+    assert!(
+        spread.virtual_secs * 1.5 < narrow.virtual_secs,
+        "{} s spread against {} s on two queues",
+        spread.virtual_secs,
+        narrow.virtual_secs
+    );
+}

@@ -83,7 +83,10 @@ impl Op {
 /// The nameserver's state: its op queues and what it remembers of each tablet.
 #[derive(Debug)]
 pub(crate) struct OpenMldb {
+    /// Every queue RecoverEndpoint may use; single ops use the first `concurrency`.
     pub(super) queues: Vec<VecDeque<Op>>,
+    /// `name_server_task_concurrency`.
+    concurrency: usize,
     /// The op running on each queue, when it started and the boot of the node it targets.
     pub(super) running: Vec<Option<(Op, Us, u64)>>,
     /// Ops queued or running that name each node.
@@ -102,12 +105,15 @@ const AUTO_OFFLINE: u8 = 1;
 pub(super) const FENCE: u8 = 2;
 
 impl OpenMldb {
-    /// A nameserver with `queues` op queues (`name_server_task_concurrency`) for `nodes`
-    /// nodes.
-    pub(crate) fn new(queues: usize, nodes: usize) -> Self {
-        let queues = queues.max(1);
+    /// A nameserver with `concurrency` op queues for single ops
+    /// (`name_server_task_concurrency`) and `max` for RecoverEndpoint
+    /// (`name_server_task_max_concurrency`; zero: `concurrency`), for `nodes` nodes.
+    pub(crate) fn new(concurrency: usize, max: usize, nodes: usize) -> Self {
+        let concurrency = concurrency.max(1);
+        let queues = max.max(concurrency);
         Self {
             queues: vec![VecDeque::new(); queues],
+            concurrency,
             running: vec![None; queues],
             node_ops: vec![0; nodes],
             led: vec![Vec::new(); nodes],
@@ -129,9 +135,15 @@ impl OpenMldb {
         self.running.iter().any(Option::is_some) || self.queues.iter().any(|q| !q.is_empty())
     }
 
-    /// Queues an op on its queue (partition id mod the queue count).
+    /// Queues an op on its queue (partition id mod `name_server_task_concurrency`).
     pub(crate) fn enqueue(&mut self, w: &mut World, op: Op) {
-        let q = op.part() as usize % self.queues.len();
+        let c = self.concurrency;
+        self.enqueue_on(w, op, c);
+    }
+
+    /// Queues an op on queue `pid % concurrency` (RecoverEndpoint's `concurrency`).
+    fn enqueue_on(&mut self, w: &mut World, op: Op, concurrency: usize) {
+        let q = op.part() as usize % concurrency.clamp(1, self.queues.len());
         for n in op.nodes().into_iter().flatten() {
             self.node_ops[n as usize] += 1;
         }
@@ -140,12 +152,13 @@ impl OpenMldb {
         w.changed();
     }
 
-    /// Queues `op` unless the same op is queued or running already.
-    pub(crate) fn enqueue_once(&mut self, w: &mut World, op: Op) {
+    /// Queues `op` on queue `pid % concurrency` unless the same op is queued or running
+    /// already.
+    fn enqueue_once(&mut self, w: &mut World, op: Op, concurrency: usize) {
         let pending = self.running.iter().flatten().any(|(o, _, _)| *o == op)
             || self.queues.iter().flatten().any(|o| *o == op);
         if !pending {
-            self.enqueue(w, op);
+            self.enqueue_on(w, op, concurrency);
         }
     }
 
@@ -231,21 +244,39 @@ impl OpenMldb {
             Op::RecoverTable { part, node } => w.recover_table_op(part, node, started, boot),
             Op::AddReplica { part, node } => w.add_replica_op(part, node, started, boot),
             Op::DelReplica { part, node } => w.del_replica_op(part, node),
-            Op::FencedMove { part, from, to } => {
-                if let Err(why) = w.fenced_move_op(part, from, to)
-                    && to.is_none()
-                {
-                    self.move_failed[from as usize] = Some(why);
+            Op::FencedMove { part, from, to } => match w.fenced_move_op(part, from, to) {
+                Err(why) if to.is_none() => self.move_failed[from as usize] = Some(why),
+                Err(_) => {}
+                // A leadership handed back: the displaced leader follows again, its
+                // RecoverTable spread as RecoverEndpoint's are (a temporary replica is
+                // deleted instead).
+                Ok(()) if to.is_some() => {
+                    let deleted = self.has_op(|o| {
+                        matches!(o, Op::DelReplica { part: p, node: n } if *p == part && *n == from)
+                    });
+                    if !deleted {
+                        let max = self.queues.len();
+                        self.enqueue_on(w, Op::RecoverTable { part, node: from }, max);
+                    }
                 }
-            }
+                Ok(()) => {}
+            },
         }
         w.changed();
         self.start_op(w, q);
     }
 
     /// Queues a RecoverTable for every replica of `node` that is not loaded or is marked
-    /// dead (OpenMLDB RecoverEndpoint, or the ops tool's recoverdata).
+    /// dead, as RecoverTable one by one does (the ops tool's recoverdata, the nameserver's
+    /// own recovery): on `name_server_task_concurrency` queues.
     pub(crate) fn recover_replicas(&mut self, w: &mut World, node: u32) {
+        let c = self.concurrency;
+        self.recover_endpoint(w, node, c);
+    }
+
+    /// RecoverEndpoint with `concurrency` (at most `name_server_task_max_concurrency`):
+    /// the same RecoverTable ops spread over that many queues.
+    pub(crate) fn recover_endpoint(&mut self, w: &mut World, node: u32, concurrency: usize) {
         let parts = w.nodes[node as usize].parts.clone();
         for p in parts {
             let needs = w.parts[p as usize]
@@ -253,7 +284,7 @@ impl OpenMldb {
                 .iter()
                 .any(|r| r.node == node && (!r.loaded || r.role == Rep::Inactive));
             if needs {
-                self.enqueue_once(w, Op::RecoverTable { part: p, node });
+                self.enqueue_once(w, Op::RecoverTable { part: p, node }, concurrency);
             }
         }
     }
@@ -411,7 +442,9 @@ impl Model for OpenMldb {
     /// pre-upgrade, fenced: for each partition it leads, a fenced move to a follower with the
     /// leader's offset (see `openmldb_fence.rs`; the upstream tool's unfenced ChangeLeader
     /// loses the writes clients send the old leader until they re-route, openmldb.md 2.5),
-    /// then RecoverTable of the old leader, which makes it a follower again until its stop.
+    /// and nothing more: the old leader, fenced and marked not alive, stops soon, and its
+    /// recovery after the restart covers it (upstream's RecoverTable of it before the stop
+    /// is work thrown away).
     fn drain(&mut self, w: &mut World, node: u32) {
         self.move_failed[node as usize] = None;
         w.nodes[node as usize].draining = true;
@@ -438,7 +471,6 @@ impl Model for OpenMldb {
                     to: None,
                 },
             );
-            self.enqueue(w, Op::RecoverTable { part: p, node });
         }
     }
 
@@ -456,7 +488,10 @@ impl Model for OpenMldb {
         // A drain that never finished (the node was skipped) must not block the queues.
         self.cancel_moves_from(w, node);
         // Idempotent: a tablet that restarted again since its last rejoin is recovered again.
-        self.recover_replicas(w, node);
+        // RecoverEndpoint (need_restore false: the leaders come back fenced, below) spreads
+        // the RecoverTable ops over `name_server_task_max_concurrency` queues.
+        let max = self.queues.len();
+        self.recover_endpoint(w, node, max);
         for p in std::mem::take(&mut self.led[i]) {
             // A leader that is down is auto failover's to move, not post-upgrade's.
             let from = w.primary(p).map(|r| r.node);
@@ -467,13 +502,6 @@ impl Model for OpenMldb {
                         part: p,
                         from,
                         to: Some(node),
-                    },
-                );
-                self.enqueue(
-                    w,
-                    Op::RecoverTable {
-                        part: p,
-                        node: from,
                     },
                 );
             }
@@ -587,12 +615,13 @@ impl Model for OpenMldb {
             .iter()
             .any(|r| r.node == node);
         if !present {
-            self.enqueue_once(w, Op::AddReplica { part, node });
+            // AddReplicaNS runs with concurrency 1: queue 0 (openmldb.md 2.6).
+            self.enqueue_once(w, Op::AddReplica { part, node }, 1);
         }
     }
 
     /// post-upgrade for a single-replica table: the leadership back to `back` if the
-    /// temporary replica holds it (ChangeLeader with that candidate), then DelReplicaNS.
+    /// temporary replica holds it (a fenced move to that candidate), then DelReplicaNS.
     fn remove_replica(&mut self, w: &mut World, part: u32, node: u32, back: u32) {
         if !w.parts[part as usize]
             .replicas
@@ -602,16 +631,19 @@ impl Model for OpenMldb {
             return;
         }
         if w.primary(part).is_some_and(|r| r.node == node) {
+            let c = self.concurrency;
             self.enqueue_once(
                 w,
-                Op::ChangeLeader {
+                Op::FencedMove {
                     part,
                     from: node,
                     to: Some(back),
                 },
+                c,
             );
         }
-        self.enqueue_once(w, Op::DelReplica { part, node });
+        let c = self.concurrency;
+        self.enqueue_once(w, Op::DelReplica { part, node }, c);
     }
 
     fn temporary(&self, w: &World, part: u32, node: u32, removed: bool) -> Health {

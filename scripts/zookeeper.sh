@@ -1,0 +1,318 @@
+#!/usr/bin/env bash
+# Start or stop a throwaway standalone ZooKeeper on loopback for tests and examples.
+#
+# Usage:
+#   scripts/zookeeper.sh start    start it (or find the one already running);
+#                                 the LAST stdout line is HOST:PORT
+#   scripts/zookeeper.sh stop     stop it and remove its data (exit 0 when nothing runs)
+#   scripts/zookeeper.sh status   print HOST:PORT and exit 0 when it runs, else exit 1
+#
+#   e.g.  ZK=$(scripts/zookeeper.sh start | tail -n1)
+#
+# Installs Debian's `zookeeper` package with apt-get when it is missing (needs root
+# or sudo). Runs the JVM detached (no systemd needed), client port on 127.0.0.1
+# only, admin server off, four-letter words on, tickTime 1000 ms with sessions of
+# 2..60 s. Everything else goes to stderr.
+#
+# Environment:
+#   ROLLOUT_ZK_DIR      working dir: config, data, log, pid (default /tmp/rollout-zookeeper)
+#   ROLLOUT_ZK_PORT     client port (default 2181 when free, else another free port)
+#   ROLLOUT_ZK_TIMEOUT  seconds to wait for it to answer (default 60)
+#   ROLLOUT_ZK_JVMFLAGS extra JVM flags (default -Xmx256m)
+set -euo pipefail
+
+HOST=127.0.0.1
+DIR=${ROLLOUT_ZK_DIR:-/tmp/rollout-zookeeper}
+CFG=$DIR/zoo.cfg
+DATA=$DIR/data
+LOG=$DIR/zookeeper.log
+PIDFILE=$DIR/zookeeper.pid
+TIMEOUT=${ROLLOUT_ZK_TIMEOUT:-60}
+ZK_JAR=/usr/share/java/zookeeper.jar
+MAIN=org.apache.zookeeper.server.quorum.QuorumPeerMain
+
+log() { printf 'zookeeper.sh: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Runs as root directly, else through sudo when there is one.
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root (or sudo) to run: $*"
+    fi
+}
+
+ensure_installed() {
+    if [[ -f $ZK_JAR ]] && command -v java >/dev/null 2>&1; then
+        return
+    fi
+    command -v apt-get >/dev/null 2>&1 || die "ZooKeeper is not installed and there is no apt-get"
+    log "installing Debian's zookeeper package"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends zookeeper >&2
+    [[ -f $ZK_JAR ]] || die "$ZK_JAR is missing after installing zookeeper"
+    command -v java >/dev/null 2>&1 || die "java is missing after installing zookeeper"
+}
+
+# The pid of the ZooKeeper this script started, when it still runs.
+our_pid() {
+    local pid
+    [[ -f $PIDFILE ]] || return 1
+    pid=$(<"$PIDFILE")
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    # Guard against a recycled pid: it must be a ZooKeeper on our config.
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$MAIN $CFG" || return 1
+    printf '%s\n' "$pid"
+}
+
+cfg_port() {
+    [[ -f $CFG ]] || return 1
+    sed -n 's/^clientPort=\([0-9][0-9]*\)$/\1/p' "$CFG" | head -n1 | grep .
+}
+
+# Whether a ZooKeeper on HOST:$1 serves requests (`srvr` answers with its mode).
+answers() {
+    local port=$1 reply
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    reply=$(timeout 3 bash -c '
+        exec 3<>"/dev/tcp/$0/$1" || exit 1
+        printf srvr >&3
+        cat <&3' "$HOST" "$port" 2>/dev/null) || true
+    [[ $reply == *"Mode: "* ]]
+}
+
+# Whether anything listens on TCP port $1 (any address, v4 or v6).
+port_in_use() {
+    local port=$1 hex f
+    hex=$(printf '%04X' "$port")
+    for f in /proc/net/tcp /proc/net/tcp6; do
+        [[ -r $f ]] || continue
+        # local_address is column 2 (ADDR:PORT in hex), state 0A is LISTEN.
+        if awk -v p="$hex" 'NR > 1 && $4 == "0A" { split($2, a, ":"); if (a[2] == p) found = 1 }
+                            END { exit !found }' "$f"; then
+            return 0
+        fi
+    done
+    # Fallback when /proc/net is not readable: does something accept a connection?
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$HOST" "$port" 2>/dev/null
+}
+
+pick_port() {
+    local port i
+    if ! port_in_use 2181; then
+        echo 2181
+        return
+    fi
+    for i in $(seq 1 200); do
+        port=$((20000 + (RANDOM * 32768 + RANDOM + i) % 40000))
+        if ! port_in_use "$port"; then
+            echo "$port"
+            return
+        fi
+    done
+    die "no free TCP port found"
+}
+
+write_cfg() {
+    local port=$1
+    cat >"$CFG" <<EOF
+# Written by scripts/zookeeper.sh; removed by \`scripts/zookeeper.sh stop\`.
+tickTime=1000
+minSessionTimeout=2000
+maxSessionTimeout=60000
+initLimit=10
+syncLimit=5
+dataDir=$DATA
+clientPort=$port
+clientPortAddress=$HOST
+maxClientCnxns=0
+admin.enableServer=false
+4lw.commands.whitelist=*
+autopurge.purgeInterval=0
+EOF
+}
+
+log_tail() {
+    if [[ -f $LOG ]]; then
+        log "last lines of $LOG:"
+        tail -n 40 "$LOG" >&2
+    fi
+}
+
+kill_pid() {
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for i in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.2
+    done
+    log "pid $pid ignored TERM for 10 s; sending KILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    for i in $(seq 1 25); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.2
+    done
+}
+
+# Waits for pid $1 to serve on port $2. Returns 0 when it answers, 1 when it
+# exited, 2 on timeout.
+wait_ready() {
+    local pid=$1 port=$2 deadline=$((SECONDS + TIMEOUT))
+    while ((SECONDS < deadline)); do
+        if answers "$port"; then
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.5
+    done
+    return 2
+}
+
+# Launches the JVM detached and records its pid. The classpath is Debian's
+# zookeeper.jar (its manifest lists the other jars) plus slf4j-simple so that
+# the log says something (Debian's scripts put no slf4j binding on the path).
+launch() {
+    local cp=$ZK_JAR jvmflags
+    [[ -f /usr/share/java/slf4j-simple.jar ]] && cp+=:/usr/share/java/slf4j-simple.jar
+    read -r -a jvmflags <<<"${ROLLOUT_ZK_JVMFLAGS:--Xmx256m}"
+    rm -f "$PIDFILE"
+    : >"$LOG"
+    # New session so that the caller's process group and terminal do not take it
+    # down; all fds redirected (and the lock fd closed) so that `$(... start)`
+    # returns. The inner shell writes its own pid and execs java, so the pid
+    # file holds the JVM's pid even if setsid has to fork.
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
+        java "-Dzookeeper.log.dir=$DIR" \
+        -Dorg.slf4j.simpleLogger.showDateTime=true \
+        "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd HH:mm:ss.SSS" \
+        -Dzookeeper.jmx.log4j.disable=true \
+        -XX:+HeapDumpOnOutOfMemoryError "-XX:HeapDumpPath=$DIR" \
+        "${jvmflags[@]}" \
+        -cp "$cp" "$MAIN" "$CFG" \
+        </dev/null >>"$LOG" 2>&1 9>&- &
+    local i
+    for i in $(seq 1 50); do
+        [[ -s $PIDFILE ]] && break
+        sleep 0.1
+    done
+    [[ -s $PIDFILE ]] || die "the JVM did not record its pid in $PIDFILE"
+    cat "$PIDFILE"
+}
+
+lock() {
+    mkdir -p "$DIR"
+    if command -v flock >/dev/null 2>&1; then
+        exec 9>"$DIR/.lock"
+        flock -w $((TIMEOUT + 30)) 9 || die "another zookeeper.sh holds $DIR/.lock"
+    fi
+}
+
+cmd_start() {
+    local pid port rc _
+    lock
+    if pid=$(our_pid); then
+        port=$(cfg_port) || die "ZooKeeper (pid $pid) runs but $CFG has no clientPort"
+        if [[ -n ${ROLLOUT_ZK_PORT:-} && $ROLLOUT_ZK_PORT != "$port" ]]; then
+            die "ZooKeeper already runs on $HOST:$port, not ROLLOUT_ZK_PORT=$ROLLOUT_ZK_PORT; run stop first"
+        fi
+        rc=0
+        wait_ready "$pid" "$port" || rc=$?
+        if ((rc == 0)); then
+            log "already running (pid $pid)"
+            echo "$HOST:$port"
+            return
+        fi
+        log "ZooKeeper pid $pid does not answer on $HOST:$port; restarting it"
+        log_tail
+        kill_pid "$pid"
+    fi
+
+    ensure_installed
+    rm -rf "$DATA" "$PIDFILE"
+    mkdir -p "$DATA"
+
+    for _ in 1 2 3; do
+        if [[ -n ${ROLLOUT_ZK_PORT:-} ]]; then
+            port=$ROLLOUT_ZK_PORT
+            [[ $port =~ ^[0-9]+$ ]] || die "ROLLOUT_ZK_PORT=$port is not a port number"
+            if port_in_use "$port"; then
+                die "ROLLOUT_ZK_PORT=$port is already in use"
+            fi
+        else
+            port=$(pick_port)
+        fi
+        write_cfg "$port"
+        log "starting ZooKeeper on $HOST:$port (dir $DIR, log $LOG)"
+        pid=$(launch)
+        rc=0
+        wait_ready "$pid" "$port" || rc=$?
+        if ((rc == 0)); then
+            log "ZooKeeper is up (pid $pid)"
+            echo "$HOST:$port"
+            return
+        fi
+        if ((rc == 2)); then
+            log "ZooKeeper did not answer on $HOST:$port within ${TIMEOUT}s"
+            log_tail
+            kill_pid "$pid"
+            rm -f "$PIDFILE"
+            exit 1
+        fi
+        # It exited. Another process may have taken an automatically picked port
+        # between the check and the bind: try another one.
+        if [[ -z ${ROLLOUT_ZK_PORT:-} ]] && grep -q 'Address already in use' "$LOG"; then
+            log "port $port was taken meanwhile; trying another"
+            continue
+        fi
+        break
+    done
+    log "ZooKeeper exited during startup"
+    log_tail
+    rm -f "$PIDFILE"
+    exit 1
+}
+
+cmd_stop() {
+    local pid
+    if [[ ! -d $DIR ]]; then
+        log "not running"
+        return
+    fi
+    lock
+    if pid=$(our_pid); then
+        log "stopping ZooKeeper (pid $pid)"
+        kill_pid "$pid"
+        if kill -0 "$pid" 2>/dev/null; then
+            die "pid $pid is still alive"
+        fi
+    else
+        log "not running"
+    fi
+    # Keep the log for post-mortems; the next start truncates it.
+    rm -rf "$DATA" "$PIDFILE" "$CFG"
+}
+
+cmd_status() {
+    local pid port
+    pid=$(our_pid) || { log "not running"; exit 1; }
+    port=$(cfg_port) || { log "pid $pid runs but $CFG has no clientPort"; exit 1; }
+    answers "$port" || { log "pid $pid runs but does not answer on $HOST:$port"; exit 1; }
+    echo "$HOST:$port"
+}
+
+case ${1:-} in
+    start) cmd_start ;;
+    stop) cmd_stop ;;
+    status) cmd_status ;;
+    *)
+        echo "usage: $0 start|stop|status" >&2
+        exit 2
+        ;;
+esac
