@@ -34,10 +34,11 @@ pub enum EmulatorError {
 }
 
 /// The values written through the data path: (app id, partition index, key) → the write's
-/// sequence number in the world's ledger and the value. A value whose write the serving
-/// replica lacks reads as not found: the write was lost.
+/// sequence number in the world's ledger, the value and when it expires (seconds since the
+/// Pegasus epoch, 2016-01-01; 0 never). A value whose write the serving replica lacks reads
+/// as not found: the write was lost.
 pub(crate) type Values =
-    std::sync::Mutex<std::collections::HashMap<(u32, u32, Vec<u8>), (u32, Vec<u8>)>>;
+    std::sync::Mutex<std::collections::HashMap<(u32, u32, Vec<u8>), (u32, Vec<u8>, i32)>>;
 
 /// How the emulator's processes map to the world's nodes, and the data path's values.
 #[derive(Debug)]

@@ -338,12 +338,8 @@ impl Ctx<'_> {
                 .as_ref()
                 .map_or(RpcAddress::none(), |n| self.addr(n)),
             secondaries: p.secondaries.iter().map(|n| self.addr(n)).collect(),
-            hp_primary: Some(
-                p.primary
-                    .as_ref()
-                    .map_or_else(HostPort::default, |n| self.hp(n)),
-            ),
-            hp_secondaries: Some(p.secondaries.iter().map(|n| self.hp(n)).collect()),
+            // As a 2.4 server answers: 2.5 adds host_port fields 9 to 11 (which the backend
+            // reads), encoded raw, which older clients (pypegasus 0.1.17) cannot skip.
             ..PartitionConfiguration::default()
         }
     }
@@ -610,7 +606,7 @@ fn data(sim: &SimCluster, dir: &Directory, node: &NodeView, req: &Request) -> Ve
     if req.rpc == rrdb::PUT || req.rpc == rrdb::REMOVE {
         let (key, value) = if req.rpc == rrdb::PUT {
             match UpdateRequest::read(&mut r) {
-                Ok(u) => (u.key, Some(u.value)),
+                Ok(u) => (u.key, Some((u.value, u.expire_ts_seconds))),
                 Err(_) => return fail("ERR_INVALID_DATA"),
             }
         } else {
@@ -624,8 +620,8 @@ fn data(sim: &SimCluster, dir: &Directory, node: &NodeView, req: &Request) -> Ve
             Err(e) => return fail(refused(e)),
         };
         match value {
-            Some(v) => {
-                values.insert((table, index, key), (seq, v));
+            Some((v, expire)) => {
+                values.insert((table, index, key), (seq, v, expire));
             }
             None => {
                 values.remove(&(table, index, key));
@@ -645,13 +641,24 @@ fn data(sim: &SimCluster, dir: &Directory, node: &NodeView, req: &Request) -> Ve
     if !sim.readable(table, index, me) {
         return fail("ERR_INVALID_STATE");
     }
+    let now = pegasus_now();
     let found = values
         .get(&(table, index, key.to_vec()))
-        .filter(|(seq, _)| sim.holds(table, index, *seq));
+        .filter(|(seq, _, expire)| sim.holds(table, index, *seq) && (*expire == 0 || *expire > now));
+    // Not found still carries field 2 (an empty value, a ttl of 0), as the server's structs
+    // have no optional fields: clients read it unconditionally.
     match (found, req.rpc == rrdb::TTL) {
-        (Some((_, v)), false) => resp.value = Some(v.clone()),
-        (Some(_), true) => resp.ttl_seconds = Some(-1),
-        (None, _) => resp.error = NOT_FOUND,
+        (Some((_, v, _)), false) => resp.value = Some(v.clone()),
+        (Some((_, _, 0)), true) => resp.ttl_seconds = Some(-1),
+        (Some((_, _, expire)), true) => resp.ttl_seconds = Some(expire - now),
+        (None, ttl) => {
+            resp.error = NOT_FOUND;
+            if ttl {
+                resp.ttl_seconds = Some(0);
+            } else {
+                resp.value = Some(Vec::new());
+            }
+        }
     }
     frame::encode_response(
         &req.rpc,
@@ -667,6 +674,17 @@ async fn flushed(sim: &SimCluster, me: &NodeId) -> bool {
         .check()
         .await
         .is_ok_and(|h| h.is_healthy())
+}
+
+/// Seconds since the Pegasus epoch (2016-01-01 00:00:00 UTC) on the wall clock: clients put
+/// a TTL as an expiry on that clock (`expire_ts_seconds`), so the data path reads it too.
+#[allow(clippy::disallowed_methods)] // the clients' clock, not the engine's
+fn pegasus_now() -> i32 {
+    const EPOCH: u64 = 1_451_606_400;
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    i32::try_from(secs.saturating_sub(EPOCH)).unwrap_or(i32::MAX)
 }
 
 /// An emulated time as a server prints it (`YYYY-MM-DD hh:mm:ss`): the emulated cluster's
