@@ -644,7 +644,9 @@ fn data(sim: &SimCluster, dir: &Directory, node: &NodeView, req: &Request) -> Ve
     let now = pegasus_now();
     let found = values
         .get(&(table, index, key.to_vec()))
-        .filter(|(seq, _, expire)| sim.holds(table, index, *seq) && (*expire == 0 || *expire > now));
+        .filter(|(seq, _, expire)| {
+            sim.holds(table, index, *seq) && (*expire == 0 || *expire > now)
+        });
     // Not found still carries field 2 (an empty value, a ttl of 0), as the server's structs
     // have no optional fields: clients read it unconditionally.
     match (found, req.rpc == rrdb::TTL) {

@@ -1,0 +1,115 @@
+//! The backend's error, each naming the server and the step, and how the engine treats it.
+
+use rollout_core::ErrorClass;
+
+use crate::api::code;
+
+/// What went wrong talking to OpenMLDB.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenMldbError {
+    /// The server could not be reached, or did not answer in time.
+    #[error("{server}: {method}: {reason}")]
+    Transport {
+        /// `host:port`.
+        server: String,
+        /// The RPC.
+        method: &'static str,
+        /// What the HTTP client said.
+        reason: String,
+    },
+    /// brpc refused the request (400 bad JSON or a missing required field, 401 no
+    /// authorization, 404 no such method, 503 stopping, 504 timeout, ...).
+    #[error("{server}: {method}: HTTP {status}: {body}")]
+    Http {
+        /// `host:port`.
+        server: String,
+        /// The RPC.
+        method: &'static str,
+        /// The HTTP status.
+        status: u16,
+        /// The start of the body.
+        body: String,
+    },
+    /// The body is not the method's JSON.
+    #[error("{server}: {method}: the answer is not the expected JSON ({reason}): {body:?}")]
+    BadBody {
+        /// `host:port`.
+        server: String,
+        /// The RPC.
+        method: &'static str,
+        /// Why it did not parse.
+        reason: String,
+        /// The start of the body.
+        body: String,
+    },
+    /// The server answered with a non-zero return code (`src/base/status.h`).
+    #[error("{server}: {method}: code {code}: {msg}")]
+    App {
+        /// `host:port`.
+        server: String,
+        /// The RPC.
+        method: &'static str,
+        /// The return code.
+        code: i32,
+        /// Its message.
+        msg: String,
+    },
+    /// ZooKeeper could not be read.
+    #[error("ZooKeeper {zk}: {what}: {reason}")]
+    ZooKeeper {
+        /// The ensemble and root.
+        zk: String,
+        /// What was being read.
+        what: String,
+        /// What the client said.
+        reason: String,
+    },
+    /// No OpenMLDB under the root, or no nameserver leader in it.
+    #[error("ZooKeeper {zk}: {reason}")]
+    NotFound {
+        /// The ensemble and root.
+        zk: String,
+        /// What is missing.
+        reason: String,
+    },
+}
+
+impl OpenMldbError {
+    pub(crate) fn transport(at: (String, &'static str), e: &reqwest::Error) -> Self {
+        let reason = if e.is_timeout() {
+            "no answer in time".to_string()
+        } else if e.is_connect() {
+            format!("cannot connect: {e}")
+        } else {
+            e.to_string()
+        };
+        Self::Transport {
+            server: at.0,
+            method: at.1,
+            reason,
+        }
+    }
+
+    /// How the engine treats it: a standby nameserver (code 300), an unreachable server, a
+    /// stopping or overloaded one (HTTP 503, 504) and a ZooKeeper hiccup are worth another try
+    /// once the leader is found again; everything else ends the step.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Transport { .. } | Self::ZooKeeper { .. } => ErrorClass::Transient,
+            Self::Http {
+                status: 503 | 504, ..
+            } => ErrorClass::Transient,
+            Self::App { code, .. } if *code == code::NAMESERVER_IS_NOT_LEADER => {
+                ErrorClass::Transient
+            }
+            _ => ErrorClass::Fatal,
+        }
+    }
+
+    /// Whether the nameserver leader must be found again before the next call.
+    pub fn rediscover(&self) -> bool {
+        matches!(self, Self::Transport { .. })
+            || matches!(self, Self::App { code, .. } if *code == code::NAMESERVER_IS_NOT_LEADER)
+    }
+}
