@@ -42,6 +42,7 @@ mod config;
 pub mod conformance;
 mod crash;
 pub mod emulation;
+pub mod emulation_openmldb;
 mod fault;
 mod monitor;
 mod node;

@@ -65,6 +65,27 @@ pub enum OpenMldbError {
         /// What the client said.
         reason: String,
     },
+    /// A process handle failed (stop, start, status, apply, revert).
+    #[error("node {node}: {what}: {reason}")]
+    Node {
+        /// The node.
+        node: String,
+        /// The step.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// A leader move found no follower at the leader's offset in time, or the offsets
+    /// differed after the fence (which was lifted).
+    #[error("{table} partition {pid}: {reason}")]
+    Move {
+        /// The table.
+        table: String,
+        /// The partition.
+        pid: u32,
+        /// Why.
+        reason: String,
+    },
     /// No OpenMLDB under the root, or no nameserver leader in it.
     #[error("ZooKeeper {zk}: {reason}")]
     NotFound {

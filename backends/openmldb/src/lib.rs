@@ -14,8 +14,12 @@
 //! and why it is safe, is in ARCHITECTURE.md ("Zero-loss leader moves on OpenMLDB").
 
 pub mod api;
+mod cluster;
 mod error;
+mod fence;
 pub mod flags;
+mod steps;
 pub mod zk;
 
+pub use cluster::{NodeFactory, OpenMldbCluster, OpenMldbNode, Others, Timing};
 pub use error::OpenMldbError;

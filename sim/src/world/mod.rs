@@ -37,7 +37,7 @@ pub(crate) mod waits;
 
 pub(crate) use clients::Clients;
 pub(crate) use ledger::Log;
-pub(crate) use openmldb::{Op, OpenMldb};
+pub(crate) use openmldb::{Op, Op as OpenMldbOp, OpenMldb};
 pub(crate) use pegasus::{Pegasus, Proposal as PegasusProposal};
 use state::{F_LEARNER, F_MEMBER, F_NOT_BACK, F_PRIMARY, F_UNLOADED, add_counts};
 pub(crate) use state::{NodeS, Part, Rep, Replica};

@@ -48,7 +48,7 @@ pub(crate) enum Op {
 }
 
 impl Op {
-    pub(super) fn part(&self) -> u32 {
+    pub(crate) fn part(&self) -> u32 {
         match self {
             Op::ChangeLeader { part, .. }
             | Op::RecoverTable { part, .. }
@@ -98,7 +98,24 @@ pub(crate) struct OpenMldb {
     /// Why a fenced move away from each tablet failed (no follower reached the leader's
     /// offset); its drain fails with it.
     pub(super) move_failed: Vec<Option<String>>,
+    /// Every op by id, as `ShowOPStatus` lists them (the newest `MAX_OP_NUM`).
+    pub(crate) records: VecDeque<OpRecord>,
+    next_op_id: u64,
 }
+
+/// An op as `ShowOPStatus` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct OpRecord {
+    /// Its id, increasing.
+    pub(crate) id: u64,
+    /// The op.
+    pub(crate) op: Op,
+    /// `kInited`, `kDoing`, `kDone`, `kFailed` or `kCanceled`.
+    pub(crate) status: &'static str,
+}
+
+/// Finished ops the nameserver keeps (`max_op_num`).
+const MAX_OP_NUM: usize = 10_000;
 
 pub(super) const OP_DONE: u8 = 0;
 const AUTO_OFFLINE: u8 = 1;
@@ -119,6 +136,8 @@ impl OpenMldb {
             led: vec![Vec::new(); nodes],
             auto_offlined: vec![false; nodes],
             move_failed: vec![None; nodes],
+            records: VecDeque::new(),
+            next_op_id: 0,
         }
     }
 
@@ -147,6 +166,15 @@ impl OpenMldb {
         for n in op.nodes().into_iter().flatten() {
             self.node_ops[n as usize] += 1;
         }
+        self.next_op_id += 1;
+        self.records.push_back(OpRecord {
+            id: self.next_op_id,
+            op: op.clone(),
+            status: "kInited",
+        });
+        if self.records.len() > MAX_OP_NUM {
+            self.records.pop_front();
+        }
         self.queues[q].push_back(op);
         self.start_op(w, q);
         w.changed();
@@ -166,6 +194,17 @@ impl OpenMldb {
     pub(crate) fn has_op(&self, pred: impl Fn(&Op) -> bool) -> bool {
         self.running.iter().flatten().any(|(o, _, _)| pred(o))
             || self.queues.iter().flatten().any(&pred)
+    }
+
+    /// The oldest record of `op` in status `from` moves to `to`.
+    fn mark(&mut self, op: &Op, from: &str, to: &'static str) {
+        if let Some(r) = self
+            .records
+            .iter_mut()
+            .find(|r| r.status == from && r.op == *op)
+        {
+            r.status = to;
+        }
     }
 
     fn op_finished(&mut self, op: &Op) {
@@ -190,6 +229,7 @@ impl OpenMldb {
         let Some(op) = self.queues[q].pop_front() else {
             return;
         };
+        self.mark(&op, "kInited", "kDoing");
         let mut cost = us(w.t.op);
         if let Op::RecoverTable { part, node } | Op::AddReplica { part, node } = &op {
             // A new replica has nothing: its snapshot copy costs what a full catch-up does.
@@ -239,14 +279,25 @@ impl OpenMldb {
             return;
         };
         self.op_finished(&op);
+        // An op on a tablet that went down or restarted while it ran fails.
+        let lost = |n: u32| !w.nodes[n as usize].up() || w.nodes[n as usize].boot != boot;
+        let failed = match &op {
+            Op::RecoverTable { node, .. } | Op::AddReplica { node, .. } => lost(*node),
+            _ => false,
+        };
+        self.mark(&op, "kDoing", if failed { "kFailed" } else { "kDone" });
         match op {
             Op::ChangeLeader { part, from, to } => w.change_leader_op(part, from, to),
             Op::RecoverTable { part, node } => w.recover_table_op(part, node, started, boot),
             Op::AddReplica { part, node } => w.add_replica_op(part, node, started, boot),
             Op::DelReplica { part, node } => w.del_replica_op(part, node),
             Op::FencedMove { part, from, to } => match w.fenced_move_op(part, from, to) {
-                Err(why) if to.is_none() => self.move_failed[from as usize] = Some(why),
-                Err(_) => {}
+                Err(why) => {
+                    self.mark(&op, "kDone", "kFailed");
+                    if to.is_none() {
+                        self.move_failed[from as usize] = Some(why);
+                    }
+                }
                 // A leadership handed back: the displaced leader follows again, its
                 // RecoverTable spread as RecoverEndpoint's are (a temporary replica is
                 // deleted instead).
@@ -304,6 +355,7 @@ impl OpenMldb {
         }
         for op in &cancelled {
             self.op_finished(op);
+            self.mark(op, "kInited", "kCanceled");
         }
         for q in 0..self.queues.len() {
             self.start_op(w, q);

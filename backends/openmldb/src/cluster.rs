@@ -1,0 +1,365 @@
+//! [`OpenMldbCluster`]: the core's control plane over a real OpenMLDB cluster, found through
+//! its ZooKeeper and driven through the nameserver's and tablets' HTTP/JSON RPCs; processes
+//! are reached through a [`NodeFactory`] (the emulator's now, hosts' later). The steps are in
+//! the `steps` module; the zero-loss leader move in `fence`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rollout_core::{ApplyRecord, Change, Node, NodeId, NodeStatus};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::{
+    ConfGetResponse, Endpoint, HasStatus, OpStatus, ShowOpStatusRequest, ShowOpStatusResponse,
+    ShowTableRequest, ShowTableResponse, ShowTabletResponse, TableInfo, code,
+};
+use crate::error::OpenMldbError;
+use crate::zk::Zk;
+
+/// The backend's waits and deadlines, in the cluster's own seconds; [`Timing::scaled`] divides
+/// them for an emulator that runs faster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Timing {
+    /// Each RPC's deadline. Default 10 s.
+    pub rpc: Duration,
+    /// Between two polls of an op, an offset, a tablet. Default 200 ms.
+    pub poll: Duration,
+    /// How long one op may take before the step fails naming it. Default 600 s.
+    pub op: Duration,
+    /// How long a leader move waits for a follower at the leader's offset. Default 30 s.
+    pub catch_up: Duration,
+    /// The ZooKeeper session. Default 10 s.
+    pub session: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            rpc: Duration::from_secs(10),
+            poll: Duration::from_millis(200),
+            op: Duration::from_secs(600),
+            catch_up: Duration::from_secs(30),
+            session: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Timing {
+    /// Every wait divided by `scale` (an emulator running `scale` times faster); RPC and
+    /// session deadlines keep a floor that real sockets need.
+    pub fn scaled(self, scale: u32) -> Self {
+        let s = scale.max(1);
+        Self {
+            rpc: (self.rpc / s).max(Duration::from_millis(500)),
+            poll: (self.poll / s).max(Duration::from_millis(5)),
+            op: self.op / s,
+            catch_up: self.catch_up / s,
+            session: self.session.max(Duration::from_secs(4)),
+        }
+    }
+}
+
+/// A process handle for one server: what a node factory returns.
+pub trait NodeFactory: Send + Sync {
+    /// The handle.
+    type Node: Node;
+    /// The handle of the server at `id` (`host:port`), if the factory knows it.
+    fn node(&self, id: &NodeId) -> Option<Self::Node>;
+}
+
+impl<N: Node, F: Fn(&NodeId) -> Option<N> + Send + Sync> NodeFactory for F {
+    type Node = N;
+    fn node(&self, id: &NodeId) -> Option<N> {
+        self(id)
+    }
+}
+
+/// Servers ZooKeeper does not list: the apiservers, and the taskmanagers (ZooKeeper names only
+/// their leader).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Others {
+    /// The apiservers, `host:port`.
+    pub apiservers: Vec<String>,
+    /// The taskmanagers, `host:port`.
+    pub taskmanagers: Vec<String>,
+}
+
+/// An OpenMLDB cluster reached through its ZooKeeper; `F` makes the process handles.
+pub struct OpenMldbCluster<F> {
+    pub(crate) zk: Zk,
+    name: String,
+    pub(crate) others: Others,
+    factory: F,
+    pub(crate) timing: Timing,
+    leader: Mutex<Option<Endpoint>>,
+    /// The highest op id when the cluster was connected: an op after it that failed is the
+    /// rollout's concern.
+    pub(crate) mark: u64,
+    /// Partitions each tablet led when drained, to hand back on rejoin: (db, table, tid, pid).
+    pub(crate) led: Mutex<BTreeMap<NodeId, Vec<(String, String, u32, u32)>>>,
+}
+
+impl<F> std::fmt::Debug for OpenMldbCluster<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenMldbCluster")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: NodeFactory> OpenMldbCluster<F> {
+    /// Connects through ZooKeeper `ensemble` at `root`, confirms a nameserver leader, and
+    /// notes the highest op id.
+    ///
+    /// # Errors
+    /// ZooKeeper unreachable, no OpenMLDB under `root`, no nameserver that answers as leader.
+    pub async fn connect(
+        ensemble: &str,
+        root: &str,
+        others: Others,
+        factory: F,
+        timing: Timing,
+    ) -> Result<Self, OpenMldbError> {
+        let zk = Zk::connect(ensemble, root, timing.session).await?;
+        let mut me = Self {
+            name: format!("openmldb:{ensemble}{root}"),
+            zk,
+            others,
+            factory,
+            timing,
+            leader: Mutex::new(None),
+            mark: 0,
+            led: Mutex::new(BTreeMap::new()),
+        };
+        me.mark = me.ops(None).await?.iter().map(|o| o.op_id).max().unwrap_or(0);
+        Ok(me)
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn factory(&self) -> &F {
+        &self.factory
+    }
+
+    pub(crate) fn endpoint(&self, addr: &str) -> Endpoint {
+        Endpoint::new(addr, self.timing.rpc)
+    }
+
+    /// Calls the nameserver leader: the remembered one, else each registered nameserver in
+    /// election order until one answers as leader (code 0). A standby (code 300) or an
+    /// unreachable leader makes it look again.
+    pub(crate) async fn ns<Q: Serialize + ?Sized, R: DeserializeOwned + HasStatus>(
+        &self,
+        method: &'static str,
+        request: &Q,
+    ) -> Result<R, OpenMldbError> {
+        let cached = self
+            .leader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(e) = cached {
+            match e.call("NameServer", method, request).await {
+                Err(err) if err.rediscover() => {}
+                other => return other,
+            }
+        }
+        let mut last = None;
+        for addr in self.zk.nameservers().await? {
+            let e = self.endpoint(&addr);
+            match e.call("NameServer", method, request).await {
+                Err(err) if err.rediscover() => last = Some(err),
+                other => {
+                    if other.is_ok() {
+                        *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                    }
+                    return other;
+                }
+            }
+        }
+        *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Err(last.unwrap_or_else(|| OpenMldbError::NotFound {
+            zk: self.zk.name().to_string(),
+            reason: "no nameserver is registered".into(),
+        }))
+    }
+
+    /// The confirmed leader's address, if one answered last.
+    pub(crate) fn leader_addr(&self) -> Option<String> {
+        self.leader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|e| e.addr.clone())
+    }
+
+    pub(crate) async fn tablets(&self) -> Result<ShowTabletResponse, OpenMldbError> {
+        self.ns("ShowTablet", &serde_json::json!({})).await
+    }
+
+    pub(crate) async fn tables(&self) -> Result<Vec<TableInfo>, OpenMldbError> {
+        let r: ShowTableResponse = self
+            .ns("ShowTable", &ShowTableRequest { show_all: true })
+            .await?;
+        Ok(r.table_info)
+    }
+
+    /// Ops, optionally of one partition.
+    pub(crate) async fn ops(
+        &self,
+        of: Option<(&str, &str, u32)>,
+    ) -> Result<Vec<OpStatus>, OpenMldbError> {
+        let req = match of {
+            Some((db, name, pid)) => ShowOpStatusRequest {
+                name: Some(name.to_string()),
+                pid: Some(pid),
+                db: (!db.is_empty()).then(|| db.to_string()),
+            },
+            None => ShowOpStatusRequest::default(),
+        };
+        let r: ShowOpStatusResponse = self.ns("ShowOPStatus", &req).await?;
+        Ok(r.op_status)
+    }
+
+    /// `auto_failover` as the nameserver holds it.
+    pub(crate) async fn auto_failover(&self) -> Result<String, OpenMldbError> {
+        let r: ConfGetResponse = self.ns("ConfGet", &serde_json::json!({})).await?;
+        r.conf
+            .into_iter()
+            .find(|p| p.key == "auto_failover")
+            .map(|p| p.value.to_ascii_lowercase())
+            .ok_or_else(|| OpenMldbError::App {
+                server: self.leader_addr().unwrap_or_default(),
+                method: "ConfGet",
+                code: code::OK,
+                msg: "no auto_failover in the answer".into(),
+            })
+    }
+
+    /// Runs an op-creating RPC on the nameserver and waits, up to [`Timing::op`], until every
+    /// op on that partition newer than the mark read before it has finished; a failed or
+    /// cancelled one fails the step naming its id.
+    pub(crate) async fn run_op<Q: Serialize + ?Sized>(
+        &self,
+        method: &'static str,
+        request: &Q,
+        on: (&str, &str, u32),
+    ) -> Result<(), OpenMldbError> {
+        let mark = self.ops(Some(on)).await?.iter().map(|o| o.op_id).max().unwrap_or(0);
+        let _: crate::api::Status = self.ns(method, request).await?;
+        self.wait_ops(on, mark, method).await
+    }
+
+    /// Waits until every op on `on` newer than `mark` finished.
+    pub(crate) async fn wait_ops(
+        &self,
+        on: (&str, &str, u32),
+        mark: u64,
+        what: &'static str,
+    ) -> Result<(), OpenMldbError> {
+        let deadline = tokio::time::Instant::now() + self.timing.op;
+        loop {
+            let ops = self.ops(Some(on)).await?;
+            let newer: Vec<&OpStatus> = ops.iter().filter(|o| o.op_id > mark).collect();
+            if let Some(bad) = newer
+                .iter()
+                .find(|o| matches!(o.status.as_str(), "kFailed" | "kCanceled"))
+            {
+                return Err(self.op_error(what, on, bad, "ended"));
+            }
+            if !newer.is_empty() && newer.iter().all(|o| o.finished()) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(match newer.iter().find(|o| !o.finished()) {
+                    Some(o) => self.op_error(what, on, o, "has not finished in time; it is"),
+                    None => OpenMldbError::App {
+                        server: self.leader_addr().unwrap_or_default(),
+                        method: what,
+                        code: code::OK,
+                        msg: format!(
+                            "no op appeared for {}.{} partition {} within {} s",
+                            on.0,
+                            on.1,
+                            on.2,
+                            self.timing.op.as_secs()
+                        ),
+                    },
+                });
+            }
+            tokio::time::sleep(self.timing.poll).await;
+        }
+    }
+
+    fn op_error(&self, what: &'static str, on: (&str, &str, u32), o: &OpStatus, how: &str) -> OpenMldbError {
+        OpenMldbError::App {
+            server: self.leader_addr().unwrap_or_default(),
+            method: what,
+            code: -1,
+            msg: format!(
+                "op {} ({}) on {}{}{} partition {} {how} {}",
+                o.op_id,
+                o.op_type,
+                on.0,
+                if on.0.is_empty() { "" } else { "." },
+                on.1,
+                on.2,
+                o.status
+            ),
+        }
+    }
+}
+
+/// A factory's node, its errors in the backend's error.
+#[derive(Debug)]
+pub struct OpenMldbNode<N> {
+    inner: N,
+}
+
+impl<N> OpenMldbNode<N> {
+    pub(crate) fn new(inner: N) -> Self {
+        Self { inner }
+    }
+}
+
+fn node_err<E: std::fmt::Display>(node: &NodeId, what: &str, e: E) -> OpenMldbError {
+    OpenMldbError::Node {
+        node: node.to_string(),
+        what: what.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+impl<N: Node> Node for OpenMldbNode<N> {
+    type Error = OpenMldbError;
+
+    fn id(&self) -> &NodeId {
+        self.inner.id()
+    }
+    async fn stop(&self) -> Result<(), OpenMldbError> {
+        self.inner.stop().await.map_err(|e| node_err(self.id(), "stop", e))
+    }
+    async fn start(&self) -> Result<(), OpenMldbError> {
+        self.inner.start().await.map_err(|e| node_err(self.id(), "start", e))
+    }
+    async fn status(&self) -> Result<NodeStatus, OpenMldbError> {
+        self.inner.status().await.map_err(|e| node_err(self.id(), "status", e))
+    }
+    async fn apply(&self, change: &Change) -> Result<ApplyRecord, OpenMldbError> {
+        self.inner.apply(change).await.map_err(|e| node_err(self.id(), "apply", e))
+    }
+    async fn revert(&self, record: &ApplyRecord) -> Result<(), OpenMldbError> {
+        self.inner.revert(record).await.map_err(|e| node_err(self.id(), "revert", e))
+    }
+    async fn is_applied(&self, change: &Change) -> Result<bool, OpenMldbError> {
+        self.inner
+            .is_applied(change)
+            .await
+            .map_err(|e| node_err(self.id(), "status", e))
+    }
+}

@@ -1,0 +1,220 @@
+//! The zero-loss leader move (ARCHITECTURE.md, "Zero-loss leader moves on OpenMLDB"): wait
+//! for a follower at the leader's offset (`GetTableFollower` on the leader), fence the leader
+//! on its tablet (`ChangeRole` to follower: writes refused, replication stopped), check both
+//! offsets again (`GetTableStatus`), then ChangeLeader with that follower as the explicit
+//! candidate. When the offsets differ after the fence, it is lifted (`ChangeRole` to leader
+//! with the old term and followers, valid before any SelectLeader) and the move tries again;
+//! when writes keep followers behind, the tablet is held in follower mode (`SetMode`) for a
+//! moment so that they catch up, and released after the fence.
+
+use crate::api::{
+    ChangeLeaderRequest, ChangeRoleRequest, GetTableFollowerResponse, GetTableStatusResponse,
+    Status, TidPid, code,
+};
+use crate::cluster::{NodeFactory, OpenMldbCluster};
+use crate::error::OpenMldbError;
+
+/// One partition to move: (db, table, tid, pid).
+pub(crate) type Part = (String, String, u32, u32);
+
+/// Polls without a follower at the leader's offset before the tablet is held.
+const POLLS_UNHELD: u32 = 5;
+
+impl<F: NodeFactory> OpenMldbCluster<F> {
+    /// Moves the leadership of `part` from `from` to `to` (or any follower at its offset).
+    /// `Ok(false)` when `from` no longer leads it (someone moved it already).
+    pub(crate) async fn fenced_move(
+        &self,
+        part: &Part,
+        from: &str,
+        to: Option<&str>,
+    ) -> Result<bool, OpenMldbError> {
+        let (db, table, tid, pid) = part;
+        let leader = self.endpoint(from);
+        let deadline = tokio::time::Instant::now() + self.timing.catch_up;
+        let mut polls = 0;
+        let mut held = false;
+        let result = loop {
+            let f: Result<GetTableFollowerResponse, _> = leader
+                .call("TabletServer", "GetTableFollower", &TidPid { tid: *tid, pid: *pid })
+                .await;
+            let f = match f {
+                Ok(f) => f,
+                Err(OpenMldbError::App { code: c, .. }) if c == code::TABLE_IS_FOLLOWER => {
+                    break Ok(None);
+                }
+                Err(e) => break Err(e),
+            };
+            let candidate = f
+                .follower_info
+                .iter()
+                .find(|x| x.offset == f.offset && to.is_none_or(|t| t == x.endpoint))
+                .map(|x| x.endpoint.clone());
+            if let Some(c) = candidate {
+                break Ok(Some((c, f.follower_info.iter().map(|x| x.endpoint.clone()).collect::<Vec<_>>())));
+            }
+            polls += 1;
+            if polls >= POLLS_UNHELD && !held {
+                // Writes outrun replication: hold the tablet so the followers catch up.
+                let _: Status = leader
+                    .call("TabletServer", "SetMode", &serde_json::json!({"follower": true}))
+                    .await?;
+                held = true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break Err(OpenMldbError::Move {
+                    table: table.clone(),
+                    pid: *pid,
+                    reason: format!(
+                        "no follower reached the offset {} of the leader on {from} within {} s; \
+                         nothing was moved",
+                        f.offset,
+                        self.timing.catch_up.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(self.timing.poll).await;
+        };
+        let found = match result {
+            Ok(Some(found)) => {
+                // Fence first, then let the rest of the tablet write again.
+                let fenced = self.fence(from, *tid, *pid).await;
+                if held {
+                    self.release(from).await;
+                }
+                fenced?;
+                found
+            }
+            Ok(None) => {
+                if held {
+                    self.release(from).await;
+                }
+                return Ok(false);
+            }
+            Err(e) => {
+                if held {
+                    self.release(from).await;
+                }
+                return Err(e);
+            }
+        };
+        let (candidate, followers) = found;
+        // A put that passed its check just before the fence may still have appended: compare
+        // again, after the fence.
+        let mine = self.offset_on(from, *tid, *pid).await?;
+        let theirs = self.offset_on(&candidate, *tid, *pid).await?;
+        if mine != Some(theirs.unwrap_or(u64::MAX)) {
+            self.unfence(part, from, &followers).await?;
+            return Err(OpenMldbError::Move {
+                table: table.clone(),
+                pid: *pid,
+                reason: format!(
+                    "after the fence the leader on {from} is at {mine:?} and {candidate} at \
+                     {theirs:?}; the fence was lifted and nothing moved"
+                ),
+            });
+        }
+        let req = ChangeLeaderRequest {
+            name: table.clone(),
+            pid: *pid,
+            candidate_leader: candidate.clone(),
+            db: db.clone(),
+        };
+        if let Err(e) = self.run_op("ChangeLeader", &req, (db, table, *pid)).await {
+            // Whether SelectLeader ran is unknown: leave the fence (no write is taken that
+            // could be lost) and say so.
+            return Err(OpenMldbError::Move {
+                table: table.clone(),
+                pid: *pid,
+                reason: format!(
+                    "ChangeLeader to {candidate} failed ({e}); the old leader on {from} stays \
+                     fenced (it takes no writes): run `abort` or recover the partition"
+                ),
+            });
+        }
+        Ok(true)
+    }
+
+    async fn fence(&self, at: &str, tid: u32, pid: u32) -> Result<(), OpenMldbError> {
+        let _: Status = self
+            .endpoint(at)
+            .call(
+                "TabletServer",
+                "ChangeRole",
+                &ChangeRoleRequest {
+                    tid,
+                    pid,
+                    mode: "kTableFollower",
+                    term: None,
+                    replicas: Vec::new(),
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Lifts a fence: the old term from the nameserver's term history, the followers as
+    /// they were.
+    pub(crate) async fn unfence(
+        &self,
+        part: &Part,
+        at: &str,
+        followers: &[String],
+    ) -> Result<(), OpenMldbError> {
+        let (_, table, tid, pid) = part;
+        let term = self
+            .tables()
+            .await?
+            .into_iter()
+            .find(|t| &t.name == table)
+            .and_then(|t| t.table_partition.into_iter().find(|p| p.pid == *pid))
+            .and_then(|p| p.term_offset.last().map(|t| t.term));
+        let r: Result<Status, _> = self
+            .endpoint(at)
+            .call(
+                "TabletServer",
+                "ChangeRole",
+                &ChangeRoleRequest {
+                    tid: *tid,
+                    pid: *pid,
+                    mode: "kTableLeader",
+                    term,
+                    replicas: followers.to_vec(),
+                },
+            )
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(OpenMldbError::App { code: c, .. }) if c == code::TABLE_IS_LEADER => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn release(&self, at: &str) {
+        let r: Result<Status, _> = self
+            .endpoint(at)
+            .call("TabletServer", "SetMode", &serde_json::json!({"follower": false}))
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(tablet = at, error = %e, "could not release the tablet's write hold");
+        }
+    }
+
+    /// A partition's offset on a tablet; `None` when the tablet has not loaded it.
+    pub(crate) async fn offset_on(
+        &self,
+        at: &str,
+        tid: u32,
+        pid: u32,
+    ) -> Result<Option<u64>, OpenMldbError> {
+        let r: GetTableStatusResponse = self
+            .endpoint(at)
+            .call("TabletServer", "GetTableStatus", &TidPid { tid, pid })
+            .await?;
+        Ok(r
+            .all_table_status
+            .iter()
+            .find(|s| s.tid == tid && s.pid == pid)
+            .map(|s| s.offset))
+    }
+}
