@@ -206,10 +206,15 @@ impl SimCluster {
                     .map(|r| r.node)
                     .ok_or_else(|| format!("partition {pid} of t{table} has no leader"))?;
                 let ok = w.parts[part as usize].replicas.iter().any(|r| {
-                    r.node == to && r.role == Rep::Secondary && r.loaded && w.nodes[to as usize].up()
+                    r.node == to
+                        && r.role == Rep::Secondary
+                        && r.loaded
+                        && w.nodes[to as usize].up()
                 });
                 if !ok {
-                    return Err(format!("{candidate} is not an alive follower of partition {pid}"));
+                    return Err(format!(
+                        "{candidate} is not an alive follower of partition {pid}"
+                    ));
                 }
                 Op::ChangeLeader {
                     part,
@@ -354,7 +359,9 @@ impl SimCluster {
         let followers: Vec<(NodeId, u64)> = p
             .replicas
             .iter()
-            .filter(|r| r.node != n && r.role == Rep::Secondary && r.loaded && r.behind_until <= w.now)
+            .filter(|r| {
+                r.node != n && r.role == Rep::Secondary && r.loaded && r.behind_until <= w.now
+            })
             .map(|r| (w.nodes[r.node as usize].id.clone(), r.log.len() as u64))
             .collect();
         if followers.is_empty() {
@@ -364,12 +371,13 @@ impl SimCluster {
     }
 
     /// Whether `node` is a registered, healthy tablet to the nameserver (`ShowTablet`
-    /// `kHealthy`; `kOffline` once its ZooKeeper session expired).
+    /// `kHealthy`, also for a while after its process stopped; `kOffline` once its ZooKeeper
+    /// session expired).
     pub fn openmldb_tablet_healthy(&self, node: &NodeId) -> Option<bool> {
         let w = self.world();
         w.nodes
             .iter()
             .find(|n| &n.id == node && n.kind == RoleKind::Data)
-            .map(|n| n.attached && !n.offline && n.running)
+            .map(|n| n.attached && !n.offline)
     }
 }

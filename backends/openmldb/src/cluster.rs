@@ -100,6 +100,8 @@ pub struct OpenMldbCluster<F> {
     pub(crate) mark: u64,
     /// Partitions each tablet led when drained, to hand back on rejoin: (db, table, tid, pid).
     pub(crate) led: Mutex<BTreeMap<NodeId, Vec<(String, String, u32, u32)>>>,
+    /// Every nameserver seen registered, so that one restarting is still known as one.
+    pub(crate) nameservers: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl<F> std::fmt::Debug for OpenMldbCluster<F> {
@@ -133,8 +135,15 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
             leader: Mutex::new(None),
             mark: 0,
             led: Mutex::new(BTreeMap::new()),
+            nameservers: Mutex::new(std::collections::BTreeSet::new()),
         };
-        me.mark = me.ops(None).await?.iter().map(|o| o.op_id).max().unwrap_or(0);
+        me.mark = me
+            .ops(None)
+            .await?
+            .iter()
+            .map(|o| o.op_id)
+            .max()
+            .unwrap_or(0);
         Ok(me)
     }
 
@@ -250,7 +259,13 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         request: &Q,
         on: (&str, &str, u32),
     ) -> Result<(), OpenMldbError> {
-        let mark = self.ops(Some(on)).await?.iter().map(|o| o.op_id).max().unwrap_or(0);
+        let mark = self
+            .ops(Some(on))
+            .await?
+            .iter()
+            .map(|o| o.op_id)
+            .max()
+            .unwrap_or(0);
         let _: crate::api::Status = self.ns(method, request).await?;
         self.wait_ops(on, mark, method).await
     }
@@ -296,7 +311,13 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         }
     }
 
-    fn op_error(&self, what: &'static str, on: (&str, &str, u32), o: &OpStatus, how: &str) -> OpenMldbError {
+    fn op_error(
+        &self,
+        what: &'static str,
+        on: (&str, &str, u32),
+        o: &OpStatus,
+        how: &str,
+    ) -> OpenMldbError {
         OpenMldbError::App {
             server: self.leader_addr().unwrap_or_default(),
             method: what,
@@ -342,19 +363,34 @@ impl<N: Node> Node for OpenMldbNode<N> {
         self.inner.id()
     }
     async fn stop(&self) -> Result<(), OpenMldbError> {
-        self.inner.stop().await.map_err(|e| node_err(self.id(), "stop", e))
+        self.inner
+            .stop()
+            .await
+            .map_err(|e| node_err(self.id(), "stop", e))
     }
     async fn start(&self) -> Result<(), OpenMldbError> {
-        self.inner.start().await.map_err(|e| node_err(self.id(), "start", e))
+        self.inner
+            .start()
+            .await
+            .map_err(|e| node_err(self.id(), "start", e))
     }
     async fn status(&self) -> Result<NodeStatus, OpenMldbError> {
-        self.inner.status().await.map_err(|e| node_err(self.id(), "status", e))
+        self.inner
+            .status()
+            .await
+            .map_err(|e| node_err(self.id(), "status", e))
     }
     async fn apply(&self, change: &Change) -> Result<ApplyRecord, OpenMldbError> {
-        self.inner.apply(change).await.map_err(|e| node_err(self.id(), "apply", e))
+        self.inner
+            .apply(change)
+            .await
+            .map_err(|e| node_err(self.id(), "apply", e))
     }
     async fn revert(&self, record: &ApplyRecord) -> Result<(), OpenMldbError> {
-        self.inner.revert(record).await.map_err(|e| node_err(self.id(), "revert", e))
+        self.inner
+            .revert(record)
+            .await
+            .map_err(|e| node_err(self.id(), "revert", e))
     }
     async fn is_applied(&self, change: &Change) -> Result<bool, OpenMldbError> {
         self.inner

@@ -20,23 +20,67 @@ pub(crate) type Part = (String, String, u32, u32);
 /// Polls without a follower at the leader's offset before the tablet is held.
 const POLLS_UNHELD: u32 = 5;
 
+/// Fences lifted (a write slipped in) before a move gives up.
+const MOVE_TRIES: u32 = 5;
+
 impl<F: NodeFactory> OpenMldbCluster<F> {
     /// Moves the leadership of `part` from `from` to `to` (or any follower at its offset).
-    /// `Ok(false)` when `from` no longer leads it (someone moved it already).
+    /// `Ok(false)` when `from` no longer leads it (someone moved it already). A write that
+    /// slips in between the last offset check and the fence lifts the fence and the move
+    /// tries again, holding the tablet from then on, up to `MOVE_TRIES` times.
     pub(crate) async fn fenced_move(
         &self,
         part: &Part,
         from: &str,
         to: Option<&str>,
     ) -> Result<bool, OpenMldbError> {
+        let mut last = None;
+        for attempt in 0..MOVE_TRIES {
+            match self.try_move(part, from, to, attempt > 0).await {
+                Err(e @ OpenMldbError::Move { .. })
+                    if e.to_string().contains("the fence was lifted") =>
+                {
+                    last = Some(e);
+                }
+                other => return other,
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    async fn try_move(
+        &self,
+        part: &Part,
+        from: &str,
+        to: Option<&str>,
+        hold_now: bool,
+    ) -> Result<bool, OpenMldbError> {
         let (db, table, tid, pid) = part;
         let leader = self.endpoint(from);
         let deadline = tokio::time::Instant::now() + self.timing.catch_up;
-        let mut polls = 0;
+        let mut polls = if hold_now { POLLS_UNHELD } else { 0 };
         let mut held = false;
         let result = loop {
+            if polls >= POLLS_UNHELD && !held {
+                // Writes outrun replication: hold the tablet so the followers catch up.
+                let _: Status = leader
+                    .call(
+                        "TabletServer",
+                        "SetMode",
+                        &serde_json::json!({"follower": true}),
+                    )
+                    .await?;
+                held = true;
+            }
             let f: Result<GetTableFollowerResponse, _> = leader
-                .call("TabletServer", "GetTableFollower", &TidPid { tid: *tid, pid: *pid })
+                .call(
+                    "TabletServer",
+                    "GetTableFollower",
+                    &TidPid {
+                        tid: *tid,
+                        pid: *pid,
+                    },
+                )
                 .await;
             let f = match f {
                 Ok(f) => f,
@@ -51,16 +95,15 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
                 .find(|x| x.offset == f.offset && to.is_none_or(|t| t == x.endpoint))
                 .map(|x| x.endpoint.clone());
             if let Some(c) = candidate {
-                break Ok(Some((c, f.follower_info.iter().map(|x| x.endpoint.clone()).collect::<Vec<_>>())));
+                break Ok(Some((
+                    c,
+                    f.follower_info
+                        .iter()
+                        .map(|x| x.endpoint.clone())
+                        .collect::<Vec<_>>(),
+                )));
             }
             polls += 1;
-            if polls >= POLLS_UNHELD && !held {
-                // Writes outrun replication: hold the tablet so the followers catch up.
-                let _: Status = leader
-                    .call("TabletServer", "SetMode", &serde_json::json!({"follower": true}))
-                    .await?;
-                held = true;
-            }
             if tokio::time::Instant::now() >= deadline {
                 break Err(OpenMldbError::Move {
                     table: table.clone(),
@@ -193,7 +236,11 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
     async fn release(&self, at: &str) {
         let r: Result<Status, _> = self
             .endpoint(at)
-            .call("TabletServer", "SetMode", &serde_json::json!({"follower": false}))
+            .call(
+                "TabletServer",
+                "SetMode",
+                &serde_json::json!({"follower": false}),
+            )
             .await;
         if let Err(e) = r {
             tracing::warn!(tablet = at, error = %e, "could not release the tablet's write hold");
@@ -211,8 +258,7 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
             .endpoint(at)
             .call("TabletServer", "GetTableStatus", &TidPid { tid, pid })
             .await?;
-        Ok(r
-            .all_table_status
+        Ok(r.all_table_status
             .iter()
             .find(|s| s.tid == tid && s.pid == pid)
             .map(|s| s.offset))

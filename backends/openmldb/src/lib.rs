@@ -15,6 +15,8 @@
 
 pub mod api;
 mod cluster;
+#[cfg(feature = "emulator")]
+pub mod emulator;
 mod error;
 mod fence;
 pub mod flags;

@@ -7,8 +7,8 @@ use rollout_core::{
 };
 
 use crate::api::{
-    ConfSetRequest, GetTableStatusResponse, Pair, RecoverEndpointRequest, ReplicaNsRequest,
-    Status, TableInfo,
+    ConfSetRequest, GetTableStatusResponse, Pair, RecoverEndpointRequest, ReplicaNsRequest, Status,
+    TableInfo,
 };
 use crate::cluster::{NodeFactory, OpenMldbCluster, OpenMldbNode};
 use crate::error::OpenMldbError;
@@ -66,13 +66,21 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
             .map(|t| NodeInfo::new(nid(&t.endpoint), tablet.clone()).alive(t.state == "kHealthy"))
             .collect();
         let mut nameservers = self.zk.nameservers().await?;
-        nameservers.sort();
-        nameservers.dedup();
+        {
+            let mut known = self.nameservers.lock().unwrap_or_else(|e| e.into_inner());
+            known.extend(nameservers.iter().cloned());
+            nameservers = known.iter().cloned().collect();
+        }
         out.extend(nameservers.into_iter().map(|n| {
             let is = leader.as_deref() == Some(n.as_str());
             NodeInfo::new(nid(&n), ns.clone()).leader(is)
         }));
-        out.extend(self.others.apiservers.iter().map(|a| NodeInfo::new(nid(a), api.clone())));
+        out.extend(
+            self.others
+                .apiservers
+                .iter()
+                .map(|a| NodeInfo::new(nid(a), api.clone())),
+        );
         out.extend(self.others.taskmanagers.iter().map(|a| {
             let is = tm_leader.as_deref() == Some(a.as_str());
             NodeInfo::new(nid(a), tm.clone()).leader(is)
@@ -88,7 +96,11 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         }
         for t in self.tables().await? {
             for p in &t.table_partition {
-                let leaders = p.partition_meta.iter().filter(|m| m.is_leader && m.is_alive).count();
+                let leaders = p
+                    .partition_meta
+                    .iter()
+                    .filter(|m| m.is_leader && m.is_alive)
+                    .count();
                 if leaders != 1 {
                     return Ok(Some(format!(
                         "{} partition {} has {leaders} alive leaders",
@@ -104,7 +116,10 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
             }
         }
         let ops = self.ops(None).await?;
-        if let Some(o) = ops.iter().find(|o| o.op_id > self.mark && o.status == "kFailed") {
+        if let Some(o) = ops
+            .iter()
+            .find(|o| o.op_id > self.mark && o.status == "kFailed")
+        {
             return Ok(Some(format!(
                 "op {} ({}) on {} partition {} failed since the rollout began",
                 o.op_id, o.op_type, o.name, o.pid
@@ -132,27 +147,38 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         };
         for t in &tables {
             for p in &t.table_partition {
-                let Some(m) = p.partition_meta.iter().find(|m| m.endpoint == node.as_str()) else {
+                let Some(m) = p
+                    .partition_meta
+                    .iter()
+                    .find(|m| m.endpoint == node.as_str())
+                else {
                     continue;
                 };
                 if !m.is_alive {
-                    return Ok(Some(format!("{} partition {} on {node} is not alive yet", t.name, p.pid)));
+                    return Ok(Some(format!(
+                        "{} partition {} on {node} is not alive yet",
+                        t.name, p.pid
+                    )));
                 }
                 let on = loaded
                     .all_table_status
                     .iter()
                     .any(|s| s.tid == t.tid && s.pid == p.pid && s.state != "kTableLoading");
                 if !on {
-                    return Ok(Some(format!("{} partition {} is not loaded on {node} yet", t.name, p.pid)));
+                    return Ok(Some(format!(
+                        "{} partition {} is not loaded on {node} yet",
+                        t.name, p.pid
+                    )));
                 }
             }
         }
-        let pending = self
-            .ops(None)
-            .await?
-            .into_iter()
-            .find(|o| !o.finished());
-        Ok(pending.map(|o| format!("op {} ({}) on {} partition {} is {}", o.op_id, o.op_type, o.name, o.pid, o.status)))
+        let pending = self.ops(None).await?.into_iter().find(|o| !o.finished());
+        Ok(pending.map(|o| {
+            format!(
+                "op {} ({}) on {} partition {} is {}",
+                o.op_id, o.op_type, o.name, o.pid, o.status
+            )
+        }))
     }
 }
 
@@ -169,7 +195,11 @@ where
 
     async fn topology(&self) -> Result<Topology, OpenMldbError> {
         let (nodes, tablets) = self.infos().await?;
-        let healthy = |e: &str| tablets.iter().any(|t| t.endpoint == e && t.state == "kHealthy");
+        let healthy = |e: &str| {
+            tablets
+                .iter()
+                .any(|t| t.endpoint == e && t.state == "kHealthy")
+        };
         let mut partitions = Vec::new();
         for t in self.tables().await? {
             for p in &t.table_partition {
@@ -182,7 +212,8 @@ where
                         } else {
                             ReplicaRole::Secondary
                         };
-                        Replica::new(m.endpoint.clone(), role).alive(m.is_alive && healthy(&m.endpoint))
+                        Replica::new(m.endpoint.clone(), role)
+                            .alive(m.is_alive && healthy(&m.endpoint))
                     })
                     .collect();
                 partitions.push(
@@ -210,7 +241,9 @@ where
         if let rollout_core::Change::Config { edits } = change {
             for e in edits {
                 let rollout_core::ConfigEdit::Set { file, .. } = e else {
-                    return Err("OpenMLDB config edits set a flag; removing one is not supported".into());
+                    return Err(
+                        "OpenMLDB config edits set a flag; removing one is not supported".into(),
+                    );
                 };
                 if !(file.ends_with(".flags") || file.ends_with(".properties")) {
                     return Err(format!(
@@ -225,7 +258,9 @@ where
 
     fn knobs(&self, procedure: Procedure) -> Vec<Knob> {
         match procedure {
-            Procedure::HighAvailability => vec![Knob::rollout("auto_failover", "false").blocks_healing()],
+            Procedure::HighAvailability => {
+                vec![Knob::rollout("auto_failover", "false").blocks_healing()]
+            }
             _ => Vec::new(),
         }
     }
@@ -337,10 +372,17 @@ where
                 .endpoint(node.as_str())
                 .call("TabletServer", "GetTableStatus", &serde_json::json!({}))
                 .await?;
-            Ok(match r.all_table_status.iter().filter(|s| s.state == "kMakingSnapshot").count() {
-                0 => Health::Healthy,
-                n => Health::Waiting(format!("{node} is still making {n} snapshot(s)")),
-            })
+            Ok(
+                match r
+                    .all_table_status
+                    .iter()
+                    .filter(|s| s.state == "kMakingSnapshot")
+                    .count()
+                {
+                    0 => Health::Healthy,
+                    n => Health::Waiting(format!("{node} is still making {n} snapshot(s)")),
+                },
+            )
         })
     }
 
@@ -354,7 +396,30 @@ where
                     Health::Waiting(format!("tablet {node} is {}", t.state))
                 });
             }
-            // Not a tablet: it answers on its port.
+            // A nameserver: registered again, and a leader answers.
+            let is_ns = self
+                .nameservers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(node.as_str());
+            if is_ns {
+                if !self
+                    .zk
+                    .nameservers()
+                    .await?
+                    .iter()
+                    .any(|n| n == node.as_str())
+                {
+                    return Ok(Health::Waiting(format!(
+                        "nameserver {node} has not registered in ZooKeeper yet"
+                    )));
+                }
+                return Ok(match self.auto_failover().await {
+                    Ok(_) => Health::Healthy,
+                    Err(e) => Health::Waiting(format!("no nameserver leader answers yet: {e}")),
+                });
+            }
+            // Any other server: it answers on its port.
             Ok(match tokio::net::TcpStream::connect(node.as_str()).await {
                 Ok(_) => Health::Healthy,
                 Err(e) => Health::Waiting(format!("{node} does not answer yet: {e}")),
@@ -386,7 +451,10 @@ where
                 return Err(OpenMldbError::Move {
                     table: String::new(),
                     pid: 0,
-                    reason: format!("{node} did not come back within {} s: {why}", self.timing.op.as_secs()),
+                    reason: format!(
+                        "{node} did not come back within {} s: {why}",
+                        self.timing.op.as_secs()
+                    ),
                 });
             }
             tokio::time::sleep(self.timing.poll).await;
@@ -450,7 +518,10 @@ where
         })
     }
 
-    fn safe_to_stop<'a>(&'a self, _node: &'a NodeId) -> impl HealthProbe<Error = OpenMldbError> + 'a {
+    fn safe_to_stop<'a>(
+        &'a self,
+        _node: &'a NodeId,
+    ) -> impl HealthProbe<Error = OpenMldbError> + 'a {
         rollout_core::probes::always()
     }
 
@@ -494,7 +565,15 @@ where
     async fn add_temporary_replica(&self, t: &TemporaryReplica) -> Result<(), OpenMldbError> {
         let (db, name, _, pid) = self.part_of(&t.partition).await?;
         let _: Status = self
-            .ns("AddReplicaNS", &ReplicaNsRequest { name, pid, endpoint: t.to.to_string(), db })
+            .ns(
+                "AddReplicaNS",
+                &ReplicaNsRequest {
+                    name,
+                    pid,
+                    endpoint: t.to.to_string(),
+                    db,
+                },
+            )
             .await?;
         Ok(())
     }
@@ -524,11 +603,20 @@ where
             .iter()
             .any(|p| p.2 == part.2 && p.3 == part.3);
         if leads {
-            self.fenced_move(&part, t.to.as_str(), Some(t.from.as_str())).await?;
+            self.fenced_move(&part, t.to.as_str(), Some(t.from.as_str()))
+                .await?;
         }
         let (db, name, _, pid) = part;
         match self
-            .ns::<_, Status>("DelReplicaNS", &ReplicaNsRequest { name, pid, endpoint: t.to.to_string(), db })
+            .ns::<_, Status>(
+                "DelReplicaNS",
+                &ReplicaNsRequest {
+                    name,
+                    pid,
+                    endpoint: t.to.to_string(),
+                    db,
+                },
+            )
             .await
         {
             Ok(_) => Ok(()),
@@ -547,12 +635,15 @@ where
             let there = self.tables().await?.iter().any(|x| {
                 x.name == name
                     && x.db == db
-                    && x.table_partition
-                        .iter()
-                        .any(|p| p.pid == pid && p.partition_meta.iter().any(|m| m.endpoint == t.to.as_str()))
+                    && x.table_partition.iter().any(|p| {
+                        p.pid == pid && p.partition_meta.iter().any(|m| m.endpoint == t.to.as_str())
+                    })
             });
             Ok(if there {
-                Health::Waiting(format!("the temporary replica of {} on {} is still there", t.partition, t.to))
+                Health::Waiting(format!(
+                    "the temporary replica of {} on {} is still there",
+                    t.partition, t.to
+                ))
             } else {
                 Health::Healthy
             })

@@ -1,0 +1,155 @@
+//! `OpenMldbCluster` against the emulator on a real ZooKeeper, over real sockets, on the wall
+//! clock with the emulated cluster running 20 times faster.
+#![cfg(feature = "emulator")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rollout_core::{Change, Cluster, MemoryJournal, Outcome, Policy, Run, Spec, roll};
+use rollout_openmldb::emulator::Emulator;
+use rollout_openmldb::{OpenMldbCluster, Others, Timing};
+use rollout_sim::{Flavor, SimBuilder};
+
+const SCALE: u32 = 20;
+
+/// One emulated cluster at a time: they run on the wall clock.
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
+}
+
+fn zookeeper() -> String {
+    if let Ok(a) = std::env::var("ROLLOUT_ZK") {
+        return a;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/zookeeper.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg("start")
+        .output()
+        .expect("run scripts/zookeeper.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string()
+}
+
+fn builder() -> SimBuilder {
+    let mut b = SimBuilder::new(Flavor::OpenMldb);
+    b.seed(7)
+        .data_nodes(3)
+        .coordinators(2)
+        .partitions(16)
+        .time_scale(SCALE);
+    b
+}
+
+fn root(name: &str) -> String {
+    format!("/rollout-emulated-{}-{name}", std::process::id())
+}
+
+async fn start(
+    name: &str,
+) -> (
+    Arc<Emulator>,
+    OpenMldbCluster<impl Fn(&rollout_core::NodeId) -> Option<rollout_sim::SimNode> + use<>>,
+) {
+    let zk = zookeeper();
+    let root = root(name);
+    let emu = Arc::new(Emulator::start(&builder(), &zk, &root).await.unwrap());
+    // Registration follows the processes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let e = emu.clone();
+    let others = Others {
+        apiservers: emu.endpoints("apiserver"),
+        taskmanagers: emu.endpoints("taskmanager"),
+    };
+    let cluster = OpenMldbCluster::connect(
+        &zk,
+        &root,
+        others,
+        move |id: &rollout_core::NodeId| e.node(id),
+        Timing::default().scaled(SCALE),
+    )
+    .await
+    .unwrap();
+    (emu, cluster)
+}
+
+fn policy() -> Policy {
+    let s = u64::from(SCALE);
+    Policy::default()
+        .deadlines(rollout_core::Deadlines::all(Duration::from_secs(3600 / s)))
+        .poll(Duration::from_millis(5), Duration::from_millis(1000 / s))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_topology_over_the_wire_matches_the_world() {
+    let _serial = serial().await;
+    let (emu, cluster) = start("topology").await;
+    let t = cluster.topology().await.unwrap();
+    assert_eq!(t.partitions.len(), 16);
+    assert!(t.partitions.iter().all(|p| p.replicas.len() == 3));
+    let tablets = t.nodes.iter().filter(|n| n.role.name == "tablet").count();
+    assert_eq!(tablets, 3);
+    assert_eq!(
+        t.nodes
+            .iter()
+            .filter(|n| n.role.name == "nameserver")
+            .count(),
+        2
+    );
+    assert_eq!(cluster.read_knob("auto_failover").await.unwrap(), "true");
+    drop(emu);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emulated_rollout_completes_losing_no_write() {
+    let _serial = serial().await;
+    let (emu, cluster) = start("roll").await;
+    let journal = MemoryJournal::new();
+    let spec = Spec::new(Change::Restart).policy(policy());
+    let report = roll(&cluster, &spec, Run::new(&journal)).await;
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            let zk = rollout_openmldb::zk::Zk::connect(
+                &zookeeper(),
+                &root("roll"),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+            let kids = zk
+                .client()
+                .list_children(&format!("{}/leader", root("roll")))
+                .await;
+            let view = emu.sim().view();
+            panic!(
+                "{}\nlock nodes {kids:?}\nnodes {:?}\nns endpoints {:?}",
+                rollout_core::chain(&e),
+                view.nodes
+                    .iter()
+                    .map(|n| (n.id.to_string(), n.running, n.serving))
+                    .collect::<Vec<_>>(),
+                emu.endpoints("nameserver")
+            );
+        }
+    };
+    assert_eq!(report.outcome, Outcome::Completed);
+    let truth = emu.sim().truth();
+    assert!(truth.knobs_restored, "{:?}", truth.knobs);
+    assert!(
+        truth.restarts.values().all(|&n| n == 1),
+        "{:?}",
+        truth.restarts
+    );
+    assert_eq!(truth.monitor.writes_lost, 0);
+    assert_eq!(truth.monitor.requests_failed, 0);
+}
