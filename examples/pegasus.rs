@@ -11,6 +11,9 @@
 //! built yet): it refuses and says so. The emulator is not Pegasus: it serves the simulator's
 //! model of a cluster over Pegasus's wire protocol on loopback.
 
+#[path = "common.rs"]
+mod common;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -18,10 +21,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use rollout_core::{
-    ApplyRecord, Change, Deadlines, Event, MemoryJournal, Node, NodeId, NodeStatus, Observer,
-    Phase, Policy, Run, Spec, chain, plan, roll,
-};
+use common::{Progress, Unmanaged, policy, print_plan};
+use rollout_core::{Change, MemoryJournal, NodeId, Run, Spec, chain, roll};
 use rollout_pegasus::client::DataClient;
 use rollout_pegasus::emulator::Emulator;
 use rollout_pegasus::{PegasusCluster, Timing};
@@ -97,101 +98,6 @@ fn parse_change(s: &str) -> anyhow::Result<Change> {
     )
 }
 
-/// A process this binary cannot control (no rollout-process yet): planning works, any
-/// action says why it cannot.
-#[derive(Debug)]
-struct Unmanaged(NodeId);
-
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "{0}: this binary cannot stop or start processes yet (process control on real hosts is rollout-process, not built yet); use --plan"
-)]
-struct NoProcessControl(NodeId);
-
-impl Node for Unmanaged {
-    type Error = NoProcessControl;
-    fn id(&self) -> &NodeId {
-        &self.0
-    }
-    async fn stop(&self) -> Result<(), NoProcessControl> {
-        Err(NoProcessControl(self.0.clone()))
-    }
-    async fn start(&self) -> Result<(), NoProcessControl> {
-        Err(NoProcessControl(self.0.clone()))
-    }
-    async fn status(&self) -> Result<NodeStatus, NoProcessControl> {
-        Err(NoProcessControl(self.0.clone()))
-    }
-    async fn apply(&self, _: &Change) -> Result<ApplyRecord, NoProcessControl> {
-        Err(NoProcessControl(self.0.clone()))
-    }
-    async fn revert(&self, _: &ApplyRecord) -> Result<(), NoProcessControl> {
-        Err(NoProcessControl(self.0.clone()))
-    }
-    async fn is_applied(&self, _: &Change) -> Result<bool, NoProcessControl> {
-        Ok(false)
-    }
-}
-
-/// The policy with every wait and poll in wall time: the cluster's seconds over `scale`.
-fn policy(scale: u32) -> Policy {
-    let s = scale.max(1);
-    let d = Deadlines::default();
-    let mut scaled = Deadlines::all(d.gate / s);
-    scaled.drain = d.drain / s;
-    scaled.quiesce = d.quiesce / s;
-    scaled.stop = d.stop / s;
-    scaled.ready = d.ready / s;
-    scaled.rejoin = d.rejoin / s;
-    scaled.healthy = d.healthy / s;
-    scaled.temporary = d.temporary / s;
-    Policy::default().deadlines(scaled).poll(
-        (Duration::from_millis(100) / s).max(Duration::from_millis(2)),
-        (Duration::from_secs(1) / s).max(Duration::from_millis(5)),
-    )
-}
-
-/// Prints progress lines (not with --json).
-struct Progress {
-    quiet: bool,
-    waves: Mutex<usize>,
-}
-
-impl Observer for Progress {
-    fn on_event(&self, e: &Event) {
-        if let Event::PlanReady { plan } = e {
-            *self.waves.lock().unwrap_or_else(|e| e.into_inner()) = plan.waves.len();
-        }
-        if self.quiet {
-            return;
-        }
-        let line = match e {
-            Event::PlanReady { plan } => Some(format!(
-                "plan: {} nodes in {} waves",
-                plan.node_count(),
-                plan.waves.len()
-            )),
-            Event::KnobChanged { name, from, to } => Some(format!("knob {name}: {from} -> {to}")),
-            Event::KnobRestored { name, value } => Some(format!("knob {name} restored to {value}")),
-            Event::PhaseFinished {
-                node: Some(node),
-                phase: Phase::WaitReady,
-                took,
-            } => Some(format!(
-                "{node}: back after {:.1}s wall",
-                took.as_secs_f64()
-            )),
-            Event::NodeDone { node } => Some(format!("{node}: done")),
-            Event::Failed { error, .. } => Some(format!("failed: {error}")),
-            Event::Halted { reason } => Some(format!("halted: {reason}")),
-            _ => None,
-        };
-        if let Some(l) = line {
-            println!("{l}");
-        }
-    }
-}
-
 async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
     if args.run {
         bail!(
@@ -208,23 +114,6 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
     .await
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;
     print_plan(&cluster, &Spec::new(change), args.json).await
-}
-
-/// Prints the plan of `spec` (as JSON with `json`), changing nothing.
-async fn print_plan<C: rollout_core::Cluster>(
-    cluster: &C,
-    spec: &Spec,
-    json: bool,
-) -> anyhow::Result<()> {
-    let p = plan(cluster, spec)
-        .await
-        .map_err(|e| anyhow::anyhow!(chain(&e)))?;
-    if json {
-        println!("{}", serde_json::to_string(&p)?);
-    } else {
-        print!("{p}");
-    }
-    Ok(())
 }
 
 async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {

@@ -66,6 +66,9 @@ pub struct TabletPartition {
     pub leader: bool,
 }
 
+/// `GetTableFollower`'s answer: the leader's offset and each follower's (entries).
+pub type Followers = (u64, Vec<(NodeId, u64)>);
+
 /// A nameserver op a client requests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -337,7 +340,7 @@ impl SimCluster {
         table: u32,
         pid: u32,
         node: &NodeId,
-    ) -> Result<(u64, Vec<(NodeId, u64)>), (i32, String)> {
+    ) -> Result<Followers, (i32, String)> {
         let mut w = self.world();
         let part = part_of(&w, table, pid).map_err(|e| (100, e))?;
         let n = node_of(&w, node).map_err(|e| (100, e))?;

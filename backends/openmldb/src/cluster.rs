@@ -99,7 +99,7 @@ pub struct OpenMldbCluster<F> {
     /// rollout's concern.
     pub(crate) mark: u64,
     /// Partitions each tablet led when drained, to hand back on rejoin: (db, table, tid, pid).
-    pub(crate) led: Mutex<BTreeMap<NodeId, Vec<(String, String, u32, u32)>>>,
+    pub(crate) led: Mutex<BTreeMap<NodeId, Vec<crate::fence::Part>>>,
     /// Every nameserver seen registered, so that one restarting is still known as one.
     pub(crate) nameservers: Mutex<std::collections::BTreeSet<String>>,
 }
@@ -248,26 +248,6 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
                 code: code::OK,
                 msg: "no auto_failover in the answer".into(),
             })
-    }
-
-    /// Runs an op-creating RPC on the nameserver and waits, up to [`Timing::op`], until every
-    /// op on that partition newer than the mark read before it has finished; a failed or
-    /// cancelled one fails the step naming its id.
-    pub(crate) async fn run_op<Q: Serialize + ?Sized>(
-        &self,
-        method: &'static str,
-        request: &Q,
-        on: (&str, &str, u32),
-    ) -> Result<(), OpenMldbError> {
-        let mark = self
-            .ops(Some(on))
-            .await?
-            .iter()
-            .map(|o| o.op_id)
-            .max()
-            .unwrap_or(0);
-        let _: crate::api::Status = self.ns(method, request).await?;
-        self.wait_ops(on, mark, method).await
     }
 
     /// Waits until every op on `on` newer than `mark` finished.

@@ -57,6 +57,15 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
     ) -> Result<bool, OpenMldbError> {
         let (db, table, tid, pid) = part;
         let leader = self.endpoint(from);
+        // The op mark is read before the fence: nothing but the move's own RPCs may run
+        // while the partition refuses writes.
+        let mark = self
+            .ops(Some((db, table, *pid)))
+            .await?
+            .iter()
+            .map(|o| o.op_id)
+            .max()
+            .unwrap_or(0);
         let deadline = tokio::time::Instant::now() + self.timing.catch_up;
         let mut polls = if hold_now { POLLS_UNHELD } else { 0 };
         let mut held = false;
@@ -144,8 +153,12 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         let (candidate, followers) = found;
         // A put that passed its check just before the fence may still have appended: compare
         // again, after the fence.
-        let mine = self.offset_on(from, *tid, *pid).await?;
-        let theirs = self.offset_on(&candidate, *tid, *pid).await?;
+        let (mine, theirs) = futures_util::future::join(
+            self.offset_on(from, *tid, *pid),
+            self.offset_on(&candidate, *tid, *pid),
+        )
+        .await;
+        let (mine, theirs) = (mine?, theirs?);
         if mine != Some(theirs.unwrap_or(u64::MAX)) {
             self.unfence(part, from, &followers).await?;
             return Err(OpenMldbError::Move {
@@ -163,7 +176,11 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
             candidate_leader: candidate.clone(),
             db: db.clone(),
         };
-        if let Err(e) = self.run_op("ChangeLeader", &req, (db, table, *pid)).await {
+        let changed = match self.ns::<_, Status>("ChangeLeader", &req).await {
+            Ok(_) => self.wait_ops((db, table, *pid), mark, "ChangeLeader").await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = changed {
             // Whether SelectLeader ran is unknown: leave the fence (no write is taken that
             // could be lost) and say so.
             return Err(OpenMldbError::Move {

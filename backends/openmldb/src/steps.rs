@@ -312,16 +312,11 @@ where
             .entry(node.clone())
             .or_default()
             .extend(led.iter().cloned());
-        for chunk in led.chunks(QUEUES) {
-            let mut moves = Vec::with_capacity(chunk.len());
-            for p in chunk {
-                moves.push(self.fenced_move(p, node.as_str(), None));
-            }
-            for r in futures_util::future::join_all(moves).await {
-                r?;
-            }
-        }
-        Ok(())
+        let moves: Vec<(Part, String, Option<String>)> = led
+            .into_iter()
+            .map(|p| (p, node.to_string(), None))
+            .collect();
+        self.moves(&moves).await.map(drop)
     }
 
     fn drained<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = OpenMldbError> + 'a {
@@ -466,21 +461,26 @@ where
             .remove(node)
             .unwrap_or_default();
         let tables = self.tables().await?;
-        let mut displaced = std::collections::BTreeSet::new();
-        for p in &led {
-            let Some(now) = tables
+        let mut back = Vec::new();
+        for p in led {
+            let now = tables
                 .iter()
                 .find(|t| t.name == p.1 && t.db == p.0)
                 .and_then(|t| t.table_partition.iter().find(|x| x.pid == p.3))
                 .and_then(|x| x.partition_meta.iter().find(|m| m.is_leader && m.is_alive))
-                .map(|m| m.endpoint.clone())
-            else {
-                continue;
-            };
-            if now != node.as_str() && self.fenced_move(p, &now, Some(node.as_str())).await? {
-                displaced.insert(now);
+                .map(|m| m.endpoint.clone());
+            if let Some(now) = now.filter(|n| n != node.as_str()) {
+                back.push((p, now, Some(node.to_string())));
             }
         }
+        let displaced: std::collections::BTreeSet<String> = self
+            .moves(&back)
+            .await?
+            .into_iter()
+            .zip(&back)
+            .filter(|(moved, _)| *moved)
+            .map(|(_, (_, from, _))| from.clone())
+            .collect();
         for d in displaced {
             let _: Status = self
                 .ns(
@@ -656,6 +656,39 @@ where
 }
 
 impl<F: NodeFactory> OpenMldbCluster<F> {
+    /// Runs fenced moves `(partition, from, to)`, two at a time on different nameserver
+    /// queues (`pid % name_server_task_concurrency`), so that no fenced partition waits
+    /// behind another's ChangeLeader. Returns, in order, whether each moved.
+    async fn moves(
+        &self,
+        moves: &[(Part, String, Option<String>)],
+    ) -> Result<Vec<bool>, OpenMldbError> {
+        let mut by_queue: Vec<Vec<usize>> = vec![Vec::new(); QUEUES];
+        for (i, (p, _, _)) in moves.iter().enumerate() {
+            by_queue[p.3 as usize % QUEUES].push(i);
+        }
+        let mut out = vec![false; moves.len()];
+        let rounds = by_queue.iter().map(Vec::len).max().unwrap_or(0);
+        for round in 0..rounds {
+            let batch: Vec<usize> = by_queue
+                .iter()
+                .filter_map(|q| q.get(round).copied())
+                .collect();
+            let mut running = Vec::with_capacity(batch.len());
+            for &i in &batch {
+                let (p, from, to) = &moves[i];
+                running.push(self.fenced_move(p, from, to.as_deref()));
+            }
+            for (i, r) in batch
+                .into_iter()
+                .zip(futures_util::future::join_all(running).await)
+            {
+                out[i] = r?;
+            }
+        }
+        Ok(out)
+    }
+
     /// The (db, table, tid, pid) of a topology partition id.
     async fn part_of(&self, id: &str) -> Result<Part, OpenMldbError> {
         for t in self.tables().await? {

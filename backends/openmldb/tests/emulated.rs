@@ -150,6 +150,123 @@ async fn an_emulated_rollout_completes_losing_no_write() {
         "{:?}",
         truth.restarts
     );
+    assert!(truth.monitor.writes_acked > 0);
     assert_eq!(truth.monitor.writes_lost, 0);
-    assert_eq!(truth.monitor.requests_failed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_passes_the_conformance_suite_against_the_emulator() {
+    let _serial = serial().await;
+    let (_emu, cluster) = start("conformance").await;
+    rollout_sim::conformance::check_cluster(&cluster)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nameserver_failover_mid_rollout_is_survived_with_auto_failover_restored() {
+    let _serial = serial().await;
+    let zk = zookeeper();
+    let root = root("failover");
+    let mut b = builder();
+    b.fault("leader-failover:at=40".parse().unwrap());
+    let emu = Arc::new(Emulator::start(&b, &zk, &root).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let e = emu.clone();
+    let cluster = OpenMldbCluster::connect(
+        &zk,
+        &root,
+        Others::default(),
+        move |id: &rollout_core::NodeId| e.node(id),
+        Timing::default().scaled(SCALE),
+    )
+    .await
+    .unwrap();
+    let journal = MemoryJournal::new();
+    let spec = Spec::new(Change::Restart).policy(policy());
+    let result = roll(&cluster, &spec, Run::new(&journal)).await;
+    let truth = emu.sim().truth();
+    let ns_crashes: u32 = truth
+        .crashes
+        .iter()
+        .filter(|(n, _)| n.as_str().starts_with("ns-"))
+        .map(|(_, c)| c)
+        .sum();
+    assert!(
+        ns_crashes >= 1,
+        "the nameserver leader never failed over: {:?}",
+        truth.crashes
+    );
+    assert!(
+        result.is_ok(),
+        "{}",
+        result
+            .err()
+            .map(|e| rollout_core::chain(&e))
+            .unwrap_or_default()
+    );
+    assert!(truth.knobs_restored, "{:?}", truth.knobs);
+    assert_eq!(truth.monitor.writes_lost, 0);
+    assert!(
+        truth.restarts.values().all(|&n| n <= 1),
+        "{:?}",
+        truth.restarts
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tablet_that_fails_to_start_halts_the_rollout_with_auto_failover_restored() {
+    let _serial = serial().await;
+    let zk = zookeeper();
+    let root = root("failstart");
+    let mut b = builder();
+    b.fault("fail-start:node=2".parse().unwrap());
+    let emu = Arc::new(Emulator::start(&b, &zk, &root).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let e = emu.clone();
+    let cluster = OpenMldbCluster::connect(
+        &zk,
+        &root,
+        Others::default(),
+        move |id: &rollout_core::NodeId| e.node(id),
+        Timing::default().scaled(SCALE),
+    )
+    .await
+    .unwrap();
+    let journal = MemoryJournal::new();
+    let spec = Spec::new(Change::Config {
+        edits: vec![rollout_core::ConfigEdit::Set {
+            file: "conf/tablet.flags".into(),
+            key: "zk_session_timeout".into(),
+            value: "20000".into(),
+        }],
+    })
+    .policy(policy());
+    let err = roll(&cluster, &spec, Run::new(&journal)).await.unwrap_err();
+    let msg = rollout_core::chain(&err);
+    assert!(msg.contains("exited after its start"), "{msg}");
+    let truth = emu.sim().truth();
+    assert!(truth.knobs_restored, "{:?}", truth.knobs);
+    assert_eq!(truth.monitor.writes_lost, 0);
+    assert!(truth.restarts.values().all(|&n| n <= 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_without_openmldb_is_refused_before_anything_changes() {
+    let _serial = serial().await;
+    let zk = zookeeper();
+    let err = OpenMldbCluster::connect(
+        &zk,
+        "/surely-not-openmldb",
+        Others::default(),
+        |_: &rollout_core::NodeId| None::<rollout_sim::SimNode>,
+        Timing::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no OpenMLDB under /surely-not-openmldb"),
+        "{err}"
+    );
 }

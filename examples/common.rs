@@ -1,0 +1,125 @@
+//! What the reference binaries share: a process handle that refuses to act (until
+//! rollout-process exists), the policy in an emulator's wall time, progress lines, the plan
+//! printer. Included by each binary with `#[path]`.
+
+#![allow(dead_code)]
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rollout_core::{
+    ApplyRecord, Change, Deadlines, Event, Node, NodeId, NodeStatus, Observer, Phase, Policy, Spec,
+    chain, plan,
+};
+
+/// A process this binary cannot control (no rollout-process yet): planning works, any
+/// action says why it cannot.
+#[derive(Debug)]
+pub(crate) struct Unmanaged(pub(crate) NodeId);
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{0}: this binary cannot stop or start processes yet (process control on real hosts is rollout-process, not built yet); use --plan"
+)]
+pub(crate) struct NoProcessControl(NodeId);
+
+impl Node for Unmanaged {
+    type Error = NoProcessControl;
+    fn id(&self) -> &NodeId {
+        &self.0
+    }
+    async fn stop(&self) -> Result<(), NoProcessControl> {
+        Err(NoProcessControl(self.0.clone()))
+    }
+    async fn start(&self) -> Result<(), NoProcessControl> {
+        Err(NoProcessControl(self.0.clone()))
+    }
+    async fn status(&self) -> Result<NodeStatus, NoProcessControl> {
+        Err(NoProcessControl(self.0.clone()))
+    }
+    async fn apply(&self, _: &Change) -> Result<ApplyRecord, NoProcessControl> {
+        Err(NoProcessControl(self.0.clone()))
+    }
+    async fn revert(&self, _: &ApplyRecord) -> Result<(), NoProcessControl> {
+        Err(NoProcessControl(self.0.clone()))
+    }
+    async fn is_applied(&self, _: &Change) -> Result<bool, NoProcessControl> {
+        Ok(false)
+    }
+}
+
+/// The policy with every wait and poll in wall time: the cluster's seconds over `scale`.
+pub(crate) fn policy(scale: u32) -> Policy {
+    let s = scale.max(1);
+    let d = Deadlines::default();
+    let mut scaled = Deadlines::all(d.gate / s);
+    scaled.drain = d.drain / s;
+    scaled.quiesce = d.quiesce / s;
+    scaled.stop = d.stop / s;
+    scaled.ready = d.ready / s;
+    scaled.rejoin = d.rejoin / s;
+    scaled.healthy = d.healthy / s;
+    scaled.temporary = d.temporary / s;
+    Policy::default().deadlines(scaled).poll(
+        (Duration::from_millis(100) / s).max(Duration::from_millis(2)),
+        (Duration::from_secs(1) / s).max(Duration::from_millis(5)),
+    )
+}
+
+/// Prints progress lines (not with --json).
+pub(crate) struct Progress {
+    pub(crate) quiet: bool,
+    pub(crate) waves: Mutex<usize>,
+}
+
+impl Observer for Progress {
+    fn on_event(&self, e: &Event) {
+        if let Event::PlanReady { plan } = e {
+            *self.waves.lock().unwrap_or_else(|e| e.into_inner()) = plan.waves.len();
+        }
+        if self.quiet {
+            return;
+        }
+        let line = match e {
+            Event::PlanReady { plan } => Some(format!(
+                "plan: {} nodes in {} waves",
+                plan.node_count(),
+                plan.waves.len()
+            )),
+            Event::KnobChanged { name, from, to } => Some(format!("knob {name}: {from} -> {to}")),
+            Event::KnobRestored { name, value } => Some(format!("knob {name} restored to {value}")),
+            Event::PhaseFinished {
+                node: Some(node),
+                phase: Phase::WaitReady,
+                took,
+            } => Some(format!(
+                "{node}: back after {:.1}s wall",
+                took.as_secs_f64()
+            )),
+            Event::NodeDone { node } => Some(format!("{node}: done")),
+            Event::Failed { error, .. } => Some(format!("failed: {error}")),
+            Event::Halted { reason } => Some(format!("halted: {reason}")),
+            _ => None,
+        };
+        if let Some(l) = line {
+            println!("{l}");
+        }
+    }
+}
+
+/// Prints the plan of `spec` (as JSON with `json`), changing nothing.
+pub(crate) async fn print_plan<C: rollout_core::Cluster>(
+    cluster: &C,
+    spec: &Spec,
+    json: bool,
+) -> anyhow::Result<()> {
+    let p = plan(cluster, spec)
+        .await
+        .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+    if json {
+        println!("{}", serde_json::to_string(&p)?);
+    } else {
+        print!("{p}");
+    }
+    Ok(())
+}

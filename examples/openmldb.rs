@@ -1,0 +1,311 @@
+//! Plan or run a rolling restart, upgrade or configuration update of an OpenMLDB cluster
+//! found through its ZooKeeper; or start the OpenMLDB emulator on a real ZooKeeper and roll
+//! it.
+//!
+//! ```text
+//! cargo run --release --example openmldb -- --zk 10.0.0.1:2181 --zk-root /openmldb --plan
+//! cargo run --release --example openmldb -- --zk 10.0.0.1:2181 --role tablet --set tablet.flags:zk_session_timeout=20000
+//! ZK=$(scripts/zookeeper.sh start | tail -1)
+//! cargo run --release --example openmldb -- --emulate --zk $ZK --json
+//! ```
+//!
+//! `--run` against a real cluster needs process control on its hosts (rollout-process, not
+//! built yet): it refuses and says so. The emulator is not OpenMLDB: it serves the
+//! simulator's model of a cluster over OpenMLDB's HTTP/JSON RPCs on loopback, registered in
+//! the ZooKeeper given.
+
+#[path = "common.rs"]
+mod common;
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use common::{Progress, Unmanaged, policy, print_plan};
+use rollout_core::{Change, ConfigEdit, MemoryJournal, NodeId, Run, Selection, Spec, chain, roll};
+use rollout_openmldb::emulator::Emulator;
+use rollout_openmldb::{OpenMldbCluster, Others, Timing};
+use rollout_sim::{ClientLoad, Flavor, SimBuilder, Strategy, report_of, simulate};
+
+/// Roll an OpenMLDB cluster one safe step at a time.
+#[derive(Parser, Debug)]
+#[command(name = "openmldb", version)]
+struct Args {
+    /// The cluster's ZooKeeper, HOST:PORT[,HOST:PORT...].
+    #[arg(long)]
+    zk: String,
+    /// The cluster's root in ZooKeeper (its --zk_root_path).
+    #[arg(long, default_value = "/openmldb")]
+    zk_root: String,
+    /// Print the plan and change nothing (the default without --run).
+    #[arg(long, conflicts_with = "run")]
+    plan: bool,
+    /// Roll the cluster.
+    #[arg(long)]
+    run: bool,
+    /// Roll only these roles (nameserver, tablet, apiserver, taskmanager); repeatable.
+    #[arg(long)]
+    role: Vec<String>,
+    /// A configuration update, FILE:KEY=VALUE (tablet.flags:zk_session_timeout=20000, or
+    /// taskmanager.properties:KEY=VALUE); repeatable. Files are under each node's conf/.
+    #[arg(long)]
+    set: Vec<String>,
+    /// The change when no --set is given: restart or upgrade:VERSION.
+    #[arg(long, default_value = "restart")]
+    change: String,
+    /// Apiservers to roll after the tablets, comma-separated HOST:PORT (ZooKeeper does not
+    /// list them).
+    #[arg(long, value_delimiter = ',')]
+    apiserver: Vec<String>,
+    /// Taskmanagers, comma-separated HOST:PORT (ZooKeeper names only the leader).
+    #[arg(long, value_delimiter = ',')]
+    taskmanager: Vec<String>,
+    /// Start the emulator (2 nameservers, 3 tablets, an apiserver, a taskmanager, client
+    /// load) in --zk and roll it.
+    #[arg(long)]
+    emulate: bool,
+    /// With --emulate: how many emulated seconds pass per wall second.
+    #[arg(long, default_value_t = 20)]
+    scale: u32,
+    /// With --emulate: ha (fenced leader moves) or naive (restart and wait).
+    #[arg(long, default_value = "ha")]
+    strategy: String,
+    /// With --emulate: the seed of the emulated cluster.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Print one JSON object as the last line of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn change_of(args: &Args) -> anyhow::Result<Change> {
+    if !args.set.is_empty() {
+        let mut edits = Vec::new();
+        for s in &args.set {
+            let (file, kv) = s.split_once(':').context("--set FILE:KEY=VALUE")?;
+            let (key, value) = kv.split_once('=').context("--set FILE:KEY=VALUE")?;
+            if key.is_empty() {
+                bail!("--set {s}: no key");
+            }
+            let file = if file.contains('/') {
+                file.to_string()
+            } else {
+                format!("conf/{file}")
+            };
+            edits.push(ConfigEdit::Set {
+                file,
+                key: key.to_string(),
+                value: value.to_string(),
+            });
+        }
+        return Ok(Change::Config { edits });
+    }
+    match args.change.as_str() {
+        "restart" => Ok(Change::Restart),
+        c => match c.strip_prefix("upgrade:") {
+            Some(v) if !v.is_empty() => Ok(Change::Upgrade {
+                version: v.to_string(),
+            }),
+            _ => bail!("unknown change {c:?}: expected restart or upgrade:VERSION (or --set)"),
+        },
+    }
+}
+
+fn spec_of(args: &Args, change: Change) -> Spec {
+    let spec = Spec::new(change);
+    if args.role.is_empty() {
+        spec
+    } else {
+        spec.selection(Selection::Roles(args.role.clone()))
+    }
+}
+
+async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
+    if args.run {
+        bail!(
+            "--run needs process control on the cluster's hosts (rollout-process, not built \
+             yet); --plan reads the cluster and prints what a run would do"
+        );
+    }
+    let others = Others {
+        apiservers: args.apiserver.clone(),
+        taskmanagers: args.taskmanager.clone(),
+    };
+    let cluster = OpenMldbCluster::connect(
+        &args.zk,
+        &args.zk_root,
+        others,
+        |id: &NodeId| Some(Unmanaged(id.clone())),
+        Timing::default(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+    print_plan(&cluster, &spec_of(args, change), args.json).await
+}
+
+async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
+    let mut builder = SimBuilder::new(Flavor::OpenMldb);
+    builder
+        .seed(args.seed)
+        .data_nodes(3)
+        .coordinators(2)
+        .time_scale(args.scale)
+        .load(ClientLoad::default());
+    let strategy = match args.strategy.as_str() {
+        "ha" => Strategy::Ha,
+        "naive" => Strategy::Naive,
+        other => bail!("unknown strategy {other:?}: expected ha or naive"),
+    };
+    // The pure simulation of the same shape and seed, for comparison.
+    let sim_report = {
+        let mut b = builder.clone();
+        b.time_scale(1);
+        let spec = strategy.spec(change.clone(), b.get_data_nodes());
+        tokio::task::spawn_blocking(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .map(|rt| rt.block_on(simulate(&b, strategy, &spec, &rollout_core::Ignore)))
+        })
+        .await??
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .1
+    };
+    let root = format!(
+        "{}-emulated-{}",
+        args.zk_root.trim_end_matches('/'),
+        std::process::id()
+    );
+    let emu = Arc::new(Emulator::start(&builder, &args.zk, &root).await?);
+    let nameservers = emu.endpoints("nameserver");
+    println!("nameservers: {}", nameservers.join(","));
+    println!(
+        "emulated OpenMLDB cluster (not OpenMLDB: rollout's simulator behind the real RPCs), \
+         ZooKeeper {} root {root}, {}x time",
+        args.zk, args.scale
+    );
+    // The processes register in ZooKeeper once they serve.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let e = emu.clone();
+    let others = Others {
+        apiservers: emu.endpoints("apiserver"),
+        taskmanagers: emu.endpoints("taskmanager"),
+    };
+    let cluster = OpenMldbCluster::connect(
+        &args.zk,
+        &root,
+        others,
+        move |id: &NodeId| e.node(id),
+        Timing::default().scaled(args.scale),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+    let procedure = match strategy {
+        Strategy::Naive => rollout_core::Procedure::Simple,
+        _ => rollout_core::Procedure::HighAvailability,
+    };
+    let mut spec = spec_of(args, change);
+    spec.policy = policy(args.scale).procedure(procedure);
+    if args.plan {
+        return print_plan(&cluster, &spec, args.json).await;
+    }
+    let journal = MemoryJournal::new();
+    let progress = Progress {
+        quiet: args.json,
+        waves: Mutex::new(0),
+    };
+    let t0 = emu.sim().truth().elapsed;
+    let result = roll(&cluster, &spec, Run::new(&journal).observe(&progress))
+        .await
+        .map_err(|e| chain(&e));
+    let took = (emu.sim().truth().elapsed - t0).as_secs_f64();
+    // Requests in flight finish before the counters are read.
+    tokio::time::sleep(ClientLoad::default().timeout / args.scale.max(1)).await;
+    let waves = *progress.waves.lock().unwrap_or_else(|e| e.into_inner());
+    let report = report_of(
+        &builder,
+        emu.sim(),
+        &result,
+        (took, sim_report.lower_bound_secs),
+        waves,
+        &journal.entries(),
+    );
+    let mut json = serde_json::to_value(&report)?;
+    json["sim_virtual_secs"] = sim_report.virtual_secs.into();
+    json["emulated"] = true.into();
+    json["strategy"] = args.strategy.clone().into();
+    json["time_scale"] = args.scale.into();
+    json["nameservers"] = nameservers.join(",").into();
+    json["zk_root"] = root.into();
+    if args.json {
+        println!("{json}");
+    } else {
+        let r = &report;
+        println!();
+        println!(
+            "emulated openmldb {} rollout, seed {}: {}",
+            args.strategy, args.seed, r.outcome
+        );
+        if let Some(e) = &r.error {
+            println!("  error: {e}");
+        }
+        println!(
+            "  time: {:.0} emulated s (the pure simulation: {:.0} s, ratio {:.2})",
+            r.virtual_secs,
+            sim_report.virtual_secs,
+            r.virtual_secs / sim_report.virtual_secs.max(1e-9)
+        );
+        println!(
+            "  clients: {} requests ok, {} failed; {} writes acked, {} lost",
+            r.requests_ok, r.requests_failed, r.writes_acked, r.writes_lost
+        );
+        println!(
+            "  invariants: max {} replica(s) of a partition down, max {} restart(s) per node, knobs restored: {}",
+            r.max_replicas_down, r.max_restarts_per_node, r.knobs_restored
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let change = match change_of(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        if args.emulate {
+            emulate(&args, change).await
+        } else {
+            real(&args, change).await
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
