@@ -259,7 +259,19 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
     ) -> Result<(), OpenMldbError> {
         let deadline = tokio::time::Instant::now() + self.timing.op;
         loop {
-            let ops = self.ops(Some(on)).await?;
+            // No leader for a moment (a nameserver failover): keep waiting, within the
+            // deadline.
+            let ops = match self.ops(Some(on)).await {
+                Ok(ops) => ops,
+                Err(e)
+                    if e.class() == rollout_core::ErrorClass::Transient
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(self.timing.poll).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let newer: Vec<&OpStatus> = ops.iter().filter(|o| o.op_id > mark).collect();
             if let Some(bad) = newer
                 .iter()

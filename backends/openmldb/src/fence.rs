@@ -176,10 +176,7 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
             candidate_leader: candidate.clone(),
             db: db.clone(),
         };
-        let changed = match self.ns::<_, Status>("ChangeLeader", &req).await {
-            Ok(_) => self.wait_ops((db, table, *pid), mark, "ChangeLeader").await,
-            Err(e) => Err(e),
-        };
+        let changed = self.change_leader(&req, (db, table, *pid), mark).await;
         if let Err(e) = changed {
             // Whether SelectLeader ran is unknown: leave the fence (no write is taken that
             // could be lost) and say so.
@@ -193,6 +190,44 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
             });
         }
         Ok(true)
+    }
+
+    /// ChangeLeader and the wait for its op. A nameserver with no leader for a moment
+    /// (code 300 from every one) did not take the call: it is sent again within the op
+    /// deadline. A new leader forgets the finished ops of the old one, so when no op shows,
+    /// the partition's leader says whether it moved.
+    async fn change_leader(
+        &self,
+        req: &ChangeLeaderRequest,
+        on: (&str, &str, u32),
+        mark: u64,
+    ) -> Result<(), OpenMldbError> {
+        let deadline = tokio::time::Instant::now() + self.timing.op;
+        loop {
+            match self.ns::<_, Status>("ChangeLeader", req).await {
+                Ok(_) => break,
+                Err(e) if e.rediscover() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(self.timing.poll).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match self.wait_ops(on, mark, "ChangeLeader").await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let moved = self.tables().await?.iter().any(|t| {
+                    t.name == on.1
+                        && t.db == on.0
+                        && t.table_partition.iter().any(|p| {
+                            p.pid == on.2
+                                && p.partition_meta.iter().any(|m| {
+                                    m.endpoint == req.candidate_leader && m.is_leader && m.is_alive
+                                })
+                        })
+                });
+                if moved { Ok(()) } else { Err(e) }
+            }
+        }
     }
 
     async fn fence(&self, at: &str, tid: u32, pid: u32) -> Result<(), OpenMldbError> {

@@ -21,6 +21,7 @@ mod error;
 mod fence;
 pub mod flags;
 mod steps;
+mod view;
 pub mod zk;
 
 pub use cluster::{NodeFactory, OpenMldbCluster, OpenMldbNode, Others, Timing};

@@ -30,6 +30,7 @@ mod lifecycle;
 mod model;
 pub(crate) mod openmldb;
 mod openmldb_fence;
+mod openmldb_op;
 mod openmldb_ops;
 pub(crate) mod pegasus;
 mod state;

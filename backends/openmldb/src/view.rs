@@ -1,0 +1,227 @@
+//! What the steps read from the nameserver and tablets: the nodes, what keeps the cluster
+//! from full health, whether a tablet is back, and the fenced moves run two at a time.
+
+use rollout_core::{NodeId, NodeInfo, Role, RoleKind};
+
+use crate::api::{GetTableStatusResponse, TableInfo, TabletStatus};
+use crate::cluster::{NodeFactory, OpenMldbCluster};
+use crate::error::OpenMldbError;
+use crate::fence::Part;
+
+/// Ops the nameserver runs at once for single-partition RPCs (`name_server_task_concurrency`).
+pub(crate) const QUEUES: usize = 2;
+
+/// The partitions `node` leads (alive leader flag) among those with another replica.
+pub(crate) fn led_by(tables: &[TableInfo], node: &str) -> Vec<Part> {
+    let mut out = Vec::new();
+    for t in tables {
+        for p in &t.table_partition {
+            let leads = p
+                .partition_meta
+                .iter()
+                .any(|m| m.endpoint == node && m.is_leader && m.is_alive);
+            if leads && p.partition_meta.len() > 1 {
+                out.push((t.db.clone(), t.name.clone(), t.tid, p.pid));
+            }
+        }
+    }
+    out
+}
+
+/// A partition's id in the topology: `[db.]table.pid`.
+pub(crate) fn part_id(t: &TableInfo, pid: u32) -> String {
+    if t.db.is_empty() {
+        format!("{}.{pid}", t.name)
+    } else {
+        format!("{}.{}.{pid}", t.db, t.name)
+    }
+}
+
+fn nid(s: &str) -> NodeId {
+    NodeId::new(s.to_string())
+}
+
+impl<F: NodeFactory> OpenMldbCluster<F> {
+    pub(crate) fn is_tablet(&self, tablets: &[TabletStatus], node: &NodeId) -> bool {
+        tablets.iter().any(|t| t.endpoint == node.as_str())
+    }
+
+    pub(crate) async fn infos(&self) -> Result<(Vec<NodeInfo>, Vec<TabletStatus>), OpenMldbError> {
+        let tablets = self.tablets().await?.tablets;
+        let tablet = Role::new("tablet", RoleKind::Data, 1);
+        let ns = Role::new("nameserver", RoleKind::Coordinator, 0);
+        let api = Role::new("apiserver", RoleKind::Stateless, 2);
+        let tm = Role::new("taskmanager", RoleKind::Coordinator, 3);
+        let leader = self.leader_addr();
+        let tm_leader = self.zk.taskmanager().await?;
+        let mut out: Vec<NodeInfo> = tablets
+            .iter()
+            .map(|t| NodeInfo::new(nid(&t.endpoint), tablet.clone()).alive(t.state == "kHealthy"))
+            .collect();
+        let mut nameservers = self.zk.nameservers().await?;
+        {
+            let mut known = self.nameservers.lock().unwrap_or_else(|e| e.into_inner());
+            known.extend(nameservers.iter().cloned());
+            nameservers = known.iter().cloned().collect();
+        }
+        out.extend(nameservers.into_iter().map(|n| {
+            let is = leader.as_deref() == Some(n.as_str());
+            NodeInfo::new(nid(&n), ns.clone()).leader(is)
+        }));
+        out.extend(
+            self.others
+                .apiservers
+                .iter()
+                .map(|a| NodeInfo::new(nid(a), api.clone())),
+        );
+        out.extend(self.others.taskmanagers.iter().map(|a| {
+            let is = tm_leader.as_deref() == Some(a.as_str());
+            NodeInfo::new(nid(a), tm.clone()).leader(is)
+        }));
+        Ok((out, tablets))
+    }
+
+    /// What keeps the cluster from full health, if anything.
+    pub(crate) async fn unhealthy(&self) -> Result<Option<String>, OpenMldbError> {
+        let tablets = self.tablets().await?.tablets;
+        if let Some(t) = tablets.iter().find(|t| t.state != "kHealthy") {
+            return Ok(Some(format!("tablet {} is {}", t.endpoint, t.state)));
+        }
+        for t in self.tables().await? {
+            for p in &t.table_partition {
+                let leaders = p
+                    .partition_meta
+                    .iter()
+                    .filter(|m| m.is_leader && m.is_alive)
+                    .count();
+                if leaders != 1 {
+                    return Ok(Some(format!(
+                        "{} partition {} has {leaders} alive leaders",
+                        t.name, p.pid
+                    )));
+                }
+                if let Some(m) = p.partition_meta.iter().find(|m| !m.is_alive) {
+                    return Ok(Some(format!(
+                        "{} partition {}: the replica on {} is not alive",
+                        t.name, p.pid, m.endpoint
+                    )));
+                }
+            }
+        }
+        let ops = self.ops(None).await?;
+        if let Some(o) = ops
+            .iter()
+            .find(|o| o.op_id > self.mark && o.status == "kFailed")
+        {
+            return Ok(Some(format!(
+                "op {} ({}) on {} partition {} failed since the rollout began",
+                o.op_id, o.op_type, o.name, o.pid
+            )));
+        }
+        if let Some(o) = ops.iter().find(|o| !o.finished()) {
+            return Ok(Some(format!(
+                "op {} ({}) on {} partition {} is {}",
+                o.op_id, o.op_type, o.name, o.pid, o.status
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Whether every replica on `node` is alive to the nameserver and loaded on the tablet.
+    pub(crate) async fn back(&self, node: &NodeId) -> Result<Option<String>, OpenMldbError> {
+        let tables = self.tables().await?;
+        let loaded: GetTableStatusResponse = match self
+            .endpoint(node.as_str())
+            .call("TabletServer", "GetTableStatus", &serde_json::json!({}))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Ok(Some(format!("{node} does not answer: {e}"))),
+        };
+        for t in &tables {
+            for p in &t.table_partition {
+                let Some(m) = p
+                    .partition_meta
+                    .iter()
+                    .find(|m| m.endpoint == node.as_str())
+                else {
+                    continue;
+                };
+                if !m.is_alive {
+                    return Ok(Some(format!(
+                        "{} partition {} on {node} is not alive yet",
+                        t.name, p.pid
+                    )));
+                }
+                let on = loaded
+                    .all_table_status
+                    .iter()
+                    .any(|s| s.tid == t.tid && s.pid == p.pid && s.state != "kTableLoading");
+                if !on {
+                    return Ok(Some(format!(
+                        "{} partition {} is not loaded on {node} yet",
+                        t.name, p.pid
+                    )));
+                }
+            }
+        }
+        let pending = self.ops(None).await?.into_iter().find(|o| !o.finished());
+        Ok(pending.map(|o| {
+            format!(
+                "op {} ({}) on {} partition {} is {}",
+                o.op_id, o.op_type, o.name, o.pid, o.status
+            )
+        }))
+    }
+}
+
+impl<F: NodeFactory> OpenMldbCluster<F> {
+    /// Runs fenced moves `(partition, from, to)`, two at a time on different nameserver
+    /// queues (`pid % name_server_task_concurrency`), so that no fenced partition waits
+    /// behind another's ChangeLeader. Returns, in order, whether each moved.
+    pub(crate) async fn moves(
+        &self,
+        moves: &[(Part, String, Option<String>)],
+    ) -> Result<Vec<bool>, OpenMldbError> {
+        let mut by_queue: Vec<Vec<usize>> = vec![Vec::new(); QUEUES];
+        for (i, (p, _, _)) in moves.iter().enumerate() {
+            by_queue[p.3 as usize % QUEUES].push(i);
+        }
+        let mut out = vec![false; moves.len()];
+        let rounds = by_queue.iter().map(Vec::len).max().unwrap_or(0);
+        for round in 0..rounds {
+            let batch: Vec<usize> = by_queue
+                .iter()
+                .filter_map(|q| q.get(round).copied())
+                .collect();
+            let mut running = Vec::with_capacity(batch.len());
+            for &i in &batch {
+                let (p, from, to) = &moves[i];
+                running.push(self.fenced_move(p, from, to.as_deref()));
+            }
+            for (i, r) in batch
+                .into_iter()
+                .zip(futures_util::future::join_all(running).await)
+            {
+                out[i] = r?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The (db, table, tid, pid) of a topology partition id.
+    pub(crate) async fn part_of(&self, id: &str) -> Result<Part, OpenMldbError> {
+        for t in self.tables().await? {
+            for p in &t.table_partition {
+                if part_id(&t, p.pid) == id {
+                    return Ok((t.db.clone(), t.name.clone(), t.tid, p.pid));
+                }
+            }
+        }
+        Err(OpenMldbError::Move {
+            table: id.to_string(),
+            pid: 0,
+            reason: "no such partition".into(),
+        })
+    }
+}
