@@ -276,6 +276,75 @@ impl ConfFile {
     }
 }
 
+/// Why a file on disk could not be edited or put back; each names the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EditError {
+    /// The file could not be read, backed up or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not parse, or refuses the edit.
+    #[error(transparent)]
+    Flags(#[from] FlagsError),
+}
+
+fn io(path: &Path, source: std::io::Error) -> EditError {
+    EditError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The backup of `path`: `<path>.bak`, as the seed's `cp conf/tablet.flags conf/tablet.flags.bak`.
+pub fn backup_path(path: &Path) -> std::path::PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".bak");
+    p.into()
+}
+
+/// Sets `key` to `value` in the file at `path` (its format by its name), after copying it to
+/// [`backup_path`] unless a backup is there already (a resumed edit keeps the first one).
+/// The new text is written to a temporary file beside it and renamed over it. Returns the
+/// value the key had, if any.
+///
+/// # Errors
+/// The file is missing or unreadable, does not parse, does not know `key`, or cannot be
+/// written; the file is left as it was then.
+pub fn edit_file(path: &Path, key: &str, value: &str) -> Result<Option<String>, EditError> {
+    let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
+    let name = path.display().to_string();
+    let mut f = ConfFile::parse(&name, Format::of(path), &text)?;
+    let before = f.get(key).map(str::to_owned);
+    f.set(key, value)?;
+    let backup = backup_path(path);
+    if !backup.exists() {
+        std::fs::copy(path, &backup).map_err(|e| io(&backup, e))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".rollout-tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, f.render()).map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
+    Ok(before)
+}
+
+/// Puts `path` back from its backup and removes the backup.
+///
+/// # Errors
+/// No backup, or it cannot be copied back.
+pub fn revert_file(path: &Path) -> Result<(), EditError> {
+    let backup = backup_path(path);
+    std::fs::copy(&backup, path).map_err(|e| io(&backup, e))?;
+    std::fs::remove_file(&backup).map_err(|e| io(&backup, e))?;
+    Ok(())
+}
+
 /// A setting line's key and value.
 fn parse_setting(format: Format, t: &str) -> Option<(String, String)> {
     match format {

@@ -32,3 +32,41 @@ proptest! {
         prop_assert_eq!(kept, text.lines().collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn an_edit_on_disk_backs_up_first_and_reverts_from_the_backup() {
+    use rollout_openmldb::flags::{backup_path, edit_file, revert_file};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tablet.flags");
+    let text = "# tablet\n--endpoint=127.0.0.1:10921\n--zk_session_timeout=10000\n";
+    std::fs::write(&path, text).unwrap();
+    let before = edit_file(&path, "zk_session_timeout", "20000").unwrap();
+    assert_eq!(before.as_deref(), Some("10000"));
+    assert_eq!(std::fs::read_to_string(backup_path(&path)).unwrap(), text);
+    assert!(std::fs::read_to_string(&path).unwrap().contains("--zk_session_timeout=20000"));
+    // A second edit keeps the first backup: it is what the node ran before the rollout.
+    edit_file(&path, "zk_session_timeout", "30000").unwrap();
+    assert_eq!(std::fs::read_to_string(backup_path(&path)).unwrap(), text);
+    revert_file(&path).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    assert!(!backup_path(&path).exists());
+}
+
+#[test]
+fn bad_edits_on_disk_change_nothing_and_name_the_file() {
+    use rollout_openmldb::flags::{backup_path, edit_file};
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nameserver.flags");
+    let e = edit_file(&missing, "auto_failover", "false").unwrap_err();
+    assert!(e.to_string().contains("nameserver.flags"), "{e}");
+    let path = dir.path().join("tablet.flags");
+    let text = "--endpoint=127.0.0.1:10921\nendpoint 1.2.3.4\n";
+    std::fs::write(&path, text).unwrap();
+    let e = edit_file(&path, "endpoint", "x").unwrap_err();
+    assert!(e.to_string().contains("tablet.flags:2"), "{e}");
+    std::fs::write(&path, "--endpoint=127.0.0.1:10921\n").unwrap();
+    let e = edit_file(&path, "zk_sesion_timeout", "1").unwrap_err();
+    assert!(e.to_string().contains("zk_sesion_timeout"), "{e}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "--endpoint=127.0.0.1:10921\n");
+    assert!(!backup_path(&path).exists());
+}
