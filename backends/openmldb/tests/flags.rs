@@ -43,7 +43,11 @@ fn an_edit_on_disk_backs_up_first_and_reverts_from_the_backup() {
     let before = edit_file(&path, "zk_session_timeout", "20000").unwrap();
     assert_eq!(before.as_deref(), Some("10000"));
     assert_eq!(std::fs::read_to_string(backup_path(&path)).unwrap(), text);
-    assert!(std::fs::read_to_string(&path).unwrap().contains("--zk_session_timeout=20000"));
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("--zk_session_timeout=20000")
+    );
     // A second edit keeps the first backup: it is what the node ran before the rollout.
     edit_file(&path, "zk_session_timeout", "30000").unwrap();
     assert_eq!(std::fs::read_to_string(backup_path(&path)).unwrap(), text);
@@ -67,6 +71,9 @@ fn bad_edits_on_disk_change_nothing_and_name_the_file() {
     std::fs::write(&path, "--endpoint=127.0.0.1:10921\n").unwrap();
     let e = edit_file(&path, "zk_sesion_timeout", "1").unwrap_err();
     assert!(e.to_string().contains("zk_sesion_timeout"), "{e}");
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), "--endpoint=127.0.0.1:10921\n");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "--endpoint=127.0.0.1:10921\n"
+    );
     assert!(!backup_path(&path).exists());
 }
