@@ -298,10 +298,6 @@ async fn wire_lost(metas: &[SocketAddr], acked: &[(Vec<u8>, Vec<u8>)]) -> usize 
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
     let change = match parse_change(&args.change) {
         Ok(c) => c,
         Err(e) => {
@@ -309,29 +305,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let result = runtime.block_on(async {
+    common::run_main(async {
         if args.emulate {
             emulate(&args, change).await
         } else {
             real(&args, change).await
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    })
 }

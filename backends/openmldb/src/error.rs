@@ -128,9 +128,12 @@ impl OpenMldbError {
         }
     }
 
-    /// Whether the nameserver leader must be found again before the next call.
+    /// Whether the nameserver leader must be found again before the next call: it is
+    /// unreachable, a standby (code 300), or stopping (HTTP 503).
     pub fn rediscover(&self) -> bool {
-        matches!(self, Self::Transport { .. })
-            || matches!(self, Self::App { code, .. } if *code == code::NAMESERVER_IS_NOT_LEADER)
+        matches!(
+            self,
+            Self::Transport { .. } | Self::Http { status: 503, .. }
+        ) || matches!(self, Self::App { code, .. } if *code == code::NAMESERVER_IS_NOT_LEADER)
     }
 }

@@ -34,6 +34,17 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         from: &str,
         to: Option<&str>,
     ) -> Result<bool, OpenMldbError> {
+        // ChangeLeader is refused (301) while auto_failover is on: never fence then.
+        if self.auto_failover().await? != "false" {
+            return Err(OpenMldbError::Move {
+                table: part.1.clone(),
+                pid: part.3,
+                reason: format!(
+                    "auto_failover is on, so the nameserver would refuse the ChangeLeader away \
+                     from {from}; nothing was fenced (the rollout turns it off first)"
+                ),
+            });
+        }
         let mut last = None;
         for attempt in 0..MOVE_TRIES {
             match self.try_move(part, from, to, attempt > 0).await {
@@ -94,7 +105,13 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
             let f = match f {
                 Ok(f) => f,
                 Err(OpenMldbError::App { code: c, .. }) if c == code::TABLE_IS_FOLLOWER => {
-                    break Ok(None);
+                    // Moved already, or fenced by an earlier attempt that did not finish (a
+                    // retried or resumed drain): the nameserver says which.
+                    break match self.stale_fence(part, from, to).await {
+                        Ok(Some(found)) => Ok(Some(found)),
+                        Ok(None) => Ok(None),
+                        Err(e) => Err(e),
+                    };
                 }
                 Err(e) => break Err(e),
             };
@@ -110,6 +127,7 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
                         .iter()
                         .map(|x| x.endpoint.clone())
                         .collect::<Vec<_>>(),
+                    false,
                 )));
             }
             polls += 1;
@@ -128,6 +146,7 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
             tokio::time::sleep(self.timing.poll).await;
         };
         let found = match result {
+            Ok(Some(found)) if found.2 => found,
             Ok(Some(found)) => {
                 // Fence first, then let the rest of the tablet write again.
                 let fenced = self.fence(from, *tid, *pid).await;
@@ -150,7 +169,7 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
                 return Err(e);
             }
         };
-        let (candidate, followers) = found;
+        let (candidate, followers, _) = found;
         // A put that passed its check just before the fence may still have appended: compare
         // again, after the fence.
         let (mine, theirs) = futures_util::future::join(
@@ -203,16 +222,22 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         mark: u64,
     ) -> Result<(), OpenMldbError> {
         let deadline = tokio::time::Instant::now() + self.timing.op;
-        loop {
+        let sent = loop {
             match self.ns::<_, Status>("ChangeLeader", req).await {
-                Ok(_) => break,
+                Ok(_) => break Ok(()),
                 Err(e) if e.rediscover() && tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(self.timing.poll).await;
                 }
-                Err(e) => return Err(e),
+                Err(e) => break Err(e),
             }
-        }
-        match self.wait_ops(on, mark, "ChangeLeader").await {
+        };
+        // A call refused after an earlier one went through (its answer lost) is judged by
+        // the partition's leader, like a wait for an op a new leader forgot.
+        let waited = match sent {
+            Ok(()) => self.wait_ops(on, mark, "ChangeLeader").await,
+            Err(e) => Err(e),
+        };
+        match waited {
             Ok(()) => Ok(()),
             Err(e) => {
                 let moved = self.tables().await?.iter().any(|t| {
@@ -228,6 +253,57 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
                 if moved { Ok(()) } else { Err(e) }
             }
         }
+    }
+
+    /// A leader in follower mode on its tablet that the nameserver still records as the
+    /// alive leader: a fence of an earlier attempt. `Some((candidate, followers, true))` when
+    /// a follower has its offset (the move goes on from the ChangeLeader); otherwise the fence
+    /// is lifted and the move fails, to be tried again. `None` when the leadership moved.
+    async fn stale_fence(
+        &self,
+        part: &Part,
+        from: &str,
+        to: Option<&str>,
+    ) -> Result<Option<(String, Vec<String>, bool)>, OpenMldbError> {
+        let (db, table, tid, pid) = part;
+        let followers: Vec<String> = match self
+            .tables()
+            .await?
+            .into_iter()
+            .find(|t| &t.name == table && &t.db == db)
+            .and_then(|t| t.table_partition.into_iter().find(|p| p.pid == *pid))
+        {
+            Some(p)
+                if p.partition_meta
+                    .iter()
+                    .any(|m| m.endpoint == from && m.is_leader && m.is_alive) =>
+            {
+                p.partition_meta
+                    .iter()
+                    .filter(|m| m.endpoint != from && m.is_alive)
+                    .map(|m| m.endpoint.clone())
+                    .collect()
+            }
+            _ => return Ok(None),
+        };
+        let mine = self.offset_on(from, *tid, *pid).await?;
+        for f in followers
+            .iter()
+            .filter(|f| to.is_none_or(|t| t == f.as_str()))
+        {
+            if mine.is_some() && self.offset_on(f, *tid, *pid).await? == mine {
+                return Ok(Some((f.clone(), followers.clone(), true)));
+            }
+        }
+        self.unfence(part, from, &followers).await?;
+        Err(OpenMldbError::Move {
+            table: table.clone(),
+            pid: *pid,
+            reason: format!(
+                "the leader on {from} was left fenced with no follower at its offset {mine:?}; \
+                 the fence was lifted and the move is tried again"
+            ),
+        })
     }
 
     async fn fence(&self, at: &str, tid: u32, pid: u32) -> Result<(), OpenMldbError> {

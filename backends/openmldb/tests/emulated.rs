@@ -2,6 +2,9 @@
 //! clock with the emulated cluster running 20 times faster.
 #![cfg(feature = "emulator")]
 
+#[path = "support.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +12,7 @@ use rollout_core::{Change, Cluster, MemoryJournal, Outcome, Policy, Run, Spec, r
 use rollout_openmldb::emulator::Emulator;
 use rollout_openmldb::{OpenMldbCluster, Others, Timing};
 use rollout_sim::{Flavor, SimBuilder};
+use support::zookeeper;
 
 const SCALE: u32 = 20;
 
@@ -16,28 +20,6 @@ const SCALE: u32 = 20;
 async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     SERIAL.lock().await
-}
-
-fn zookeeper() -> String {
-    if let Ok(a) = std::env::var("ROLLOUT_ZK") {
-        return a;
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/zookeeper.sh");
-    let out = std::process::Command::new("bash")
-        .arg(script)
-        .arg("start")
-        .output()
-        .expect("run scripts/zookeeper.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap()
-        .to_string()
 }
 
 fn builder() -> SimBuilder {
@@ -54,15 +36,20 @@ fn root(name: &str) -> String {
     format!("/rollout-emulated-{}-{name}", std::process::id())
 }
 
-async fn start(
-    name: &str,
-) -> (
-    Arc<Emulator>,
-    OpenMldbCluster<impl Fn(&rollout_core::NodeId) -> Option<rollout_sim::SimNode> + use<>>,
-) {
+/// The cluster the tests roll; its factory hands out the emulator's processes.
+type Emulated = OpenMldbCluster<
+    Box<dyn Fn(&rollout_core::NodeId) -> Option<rollout_sim::SimNode> + Send + Sync>,
+>;
+
+async fn start(name: &str) -> (Arc<Emulator>, Emulated) {
+    start_with(name, &builder()).await
+}
+
+/// An emulator of `b` in its own root, and the backend connected to it.
+async fn start_with(name: &str, b: &SimBuilder) -> (Arc<Emulator>, Emulated) {
     let zk = zookeeper();
     let root = root(name);
-    let emu = Arc::new(Emulator::start(&builder(), &zk, &root).await.unwrap());
+    let emu = Arc::new(Emulator::start(b, &zk, &root).await.unwrap());
     // Registration follows the processes.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let e = emu.clone();
@@ -74,7 +61,8 @@ async fn start(
         &zk,
         &root,
         others,
-        move |id: &rollout_core::NodeId| e.node(id),
+        Box::new(move |id: &rollout_core::NodeId| e.node(id))
+            as Box<dyn Fn(&rollout_core::NodeId) -> Option<rollout_sim::SimNode> + Send + Sync>,
         Timing::default().scaled(SCALE),
     )
     .await
@@ -166,22 +154,9 @@ async fn the_backend_passes_the_conformance_suite_against_the_emulator() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nameserver_failover_mid_rollout_is_survived_with_auto_failover_restored() {
     let _serial = serial().await;
-    let zk = zookeeper();
-    let root = root("failover");
     let mut b = builder();
     b.fault("leader-failover:at=40".parse().unwrap());
-    let emu = Arc::new(Emulator::start(&b, &zk, &root).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let e = emu.clone();
-    let cluster = OpenMldbCluster::connect(
-        &zk,
-        &root,
-        Others::default(),
-        move |id: &rollout_core::NodeId| e.node(id),
-        Timing::default().scaled(SCALE),
-    )
-    .await
-    .unwrap();
+    let (emu, cluster) = start_with("failover", &b).await;
     let journal = MemoryJournal::new();
     let spec = Spec::new(Change::Restart).policy(policy());
     let result = roll(&cluster, &spec, Run::new(&journal)).await;
@@ -217,22 +192,9 @@ async fn a_nameserver_failover_mid_rollout_is_survived_with_auto_failover_restor
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tablet_that_fails_to_start_halts_the_rollout_with_auto_failover_restored() {
     let _serial = serial().await;
-    let zk = zookeeper();
-    let root = root("failstart");
     let mut b = builder();
     b.fault("fail-start:node=2".parse().unwrap());
-    let emu = Arc::new(Emulator::start(&b, &zk, &root).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let e = emu.clone();
-    let cluster = OpenMldbCluster::connect(
-        &zk,
-        &root,
-        Others::default(),
-        move |id: &rollout_core::NodeId| e.node(id),
-        Timing::default().scaled(SCALE),
-    )
-    .await
-    .unwrap();
+    let (emu, cluster) = start_with("failstart", &b).await;
     let journal = MemoryJournal::new();
     let spec = Spec::new(Change::Config {
         edits: vec![rollout_core::ConfigEdit::Set {
@@ -269,4 +231,75 @@ async fn a_root_without_openmldb_is_refused_before_anything_changes() {
             .contains("no OpenMLDB under /surely-not-openmldb"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fence_left_by_an_interrupted_move_is_finished_by_the_next_drain() {
+    let _serial = serial().await;
+    let (emu, cluster) = start("stale").await;
+    let p = emu.sim().openmldb_partitions().remove(0);
+    let leader = p
+        .replicas
+        .iter()
+        .find(|r| r.is_leader)
+        .unwrap()
+        .node
+        .clone();
+    let at = emu.endpoint_of(&leader);
+    // An orchestrator that died between the fence and the ChangeLeader left this.
+    let _: rollout_openmldb::api::Status =
+        rollout_openmldb::api::Endpoint::new(&at, Duration::from_secs(5))
+            .call(
+                "TabletServer",
+                "ChangeRole",
+                &rollout_openmldb::api::ChangeRoleRequest {
+                    tid: p.table,
+                    pid: p.pid,
+                    mode: "kTableFollower",
+                    term: None,
+                    replicas: Vec::new(),
+                },
+            )
+            .await
+            .unwrap();
+    cluster.write_knob("auto_failover", "false").await.unwrap();
+    cluster.drain(&rollout_core::NodeId::new(at)).await.unwrap();
+    let now = emu
+        .sim()
+        .openmldb_partitions()
+        .into_iter()
+        .find(|q| q.table == p.table && q.pid == p.pid)
+        .unwrap();
+    let new_leader = now.replicas.iter().find(|r| r.is_leader).unwrap();
+    assert_ne!(new_leader.node, leader, "the fenced partition moved");
+    assert_eq!(emu.sim().truth().monitor.writes_lost, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_with_auto_failover_on_fences_nothing() {
+    let _serial = serial().await;
+    let (emu, cluster) = start("autofailover").await;
+    let tablet = emu.endpoints("tablet").remove(0);
+    let leaders = |emu: &Emulator| -> usize {
+        emu.sim()
+            .view()
+            .nodes
+            .iter()
+            .filter(|n| n.role == "tablet")
+            .map(|n| {
+                emu.sim()
+                    .openmldb_tablet(&n.id)
+                    .iter()
+                    .filter(|p| p.leader)
+                    .count()
+            })
+            .sum()
+    };
+    let before = leaders(&emu);
+    let err = cluster
+        .drain(&rollout_core::NodeId::new(tablet))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("auto_failover is on"), "{err}");
+    assert_eq!(leaders(&emu), before, "a leader was fenced");
 }

@@ -3,34 +3,15 @@
 //! `ROLLOUT_ZK` names the server; without it the test starts one with the script, and under
 //! CI a missing ZooKeeper fails the test rather than skipping it.
 
+#[path = "support.rs"]
+mod support;
+
 use std::time::Duration;
 
 use rollout_openmldb::OpenMldbError;
 use rollout_openmldb::zk::{TabletNode, Zk};
+use support::zookeeper;
 use zookeeper_client as zk;
-
-fn zookeeper() -> String {
-    if let Ok(a) = std::env::var("ROLLOUT_ZK") {
-        return a;
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/zookeeper.sh");
-    let out = std::process::Command::new("bash")
-        .arg(script)
-        .arg("start")
-        .output()
-        .expect("run scripts/zookeeper.sh");
-    assert!(
-        out.status.success(),
-        "scripts/zookeeper.sh start failed (CI={:?}): {}",
-        std::env::var("CI").ok(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .expect("HOST:PORT")
-        .to_string()
-}
 
 async fn put(c: &zk::Client, path: &str, data: &str, mode: zk::CreateMode) {
     let opts = mode.with_acls(zk::Acls::anyone_all());

@@ -185,6 +185,11 @@ impl Emulator {
             .collect()
     }
 
+    /// The endpoint of the world's node `id` (for example `tablet-1:10921`).
+    pub fn endpoint_of(&self, id: &NodeId) -> String {
+        self.dir.endpoint(id)
+    }
+
     /// The process at `endpoint`, controlled through the world: this is the emulator's node
     /// factory for `OpenMldbCluster`.
     pub fn node(&self, endpoint: &NodeId) -> Option<SimNode> {
