@@ -306,6 +306,46 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         })
     }
 
+    /// Lifts every fence left on `node` by an interrupted move: partitions the nameserver
+    /// records it as the alive leader of while its tablet holds them in follower mode.
+    /// Returns how many it lifted.
+    pub(crate) async fn lift_stale_fences(&self, node: &str) -> Result<usize, OpenMldbError> {
+        let tables = self.tables().await?;
+        let led = crate::view::led_by(&tables, node);
+        if led.is_empty() {
+            return Ok(0);
+        }
+        let status: GetTableStatusResponse = self
+            .endpoint(node)
+            .call("TabletServer", "GetTableStatus", &serde_json::json!({}))
+            .await?;
+        let mut lifted = 0;
+        for p in &led {
+            let fenced = status
+                .all_table_status
+                .iter()
+                .any(|s| s.tid == p.2 && s.pid == p.3 && s.mode == "kTableFollower");
+            if !fenced {
+                continue;
+            }
+            let followers: Vec<String> = tables
+                .iter()
+                .find(|t| t.name == p.1 && t.db == p.0)
+                .and_then(|t| t.table_partition.iter().find(|x| x.pid == p.3))
+                .map(|x| {
+                    x.partition_meta
+                        .iter()
+                        .filter(|m| m.endpoint != node && m.is_alive)
+                        .map(|m| m.endpoint.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.unfence(p, node, &followers).await?;
+            lifted += 1;
+        }
+        Ok(lifted)
+    }
+
     async fn fence(&self, at: &str, tid: u32, pid: u32) -> Result<(), OpenMldbError> {
         let _: Status = self
             .endpoint(at)

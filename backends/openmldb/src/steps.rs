@@ -265,6 +265,8 @@ where
         if !self.is_tablet(&tablets, node) {
             return Ok(());
         }
+        // A drain that failed or was interrupted after a fence (the node never stopped).
+        self.lift_stale_fences(node.as_str()).await?;
         let _: Status = self
             .ns(
                 "RecoverEndpoint",
@@ -360,9 +362,13 @@ where
         rollout_core::probes::always()
     }
 
-    /// Recovers tablets that registered again while `auto_failover` was off.
+    /// Lifts fences left by interrupted moves, and recovers tablets that registered again
+    /// while `auto_failover` was off.
     async fn heal(&self) -> Result<(), OpenMldbError> {
         let tablets = self.tablets().await?.tablets;
+        for t in tablets.iter().filter(|t| t.state == "kHealthy") {
+            self.lift_stale_fences(&t.endpoint).await?;
+        }
         let tables = self.tables().await?;
         for t in tablets.iter().filter(|t| t.state == "kHealthy") {
             let dead = tables.iter().flat_map(|x| &x.table_partition).any(|p| {

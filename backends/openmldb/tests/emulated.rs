@@ -303,3 +303,42 @@ async fn a_drain_with_auto_failover_on_fences_nothing() {
     assert!(err.to_string().contains("auto_failover is on"), "{err}");
     assert_eq!(leaders(&emu), before, "a leader was fenced");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heal_lifts_a_fence_an_interrupted_move_left() {
+    let _serial = serial().await;
+    let (emu, cluster) = start("lift").await;
+    let p = emu.sim().openmldb_partitions().remove(0);
+    let leader = p
+        .replicas
+        .iter()
+        .find(|r| r.is_leader)
+        .unwrap()
+        .node
+        .clone();
+    let at = emu.endpoint_of(&leader);
+    let fenced = |emu: &Emulator| {
+        emu.sim()
+            .openmldb_tablet(&leader)
+            .iter()
+            .any(|q| q.table == p.table && q.pid == p.pid && !q.leader)
+    };
+    let _: rollout_openmldb::api::Status =
+        rollout_openmldb::api::Endpoint::new(&at, Duration::from_secs(5))
+            .call(
+                "TabletServer",
+                "ChangeRole",
+                &rollout_openmldb::api::ChangeRoleRequest {
+                    tid: p.table,
+                    pid: p.pid,
+                    mode: "kTableFollower",
+                    term: None,
+                    replicas: Vec::new(),
+                },
+            )
+            .await
+            .unwrap();
+    assert!(fenced(&emu));
+    cluster.heal().await.unwrap();
+    assert!(!fenced(&emu), "the fence is still up");
+}
