@@ -217,13 +217,25 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         quiet: args.json,
         waves: Mutex::new(0),
     };
+    let rows_before = cluster
+        .row_counts()
+        .await
+        .map_err(|e| anyhow::anyhow!(chain(&e)))?;
     let t0 = emu.sim().truth().elapsed;
     let result = roll(&cluster, &spec, Run::new(&journal).observe(&progress))
         .await
         .map_err(|e| chain(&e));
     let took = (emu.sim().truth().elapsed - t0).as_secs_f64();
-    // Requests in flight finish before the counters are read.
+    // Requests in flight finish before the counters are read; the seed's last check: every
+    // table's row count grows again under the clients' writes.
     tokio::time::sleep(ClientLoad::default().timeout / args.scale.max(1)).await;
+    let rows_after = cluster
+        .row_counts()
+        .await
+        .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+    let rows_grew = rows_before
+        .iter()
+        .all(|(t, before)| rows_after.get(t).is_some_and(|after| after > before));
     let waves = *progress.waves.lock().unwrap_or_else(|e| e.into_inner());
     let report = report_of(
         &builder,
@@ -240,6 +252,9 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
     json["time_scale"] = args.scale.into();
     json["nameservers"] = nameservers.join(",").into();
     json["zk_root"] = root.into();
+    json["rows_before"] = serde_json::to_value(&rows_before)?;
+    json["rows_after"] = serde_json::to_value(&rows_after)?;
+    json["rows_grew"] = rows_grew.into();
     if args.json {
         println!("{json}");
     } else {
@@ -265,6 +280,9 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         println!(
             "  invariants: max {} replica(s) of a partition down, max {} restart(s) per node, knobs restored: {}",
             r.max_replicas_down, r.max_restarts_per_node, r.knobs_restored
+        );
+        println!(
+            "  rows per table before and after: {rows_before:?} -> {rows_after:?} (grew: {rows_grew})"
         );
     }
     Ok(())

@@ -132,6 +132,9 @@ pub struct PartitionMeta {
     /// Its log offset, as the nameserver last polled it (every 2 s).
     #[serde(default)]
     pub offset: u64,
+    /// Its rows, as the nameserver last polled them.
+    #[serde(default)]
+    pub record_cnt: u64,
 }
 
 fn yes() -> bool {

@@ -235,6 +235,31 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         Ok(r.op_status)
     }
 
+    /// Each table's rows (`[db.]table` → the sum of its partitions' leader `record_cnt`),
+    /// for the seed's check after the last tablet that the row counts grow again under
+    /// write traffic.
+    ///
+    /// # Errors
+    /// The nameserver could not be read.
+    pub async fn row_counts(&self) -> Result<BTreeMap<String, u64>, OpenMldbError> {
+        let mut out = BTreeMap::new();
+        for t in self.tables().await? {
+            let name = if t.db.is_empty() {
+                t.name.clone()
+            } else {
+                format!("{}.{}", t.db, t.name)
+            };
+            let rows = t
+                .table_partition
+                .iter()
+                .filter_map(|p| p.partition_meta.iter().find(|m| m.is_leader && m.is_alive))
+                .map(|m| m.record_cnt)
+                .sum();
+            out.insert(name, rows);
+        }
+        Ok(out)
+    }
+
     /// `auto_failover` as the nameserver holds it.
     pub(crate) async fn auto_failover(&self) -> Result<String, OpenMldbError> {
         let r: ConfGetResponse = self.ns("ConfGet", &serde_json::json!({})).await?;

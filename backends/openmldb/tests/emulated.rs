@@ -101,6 +101,7 @@ async fn the_topology_over_the_wire_matches_the_world() {
 async fn an_emulated_rollout_completes_losing_no_write() {
     let _serial = serial().await;
     let (emu, cluster) = start("roll").await;
+    let rows_before = cluster.row_counts().await.unwrap();
     let journal = MemoryJournal::new();
     let spec = Spec::new(Change::Restart).policy(policy());
     let report = roll(&cluster, &spec, Run::new(&journal)).await;
@@ -140,6 +141,15 @@ async fn an_emulated_rollout_completes_losing_no_write() {
     );
     assert!(truth.monitor.writes_acked > 0);
     assert_eq!(truth.monitor.writes_lost, 0);
+    // The seed's last check: every table's row count grows again.
+    let rows_after = cluster.row_counts().await.unwrap();
+    for (table, before) in &rows_before {
+        assert!(
+            rows_after[table] > *before,
+            "{table}: {before} -> {:?}",
+            rows_after.get(table)
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -188,7 +188,7 @@ async fn nameserver(
                 let metas: Vec<Value> = p
                     .replicas
                     .iter()
-                    .map(|r| json!({"endpoint": ep(&r.node), "is_leader": r.is_leader, "is_alive": r.is_alive, "offset": r.offset}))
+                    .map(|r| json!({"endpoint": ep(&r.node), "is_leader": r.is_leader, "is_alive": r.is_alive, "offset": r.offset, "record_cnt": r.offset}))
                     .collect();
                 tables.entry(p.table).or_default().push(json!({
                     "pid": p.pid, "partition_meta": metas,
