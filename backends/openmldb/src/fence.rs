@@ -307,8 +307,9 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
     }
 
     /// Lifts every fence left on `node` by an interrupted move: partitions the nameserver
-    /// records it as the alive leader of while its tablet holds them in follower mode.
-    /// Returns how many it lifted.
+    /// records it as the alive leader of while its tablet holds them in follower mode, and
+    /// with no op on them still queued or running (a ChangeLeader that runs after the fence
+    /// is lifted would move the leader unfenced). Returns how many it lifted.
     pub(crate) async fn lift_stale_fences(&self, node: &str) -> Result<usize, OpenMldbError> {
         let tables = self.tables().await?;
         let led = crate::view::led_by(&tables, node);
@@ -325,7 +326,17 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
                 .all_table_status
                 .iter()
                 .any(|s| s.tid == p.2 && s.pid == p.3 && s.mode == "kTableFollower");
-            if !fenced {
+            // A ChangeLeader still queued or running would follow a lifted fence with an
+            // unfenced move: leave that fence up (no write is lost) until the op ends.
+            let pending = self
+                .ops(Some((&p.0, &p.1, p.3)))
+                .await?
+                .iter()
+                .any(|o| !o.finished());
+            if !fenced || pending {
+                if fenced {
+                    tracing::warn!(tablet = node, table = %p.1, pid = p.3, "a fence stays up while an op on its partition has not finished");
+                }
                 continue;
             }
             let followers: Vec<String> = tables
