@@ -352,3 +352,48 @@ async fn heal_lifts_a_fence_an_interrupted_move_left() {
     cluster.heal().await.unwrap();
     assert!(!fenced(&emu), "the fence is still up");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_leader_that_never_runs_fails_the_drain_by_op_id_and_loses_nothing() {
+    let _serial = serial().await;
+    let mut b = builder();
+    b.fault("stuck-drain:node=1".parse().unwrap());
+    let zk = zookeeper();
+    let root = root("stuck");
+    let emu = Arc::new(Emulator::start(&b, &zk, &root).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let e = emu.clone();
+    let mut timing = Timing::default().scaled(SCALE);
+    timing.op = Duration::from_secs(2);
+    let cluster = OpenMldbCluster::connect(
+        &zk,
+        &root,
+        Others::default(),
+        move |id: &rollout_core::NodeId| e.node(id),
+        timing,
+    )
+    .await
+    .unwrap();
+    cluster.write_knob("auto_failover", "false").await.unwrap();
+    let tablet = emu.endpoint_of(&rollout_core::NodeId::new("tablet-1:10921"));
+    let started = tokio::time::Instant::now();
+    let err = cluster
+        .drain(&rollout_core::NodeId::new(tablet))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "waited {:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.contains("has not finished in time") && err.contains("op "),
+        "{err}"
+    );
+    assert!(err.contains("stays fenced"), "{err}");
+    // The partition refuses writes rather than lose them; heal leaves the fence up while the
+    // op is queued.
+    cluster.heal().await.unwrap();
+    assert_eq!(emu.sim().truth().monitor.writes_lost, 0);
+}

@@ -147,9 +147,10 @@ impl OpenMldb {
         if self.running[q].is_some() || w.leader.is_none() {
             return;
         }
-        // The drain's own ChangeLeader away from a node with a stuck drain never starts: it
-        // blocks its queue, as a stuck op does.
-        if let Some(Op::ChangeLeader { from, to: None, .. } | Op::FencedMove { from, to: None, .. }) =
+        // A ChangeLeader away from a node with a stuck drain (with or without a candidate: the
+        // upstream tool's, or a backend's through an emulator) never starts: it blocks its
+        // queue, as a stuck op does.
+        if let Some(Op::ChangeLeader { from, .. } | Op::FencedMove { from, to: None, .. }) =
             self.queues[q].front()
             && w.nodes[*from as usize].stuck_drain
         {
