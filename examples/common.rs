@@ -153,3 +153,32 @@ where
         }
     }
 }
+
+/// The pure simulation of `builder`'s shape and seed (at time scale 1, on a paused clock in
+/// its own thread), rolled with `strategy`: what an emulated run is compared with.
+pub(crate) async fn pure_simulation(
+    builder: &rollout_sim::SimBuilder,
+    strategy: rollout_sim::Strategy,
+    change: Change,
+) -> anyhow::Result<rollout_sim::SimReport> {
+    let mut b = builder.clone();
+    b.time_scale(1);
+    let spec = strategy.spec(change, b.get_data_nodes());
+    let (_, report) = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .map(|rt| {
+                rt.block_on(rollout_sim::simulate(
+                    &b,
+                    strategy,
+                    &spec,
+                    &rollout_core::Ignore,
+                ))
+            })
+    })
+    .await??
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(report)
+}

@@ -27,7 +27,7 @@ use common::{Progress, Unmanaged, policy, print_plan};
 use rollout_core::{Change, ConfigEdit, MemoryJournal, NodeId, Run, Selection, Spec, chain, roll};
 use rollout_openmldb::emulator::Emulator;
 use rollout_openmldb::{OpenMldbCluster, Others, Timing};
-use rollout_sim::{ClientLoad, Flavor, SimBuilder, Strategy, report_of, simulate};
+use rollout_sim::{ClientLoad, Flavor, SimBuilder, Strategy, report_of};
 
 /// Roll an OpenMLDB cluster one safe step at a time.
 #[derive(Parser, Debug)]
@@ -159,21 +159,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         other => bail!("unknown strategy {other:?}: expected ha or naive"),
     };
     // The pure simulation of the same shape and seed, for comparison.
-    let sim_report = {
-        let mut b = builder.clone();
-        b.time_scale(1);
-        let spec = strategy.spec(change.clone(), b.get_data_nodes());
-        tokio::task::spawn_blocking(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .start_paused(true)
-                .build()
-                .map(|rt| rt.block_on(simulate(&b, strategy, &spec, &rollout_core::Ignore)))
-        })
-        .await??
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .1
-    };
+    let sim_report = common::pure_simulation(&builder, strategy, change.clone()).await?;
     let root = format!(
         "{}-emulated-{}",
         args.zk_root.trim_end_matches('/'),

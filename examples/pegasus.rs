@@ -26,7 +26,7 @@ use rollout_core::{Change, MemoryJournal, NodeId, Run, Spec, chain, roll};
 use rollout_pegasus::client::DataClient;
 use rollout_pegasus::emulator::Emulator;
 use rollout_pegasus::{PegasusCluster, Timing};
-use rollout_sim::{ClientLoad, Flavor, SimBuilder, Strategy, report_of, simulate};
+use rollout_sim::{ClientLoad, Flavor, SimBuilder, Strategy, report_of};
 
 /// Roll an Apache Pegasus cluster one safe step at a time.
 #[derive(Parser, Debug)]
@@ -123,26 +123,12 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         .time_scale(args.scale)
         .load(ClientLoad::default());
     // The pure simulation of the same shape and seed, for comparison.
-    let sim_report = {
-        let mut b = builder.clone();
-        b.time_scale(1);
-        let strategy = if args.strategy == "naive" {
-            Strategy::Naive
-        } else {
-            Strategy::Ha
-        };
-        let spec = strategy.spec(change.clone(), b.get_data_nodes());
-        tokio::task::spawn_blocking(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .start_paused(true)
-                .build()
-                .map(|rt| rt.block_on(simulate(&b, strategy, &spec, &rollout_core::Ignore)))
-        })
-        .await??
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .1
+    let strategy = if args.strategy == "naive" {
+        Strategy::Naive
+    } else {
+        Strategy::Ha
     };
+    let sim_report = common::pure_simulation(&builder, strategy, change.clone()).await?;
     let emu = Arc::new(Emulator::start(&builder).await?);
     let metas: Vec<String> = emu.metas().iter().map(ToString::to_string).collect();
     println!("meta servers: {}", metas.join(","));

@@ -119,22 +119,11 @@ impl World {
                 self.nodes[from as usize].id
             ));
         };
-        let now = self.now;
         let from_up = self.nodes[from as usize].up();
-        let until = now + us(self.t.route_refresh);
-        let p = &mut self.parts[part as usize];
-        for r in p.replicas.iter_mut() {
-            if r.node == from && r.role == Rep::Primary {
-                r.role = Rep::Inactive;
-            }
-        }
-        p.replicas[c].role = Rep::Primary;
-        p.replicas[c].behind_until = 0;
-        if from_up && until > now {
-            // Clients still route to the old leader, which refuses: they retry, then re-route.
-            p.stale_leader = Some((from, until));
-        } else {
-            p.fenced = None;
+        // Clients that still route to the old leader get refusals (it stays fenced until they
+        // re-route): they retry, then re-route.
+        if !self.update_leader_info(part, from, c, from_up) {
+            self.parts[part as usize].fenced = None;
         }
         self.touch(part);
         Ok(())

@@ -45,20 +45,36 @@ impl World {
         if let Some(c) = pick {
             let from_up = self.nodes[from as usize].up()
                 && p.replicas.iter().any(|r| r.node == from && r.loaded);
-            let until = self.now + us(self.t.route_refresh);
-            let p = &mut self.parts[part as usize];
-            for r in p.replicas.iter_mut() {
-                if r.node == from && r.role == Rep::Primary {
-                    r.role = Rep::Inactive;
-                }
-            }
-            p.replicas[c].role = Rep::Primary;
-            p.replicas[c].behind_until = 0;
-            if from_up && until > self.now {
-                p.stale_leader = Some((from, until));
-            }
+            self.update_leader_info(part, from, c, from_up);
         }
         self.touch(part);
+    }
+
+    /// UpdateLeaderInfo: the leader on `from` is marked not alive and replica `c` leads;
+    /// clients that have not re-routed keep sending to `from` for `route_refresh` while its
+    /// process runs. Returns whether that window opened.
+    pub(super) fn update_leader_info(
+        &mut self,
+        part: u32,
+        from: u32,
+        c: usize,
+        from_up: bool,
+    ) -> bool {
+        let until = self.now + us(self.t.route_refresh);
+        let now = self.now;
+        let p = &mut self.parts[part as usize];
+        for r in p.replicas.iter_mut() {
+            if r.node == from && r.role == Rep::Primary {
+                r.role = Rep::Inactive;
+            }
+        }
+        p.replicas[c].role = Rep::Primary;
+        p.replicas[c].behind_until = 0;
+        let stale = from_up && until > now;
+        if stale {
+            p.stale_leader = Some((from, until));
+        }
+        stale
     }
 
     /// RecoverTable and its ReAddReplica child: the replica loads (its own snapshot, the
