@@ -9,6 +9,7 @@
 //! configuration query); proposals run at the world's next lb tick; `replica.kill_partition`
 //! flushes the node; restarts go through [`Emulator::node`], the world's own process control.
 
+mod clock;
 mod serve;
 
 use std::collections::BTreeMap;
