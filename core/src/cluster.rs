@@ -147,9 +147,12 @@ pub trait Cluster: Send + Sync {
 
     /// Repairs what the rollout's knobs kept the cluster from repairing by itself, once the
     /// engine has released them (when it rides out a failure outside the wave, on a pause, and
-    /// after the knobs are restored at the end of a rollout and in `abort`): for example OpenMLDB recovers the replicas of a tablet
-    /// that registered again while auto_failover was off, which turning it back on does not
-    /// do. The default does nothing.
+    /// after the knobs are restored at the end of a rollout and in `abort`), and what a node
+    /// of the wave left half-done when it restarted on its own during its rejoin (then with
+    /// the knobs still held): for example OpenMLDB recovers the replicas of a tablet that
+    /// registered again while auto_failover was off, which turning it back on does not do,
+    /// or a leader displaced by a move back whose recovery the crash cut off. The default
+    /// does nothing.
     fn heal(&self) -> impl Future<Output = Result<(), Self::Error>> + Send {
         async { Ok(()) }
     }

@@ -151,7 +151,18 @@ fn the_rollout_share_of_replicas_down_rises_when_the_policy_allows_more() {
 
 #[test]
 fn a3_a_tablet_that_crashes_during_its_own_recovery_is_recovered_again() {
-    case_and_every_crash(Flavor::OpenMldb, 7, "crash:node=4,at=300", true);
+    // tablet-4 is in its rejoin (RecoverEndpoint's ops) from 305 to 346 virtual s on seed 7.
+    case_and_every_crash(Flavor::OpenMldb, 7, "crash:node=4,at=320", true);
+    // The kind: a crash anywhere in that rejoin, before or after its supervisor starts it
+    // again, is waited for (the incarnation that died is not a failed start) and completes.
+    for at in (306..346).step_by(4) {
+        let r = run(
+            &with(Flavor::OpenMldb, 7, &[&format!("crash:node=4,at={at}")]),
+            Rollout::Ha,
+        );
+        assert!(r.completed, "at {at}: {r:?}");
+        assert_eq!(r.max_restarts_per_node, 1, "at {at}");
+    }
 }
 
 #[test]

@@ -337,9 +337,11 @@ impl<C: Cluster> Ctx<'_, C> {
                             }
                         }
                     }
-                    if outside.fired() {
+                    if outside.fired() || again > 0 {
                         // What the released knobs kept from healing, including what the
-                        // wave's own rejoin left behind meanwhile.
+                        // wave's own rejoin left behind meanwhile; after a node of the wave
+                        // restarted on its own, what its crash cut off outside the node itself
+                        // (OpenMLDB: a leader displaced by a move back, not yet recovered).
                         self.call(None, Phase::WaitHealthy, || self.cluster.heal())
                             .await?;
                     }
@@ -369,9 +371,16 @@ impl<C: Cluster> Ctx<'_, C> {
                         ),
                     });
                     for s in slots {
+                        // The incarnation that came back and then died is not the one waited
+                        // for: its exit is the cause seen above, not a failed start.
+                        let before = reborn
+                            .nodes
+                            .iter()
+                            .find(|(n, _)| n.id() == s.node.id())
+                            .and_then(|(_, boot)| boot.clone());
                         let up = Restarted {
                             node: &s.node,
-                            before: None,
+                            before,
                         }
                         .and(self.cluster.ready(&s.id));
                         self.wait(Some(&s.id), Phase::WaitReady, &up, deadlines.ready)

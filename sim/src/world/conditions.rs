@@ -67,8 +67,10 @@ pub(crate) fn eval(w: &World, kind: Kind, node: Option<u32>, describe: bool) -> 
         }
         Kind::Ready => {
             if !n.running {
+                // Whether an exit ends the wait is the node's to say (its status names the
+                // incarnation that exited); a supervisor may start it again.
                 match &n.exit_reason {
-                    Some(reason) => Health::failed(format!("node {}: {reason}", name())),
+                    Some(reason) => why(&|| format!("node {} is not running: {reason}", name())),
                     None => why(&|| format!("node {} is not running", name())),
                 }
             } else if !n.serving {
