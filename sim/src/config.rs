@@ -85,6 +85,11 @@ pub struct Timings {
     /// OpenMLDB: the op loop's idle wait (1 s).
     pub tick: Duration,
     /// How long one OpenMLDB op takes to run (ChangeLeader, the RecoverTable bookkeeping).
+    /// OpenMLDB: 100 ms. The nameserver's op loop (`NameServerImpl::ProcessTask` in
+    /// `src/nameserver/name_server_impl.cc`) runs the head op of every queue without pausing
+    /// while any op is queued, and ChangeLeader's three tasks (SelectLeader, ChangeLeader,
+    /// UpdateLeaderInfo) run in the nameserver itself: a few tablet RPCs and ZooKeeper writes.
+    /// Pegasus: 1 s, its meta's proposal round.
     pub op: Duration,
     /// OpenMLDB `tablet_heartbeat_timeout` (60 s): auto failover offlines a tablet after it.
     pub heartbeat_timeout: Duration,
@@ -104,7 +109,11 @@ pub struct Timings {
     pub replay_per_write: Duration,
     /// Catch-up cost per write missed while down.
     pub catch_up_per_write: Duration,
-    /// Fixed part of a catch-up (learning, RecoverTable).
+    /// Fixed part of a catch-up (Pegasus learning: 2 s; OpenMLDB RecoverTable and AddReplica:
+    /// 8 s). OpenMLDB learns that a task on a tablet finished only at its next
+    /// `get_task_status_interval` poll (2 s, `src/flags.cc`; `NameServerImpl::UpdateTaskStatus`),
+    /// and RecoverTable's child op (`CreateReAddReplicaNoSendTask`) runs four such tasks one
+    /// after another: PauseSnapshot, LoadTable, AddReplica, RecoverSnapshot.
     pub catch_up: Duration,
     /// A flush (Pegasus kill_partition) or a forced snapshot (OpenMLDB MakeSnapshot).
     pub flush: Duration,
@@ -113,8 +122,19 @@ pub struct Timings {
     /// OpenMLDB asynchronous replication lag: a write acked by the leader reaches followers
     /// this much later.
     pub replication_lag: Duration,
-    /// OpenMLDB: clients keep writing to a deposed leader this long before they re-route.
+    /// OpenMLDB: clients keep writing to a deposed leader this long before they re-route,
+    /// plus `route_refresh_per_table` for each table. The SDK has no routing timer in cluster
+    /// mode: the nameserver bumps `<root>/table/notify` once UpdateLeaderInfo has written the
+    /// table's znode (`UpdateZkTableNode` in `src/nameserver/name_server_impl.cc`), the SDK's
+    /// ZooKeeper watch on it fires (`ClusterSDK::WatchNotify` in `src/sdk/db_sdk.cc`), and it
+    /// rebuilds its catalog from ZooKeeper: the tablet list, then one read per table
+    /// (`ClusterSDK::BuildCatalog`). The fixed part (200 ms) is the watch and the tablet list
+    /// with room for a loaded ZooKeeper; zero for Pegasus, whose clients re-route on the
+    /// replica's own error.
     pub route_refresh: Duration,
+    /// OpenMLDB: the part of the re-route that grows with the tables, one ZooKeeper read per
+    /// table in the catalog rebuild (2 ms each).
+    pub route_refresh_per_table: Duration,
     /// Pegasus `min_live_node_count_for_unfreeze` (3): fewer alive replica servers freeze
     /// the meta.
     pub min_live: usize,
@@ -160,6 +180,7 @@ impl Timings {
             copy: Duration::from_secs(120),
             replication_lag: Duration::ZERO,
             route_refresh: Duration::ZERO,
+            route_refresh_per_table: Duration::ZERO,
             min_live: 3,
             crash_restart: Duration::from_secs(30),
             live_percentage: 65,
@@ -175,7 +196,7 @@ impl Timings {
             detect: Duration::from_secs(10),
             lease: Duration::from_secs(3600),
             tick: Duration::from_secs(1),
-            op: Duration::from_secs(1),
+            op: Duration::from_millis(100),
             heartbeat_timeout: Duration::from_secs(60),
             election: Duration::from_secs(10),
             beacon: Duration::from_secs(1),
@@ -184,11 +205,12 @@ impl Timings {
             start: Duration::from_secs(5),
             replay_per_write: Duration::from_micros(400),
             catch_up_per_write: Duration::from_micros(100),
-            catch_up: Duration::from_secs(2),
+            catch_up: Duration::from_secs(8),
             flush: Duration::from_secs(2),
             copy: Duration::from_secs(120),
             replication_lag: Duration::from_millis(50),
-            route_refresh: Duration::from_secs(2),
+            route_refresh: Duration::from_millis(200),
+            route_refresh_per_table: Duration::from_millis(2),
             min_live: 1,
             crash_restart: Duration::from_secs(30),
             live_percentage: 0,
@@ -223,6 +245,7 @@ impl Timings {
             ("copy", self.copy),
             ("replication_lag", self.replication_lag),
             ("route_refresh", self.route_refresh),
+            ("route_refresh_per_table", self.route_refresh_per_table),
             ("crash_restart", self.crash_restart),
             ("coordinator_settle", self.coordinator_settle),
         ] {

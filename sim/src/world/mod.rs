@@ -83,6 +83,8 @@ pub(crate) struct World {
     pub(crate) now: Us,
     pub(crate) nodes: Vec<NodeS>,
     pub(crate) parts: Vec<Part>,
+    /// How many tables the partitions belong to (the highest table index plus one).
+    pub(crate) tables: u32,
     events: BinaryHeap<Reverse<(Us, u64, Ev)>>,
     seq: u64,
     pub(crate) clients: Clients,
@@ -125,6 +127,7 @@ impl World {
             .position(NodeS::is_elected_coordinator)
             .map(|i| i as u32);
         let profile = model.profile();
+        let tables = parts.iter().map(|p| u32::from(p.table) + 1).max().unwrap_or(0);
         let mut w = Self {
             flavor: profile.flavor,
             model: Some(model),
@@ -133,6 +136,7 @@ impl World {
             now: 0,
             nodes,
             parts,
+            tables,
             events: BinaryHeap::new(),
             seq: 0,
             clients: Clients::new(load),

@@ -51,8 +51,9 @@ impl World {
     }
 
     /// UpdateLeaderInfo: the leader on `from` is marked not alive and replica `c` leads;
-    /// clients that have not re-routed keep sending to `from` for `route_refresh` while its
-    /// process runs. Returns whether that window opened.
+    /// clients that have not re-routed keep sending to `from` while its process runs, for
+    /// `route_refresh` plus `route_refresh_per_table` per table (the SDK's watch and catalog
+    /// rebuild). Returns whether that window opened.
     pub(super) fn update_leader_info(
         &mut self,
         part: u32,
@@ -60,7 +61,8 @@ impl World {
         c: usize,
         from_up: bool,
     ) -> bool {
-        let until = self.now + us(self.t.route_refresh);
+        let refresh = self.t.route_refresh + self.t.route_refresh_per_table * self.tables;
+        let until = self.now + us(refresh);
         let now = self.now;
         let p = &mut self.parts[part as usize];
         for r in p.replicas.iter_mut() {
