@@ -91,6 +91,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod cluster;
+pub mod conf;
 mod control;
 mod engine;
 mod erased;

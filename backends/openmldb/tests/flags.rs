@@ -2,7 +2,7 @@
 //! unchanged.
 
 use proptest::prelude::*;
-use rollout_openmldb::flags::{ConfFile, Format};
+use rollout_openmldb::flags::{self, Format};
 
 proptest! {
     #[test]
@@ -11,7 +11,7 @@ proptest! {
         props in any::<bool>(),
     ) {
         let format = if props { Format::Properties } else { Format::Gflags };
-        if let Ok(f) = ConfFile::parse("x", format, &text) {
+        if let Ok(f) = flags::parse("x", format, &text) {
             prop_assert_eq!(f.render(), text);
         }
     }
@@ -21,11 +21,11 @@ proptest! {
         value in "[a-z0-9:./]{0,12}",
     ) {
         let text = "# tablet\n--endpoint=127.0.0.1:10921\n\n#--zk_session_timeout=10000\n--role=tablet\n";
-        let mut f = ConfFile::parse("tablet.flags", Format::Gflags, text).unwrap();
+        let mut f = flags::parse("tablet.flags", Format::Gflags, text).unwrap();
         f.set("zk_session_timeout", &value).unwrap();
         prop_assert_eq!(f.get("zk_session_timeout"), Some(value.as_str()));
         let out = f.render();
-        let again = ConfFile::parse("tablet.flags", Format::Gflags, &out).unwrap();
+        let again = flags::parse("tablet.flags", Format::Gflags, &out).unwrap();
         prop_assert_eq!(again.get("zk_session_timeout"), Some(value.as_str()));
         prop_assert_eq!(again.get("endpoint"), Some("127.0.0.1:10921"));
         let kept: Vec<&str> = out.lines().filter(|l| !l.starts_with("--zk_session_timeout=")).collect();

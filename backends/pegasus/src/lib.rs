@@ -27,7 +27,7 @@ mod cluster;
 #[cfg_attr(docsrs, doc(cfg(feature = "emulator")))]
 pub mod emulator;
 pub mod frame;
-pub mod ini;
+pub use rollout_core::conf::ini;
 pub mod messages;
 pub mod meta;
 pub mod rrdb;

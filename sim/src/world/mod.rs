@@ -127,7 +127,11 @@ impl World {
             .position(NodeS::is_elected_coordinator)
             .map(|i| i as u32);
         let profile = model.profile();
-        let tables = parts.iter().map(|p| u32::from(p.table) + 1).max().unwrap_or(0);
+        let tables = parts
+            .iter()
+            .map(|p| u32::from(p.table) + 1)
+            .max()
+            .unwrap_or(0);
         let mut w = Self {
             flavor: profile.flavor,
             model: Some(model),

@@ -5,7 +5,7 @@
 //! refused, naming what it has, since a key the server does not read would be a silent no-op.
 //!
 //! ```
-//! use rollout_pegasus::ini;
+//! use rollout_core::conf::ini;
 //!
 //! let text = "; the meta\n[meta_server]\nserver_list = a:34601\n\n[replication]\nlb_interval_ms = 10000 ; ten seconds\n";
 //! let edited = ini::set(text, "replication", "lb_interval_ms", "5000").unwrap();
