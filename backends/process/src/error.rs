@@ -222,6 +222,19 @@ pub enum ProcessError {
         source: Box<FilesError>,
     },
 
+    /// The node's agent refused the call or the operation failed there.
+    #[error("node {node}: {what} through the agent at {agent} failed: {reason}")]
+    Agent {
+        /// The node.
+        node: NodeId,
+        /// The agent's URL.
+        agent: String,
+        /// What was asked.
+        what: String,
+        /// What the agent said.
+        reason: String,
+    },
+
     /// The node's configuration is invalid.
     #[error("{at}: invalid configuration: {reason}")]
     InvalidConfig {

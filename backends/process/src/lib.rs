@@ -53,6 +53,7 @@
 //! A cluster file describes each node the same way; see [`Commands`] for its fields.
 #![doc(test(attr(deny(warnings))))]
 
+pub mod agent;
 mod change;
 mod command;
 mod config;

@@ -1,0 +1,134 @@
+//! [`AgentConfig`]: the agent's config file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::ProcessError;
+use crate::{CommandNode, Commands, Runner};
+
+/// The agent's config file (TOML): where it listens, its token, its TLS files, and the
+/// components it may drive, by name.
+///
+/// ```
+/// use rollout_process::agent::AgentConfig;
+///
+/// let config = AgentConfig::from_toml("agent.toml", r#"
+///     listen = "0.0.0.0:7070"
+///     token_file = "/etc/rollout/agent.token"
+///
+///     [components.tablet]
+///     id = "10.0.0.7:10921"
+///     runner = { kind = "local" }
+///     deploy_dir = "/opt/openmldb"
+///     start = "bash bin/start.sh start tablet mon"
+///     stop = "bash bin/start.sh stop tablet mon"
+///     pid_file = "bin/tablet.pid"
+///     child_pid_file = "bin/tablet.pid.child"
+///     listen = "10.0.0.7:10921"
+///     health_url = "http://10.0.0.7:10921/status"
+///     config_files = ["conf/tablet.flags"]
+/// "#).unwrap();
+/// assert!(config.components.contains_key("tablet"));
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The gRPC listen address.
+    pub listen: SocketAddr,
+    /// A file holding the bearer token (its first line; at least 16 characters).
+    pub token_file: PathBuf,
+    /// TLS: the server's certificate chain and private key (PEM). Without it the agent
+    /// speaks plain HTTP/2, for loopback or a network that is already private.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// The components, by name (`tablet`, `nameserver`, `replica`, ...), each as
+    /// [`Commands`] with the `local` runner.
+    pub components: BTreeMap<String, Commands>,
+}
+
+/// PEM files for TLS.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
+}
+
+impl AgentConfig {
+    /// Reads and checks the config file at `path`.
+    ///
+    /// # Errors
+    /// [`ProcessError::InvalidConfig`] naming the file when it cannot be read, does not
+    /// parse, or a component is not valid (see [`AgentConfig::from_toml`]).
+    pub fn load(path: &Path) -> Result<Self, ProcessError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ProcessError::InvalidConfig {
+            at: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::from_toml(&path.display().to_string(), &text)
+    }
+
+    /// Parses and checks `text` (the file `name`, for messages): every component runs
+    /// with the `local` runner, in an absolute deploy dir, with a name of letters, digits,
+    /// `-`, `_` and `.`.
+    ///
+    /// # Errors
+    /// [`ProcessError::InvalidConfig`] naming the file and the component.
+    pub fn from_toml(name: &str, text: &str) -> Result<Self, ProcessError> {
+        let bad = |reason: String| ProcessError::InvalidConfig {
+            at: name.to_string(),
+            reason,
+        };
+        let config: Self = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        if config.components.is_empty() {
+            return Err(bad(
+                "no [components.NAME] table: the agent would do nothing".into(),
+            ));
+        }
+        for (component, commands) in &config.components {
+            let valid = !component.is_empty()
+                && component
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                return Err(bad(format!("component name {component:?}")));
+            }
+            if !matches!(commands.runner, Runner::Local) {
+                return Err(bad(format!(
+                    "component {component}: an agent runs its components on its own host \
+                     (runner = {{ kind = \"local\" }})"
+                )));
+            }
+            CommandNode::new(commands.clone())
+                .map_err(|e| bad(format!("component {component}: {e}")))?;
+        }
+        Ok(config)
+    }
+
+    /// The token from [`token_file`](Self::token_file): its first line, trimmed.
+    ///
+    /// # Errors
+    /// [`ProcessError::InvalidConfig`] when it cannot be read or is shorter than 16
+    /// characters.
+    pub fn token(&self) -> Result<String, ProcessError> {
+        let at = self.token_file.display().to_string();
+        let text =
+            std::fs::read_to_string(&self.token_file).map_err(|e| ProcessError::InvalidConfig {
+                at: at.clone(),
+                reason: e.to_string(),
+            })?;
+        let token = text.lines().next().unwrap_or_default().trim().to_string();
+        if token.len() < 16 {
+            return Err(ProcessError::InvalidConfig {
+                at,
+                reason: "the token is shorter than 16 characters".into(),
+            });
+        }
+        Ok(token)
+    }
+}

@@ -1,0 +1,290 @@
+//! The node agent with real processes on loopback: the agent serves in this test process on
+//! a loopback port, drives the test server through a copy of the `start.sh` fixture, and is
+//! called through `AgentNode` as an orchestrator would.
+
+use std::time::Duration;
+
+use rollout_core::{Change, ConfigEdit, Node, NodeId};
+use rollout_process::agent::{AgentConfig, AgentEndpoint, AgentNode, proto, serve_on};
+use rollout_process::shell_quote;
+use tokio::time::Instant;
+
+const SERVER: &str = env!("CARGO_BIN_EXE_rollout-test-server");
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/start.sh");
+const TOKEN: &str = "a-token-of-thirty-two-characters";
+
+/// A deploy dir, an agent serving its `tablet` component, and the endpoints.
+struct Setup {
+    dir: tempfile::TempDir,
+    endpoint: String,
+    agent: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+}
+
+impl Setup {
+    /// `server_args` for the test server; `config_files` listed for the component.
+    async fn new(server_args: &str, config_files: &[&str]) -> Self {
+        Self::starting_after(server_args, config_files, "").await
+    }
+
+    /// As [`Setup::new`], the start command first running `before` (such as `sleep 2;`).
+    async fn starting_after(server_args: &str, config_files: &[&str], before: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::create_dir_all(root.join("conf")).unwrap();
+        std::fs::copy(FIXTURE, root.join("bin/start.sh")).unwrap();
+        let endpoint = format!("127.0.0.1:{}", free_port());
+        std::fs::write(
+            root.join("conf/tablet.flags"),
+            format!("--endpoint={endpoint}\n--greeting=hello\n"),
+        )
+        .unwrap();
+        std::fs::write(root.join("token"), format!("{TOKEN}\n")).unwrap();
+        let env = format!(
+            "ROLLOUT_TEST_SERVER={} SERVER_ARGS={}",
+            shell_quote(SERVER),
+            shell_quote(server_args)
+        );
+        let files: Vec<String> = config_files.iter().map(|f| format!("{f:?}")).collect();
+        let toml = format!(
+            r#"
+listen = "127.0.0.1:1"
+token_file = {token:?}
+[components.tablet]
+id = "{endpoint}"
+runner = {{ kind = "local" }}
+deploy_dir = {dir:?}
+start = {start:?}
+stop = "bash bin/start.sh stop tablet"
+pid_file = "bin/tablet.pid"
+listen = "{endpoint}"
+health_url = "http://{endpoint}/status"
+version_url = "http://{endpoint}/version"
+config_files = [{files}]
+start_timeout_secs = 20
+stop_timeout_secs = 5
+"#,
+            token = root.join("token").display().to_string(),
+            dir = root.display().to_string(),
+            start = format!("{before} {env} bash bin/start.sh start tablet"),
+            files = files.join(", "),
+        );
+        let config = AgentConfig::from_toml("agent.toml", &toml).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let agent = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            serve_on(config, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self {
+            dir,
+            endpoint,
+            agent,
+            stop: Some(stop),
+        }
+    }
+
+    fn node(&self, token: &str, component: &str) -> AgentNode {
+        let ep = AgentEndpoint {
+            url: self.agent.clone(),
+            token: token.to_string(),
+            ca_cert: None,
+        };
+        AgentNode::new(NodeId::new(self.endpoint.as_str()), component, &ep).unwrap()
+    }
+
+    fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(file)).unwrap_or_default()
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Ok(pid) = self.read("bin/tablet.pid").trim().parse::<u32>() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+fn greeting(value: &str) -> Change {
+    Change::Config {
+        edits: vec![ConfigEdit::Set {
+            file: "conf/tablet.flags".into(),
+            key: "greeting".into(),
+            value: value.into(),
+        }],
+    }
+}
+
+#[tokio::test]
+async fn a_restart_through_the_agent_starts_a_new_incarnation() {
+    let s = Setup::new("--version 2.0.1", &["conf/tablet.flags"]).await;
+    let node = s.node(TOKEN, "tablet");
+    node.start().await.unwrap();
+    let first = node.status().await.unwrap();
+    assert!(first.running && first.boot.is_some(), "{first:?}");
+    assert_eq!(first.version.as_deref(), Some("2.0.1"));
+    node.stop().await.unwrap();
+    assert!(!node.status().await.unwrap().running);
+    node.start().await.unwrap();
+    let second = node.status().await.unwrap();
+    assert!(second.running && second.boot != first.boot, "{second:?}");
+    node.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_config_edit_through_the_agent_is_backed_up_and_reverted() {
+    let s = Setup::new("", &["conf/tablet.flags"]).await;
+    let node = s.node(TOKEN, "tablet");
+    let original = s.read("conf/tablet.flags");
+    let record = node.apply(&greeting("bonjour")).await.unwrap();
+    assert_eq!(s.read("conf/tablet.flags.bak"), original);
+    assert!(s.read("conf/tablet.flags").contains("--greeting=bonjour"));
+    node.revert(&record).await.unwrap();
+    assert_eq!(s.read("conf/tablet.flags"), original);
+    assert!(!s.dir.path().join("conf/tablet.flags.bak").exists());
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_token_is_refused_and_nothing_is_done() {
+    let s = Setup::new("", &["conf/tablet.flags"]).await;
+    for token in ["not-the-token-but-just-as-long!!", ""] {
+        let node = s.node(token, "tablet");
+        let e = node.start().await.unwrap_err().to_string();
+        assert!(e.contains("bearer token"), "{e}");
+        let e = node.apply(&greeting("x")).await.unwrap_err().to_string();
+        assert!(e.contains("bearer token"), "{e}");
+    }
+    assert!(!s.dir.path().join("bin/tablet.pid").exists(), "a start ran");
+    assert!(!s.read("conf/tablet.flags").contains("--greeting=x"));
+}
+
+#[tokio::test]
+async fn an_unknown_component_is_refused_naming_it() {
+    let s = Setup::new("", &["conf/tablet.flags"]).await;
+    let e = s
+        .node(TOKEN, "nameserver")
+        .start()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"nameserver\"") && e.contains("tablet"), "{e}");
+    assert!(!s.dir.path().join("bin/tablet.pid").exists());
+}
+
+#[tokio::test]
+async fn edits_that_leave_the_deploy_dir_are_refused_with_nothing_changed() {
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.flags");
+    std::fs::write(&secret, "--greeting=keep\n").unwrap();
+    let s = Setup::new("", &["conf/tablet.flags", "conf/link.flags"]).await;
+    std::os::unix::fs::symlink(&secret, s.dir.path().join("conf/link.flags")).unwrap();
+    let node = s.node(TOKEN, "tablet");
+    let traversal = Change::Config {
+        edits: vec![ConfigEdit::Set {
+            file: "conf/../../etc/passwd".into(),
+            key: "root".into(),
+            value: "x".into(),
+        }],
+    };
+    let e = node.apply(&traversal).await.unwrap_err().to_string();
+    assert!(e.contains("leaves the deploy dir"), "{e}");
+    let link = Change::Config {
+        edits: vec![ConfigEdit::Set {
+            file: "conf/link.flags".into(),
+            key: "greeting".into(),
+            value: "changed".into(),
+        }],
+    };
+    let e = node.apply(&link).await.unwrap_err().to_string();
+    assert!(e.contains("outside the deploy dir"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        "--greeting=keep\n"
+    );
+    assert!(!outside.path().join("secret.flags.bak").exists());
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_in_the_middle_of_a_start_leaves_the_component_running() {
+    // A start that takes two seconds: the caller leaves well before it ends.
+    let s = Setup::starting_after("", &["conf/tablet.flags"], "sleep 2;").await;
+    let channel = tonic::transport::Endpoint::from_shared(s.agent.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = proto::agent_client::AgentClient::new(channel);
+    let mut req = tonic::Request::new(proto::ComponentRequest {
+        component: "tablet".into(),
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let mut stream = client.start(req).await.unwrap().into_inner();
+    // The first progress message, then the caller goes away.
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(!first.done, "{first:?}");
+    drop(stream);
+    drop(client);
+    let node = s.node(TOKEN, "tablet");
+    assert!(
+        !node.status().await.unwrap().running,
+        "the start ended before the caller left"
+    );
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = node.status().await.unwrap();
+        let up = st.running && std::net::TcpStream::connect(s.endpoint.as_str()).is_ok();
+        if up {
+            break;
+        }
+        assert!(Instant::now() < until, "the start did not finish: {st:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_second_operation_on_a_busy_component_is_refused() {
+    // A start that takes two seconds, so that it is still running at the second call.
+    let s = Setup::starting_after("", &["conf/tablet.flags"], "sleep 2;").await;
+    let channel = tonic::transport::Endpoint::from_shared(s.agent.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = proto::agent_client::AgentClient::new(channel);
+    let mut req = tonic::Request::new(proto::ComponentRequest {
+        component: "tablet".into(),
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let mut first = client.start(req).await.unwrap().into_inner();
+    // The first message comes from the operation that holds the component.
+    assert!(!first.message().await.unwrap().unwrap().done);
+    let node = s.node(TOKEN, "tablet");
+    let e = node.stop().await.unwrap_err().to_string();
+    assert!(e.contains("another operation on component tablet"), "{e}");
+    // The first one ends as it would have.
+    let last = first.message().await.unwrap().unwrap();
+    assert!(last.done && last.error.is_none(), "{last:?}");
+    assert!(node.status().await.unwrap().running);
+    node.stop().await.unwrap();
+}
