@@ -55,6 +55,7 @@
 
 pub mod agent;
 mod change;
+mod cluster_file;
 mod command;
 mod config;
 mod error;
@@ -63,6 +64,7 @@ mod procfs;
 mod runner;
 mod stop;
 
+pub use cluster_file::{ClusterFile, ProcessNode};
 pub use command::CommandNode;
 pub use config::Commands;
 pub use error::{ProcessError, Result};

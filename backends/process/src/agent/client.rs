@@ -31,11 +31,14 @@ pub struct AgentNode {
     component: String,
     url: String,
     token: MetadataValue<tonic::metadata::Ascii>,
-    channel: Channel,
+    endpoint: Endpoint,
+    /// Made at the first call (a channel needs the runtime), then shared by the clones.
+    channel: std::sync::Arc<std::sync::OnceLock<Channel>>,
 }
 
 impl AgentNode {
-    /// The node `id`, the agent's component `component` at `endpoint`. Connects lazily.
+    /// The node `id`, the agent's component `component` at `endpoint`. Connects at the
+    /// first call, so it may be made outside a runtime.
     ///
     /// # Errors
     /// [`ProcessError::InvalidConfig`] for a bad URL, token or CA file.
@@ -63,7 +66,8 @@ impl AgentNode {
             component: component.into(),
             url: endpoint.url.clone(),
             token,
-            channel: ep.connect_lazy(),
+            endpoint: ep,
+            channel: std::sync::Arc::default(),
             id,
         })
     }
@@ -85,7 +89,11 @@ impl AgentNode {
     }
 
     fn client(&self) -> AgentClient<Channel> {
-        AgentClient::new(self.channel.clone())
+        let channel = self
+            .channel
+            .get_or_init(|| self.endpoint.connect_lazy())
+            .clone();
+        AgentClient::new(channel)
     }
 
     /// Reads a progress stream to its last message: its backup record, or its error.
