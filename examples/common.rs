@@ -1,6 +1,7 @@
-//! What the reference binaries share: a process handle that refuses to act (until
-//! rollout-process exists), the policy in an emulator's wall time, progress lines, the plan
-//! printer. Included by each binary with `#[path]`.
+//! What the reference binaries share: a process handle that refuses to act (for a plan
+//! without a cluster file), the cluster file and the run on real hosts, the policy in an
+//! emulator's wall time, progress lines, the plan printer. Included by each binary with
+//! `#[path]`.
 
 #![allow(dead_code)]
 
@@ -12,14 +13,14 @@ use rollout_core::{
     chain, plan,
 };
 
-/// A process this binary cannot control (no rollout-process yet): planning works, any
-/// action says why it cannot.
+/// A process this binary cannot control (no `--cluster` file): planning works, any action
+/// says why it cannot.
 #[derive(Debug)]
 pub(crate) struct Unmanaged(pub(crate) NodeId);
 
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "{0}: this binary cannot stop or start processes yet (process control on real hosts is rollout-process, not built yet); use --plan"
+    "{0}: without --cluster FILE this binary does not know how to reach the node's host; --plan only"
 )]
 pub(crate) struct NoProcessControl(NodeId);
 
@@ -181,4 +182,76 @@ pub(crate) async fn pure_simulation(
     .await??
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(report)
+}
+
+/// The cluster file of `--cluster`, read and checked before anything else.
+pub(crate) fn cluster_file(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Option<rollout_process::ClusterFile>> {
+    path.map(|p| rollout_process::ClusterFile::load(p).map_err(|e| anyhow::anyhow!(chain(&e))))
+        .transpose()
+}
+
+/// Where a run on real hosts journals without `--journal`: `$XDG_STATE_HOME/rollout/` (or
+/// `~/.local/state/rollout/`), one file per cluster name.
+pub(crate) fn default_journal(cluster: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("rollout");
+    let name: String = cluster
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join(format!("{name}.journal"))
+}
+
+/// Rolls `cluster` on its real hosts: progress lines (not with `json`), the journal in
+/// `journal` (a run interrupted earlier resumes from it and from the live cluster), then
+/// the report, as one JSON line with `json`.
+pub(crate) async fn run_real<C: rollout_core::Cluster>(
+    cluster: &C,
+    spec: &Spec,
+    journal: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<()> {
+    if let Some(dir) = journal.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = rollout_core::FileJournal::new(journal);
+    let progress = Progress {
+        quiet: json,
+        waves: Mutex::new(0),
+    };
+    if !json {
+        println!("journal: {}", journal.display());
+    }
+    let report = rollout_core::roll(
+        cluster,
+        spec,
+        rollout_core::Run::new(&file).observe(&progress),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+    if json {
+        let mut v = serde_json::to_value(&report)?;
+        v["completed"] = matches!(report.outcome, rollout_core::Outcome::Completed).into();
+        v["journal"] = journal.display().to_string().into();
+        println!("{v}");
+    } else {
+        println!(
+            "{:?}: {} nodes rolled, knobs restored: {}",
+            report.outcome,
+            report.rolled.len(),
+            report.knobs_restored
+        );
+    }
+    Ok(())
 }

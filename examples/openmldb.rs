@@ -9,9 +9,9 @@
 //! cargo run --release --example openmldb -- --emulate --zk $ZK --json
 //! ```
 //!
-//! `--run` against a real cluster needs process control on its hosts (rollout-process, not
-//! built yet): it refuses and says so. The emulator is not OpenMLDB: it serves the
-//! simulator's model of a cluster over OpenMLDB's HTTP/JSON RPCs on loopback, registered in
+//! `--run --cluster FILE` rolls a real cluster, reaching each node's process as the cluster
+//! file says (its commands here or over ssh, or the node agent on its host). The emulator
+//! is not OpenMLDB: it serves the simulator's model of a cluster over OpenMLDB's HTTP/JSON RPCs on loopback, registered in
 //! the ZooKeeper given.
 
 #[path = "common.rs"]
@@ -42,9 +42,17 @@ struct Args {
     /// Print the plan and change nothing (the default without --run).
     #[arg(long, conflicts_with = "run")]
     plan: bool,
-    /// Roll the cluster.
-    #[arg(long)]
+    /// Roll the cluster: needs --cluster.
+    #[arg(long, requires = "cluster")]
     run: bool,
+    /// The cluster file (TOML): how to reach each node's process, by its commands here or
+    /// over ssh, or by the node agent on its host (rollout-process's `ClusterFile`).
+    #[arg(long, value_name = "FILE")]
+    cluster: Option<std::path::PathBuf>,
+    /// With --run: the journal file (default: the user's state dir, one per cluster); a run
+    /// interrupted earlier resumes from it.
+    #[arg(long, value_name = "PATH")]
+    journal: Option<std::path::PathBuf>,
     /// Roll only these roles (nameserver, tablet, apiserver, taskmanager); repeatable.
     #[arg(long)]
     role: Vec<String>,
@@ -123,26 +131,40 @@ fn spec_of(args: &Args, change: Change) -> Spec {
 }
 
 async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
-    if args.run {
-        bail!(
-            "--run needs process control on the cluster's hosts (rollout-process, not built \
-             yet); --plan reads the cluster and prints what a run would do"
-        );
-    }
     let others = Others {
         apiservers: args.apiserver.clone(),
         taskmanagers: args.taskmanager.clone(),
+    };
+    let spec = spec_of(args, change);
+    let Some(file) = common::cluster_file(args.cluster.as_deref())? else {
+        let cluster = OpenMldbCluster::connect(
+            &args.zk,
+            &args.zk_root,
+            others,
+            |id: &NodeId| Some(Unmanaged(id.clone())),
+            Timing::default(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+        return print_plan(&cluster, &spec, args.json).await;
     };
     let cluster = OpenMldbCluster::connect(
         &args.zk,
         &args.zk_root,
         others,
-        |id: &NodeId| Some(Unmanaged(id.clone())),
+        move |id: &NodeId| file.node(id),
         Timing::default(),
     )
     .await
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;
-    print_plan(&cluster, &spec_of(args, change), args.json).await
+    if !args.run {
+        return print_plan(&cluster, &spec, args.json).await;
+    }
+    let journal = args
+        .journal
+        .clone()
+        .unwrap_or_else(|| common::default_journal(&format!("openmldb{}", args.zk_root)));
+    common::run_real(&cluster, &spec, &journal, args.json).await
 }
 
 async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {

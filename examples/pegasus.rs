@@ -7,8 +7,9 @@
 //! cargo run --release --example pegasus -- --emulate --plan
 //! ```
 //!
-//! `--run` against a real cluster needs process control on its hosts (rollout-process, not
-//! built yet): it refuses and says so. The emulator is not Pegasus: it serves the simulator's
+//! `--run --cluster FILE` rolls a real cluster, reaching each node's process as the cluster
+//! file says (its commands here or over ssh, or the node agent on its host). The emulator
+//! is not Pegasus: it serves the simulator's
 //! model of a cluster over Pegasus's wire protocol on loopback.
 
 #[path = "common.rs"]
@@ -41,9 +42,17 @@ struct Args {
     /// Print the plan and change nothing (the default without --run).
     #[arg(long, conflicts_with = "run")]
     plan: bool,
-    /// Roll the cluster.
-    #[arg(long)]
+    /// Roll the cluster: needs --cluster.
+    #[arg(long, requires = "cluster")]
     run: bool,
+    /// The cluster file (TOML): how to reach each node's process, by its commands here or
+    /// over ssh, or by the node agent on its host (rollout-process's `ClusterFile`).
+    #[arg(long, value_name = "FILE")]
+    cluster: Option<std::path::PathBuf>,
+    /// With --run: the journal file (default: the user's state dir, one per cluster); a run
+    /// interrupted earlier resumes from it.
+    #[arg(long, value_name = "PATH")]
+    journal: Option<std::path::PathBuf>,
     /// The change: restart, upgrade:VERSION or config:FILE:SECTION.KEY=VALUE.
     #[arg(long, default_value = "restart")]
     change: String,
@@ -99,21 +108,39 @@ fn parse_change(s: &str) -> anyhow::Result<Change> {
 }
 
 async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
-    if args.run {
-        bail!(
-            "--run needs process control on the cluster's hosts (rollout-process, not built \
-             yet); --plan reads the cluster and prints what a run would do"
-        );
-    }
+    let spec = Spec::new(change);
+    let Some(file) = common::cluster_file(args.cluster.as_deref())? else {
+        let cluster = PegasusCluster::connect(
+            &args.meta,
+            &args.collector,
+            |id: &NodeId| Some(Unmanaged(id.clone())),
+            Timing::default(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+        return print_plan(&cluster, &spec, args.json).await;
+    };
     let cluster = PegasusCluster::connect(
         &args.meta,
         &args.collector,
-        |id: &NodeId| Some(Unmanaged(id.clone())),
+        move |id: &NodeId| file.node(id),
         Timing::default(),
     )
     .await
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;
-    print_plan(&cluster, &Spec::new(change), args.json).await
+    if !args.run {
+        return print_plan(&cluster, &spec, args.json).await;
+    }
+    let first = args
+        .meta
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let journal = args
+        .journal
+        .clone()
+        .unwrap_or_else(|| common::default_journal(&format!("pegasus-{first}")));
+    common::run_real(&cluster, &spec, &journal, args.json).await
 }
 
 async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {

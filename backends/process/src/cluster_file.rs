@@ -56,7 +56,7 @@ struct Raw {
 #[derive(Deserialize)]
 #[serde(tag = "reach", rename_all = "lowercase")]
 enum Entry {
-    Command(Commands),
+    Command(Box<Commands>),
     Agent(AgentEntry),
 }
 
@@ -105,7 +105,7 @@ impl ClusterFile {
         let mut nodes = BTreeMap::new();
         for entry in raw.nodes {
             let node = match entry {
-                Entry::Command(c) => ProcessNode::Command(CommandNode::new(c)?),
+                Entry::Command(c) => ProcessNode::Command(CommandNode::new(*c)?),
                 Entry::Agent(a) => {
                     let token = std::fs::read_to_string(&a.agent.token_file)
                         .map_err(|e| {

@@ -47,7 +47,7 @@ pub(crate) const TAIL: usize = 20;
 ///   file was last modified (to the second).
 #[derive(Clone, Debug)]
 pub struct CommandNode {
-    pub(crate) c: Commands,
+    pub(crate) c: std::sync::Arc<Commands>,
     pub(crate) http: reqwest::Client,
 }
 
@@ -121,7 +121,10 @@ impl CommandNode {
             .no_proxy()
             .build()
             .unwrap_or_default();
-        Ok(Self { c, http })
+        Ok(Self {
+            c: std::sync::Arc::new(c),
+            http,
+        })
     }
 
     /// Its settings, with relative paths normalized.

@@ -31,7 +31,7 @@ pub struct AgentNode {
     component: String,
     url: String,
     token: MetadataValue<tonic::metadata::Ascii>,
-    endpoint: Endpoint,
+    endpoint: std::sync::Arc<Endpoint>,
     /// Made at the first call (a channel needs the runtime), then shared by the clones.
     channel: std::sync::Arc<std::sync::OnceLock<Channel>>,
 }
@@ -66,7 +66,7 @@ impl AgentNode {
             component: component.into(),
             url: endpoint.url.clone(),
             token,
-            endpoint: ep,
+            endpoint: std::sync::Arc::new(ep),
             channel: std::sync::Arc::default(),
             id,
         })
