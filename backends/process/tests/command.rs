@@ -502,3 +502,72 @@ async fn an_edit_of_a_key_the_file_does_not_have_is_refused_naming_it_with_nothi
     assert_eq!(after, before);
     assert!(!d.path().join("conf/tablet.flags.bak").exists());
 }
+
+#[tokio::test]
+async fn an_upgrade_switches_the_package_link_and_a_revert_switches_it_back() {
+    // packages/1.0 and packages/2.0, each a deployment whose start reads its VERSION file;
+    // `current` links to the running one and is the node's deploy dir.
+    let root = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let endpoint = format!("127.0.0.1:{port}");
+    for v in ["1.0", "2.0"] {
+        let dir = root.path().join("packages").join(v);
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::copy(FIXTURE, dir.join("bin/start.sh")).unwrap();
+        std::fs::write(dir.join("VERSION"), v).unwrap();
+        std::fs::create_dir_all(dir.join("conf")).unwrap();
+        std::fs::write(
+            dir.join("conf/tablet.flags"),
+            format!("--endpoint={endpoint}\n"),
+        )
+        .unwrap();
+    }
+    let current = root.path().join("current");
+    std::os::unix::fs::symlink(root.path().join("packages/1.0"), &current).unwrap();
+    let start = format!(
+        "ROLLOUT_TEST_SERVER={} SERVER_ARGS=\"--version $(cat VERSION)\" bash bin/start.sh start tablet",
+        shell_quote(SERVER)
+    );
+    let node = CommandNode::new(
+        Commands::new(
+            NodeId::new(endpoint.as_str()),
+            Runner::Local,
+            &current,
+            start,
+            "bash bin/start.sh stop tablet",
+            "bin/tablet.pid",
+        )
+        .listen(endpoint.as_str())
+        .version_url(format!("http://{endpoint}/version"))
+        .packages(root.path().join("packages"), &current)
+        .start_timeout(Duration::from_secs(20))
+        .stop_timeout(Duration::from_secs(5)),
+    )
+    .unwrap();
+    let upgrade = Change::Upgrade {
+        version: "2.0".into(),
+    };
+    node.start().await.unwrap();
+    assert_eq!(node.status().await.unwrap().version.as_deref(), Some("1.0"));
+    node.stop().await.unwrap();
+    let record = node.apply(&upgrade).await.unwrap();
+    assert_eq!(
+        std::fs::read_link(&current).unwrap(),
+        root.path().join("packages/2.0")
+    );
+    node.start().await.unwrap();
+    assert_eq!(node.status().await.unwrap().version.as_deref(), Some("2.0"));
+    assert!(node.is_applied(&upgrade).await.unwrap());
+    node.stop().await.unwrap();
+    node.revert(&record).await.unwrap();
+    assert_eq!(
+        std::fs::read_link(&current).unwrap(),
+        root.path().join("packages/1.0")
+    );
+    node.start().await.unwrap();
+    assert_eq!(node.status().await.unwrap().version.as_deref(), Some("1.0"));
+    node.stop().await.unwrap();
+}
