@@ -45,29 +45,16 @@ TIMEOUT=${ROLLOUT_SSHD_TIMEOUT:-30}
 SSHD=/usr/sbin/sshd
 DEFAULT_PORT=2222
 
-log() { printf 'sshd.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-# Runs as root directly, else through sudo when there is one.
-as_root() {
-    if [[ $(id -u) -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        die "need root (or sudo) to run: $*"
-    fi
-}
+NAME=sshd.sh
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_installed() {
     if [[ -x $SSHD ]] && command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1; then
         return
     fi
-    command -v apt-get >/dev/null 2>&1 || die "OpenSSH is not installed and there is no apt-get"
-    log "installing Debian's openssh-server package"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
-    as_root env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -q --no-install-recommends openssh-server openssh-client >&2
+    apt_install openssh-server
+    command -v ssh >/dev/null 2>&1 || apt_install openssh-client
     [[ -x $SSHD ]] || die "$SSHD is missing after installing openssh-server"
     command -v ssh-keygen >/dev/null 2>&1 || die "ssh-keygen is missing after installing openssh-client"
 }
@@ -101,44 +88,6 @@ lets_in() {
         -o ControlMaster=no -o ControlPath=none \
         -o ConnectTimeout=5 -o LogLevel=ERROR \
         -l "$(id -un)" -p "$port" "$HOST" true </dev/null >&2
-}
-
-# Whether something accepts a TCP connection on HOST:$1.
-accepts() {
-    # shellcheck disable=SC2016 # expanded by the inner shell
-    timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$HOST" "$1" 2>/dev/null
-}
-
-# Whether anything listens on TCP port $1 (any address, v4 or v6).
-port_in_use() {
-    local port=$1 hex f
-    hex=$(printf '%04X' "$port")
-    for f in /proc/net/tcp /proc/net/tcp6; do
-        [[ -r $f ]] || continue
-        # local_address is column 2 (ADDR:PORT in hex), state 0A is LISTEN.
-        if awk -v p="$hex" 'NR > 1 && $4 == "0A" { split($2, a, ":"); if (a[2] == p) found = 1 }
-                            END { exit !found }' "$f"; then
-            return 0
-        fi
-    done
-    # Fallback when /proc/net is not readable: does something accept a connection?
-    accepts "$port"
-}
-
-pick_port() {
-    local port i
-    if ! port_in_use "$DEFAULT_PORT"; then
-        echo "$DEFAULT_PORT"
-        return
-    fi
-    for i in $(seq 1 200); do
-        port=$((20000 + (RANDOM * 32768 + RANDOM + i) % 40000))
-        if ! port_in_use "$port"; then
-            echo "$port"
-            return
-        fi
-    done
-    die "no free TCP port found"
 }
 
 # Fresh host key and user key pair; authorized_keys holds the user's key only.
@@ -188,28 +137,6 @@ Subsystem sftp internal-sftp
 EOF
 }
 
-log_tail() {
-    if [[ -f $LOG ]]; then
-        log "last lines of $LOG:"
-        tail -n 40 "$LOG" >&2
-    fi
-}
-
-kill_pid() {
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for i in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.2
-    done
-    log "pid $pid ignored TERM for 10 s; sending KILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    for i in $(seq 1 25); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.2
-    done
-}
-
 # Waits for pid $1 to accept connections on port $2 and let the user in. Returns 0 when it
 # does, 1 when it exited, 2 on timeout.
 wait_ready() {
@@ -244,18 +171,9 @@ launch() {
     cat "$PIDFILE"
 }
 
-lock() {
-    mkdir -p "$DIR"
-    chmod 700 "$DIR"
-    if command -v flock >/dev/null 2>&1; then
-        exec 9>"$DIR/.lock"
-        flock -w $((TIMEOUT + 30)) 9 || die "another sshd.sh holds $DIR/.lock"
-    fi
-}
-
 cmd_start() {
     local pid port rc check _
-    lock
+    lock 700
     if pid=$(our_pid); then
         port=$(cfg_port) || die "sshd (pid $pid) runs but $CFG has no ListenAddress"
         if [[ -n ${ROLLOUT_SSHD_PORT:-} && $ROLLOUT_SSHD_PORT != "$port" ]]; then
@@ -289,7 +207,7 @@ cmd_start() {
                 die "ROLLOUT_SSHD_PORT=$port is already in use"
             fi
         else
-            port=$(pick_port)
+            port=$(pick_port "$DEFAULT_PORT")
         fi
         make_keys
         write_known_hosts "$port"

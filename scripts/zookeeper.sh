@@ -31,29 +31,15 @@ TIMEOUT=${ROLLOUT_ZK_TIMEOUT:-60}
 ZK_JAR=/usr/share/java/zookeeper.jar
 MAIN=org.apache.zookeeper.server.quorum.QuorumPeerMain
 
-log() { printf 'zookeeper.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-# Runs as root directly, else through sudo when there is one.
-as_root() {
-    if [[ $(id -u) -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        die "need root (or sudo) to run: $*"
-    fi
-}
+NAME=zookeeper.sh
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_installed() {
     if [[ -f $ZK_JAR ]] && command -v java >/dev/null 2>&1; then
         return
     fi
-    command -v apt-get >/dev/null 2>&1 || die "ZooKeeper is not installed and there is no apt-get"
-    log "installing Debian's zookeeper package"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
-    as_root env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -q --no-install-recommends zookeeper >&2
+    apt_install zookeeper
     [[ -f $ZK_JAR ]] || die "$ZK_JAR is missing after installing zookeeper"
     command -v java >/dev/null 2>&1 || die "java is missing after installing zookeeper"
 }
@@ -86,39 +72,6 @@ answers() {
     [[ $reply == *"Mode: "* ]]
 }
 
-# Whether anything listens on TCP port $1 (any address, v4 or v6).
-port_in_use() {
-    local port=$1 hex f
-    hex=$(printf '%04X' "$port")
-    for f in /proc/net/tcp /proc/net/tcp6; do
-        [[ -r $f ]] || continue
-        # local_address is column 2 (ADDR:PORT in hex), state 0A is LISTEN.
-        if awk -v p="$hex" 'NR > 1 && $4 == "0A" { split($2, a, ":"); if (a[2] == p) found = 1 }
-                            END { exit !found }' "$f"; then
-            return 0
-        fi
-    done
-    # Fallback when /proc/net is not readable: does something accept a connection?
-    # shellcheck disable=SC2016 # expanded by the inner shell
-    timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$HOST" "$port" 2>/dev/null
-}
-
-pick_port() {
-    local port i
-    if ! port_in_use 2181; then
-        echo 2181
-        return
-    fi
-    for i in $(seq 1 200); do
-        port=$((20000 + (RANDOM * 32768 + RANDOM + i) % 40000))
-        if ! port_in_use "$port"; then
-            echo "$port"
-            return
-        fi
-    done
-    die "no free TCP port found"
-}
-
 write_cfg() {
     local port=$1
     cat >"$CFG" <<EOF
@@ -136,28 +89,6 @@ admin.enableServer=false
 4lw.commands.whitelist=*
 autopurge.purgeInterval=0
 EOF
-}
-
-log_tail() {
-    if [[ -f $LOG ]]; then
-        log "last lines of $LOG:"
-        tail -n 40 "$LOG" >&2
-    fi
-}
-
-kill_pid() {
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for i in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.2
-    done
-    log "pid $pid ignored TERM for 10 s; sending KILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    for i in $(seq 1 25); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.2
-    done
 }
 
 # Waits for pid $1 to serve on port $2. Returns 0 when it answers, 1 when it
@@ -206,14 +137,6 @@ launch() {
     cat "$PIDFILE"
 }
 
-lock() {
-    mkdir -p "$DIR"
-    if command -v flock >/dev/null 2>&1; then
-        exec 9>"$DIR/.lock"
-        flock -w $((TIMEOUT + 30)) 9 || die "another zookeeper.sh holds $DIR/.lock"
-    fi
-}
-
 cmd_start() {
     local pid port rc _
     lock
@@ -246,7 +169,7 @@ cmd_start() {
                 die "ROLLOUT_ZK_PORT=$port is already in use"
             fi
         else
-            port=$(pick_port)
+            port=$(pick_port 2181)
         fi
         write_cfg "$port"
         log "starting ZooKeeper on $HOST:$port (dir $DIR, log $LOG)"

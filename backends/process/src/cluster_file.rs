@@ -83,11 +83,7 @@ impl ClusterFile {
     /// # Errors
     /// As [`ClusterFile::from_toml`], or the file cannot be read.
     pub fn load(path: &Path) -> Result<Self, ProcessError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ProcessError::InvalidConfig {
-            at: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        Self::from_toml(&path.display().to_string(), &text)
+        Self::from_toml(&path.display().to_string(), &crate::agent::read_file(path)?)
     }
 
     /// Parses `text` (the file `name`, for messages); agent tokens are read from their
@@ -107,19 +103,13 @@ impl ClusterFile {
             let node = match entry {
                 Entry::Command(c) => ProcessNode::Command(CommandNode::new(*c)?),
                 Entry::Agent(a) => {
-                    let token = std::fs::read_to_string(&a.agent.token_file)
-                        .map_err(|e| {
-                            bad(format!(
-                                "node {}: token file {}: {e}",
-                                a.id,
-                                a.agent.token_file.display()
-                            ))
-                        })?
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string();
+                    let token = crate::agent::read_token(&a.agent.token_file).map_err(|e| {
+                        bad(format!(
+                            "node {}: token file {}: {e}",
+                            a.id,
+                            a.agent.token_file.display()
+                        ))
+                    })?;
                     let ep = AgentEndpoint {
                         url: a.agent.url,
                         token,

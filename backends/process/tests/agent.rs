@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use rollout_core::{Change, ConfigEdit, Node, NodeId};
-use rollout_process::agent::{AgentConfig, AgentEndpoint, AgentNode, proto, serve_on};
+use rollout_process::agent::{AgentEndpoint, AgentNode, proto};
 use rollout_process::shell_quote;
 use tokio::time::Instant;
 
-const SERVER: &str = env!("CARGO_BIN_EXE_rollout-test-server");
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/start.sh");
+mod support;
+use support::{SERVER, free_port, lay_out, spawn_agent};
 const TOKEN: &str = "a-token-of-thirty-two-characters";
 
 /// A deploy dir, an agent serving its `tablet` component, and the endpoints.
@@ -19,13 +19,6 @@ struct Setup {
     endpoint: String,
     agent: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port()
 }
 
 impl Setup {
@@ -38,15 +31,8 @@ impl Setup {
     async fn starting_after(server_args: &str, config_files: &[&str], before: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::create_dir_all(root.join("conf")).unwrap();
-        std::fs::copy(FIXTURE, root.join("bin/start.sh")).unwrap();
         let endpoint = format!("127.0.0.1:{}", free_port());
-        std::fs::write(
-            root.join("conf/tablet.flags"),
-            format!("--endpoint={endpoint}\n--greeting=hello\n"),
-        )
-        .unwrap();
+        lay_out(root, "tablet", &endpoint);
         std::fs::write(root.join("token"), format!("{TOKEN}\n")).unwrap();
         let env = format!(
             "ROLLOUT_TEST_SERVER={} SERVER_ARGS={}",
@@ -77,17 +63,7 @@ stop_timeout_secs = 5
             start = format!("{before} {env} bash bin/start.sh start tablet"),
             files = files.join(", "),
         );
-        let config = AgentConfig::from_toml("agent.toml", &toml).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let agent = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            serve_on(config, listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
+        let (agent, stop) = spawn_agent(&toml).await;
         Self {
             dir,
             endpoint,
@@ -103,6 +79,29 @@ stop_timeout_secs = 5
             ca_cert: None,
         };
         AgentNode::new(NodeId::new(self.endpoint.as_str()), component, &ep).unwrap()
+    }
+
+    /// A Start of `tablet` called with the generated client, as a caller that may go away:
+    /// the client and the progress stream.
+    async fn raw_start(
+        &self,
+    ) -> (
+        proto::agent_client::AgentClient<tonic::transport::Channel>,
+        tonic::Streaming<proto::Progress>,
+    ) {
+        let channel = tonic::transport::Endpoint::from_shared(self.agent.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = proto::agent_client::AgentClient::new(channel);
+        let mut req = tonic::Request::new(proto::ComponentRequest {
+            component: "tablet".into(),
+        });
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+        let stream = client.start(req).await.unwrap().into_inner();
+        (client, stream)
     }
 
     fn read(&self, file: &str) -> String {
@@ -226,18 +225,7 @@ async fn edits_that_leave_the_deploy_dir_are_refused_with_nothing_changed() {
 async fn a_client_that_disconnects_in_the_middle_of_a_start_leaves_the_component_running() {
     // A start that takes two seconds: the caller leaves well before it ends.
     let s = Setup::starting_after("", &["conf/tablet.flags"], "sleep 2;").await;
-    let channel = tonic::transport::Endpoint::from_shared(s.agent.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = proto::agent_client::AgentClient::new(channel);
-    let mut req = tonic::Request::new(proto::ComponentRequest {
-        component: "tablet".into(),
-    });
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-    let mut stream = client.start(req).await.unwrap().into_inner();
+    let (client, mut stream) = s.raw_start().await;
     // The first progress message, then the caller goes away.
     let first = stream.message().await.unwrap().unwrap();
     assert!(!first.done, "{first:?}");
@@ -265,18 +253,7 @@ async fn a_client_that_disconnects_in_the_middle_of_a_start_leaves_the_component
 async fn a_second_operation_on_a_busy_component_is_refused() {
     // A start that takes two seconds, so that it is still running at the second call.
     let s = Setup::starting_after("", &["conf/tablet.flags"], "sleep 2;").await;
-    let channel = tonic::transport::Endpoint::from_shared(s.agent.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = proto::agent_client::AgentClient::new(channel);
-    let mut req = tonic::Request::new(proto::ComponentRequest {
-        component: "tablet".into(),
-    });
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-    let mut first = client.start(req).await.unwrap().into_inner();
+    let (_client, mut first) = s.raw_start().await;
     // The first message comes from the operation that holds the component.
     assert!(!first.message().await.unwrap().unwrap().done);
     let node = s.node(TOKEN, "tablet");

@@ -8,11 +8,11 @@ use rollout_core::{
     NodeId, NodeInfo, Outcome, Procedure, Role, RoleKind, Run, Spec, Topology, probe_fn, probes,
     roll,
 };
-use rollout_process::agent::{AgentConfig, AgentEndpoint, AgentNode, serve_on};
+use rollout_process::agent::{AgentEndpoint, AgentNode};
 use rollout_process::{ProcessError, shell_quote};
 
-const SERVER: &str = env!("CARGO_BIN_EXE_rollout-test-server");
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/start.sh");
+mod support;
+use support::{SERVER, free_port, lay_out, spawn_agent};
 const TOKEN: &str = "a-token-of-thirty-two-characters";
 
 /// One host: a deploy dir and the agent that serves its `server` component.
@@ -26,19 +26,8 @@ struct Host {
 async fn host() -> Host {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::create_dir_all(root.join("conf")).unwrap();
-    std::fs::copy(FIXTURE, root.join("bin/start.sh")).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let endpoint = format!("127.0.0.1:{port}");
-    std::fs::write(
-        root.join("conf/server.flags"),
-        format!("--endpoint={endpoint}\n--greeting=hello\n"),
-    )
-    .unwrap();
+    let endpoint = format!("127.0.0.1:{}", free_port());
+    lay_out(root, "server", &endpoint);
     std::fs::write(root.join("token"), TOKEN).unwrap();
     let start = format!(
         "ROLLOUT_TEST_SERVER={} SERVER_ARGS={} bash bin/start.sh start server",
@@ -65,17 +54,7 @@ stop_timeout_secs = 5
         token = root.join("token").display().to_string(),
         dir = root.display().to_string(),
     );
-    let config = AgentConfig::from_toml("agent.toml", &toml).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        serve_on(config, listener, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
+    let (url, stop) = spawn_agent(&toml).await;
     let ep = AgentEndpoint {
         url,
         token: TOKEN.into(),

@@ -9,8 +9,8 @@ use rollout_core::{Change, ConfigEdit, Node, NodeId};
 use rollout_process::{CommandNode, Commands, ProcessError, Runner, shell_quote};
 use tokio::time::Instant;
 
-const SERVER: &str = env!("CARGO_BIN_EXE_rollout-test-server");
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/start.sh");
+mod support;
+use support::{FIXTURE, SERVER, alive, cmdline, free_port, lay_out, servers};
 
 /// A deploy dir holding `bin/start.sh` and `conf/tablet.flags`, and the loopback endpoint its
 /// server listens on. Dropping it kills whatever a failed test left running.
@@ -22,19 +22,8 @@ struct Deploy {
 impl Deploy {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("a temporary dir");
-        std::fs::create_dir_all(dir.path().join("bin")).unwrap();
-        std::fs::create_dir_all(dir.path().join("conf")).unwrap();
-        std::fs::copy(FIXTURE, dir.path().join("bin/start.sh")).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let endpoint = format!("127.0.0.1:{port}");
-        std::fs::write(
-            dir.path().join("conf/tablet.flags"),
-            format!("# tablet\n--endpoint={endpoint}\n--greeting=hello\n"),
-        )
-        .unwrap();
+        let endpoint = format!("127.0.0.1:{}", free_port());
+        lay_out(dir.path(), "tablet", &endpoint);
         Self { dir, endpoint }
     }
 
@@ -113,38 +102,6 @@ impl Drop for Deploy {
                 .status();
         }
     }
-}
-
-/// `/proc/<pid>/cmdline` with spaces for the NULs; empty for a zombie or a gone process.
-fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-        .unwrap_or_default()
-}
-
-/// Whether `pid` runs: `/proc/<pid>/stat` exists and its state is not zombie or dead.
-fn alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next());
-    !matches!(state, None | Some("Z" | "X" | "x"))
-}
-
-/// The live test servers listening on `endpoint`.
-fn servers(endpoint: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| {
-            let cmdline = cmdline(pid);
-            cmdline.contains("rollout-test-server") && cmdline.contains(endpoint) && alive(pid)
-        })
-        .collect()
 }
 
 /// For 2 s, polling: no server runs or listens on the endpoint, and the child pid file names
@@ -508,11 +465,7 @@ async fn an_upgrade_switches_the_package_link_and_a_revert_switches_it_back() {
     // packages/1.0 and packages/2.0, each a deployment whose start reads its VERSION file;
     // `current` links to the running one and is the node's deploy dir.
     let root = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let endpoint = format!("127.0.0.1:{port}");
+    let endpoint = format!("127.0.0.1:{}", free_port());
     for v in ["1.0", "2.0"] {
         let dir = root.path().join("packages").join(v);
         std::fs::create_dir_all(dir.join("bin")).unwrap();

@@ -12,8 +12,8 @@ use std::time::Duration;
 use rollout_core::{Change, ConfigEdit, Node, NodeId};
 use rollout_process::{CommandNode, Commands, ProcessError, Runner, shell_quote};
 
-const SERVER: &str = env!("CARGO_BIN_EXE_rollout-test-server");
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/start.sh");
+mod support;
+use support::{SERVER, alive, cmdline, free_port, lay_out, servers};
 const SSHD_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/sshd.sh");
 
 /// The sshd that `scripts/sshd.sh start` started (or found running).
@@ -137,19 +137,8 @@ impl Deploy {
     fn new() -> Self {
         let sshd = sshd();
         let dir = tempfile::tempdir().expect("a temporary dir");
-        std::fs::create_dir_all(dir.path().join("bin")).unwrap();
-        std::fs::create_dir_all(dir.path().join("conf")).unwrap();
-        std::fs::copy(FIXTURE, dir.path().join("bin/start.sh")).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let endpoint = format!("127.0.0.1:{port}");
-        std::fs::write(
-            dir.path().join("conf/tablet.flags"),
-            format!("# tablet\n--endpoint={endpoint}\n--greeting=hello\n"),
-        )
-        .unwrap();
+        let endpoint = format!("127.0.0.1:{}", free_port());
+        lay_out(dir.path(), "tablet", &endpoint);
         Self {
             dir,
             control: tempfile::tempdir().expect("a temporary dir"),
@@ -225,13 +214,6 @@ impl Drop for Deploy {
     }
 }
 
-/// `/proc/<pid>/cmdline` with spaces for the NULs; empty for a zombie or a gone process.
-fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-        .unwrap_or_default()
-}
-
 /// The environment `pid` started with.
 fn environ(pid: u32) -> Vec<String> {
     std::fs::read(format!("/proc/{pid}/environ"))
@@ -241,31 +223,6 @@ fn environ(pid: u32) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Whether `pid` runs: `/proc/<pid>/stat` exists and its state is not zombie or dead.
-fn alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next());
-    !matches!(state, None | Some("Z" | "X" | "x"))
-}
-
-/// The live test servers listening on `endpoint`.
-fn servers(endpoint: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| {
-            let cmdline = cmdline(pid);
-            cmdline.contains("rollout-test-server") && cmdline.contains(endpoint) && alive(pid)
-        })
-        .collect()
 }
 
 /// Whether `pid` was started from an ssh session of the sshd on `port`: its environment has

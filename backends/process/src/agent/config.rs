@@ -66,11 +66,7 @@ impl AgentConfig {
     /// [`ProcessError::InvalidConfig`] naming the file when it cannot be read, does not
     /// parse, or a component is not valid (see [`AgentConfig::from_toml`]).
     pub fn load(path: &Path) -> Result<Self, ProcessError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ProcessError::InvalidConfig {
-            at: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        Self::from_toml(&path.display().to_string(), &text)
+        Self::from_toml(&path.display().to_string(), &read_file(path)?)
     }
 
     /// Parses and checks `text` (the file `name`, for messages): every component runs
@@ -116,19 +112,28 @@ impl AgentConfig {
     /// [`ProcessError::InvalidConfig`] when it cannot be read or is shorter than 16
     /// characters.
     pub fn token(&self) -> Result<String, ProcessError> {
-        let at = self.token_file.display().to_string();
-        let text =
-            std::fs::read_to_string(&self.token_file).map_err(|e| ProcessError::InvalidConfig {
-                at: at.clone(),
-                reason: e.to_string(),
-            })?;
-        let token = text.lines().next().unwrap_or_default().trim().to_string();
-        if token.len() < 16 {
-            return Err(ProcessError::InvalidConfig {
-                at,
-                reason: "the token is shorter than 16 characters".into(),
-            });
-        }
-        Ok(token)
+        read_token(&self.token_file).map_err(|reason| ProcessError::InvalidConfig {
+            at: self.token_file.display().to_string(),
+            reason,
+        })
     }
+}
+
+/// A bearer token from `path`: its first line, trimmed, at least 16 characters. The one
+/// reader of token files, for the agent and for the cluster file's agents.
+pub(crate) fn read_token(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let token = text.lines().next().unwrap_or_default().trim().to_string();
+    if token.len() < 16 {
+        return Err("the token is shorter than 16 characters".into());
+    }
+    Ok(token)
+}
+
+/// The text of a config file, or [`ProcessError::InvalidConfig`] naming it.
+pub(crate) fn read_file(path: &Path) -> Result<String, ProcessError> {
+    std::fs::read_to_string(path).map_err(|e| ProcessError::InvalidConfig {
+        at: path.display().to_string(),
+        reason: e.to_string(),
+    })
 }

@@ -29,4 +29,5 @@ pub mod proto {
 
 pub use client::{AgentEndpoint, AgentNode};
 pub use config::{AgentConfig, TlsFiles};
+pub(crate) use config::{read_file, read_token};
 pub use server::{AgentService, serve, serve_on};
