@@ -233,6 +233,9 @@ pub enum ProcessError {
         what: String,
         /// What the agent said.
         reason: String,
+        /// Whether the agent could not be reached or did not answer in time (a retry may
+        /// succeed), rather than refused.
+        transient: bool,
     },
 
     /// The node's configuration is invalid.
@@ -246,13 +249,17 @@ pub enum ProcessError {
 }
 
 impl ProcessError {
-    /// How the engine should treat the error: a lost connection or a command past its
-    /// deadline is [`Transient`](ErrorClass::Transient), anything else
+    /// How the engine should treat the error: a lost connection, a command past its
+    /// deadline or an agent that cannot be reached is [`Transient`](ErrorClass::Transient), anything else
     /// [`Fatal`](ErrorClass::Fatal). A host key that changed is fatal: only an operator may
     /// accept a new key.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Self::Unreachable { .. } | Self::Timeout { .. } => ErrorClass::Transient,
+            Self::Unreachable { .. }
+            | Self::Timeout { .. }
+            | Self::Agent {
+                transient: true, ..
+            } => ErrorClass::Transient,
             _ => ErrorClass::Fatal,
         }
     }

@@ -29,6 +29,11 @@ impl Setup {
 
     /// As [`Setup::new`], the start command first running `before` (such as `sleep 2;`).
     async fn starting_after(server_args: &str, config_files: &[&str], before: &str) -> Self {
+        Self::build(server_args, config_files, before, "").await
+    }
+
+    /// The general case: `top` is more of the agent's config (such as its `tls` line).
+    async fn build(server_args: &str, config_files: &[&str], before: &str, top: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let endpoint = format!("127.0.0.1:{}", free_port());
@@ -44,6 +49,7 @@ impl Setup {
             r#"
 listen = "127.0.0.1:1"
 token_file = {token:?}
+{top}
 [components.tablet]
 id = "{endpoint}"
 runner = {{ kind = "local" }}
@@ -264,4 +270,81 @@ async fn a_second_operation_on_a_busy_component_is_refused() {
     assert!(last.done && last.error.is_none(), "{last:?}");
     assert!(node.status().await.unwrap().running);
     node.stop().await.unwrap();
+}
+
+/// A CA, and a certificate for `localhost` it signed: (CA PEM, certificate PEM, key PEM).
+fn certificates() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    (ca.pem(), leaf.pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn with_tls_the_agent_answers_only_a_client_that_trusts_its_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates();
+    let (other_ca, _, _) = certificates();
+    let path = |name: &str, text: &str| {
+        let p = certs.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let (ca, other_ca) = (path("ca.pem", &ca), path("other-ca.pem", &other_ca));
+    let tls = format!(
+        "tls = {{ cert = {:?}, key = {:?} }}",
+        path("agent.crt", &cert).display().to_string(),
+        path("agent.key", &key).display().to_string()
+    );
+    let s = Setup::build("", &["conf/tablet.flags"], "", &tls).await;
+    let https = s.agent.replace("http://127.0.0.1", "https://localhost");
+    let node = |url: &str, ca: Option<&std::path::Path>| {
+        let ep = AgentEndpoint {
+            url: url.to_string(),
+            token: TOKEN.to_string(),
+            ca_cert: ca.map(std::path::Path::to_path_buf),
+        };
+        AgentNode::new(NodeId::new(s.endpoint.as_str()), "tablet", &ep).unwrap()
+    };
+    let trusted = node(&https, Some(&ca));
+    assert!(!trusted.status().await.unwrap().running);
+    trusted.start().await.unwrap();
+    assert!(trusted.status().await.unwrap().running);
+    // A client that trusts another CA, and one that speaks plain HTTP/2, get nothing.
+    let refused = node(&https, Some(&other_ca)).status().await.unwrap_err();
+    assert!(refused.to_string().contains(&s.endpoint), "{refused}");
+    assert!(node(&s.agent, None).status().await.is_err());
+    assert!(node(&s.agent, None).stop().await.is_err());
+    assert!(
+        trusted.status().await.unwrap().running,
+        "an untrusted call stopped it"
+    );
+    trusted.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_agent_that_cannot_be_reached_is_a_transient_error_naming_the_node() {
+    let ep = AgentEndpoint {
+        url: format!("http://127.0.0.1:{}", free_port()),
+        token: TOKEN.to_string(),
+        ca_cert: None,
+    };
+    let node = AgentNode::new(NodeId::new("10.0.0.7:10921"), "tablet", &ep).unwrap();
+    let e = node.status().await.unwrap_err();
+    assert_eq!(e.class(), rollout_core::ErrorClass::Transient, "{e}");
+    assert!(e.to_string().contains("10.0.0.7:10921"), "{e}");
+    // A refusal is not transient: retrying cannot help.
+    let s = Setup::new("", &["conf/tablet.flags"]).await;
+    let e = s
+        .node("not-the-token-but-just-as-long!!", "tablet")
+        .status()
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), rollout_core::ErrorClass::Fatal, "{e}");
 }

@@ -85,7 +85,22 @@ impl AgentNode {
             agent: self.url.clone(),
             what: format!("{what} {}", self.component),
             reason: reason.to_string(),
+            transient: false,
         }
+    }
+
+    /// A call that failed with `status`: transient when the agent could not be reached or
+    /// did not answer in time (the engine retries), else what the agent refused.
+    fn status_failed(&self, what: &str, status: &tonic::Status) -> ProcessError {
+        let transient = matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+        );
+        let mut e = self.failed(what, status.message());
+        if let ProcessError::Agent { transient: t, .. } = &mut e {
+            *t = transient;
+        }
+        e
     }
 
     fn client(&self) -> AgentClient<Channel> {
@@ -103,7 +118,7 @@ impl AgentNode {
         stream: Result<tonic::Response<tonic::Streaming<proto::Progress>>, tonic::Status>,
     ) -> Result<BTreeMap<String, String>, ProcessError> {
         let mut stream = stream
-            .map_err(|s| self.failed(what, s.message()))?
+            .map_err(|s| self.status_failed(what, &s))?
             .into_inner();
         loop {
             match stream.message().await {
@@ -121,7 +136,7 @@ impl AgentNode {
                          there: read the node's status",
                     ));
                 }
-                Err(s) => return Err(self.failed(what, s.message())),
+                Err(s) => return Err(self.status_failed(what, &s)),
             }
         }
     }
@@ -190,7 +205,7 @@ impl Node for AgentNode {
             .client()
             .status(self.request(self.component_request()))
             .await
-            .map_err(|s| self.failed("reading the status of", s.message()))?
+            .map_err(|s| self.status_failed("reading the status of", &s))?
             .into_inner();
         let mut status = if s.running {
             NodeStatus::running()
@@ -227,7 +242,7 @@ impl Node for AgentNode {
             .client()
             .is_applied(self.request(self.apply_request(change)))
             .await
-            .map_err(|s| self.failed("asking whether a change is applied to", s.message()))?
+            .map_err(|s| self.status_failed("asking whether a change is applied to", &s))?
             .into_inner()
             .applied)
     }
