@@ -145,6 +145,25 @@ pub enum JournalError {
         "the journal holds an interrupted rollout of a different change or selection; resume it with the same spec or abort it first"
     )]
     OtherRollout,
+    /// A journal kept elsewhere than in a file (ZooKeeper) could not be read or written.
+    #[error("journal at {at}: {reason}")]
+    Store {
+        /// Where: the server and the path.
+        at: String,
+        /// What failed, and what to do.
+        reason: String,
+    },
+    /// The lock this rollout held is gone (its session expired and another orchestrator
+    /// may hold it now): nothing more may be recorded or done.
+    #[error(
+        "the rollout lock {at} is no longer held by this orchestrator (its session expired; {holder}); it stops here and changes nothing more"
+    )]
+    LockLost {
+        /// The lock.
+        at: String,
+        /// Who holds it now, if anyone.
+        holder: String,
+    },
 }
 
 /// Where rollouts record their steps.

@@ -1,0 +1,430 @@
+//! [`ZkJournal`].
+
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+
+use rollout_core::{Entry, Journal, JournalError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use zookeeper_client as zk;
+
+/// How to reach the ZooKeeper.
+#[derive(Clone, Debug)]
+pub struct ZkOptions {
+    /// The ensemble, `HOST:PORT[,HOST:PORT...]`.
+    pub hosts: String,
+    /// The cluster's root, such as `/openmldb`; the rollout's znodes go under
+    /// `<root>/rollout`.
+    pub root: String,
+    /// The session timeout: how long after this orchestrator is lost its lock goes.
+    /// Default 10 s.
+    pub session_timeout: Duration,
+    /// How long to try to connect at start. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Digest authentication, `user:password`, when the cluster's ZooKeeper uses it; the
+    /// rollout's znodes then get an ACL for that user alone.
+    pub digest: Option<String>,
+}
+
+impl ZkOptions {
+    /// `hosts` and `root` with the default timeouts and no authentication.
+    pub fn new(hosts: impl Into<String>, root: impl Into<String>) -> Self {
+        Self {
+            hosts: hosts.into(),
+            root: root.into(),
+            session_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            digest: None,
+        }
+    }
+}
+
+/// Who holds the lock: written in the lock znode, shown by `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockOwner {
+    /// The orchestrator's host name.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// When it took the lock, seconds since the Unix epoch.
+    pub since: u64,
+    /// The rollout's owner string (what the engine passes to `lock`).
+    pub rollout: String,
+}
+
+impl std::fmt::Display for LockOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} on host {} (pid {}) since {} s after the epoch",
+            self.rollout, self.host, self.pid, self.since
+        )
+    }
+}
+
+type Reply<T> = std_mpsc::Sender<Result<T, JournalError>>;
+
+enum Req {
+    Lock(String, Reply<()>),
+    Unlock(std_mpsc::Sender<()>),
+    Load(Reply<Vec<Entry>>),
+    Append(Box<Entry>, Reply<()>),
+    Holder(Reply<Option<LockOwner>>),
+}
+
+/// A [`Journal`] in ZooKeeper (see the crate docs for the layout and the fencing).
+#[derive(Debug)]
+pub struct ZkJournal {
+    tx: mpsc::UnboundedSender<Req>,
+    at: String,
+}
+
+impl ZkJournal {
+    /// Connects to the ensemble and makes `<root>/rollout` and its `entries` when missing.
+    ///
+    /// # Errors
+    /// [`JournalError::Store`] naming the ensemble when it cannot be reached within
+    /// `connect_timeout`, authentication fails, or the root does not exist (a root of no
+    /// cluster is refused: the rollout's state belongs to a cluster).
+    pub fn connect(options: ZkOptions) -> Result<Self, JournalError> {
+        let at = format!(
+            "{}{}/rollout",
+            options.hosts,
+            options.root.trim_end_matches('/')
+        );
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = std_mpsc::channel();
+        let worker_at = at.clone();
+        std::thread::Builder::new()
+            .name("rollout-zookeeper".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(store(&worker_at, e)));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match Session::open(&options, &worker_at).await {
+                        Ok(session) => {
+                            let _ = ready_tx.send(Ok(()));
+                            session.serve(rx).await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+            })
+            .map_err(|e| store(&at, e))?;
+        ready_rx
+            .recv()
+            .map_err(|_| store(&at, "the ZooKeeper thread ended"))??;
+        Ok(Self { tx, at })
+    }
+
+    fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Req) -> Result<T, JournalError> {
+        let (reply, answer) = std_mpsc::channel();
+        self.tx
+            .send(make(reply))
+            .map_err(|_| store(&self.at, "the ZooKeeper session ended"))?;
+        answer
+            .recv()
+            .map_err(|_| store(&self.at, "the ZooKeeper session ended"))?
+    }
+
+    /// Who holds the lock now, if anyone.
+    ///
+    /// # Errors
+    /// [`JournalError::Store`] when ZooKeeper cannot be read.
+    pub fn holder(&self) -> Result<Option<LockOwner>, JournalError> {
+        self.ask(Req::Holder)
+    }
+}
+
+impl Journal for ZkJournal {
+    fn lock(&self, owner: &str) -> Result<(), JournalError> {
+        self.ask(|r| Req::Lock(owner.to_string(), r))
+    }
+
+    fn unlock(&self) {
+        let (done, wait) = std_mpsc::channel();
+        if self.tx.send(Req::Unlock(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+
+    fn load(&self) -> Result<Vec<Entry>, JournalError> {
+        self.ask(Req::Load)
+    }
+
+    fn append(&self, entry: &Entry) -> Result<(), JournalError> {
+        self.ask(|r| Req::Append(Box::new(entry.clone()), r))
+    }
+}
+
+fn store(at: &str, reason: impl std::fmt::Display) -> JournalError {
+    JournalError::Store {
+        at: at.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The session, on its own thread.
+struct Session {
+    client: zk::Client,
+    /// `<root>/rollout`.
+    dir: String,
+    at: String,
+    acl: Vec<zk::Acl>,
+    /// This orchestrator's lock node, once it asked.
+    mine: Option<String>,
+}
+
+impl Session {
+    async fn open(options: &ZkOptions, at: &str) -> Result<Self, JournalError> {
+        let mut connector = zk::Client::connector()
+            .with_session_timeout(options.session_timeout)
+            .with_connection_timeout(options.connect_timeout);
+        if let Some(digest) = &options.digest {
+            connector = connector.with_auth("digest", digest.as_bytes());
+        }
+        let client =
+            tokio::time::timeout(options.connect_timeout, connector.connect(&options.hosts))
+                .await
+                .map_err(|_| {
+                    store(
+                        at,
+                        format!(
+                            "ZooKeeper did not answer within {} s; nothing was changed",
+                            options.connect_timeout.as_secs()
+                        ),
+                    )
+                })?
+                .map_err(|e| store(at, format!("cannot connect: {e}; nothing was changed")))?;
+        let root = options.root.trim_end_matches('/').to_string();
+        if !root.is_empty() {
+            client
+                .check_stat(&root)
+                .await
+                .map_err(|e| store(at, e))?
+                .ok_or_else(|| {
+                    store(
+                        at,
+                        format!(
+                            "{root} does not exist in this ZooKeeper: it holds no cluster there; \
+                         check the root"
+                        ),
+                    )
+                })?;
+        }
+        let acl = match &options.digest {
+            Some(digest) => {
+                let user = digest.split(':').next().unwrap_or_default();
+                vec![zk::Acl::new(
+                    zk::Permission::ALL,
+                    zk::AuthId::new("auth", user),
+                )]
+            }
+            None => zk::Acls::anyone_all().to_vec(),
+        };
+        let session = Self {
+            client,
+            dir: format!("{root}/rollout"),
+            at: at.to_string(),
+            acl,
+            mine: None,
+        };
+        session.ensure(&session.dir).await?;
+        session.ensure(&format!("{}/entries", session.dir)).await?;
+        Ok(session)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> JournalError {
+        store(&self.at, e)
+    }
+
+    async fn ensure(&self, path: &str) -> Result<(), JournalError> {
+        let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&self.acl));
+        match self.client.create(path, b"", &opts).await {
+            Ok(_) | Err(zk::Error::NodeExists) => Ok(()),
+            Err(e) => Err(self.err(format!("creating {path}: {e}"))),
+        }
+    }
+
+    async fn serve(mut self, mut rx: mpsc::UnboundedReceiver<Req>) {
+        while let Some(req) = rx.recv().await {
+            match req {
+                Req::Lock(owner, r) => {
+                    let _ = r.send(self.lock(&owner).await);
+                }
+                Req::Unlock(done) => {
+                    if let Some(mine) = self.mine.take() {
+                        let _ = self.client.delete(&mine, None).await;
+                    }
+                    let _ = done.send(());
+                }
+                Req::Load(r) => {
+                    let _ = r.send(self.load().await);
+                }
+                Req::Append(entry, r) => {
+                    let _ = r.send(self.append(&entry).await);
+                }
+                Req::Holder(r) => {
+                    let _ = r.send(self.holder().await.map(|h| h.map(|(_, o)| o)));
+                }
+            }
+        }
+    }
+
+    /// The lowest lock node and its owner.
+    async fn holder(&self) -> Result<Option<(String, LockOwner)>, JournalError> {
+        let mut locks: Vec<String> = self
+            .client
+            .list_children(&self.dir)
+            .await
+            .map_err(|e| self.err(e))?
+            .into_iter()
+            .filter(|c| c.starts_with("lock-"))
+            .collect();
+        locks.sort();
+        for name in locks {
+            let path = format!("{}/{name}", self.dir);
+            match self.client.get_data(&path).await {
+                Ok((data, _)) => {
+                    let owner = serde_json::from_slice(&data).map_err(|e| {
+                        self.err(format!("{path} does not hold a rollout lock owner: {e}"))
+                    })?;
+                    return Ok(Some((path, owner)));
+                }
+                // Its session ended between the listing and the read.
+                Err(zk::Error::NoNode) => {}
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+        Ok(None)
+    }
+
+    async fn lock(&mut self, rollout: &str) -> Result<(), JournalError> {
+        if self.mine.is_some() {
+            return Ok(());
+        }
+        let owner = LockOwner {
+            host: hostname(),
+            pid: std::process::id(),
+            since: wall_secs(),
+            rollout: rollout.to_string(),
+        };
+        let data = serde_json::to_vec(&owner).map_err(|e| self.err(e))?;
+        let opts = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::new(&self.acl));
+        let (_, seq) = self
+            .client
+            .create(&format!("{}/lock-", self.dir), &data, &opts)
+            .await
+            .map_err(|e| self.err(format!("taking the lock: {e}")))?;
+        let mine = format!("{}/lock-{seq}", self.dir);
+        match self.holder().await? {
+            Some((path, _)) if path == mine => {
+                self.mine = Some(mine);
+                Ok(())
+            }
+            other => {
+                let _ = self.client.delete(&mine, None).await;
+                let holder = other.map_or_else(|| "nobody".to_string(), |(_, o)| o.to_string());
+                Err(JournalError::Locked {
+                    path: self.dir.clone().into(),
+                    holder,
+                })
+            }
+        }
+    }
+
+    async fn load(&self) -> Result<Vec<Entry>, JournalError> {
+        let entries = format!("{}/entries", self.dir);
+        let mut names = self
+            .client
+            .list_children(&entries)
+            .await
+            .map_err(|e| self.err(e))?;
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let path = format!("{entries}/{name}");
+            let (data, _) = self
+                .client
+                .get_data(&path)
+                .await
+                .map_err(|e| self.err(format!("reading {path}: {e}")))?;
+            let entry = serde_json::from_slice(&data).map_err(|e| {
+                self.err(format!(
+                    "{path} is not a rollout journal entry ({e}): a corrupt or foreign znode; \
+                     move it aside or abort the rollout"
+                ))
+            })?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    async fn append(&self, entry: &Entry) -> Result<(), JournalError> {
+        let Some(mine) = &self.mine else {
+            return Err(self.err("an append without the lock"));
+        };
+        let data = serde_json::to_vec(entry).map_err(|e| self.err(e))?;
+        let opts = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::new(&self.acl));
+        let mut writer = self.client.new_multi_writer();
+        let built = writer
+            .add_check_version(mine, 0)
+            .and_then(|()| writer.add_create(&format!("{}/entries/e-", self.dir), &data, &opts))
+            .and_then(|()| writer.add_set_data(&format!("{}/summary", self.dir), &data, None));
+        built.map_err(|e| self.err(e))?;
+        let summary = format!("{}/summary", self.dir);
+        match writer.commit().await {
+            Ok(_) => Ok(()),
+            Err(zk::MultiWriteError::OperationFailed { index: 0, .. }) => Err(self.lost().await),
+            Err(zk::MultiWriteError::OperationFailed { index: 2, .. }) => {
+                // The first append: no summary yet. Make it, then append again (the check
+                // still guards the entry).
+                self.ensure(&summary).await?;
+                Box::pin(self.append(entry)).await
+            }
+            Err(zk::MultiWriteError::RequestFailed {
+                source: zk::Error::SessionExpired | zk::Error::ClientClosed,
+            }) => Err(self.lost().await),
+            Err(e) => Err(self.err(format!("appending: {e}; nothing was recorded"))),
+        }
+    }
+
+    async fn lost(&self) -> JournalError {
+        let holder = match self.holder().await {
+            Ok(Some((_, o))) => format!("the lock is now held by {o}"),
+            Ok(None) => "nobody holds it now".to_string(),
+            Err(_) => "who holds it now is unknown".to_string(),
+        };
+        JournalError::LockLost {
+            at: self.dir.clone(),
+            holder,
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Seconds since the Unix epoch, for people reading who holds the lock since when: the one
+/// wall-clock read of this crate, which no wait depends on.
+#[allow(clippy::disallowed_methods)]
+fn wall_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,175 @@
+//! `ZkJournal` against a real ZooKeeper (`ROLLOUT_ZK`, set by `.ci/run`, else one started by
+//! `scripts/zookeeper.sh`; a ZooKeeper that cannot be had fails the test, never skips it).
+
+use std::time::Duration;
+
+use rollout_core::{Entry, Journal, JournalError, NodeId};
+use rollout_zookeeper::{ZkJournal, ZkOptions};
+use zookeeper_client as zk;
+
+fn zookeeper() -> String {
+    if let Ok(a) = std::env::var("ROLLOUT_ZK") {
+        return a;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/zookeeper.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg("start")
+        .output()
+        .expect("run scripts/zookeeper.sh");
+    assert!(
+        out.status.success(),
+        "scripts/zookeeper.sh start failed (CI={:?}): {}",
+        std::env::var("CI").ok(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .expect("HOST:PORT")
+        .to_string()
+}
+
+/// A fresh cluster root (`/journal-test-<name>-<pid>`), made with a raw client.
+fn root(hosts: &str, name: &str) -> String {
+    let root = format!("/journal-test-{name}-{}", std::process::id());
+    let hosts = hosts.to_string();
+    let path = root.clone();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let c = zk::Client::connect(&hosts).await.unwrap();
+            let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+            match c.create(&path, b"", &opts).await {
+                Ok(_) | Err(zk::Error::NodeExists) => {}
+                Err(e) => panic!("{e}"),
+            }
+        });
+    root
+}
+
+/// Runs `f` with a raw client of `hosts` on a runtime of its own.
+fn raw<T>(hosts: &str, f: impl AsyncFnOnce(&zk::Client) -> T) -> T {
+    let hosts = hosts.to_string();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let c = zk::Client::connect(&hosts).await.unwrap();
+            f(&c).await
+        })
+}
+
+fn done(n: &str) -> Entry {
+    Entry::NodeDone {
+        node: NodeId::new(n),
+    }
+}
+
+#[test]
+fn entries_round_trip_in_order_and_survive_the_orchestrator() {
+    let hosts = zookeeper();
+    let root = root(&hosts, "roundtrip");
+    let j = ZkJournal::connect(ZkOptions::new(&hosts, &root)).unwrap();
+    j.lock("rollout one").unwrap();
+    for n in ["a:1", "b:1", "c:1"] {
+        j.append(&done(n)).unwrap();
+    }
+    j.unlock();
+    drop(j);
+    // Another orchestrator (another session) reads them back.
+    let k = ZkJournal::connect(ZkOptions::new(&hosts, &root)).unwrap();
+    assert_eq!(
+        k.load().unwrap(),
+        vec![done("a:1"), done("b:1"), done("c:1")]
+    );
+}
+
+#[test]
+fn a_second_orchestrator_is_refused_naming_the_holder() {
+    let hosts = zookeeper();
+    let root = root(&hosts, "race");
+    let a = ZkJournal::connect(ZkOptions::new(&hosts, &root)).unwrap();
+    let b = ZkJournal::connect(ZkOptions::new(&hosts, &root)).unwrap();
+    a.lock("rollout A").unwrap();
+    let e = b.lock("rollout B").unwrap_err();
+    assert!(matches!(e, JournalError::Locked { .. }), "{e}");
+    assert!(e.to_string().contains("rollout A"), "{e}");
+    assert_eq!(b.holder().unwrap().unwrap().rollout, "rollout A");
+    // Once A lets go, B may.
+    a.unlock();
+    b.lock("rollout B").unwrap();
+}
+
+#[test]
+fn an_orchestrator_whose_lock_is_gone_records_nothing_more() {
+    let hosts = zookeeper();
+    let root = root(&hosts, "fence");
+    let a = ZkJournal::connect(ZkOptions::new(&hosts, &root)).unwrap();
+    a.lock("rollout A").unwrap();
+    a.append(&done("a:1")).unwrap();
+    // A's session is as good as expired: its lock node goes (as ZooKeeper deletes it when
+    // the session expires), and B takes the lock.
+    let dir = format!("{root}/rollout");
+    raw(&hosts, async |c| {
+        for name in c.list_children(&dir).await.unwrap() {
+            if name.starts_with("lock-") {
+                c.delete(&format!("{dir}/{name}"), None).await.unwrap();
+            }
+        }
+    });
+    let b = ZkJournal::connect(ZkOptions::new(&hosts, &root)).unwrap();
+    b.lock("rollout B").unwrap();
+    let e = a.append(&done("b:1")).unwrap_err();
+    assert!(matches!(e, JournalError::LockLost { .. }), "{e}");
+    assert!(e.to_string().contains("rollout B"), "{e}");
+    assert_eq!(
+        b.load().unwrap(),
+        vec![done("a:1")],
+        "A's late append landed"
+    );
+}
+
+#[test]
+fn a_corrupt_entry_is_an_error_naming_its_znode() {
+    let hosts = zookeeper();
+    let root = root(&hosts, "corrupt");
+    let j = ZkJournal::connect(ZkOptions::new(&hosts, &root)).unwrap();
+    j.lock("rollout").unwrap();
+    j.append(&done("a:1")).unwrap();
+    let entries = format!("{root}/rollout/entries");
+    raw(&hosts, async |c| {
+        let opts = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all());
+        c.create(&format!("{entries}/e-"), b"not json", &opts)
+            .await
+            .unwrap();
+    });
+    let e = j.load().unwrap_err().to_string();
+    assert!(
+        e.contains(&entries) && e.contains("not a rollout journal entry"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_unreachable_zookeeper_or_a_missing_root_is_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut o = ZkOptions::new(format!("127.0.0.1:{port}"), "/openmldb");
+    o.connect_timeout = Duration::from_secs(2);
+    let e = ZkJournal::connect(o).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("127.0.0.1:{port}")) && e.contains("nothing was changed"),
+        "{e}"
+    );
+    let hosts = zookeeper();
+    let e = ZkJournal::connect(ZkOptions::new(&hosts, "/no-such-cluster-root"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/no-such-cluster-root does not exist"), "{e}");
+}
