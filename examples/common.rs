@@ -219,31 +219,28 @@ pub(crate) fn default_journal(cluster: &str) -> std::path::PathBuf {
 pub(crate) async fn run_real<C: rollout_core::Cluster>(
     cluster: &C,
     spec: &Spec,
-    journal: &std::path::Path,
+    journal: &JournalAt,
     json: bool,
 ) -> anyhow::Result<()> {
-    if let Some(dir) = journal.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let file = rollout_core::FileJournal::new(journal);
+    let file = journal.open()?;
     let progress = Progress {
         quiet: json,
         waves: Mutex::new(0),
     };
     if !json {
-        println!("journal: {}", journal.display());
+        println!("journal: {}", journal.describe());
     }
     let report = rollout_core::roll(
         cluster,
         spec,
-        rollout_core::Run::new(&file).observe(&progress),
+        rollout_core::Run::new(&*file).observe(&progress),
     )
     .await
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;
     if json {
         let mut v = serde_json::to_value(&report)?;
         v["completed"] = matches!(report.outcome, rollout_core::Outcome::Completed).into();
-        v["journal"] = journal.display().to_string().into();
+        v["journal"] = journal.describe().into();
         println!("{v}");
     } else {
         println!(
@@ -253,5 +250,178 @@ pub(crate) async fn run_real<C: rollout_core::Cluster>(
             report.knobs_restored
         );
     }
+    Ok(())
+}
+
+/// Where a run on real hosts journals: `zk` (the cluster's own ZooKeeper, under
+/// `<root>/rollout`: the lock and the entries outlive this host) or `file:PATH`.
+pub(crate) enum JournalAt {
+    /// The cluster's ZooKeeper, `HOST:PORT[,...]` and root.
+    Zk(String, String),
+    /// A file on this host.
+    File(std::path::PathBuf),
+}
+
+impl JournalAt {
+    /// `--journal`'s value: `zk`, `file:PATH`, or (for compatibility) a bare path.
+    pub(crate) fn parse(
+        spec: Option<&str>,
+        zk: Option<(&str, &str)>,
+        default_file: std::path::PathBuf,
+    ) -> anyhow::Result<Self> {
+        match (spec, zk) {
+            (Some("zk"), Some((hosts, root))) | (None, Some((hosts, root))) => {
+                Ok(Self::Zk(hosts.to_string(), root.to_string()))
+            }
+            (Some("zk"), None) => anyhow::bail!(
+                "--journal zk needs the cluster's ZooKeeper, which this binary does not know here; use --journal file:PATH"
+            ),
+            (Some(s), _) => Ok(Self::File(s.strip_prefix("file:").unwrap_or(s).into())),
+            (None, None) => Ok(Self::File(default_file)),
+        }
+    }
+
+    /// Opens it: a ZooKeeper journal connects (and refuses a root that does not exist).
+    pub(crate) fn open(&self) -> anyhow::Result<Box<dyn rollout_core::Journal>> {
+        Ok(match self {
+            Self::Zk(hosts, root) => Box::new(
+                rollout_zookeeper::ZkJournal::connect(rollout_zookeeper::ZkOptions::new(
+                    hosts, root,
+                ))
+                .map_err(|e| anyhow::anyhow!(chain(&e)))?,
+            ),
+            Self::File(path) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                Box::new(rollout_core::FileJournal::new(path))
+            }
+        })
+    }
+
+    /// Where, for people.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Self::Zk(hosts, root) => {
+                format!("ZooKeeper {hosts} {}/rollout", root.trim_end_matches('/'))
+            }
+            Self::File(path) => path.display().to_string(),
+        }
+    }
+
+    /// Prints who holds the lock (ZooKeeper), the rollout in the journal, the node in
+    /// progress and the knobs saved with their originals; one JSON object with `json`.
+    pub(crate) fn print_status(&self, json: bool) -> anyhow::Result<()> {
+        use rollout_core::Entry;
+        let holder = match self {
+            Self::Zk(hosts, root) => rollout_zookeeper::ZkJournal::connect(
+                rollout_zookeeper::ZkOptions::new(hosts, root),
+            )
+            .and_then(|j| j.holder())
+            .map_err(|e| anyhow::anyhow!(chain(&e)))?
+            .map(|o| o.to_string()),
+            Self::File(_) => None,
+        };
+        let entries = self
+            .open()?
+            .load()
+            .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+        let mut rollout = None;
+        let mut done = Vec::new();
+        let mut in_progress = None;
+        let mut knobs = std::collections::BTreeMap::new();
+        let mut ended = None;
+        for e in &entries {
+            match e {
+                Entry::Begin {
+                    cluster,
+                    change,
+                    nodes,
+                    ..
+                } => {
+                    rollout = Some(format!(
+                        "{} of {cluster}, {} nodes",
+                        change.kind(),
+                        nodes.len()
+                    ));
+                    done.clear();
+                    knobs.clear();
+                    ended = None;
+                }
+                Entry::KnobSaved { name, original } => {
+                    knobs.insert(name.clone(), original.clone());
+                }
+                Entry::KnobRestored { name } => {
+                    knobs.remove(name);
+                }
+                Entry::NodeBegin { node, .. } => in_progress = Some(node.to_string()),
+                Entry::NodeDone { node } | Entry::NodeSkipped { node, .. } => {
+                    done.push(node.to_string());
+                    in_progress = None;
+                }
+                Entry::End { outcome } => ended = Some(outcome.clone()),
+                _ => {}
+            }
+        }
+        if json {
+            let v = serde_json::json!({
+                "journal": self.describe(),
+                "lock_holder": holder,
+                "rollout": rollout,
+                "nodes_done": done,
+                "node_in_progress": in_progress,
+                "knobs_saved": knobs,
+                "ended": ended,
+            });
+            println!("{v}");
+            return Ok(());
+        }
+        println!("journal: {}", self.describe());
+        println!(
+            "lock: {}",
+            holder.as_deref().unwrap_or("not held (or a file journal)")
+        );
+        match rollout {
+            None => println!("no rollout recorded"),
+            Some(r) => {
+                println!("rollout: {r}");
+                println!("nodes done: {}", done.len());
+                println!(
+                    "node in progress: {}",
+                    in_progress.as_deref().unwrap_or("none")
+                );
+                for (k, v) in &knobs {
+                    println!("knob saved: {k} (original {v:?}, not restored yet)");
+                }
+                println!(
+                    "ended: {}",
+                    ended
+                        .as_deref()
+                        .unwrap_or("no: resume with --run or end with --abort")
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Ends the journal's interrupted rollout on `cluster` (knobs restored, a node caught
+/// stopped started again), from any host.
+pub(crate) async fn abort_real<C: rollout_core::Cluster>(
+    cluster: &C,
+    journal: &JournalAt,
+) -> anyhow::Result<()> {
+    let j = journal.open()?;
+    let ended = rollout_core::abort(cluster, rollout_core::Run::new(&*j))
+        .await
+        .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+    println!(
+        "{}",
+        if ended {
+            "aborted: knobs restored, nodes in progress rejoined"
+        } else {
+            "no rollout was in progress"
+        }
+    );
     Ok(())
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use common::{Progress, Unmanaged, policy, print_plan};
-use rollout_core::{Change, ConfigEdit, MemoryJournal, NodeId, Run, Selection, Spec, chain, roll};
+use rollout_core::{Change, ConfigEdit, NodeId, Run, Selection, Spec, chain, roll};
 use rollout_openmldb::emulator::Emulator;
 use rollout_openmldb::{OpenMldbCluster, Others, Timing};
 use rollout_sim::{ClientLoad, Flavor, SimBuilder, Strategy, report_of};
@@ -49,10 +49,19 @@ struct Args {
     /// over ssh, or by the node agent on its host (rollout-process's `ClusterFile`).
     #[arg(long, value_name = "FILE")]
     cluster: Option<std::path::PathBuf>,
-    /// With --run: the journal file (default: the user's state dir, one per cluster); a run
-    /// interrupted earlier resumes from it.
-    #[arg(long, value_name = "PATH")]
-    journal: Option<std::path::PathBuf>,
+    /// With --run, --status, --abort: where the rollout's state lives: `zk` (the default:
+    /// the cluster's own ZooKeeper under <root>/rollout, so that any host may resume,
+    /// inspect or abort it) or `file:PATH`.
+    #[arg(long, value_name = "zk|file:PATH")]
+    journal: Option<String>,
+    /// Print the state of the rollout in the journal (who holds its lock, since when, the
+    /// node in progress, the knobs saved and their originals) and change nothing.
+    #[arg(long, conflicts_with_all = ["run", "abort"])]
+    status: bool,
+    /// End the journal's interrupted rollout: knobs restored, a node caught stopped started
+    /// again; from any host. Needs --cluster.
+    #[arg(long, requires = "cluster", conflicts_with = "run")]
+    abort: bool,
     /// Roll only these roles (nameserver, tablet, apiserver, taskmanager); repeatable.
     #[arg(long)]
     role: Vec<String>,
@@ -136,6 +145,14 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
         taskmanagers: args.taskmanager.clone(),
     };
     let spec = spec_of(args, change);
+    let journal = common::JournalAt::parse(
+        args.journal.as_deref(),
+        Some((&args.zk, &args.zk_root)),
+        common::default_journal(&format!("openmldb{}", args.zk_root)),
+    )?;
+    if args.status {
+        return journal.print_status(args.json);
+    }
     let Some(file) = common::cluster_file(args.cluster.as_deref())? else {
         let cluster = OpenMldbCluster::connect(
             &args.zk,
@@ -157,13 +174,12 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+    if args.abort {
+        return common::abort_real(&cluster, &journal).await;
+    }
     if !args.run {
         return print_plan(&cluster, &spec, args.json).await;
     }
-    let journal = args
-        .journal
-        .clone()
-        .unwrap_or_else(|| common::default_journal(&format!("openmldb{}", args.zk_root)));
     common::run_real(&cluster, &spec, &journal, args.json).await
 }
 
@@ -220,7 +236,14 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
     if args.plan {
         return print_plan(&cluster, &spec, args.json).await;
     }
-    let journal = MemoryJournal::new();
+    // The rollout's state in the emulated cluster's own ZooKeeper root, as on a real one
+    // (`--journal file:PATH` keeps it in a file instead).
+    let journal = common::JournalAt::parse(
+        args.journal.as_deref(),
+        Some((&args.zk, &root)),
+        common::default_journal(&root),
+    )?
+    .open()?;
     let progress = Progress {
         quiet: args.json,
         waves: Mutex::new(0),
@@ -230,7 +253,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!(chain(&e)))?;
     let t0 = emu.sim().truth().elapsed;
-    let result = roll(&cluster, &spec, Run::new(&journal).observe(&progress))
+    let result = roll(&cluster, &spec, Run::new(&*journal).observe(&progress))
         .await
         .map_err(|e| chain(&e));
     let took = (emu.sim().truth().elapsed - t0).as_secs_f64();
@@ -251,7 +274,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         &result,
         (took, sim_report.lower_bound_secs),
         waves,
-        &journal.entries(),
+        &journal.load().map_err(|e| anyhow::anyhow!(chain(&e)))?,
     );
     let mut json = serde_json::to_value(&report)?;
     json["sim_virtual_secs"] = sim_report.virtual_secs.into();

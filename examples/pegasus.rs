@@ -49,10 +49,17 @@ struct Args {
     /// over ssh, or by the node agent on its host (rollout-process's `ClusterFile`).
     #[arg(long, value_name = "FILE")]
     cluster: Option<std::path::PathBuf>,
-    /// With --run: the journal file (default: the user's state dir, one per cluster); a run
-    /// interrupted earlier resumes from it.
-    #[arg(long, value_name = "PATH")]
-    journal: Option<std::path::PathBuf>,
+    /// With --run, --status, --abort: where the rollout's state lives, `file:PATH` (the
+    /// default: a file per cluster in the user's state dir).
+    #[arg(long, value_name = "file:PATH")]
+    journal: Option<String>,
+    /// Print the state of the rollout in the journal and change nothing.
+    #[arg(long, conflicts_with_all = ["run", "abort"])]
+    status: bool,
+    /// End the journal's interrupted rollout: knobs restored, a node caught stopped started
+    /// again. Needs --cluster.
+    #[arg(long, requires = "cluster", conflicts_with = "run")]
+    abort: bool,
     /// The change: restart, upgrade:VERSION or config:FILE:SECTION.KEY=VALUE.
     #[arg(long, default_value = "restart")]
     change: String,
@@ -109,6 +116,19 @@ fn parse_change(s: &str) -> anyhow::Result<Change> {
 
 async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
     let spec = Spec::new(change);
+    let first = args
+        .meta
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let journal = common::JournalAt::parse(
+        args.journal.as_deref(),
+        None,
+        common::default_journal(&format!("pegasus-{first}")),
+    )?;
+    if args.status {
+        return journal.print_status(args.json);
+    }
     let Some(file) = common::cluster_file(args.cluster.as_deref())? else {
         let cluster = PegasusCluster::connect(
             &args.meta,
@@ -128,18 +148,12 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+    if args.abort {
+        return common::abort_real(&cluster, &journal).await;
+    }
     if !args.run {
         return print_plan(&cluster, &spec, args.json).await;
     }
-    let first = args
-        .meta
-        .first()
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    let journal = args
-        .journal
-        .clone()
-        .unwrap_or_else(|| common::default_journal(&format!("pegasus-{first}")));
     common::run_real(&cluster, &spec, &journal, args.json).await
 }
 
