@@ -14,7 +14,7 @@ use crate::runner::Runner;
 /// Paths are paths on the node's host. `deploy_dir` is absolute; `pid_file`,
 /// `child_pid_file` and `config_files` are relative to it and stay inside it.
 ///
-/// Defaults: `stop_timeout_secs` 30, `start_timeout_secs` 120, `command_timeout_secs` 60,
+/// Defaults: `runner` local, `stop_timeout_secs` 30, `start_timeout_secs` 120, `command_timeout_secs` 60,
 /// `pid_file_wait_secs` 3; no child pid file, listen address, health or version check,
 /// config files, packages dir or `current` link.
 ///
@@ -44,6 +44,7 @@ use crate::runner::Runner;
 #[serde(deny_unknown_fields)]
 pub struct Commands {
     pub(crate) id: NodeId,
+    #[serde(default)]
     pub(crate) runner: Runner,
     pub(crate) deploy_dir: PathBuf,
     pub(crate) start: String,
@@ -265,6 +266,30 @@ impl Commands {
         }
         if self.packages_dir.is_some() != self.current_link.is_some() {
             return Err("packages_dir and current_link go together".into());
+        }
+        if let Some(listen) = &self.listen {
+            let ok = listen.parse::<std::net::SocketAddr>().is_ok();
+            if !ok {
+                return Err(format!(
+                    "listen {listen:?} must be IP:PORT, such as 10.0.0.7:10921 (the address the \
+                     process accepts connections on)"
+                ));
+            }
+        }
+        for (what, url) in [
+            ("health_url", &self.health_url),
+            ("version_url", &self.version_url),
+        ] {
+            if let Some(url) = url {
+                let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                    && reqwest::Url::parse(url).is_ok();
+                if !ok {
+                    return Err(format!(
+                        "{what} {url:?} must be an http:// or https:// URL, such as \
+                         http://10.0.0.7:10921/status"
+                    ));
+                }
+            }
         }
         if [self.stop_timeout, self.start_timeout, self.command_timeout]
             .iter()

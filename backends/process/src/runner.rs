@@ -28,11 +28,12 @@ const SSH_FAILED: i32 = 255;
 ///
 /// In a cluster file (TOML or JSON), tagged by `kind`:
 /// `{ kind = "local" }` or `{ kind = "ssh", host = "10.0.0.7", user = "openmldb" }`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Runner {
     /// This machine: `sh -c <command>`.
+    #[default]
     Local,
     /// Another host, through the system `ssh` client: `BatchMode=yes` (never a prompt),
     /// connection reuse (`ControlMaster=auto`, `ControlPath=<control_dir>/%C`,

@@ -80,11 +80,39 @@ impl AgentConfig {
             at: name.to_string(),
             reason,
         };
-        let config: Self = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let mut config: Self = toml::from_str(text).map_err(|e| {
+            let mut reason = e.to_string();
+            if ["tls", "listen =", "token_file"]
+                .iter()
+                .any(|k| reason.contains(&format!("unknown field `{}", k.trim_end_matches(" ="))))
+            {
+                reason.push_str(
+                    "\n(top-level keys, listen, token_file and tls, go before the first \
+                     [components.NAME] table)",
+                );
+            }
+            bad(reason)
+        })?;
         if config.components.is_empty() {
             return Err(bad(
                 "no [components.NAME] table: the agent would do nothing".into(),
             ));
+        }
+        // Relative paths are relative to the config file, not to where the agent runs.
+        let base = Path::new(name).parent().unwrap_or(Path::new("."));
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        rebase(&mut config.token_file);
+        if let Some(tls) = &mut config.tls {
+            rebase(&mut tls.cert);
+            rebase(&mut tls.key);
+            for (field, path) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
+                std::fs::metadata(path)
+                    .map_err(|e| bad(format!("{field} {}: {e}", path.display())))?;
+            }
         }
         for (component, commands) in &config.components {
             let valid = !component.is_empty()
@@ -92,12 +120,15 @@ impl AgentConfig {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
             if !valid {
-                return Err(bad(format!("component name {component:?}")));
+                return Err(bad(format!(
+                    "component name {component:?}: use letters, digits, '-', '_' and '.' only"
+                )));
             }
             if !matches!(commands.runner, Runner::Local) {
                 return Err(bad(format!(
-                    "component {component}: an agent runs its components on its own host \
-                     (runner = {{ kind = \"local\" }})"
+                    "component {component}: ssh is not allowed here: an agent runs its \
+                     components on its own host (leave runner out, or runner = {{ kind = \
+                     \"local\" }})"
                 )));
             }
             CommandNode::new(commands.clone())
@@ -113,8 +144,10 @@ impl AgentConfig {
     /// characters.
     pub fn token(&self) -> Result<String, ProcessError> {
         read_token(&self.token_file).map_err(|reason| ProcessError::InvalidConfig {
-            at: self.token_file.display().to_string(),
-            reason,
+            at: format!("token_file {}", self.token_file.display()),
+            reason: format!(
+                "{reason} (make one with: umask 077; head -c 32 /dev/urandom | base64 > FILE)"
+            ),
         })
     }
 }
@@ -125,7 +158,16 @@ pub(crate) fn read_token(path: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let token = text.lines().next().unwrap_or_default().trim().to_string();
     if token.len() < 16 {
-        return Err("the token is shorter than 16 characters".into());
+        return Err(format!(
+            "its first line holds {} characters, fewer than the 16 a token needs",
+            token.len()
+        ));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path)
+        && m.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(file = %path.display(), "the token file is readable by others than its owner; chmod 600 it");
     }
     Ok(token)
 }
