@@ -109,8 +109,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     eprintln!(
-        "rollout-agent: {} on {} ({}), components: {}",
-        "serving",
+        "rollout-agent: serving on {} ({}), components: {}",
         config.listen,
         if config.tls.is_some() { "TLS" } else { "plain" },
         names.join(", ")
