@@ -253,6 +253,8 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!(chain(&e)))?;
     let t0 = emu.sim().truth().elapsed;
+    // The emulator runs on the wall clock (not paused), so this is the roll's wall time.
+    let wall = tokio::time::Instant::now();
     let result = roll(&cluster, &spec, Run::new(&*journal).observe(&progress))
         .await
         .map_err(|e| chain(&e));
@@ -268,7 +270,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         .iter()
         .all(|(t, before)| rows_after.get(t).is_some_and(|after| after > before));
     let waves = *progress.waves.lock().unwrap_or_else(|e| e.into_inner());
-    let report = report_of(
+    let mut report = report_of(
         &builder,
         emu.sim(),
         &result,
@@ -276,6 +278,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         waves,
         &journal.load().map_err(|e| anyhow::anyhow!(chain(&e)))?,
     );
+    report.wall_ms = u64::try_from(wall.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut json = serde_json::to_value(&report)?;
     json["sim_virtual_secs"] = sim_report.virtual_secs.into();
     json["emulated"] = true.into();

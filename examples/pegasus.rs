@@ -206,6 +206,8 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         waves: Mutex::new(0),
     };
     let t0 = emu.sim().truth().elapsed;
+    // The emulator runs on the wall clock (not paused), so this is the roll's wall time.
+    let wall = tokio::time::Instant::now();
     let result = roll(&cluster, &spec, Run::new(&journal).observe(&progress))
         .await
         .map_err(|e| chain(&e));
@@ -217,7 +219,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
     tokio::time::sleep(ClientLoad::default().timeout / args.scale.max(1)).await;
     tokio::time::sleep(Duration::from_secs(args.hold)).await;
     let waves = *progress.waves.lock().unwrap_or_else(|e| e.into_inner());
-    let report = report_of(
+    let mut report = report_of(
         &builder,
         emu.sim(),
         &result,
@@ -225,6 +227,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         waves,
         &journal.entries(),
     );
+    report.wall_ms = u64::try_from(wall.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut json = serde_json::to_value(&report)?;
     json["sim_virtual_secs"] = sim_report.virtual_secs.into();
     json["emulated"] = true.into();
