@@ -190,6 +190,19 @@ pub trait Journal: Send + Sync {
     /// # Errors
     /// When the entry cannot be written.
     fn append(&self, entry: &Entry) -> Result<(), JournalError>;
+
+    /// Checks that this rollout still holds the lock. The engine calls it right before
+    /// every action on the cluster (a knob written, a drain, a stop, a start, an apply...),
+    /// so that an orchestrator paused past its lock (a ZooKeeper session that expired while
+    /// it was stopped) and woken after another took over changes nothing. A journal shared
+    /// between hosts answers from its server; the default checks nothing.
+    ///
+    /// # Errors
+    /// [`JournalError::LockLost`] when the lock is no longer this rollout's, or a store
+    /// error when that cannot be told: either way the engine acts no more.
+    fn fence(&self) -> Result<(), JournalError> {
+        Ok(())
+    }
 }
 
 impl<J: Journal + ?Sized> Journal for &J {
@@ -204,6 +217,9 @@ impl<J: Journal + ?Sized> Journal for &J {
     }
     fn append(&self, entry: &Entry) -> Result<(), JournalError> {
         (**self).append(entry)
+    }
+    fn fence(&self) -> Result<(), JournalError> {
+        (**self).fence()
     }
 }
 
@@ -344,6 +360,25 @@ impl Journal for FileJournal {
         }
         let holder = fs::read_to_string(&lock).unwrap_or_else(|_| "unknown".into());
         Err(JournalError::Locked { path: lock, holder })
+    }
+
+    fn fence(&self) -> Result<(), JournalError> {
+        // The lock file still names this process: it was neither removed by hand nor taken
+        // over.
+        let lock = self.sibling(".lock");
+        let mine = format!("pid {} ", std::process::id());
+        match fs::read_to_string(&lock) {
+            Ok(holder) if holder.starts_with(&mine) => Ok(()),
+            Ok(holder) => Err(JournalError::LockLost {
+                at: lock.display().to_string(),
+                holder: format!("the lock file now names {holder:?}"),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(JournalError::LockLost {
+                at: lock.display().to_string(),
+                holder: "the lock file was removed".into(),
+            }),
+            Err(e) => Err(self.io(&lock, e)),
+        }
     }
 
     fn unlock(&self) {

@@ -92,4 +92,8 @@ impl<J: Journal> Journal for CrashJournal<J> {
         }
         Ok(())
     }
+
+    fn fence(&self) -> Result<(), JournalError> {
+        self.inner.fence()
+    }
 }

@@ -96,7 +96,7 @@ impl Guard {
 impl<C: Cluster> Ctx<'_, C> {
     /// Writes `value` and reads it back.
     async fn write_verified(&self, name: &str, value: &str) -> Result<(), Error<C::Error>> {
-        self.call(None, Phase::Guard, || self.cluster.write_knob(name, value))
+        self.act(None, Phase::Guard, || self.cluster.write_knob(name, value))
             .await?;
         let found = self
             .call(None, Phase::Guard, || self.cluster.read_knob(name))

@@ -375,13 +375,28 @@ impl<'a, C: Cluster> Ctx<'a, C> {
         retry(self.cluster, &self.spec.policy, node, phase, f).await
     }
 
+    /// An action on the cluster (a knob written, a drain, a stop, a start, an apply...):
+    /// the journal's lock is checked first ([`Journal::fence`](crate::Journal::fence)),
+    /// and nothing is done once it is lost; then as [`call`](Self::call). Every change the
+    /// engine makes to the cluster goes through here; reads go through `call`.
+    async fn act<T, F, Fut>(
+        &self,
+        node: Option<&NodeId>,
+        phase: Phase,
+        f: F,
+    ) -> Result<T, Error<C::Error>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, C::Error>>,
+    {
+        self.run.journal.fence().map_err(Error::Journal)?;
+        self.call(node, phase, f).await
+    }
+
     /// With the knobs back, repairs what they kept the cluster from repairing
     /// ([`Cluster::heal`]); a failure is logged, the health checks that follow decide.
     async fn heal_best_effort(&self) {
-        if let Err(e) = self
-            .call(None, Phase::Restore, || self.cluster.heal())
-            .await
-        {
+        if let Err(e) = self.act(None, Phase::Restore, || self.cluster.heal()).await {
             tracing::warn!(error = %chain(&e), "heal after restoring the knobs failed");
         }
     }

@@ -155,7 +155,7 @@ pub(super) async fn roll_nodes<C: Cluster>(
     }
     let down = async {
         ctx.all(&slots, StartAt::Drain, Phase::Stop, |s| async move {
-            ctx.call(Some(&s.id), Phase::Stop, || s.node.stop()).await
+            ctx.act(Some(&s.id), Phase::Stop, || s.node.stop()).await
         })
         .await?;
         // Also for nodes resumed while stopped: the control plane must have seen the old
@@ -173,7 +173,7 @@ pub(super) async fn roll_nodes<C: Cluster>(
     let applied = join_all(slots.iter().filter(|s| s.start <= StartAt::Apply).map(|s| {
         ctx.step(&s.id, Phase::Apply, async move {
             let record = ctx
-                .call(Some(&s.id), Phase::Apply, || s.node.apply(&ctx.spec.change))
+                .act(Some(&s.id), Phase::Apply, || s.node.apply(&ctx.spec.change))
                 .await?;
             ctx.append(&Entry::NodeApplied {
                 record: record.clone(),
@@ -202,7 +202,7 @@ pub(super) async fn roll_nodes<C: Cluster>(
     let started = ctx
         .all(&slots, StartAt::Start, Phase::Start, |s| async move {
             ctx.append(&Entry::NodeStarting { node: s.id.clone() })?;
-            ctx.call(Some(&s.id), Phase::Start, || s.node.start()).await
+            ctx.act(Some(&s.id), Phase::Start, || s.node.start()).await
         })
         .await;
     if let Err(e) = started {
@@ -542,7 +542,7 @@ impl<C: Cluster> Ctx<'_, C> {
             if s.start > StartAt::Drain {
                 return Ok(());
             }
-            self.step(&s.id, act, self.call(Some(&s.id), act, || step(&s.id)))
+            self.step(&s.id, act, self.act(Some(&s.id), act, || step(&s.id)))
                 .await?;
             let p = probe(&s.id);
             self.step(&s.id, wait, self.wait(Some(&s.id), wait, &p, deadline))
@@ -571,7 +571,7 @@ impl<C: Cluster> Ctx<'_, C> {
                             // Best effort: the node gets its primaries back before the wave
                             // goes on; the next gate checks the cluster anyway.
                             let _ = self
-                                .call(Some(&s.id), Phase::Rejoin, || self.cluster.rejoin(&s.id))
+                                .act(Some(&s.id), Phase::Rejoin, || self.cluster.rejoin(&s.id))
                                 .await;
                         }
                         Err(e) => {
@@ -588,7 +588,7 @@ impl<C: Cluster> Ctx<'_, C> {
                 // replicas back (resumed ones already past their stop are left to `abort`).
                 for s in kept.iter().filter(|s| s.start <= StartAt::Drain) {
                     let _ = self
-                        .call(Some(&s.id), Phase::Rejoin, || self.cluster.rejoin(&s.id))
+                        .act(Some(&s.id), Phase::Rejoin, || self.cluster.rejoin(&s.id))
                         .await;
                 }
                 Err(e)

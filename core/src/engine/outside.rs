@@ -193,10 +193,10 @@ impl<C: Cluster> Ctx<'_, C> {
             // Best effort, again at every nudge: the wait for full health is what counts.
             for s in slots.iter().filter(|s| s.start <= StartAt::Drain) {
                 let _ = self
-                    .call(Some(&s.id), Phase::Rejoin, || self.cluster.rejoin(&s.id))
+                    .act(Some(&s.id), Phase::Rejoin, || self.cluster.rejoin(&s.id))
                     .await;
             }
-            let _ = self.call(None, Phase::Rejoin, || self.cluster.heal()).await;
+            let _ = self.act(None, Phase::Rejoin, || self.cluster.heal()).await;
             let window = NUDGE.min(deadline);
             let healed = self
                 .wait(
@@ -230,8 +230,7 @@ impl<C: Cluster> Ctx<'_, C> {
     pub(super) async fn release_healing(&self, guard: &mut Guard) -> Result<(), Error<C::Error>> {
         let names = guard.healing_blockers();
         self.restore_names(guard, &names).await?;
-        self.call(None, Phase::Restore, || self.cluster.heal())
-            .await
+        self.act(None, Phase::Restore, || self.cluster.heal()).await
     }
 
     /// Waits through `wait` while watching the nodes outside the wave: when one fails, the
@@ -306,11 +305,11 @@ impl<C: Cluster> Ctx<'_, C> {
                         let since = tokio::time::Instant::now();
                         loop {
                             if nudging {
-                                self.call(None, Phase::Rejoin, || self.cluster.heal())
+                                self.act(None, Phase::Rejoin, || self.cluster.heal())
                                     .await?;
                             }
                             self.all(slots, StartAt::WaitReady, Phase::Rejoin, |s| async move {
-                                self.call(Some(&s.id), Phase::Rejoin, || self.cluster.rejoin(&s.id))
+                                self.act(Some(&s.id), Phase::Rejoin, || self.cluster.rejoin(&s.id))
                                     .await
                             })
                             .await?;
@@ -342,7 +341,7 @@ impl<C: Cluster> Ctx<'_, C> {
                         // wave's own rejoin left behind meanwhile; after a node of the wave
                         // restarted on its own, what its crash cut off outside the node itself
                         // (OpenMLDB: a leader displaced by a move back, not yet recovered).
-                        self.call(None, Phase::WaitHealthy, || self.cluster.heal())
+                        self.act(None, Phase::WaitHealthy, || self.cluster.heal())
                             .await?;
                     }
                     self.step_opt(first.as_ref(), Phase::WaitHealthy, async {

@@ -113,7 +113,7 @@ impl<C: Cluster> Ctx<'_, C> {
                 self.revert(id, &node, record).await?;
             }
             self.append(&Entry::NodeStarting { node: id.clone() })?;
-            self.call(Some(id), Phase::Start, || node.start()).await?;
+            self.act(Some(id), Phase::Start, || node.start()).await?;
         }
         let up = Restarted {
             node: &node,
@@ -127,7 +127,7 @@ impl<C: Cluster> Ctx<'_, C> {
 
     /// Rejoins `id` and waits for it.
     pub(super) async fn rejoin_and_wait(&self, id: &NodeId) -> Result<(), Error<C::Error>> {
-        self.call(Some(id), Phase::Rejoin, || self.cluster.rejoin(id))
+        self.act(Some(id), Phase::Rejoin, || self.cluster.rejoin(id))
             .await?;
         let deadline = self.spec.policy.get_deadlines().rejoin;
         self.wait(
@@ -147,7 +147,7 @@ impl<C: Cluster> Ctx<'_, C> {
         record: &ApplyRecord,
     ) -> Result<(), Error<C::Error>> {
         tracing::warn!(node = id.as_str(), "reverting the change");
-        self.call(Some(id), Phase::Revert, || node.revert(record))
+        self.act(Some(id), Phase::Revert, || node.revert(record))
             .await?;
         self.append(&Entry::NodeReverted { node: id.clone() })?;
         self.emit(Event::NodeReverted { node: id.clone() });
@@ -288,9 +288,7 @@ impl<C: Cluster> Ctx<'_, C> {
                     return;
                 }
                 let Some(record) = record else { return };
-                let _ = self
-                    .call(Some(&s.id), Phase::Revert, || s.node.stop())
-                    .await;
+                let _ = self.act(Some(&s.id), Phase::Revert, || s.node.stop()).await;
                 let stopped = Stopped(&s.node).and(self.cluster.stopped(&s.id));
                 if self
                     .wait(Some(&s.id), Phase::Revert, &stopped, deadlines.stop)
@@ -323,7 +321,7 @@ impl<C: Cluster> Ctx<'_, C> {
                 .and_then(|st| st.boot);
             let _ = self.append(&Entry::NodeStarting { node: s.id.clone() });
             if self
-                .call(Some(&s.id), Phase::Revert, || s.node.start())
+                .act(Some(&s.id), Phase::Revert, || s.node.start())
                 .await
                 .is_ok()
             {

@@ -69,7 +69,7 @@ impl<C: Cluster> Ctx<'_, C> {
             self.step(
                 &t.from,
                 Phase::AddReplica,
-                self.call(node, Phase::AddReplica, || {
+                self.act(node, Phase::AddReplica, || {
                     self.cluster.add_temporary_replica(t)
                 }),
             )
@@ -127,7 +127,7 @@ impl<C: Cluster> Ctx<'_, C> {
             self.step(
                 &t.from,
                 Phase::RemoveReplica,
-                self.call(node, Phase::RemoveReplica, || {
+                self.act(node, Phase::RemoveReplica, || {
                     self.cluster.remove_temporary_replica(t)
                 }),
             )

@@ -136,6 +136,11 @@ impl Tiny {
         self.st().nodes.iter().all(|n| n.running)
     }
 
+    /// Adds `line` to the call log (a test's own marker between the calls).
+    pub fn note(&self, line: &str) {
+        self.st().log.push(line.to_string());
+    }
+
     /// Every call so far, as `op node` lines.
     pub fn log(&self) -> Vec<String> {
         self.st().log.clone()
