@@ -5,6 +5,9 @@
 #   scripts/zookeeper.sh start    start it (or find the one already running);
 #                                 the LAST stdout line is HOST:PORT
 #   scripts/zookeeper.sh stop     stop it and remove its data (exit 0 when nothing runs)
+#   scripts/zookeeper.sh restart  stop the server and start it again on the same port,
+#                                 keeping its data (sessions and znodes survive, as in
+#                                 a server restart); the LAST stdout line is HOST:PORT
 #   scripts/zookeeper.sh status   print HOST:PORT and exit 0 when it runs, else exit 1
 #
 #   e.g.  ZK=$(scripts/zookeeper.sh start | tail -n1)
@@ -222,6 +225,26 @@ cmd_stop() {
     rm -rf "$DATA" "$PIDFILE" "$CFG"
 }
 
+cmd_restart() {
+    local pid port rc
+    lock
+    pid=$(our_pid) || die "not running; use start"
+    port=$(cfg_port) || die "ZooKeeper (pid $pid) runs but $CFG has no clientPort"
+    log "restarting ZooKeeper (pid $pid) on $HOST:$port, keeping its data"
+    kill_pid "$pid"
+    kill -0 "$pid" 2>/dev/null && die "pid $pid is still alive"
+    pid=$(launch)
+    rc=0
+    wait_ready "$pid" "$port" || rc=$?
+    if ((rc != 0)); then
+        log "ZooKeeper did not come back on $HOST:$port"
+        log_tail
+        exit 1
+    fi
+    log "ZooKeeper is up again (pid $pid)"
+    echo "$HOST:$port"
+}
+
 cmd_status() {
     local pid port
     pid=$(our_pid) || { log "not running"; exit 1; }
@@ -233,9 +256,10 @@ cmd_status() {
 case ${1:-} in
     start) cmd_start ;;
     stop) cmd_stop ;;
+    restart) cmd_restart ;;
     status) cmd_status ;;
     *)
-        echo "usage: $0 start|stop|status" >&2
+        echo "usage: $0 start|stop|restart|status" >&2
         exit 2
         ;;
 esac

@@ -24,6 +24,11 @@ pub struct ZkOptions {
     /// Digest authentication, `user:password`, when the cluster's ZooKeeper uses it; the
     /// rollout's znodes then get an ACL for that user alone.
     pub digest: Option<String>,
+    /// The cluster's name (what [`Cluster::name`](rollout_core::Cluster::name) gives),
+    /// written into `<root>/rollout` when it is made: a journal opened later with another
+    /// name is refused, so that a root holding another cluster's rollouts is never mixed
+    /// up with this one. `None` checks nothing.
+    pub cluster: Option<String>,
 }
 
 impl ZkOptions {
@@ -35,7 +40,15 @@ impl ZkOptions {
             session_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             digest: None,
+            cluster: None,
         }
+    }
+
+    /// The cluster whose rollouts this root keeps (see [`cluster`](Self::cluster)).
+    #[must_use]
+    pub fn cluster(mut self, name: impl Into<String>) -> Self {
+        self.cluster = Some(name.into());
+        self
     }
 }
 
@@ -62,6 +75,9 @@ impl std::fmt::Display for LockOwner {
     }
 }
 
+/// How often a request is tried again while ZooKeeper cannot be reached.
+const RETRY: Duration = Duration::from_millis(250);
+
 type Reply<T> = std_mpsc::Sender<Result<T, JournalError>>;
 
 enum Req {
@@ -69,6 +85,7 @@ enum Req {
     Unlock(std_mpsc::Sender<()>),
     Load(Reply<Vec<Entry>>),
     Append(Box<Entry>, Reply<()>),
+    Fence(Reply<()>),
     Holder(Reply<Option<LockOwner>>),
 }
 
@@ -165,6 +182,10 @@ impl Journal for ZkJournal {
     fn append(&self, entry: &Entry) -> Result<(), JournalError> {
         self.ask(|r| Req::Append(Box::new(entry.clone()), r))
     }
+
+    fn fence(&self) -> Result<(), JournalError> {
+        self.ask(Req::Fence)
+    }
 }
 
 fn store(at: &str, reason: impl std::fmt::Display) -> JournalError {
@@ -183,6 +204,12 @@ struct Session {
     acl: Vec<zk::Acl>,
     /// This orchestrator's lock node, once it asked.
     mine: Option<String>,
+    /// The summary's version after this orchestrator's last append: each append sets it
+    /// conditionally, so that an append retried after a lost connection is never recorded
+    /// twice.
+    summary_version: Option<i32>,
+    /// How long a request is retried while ZooKeeper cannot be reached.
+    patience: Duration,
 }
 
 impl Session {
@@ -238,10 +265,60 @@ impl Session {
             at: at.to_string(),
             acl,
             mine: None,
+            summary_version: None,
+            patience: options.session_timeout,
         };
-        session.ensure(&session.dir).await?;
+        session
+            .ensure_with(&session.dir, options.cluster.as_deref().unwrap_or(""))
+            .await?;
+        session.check_cluster(options.cluster.as_deref()).await?;
         session.ensure(&format!("{}/entries", session.dir)).await?;
+        session.ensure(&session.summary()).await?;
         Ok(session)
+    }
+
+    fn summary(&self) -> String {
+        format!("{}/summary", self.dir)
+    }
+
+    /// `<root>/rollout` names the cluster it was made for: another name is refused.
+    async fn check_cluster(&self, cluster: Option<&str>) -> Result<(), JournalError> {
+        let Some(cluster) = cluster else {
+            return Ok(());
+        };
+        let (data, _) = self
+            .patiently(|| self.client.get_data(&self.dir))
+            .await
+            .map_err(|e| self.err(format!("reading {}: {e}", self.dir)))?;
+        let found = String::from_utf8_lossy(&data);
+        if !found.is_empty() && found != cluster {
+            return Err(self.err(format!(
+                "{} keeps the rollouts of cluster {found:?}, not {cluster:?}: this root holds \
+                 another cluster; check the ZooKeeper root; nothing was changed",
+                self.dir
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs `op` again while ZooKeeper cannot be reached (the connection lost, the server
+    /// restarting), for at most the session timeout: within it this orchestrator's session,
+    /// and so its lock, may still be alive. An expired session is not retried.
+    async fn patiently<T, F, Fut>(&self, mut op: F) -> Result<T, zk::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, zk::Error>>,
+    {
+        let until = tokio::time::Instant::now() + self.patience;
+        loop {
+            match op().await {
+                Err(e) if unreachable(&e) && tokio::time::Instant::now() < until => {
+                    tracing::warn!(at = %self.at, "ZooKeeper unreachable; waiting within the session");
+                    tokio::time::sleep(RETRY).await;
+                }
+                r => return r,
+            }
+        }
     }
 
     fn err(&self, e: impl std::fmt::Display) -> JournalError {
@@ -249,8 +326,15 @@ impl Session {
     }
 
     async fn ensure(&self, path: &str) -> Result<(), JournalError> {
+        self.ensure_with(path, "").await
+    }
+
+    async fn ensure_with(&self, path: &str, data: &str) -> Result<(), JournalError> {
         let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&self.acl));
-        match self.client.create(path, b"", &opts).await {
+        match self
+            .patiently(|| self.client.create(path, data.as_bytes(), &opts))
+            .await
+        {
             Ok(_) | Err(zk::Error::NodeExists) => Ok(()),
             Err(e) => Err(self.err(format!("creating {path}: {e}"))),
         }
@@ -274,6 +358,9 @@ impl Session {
                 Req::Append(entry, r) => {
                     let _ = r.send(self.append(&entry).await);
                 }
+                Req::Fence(r) => {
+                    let _ = r.send(self.fence().await);
+                }
                 Req::Holder(r) => {
                     let _ = r.send(self.holder().await.map(|h| h.map(|(_, o)| o)));
                 }
@@ -284,8 +371,7 @@ impl Session {
     /// The lowest lock node and its owner.
     async fn holder(&self) -> Result<Option<(String, LockOwner)>, JournalError> {
         let mut locks: Vec<String> = self
-            .client
-            .list_children(&self.dir)
+            .patiently(|| self.client.list_children(&self.dir))
             .await
             .map_err(|e| self.err(e))?
             .into_iter()
@@ -294,7 +380,7 @@ impl Session {
         locks.sort();
         for name in locks {
             let path = format!("{}/{name}", self.dir);
-            match self.client.get_data(&path).await {
+            match self.patiently(|| self.client.get_data(&path)).await {
                 Ok((data, _)) => {
                     let owner = serde_json::from_slice(&data).map_err(|e| {
                         self.err(format!("{path} does not hold a rollout lock owner: {e}"))
@@ -346,8 +432,7 @@ impl Session {
     async fn load(&self) -> Result<Vec<Entry>, JournalError> {
         let entries = format!("{}/entries", self.dir);
         let mut names = self
-            .client
-            .list_children(&entries)
+            .patiently(|| self.client.list_children(&entries))
             .await
             .map_err(|e| self.err(e))?;
         names.sort();
@@ -355,8 +440,7 @@ impl Session {
         for name in names {
             let path = format!("{entries}/{name}");
             let (data, _) = self
-                .client
-                .get_data(&path)
+                .patiently(|| self.client.get_data(&path))
                 .await
                 .map_err(|e| self.err(format!("reading {path}: {e}")))?;
             let entry = serde_json::from_slice(&data).map_err(|e| {
@@ -370,32 +454,114 @@ impl Session {
         Ok(out)
     }
 
-    async fn append(&self, entry: &Entry) -> Result<(), JournalError> {
-        let Some(mine) = &self.mine else {
+    /// One transaction: this orchestrator's lock node still exists, the entry is created,
+    /// the summary is set if it has not changed since this orchestrator's last append.
+    /// While ZooKeeper is unreachable it is retried within the session timeout; a retry
+    /// whose first try was in fact committed finds the summary holding this entry, and
+    /// records nothing twice.
+    async fn append(&mut self, entry: &Entry) -> Result<(), JournalError> {
+        let Some(mine) = self.mine.clone() else {
             return Err(self.err("an append without the lock"));
         };
         let data = serde_json::to_vec(entry).map_err(|e| self.err(e))?;
         let opts = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::new(&self.acl));
-        let mut writer = self.client.new_multi_writer();
-        let built = writer
-            .add_check_version(mine, 0)
-            .and_then(|()| writer.add_create(&format!("{}/entries/e-", self.dir), &data, &opts))
-            .and_then(|()| writer.add_set_data(&format!("{}/summary", self.dir), &data, None));
-        built.map_err(|e| self.err(e))?;
-        let summary = format!("{}/summary", self.dir);
-        match writer.commit().await {
-            Ok(_) => Ok(()),
-            Err(zk::MultiWriteError::OperationFailed { index: 0, .. }) => Err(self.lost().await),
-            Err(zk::MultiWriteError::OperationFailed { index: 2, .. }) => {
-                // The first append: no summary yet. Make it, then append again (the check
-                // still guards the entry).
-                self.ensure(&summary).await?;
-                Box::pin(self.append(entry)).await
+        let summary = self.summary();
+        let until = tokio::time::Instant::now() + self.patience;
+        let mut retried = false;
+        loop {
+            let version = match self.summary_version {
+                Some(v) => v,
+                None => self.summary_now().await?.1,
+            };
+            let mut writer = self.client.new_multi_writer();
+            writer
+                .add_check_version(&mine, 0)
+                .and_then(|()| writer.add_create(&format!("{}/entries/e-", self.dir), &data, &opts))
+                .and_then(|()| writer.add_set_data(&summary, &data, Some(version)))
+                .map_err(|e| self.err(e))?;
+            match writer.commit().await {
+                Ok(results) => {
+                    self.summary_version = match results.get(2) {
+                        Some(zk::MultiWriteResult::SetData { stat }) => Some(stat.version),
+                        _ => None,
+                    };
+                    return Ok(());
+                }
+                Err(zk::MultiWriteError::OperationFailed { index: 0, .. }) => {
+                    return Err(self.lost().await);
+                }
+                Err(zk::MultiWriteError::OperationFailed { index: 2, .. }) => {
+                    // The summary moved: this append's own earlier try was committed before
+                    // the connection dropped, or the version known here is stale.
+                    let (now, version) = self.summary_now().await?;
+                    if retried && now == data {
+                        self.summary_version = Some(version);
+                        return Ok(());
+                    }
+                    if self.summary_version == Some(version) {
+                        return Err(
+                            self.err(format!("{summary} could not be set; nothing was recorded"))
+                        );
+                    }
+                    self.summary_version = Some(version);
+                }
+                Err(zk::MultiWriteError::RequestFailed { source })
+                    if unreachable(&source) && tokio::time::Instant::now() < until =>
+                {
+                    tracing::warn!(at = %self.at, "ZooKeeper unreachable; waiting within the session");
+                    retried = true;
+                    tokio::time::sleep(RETRY).await;
+                }
+                Err(zk::MultiWriteError::RequestFailed {
+                    source: zk::Error::SessionExpired | zk::Error::ClientClosed,
+                }) => return Err(self.lost().await),
+                Err(e) => {
+                    return Err(self.err(format!(
+                        "appending: {e}; nothing more is recorded or done (ZooKeeper was not \
+                         reachable within the session timeout, {} s)",
+                        self.patience.as_secs()
+                    )));
+                }
             }
-            Err(zk::MultiWriteError::RequestFailed {
-                source: zk::Error::SessionExpired | zk::Error::ClientClosed,
-            }) => Err(self.lost().await),
-            Err(e) => Err(self.err(format!("appending: {e}; nothing was recorded"))),
+        }
+    }
+
+    /// The summary's data and version.
+    async fn summary_now(&self) -> Result<(Vec<u8>, i32), JournalError> {
+        let summary = self.summary();
+        self.patiently(|| self.client.get_data(&summary))
+            .await
+            .map(|(data, stat)| (data, stat.version))
+            .map_err(|e| self.err(format!("reading {summary}: {e}")))
+    }
+
+    /// This orchestrator's lock node still exists (a transaction that only checks it, so
+    /// that the answer is ZooKeeper's ordered view, not a cached read).
+    async fn fence(&self) -> Result<(), JournalError> {
+        let Some(mine) = &self.mine else {
+            return Err(self.err("an action without the lock"));
+        };
+        let result = self
+            .patiently(|| async {
+                let mut writer = self.client.new_multi_writer();
+                writer.add_check_version(mine, 0)?;
+                match writer.commit().await {
+                    Ok(_) => Ok(true),
+                    Err(zk::MultiWriteError::OperationFailed { .. }) => Ok(false),
+                    Err(zk::MultiWriteError::RequestFailed { source }) => Err(source),
+                }
+            })
+            .await;
+        match result {
+            Ok(true) => Ok(()),
+            Ok(false) | Err(zk::Error::SessionExpired | zk::Error::ClientClosed) => {
+                Err(self.lost().await)
+            }
+            Err(e) => Err(self.err(format!(
+                "checking the lock: {e}; nothing more is done (ZooKeeper was not reachable \
+                 within the session timeout, {} s)",
+                self.patience.as_secs()
+            ))),
         }
     }
 
@@ -410,6 +576,18 @@ impl Session {
             holder,
         }
     }
+}
+
+/// Errors that say ZooKeeper could not be reached or did not answer (the connection lost or
+/// reset, a request timed out), as opposed to an answer.
+fn unreachable(e: &zk::Error) -> bool {
+    matches!(
+        e,
+        zk::Error::ConnectionLoss
+            | zk::Error::Timeout
+            | zk::Error::Custom(_)
+            | zk::Error::UnexpectedError(_)
+    )
 }
 
 fn hostname() -> String {

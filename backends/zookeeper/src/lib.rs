@@ -14,9 +14,20 @@
 //! - `rollout/summary`: the last entry, for people and `status`.
 //!
 //! Every append is one ZooKeeper transaction that checks this orchestrator's own lock node
-//! and creates the entry: an orchestrator whose session expired (paused past its timeout,
-//! cut off) can record nothing more, so the engine, which acts only after its append, does
-//! nothing more either.
+//! and creates the entry; and right before each action on the cluster the engine asks
+//! [`Journal::fence`](rollout_core::Journal::fence), a transaction that only checks the lock
+//! node. An orchestrator whose session expired (paused past its timeout, cut off) can
+//! record nothing more and, since every action waits for its check, does nothing more.
+//!
+//! While ZooKeeper cannot be reached (a lost connection, a server restarting), each request
+//! is tried again for up to the session timeout: within it the session, and so the lock,
+//! may still be alive, and the rollout goes on where it was. Past it the step fails, the
+//! rollout stops, and the lock goes with the session; `status` and a resume or `abort` from
+//! any host take it from there. An append retried after a lost connection is recorded once:
+//! it sets the summary only at the version it last saw.
+//!
+//! `<root>/rollout` holds the name of the cluster it was made for
+//! ([`ZkOptions::cluster`]); a journal opened for another cluster is refused.
 //!
 //! The client is async ([`zookeeper_client`]); [`Journal`](rollout_core::Journal) is not,
 //! so the session lives on a thread of its own with its own runtime, and each call waits for

@@ -123,6 +123,11 @@ fn an_orchestrator_whose_lock_is_gone_records_nothing_more() {
     });
     let b = ZkJournal::connect(ZkOptions::new(&hosts, &root)).unwrap();
     b.lock("rollout B").unwrap();
+    // The check the engine makes before each action fails too, naming the new holder.
+    let e = a.fence().unwrap_err();
+    assert!(matches!(e, JournalError::LockLost { .. }), "{e}");
+    assert!(e.to_string().contains("rollout B"), "{e}");
+    b.fence().unwrap();
     let e = a.append(&done("b:1")).unwrap_err();
     assert!(matches!(e, JournalError::LockLost { .. }), "{e}");
     assert!(e.to_string().contains("rollout B"), "{e}");
@@ -131,6 +136,52 @@ fn an_orchestrator_whose_lock_is_gone_records_nothing_more() {
         vec![done("a:1")],
         "A's late append landed"
     );
+}
+
+#[test]
+fn a_root_keeping_another_clusters_rollouts_is_refused() {
+    let hosts = zookeeper();
+    let root = root(&hosts, "cluster");
+    let a = ZkJournal::connect(ZkOptions::new(&hosts, &root).cluster("openmldb/a")).unwrap();
+    a.lock("rollout").unwrap();
+    a.append(&done("a:1")).unwrap();
+    a.unlock();
+    // The same cluster again, and a reader that names none, are fine.
+    ZkJournal::connect(ZkOptions::new(&hosts, &root).cluster("openmldb/a")).unwrap();
+    ZkJournal::connect(ZkOptions::new(&hosts, &root)).unwrap();
+    let e = ZkJournal::connect(ZkOptions::new(&hosts, &root).cluster("openmldb/b"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("\"openmldb/a\"")
+            && e.contains("another cluster")
+            && e.contains("nothing was changed"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_append_lands_once_after_the_summary_was_rewritten_by_hand() {
+    // Two appends of the same entry are two records; the summary follows the last one.
+    // (An append retried after a lost connection is in tests/outage.rs.)
+    let hosts = zookeeper();
+    let root = root(&hosts, "summary");
+    let j = ZkJournal::connect(ZkOptions::new(&hosts, &root)).unwrap();
+    j.lock("rollout").unwrap();
+    j.append(&done("a:1")).unwrap();
+    j.append(&done("a:1")).unwrap();
+    // Someone (an operator by hand) rewrites the summary: the next append still lands once.
+    let summary = format!("{root}/rollout/summary");
+    raw(&hosts, async |c| {
+        c.set_data(&summary, b"{}", None).await.unwrap();
+    });
+    j.append(&done("b:1")).unwrap();
+    assert_eq!(
+        j.load().unwrap(),
+        vec![done("a:1"), done("a:1"), done("b:1")]
+    );
+    let text = raw(&hosts, async |c| c.get_data(&summary).await.unwrap().0);
+    assert_eq!(serde_json::from_slice::<Entry>(&text).unwrap(), done("b:1"));
 }
 
 #[test]

@@ -1,0 +1,156 @@
+//! `ZkJournal` while its ZooKeeper goes away: a private standalone server (Debian's, started
+//! by `scripts/zookeeper.sh` in a directory and on a port of this test's own, so that no
+//! other test sees the outage) is restarted, then frozen past the session timeout.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use rollout_core::{Entry, Journal, JournalError, NodeId};
+use rollout_zookeeper::{ZkJournal, ZkOptions};
+
+/// A ZooKeeper of this test alone; stopped (and its data removed) when dropped.
+struct Private {
+    dir: PathBuf,
+    hosts: String,
+}
+
+fn script(dir: &PathBuf, command: &str) -> String {
+    let out = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/zookeeper.sh"
+        ))
+        .arg(command)
+        .env("ROLLOUT_ZK_DIR", dir)
+        .env_remove("ROLLOUT_ZK_PORT")
+        .output()
+        .expect("run scripts/zookeeper.sh");
+    assert!(
+        out.status.success(),
+        "scripts/zookeeper.sh {command} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string()
+}
+
+impl Private {
+    fn start(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("rollout-zk-{name}-{}", std::process::id()));
+        let hosts = script(&dir, "start");
+        Self { dir, hosts }
+    }
+
+    fn pid(&self) -> String {
+        std::fs::read_to_string(self.dir.join("zookeeper.pid"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        script(&self.dir, "stop");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn done(n: &str) -> Entry {
+    Entry::NodeDone {
+        node: NodeId::new(n),
+    }
+}
+
+fn journal(hosts: &str, session: Duration) -> ZkJournal {
+    let mut o = ZkOptions::new(hosts, "/");
+    o.session_timeout = session;
+    ZkJournal::connect(o).unwrap()
+}
+
+#[test]
+fn appends_wait_through_a_server_restart_and_land_once() {
+    let zk = Private::start("restart");
+    let j = journal(&zk.hosts, Duration::from_secs(30));
+    j.lock("rollout A").unwrap();
+    j.append(&done("a:1")).unwrap();
+    let dir = zk.dir.clone();
+    let restart = std::thread::spawn(move || script(&dir, "restart"));
+    // Appends and lock checks go on while the server is down and coming back.
+    let mut n = 1;
+    while !restart.is_finished() {
+        j.fence().unwrap();
+        j.append(&done(&format!("n{n}:1"))).unwrap();
+        n += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        restart.join().unwrap(),
+        zk.hosts,
+        "the server came back elsewhere"
+    );
+    j.append(&done("z:1")).unwrap();
+    j.fence().unwrap();
+    let entries = j.load().unwrap();
+    let mut expected = vec![done("a:1")];
+    expected.extend((1..n).map(|i| done(&format!("n{i}:1"))));
+    expected.push(done("z:1"));
+    assert_eq!(entries, expected, "an append was lost or recorded twice");
+    // The session, and so the lock, survived the restart.
+    assert_eq!(j.holder().unwrap().unwrap().rollout, "rollout A");
+}
+
+#[test]
+fn a_server_gone_past_the_session_timeout_fails_the_next_step_and_frees_the_lock() {
+    let zk = Private::start("outage");
+    let session = Duration::from_secs(4);
+    let a = journal(&zk.hosts, session);
+    a.lock("rollout A").unwrap();
+    a.append(&done("a:1")).unwrap();
+    zk.signal("-STOP");
+    let e = a.append(&done("b:1")).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            JournalError::Store { .. } | JournalError::LockLost { .. }
+        ),
+        "{e}"
+    );
+    assert!(a.fence().is_err(), "A may still act without ZooKeeper");
+    zk.signal("-CONT");
+    // Back again, the server expires A's session: its lock goes, with no manual cleanup,
+    // and another orchestrator takes it over and finds what A had recorded.
+    let b = journal(&zk.hosts, session);
+    let mut took = false;
+    for _ in 0..40 {
+        if b.lock("rollout B").is_ok() {
+            took = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(took, "A's lock did not go with its session");
+    assert_eq!(b.load().unwrap(), vec![done("a:1")]);
+    let e = a.append(&done("c:1")).unwrap_err();
+    assert!(matches!(e, JournalError::LockLost { .. }), "{e}");
+    assert!(a.fence().is_err());
+    assert_eq!(
+        b.load().unwrap(),
+        vec![done("a:1")],
+        "A's late append landed"
+    );
+}
