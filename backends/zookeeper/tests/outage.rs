@@ -2,6 +2,11 @@
 //! by `scripts/zookeeper.sh` in a directory and on a port of this test's own, so that no
 //! other test sees the outage) is restarted, then frozen past the session timeout.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a real server's outage passes in wall time, which no paused clock drives"
+)]
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
