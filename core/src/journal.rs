@@ -45,6 +45,10 @@ pub enum Entry {
         node: NodeId,
         /// Its boot id before the stop.
         boot: Option<String>,
+        /// Its role: a resume finds the node by it when the live topology does not list
+        /// it (a coordinator that is stopped is known only to whoever stopped it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<crate::model::Role>,
     },
     /// The node is about to be started (written before the start call).
     NodeStarting {
@@ -490,6 +494,8 @@ pub struct InFlight {
     /// with a moved boot id, a stopped node was started once and is not started again by a
     /// resume.
     pub started: bool,
+    /// Its role, when the journal recorded it.
+    pub role: Option<crate::model::Role>,
 }
 
 impl Resume {
@@ -524,13 +530,14 @@ impl Resume {
                     }
                 }
                 Entry::KnobRestored { name } => r.knobs.retain(|(n, _)| n != name),
-                Entry::NodeBegin { node, boot } => {
+                Entry::NodeBegin { node, boot, role } => {
                     r.in_flight.retain(|f| &f.node != node);
                     r.in_flight.push(InFlight {
                         node: node.clone(),
                         boot: boot.clone(),
                         record: None,
                         started: false,
+                        role: role.clone(),
                     });
                 }
                 Entry::NodeApplied { record } => {

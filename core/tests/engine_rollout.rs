@@ -558,3 +558,45 @@ async fn a_boxed_cluster_rolls_like_the_generic_one_and_keeps_error_classes() {
     assert!(boxed_sim.truth().knobs_restored);
     assert_eq!(generic.truth().restarts, boxed_sim.truth().restarts);
 }
+
+/// A stopped coordinator that the topology no longer lists (an OpenMLDB nameserver is known
+/// only from its ZooKeeper registration while it runs) is still resumed from the journal,
+/// after a crash at every step.
+#[tokio::test(start_paused = true)]
+async fn resumes_a_stopped_coordinator_the_topology_no_longer_lists_at_every_step() {
+    let spec = spec();
+    let total = {
+        let c = Tiny::new(7, 3, 8);
+        c.hide_stopped_coordinators();
+        let journal = MemoryJournal::new();
+        roll(&c, &spec, Run::new(&journal)).await.unwrap();
+        journal.entries().len()
+    };
+    let mut hidden = 0;
+    for step in 1..total {
+        let c = Tiny::new(7, 3, 8);
+        c.hide_stopped_coordinators();
+        let journal = CrashJournal::new(step);
+        let Some(first) = journal.race(roll(&c, &spec, Run::new(&journal))).await else {
+            let topology = rollout_core::Cluster::topology(&c).await.unwrap();
+            if topology.nodes.len() < 11 {
+                hidden += 1;
+            }
+            let report = roll(&c, &spec, Run::new(&journal))
+                .await
+                .unwrap_or_else(|e| panic!("step {step}: resume failed: {e}"));
+            assert!(report.resumed, "step {step}");
+            assert_eq!(report.outcome, Outcome::Completed, "step {step}");
+            assert!(c.knobs_restored(), "step {step}");
+            for (node, n) in c.restarts() {
+                assert_eq!(n, 1, "step {step}: node {node} restarted {n} times");
+            }
+            continue;
+        };
+        first.unwrap();
+    }
+    assert!(
+        hidden > 0,
+        "no crash left a coordinator stopped and unlisted"
+    );
+}

@@ -32,6 +32,7 @@ fn entries_round_trip_as_json_lines() {
         Entry::NodeBegin {
             node: NodeId::new("a:1"),
             boot: Some("7".into()),
+            role: None,
         },
     ];
     for e in &entries {
@@ -100,6 +101,7 @@ fn resume_state_follows_the_last_rollout() {
         Entry::NodeBegin {
             node: NodeId::new("b:1"),
             boot: None,
+            role: None,
         },
         Entry::NodeDone {
             node: NodeId::new("b:1"),
@@ -107,6 +109,7 @@ fn resume_state_follows_the_last_rollout() {
         Entry::NodeBegin {
             node: a.clone(),
             boot: Some("1".into()),
+            role: None,
         },
         Entry::NodeApplied {
             record: record.clone(),
@@ -123,6 +126,7 @@ fn resume_state_follows_the_last_rollout() {
             boot: Some("1".into()),
             record: Some(record),
             started: false,
+            role: None,
         }]
     );
     let mut ended = entries.clone();

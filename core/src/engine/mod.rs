@@ -18,7 +18,7 @@ use crate::control::Control;
 use crate::error::{Error, Phase};
 use crate::event::{Event, Ignore, Observer};
 use crate::journal::{Entry, Journal, JournalError, Resume};
-use crate::model::{KnobScope, NodeId};
+use crate::model::{KnobScope, NodeId, NodeInfo, Topology};
 use crate::plan::Wave;
 use crate::policy::{OnTimeout, Spec};
 
@@ -139,12 +139,16 @@ async fn roll_inner<C: Cluster>(
     run: Run<'_>,
 ) -> Result<Report, Error<C::Error>> {
     let topology = validate(cluster, spec).await?;
-    let selected = resolve(&topology, spec)?;
     run.journal
         .lock(&format!("rollout of {}", cluster.name()))
         .map_err(Error::Journal)?;
     let _lock = LockGuard(run.journal);
     let resume = Resume::from_entries(&run.journal.load().map_err(Error::Journal)?);
+    // Nodes this rollout left stopped that the live topology no longer lists (a stopped
+    // coordinator is known only to whoever stopped it) are put back in, from the journal.
+    let ghosts = ghosts(&resume, &topology);
+    let topology = with_ghosts(topology, &ghosts);
+    let selected = resolve(&topology, spec)?;
     if let Some((name, change, nodes, procedure)) = &resume.begin {
         if name != cluster.name() {
             return Err(Error::Journal(JournalError::WrongCluster {
@@ -164,7 +168,8 @@ async fn roll_inner<C: Cluster>(
         .cloned()
         .collect();
     let (todo, done) = split_done(cluster, spec, &remaining, &in_flight).await?;
-    let ctx = Ctx::new(cluster, spec, run);
+    let mut ctx = Ctx::new(cluster, spec, run);
+    ctx.ghosts = ghosts;
     let mut guard = Guard::from_journal(&resume, cluster.knobs(spec.policy.get_procedure()));
     let planned = guard.planned(cluster, &spec.policy).await?;
     let plan = make_plan(cluster, spec, &topology, &todo, done.clone(), planned);
@@ -341,16 +346,58 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
+/// The in-flight nodes of `resume` that `topology` does not list and whose role the
+/// journal recorded, as nodes that are down.
+fn ghosts(resume: &Resume, topology: &Topology) -> Vec<NodeInfo> {
+    resume
+        .in_flight
+        .iter()
+        .filter(|f| topology.node(&f.node).is_none())
+        .filter_map(|f| {
+            let role = f.role.clone()?;
+            tracing::info!(node = %f.node, "the live topology does not list a node this rollout left in progress; taken from the journal");
+            Some(NodeInfo::new(f.node.clone(), role).alive(false))
+        })
+        .collect()
+}
+
+/// `topology` with the `ghosts` it does not list (once a ghost is back, the live entry wins).
+fn with_ghosts(mut topology: Topology, ghosts: &[NodeInfo]) -> Topology {
+    for g in ghosts {
+        if topology.node(&g.id).is_none() {
+            topology.nodes.push(g.clone());
+        }
+    }
+    topology
+}
+
 /// The engine's private state for one run.
 struct Ctx<'a, C> {
     cluster: &'a C,
     spec: &'a Spec,
     run: Run<'a>,
+    /// Nodes in progress the live topology does not list (see [`ghosts`]).
+    ghosts: Vec<NodeInfo>,
 }
 
 impl<'a, C: Cluster> Ctx<'a, C> {
     fn new(cluster: &'a C, spec: &'a Spec, run: Run<'a>) -> Self {
-        Self { cluster, spec, run }
+        Self {
+            cluster,
+            spec,
+            run,
+            ghosts: Vec::new(),
+        }
+    }
+
+    /// The live topology (read with retries), with this run's [`ghosts`].
+    async fn topology(&self, phase: Phase) -> Result<Topology, Error<C::Error>> {
+        let t = self.call(None, phase, || self.cluster.topology()).await?;
+        Ok(self.with_ghosts(t))
+    }
+
+    fn with_ghosts(&self, topology: Topology) -> Topology {
+        with_ghosts(topology, &self.ghosts)
     }
 
     fn emit(&self, event: Event) {
@@ -418,9 +465,7 @@ impl<'a, C: Cluster> Ctx<'a, C> {
         // Nodes the journal shows in progress (the wave a crash interrupted) are finished
         // first, together, each from where it stopped.
         if !resume.in_flight.is_empty() {
-            let topology = self
-                .call(None, Phase::Plan, || self.cluster.topology())
-                .await?;
+            let topology = self.topology(Phase::Plan).await?;
             let mut groups: Vec<(Wave, Vec<node::StartAt>)> = Vec::new();
             for flight in &resume.in_flight {
                 let id = &flight.node;

@@ -344,6 +344,7 @@ impl<C: Cluster> Ctx<'_, C> {
             }
         }
         if !*begun {
+            let topology = self.topology(Phase::Gate).await?;
             for s in slots.iter_mut().filter(|s| s.start <= StartAt::Drain) {
                 let status = self
                     .call(Some(&s.id), Phase::Gate, || s.node.status())
@@ -352,6 +353,7 @@ impl<C: Cluster> Ctx<'_, C> {
                 self.append(&Entry::NodeBegin {
                     node: s.id.clone(),
                     boot: s.boot.clone(),
+                    role: topology.node(&s.id).map(|n| n.role.clone()),
                 })?;
             }
             *begun = true;
@@ -407,9 +409,7 @@ impl<C: Cluster> Ctx<'_, C> {
         if to_stop.is_empty() {
             return Ok(true);
         }
-        let topology = self
-            .call(None, Phase::Stop, || self.cluster.topology())
-            .await?;
+        let topology = self.topology(Phase::Stop).await?;
         if let Some((node, reason)) = outside_failure(&topology, &to_stop, true) {
             return Err(Error::OutsideFailure {
                 node: Some(node),
@@ -487,7 +487,7 @@ impl<C: Cluster> Ctx<'_, C> {
         let max_unavailable = self.spec.policy.get_max_unavailable();
         let relief = &self.relief();
         let placement = probe_fn(|| async move {
-            let topology = self.cluster.topology().await?;
+            let topology = self.with_ghosts(self.cluster.topology().await?);
             Ok::<Health, C::Error>(
                 match wave_is_safe_with(&topology, &wave.nodes, max_unavailable, relief) {
                     Ok(()) => Health::Healthy,

@@ -44,9 +44,7 @@ impl<C: Cluster> Ctx<'_, C> {
             return Ok(());
         }
         let open = self.open_temporaries()?;
-        let topology = self
-            .call(None, Phase::AddReplica, || self.cluster.topology())
-            .await?;
+        let topology = self.topology(Phase::AddReplica).await?;
         let limit = self.spec.policy.get_temporary_replica_limit();
         let placed = place_temporary_replicas(&topology, nodes, &relief, limit, &open).map_err(
             |reason| Error::Unsafe {
@@ -108,9 +106,7 @@ impl<C: Cluster> Ctx<'_, C> {
         if open.is_empty() {
             return Ok(Vec::new());
         }
-        let topology = self
-            .call(None, Phase::RemoveReplica, || self.cluster.topology())
-            .await?;
+        let topology = self.topology(Phase::RemoveReplica).await?;
         let (gone, open): (Vec<_>, Vec<_>) = open
             .into_iter()
             .partition(|t| !topology.partitions.iter().any(|p| p.id == t.partition));

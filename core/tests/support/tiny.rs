@@ -36,6 +36,9 @@ struct State {
     fail_start: BTreeSet<usize>,
     drained: BTreeSet<usize>,
     log: Vec<String>,
+    /// Stopped coordinators are left out of the topology (as OpenMLDB's nameservers, known
+    /// from their ZooKeeper registration only while they run).
+    hide_stopped_coordinators: bool,
 }
 
 /// The in-test cluster. Clones share state.
@@ -134,6 +137,11 @@ impl Tiny {
 
     pub fn all_running(&self) -> bool {
         self.st().nodes.iter().all(|n| n.running)
+    }
+
+    /// Leaves stopped coordinators out of the topology from now on.
+    pub fn hide_stopped_coordinators(&self) {
+        self.st().hide_stopped_coordinators = true;
     }
 
     /// Adds `line` to the call log (a test's own marker between the calls).
@@ -292,6 +300,11 @@ impl Cluster for Tiny {
         let nodes = st
             .nodes
             .iter()
+            .filter(|n| {
+                !(st.hide_stopped_coordinators
+                    && !n.running
+                    && n.role.kind == RoleKind::Coordinator)
+            })
             .map(|n| {
                 NodeInfo::new(n.id.clone(), n.role.clone())
                     .alive(n.running)
