@@ -190,6 +190,24 @@ impl SimCluster {
         }
     }
 
+    /// The process of `node` dies at once, as under SIGKILL: what it had not flushed or
+    /// replicated is gone as in a crash, and nothing starts it again (no supervisor) until
+    /// a start. `false` when the cluster has no such node or it was not running. For
+    /// emulators whose processes are real OS processes.
+    pub fn kill(&self, node: &NodeId) -> bool {
+        let mut w = self.world();
+        let Some(i) = self.index(&w, node) else {
+            return false;
+        };
+        if !w.nodes[i as usize].running {
+            return false;
+        }
+        w.nodes[i as usize].crashes += 1;
+        w.nodes[i as usize].exit_reason = Some("the process was killed".into());
+        w.process_gone(i);
+        true
+    }
+
     /// The operator fixes what made `node` fail at start (clears an injected `fail-start`):
     /// its next start works. `false` when the cluster has no such node.
     pub fn fix_start(&self, node: &str) -> bool {

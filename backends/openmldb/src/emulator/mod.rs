@@ -7,7 +7,10 @@
 //! `<root>/config/auto_failover`, `<root>/taskmanager/leader`. A stopped process closes its
 //! port and its ZooKeeper nodes go.
 
+mod processes;
 mod serve;
+
+pub use processes::run_process;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -237,6 +240,17 @@ async fn supervise(sim: SimCluster, dir: Arc<Directory>, id: NodeId, first: TcpL
         // The taskmanager leader node and the nameservers' lock nodes follow the world's
         // processes; a tablet registers once it serves.
         let wants = serving && matches!(role, "nameserver" | "tablet" | "taskmanager");
+        // A session ZooKeeper expired (it was away longer than the session timeout) took
+        // the registration with it: register again on a new session, as OpenMLDB's
+        // processes do on a session expiry.
+        if registered.as_ref().is_some_and(|(c, _)| {
+            matches!(
+                c.state(),
+                zk::SessionState::Expired | zk::SessionState::Closed | zk::SessionState::AuthFailed
+            )
+        }) {
+            registered = None;
+        }
         match (wants, registered.is_some()) {
             (true, false) => {
                 if let Ok(c) = zk_client(&dir.ensemble).await {

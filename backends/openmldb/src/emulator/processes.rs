@@ -1,0 +1,173 @@
+//! Emulated processes that are real OS processes: the emulator's serve mode gives each
+//! emulated nameserver, tablet, apiserver and taskmanager a process of its own (started by a
+//! deployment's start command, found by its pid file, stopped by signals), so that an
+//! orchestrator in another process rolls the emulated cluster through real process control,
+//! the node agent and pid files included.
+//!
+//! Each such process ([`run_process`]) holds one TCP connection to the emulator's control
+//! port ([`Emulator::serve_processes`]) for as long as it lives, speaking lines of text:
+//!
+//! - the process sends `start <endpoint>`: the world's node starts (or, when it already
+//!   runs, as at the emulator's start, the process takes it over); the emulator answers `ok`,
+//!   or `error <why>` and the process exits with status 1 (as a server whose port is taken);
+//! - on SIGTERM the process sends `stop`: the world's node shuts down cleanly, taking its
+//!   stop time, and the emulator closes the connection when it is down;
+//! - the emulator closes the connection when the world's node is no longer running, and
+//!   the process exits with status 0;
+//! - a connection that closes without `stop` (the process was killed, SIGKILL) kills the
+//!   world's node at once, as a crash ([`SimCluster::kill`]).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rollout_core::{Cluster, Node, NodeId};
+use rollout_sim::SimCluster;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use super::{Directory, Emulator};
+
+impl Emulator {
+    /// Serves the control port of the emulated processes on `listener` (loopback) until
+    /// the handle is aborted or the emulator dropped. See the [module docs](self).
+    pub fn serve_processes(&self, listener: TcpListener) -> JoinHandle<()> {
+        let (sim, dir) = (self.sim.clone(), self.dir.clone());
+        let attached: Arc<Mutex<BTreeSet<NodeId>>> = Arc::default();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (sim, dir, attached) = (sim.clone(), dir.clone(), attached.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = process(stream, &sim, &dir, &attached).await {
+                        tracing::debug!(error = %e, "an emulated process's connection ended");
+                    }
+                });
+            }
+        })
+    }
+}
+
+/// Releases a node's claim when its connection ends, however it ends.
+struct Claim<'a>(&'a Mutex<BTreeSet<NodeId>>, NodeId);
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.1);
+    }
+}
+
+async fn process(
+    stream: TcpStream,
+    sim: &SimCluster,
+    dir: &Directory,
+    attached: &Mutex<BTreeSet<NodeId>>,
+) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let Some(first) = lines.next_line().await? else {
+        return Ok(());
+    };
+    let Some(endpoint) = first.strip_prefix("start ") else {
+        write
+            .write_all(b"error expected: start <endpoint>\n")
+            .await?;
+        return Ok(());
+    };
+    let Some(id) = dir.world(endpoint.trim()) else {
+        let line = format!("error no emulated process serves {endpoint}\n");
+        write.write_all(line.as_bytes()).await?;
+        return Ok(());
+    };
+    if !attached
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id.clone())
+    {
+        let line = format!("error {endpoint} is already running (its port is taken)\n");
+        write.write_all(line.as_bytes()).await?;
+        return Ok(());
+    }
+    let _claim = Claim(attached, id.clone());
+    let node = Cluster::node(sim, &id).ok_or_else(|| std::io::Error::other("no such node"))?;
+    if sim.running(&id) != Some(true) {
+        node.start()
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+    }
+    write.write_all(b"ok\n").await?;
+    let mut stopping = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    loop {
+        tokio::select! {
+            line = lines.next_line(), if !stopping => match line {
+                Ok(Some(l)) if l.trim() == "stop" => {
+                    stopping = true;
+                    node.stop()
+                        .await
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                }
+                Ok(Some(_)) => {}
+                // Gone without a word: killed.
+                Ok(None) | Err(_) => {
+                    sim.kill(&id);
+                    return Ok(());
+                }
+            },
+            _ = tick.tick() => {
+                if sim.running(&id) != Some(true) {
+                    // Down (stopped, or crashed in the world): the process ends.
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// The body of one emulated process: connects to the emulator's control port `control`
+/// (`HOST:PORT`), starts (or takes over) the world's node at `endpoint`, and lives until the
+/// node is down. When `terminate` completes (SIGTERM, say) the node shuts down cleanly first.
+///
+/// # Errors
+/// The control port cannot be reached, or the emulator refused the start (its reason).
+pub async fn run_process(
+    control: &str,
+    endpoint: &str,
+    terminate: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let stream = TcpStream::connect(control).await?;
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    write
+        .write_all(format!("start {endpoint}\n").as_bytes())
+        .await?;
+    match lines.next_line().await? {
+        Some(l) if l == "ok" => {}
+        Some(l) => {
+            return Err(std::io::Error::other(
+                l.strip_prefix("error ").unwrap_or(&l).to_string(),
+            ));
+        }
+        None => return Err(std::io::Error::other("the emulator closed the connection")),
+    }
+    let mut terminate = std::pin::pin!(terminate);
+    let mut asked = false;
+    loop {
+        tokio::select! {
+            () = &mut terminate, if !asked => {
+                asked = true;
+                write.write_all(b"stop\n").await?;
+            }
+            line = lines.next_line() => match line {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return Ok(()),
+            },
+        }
+    }
+}
