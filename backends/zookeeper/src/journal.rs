@@ -413,18 +413,35 @@ impl Session {
             .await
             .map_err(|e| self.err(format!("taking the lock: {e}")))?;
         let mine = format!("{}/lock-{seq}", self.dir);
-        match self.holder().await? {
-            Some((path, _)) if path == mine => {
-                self.mine = Some(mine);
-                Ok(())
-            }
-            other => {
-                let _ = self.client.delete(&mine, None).await;
-                let holder = other.map_or_else(|| "nobody".to_string(), |(_, o)| o.to_string());
-                Err(JournalError::Locked {
-                    path: self.dir.clone().into(),
-                    holder,
-                })
+        // A holder that was a process of this host and is gone (killed) keeps the lock only
+        // until ZooKeeper expires its session: wait for that, bounded.
+        let until = tokio::time::Instant::now() + 2 * self.patience + Duration::from_secs(5);
+        let mut told = false;
+        loop {
+            match self.holder().await? {
+                Some((path, _)) if path == mine => {
+                    self.mine = Some(mine);
+                    return Ok(());
+                }
+                Some((_, owner))
+                    if owner.host == hostname()
+                        && !pid_alive(owner.pid)
+                        && tokio::time::Instant::now() < until =>
+                {
+                    if !told {
+                        tracing::warn!(holder = %owner, "the lock's holder, a process of this host, is gone; waiting for ZooKeeper to expire its session");
+                        told = true;
+                    }
+                    tokio::time::sleep(RETRY).await;
+                }
+                other => {
+                    let _ = self.client.delete(&mine, None).await;
+                    let holder = other.map_or_else(|| "nobody".to_string(), |(_, o)| o.to_string());
+                    return Err(JournalError::Locked {
+                        path: self.dir.clone().into(),
+                        holder,
+                    });
+                }
             }
         }
     }
@@ -588,6 +605,11 @@ fn unreachable(e: &zk::Error) -> bool {
             | zk::Error::Custom(_)
             | zk::Error::UnexpectedError(_)
     )
+}
+
+/// Whether process `pid` of this host exists (Linux `/proc`).
+fn pid_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 fn hostname() -> String {

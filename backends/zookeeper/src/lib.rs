@@ -48,5 +48,6 @@
 //! [`Entry`]: rollout_core::Entry
 
 mod journal;
+pub mod testing;
 
 pub use journal::{LockOwner, ZkJournal, ZkOptions};

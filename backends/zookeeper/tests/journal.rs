@@ -4,31 +4,9 @@
 use std::time::Duration;
 
 use rollout_core::{Entry, Journal, JournalError, NodeId};
+use rollout_zookeeper::testing::zookeeper;
 use rollout_zookeeper::{ZkJournal, ZkOptions};
 use zookeeper_client as zk;
-
-fn zookeeper() -> String {
-    if let Ok(a) = std::env::var("ROLLOUT_ZK") {
-        return a;
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/zookeeper.sh");
-    let out = std::process::Command::new("bash")
-        .arg(script)
-        .arg("start")
-        .output()
-        .expect("run scripts/zookeeper.sh");
-    assert!(
-        out.status.success(),
-        "scripts/zookeeper.sh start failed (CI={:?}): {}",
-        std::env::var("CI").ok(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .expect("HOST:PORT")
-        .to_string()
-}
 
 /// A fresh cluster root (`/journal-test-<name>-<pid>`), made with a raw client.
 fn root(hosts: &str, name: &str) -> String {

@@ -7,73 +7,11 @@
     reason = "a real server's outage passes in wall time, which no paused clock drives"
 )]
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use rollout_core::{Entry, Journal, JournalError, NodeId};
+use rollout_zookeeper::testing::PrivateZooKeeper;
 use rollout_zookeeper::{ZkJournal, ZkOptions};
-
-/// A ZooKeeper of this test alone; stopped (and its data removed) when dropped.
-struct Private {
-    dir: PathBuf,
-    hosts: String,
-}
-
-fn script(dir: &PathBuf, command: &str) -> String {
-    let out = Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../scripts/zookeeper.sh"
-        ))
-        .arg(command)
-        .env("ROLLOUT_ZK_DIR", dir)
-        .env_remove("ROLLOUT_ZK_PORT")
-        .output()
-        .expect("run scripts/zookeeper.sh");
-    assert!(
-        out.status.success(),
-        "scripts/zookeeper.sh {command} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string()
-}
-
-impl Private {
-    fn start(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("rollout-zk-{name}-{}", std::process::id()));
-        let hosts = script(&dir, "start");
-        Self { dir, hosts }
-    }
-
-    fn pid(&self) -> String {
-        std::fs::read_to_string(self.dir.join("zookeeper.pid"))
-            .unwrap()
-            .trim()
-            .to_string()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.pid()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig}");
-    }
-}
-
-impl Drop for Private {
-    fn drop(&mut self) {
-        self.signal("-CONT");
-        script(&self.dir, "stop");
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn done(n: &str) -> Entry {
     Entry::NodeDone {
@@ -89,25 +27,23 @@ fn journal(hosts: &str, session: Duration) -> ZkJournal {
 
 #[test]
 fn appends_wait_through_a_server_restart_and_land_once() {
-    let zk = Private::start("restart");
-    let j = journal(&zk.hosts, Duration::from_secs(30));
+    let zk = PrivateZooKeeper::start("restart");
+    let j = journal(zk.hosts(), Duration::from_secs(30));
     j.lock("rollout A").unwrap();
     j.append(&done("a:1")).unwrap();
-    let dir = zk.dir.clone();
-    let restart = std::thread::spawn(move || script(&dir, "restart"));
     // Appends and lock checks go on while the server is down and coming back.
     let mut n = 1;
-    while !restart.is_finished() {
-        j.fence().unwrap();
-        j.append(&done(&format!("n{n}:1"))).unwrap();
-        n += 1;
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(
-        restart.join().unwrap(),
-        zk.hosts,
-        "the server came back elsewhere"
-    );
+    let back = std::thread::scope(|s| {
+        let restart = s.spawn(|| zk.restart());
+        while !restart.is_finished() {
+            j.fence().unwrap();
+            j.append(&done(&format!("n{n}:1"))).unwrap();
+            n += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        restart.join().unwrap()
+    });
+    assert_eq!(back.unwrap(), zk.hosts(), "the server came back elsewhere");
     j.append(&done("z:1")).unwrap();
     j.fence().unwrap();
     let entries = j.load().unwrap();
@@ -121,9 +57,9 @@ fn appends_wait_through_a_server_restart_and_land_once() {
 
 #[test]
 fn a_server_gone_past_the_session_timeout_fails_the_next_step_and_frees_the_lock() {
-    let zk = Private::start("outage");
+    let zk = PrivateZooKeeper::start("outage");
     let session = Duration::from_secs(4);
-    let a = journal(&zk.hosts, session);
+    let a = journal(zk.hosts(), session);
     a.lock("rollout A").unwrap();
     a.append(&done("a:1")).unwrap();
     zk.signal("-STOP");
@@ -139,7 +75,7 @@ fn a_server_gone_past_the_session_timeout_fails_the_next_step_and_frees_the_lock
     zk.signal("-CONT");
     // Back again, the server expires A's session: its lock goes, with no manual cleanup,
     // and another orchestrator takes it over and finds what A had recorded.
-    let b = journal(&zk.hosts, session);
+    let b = journal(zk.hosts(), session);
     let mut took = false;
     for _ in 0..40 {
         if b.lock("rollout B").is_ok() {
