@@ -238,9 +238,12 @@ pub(crate) async fn run_real<C: rollout_core::Cluster>(
     .await
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;
     if json {
+        let starts = starts_recorded(&file.load().map_err(|e| anyhow::anyhow!(chain(&e)))?);
         let mut v = serde_json::to_value(&report)?;
         v["completed"] = matches!(report.outcome, rollout_core::Outcome::Completed).into();
         v["journal"] = journal.describe().into();
+        v["max_restarts_per_node"] = starts.values().copied().max().unwrap_or(0).into();
+        v["starts_recorded"] = serde_json::to_value(&starts)?;
         println!("{v}");
     } else {
         println!(
@@ -253,26 +256,60 @@ pub(crate) async fn run_real<C: rollout_core::Cluster>(
     Ok(())
 }
 
+/// How many starts the journal records for each node in its last rollout, all runs of it
+/// (a resumed one too): each start is recorded right before it is made, so a node started
+/// twice shows 2. On a real cluster this is what the orchestrator can know of restarts
+/// (a crash between the record and the start counts one start too many, never too few).
+pub(crate) fn starts_recorded(
+    entries: &[rollout_core::Entry],
+) -> std::collections::BTreeMap<String, u32> {
+    use rollout_core::Entry;
+    let mut starts = std::collections::BTreeMap::new();
+    for e in entries {
+        match e {
+            Entry::Begin { .. } => starts.clear(),
+            Entry::NodeStarting { node } => *starts.entry(node.to_string()).or_insert(0) += 1,
+            _ => {}
+        }
+    }
+    starts
+}
+
 /// Where a run on real hosts journals: `zk` (the cluster's own ZooKeeper, under
 /// `<root>/rollout`: the lock and the entries outlive this host) or `file:PATH`.
 pub(crate) enum JournalAt {
-    /// The cluster's ZooKeeper, `HOST:PORT[,...]` and root.
-    Zk(String, String),
+    /// The cluster's ZooKeeper.
+    Zk {
+        /// `HOST:PORT[,...]`.
+        hosts: String,
+        /// The cluster's root.
+        root: String,
+        /// The cluster (`flavor:root`) that `<root>/rollout` must belong to.
+        cluster: String,
+        /// The session timeout, when not the default 10 s.
+        session: Option<std::time::Duration>,
+    },
     /// A file on this host.
     File(std::path::PathBuf),
 }
 
 impl JournalAt {
-    /// `--journal`'s value: `zk`, `file:PATH`, or (for compatibility) a bare path.
+    /// `--journal`'s value: `zk`, `file:PATH`, or (for compatibility) a bare path. `zk`
+    /// is the cluster's ZooKeeper hosts and root when known; `flavor` (`openmldb`,
+    /// `pegasus`) names the cluster kind.
     pub(crate) fn parse(
         spec: Option<&str>,
         zk: Option<(&str, &str)>,
+        flavor: &str,
         default_file: std::path::PathBuf,
     ) -> anyhow::Result<Self> {
         match (spec, zk) {
-            (Some("zk"), Some((hosts, root))) | (None, Some((hosts, root))) => {
-                Ok(Self::Zk(hosts.to_string(), root.to_string()))
-            }
+            (Some("zk"), Some((hosts, root))) | (None, Some((hosts, root))) => Ok(Self::Zk {
+                hosts: hosts.to_string(),
+                root: root.to_string(),
+                cluster: format!("{flavor}:{}", root.trim_end_matches('/')),
+                session: None,
+            }),
             (Some("zk"), None) => anyhow::bail!(
                 "--journal zk needs the cluster's ZooKeeper, which this binary does not know here; use --journal file:PATH"
             ),
@@ -284,12 +321,7 @@ impl JournalAt {
     /// Opens it: a ZooKeeper journal connects (and refuses a root that does not exist).
     pub(crate) fn open(&self) -> anyhow::Result<Box<dyn rollout_core::Journal>> {
         Ok(match self {
-            Self::Zk(hosts, root) => Box::new(
-                rollout_zookeeper::ZkJournal::connect(rollout_zookeeper::ZkOptions::new(
-                    hosts, root,
-                ))
-                .map_err(|e| anyhow::anyhow!(chain(&e)))?,
-            ),
+            Self::Zk { .. } => Box::new(self.zk()?),
             Self::File(path) => {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)?;
@@ -299,10 +331,35 @@ impl JournalAt {
         })
     }
 
+    /// With a ZooKeeper session timeout of `timeout` (a ZooKeeper journal).
+    pub(crate) fn session(mut self, timeout: std::time::Duration) -> Self {
+        if let Self::Zk { session, .. } = &mut self {
+            *session = Some(timeout);
+        }
+        self
+    }
+
+    fn zk(&self) -> anyhow::Result<rollout_zookeeper::ZkJournal> {
+        let Self::Zk {
+            hosts,
+            root,
+            cluster,
+            session,
+        } = self
+        else {
+            anyhow::bail!("not a ZooKeeper journal");
+        };
+        let mut options = rollout_zookeeper::ZkOptions::new(hosts, root).cluster(cluster);
+        if let Some(s) = session {
+            options.session_timeout = *s;
+        }
+        rollout_zookeeper::ZkJournal::connect(options).map_err(|e| anyhow::anyhow!(chain(&e)))
+    }
+
     /// Where, for people.
     pub(crate) fn describe(&self) -> String {
         match self {
-            Self::Zk(hosts, root) => {
+            Self::Zk { hosts, root, .. } => {
                 format!("ZooKeeper {hosts} {}/rollout", root.trim_end_matches('/'))
             }
             Self::File(path) => path.display().to_string(),
@@ -314,12 +371,11 @@ impl JournalAt {
     pub(crate) fn print_status(&self, json: bool) -> anyhow::Result<()> {
         use rollout_core::Entry;
         let holder = match self {
-            Self::Zk(hosts, root) => rollout_zookeeper::ZkJournal::connect(
-                rollout_zookeeper::ZkOptions::new(hosts, root),
-            )
-            .and_then(|j| j.holder())
-            .map_err(|e| anyhow::anyhow!(chain(&e)))?
-            .map(|o| o.to_string()),
+            Self::Zk { .. } => self
+                .zk()?
+                .holder()
+                .map_err(|e| anyhow::anyhow!(chain(&e)))?
+                .map(|o| holder_line(&o)),
             Self::File(_) => None,
         };
         let entries = self
@@ -372,6 +428,7 @@ impl JournalAt {
                 "node_in_progress": in_progress,
                 "knobs_saved": knobs,
                 "ended": ended,
+                "entries": entries.len(),
             });
             println!("{v}");
             return Ok(());
@@ -403,6 +460,24 @@ impl JournalAt {
         }
         Ok(())
     }
+}
+
+/// Who holds the lock, and for how long now.
+fn holder_line(o: &rollout_zookeeper::LockOwner) -> String {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "an age for people, no wait depends on it"
+    )]
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!(
+        "{} on host {} (pid {}), for {} s",
+        o.rollout,
+        o.host,
+        o.pid,
+        now.saturating_sub(o.since)
+    )
 }
 
 /// Ends the journal's interrupted rollout on `cluster` (knobs restored, a node caught

@@ -16,6 +16,8 @@
 
 #[path = "common.rs"]
 mod common;
+#[path = "openmldb_serve.rs"]
+mod serve;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -34,8 +36,8 @@ use rollout_sim::{ClientLoad, Flavor, SimBuilder, Strategy, report_of};
 #[command(name = "openmldb", version)]
 struct Args {
     /// The cluster's ZooKeeper, HOST:PORT[,HOST:PORT...].
-    #[arg(long)]
-    zk: String,
+    #[arg(long, required_unless_present = "emulated_process")]
+    zk: Option<String>,
     /// The cluster's root in ZooKeeper (its --zk_root_path).
     #[arg(long, default_value = "/openmldb")]
     zk_root: String,
@@ -54,6 +56,11 @@ struct Args {
     /// inspect or abort it) or `file:PATH`.
     #[arg(long, value_name = "zk|file:PATH")]
     journal: Option<String>,
+    /// With --journal zk: the ZooKeeper session timeout, in seconds: how long after this
+    /// orchestrator is lost (killed, cut off, paused) its lock goes and another host may
+    /// resume or abort; and how long it waits for ZooKeeper while it cannot reach it.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    zk_session_secs: u64,
     /// Print the state of the rollout in the journal (who holds its lock, since when, the
     /// node in progress, the knobs saved and their originals) and change nothing.
     #[arg(long, conflicts_with_all = ["run", "abort"])]
@@ -83,9 +90,26 @@ struct Args {
     /// load) in --zk and roll it.
     #[arg(long)]
     emulate: bool,
-    /// With --emulate: how many emulated seconds pass per wall second.
-    #[arg(long, default_value_t = 20)]
-    scale: u32,
+    /// How many emulated seconds pass per wall second: with --emulate (default 20), or with
+    /// --run against an emulator in serve mode (the command it prints gives it; every wait
+    /// and poll is divided by it). Default 1 on a real cluster.
+    #[arg(long)]
+    scale: Option<u32>,
+    /// With --emulate: keep the emulated cluster running (until Ctrl-C or SIGTERM), each of
+    /// its processes a real OS process behind a node agent of its own emulated host, and
+    /// print a cluster file for --cluster and the command that rolls it from another shell.
+    #[arg(long, requires = "emulate")]
+    serve: bool,
+    /// With --serve: where the emulated hosts' deploy dirs, the cluster file, the agents'
+    /// token and truth.json go (default: a new directory under the system's temp dir).
+    #[arg(long, value_name = "DIR", requires = "serve")]
+    dir: Option<std::path::PathBuf>,
+    /// An emulated process of a serving emulator (started by its deployment's commands).
+    #[arg(long, hide = true, value_name = "ENDPOINT", requires = "control")]
+    emulated_process: Option<String>,
+    /// The serving emulator's control port, for --emulated-process.
+    #[arg(long, hide = true, value_name = "HOST:PORT")]
+    control: Option<String>,
     /// With --emulate: ha (fenced leader moves) or naive (restart and wait).
     #[arg(long, default_value = "ha")]
     strategy: String,
@@ -95,6 +119,18 @@ struct Args {
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     json: bool,
+}
+
+impl Args {
+    fn zk(&self) -> &str {
+        self.zk.as_deref().unwrap_or_default()
+    }
+
+    fn scale(&self) -> u32 {
+        self.scale
+            .unwrap_or(if self.emulate { 20 } else { 1 })
+            .max(1)
+    }
 }
 
 fn change_of(args: &Args) -> anyhow::Result<Change> {
@@ -144,33 +180,39 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
         apiservers: args.apiserver.clone(),
         taskmanagers: args.taskmanager.clone(),
     };
-    let spec = spec_of(args, change);
+    let mut spec = spec_of(args, change);
+    let scale = args.scale();
+    if scale > 1 {
+        spec.policy = policy(scale);
+    }
     let journal = common::JournalAt::parse(
         args.journal.as_deref(),
-        Some((&args.zk, &args.zk_root)),
+        Some((args.zk(), &args.zk_root)),
+        "openmldb",
         common::default_journal(&format!("openmldb{}", args.zk_root)),
-    )?;
+    )?
+    .session(Duration::from_secs(args.zk_session_secs.max(2)));
     if args.status {
         return journal.print_status(args.json);
     }
     let Some(file) = common::cluster_file(args.cluster.as_deref())? else {
         let cluster = OpenMldbCluster::connect(
-            &args.zk,
+            args.zk(),
             &args.zk_root,
             others,
             |id: &NodeId| Some(Unmanaged(id.clone())),
-            Timing::default(),
+            Timing::default().scaled(scale),
         )
         .await
         .map_err(|e| anyhow::anyhow!(chain(&e)))?;
         return print_plan(&cluster, &spec, args.json).await;
     };
     let cluster = OpenMldbCluster::connect(
-        &args.zk,
+        args.zk(),
         &args.zk_root,
         others,
         move |id: &NodeId| file.node(id),
-        Timing::default(),
+        Timing::default().scaled(scale),
     )
     .await
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;
@@ -189,7 +231,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         .seed(args.seed)
         .data_nodes(3)
         .coordinators(2)
-        .time_scale(args.scale)
+        .time_scale(args.scale())
         .load(ClientLoad::default());
     let strategy = match args.strategy.as_str() {
         "ha" => Strategy::Ha,
@@ -203,13 +245,14 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         args.zk_root.trim_end_matches('/'),
         std::process::id()
     );
-    let emu = Arc::new(Emulator::start(&builder, &args.zk, &root).await?);
+    let emu = Arc::new(Emulator::start(&builder, args.zk(), &root).await?);
     let nameservers = emu.endpoints("nameserver");
     println!("nameservers: {}", nameservers.join(","));
     println!(
         "emulated OpenMLDB cluster (not OpenMLDB: rollout's simulator behind the real RPCs), \
          ZooKeeper {} root {root}, {}x time",
-        args.zk, args.scale
+        args.zk(),
+        args.scale()
     );
     // The processes register in ZooKeeper once they serve.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -219,11 +262,11 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         taskmanagers: emu.endpoints("taskmanager"),
     };
     let cluster = OpenMldbCluster::connect(
-        &args.zk,
+        args.zk(),
         &root,
         others,
         move |id: &NodeId| e.node(id),
-        Timing::default().scaled(args.scale),
+        Timing::default().scaled(args.scale()),
     )
     .await
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;
@@ -232,7 +275,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         _ => rollout_core::Procedure::HighAvailability,
     };
     let mut spec = spec_of(args, change);
-    spec.policy = policy(args.scale).procedure(procedure);
+    spec.policy = policy(args.scale()).procedure(procedure);
     if args.plan {
         return print_plan(&cluster, &spec, args.json).await;
     }
@@ -240,7 +283,8 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
     // (`--journal file:PATH` keeps it in a file instead).
     let journal = common::JournalAt::parse(
         args.journal.as_deref(),
-        Some((&args.zk, &root)),
+        Some((args.zk(), &root)),
+        "openmldb",
         common::default_journal(&root),
     )?
     .open()?;
@@ -261,7 +305,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
     let took = (emu.sim().truth().elapsed - t0).as_secs_f64();
     // Requests in flight finish before the counters are read; the seed's last check: every
     // table's row count grows again under the clients' writes.
-    tokio::time::sleep(ClientLoad::default().timeout / args.scale.max(1)).await;
+    tokio::time::sleep(ClientLoad::default().timeout / args.scale()).await;
     let rows_after = cluster
         .row_counts()
         .await
@@ -283,7 +327,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
     json["sim_virtual_secs"] = sim_report.virtual_secs.into();
     json["emulated"] = true.into();
     json["strategy"] = args.strategy.clone().into();
-    json["time_scale"] = args.scale.into();
+    json["time_scale"] = args.scale().into();
     json["nameservers"] = nameservers.join(",").into();
     json["zk_root"] = root.into();
     json["rows_before"] = serde_json::to_value(&rows_before)?;
@@ -332,6 +376,20 @@ fn main() -> ExitCode {
         }
     };
     common::run_main(async {
+        if let (Some(endpoint), Some(control)) = (&args.emulated_process, &args.control) {
+            return serve::emulated_process(endpoint, control).await;
+        }
+        if args.serve {
+            return serve::serve(
+                args.zk(),
+                &args.zk_root,
+                args.seed,
+                args.scale(),
+                args.dir.as_deref(),
+                args.json,
+            )
+            .await;
+        }
         if args.emulate {
             emulate(&args, change).await
         } else {

@@ -124,6 +124,7 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
     let journal = common::JournalAt::parse(
         args.journal.as_deref(),
         None,
+        "pegasus",
         common::default_journal(&format!("pegasus-{first}")),
     )?;
     if args.status {
