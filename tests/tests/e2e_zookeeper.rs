@@ -1,0 +1,335 @@
+//! End to end, with real processes: an emulated OpenMLDB cluster in serve mode (each of its
+//! processes a real OS process behind a node agent, registered in a real ZooKeeper) rolled by
+//! orchestrator processes (the `openmldb` reference binary) that journal in that ZooKeeper,
+//! and are killed, stopped past their session, raced, or see the ZooKeeper server restart.
+//! The ground truth (restarts per node, knobs, writes lost) is the emulated cluster's own,
+//! from its `truth.json`.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "real processes and a real ZooKeeper run in wall time, which no paused clock drives"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rollout_zookeeper::testing::{PrivateZooKeeper, zookeeper};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_openmldb");
+
+/// One emulated cluster at a time: each runs 7 processes, 7 agents and client load, and the
+/// machine may have 2 cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waits until `f` gives `Some`, or fails naming `what`.
+fn until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t0.elapsed() < timeout, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn last_json(text: &str) -> Option<Value> {
+    text.lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+}
+
+/// An emulated cluster in serve mode; stopped (SIGTERM) when dropped.
+struct Serve {
+    child: Child,
+    info: Value,
+    dir: tempfile::TempDir,
+}
+
+impl Serve {
+    fn start(zk: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("serve.out");
+        let child = Command::new(BIN)
+            .args([
+                "--emulate",
+                "--serve",
+                "--json",
+                "--scale",
+                "20",
+                "--zk",
+                zk,
+            ])
+            .arg("--dir")
+            .arg(dir.path().join("cluster"))
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("serve.err")).unwrap())
+            .spawn()
+            .unwrap();
+        let info = until(
+            "the emulator in serve mode",
+            Duration::from_secs(60),
+            || last_json(&std::fs::read_to_string(&out).unwrap_or_default()),
+        );
+        Self { child, info, dir }
+    }
+
+    fn s(&self, key: &str) -> String {
+        self.info[key].as_str().unwrap().to_string()
+    }
+
+    /// An orchestrator rolling this cluster (a restart), journaling in its ZooKeeper, run
+    /// from `cwd`, with a ZooKeeper session of `session_secs`.
+    fn orchestrator(&self, cwd: &Path, session_secs: u64) -> Command {
+        let mut c = Command::new(BIN);
+        c.current_dir(cwd)
+            .args(["--zk", &self.s("zk"), "--zk-root", &self.s("zk_root")])
+            .args(["--cluster", &self.s("cluster_file")])
+            .args(["--apiserver", &self.s("apiserver")])
+            .args(["--taskmanager", &self.s("taskmanager")])
+            .args(["--scale", "20", "--run", "--journal", "zk", "--json"])
+            .args(["--zk-session-secs", &session_secs.to_string()]);
+        c
+    }
+
+    fn spawn(&self, cwd: &Path, session_secs: u64, name: &str) -> Child {
+        self.orchestrator(cwd, session_secs)
+            .stdout(std::fs::File::create(self.dir.path().join(format!("{name}.out"))).unwrap())
+            .stderr(std::fs::File::create(self.dir.path().join(format!("{name}.err"))).unwrap())
+            .spawn()
+            .unwrap()
+    }
+
+    fn output_of(&self, name: &str) -> (String, String) {
+        let read = |ext: &str| {
+            std::fs::read_to_string(self.dir.path().join(format!("{name}.{ext}")))
+                .unwrap_or_default()
+        };
+        (read("out"), read("err"))
+    }
+
+    /// `--status --json`, from a directory of its own.
+    fn status(&self) -> Value {
+        let cwd = tempfile::tempdir().unwrap();
+        let out = Command::new(BIN)
+            .current_dir(cwd.path())
+            .args(["--zk", &self.s("zk"), "--zk-root", &self.s("zk_root")])
+            .args(["--status", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        last_json(&String::from_utf8_lossy(&out.stdout)).expect("status JSON")
+    }
+
+    /// Waits until a rollout is in progress with `done` nodes done.
+    fn wait_in_progress(&self, done: usize) -> Value {
+        until("the rollout in progress", Duration::from_secs(180), || {
+            let s = self.status();
+            (s["nodes_done"].as_array().is_some_and(|d| d.len() >= done)
+                && !s["node_in_progress"].is_null())
+            .then_some(s)
+        })
+    }
+
+    /// The emulated cluster's ground truth, once it has been rewritten after now.
+    fn truth(&self) -> Value {
+        std::thread::sleep(Duration::from_millis(600));
+        let text = std::fs::read_to_string(self.s("truth_file")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+fn finished(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the orchestrator failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    last_json(&stdout).expect("the report's JSON line")
+}
+
+/// Every node of the emulated cluster restarted exactly once, knobs back, nothing lost.
+fn assert_rolled_once(serve: &Serve) -> Value {
+    let truth = serve.truth();
+    let restarts = truth["restarts"].as_object().unwrap();
+    assert_eq!(restarts.len(), 7, "{truth}");
+    assert!(
+        restarts.values().all(|n| n == 1),
+        "a node was restarted twice or not at all: {truth}"
+    );
+    assert_eq!(truth["knobs_restored"], true, "{truth}");
+    assert_eq!(truth["writes_lost"], 0, "{truth}");
+    assert!(
+        truth["running"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|r| r == true),
+        "{truth}"
+    );
+    truth
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    until("the orchestrator's exit", timeout, || {
+        child.try_wait().unwrap()
+    })
+}
+
+#[test]
+fn an_orchestrator_killed_mid_rollout_is_resumed_from_another_directory() {
+    let _serial = serial();
+    let serve = Serve::start(&zookeeper());
+    let first = tempfile::tempdir().unwrap();
+    let mut a = serve.spawn(first.path(), 4, "a");
+    let during = serve.wait_in_progress(2);
+    let holder = during["lock_holder"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(holder.contains(&format!("pid {}", a.id())), "{during}");
+    signal(&a, "-KILL");
+    let _ = a.wait();
+    // From another host's view: the rollout is not over, knobs are saved.
+    let after = serve.status();
+    assert!(after["ended"].is_null(), "{after}");
+    assert!(
+        !after["knobs_saved"].as_object().unwrap().is_empty(),
+        "{after}"
+    );
+    // The same command, from another working directory: it waits for the killed
+    // orchestrator's session to expire, then resumes.
+    let second: PathBuf = tempfile::tempdir().unwrap().keep();
+    let report = finished(&serve.orchestrator(&second, 4).output().unwrap());
+    let _ = std::fs::remove_dir_all(&second);
+    assert_eq!(report["completed"], true, "{report}");
+    assert_eq!(report["resumed"], true, "{report}");
+    assert_eq!(report["max_restarts_per_node"], 1, "{report}");
+    assert_eq!(report["knobs_restored"], true, "{report}");
+    assert_rolled_once(&serve);
+    assert!(serve.status()["ended"].as_str().is_some());
+}
+
+#[test]
+fn an_orchestrator_stopped_past_its_session_changes_nothing_once_another_took_over() {
+    let _serial = serial();
+    let serve = Serve::start(&zookeeper());
+    let first = tempfile::tempdir().unwrap();
+    let mut a = serve.spawn(first.path(), 4, "a");
+    serve.wait_in_progress(1);
+    signal(&a, "-STOP");
+    // B is refused while A's session lives, naming A; then takes over and finishes.
+    let second = tempfile::tempdir().unwrap();
+    let mut refused = 0;
+    let report = until("B taking over", Duration::from_secs(60), || {
+        let out = serve.orchestrator(second.path(), 4).output().unwrap();
+        if out.status.success() {
+            return Some(finished(&out));
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("holds the lock") && err.contains(&format!("pid {}", a.id())),
+            "B failed otherwise: {err}"
+        );
+        refused += 1;
+        None
+    });
+    assert!(refused >= 1, "B was never refused while A's session lived");
+    assert_eq!(report["completed"], true, "{report}");
+    assert_eq!(report["resumed"], true, "{report}");
+    let truth = assert_rolled_once(&serve);
+    let journal = serve.status();
+    // A wakes up: it must change nothing, record nothing, and say why it stops.
+    signal(&a, "-CONT");
+    let status = wait_exit(&mut a, Duration::from_secs(60));
+    assert!(!status.success(), "A went on after its lock was taken");
+    let (_, err) = serve.output_of("a");
+    assert!(err.contains("no longer held"), "A's error: {err}");
+    let after = serve.truth();
+    assert_eq!(after["restarts"], truth["restarts"], "A restarted a node");
+    assert_eq!(after["knobs"], truth["knobs"], "A changed a knob");
+    assert_eq!(
+        serve.status()["entries"],
+        journal["entries"],
+        "A recorded something"
+    );
+}
+
+#[test]
+fn of_two_orchestrators_started_at_once_exactly_one_proceeds() {
+    let _serial = serial();
+    let serve = Serve::start(&zookeeper());
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = serve.spawn(d1.path(), 4, "a");
+    let mut b = serve.spawn(d2.path(), 4, "b");
+    let sa = wait_exit(&mut a, Duration::from_secs(300));
+    let sb = wait_exit(&mut b, Duration::from_secs(300));
+    assert!(
+        sa.success() != sb.success(),
+        "not exactly one proceeded: {:?} {:?}\n{:?}\n{:?}",
+        sa,
+        sb,
+        serve.output_of("a"),
+        serve.output_of("b")
+    );
+    let (winner, loser) = if sa.success() { ("a", "b") } else { ("b", "a") };
+    let report = last_json(&serve.output_of(winner).0).unwrap();
+    assert_eq!(report["completed"], true, "{report}");
+    let err = serve.output_of(loser).1;
+    assert!(
+        err.contains("holds the lock") && err.contains("rollout of openmldb"),
+        "the other did not say who holds the lock: {err}"
+    );
+    assert_rolled_once(&serve);
+}
+
+#[test]
+fn a_rollout_rides_through_a_zookeeper_server_restart() {
+    let _serial = serial();
+    let zk = PrivateZooKeeper::start("e2e-restart");
+    let serve = Serve::start(zk.hosts());
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = serve.spawn(dir.path(), 10, "a");
+    serve.wait_in_progress(1);
+    zk.restart().unwrap();
+    let status = wait_exit(&mut a, Duration::from_secs(300));
+    let (out, err) = serve.output_of("a");
+    assert!(
+        status.success(),
+        "the rollout did not survive the restart: {err}"
+    );
+    let report = last_json(&out).unwrap();
+    assert_eq!(report["completed"], true, "{report}");
+    assert_eq!(report["resumed"], false, "{report}");
+    assert_rolled_once(&serve);
+}
