@@ -49,9 +49,11 @@ struct Args {
     /// over ssh, or by the node agent on its host (rollout-process's `ClusterFile`).
     #[arg(long, value_name = "FILE")]
     cluster: Option<std::path::PathBuf>,
-    /// With --run, --status, --abort: where the rollout's state lives, `file:PATH` (the
-    /// default: a file per cluster in the user's state dir).
-    #[arg(long, value_name = "file:PATH")]
+    /// With --run, --status, --abort: where the rollout's state lives: `zk` (the default
+    /// when the meta server reports its ZooKeeper in cluster_info: under
+    /// <zookeeper_root>/rollout, so that any host may resume, inspect or abort it) or
+    /// `file:PATH` (else the default: a file per cluster in the user's state dir).
+    #[arg(long, value_name = "zk|file:PATH")]
     journal: Option<String>,
     /// Print the state of the rollout in the journal and change nothing.
     #[arg(long, conflicts_with_all = ["run", "abort"])]
@@ -121,25 +123,28 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
         .first()
         .map(ToString::to_string)
         .unwrap_or_default();
+    let file = common::cluster_file(args.cluster.as_deref())?;
+    // Without a cluster file, or only to look: the nodes are not controlled from here.
+    let plain = PegasusCluster::connect(
+        &args.meta,
+        &args.collector,
+        |id: &NodeId| Some(Unmanaged(id.clone())),
+        Timing::default(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+    // The rollout's state lives by default in the ZooKeeper the meta server reports.
     let journal = common::JournalAt::parse(
         args.journal.as_deref(),
-        None,
+        plain.zookeeper(),
         "pegasus",
         common::default_journal(&format!("pegasus-{first}")),
     )?;
     if args.status {
         return journal.print_status(args.json);
     }
-    let Some(file) = common::cluster_file(args.cluster.as_deref())? else {
-        let cluster = PegasusCluster::connect(
-            &args.meta,
-            &args.collector,
-            |id: &NodeId| Some(Unmanaged(id.clone())),
-            Timing::default(),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!(chain(&e)))?;
-        return print_plan(&cluster, &spec, args.json).await;
+    let Some(file) = file.filter(|_| args.run || args.abort) else {
+        return print_plan(&plain, &spec, args.json).await;
     };
     let cluster = PegasusCluster::connect(
         &args.meta,
@@ -151,9 +156,6 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;
     if args.abort {
         return common::abort_real(&cluster, &journal).await;
-    }
-    if !args.run {
-        return print_plan(&cluster, &spec, args.json).await;
     }
     common::run_real(&cluster, &spec, &journal, args.json).await
 }

@@ -115,6 +115,8 @@ pub struct PegasusCluster<F> {
     /// Each node's `/recentStartTime` read before its stop, to see that it moved.
     started: Mutex<BTreeMap<NodeId, String>>,
     http: reqwest::Client,
+    /// `zookeeper_hosts` and `zookeeper_root` from `cluster_info`.
+    zookeeper: Option<(String, String)>,
 }
 
 impl<F> std::fmt::Debug for PegasusCluster<F> {
@@ -286,6 +288,10 @@ impl<F: NodeFactory> PegasusCluster<F> {
                     .collect::<Vec<_>>()
                     .join(",")
             });
+        // The meta server's ZooKeeper, where the rollout's state may live too; an ensemble
+        // given without a port (or not at all) is taken as unknown.
+        let zookeeper =
+            crate::zk_info::zookeeper_of(info.get("zookeeper_hosts"), info.get("zookeeper_root"));
         let leader = meta.leader().ok_or_else(|| {
             PegasusError::Meta(MetaError::NoLeader {
                 tried: String::new(),
@@ -306,7 +312,18 @@ impl<F: NodeFactory> PegasusCluster<F> {
                 .timeout(timing.rpc)
                 .build()
                 .unwrap_or_default(),
+            zookeeper,
         })
+    }
+
+    /// The cluster's ZooKeeper as its meta server reports it in `cluster_info`
+    /// (`zookeeper_hosts`, `HOST:PORT[,...]`, and `zookeeper_root`; see
+    /// `src/meta/meta_service.cpp`, and `cluster_info` in the admin shell); `None` when it
+    /// reports none that can be used.
+    pub fn zookeeper(&self) -> Option<(&str, &str)> {
+        self.zookeeper
+            .as_ref()
+            .map(|(h, r)| (h.as_str(), r.as_str()))
     }
 
     pub(crate) async fn snapshot(&self) -> Result<Snapshot, PegasusError> {

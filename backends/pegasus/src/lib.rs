@@ -35,5 +35,6 @@ mod steps;
 pub mod thrift;
 pub mod transport;
 pub mod types;
+mod zk_info;
 
 pub use cluster::{NodeFactory, PegasusCluster, PegasusError, PegasusNode, Timing};
