@@ -434,10 +434,13 @@ impl JournalAt {
             return Ok(());
         }
         println!("journal: {}", self.describe());
-        println!(
-            "lock: {}",
-            holder.as_deref().unwrap_or("not held (or a file journal)")
-        );
+        match (&holder, self) {
+            (Some(h), _) => println!("lock: held by {h}"),
+            (None, Self::Zk { .. }) => println!("lock: not held"),
+            (None, Self::File(path)) => {
+                println!("lock: a file journal's lock is {}.lock", path.display());
+            }
+        }
         match rollout {
             None => println!("no rollout recorded"),
             Some(r) => {
