@@ -67,9 +67,17 @@ fn spec() -> Spec {
     })
 }
 
-#[tokio::test(start_paused = true)]
-async fn every_action_on_the_cluster_comes_right_after_a_lock_check() {
+/// A cluster whose first drain of each node is refused with a transient error: the engine
+/// retries it, and a retry is an action too.
+fn tiny() -> Tiny {
     let tiny = Tiny::new(5, 3, 8);
+    tiny.flaky_drain();
+    tiny
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_action_on_the_cluster_and_every_retry_comes_right_after_a_lock_check() {
+    let tiny = tiny();
     let journal = LosesLock::new(&tiny, usize::MAX);
     roll(&tiny, &spec(), Run::new(&journal)).await.unwrap();
     let log = tiny.log();
@@ -82,7 +90,15 @@ async fn every_action_on_the_cluster_comes_right_after_a_lock_check() {
             "{line:?} (call {i}) was not preceded by a lock check: {log:?}"
         );
     }
-    for kind in ["knob", "drain", "stop", "apply", "start", "rejoin"] {
+    for kind in [
+        "knob",
+        "drain-refused",
+        "drain",
+        "stop",
+        "apply",
+        "start",
+        "rejoin",
+    ] {
         assert!(
             log.iter().any(|l| l.starts_with(kind)),
             "no {kind} in {log:?}"
@@ -93,13 +109,13 @@ async fn every_action_on_the_cluster_comes_right_after_a_lock_check() {
 #[tokio::test(start_paused = true)]
 async fn once_the_lock_is_lost_the_engine_changes_nothing_more_at_every_step() {
     let fences = {
-        let tiny = Tiny::new(5, 3, 8);
+        let tiny = tiny();
         let journal = LosesLock::new(&tiny, usize::MAX);
         roll(&tiny, &spec(), Run::new(&journal)).await.unwrap();
         tiny.log().iter().filter(|l| *l == "fence").count()
     };
     for at in 1..=fences {
-        let tiny = Tiny::new(5, 3, 8);
+        let tiny = tiny();
         let journal = LosesLock::new(&tiny, at);
         let err = roll(&tiny, &spec(), Run::new(&journal))
             .await

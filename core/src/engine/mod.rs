@@ -309,6 +309,27 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, C::Error>>,
 {
+    attempts(policy, |e| cluster.classify(e), f)
+        .await
+        .map_err(|source| Error::Backend {
+            node: node.cloned(),
+            phase,
+            source,
+        })
+}
+
+/// Tries `f` until it works, a fatal error (as `classify` says), the policy's transient
+/// retries are spent, or the gate deadline passes; backoff in tokio time. The one retry
+/// loop of the engine.
+async fn attempts<T, E, F, Fut>(
+    policy: &crate::policy::Policy,
+    classify: impl Fn(&E) -> ErrorClass,
+    f: F,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
     use backon::{ExponentialBuilder, Retryable};
     let (min, max) = policy.poll_bounds();
     let backoff = ExponentialBuilder::default()
@@ -319,7 +340,7 @@ where
     let transient = std::sync::atomic::AtomicUsize::new(0);
     f.retry(backoff)
         .sleep(tokio::time::sleep)
-        .when(|e| match cluster.classify(e) {
+        .when(|e| match classify(e) {
             ErrorClass::Fatal => false,
             ErrorClass::NotSafeYet => true,
             ErrorClass::Transient => {
@@ -327,11 +348,12 @@ where
             }
         })
         .await
-        .map_err(|source| Error::Backend {
-            node: node.cloned(),
-            phase,
-            source,
-        })
+}
+
+/// Why one attempt of an action failed: the lock was lost before it, or the cluster said no.
+enum Attempt<E> {
+    LockLost(JournalError),
+    Failed(E),
 }
 
 /// An error and its sources on one line.
@@ -422,10 +444,11 @@ impl<'a, C: Cluster> Ctx<'a, C> {
         retry(self.cluster, &self.spec.policy, node, phase, f).await
     }
 
-    /// An action on the cluster (a knob written, a drain, a stop, a start, an apply...):
-    /// the journal's lock is checked first ([`Journal::fence`](crate::Journal::fence)),
-    /// and nothing is done once it is lost; then as [`call`](Self::call). Every change the
-    /// engine makes to the cluster goes through here; reads go through `call`.
+    /// An action on the cluster (a knob written, a drain, a stop, a start, an apply...),
+    /// retried as [`call`](Self::call) does, with the journal's lock checked right before
+    /// every attempt ([`Journal::fence`](crate::Journal::fence)): once it is lost, nothing
+    /// more is tried. Every change the engine makes to the cluster goes through here; reads
+    /// go through `call`.
     async fn act<T, F, Fut>(
         &self,
         node: Option<&NodeId>,
@@ -436,8 +459,34 @@ impl<'a, C: Cluster> Ctx<'a, C> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, C::Error>>,
     {
-        self.run.journal.fence().map_err(Error::Journal)?;
-        self.call(node, phase, f).await
+        // The lock is checked before every attempt, retries included: a retry may come
+        // after the session expired.
+        let mut f = f;
+        let result = attempts(
+            &self.spec.policy,
+            |e: &Attempt<C::Error>| match e {
+                Attempt::LockLost(_) => ErrorClass::Fatal,
+                Attempt::Failed(e) => self.cluster.classify(e),
+            },
+            || {
+                let attempt = self.run.journal.fence().map(|()| f());
+                async move {
+                    match attempt {
+                        Ok(fut) => fut.await.map_err(Attempt::Failed),
+                        Err(lost) => Err(Attempt::LockLost(lost)),
+                    }
+                }
+            },
+        )
+        .await;
+        result.map_err(|e| match e {
+            Attempt::LockLost(j) => Error::Journal(j),
+            Attempt::Failed(source) => Error::Backend {
+                node: node.cloned(),
+                phase,
+                source,
+            },
+        })
     }
 
     /// With the knobs back, repairs what they kept the cluster from repairing

@@ -319,7 +319,13 @@ impl<C: Cluster> Ctx<'_, C> {
                 .await
                 .ok()
                 .and_then(|st| st.boot);
-            let _ = self.append(&Entry::NodeStarting { node: s.id.clone() });
+            // No start that the journal does not record first.
+            if self
+                .append(&Entry::NodeStarting { node: s.id.clone() })
+                .is_err()
+            {
+                return;
+            }
             if self
                 .act(Some(&s.id), Phase::Revert, || s.node.start())
                 .await

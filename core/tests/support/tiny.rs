@@ -39,6 +39,9 @@ struct State {
     /// Stopped coordinators are left out of the topology (as OpenMLDB's nameservers, known
     /// from their ZooKeeper registration only while they run).
     hide_stopped_coordinators: bool,
+    /// The first drain of each node is refused with a transient error.
+    flaky_drain: bool,
+    drain_refused: BTreeSet<usize>,
 }
 
 /// The in-test cluster. Clones share state.
@@ -137,6 +140,12 @@ impl Tiny {
 
     pub fn all_running(&self) -> bool {
         self.st().nodes.iter().all(|n| n.running)
+    }
+
+    /// Refuses the first drain of each node with a transient error (logged as
+    /// `drain-refused NODE`), so that the engine retries it.
+    pub fn flaky_drain(&self) {
+        self.st().flaky_drain = true;
     }
 
     /// Leaves stopped coordinators out of the topology from now on.
@@ -371,6 +380,15 @@ impl Cluster for Tiny {
 
     async fn drain(&self, node: &NodeId) -> Result<(), TinyError> {
         tokio::task::yield_now().await;
+        {
+            let mut st = self.st();
+            let i = Tiny::idx(&st, node).unwrap();
+            if st.flaky_drain && st.drain_refused.insert(i) {
+                drop(st);
+                self.record("drain-refused", Some(node));
+                return Err(TinyError("transient: the coordinator is busy".into()));
+            }
+        }
         self.record("drain", Some(node));
         let mut st = self.st();
         let i = Tiny::idx(&st, node).unwrap();
@@ -462,7 +480,11 @@ impl Cluster for Tiny {
         rollout_core::probes::always()
     }
 
-    fn classify(&self, _error: &TinyError) -> ErrorClass {
-        ErrorClass::Fatal
+    fn classify(&self, error: &TinyError) -> ErrorClass {
+        if error.0.starts_with("transient") {
+            ErrorClass::Transient
+        } else {
+            ErrorClass::Fatal
+        }
     }
 }
