@@ -321,7 +321,7 @@ impl JournalAt {
     /// Opens it: a ZooKeeper journal connects (and refuses a root that does not exist).
     pub(crate) fn open(&self) -> anyhow::Result<Box<dyn rollout_core::Journal>> {
         Ok(match self {
-            Self::Zk { .. } => Box::new(self.zk()?),
+            Self::Zk { .. } => Box::new(self.zk(false)?),
             Self::File(path) => {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)?;
@@ -339,7 +339,8 @@ impl JournalAt {
         self
     }
 
-    fn zk(&self) -> anyhow::Result<rollout_zookeeper::ZkJournal> {
+    /// The ZooKeeper journal; `read_only` creates nothing (for `--status`).
+    fn zk(&self, read_only: bool) -> anyhow::Result<rollout_zookeeper::ZkJournal> {
         let Self::Zk {
             hosts,
             root,
@@ -350,6 +351,7 @@ impl JournalAt {
             anyhow::bail!("not a ZooKeeper journal");
         };
         let mut options = rollout_zookeeper::ZkOptions::new(hosts, root).cluster(cluster);
+        options.read_only = read_only;
         if let Some(s) = session {
             options.session_timeout = *s;
         }
@@ -370,18 +372,21 @@ impl JournalAt {
     /// progress and the knobs saved with their originals; one JSON object with `json`.
     pub(crate) fn print_status(&self, json: bool) -> anyhow::Result<()> {
         use rollout_core::Entry;
-        let holder = match self {
-            Self::Zk { .. } => self
-                .zk()?
-                .holder()
-                .map_err(|e| anyhow::anyhow!(chain(&e)))?
-                .map(|o| holder_line(&o)),
-            Self::File(_) => None,
+        let (holder, entries) = match self {
+            Self::Zk { .. } => {
+                let zk = self.zk(true)?;
+                let holder = zk.holder().map_err(|e| anyhow::anyhow!(chain(&e)))?;
+                let entries =
+                    rollout_core::Journal::load(&zk).map_err(|e| anyhow::anyhow!(chain(&e)))?;
+                (holder.map(|o| holder_line(&o)), entries)
+            }
+            Self::File(_) => (
+                None,
+                self.open()?
+                    .load()
+                    .map_err(|e| anyhow::anyhow!(chain(&e)))?,
+            ),
         };
-        let entries = self
-            .open()?
-            .load()
-            .map_err(|e| anyhow::anyhow!(chain(&e)))?;
         let mut rollout = None;
         let mut done = Vec::new();
         let mut in_progress = None;

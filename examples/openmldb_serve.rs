@@ -53,7 +53,7 @@ pub(crate) async fn serve(
     let dir = dir.canonicalize()?;
     let control = TcpListener::bind("127.0.0.1:0").await?;
     let control_addr = control.local_addr()?;
-    let _control = emu.serve_processes(control);
+    let processes = emu.serve_processes(control);
     let token_file = dir.join("agent.token");
     write_token(&token_file)?;
     let exe = std::env::current_exe().context("the path of this binary")?;
@@ -95,7 +95,8 @@ pub(crate) async fn serve(
             starts.push((host, start));
         }
     }
-    // The processes of the running cluster, started as a deployment starts them.
+    // The processes of the running cluster, started as a deployment starts them; the
+    // cluster file is printed once each holds its node (and handles SIGTERM).
     for (host, start) in &starts {
         let status = tokio::process::Command::new("sh")
             .arg("-c")
@@ -104,6 +105,17 @@ pub(crate) async fn serve(
             .status()
             .await?;
         anyhow::ensure!(status.success(), "{start} failed in {}", host.display());
+    }
+    let t0 = tokio::time::Instant::now();
+    while processes.attached() < starts.len() {
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{} of the {} emulated processes came up within 30 s; see logs/ under {}",
+            processes.attached(),
+            starts.len(),
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let cluster_file = dir.join("cluster.toml");
     std::fs::write(&cluster_file, cluster)?;
@@ -147,11 +159,16 @@ pub(crate) async fn serve(
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
-            _ = tick.tick() => write_truth(&emu, &truth_file)?,
+            _ = tick.tick() => {
+                if let Err(e) = write_truth(&emu, &truth_file) {
+                    eprintln!("warning: {}: {e:#}", truth_file.display());
+                }
+            }
         }
     }
     write_truth(&emu, &truth_file)?;
-    // Dropping the emulator closes the control port: every emulated process exits.
+    // Every emulated process exits once its control connection closes, when this process
+    // exits. The root stays in ZooKeeper, for a look at the rollout's journal after.
     Ok(())
 }
 
@@ -231,7 +248,17 @@ fn write_truth(emu: &Emulator, path: &PathBuf) -> anyhow::Result<()> {
         .map(|id| (emu.endpoint_of(id), emu.sim().running(id) == Some(true)))
         .collect();
     let m = &truth.monitor;
+    // Every leader change moves a partition's term; every nameserver op is counted: what an
+    // orchestrator did to the cluster beyond restarts and knobs.
+    let terms: BTreeMap<String, u64> = emu
+        .sim()
+        .openmldb_partitions()
+        .iter()
+        .map(|p| (format!("{}.{}", p.table, p.pid), p.term))
+        .collect();
     let v = serde_json::json!({
+        "terms": terms,
+        "ops": emu.sim().openmldb_ops().len(),
         "emulated_secs": truth.elapsed.as_secs_f64(),
         "restarts": by_endpoint(&truth.restarts),
         "max_restarts_per_node": truth.restarts.values().copied().max().unwrap_or(0),

@@ -55,6 +55,11 @@ struct Args {
     /// `file:PATH` (else the default: a file per cluster in the user's state dir).
     #[arg(long, value_name = "zk|file:PATH")]
     journal: Option<String>,
+    /// With --journal zk: the ZooKeeper session timeout, in seconds: how long after this
+    /// orchestrator is lost (killed, cut off, paused) its lock goes and another host may
+    /// resume or abort; and how long it waits for ZooKeeper while it cannot reach it.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    zk_session_secs: u64,
     /// Print the state of the rollout in the journal and change nothing.
     #[arg(long, conflicts_with_all = ["run", "abort"])]
     status: bool,
@@ -123,6 +128,12 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
         .first()
         .map(ToString::to_string)
         .unwrap_or_default();
+    let default_file = common::default_journal(&format!("pegasus-{first}"));
+    // A journal named as a file needs no meta server to be read.
+    if args.status && args.journal.as_deref().is_some_and(|j| j != "zk") {
+        return common::JournalAt::parse(args.journal.as_deref(), None, "pegasus", default_file)?
+            .print_status(args.json);
+    }
     let file = common::cluster_file(args.cluster.as_deref())?;
     // Without a cluster file, or only to look: the nodes are not controlled from here.
     let plain = PegasusCluster::connect(
@@ -138,8 +149,9 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
         args.journal.as_deref(),
         plain.zookeeper(),
         "pegasus",
-        common::default_journal(&format!("pegasus-{first}")),
-    )?;
+        default_file,
+    )?
+    .session(std::time::Duration::from_secs(args.zk_session_secs.max(2)));
     if args.status {
         return journal.print_status(args.json);
     }

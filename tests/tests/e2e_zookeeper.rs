@@ -73,12 +73,18 @@ impl Serve {
             .stderr(std::fs::File::create(dir.path().join("serve.err")).unwrap())
             .spawn()
             .unwrap();
-        let info = until(
+        // Made first, so that a failure below still stops it.
+        let mut serve = Self {
+            child,
+            info: Value::Null,
+            dir,
+        };
+        serve.info = until(
             "the emulator in serve mode",
             Duration::from_secs(60),
             || last_json(&std::fs::read_to_string(&out).unwrap_or_default()),
         );
-        Self { child, info, dir }
+        serve
     }
 
     fn s(&self, key: &str) -> String {
@@ -99,12 +105,17 @@ impl Serve {
         c
     }
 
-    fn spawn(&self, cwd: &Path, session_secs: u64, name: &str) -> Child {
-        self.orchestrator(cwd, session_secs)
-            .stdout(std::fs::File::create(self.dir.path().join(format!("{name}.out"))).unwrap())
-            .stderr(std::fs::File::create(self.dir.path().join(format!("{name}.err"))).unwrap())
-            .spawn()
-            .unwrap()
+    fn spawn(&self, cwd: &Path, session_secs: u64, name: &str) -> Orchestrator {
+        let file = |ext: &str| {
+            std::fs::File::create(self.dir.path().join(format!("{name}.{ext}"))).unwrap()
+        };
+        Orchestrator(
+            self.orchestrator(cwd, session_secs)
+                .stdout(file("out"))
+                .stderr(file("err"))
+                .spawn()
+                .unwrap(),
+        )
     }
 
     fn output_of(&self, name: &str) -> (String, String) {
@@ -159,6 +170,19 @@ impl Drop for Serve {
     }
 }
 
+/// An orchestrator process, killed (after a SIGCONT) if the test ends before it does.
+struct Orchestrator(Child);
+
+impl Drop for Orchestrator {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            signal(&self.0, "-CONT");
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &child.id().to_string()])
@@ -200,9 +224,9 @@ fn assert_rolled_once(serve: &Serve) -> Value {
     truth
 }
 
-fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+fn wait_exit(child: &mut Orchestrator, timeout: Duration) -> std::process::ExitStatus {
     until("the orchestrator's exit", timeout, || {
-        child.try_wait().unwrap()
+        child.0.try_wait().unwrap()
     })
 }
 
@@ -217,9 +241,9 @@ fn an_orchestrator_killed_mid_rollout_is_resumed_from_another_directory() {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    assert!(holder.contains(&format!("pid {}", a.id())), "{during}");
-    signal(&a, "-KILL");
-    let _ = a.wait();
+    assert!(holder.contains(&format!("pid {}", a.0.id())), "{during}");
+    signal(&a.0, "-KILL");
+    let _ = a.0.wait();
     // From another host's view: the rollout is not over, knobs are saved.
     let after = serve.status();
     assert!(after["ended"].is_null(), "{after}");
@@ -247,7 +271,7 @@ fn an_orchestrator_stopped_past_its_session_changes_nothing_once_another_took_ov
     let first = tempfile::tempdir().unwrap();
     let mut a = serve.spawn(first.path(), 4, "a");
     serve.wait_in_progress(1);
-    signal(&a, "-STOP");
+    signal(&a.0, "-STOP");
     // B is refused while A's session lives, naming A; then takes over and finishes.
     let second = tempfile::tempdir().unwrap();
     let mut refused = 0;
@@ -258,7 +282,7 @@ fn an_orchestrator_stopped_past_its_session_changes_nothing_once_another_took_ov
         }
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            err.contains("holds the lock") && err.contains(&format!("pid {}", a.id())),
+            err.contains("holds the lock") && err.contains(&format!("pid {}", a.0.id())),
             "B failed otherwise: {err}"
         );
         refused += 1;
@@ -270,7 +294,7 @@ fn an_orchestrator_stopped_past_its_session_changes_nothing_once_another_took_ov
     let truth = assert_rolled_once(&serve);
     let journal = serve.status();
     // A wakes up: it must change nothing, record nothing, and say why it stops.
-    signal(&a, "-CONT");
+    signal(&a.0, "-CONT");
     let status = wait_exit(&mut a, Duration::from_secs(60));
     assert!(!status.success(), "A went on after its lock was taken");
     let (_, err) = serve.output_of("a");
@@ -278,6 +302,11 @@ fn an_orchestrator_stopped_past_its_session_changes_nothing_once_another_took_ov
     let after = serve.truth();
     assert_eq!(after["restarts"], truth["restarts"], "A restarted a node");
     assert_eq!(after["knobs"], truth["knobs"], "A changed a knob");
+    assert_eq!(
+        after["ops"], truth["ops"],
+        "A made the nameserver run an op"
+    );
+    assert_eq!(after["terms"], truth["terms"], "A moved a leader");
     assert_eq!(
         serve.status()["entries"],
         journal["entries"],

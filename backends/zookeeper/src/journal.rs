@@ -29,6 +29,9 @@ pub struct ZkOptions {
     /// name is refused, so that a root holding another cluster's rollouts is never mixed
     /// up with this one. `None` checks nothing.
     pub cluster: Option<String>,
+    /// Only read: nothing is created or named in ZooKeeper (for `status` from any host); a
+    /// root without `rollout` reads as an empty journal with no lock held.
+    pub read_only: bool,
 }
 
 impl ZkOptions {
@@ -41,6 +44,7 @@ impl ZkOptions {
             connect_timeout: Duration::from_secs(10),
             digest: None,
             cluster: None,
+            read_only: false,
         }
     }
 
@@ -63,6 +67,9 @@ pub struct LockOwner {
     pub since: u64,
     /// The rollout's owner string (what the engine passes to `lock`).
     pub rollout: String,
+    /// Its ZooKeeper session timeout, in seconds: how long after it is lost its lock goes.
+    #[serde(default)]
+    pub session_secs: Option<u64>,
 }
 
 impl std::fmt::Display for LockOwner {
@@ -210,6 +217,7 @@ struct Session {
     summary_version: Option<i32>,
     /// How long a request is retried while ZooKeeper cannot be reached.
     patience: Duration,
+    read_only: bool,
 }
 
 impl Session {
@@ -267,7 +275,18 @@ impl Session {
             mine: None,
             summary_version: None,
             patience: options.session_timeout,
+            read_only: options.read_only,
         };
+        if session.read_only {
+            let made = session
+                .patiently(|| session.client.check_stat(&session.dir))
+                .await
+                .map_err(|e| session.err(e))?;
+            if made.is_some() {
+                session.check_cluster(options.cluster.as_deref()).await?;
+            }
+            return Ok(session);
+        }
         session
             .ensure_with(&session.dir, options.cluster.as_deref().unwrap_or(""))
             .await?;
@@ -290,7 +309,23 @@ impl Session {
             .patiently(|| self.client.get_data(&self.dir))
             .await
             .map_err(|e| self.err(format!("reading {}: {e}", self.dir)))?;
-        let found = String::from_utf8_lossy(&data);
+        let found = String::from_utf8_lossy(&data).to_string();
+        if found.is_empty() && !self.read_only {
+            // Made before it held a name: it takes this one, unless another was written since.
+            let (_, stat) = self
+                .patiently(|| self.client.get_data(&self.dir))
+                .await
+                .map_err(|e| self.err(format!("reading {}: {e}", self.dir)))?;
+            return match self
+                .client
+                .set_data(&self.dir, cluster.as_bytes(), Some(stat.version))
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(zk::Error::BadVersion) => Box::pin(self.check_cluster(Some(cluster))).await,
+                Err(e) => Err(self.err(format!("naming {}: {e}", self.dir))),
+            };
+        }
         if !found.is_empty() && found != cluster {
             return Err(self.err(format!(
                 "{} keeps the rollouts of cluster {found:?}, not {cluster:?}: this root holds \
@@ -370,13 +405,16 @@ impl Session {
 
     /// The lowest lock node and its owner.
     async fn holder(&self) -> Result<Option<(String, LockOwner)>, JournalError> {
-        let mut locks: Vec<String> = self
+        let mut locks: Vec<String> = match self
             .patiently(|| self.client.list_children(&self.dir))
             .await
-            .map_err(|e| self.err(e))?
-            .into_iter()
-            .filter(|c| c.starts_with("lock-"))
-            .collect();
+        {
+            Err(zk::Error::NoNode) if self.read_only => Vec::new(),
+            r => r.map_err(|e| self.err(e))?,
+        }
+        .into_iter()
+        .filter(|c| c.starts_with("lock-"))
+        .collect();
         locks.sort();
         for name in locks {
             let path = format!("{}/{name}", self.dir);
@@ -404,6 +442,7 @@ impl Session {
             pid: std::process::id(),
             since: wall_secs(),
             rollout: rollout.to_string(),
+            session_secs: Some(self.patience.as_secs()),
         };
         let data = serde_json::to_vec(&owner).map_err(|e| self.err(e))?;
         let opts = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::new(&self.acl));
@@ -415,7 +454,7 @@ impl Session {
         let mine = format!("{}/lock-{seq}", self.dir);
         // A holder that was a process of this host and is gone (killed) keeps the lock only
         // until ZooKeeper expires its session: wait for that, bounded.
-        let until = tokio::time::Instant::now() + 2 * self.patience + Duration::from_secs(5);
+        let t0 = tokio::time::Instant::now();
         let mut told = false;
         loop {
             match self.holder().await? {
@@ -423,10 +462,16 @@ impl Session {
                     self.mine = Some(mine);
                     return Ok(());
                 }
+                // Bounded by the holder's session (twice, as ZooKeeper may expire a session
+                // up to a tick late), else this one's.
                 Some((_, owner))
                     if owner.host == hostname()
                         && !pid_alive(owner.pid)
-                        && tokio::time::Instant::now() < until =>
+                        && t0.elapsed()
+                            < 2 * owner
+                                .session_secs
+                                .map_or(self.patience, Duration::from_secs)
+                                + Duration::from_secs(5) =>
                 {
                     if !told {
                         tracing::warn!(holder = %owner, "the lock's holder, a process of this host, is gone; waiting for ZooKeeper to expire its session");
@@ -436,9 +481,14 @@ impl Session {
                 }
                 other => {
                     let _ = self.client.delete(&mine, None).await;
-                    let holder = other.map_or_else(|| "nobody".to_string(), |(_, o)| o.to_string());
+                    // The path named is the holder's own lock node: removing it by hand (when
+                    // its holder is known dead) frees the lock and nothing else.
+                    let (path, holder) = other.map_or_else(
+                        || (self.dir.clone(), "nobody".to_string()),
+                        |(p, o)| (p, o.to_string()),
+                    );
                     return Err(JournalError::Locked {
-                        path: self.dir.clone().into(),
+                        path: path.into(),
                         holder,
                     });
                 }
@@ -448,10 +498,10 @@ impl Session {
 
     async fn load(&self) -> Result<Vec<Entry>, JournalError> {
         let entries = format!("{}/entries", self.dir);
-        let mut names = self
-            .patiently(|| self.client.list_children(&entries))
-            .await
-            .map_err(|e| self.err(e))?;
+        let mut names = match self.patiently(|| self.client.list_children(&entries)).await {
+            Err(zk::Error::NoNode) if self.read_only => Vec::new(),
+            r => r.map_err(|e| self.err(e))?,
+        };
         names.sort();
         let mut out = Vec::with_capacity(names.len());
         for name in names {
@@ -485,11 +535,13 @@ impl Session {
         let summary = self.summary();
         let until = tokio::time::Instant::now() + self.patience;
         let mut retried = false;
+        // The summary's version is known before the first try: a retry that finds it moved
+        // and holding this entry knows that its first try was committed.
+        let mut version = match self.summary_version {
+            Some(v) => v,
+            None => self.summary_now().await?.1,
+        };
         loop {
-            let version = match self.summary_version {
-                Some(v) => v,
-                None => self.summary_now().await?.1,
-            };
             let mut writer = self.client.new_multi_writer();
             writer
                 .add_check_version(&mine, 0)
@@ -510,17 +562,18 @@ impl Session {
                 Err(zk::MultiWriteError::OperationFailed { index: 2, .. }) => {
                     // The summary moved: this append's own earlier try was committed before
                     // the connection dropped, or the version known here is stale.
-                    let (now, version) = self.summary_now().await?;
+                    let (now, moved) = self.summary_now().await?;
                     if retried && now == data {
-                        self.summary_version = Some(version);
+                        self.summary_version = Some(moved);
                         return Ok(());
                     }
-                    if self.summary_version == Some(version) {
+                    if moved == version {
                         return Err(
                             self.err(format!("{summary} could not be set; nothing was recorded"))
                         );
                     }
-                    self.summary_version = Some(version);
+                    version = moved;
+                    self.summary_version = Some(moved);
                 }
                 Err(zk::MultiWriteError::RequestFailed { source })
                     if unreachable(&source) && tokio::time::Instant::now() < until =>
@@ -532,11 +585,16 @@ impl Session {
                 Err(zk::MultiWriteError::RequestFailed {
                     source: zk::Error::SessionExpired | zk::Error::ClientClosed,
                 }) => return Err(self.lost().await),
+                Err(zk::MultiWriteError::RequestFailed { source }) if unreachable(&source) => {
+                    return Err(self.err(format!(
+                        "appending: {source}; nothing more is recorded or done (ZooKeeper was \
+                         not reachable within the session timeout, {} s)",
+                        self.patience.as_secs()
+                    )));
+                }
                 Err(e) => {
                     return Err(self.err(format!(
-                        "appending: {e}; nothing more is recorded or done (ZooKeeper was not \
-                         reachable within the session timeout, {} s)",
-                        self.patience.as_secs()
+                        "appending: {e}; nothing was recorded, and nothing more is done"
                     )));
                 }
             }
@@ -574,11 +632,12 @@ impl Session {
             Ok(false) | Err(zk::Error::SessionExpired | zk::Error::ClientClosed) => {
                 Err(self.lost().await)
             }
-            Err(e) => Err(self.err(format!(
+            Err(e) if unreachable(&e) => Err(self.err(format!(
                 "checking the lock: {e}; nothing more is done (ZooKeeper was not reachable \
                  within the session timeout, {} s)",
                 self.patience.as_secs()
             ))),
+            Err(e) => Err(self.err(format!("checking the lock: {e}; nothing more is done"))),
         }
     }
 

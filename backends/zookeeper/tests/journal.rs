@@ -163,6 +163,39 @@ fn an_append_lands_once_after_the_summary_was_rewritten_by_hand() {
 }
 
 #[test]
+fn a_read_only_journal_creates_nothing_and_reads_what_is_there() {
+    let hosts = zookeeper();
+    let root = root(&hosts, "readonly");
+    let mut o = ZkOptions::new(&hosts, &root).cluster("openmldb/a");
+    o.read_only = true;
+    let r = ZkJournal::connect(o.clone()).unwrap();
+    assert_eq!(r.load().unwrap(), vec![]);
+    assert_eq!(r.holder().unwrap(), None);
+    let made = raw(&hosts, async |c| {
+        c.check_stat(&format!("{root}/rollout")).await.unwrap()
+    });
+    assert!(made.is_none(), "a read-only journal made {root}/rollout");
+    let w = ZkJournal::connect(ZkOptions::new(&hosts, &root).cluster("openmldb/a")).unwrap();
+    w.lock("rollout A").unwrap();
+    w.append(&done("a:1")).unwrap();
+    let r = ZkJournal::connect(o).unwrap();
+    assert_eq!(r.load().unwrap(), vec![done("a:1")]);
+    assert_eq!(r.holder().unwrap().unwrap().rollout, "rollout A");
+}
+
+#[test]
+fn a_root_made_before_it_was_named_takes_the_first_name() {
+    let hosts = zookeeper();
+    let root = root(&hosts, "unnamed");
+    ZkJournal::connect(ZkOptions::new(&hosts, &root)).unwrap();
+    ZkJournal::connect(ZkOptions::new(&hosts, &root).cluster("openmldb/a")).unwrap();
+    let e = ZkJournal::connect(ZkOptions::new(&hosts, &root).cluster("pegasus/b"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("another cluster"), "{e}");
+}
+
+#[test]
 fn a_corrupt_entry_is_an_error_naming_its_znode() {
     let hosts = zookeeper();
     let root = root(&hosts, "corrupt");

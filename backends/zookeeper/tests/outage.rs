@@ -26,7 +26,7 @@ fn journal(hosts: &str, session: Duration) -> ZkJournal {
 }
 
 #[test]
-fn appends_wait_through_a_server_restart_and_land_once() {
+fn appends_and_lock_checks_wait_through_a_server_restart_none_lost_or_doubled() {
     let zk = PrivateZooKeeper::start("restart");
     let j = journal(zk.hosts(), Duration::from_secs(30));
     j.lock("rollout A").unwrap();
@@ -85,13 +85,17 @@ fn a_server_gone_past_the_session_timeout_fails_the_next_step_and_frees_the_lock
         std::thread::sleep(Duration::from_millis(250));
     }
     assert!(took, "A's lock did not go with its session");
-    assert_eq!(b.load().unwrap(), vec![done("a:1")]);
+    // The append A sent into the frozen server may still have been committed when it woke,
+    // before A's session expired (ZooKeeper processes what it had received): an entry
+    // recorded whose action was never taken, which a resume tolerates by design. What
+    // may not happen: anything of A's after B holds the lock.
+    let seen = b.load().unwrap();
+    assert!(
+        seen == vec![done("a:1")] || seen == vec![done("a:1"), done("b:1")],
+        "{seen:?}"
+    );
     let e = a.append(&done("c:1")).unwrap_err();
     assert!(matches!(e, JournalError::LockLost { .. }), "{e}");
     assert!(a.fence().is_err());
-    assert_eq!(
-        b.load().unwrap(),
-        vec![done("a:1")],
-        "A's late append landed"
-    );
+    assert_eq!(b.load().unwrap(), seen, "A's late append landed");
 }

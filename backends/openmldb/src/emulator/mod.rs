@@ -10,7 +10,7 @@
 mod processes;
 mod serve;
 
-pub use processes::run_process;
+pub use processes::{Processes, run_process};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};

@@ -9,7 +9,7 @@
 //!
 //! - the process sends `start <endpoint>`: the world's node starts (or, when it already
 //!   runs, as at the emulator's start, the process takes it over); the emulator answers `ok`,
-//!   or `error <why>` and the process exits with status 1 (as a server whose port is taken);
+//!   or `error <why>` and the process exits with an error (as a server whose port is taken);
 //! - on SIGTERM the process sends `stop`: the world's node shuts down cleanly, taking its
 //!   stop time, and the emulator closes the connection when it is down;
 //! - the emulator closes the connection when the world's node is no longer running, and
@@ -29,15 +29,46 @@ use tokio::task::JoinHandle;
 
 use super::{Directory, Emulator};
 
+/// The control port of a serving emulator's processes ([`Emulator::serve_processes`]):
+/// served until dropped.
+#[derive(Debug)]
+pub struct Processes {
+    task: JoinHandle<()>,
+    attached: Arc<Mutex<BTreeSet<NodeId>>>,
+}
+
+impl Processes {
+    /// How many emulated processes hold their node now.
+    pub fn attached(&self) -> usize {
+        self.attached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl Emulator {
-    /// Serves the control port of the emulated processes on `listener` (loopback) until
-    /// the handle is aborted or the emulator dropped. See the [module docs](self).
-    pub fn serve_processes(&self, listener: TcpListener) -> JoinHandle<()> {
+    /// Serves the control port of emulated processes that are real OS processes, each
+    /// running [`run_process`](crate::emulator::run_process), on `listener` (loopback): a
+    /// process holds one connection for as long as it lives; its `start` starts the world's
+    /// node (or takes over one that already runs), its `stop` (on SIGTERM) shuts the node
+    /// down cleanly, the connection is closed when the node is down, and a connection that
+    /// closes without `stop` (SIGKILL) kills the node at once, as a crash.
+    pub fn serve_processes(&self, listener: TcpListener) -> Processes {
         let (sim, dir) = (self.sim.clone(), self.dir.clone());
         let attached: Arc<Mutex<BTreeSet<NodeId>>> = Arc::default();
-        tokio::spawn(async move {
+        let shared = attached.clone();
+        let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
+                    // Out of file descriptors, say: not a busy loop.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
                 let (sim, dir, attached) = (sim.clone(), dir.clone(), attached.clone());
@@ -47,7 +78,11 @@ impl Emulator {
                     }
                 });
             }
-        })
+        });
+        Processes {
+            task,
+            attached: shared,
+        }
     }
 }
 
