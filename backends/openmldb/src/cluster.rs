@@ -117,7 +117,8 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
     /// notes the highest op id.
     ///
     /// # Errors
-    /// ZooKeeper unreachable, no OpenMLDB under `root`, no nameserver that answers as leader.
+    /// ZooKeeper unreachable, no OpenMLDB under `root`, no nameserver that answers as leader
+    /// within three ZooKeeper sessions.
     pub async fn connect(
         ensemble: &str,
         root: &str,
@@ -137,13 +138,19 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
             led: Mutex::new(BTreeMap::new()),
             nameservers: Mutex::new(std::collections::BTreeSet::new()),
         };
-        me.mark = me
-            .ops(None)
-            .await?
-            .iter()
-            .map(|o| o.op_id)
-            .max()
-            .unwrap_or(0);
+        // A moment without a nameserver leader (the leader was just stopped and a standby
+        // is not elected yet, as when a rollout is resumed while it restarts a nameserver)
+        // is waited out, for up to three ZooKeeper sessions.
+        let t0 = tokio::time::Instant::now();
+        let ops = loop {
+            match me.ops(None).await {
+                Err(e) if e.rediscover() && t0.elapsed() < 3 * me.timing.session => {
+                    tokio::time::sleep(me.timing.poll).await;
+                }
+                r => break r?,
+            }
+        };
+        me.mark = ops.iter().map(|o| o.op_id).max().unwrap_or(0);
         Ok(me)
     }
 
