@@ -17,6 +17,8 @@
 #[path = "common.rs"]
 mod common;
 #[path = "openmldb_serve.rs"]
+mod openmldb_serve;
+#[path = "serve.rs"]
 mod serve;
 
 use std::process::ExitCode;
@@ -380,7 +382,7 @@ fn main() -> ExitCode {
             return serve::emulated_process(endpoint, control).await;
         }
         if args.serve {
-            return serve::serve(
+            return openmldb_serve::serve(
                 args.zk(),
                 &args.zk_root,
                 args.seed,

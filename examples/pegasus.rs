@@ -14,6 +14,10 @@
 
 #[path = "common.rs"]
 mod common;
+#[path = "pegasus_serve.rs"]
+mod pegasus_serve;
+#[path = "serve.rs"]
+mod serve;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -34,7 +38,7 @@ use rollout_sim::{ClientLoad, Flavor, SimBuilder, Strategy, report_of};
 #[command(name = "pegasus", version)]
 struct Args {
     /// The meta servers, comma-separated HOST:PORT.
-    #[arg(long, value_delimiter = ',', required_unless_present = "emulate")]
+    #[arg(long, value_delimiter = ',', required_unless_present_any = ["emulate", "emulated_process"])]
     meta: Vec<SocketAddr>,
     /// Collectors to roll last, comma-separated HOST:PORT.
     #[arg(long, value_delimiter = ',')]
@@ -74,9 +78,30 @@ struct Args {
     /// client load) and roll it; its first stdout line names the meta servers.
     #[arg(long)]
     emulate: bool,
-    /// With --emulate: how many emulated seconds pass per wall second.
-    #[arg(long, default_value_t = 20)]
-    scale: u32,
+    /// How many emulated seconds pass per wall second: with --emulate (default 20), or with
+    /// --run against an emulator in serve mode (the command it prints gives it; every wait
+    /// and poll is divided by it). Default 1 on a real cluster.
+    #[arg(long)]
+    scale: Option<u32>,
+    /// With --emulate: keep the emulated cluster running (until Ctrl-C or SIGTERM), each of
+    /// its processes a real OS process behind a node agent of its own emulated host, and
+    /// print a cluster file for --cluster and the command that rolls it from another shell.
+    #[arg(long, requires = "emulate")]
+    serve: bool,
+    /// With --serve: where the emulated hosts' deploy dirs, the cluster file, the agents'
+    /// token and truth.json go (default: a new directory under the system's temp dir).
+    #[arg(long, value_name = "DIR", requires = "serve")]
+    dir: Option<std::path::PathBuf>,
+    /// With --serve: a ZooKeeper, HOST:PORT[,...], that the emulated meta servers report in
+    /// cluster_info (under a root of their own), so that the rollout keeps its state there.
+    #[arg(long, value_name = "HOST:PORT", requires = "serve")]
+    zk: Option<String>,
+    /// An emulated process of a serving emulator (started by its deployment's commands).
+    #[arg(long, hide = true, value_name = "ENDPOINT", requires = "control")]
+    emulated_process: Option<String>,
+    /// The serving emulator's control port, for --emulated-process.
+    #[arg(long, hide = true, value_name = "HOST:PORT")]
+    control: Option<String>,
     /// With --emulate: ha (the high-availability steps) or naive (the upstream simplified
     /// steps: restart and wait), to compare what the client over the wire sees.
     #[arg(long, default_value = "ha")]
@@ -90,6 +115,14 @@ struct Args {
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     json: bool,
+}
+
+impl Args {
+    fn scale(&self) -> u32 {
+        self.scale
+            .unwrap_or(if self.emulate { 20 } else { 1 })
+            .max(1)
+    }
 }
 
 fn parse_change(s: &str) -> anyhow::Result<Change> {
@@ -122,7 +155,11 @@ fn parse_change(s: &str) -> anyhow::Result<Change> {
 }
 
 async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
-    let spec = Spec::new(change);
+    let scale = args.scale();
+    let mut spec = Spec::new(change);
+    if scale > 1 {
+        spec.policy = policy(scale);
+    }
     let first = args
         .meta
         .first()
@@ -140,7 +177,7 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
         &args.meta,
         &args.collector,
         |id: &NodeId| Some(Unmanaged(id.clone())),
-        Timing::default(),
+        Timing::default().scaled(scale),
     )
     .await
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;
@@ -162,7 +199,7 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
         &args.meta,
         &args.collector,
         move |id: &NodeId| file.node(id),
-        Timing::default(),
+        Timing::default().scaled(scale),
     )
     .await
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;
@@ -176,7 +213,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
     let mut builder = SimBuilder::new(Flavor::Pegasus);
     builder
         .seed(args.seed)
-        .time_scale(args.scale)
+        .time_scale(args.scale())
         .load(ClientLoad::default());
     // The pure simulation of the same shape and seed, for comparison.
     let strategy = if args.strategy == "naive" {
@@ -190,14 +227,14 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
     println!("meta servers: {}", metas.join(","));
     println!(
         "emulated Pegasus cluster (not Pegasus: rollout's simulator behind the real protocol), {}x time",
-        args.scale
+        args.scale()
     );
     let e = emu.clone();
     let cluster = PegasusCluster::connect(
         &emu.metas(),
         &emu.collectors(),
         move |id: &NodeId| e.node(id),
-        Timing::default().scaled(args.scale),
+        Timing::default().scaled(args.scale()),
     )
     .await
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;
@@ -206,7 +243,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         "naive" => rollout_core::Procedure::Simple,
         other => bail!("unknown strategy {other:?}: expected ha or naive"),
     };
-    let spec = Spec::new(change).policy(policy(args.scale).procedure(procedure));
+    let spec = Spec::new(change).policy(policy(args.scale()).procedure(procedure));
     if args.plan {
         return print_plan(&cluster, &spec, args.json).await;
     }
@@ -214,7 +251,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
     // Our own client writes through the data path over the wire during the rollout, with
     // the emulated cluster's client timeout and retry (3 s, 250 ms) in wall time.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = tokio::spawn(wire_load(emu.metas(), stop.clone(), args.scale));
+    let load = tokio::spawn(wire_load(emu.metas(), stop.clone(), args.scale()));
     let journal = MemoryJournal::new();
     let progress = Progress {
         quiet: args.json,
@@ -231,7 +268,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
     let wire = load.await?;
     let wire_lost = wire_lost(&emu.metas(), &wire.acked).await;
     // Requests in flight finish before the counters are read.
-    tokio::time::sleep(ClientLoad::default().timeout / args.scale.max(1)).await;
+    tokio::time::sleep(ClientLoad::default().timeout / args.scale()).await;
     tokio::time::sleep(Duration::from_secs(args.hold)).await;
     let waves = *progress.waves.lock().unwrap_or_else(|e| e.into_inner());
     let mut report = report_of(
@@ -247,7 +284,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
     json["sim_virtual_secs"] = sim_report.virtual_secs.into();
     json["emulated"] = true.into();
     json["strategy"] = args.strategy.clone().into();
-    json["time_scale"] = args.scale.into();
+    json["time_scale"] = args.scale().into();
     json["meta_servers"] = metas.join(",").into();
     json["wire_writes_acked"] = wire.acked.len().into();
     json["wire_writes_failed"] = wire.failed.into();
@@ -351,6 +388,19 @@ fn main() -> ExitCode {
         }
     };
     common::run_main(async {
+        if let (Some(endpoint), Some(control)) = (&args.emulated_process, &args.control) {
+            return serve::emulated_process(endpoint, control).await;
+        }
+        if args.serve {
+            return pegasus_serve::serve(
+                args.zk.as_deref(),
+                args.seed,
+                args.scale(),
+                args.dir.as_deref(),
+                args.json,
+            )
+            .await;
+        }
         if args.emulate {
             emulate(&args, change).await
         } else {

@@ -47,6 +47,7 @@ mod fault;
 mod monitor;
 mod node;
 mod probe;
+pub mod processes;
 mod run;
 mod script;
 mod world;

@@ -18,7 +18,29 @@ use std::time::{Duration, Instant};
 use rollout_zookeeper::testing::{PrivateZooKeeper, zookeeper};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_openmldb");
+/// Which emulator, and its reference binary.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    OpenMldb,
+    Pegasus,
+}
+
+impl Flavor {
+    fn bin(self) -> &'static str {
+        match self {
+            Self::OpenMldb => env!("CARGO_BIN_EXE_openmldb"),
+            Self::Pegasus => env!("CARGO_BIN_EXE_pegasus"),
+        }
+    }
+
+    /// How many processes its emulated cluster has.
+    fn nodes(self) -> usize {
+        match self {
+            Self::OpenMldb => 7,
+            Self::Pegasus => 10,
+        }
+    }
+}
 
 /// One emulated cluster at a time: each runs 7 processes, 7 agents and client load, and the
 /// machine may have 2 cores.
@@ -48,6 +70,7 @@ fn last_json(text: &str) -> Option<Value> {
 
 /// An emulated cluster in serve mode; stopped (SIGTERM) when dropped.
 struct Serve {
+    flavor: Flavor,
     child: Child,
     info: Value,
     dir: tempfile::TempDir,
@@ -55,9 +78,13 @@ struct Serve {
 
 impl Serve {
     fn start(zk: &str) -> Self {
+        Self::start_as(Flavor::OpenMldb, zk)
+    }
+
+    fn start_as(flavor: Flavor, zk: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("serve.out");
-        let child = Command::new(BIN)
+        let child = Command::new(flavor.bin())
             .args([
                 "--emulate",
                 "--serve",
@@ -75,6 +102,7 @@ impl Serve {
             .unwrap();
         // Made first, so that a failure below still stops it.
         let mut serve = Self {
+            flavor,
             child,
             info: Value::Null,
             dir,
@@ -94,12 +122,18 @@ impl Serve {
     /// An orchestrator rolling this cluster (a restart), journaling in its ZooKeeper, run
     /// from `cwd`, with a ZooKeeper session of `session_secs`.
     fn orchestrator(&self, cwd: &Path, session_secs: u64) -> Command {
-        let mut c = Command::new(BIN);
-        c.current_dir(cwd)
-            .args(["--zk", &self.s("zk"), "--zk-root", &self.s("zk_root")])
-            .args(["--cluster", &self.s("cluster_file")])
-            .args(["--apiserver", &self.s("apiserver")])
-            .args(["--taskmanager", &self.s("taskmanager")])
+        let mut c = Command::new(self.flavor.bin());
+        c.current_dir(cwd);
+        match self.flavor {
+            Flavor::OpenMldb => c
+                .args(["--zk", &self.s("zk"), "--zk-root", &self.s("zk_root")])
+                .args(["--apiserver", &self.s("apiserver")])
+                .args(["--taskmanager", &self.s("taskmanager")]),
+            Flavor::Pegasus => c
+                .args(["--meta", &self.s("meta")])
+                .args(["--collector", &self.s("collector")]),
+        };
+        c.args(["--cluster", &self.s("cluster_file")])
             .args(["--scale", "20", "--run", "--journal", "zk", "--json"])
             .args(["--zk-session-secs", &session_secs.to_string()]);
         c
@@ -129,12 +163,14 @@ impl Serve {
     /// `--status --json`, from a directory of its own.
     fn status(&self) -> Value {
         let cwd = tempfile::tempdir().unwrap();
-        let out = Command::new(BIN)
-            .current_dir(cwd.path())
-            .args(["--zk", &self.s("zk"), "--zk-root", &self.s("zk_root")])
-            .args(["--status", "--json"])
-            .output()
-            .unwrap();
+        let mut c = Command::new(self.flavor.bin());
+        c.current_dir(cwd.path());
+        match self.flavor {
+            // The journal found from the cluster: its ZooKeeper, or the one the meta reports.
+            Flavor::OpenMldb => c.args(["--zk", &self.s("zk"), "--zk-root", &self.s("zk_root")]),
+            Flavor::Pegasus => c.args(["--meta", &self.s("meta")]),
+        };
+        let out = c.args(["--status", "--json"]).output().unwrap();
         assert!(
             out.status.success(),
             "status: {}",
@@ -206,7 +242,7 @@ fn finished(out: &Output) -> Value {
 fn assert_rolled_once(serve: &Serve) -> Value {
     let truth = serve.truth();
     let restarts = truth["restarts"].as_object().unwrap();
-    assert_eq!(restarts.len(), 7, "{truth}");
+    assert_eq!(restarts.len(), serve.flavor.nodes(), "{truth}");
     assert!(
         restarts.values().all(|n| n == 1),
         "a node was restarted twice or not at all: {truth}"
@@ -232,8 +268,18 @@ fn wait_exit(child: &mut Orchestrator, timeout: Duration) -> std::process::ExitS
 
 #[test]
 fn an_orchestrator_killed_mid_rollout_is_resumed_from_another_directory() {
+    killed_and_resumed(Flavor::OpenMldb);
+}
+
+/// The same with Pegasus: its journal in the ZooKeeper its meta servers report.
+#[test]
+fn a_pegasus_orchestrator_killed_mid_rollout_is_resumed_from_another_directory() {
+    killed_and_resumed(Flavor::Pegasus);
+}
+
+fn killed_and_resumed(flavor: Flavor) {
     let _serial = serial();
-    let serve = Serve::start(&zookeeper());
+    let serve = Serve::start_as(flavor, &zookeeper());
     let first = tempfile::tempdir().unwrap();
     let mut a = serve.spawn(first.path(), 4, "a");
     let during = serve.wait_in_progress(2);

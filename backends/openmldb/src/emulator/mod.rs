@@ -7,10 +7,9 @@
 //! `<root>/config/auto_failover`, `<root>/taskmanager/leader`. A stopped process closes its
 //! port and its ZooKeeper nodes go.
 
-mod processes;
 mod serve;
 
-pub use processes::{Processes, run_process};
+pub use rollout_sim::processes::{Processes, run_process};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -191,6 +190,18 @@ impl Emulator {
     /// The endpoint of the world's node `id` (for example `tablet-1:10921`).
     pub fn endpoint_of(&self, id: &NodeId) -> String {
         self.dir.endpoint(id)
+    }
+
+    /// Serves the control port of this cluster's emulated processes on `listener`, each a
+    /// real OS process running [`run_process`] and naming itself by its endpoint (see
+    /// [`rollout_sim::processes`]): the serve mode of the reference binary.
+    pub fn serve_processes(&self, listener: TcpListener) -> Processes {
+        let dir = self.dir.clone();
+        rollout_sim::processes::serve(
+            self.sim.clone(),
+            listener,
+            Arc::new(move |endpoint: &str| dir.world(endpoint)),
+        )
     }
 
     /// The process at `endpoint`, controlled through the world: this is the emulator's node

@@ -12,6 +12,8 @@
 mod clock;
 mod serve;
 
+pub use rollout_sim::processes::{Processes, run_process};
+
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
@@ -52,6 +54,8 @@ pub(crate) struct Directory {
     pub(crate) values: Values,
     /// The world's timings: its meta's freeze thresholds are what the servers report.
     pub(crate) timings: rollout_sim::Timings,
+    /// What `cluster_info` reports as `zookeeper_hosts` and `zookeeper_root`.
+    pub(crate) zookeeper: std::sync::Mutex<(String, String)>,
 }
 
 impl Directory {
@@ -97,6 +101,7 @@ impl Emulator {
             node: BTreeMap::new(),
             values: Values::default(),
             timings: builder.get_timings(),
+            zookeeper: std::sync::Mutex::new(("emulated".into(), "/pegasus/emulated".into())),
         };
         for id in sim.node_ids() {
             let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).await?;
@@ -134,7 +139,8 @@ impl Emulator {
         self.role_addrs("collector")
     }
 
-    fn role_addrs(&self, role: &str) -> Vec<SocketAddr> {
+    /// The addresses of the servers of `role` (`meta`, `replica`, `collector`).
+    pub fn role_addrs(&self, role: &str) -> Vec<SocketAddr> {
         self.sim
             .view()
             .nodes
@@ -145,10 +151,41 @@ impl Emulator {
             .collect()
     }
 
+    /// The address of the world's node `id` (as `127.0.0.1:PORT`), or its id when it has none.
+    pub fn endpoint_of(&self, id: &NodeId) -> String {
+        self.dir
+            .addr_of(id)
+            .map_or_else(|| id.to_string(), |a| a.to_string())
+    }
+
     /// The world's node behind a loopback address (as `127.0.0.1:PORT`).
     pub fn world_id(&self, addr: &str) -> Option<NodeId> {
         let a: SocketAddrV4 = addr.parse().ok()?;
         self.dir.node.get(&a).cloned()
+    }
+
+    /// Has `cluster_info` report `hosts` (`HOST:PORT[,...]`) and `root` as the cluster's
+    /// ZooKeeper (by default it reports `emulated`, which no tool can reach), so that
+    /// rollout keeps its state there, as on a real cluster. The emulator itself does not
+    /// use ZooKeeper.
+    pub fn report_zookeeper(&self, hosts: &str, root: &str) {
+        *self.dir.zookeeper.lock().unwrap_or_else(|e| e.into_inner()) =
+            (hosts.to_string(), root.to_string());
+    }
+
+    /// Serves the control port of this cluster's emulated processes on `listener`, each a
+    /// real OS process running [`run_process`] and naming itself by its address (see
+    /// [`rollout_sim::processes`]): the serve mode of the reference binary.
+    pub fn serve_processes(&self, listener: TcpListener) -> Processes {
+        let dir = self.dir.clone();
+        rollout_sim::processes::serve(
+            self.sim.clone(),
+            listener,
+            Arc::new(move |addr: &str| {
+                let a: SocketAddrV4 = addr.parse().ok()?;
+                dir.node.get(&a).cloned()
+            }),
+        )
     }
 
     /// The process at `addr` (`127.0.0.1:PORT`), controlled through the world: stop, start,

@@ -485,11 +485,17 @@ impl Ctx<'_> {
                         .cloned()
                         .unwrap_or_else(|| "steady".into())
                 };
+                let (zk_hosts, zk_root) = self
+                    .dir
+                    .zookeeper
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
                 let pairs = [
                     ("meta_servers", metas.join(",")),
                     ("primary_meta_server", self.hp(&self.node.id).to_string()),
-                    ("zookeeper_hosts", "emulated".into()),
-                    ("zookeeper_root", "/pegasus/emulated".into()),
+                    ("zookeeper_hosts", zk_hosts),
+                    ("zookeeper_root", zk_root),
                     ("meta_function_level", level),
                     (
                         "cluster_name",

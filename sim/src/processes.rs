@@ -1,11 +1,11 @@
-//! Emulated processes that are real OS processes: the emulator's serve mode gives each
-//! emulated nameserver, tablet, apiserver and taskmanager a process of its own (started by a
-//! deployment's start command, found by its pid file, stopped by signals), so that an
-//! orchestrator in another process rolls the emulated cluster through real process control,
-//! the node agent and pid files included.
+//! Emulated processes that are real OS processes: an emulator's serve mode gives each node of
+//! its world a process of its own (started by a deployment's start command, found by its pid
+//! file, stopped by signals), so that an orchestrator in another process rolls the emulated
+//! cluster through real process control, the node agent and pid files included. Both the
+//! Pegasus and the OpenMLDB emulators use it.
 //!
 //! Each such process ([`run_process`]) holds one TCP connection to the emulator's control
-//! port ([`Emulator::serve_processes`]) for as long as it lives, speaking lines of text:
+//! port ([`serve`]) for as long as it lives, speaking lines of text:
 //!
 //! - the process sends `start <endpoint>`: the world's node starts (or, when it already
 //!   runs, as at the emulator's start, the process takes it over); the emulator answers `ok`,
@@ -22,15 +22,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rollout_core::{Cluster, Node, NodeId};
-use rollout_sim::SimCluster;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use super::{Directory, Emulator};
+use crate::SimCluster;
 
-/// The control port of a serving emulator's processes ([`Emulator::serve_processes`]):
-/// served until dropped.
+/// Which node of the world an emulated process's endpoint (`HOST:PORT`) is.
+pub type Resolve = Arc<dyn Fn(&str) -> Option<NodeId> + Send + Sync>;
+
+/// The control port of a serving emulator's processes ([`serve`]): served until dropped.
 #[derive(Debug)]
 pub struct Processes {
     task: JoinHandle<()>,
@@ -53,36 +54,34 @@ impl Drop for Processes {
     }
 }
 
-impl Emulator {
-    /// Serves the control port of emulated processes that are real OS processes, each
-    /// running [`run_process`](crate::emulator::run_process), on `listener` (loopback): a
-    /// process holds one connection for as long as it lives; its `start` starts the world's
-    /// node (or takes over one that already runs), its `stop` (on SIGTERM) shuts the node
-    /// down cleanly, the connection is closed when the node is down, and a connection that
-    /// closes without `stop` (SIGKILL) kills the node at once, as a crash.
-    pub fn serve_processes(&self, listener: TcpListener) -> Processes {
-        let (sim, dir) = (self.sim.clone(), self.dir.clone());
-        let attached: Arc<Mutex<BTreeSet<NodeId>>> = Arc::default();
-        let shared = attached.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    // Out of file descriptors, say: not a busy loop.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                let (sim, dir, attached) = (sim.clone(), dir.clone(), attached.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = process(stream, &sim, &dir, &attached).await {
-                        tracing::debug!(error = %e, "an emulated process's connection ended");
-                    }
-                });
-            }
-        });
-        Processes {
-            task,
-            attached: shared,
+/// Serves the control port of emulated processes that are real OS processes, each running
+/// [`run_process`], on `listener` (loopback), for the nodes of `sim` that `resolve` names: a
+/// process holds one connection for as long as it lives; its `start` starts the world's node
+/// (or takes over one that already runs), its `stop` (on SIGTERM) shuts the node down
+/// cleanly, the connection is closed when the node is down, and a connection that closes
+/// without `stop` (SIGKILL) kills the node at once, as a crash. Call it inside a tokio
+/// runtime.
+pub fn serve(sim: SimCluster, listener: TcpListener, resolve: Resolve) -> Processes {
+    let attached: Arc<Mutex<BTreeSet<NodeId>>> = Arc::default();
+    let shared = attached.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                // Out of file descriptors, say: not a busy loop.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let (sim, resolve, attached) = (sim.clone(), resolve.clone(), attached.clone());
+            tokio::spawn(async move {
+                if let Err(e) = process(stream, &sim, &*resolve, &attached).await {
+                    tracing::debug!(error = %e, "an emulated process's connection ended");
+                }
+            });
         }
+    });
+    Processes {
+        task,
+        attached: shared,
     }
 }
 
@@ -101,7 +100,7 @@ impl Drop for Claim<'_> {
 async fn process(
     stream: TcpStream,
     sim: &SimCluster,
-    dir: &Directory,
+    resolve: &(dyn Fn(&str) -> Option<NodeId> + Send + Sync),
     attached: &Mutex<BTreeSet<NodeId>>,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
@@ -115,7 +114,7 @@ async fn process(
             .await?;
         return Ok(());
     };
-    let Some(id) = dir.world(endpoint.trim()) else {
+    let Some(id) = resolve(endpoint.trim()) else {
         let line = format!("error no emulated process serves {endpoint}\n");
         write.write_all(line.as_bytes()).await?;
         return Ok(());
