@@ -559,6 +559,51 @@ async fn a_boxed_cluster_rolls_like_the_generic_one_and_keeps_error_classes() {
     assert_eq!(generic.truth().restarts, boxed_sim.truth().restarts);
 }
 
+/// A data node left stopped by a crashed rollout whose replicas the coordinator dropped
+/// meanwhile (a Pegasus meta after its lease) makes its neighbours look unsafe to stop; the
+/// resume finishes it first and plans the rest again, after a crash at every step.
+#[tokio::test(start_paused = true)]
+async fn resumes_when_a_node_left_down_had_its_replicas_dropped_at_every_step() {
+    let spec = spec();
+    let build = || {
+        let c = Tiny::new(7, 3, 8);
+        c.drop_replicas_of_stopped();
+        c
+    };
+    let total = {
+        let c = build();
+        let journal = MemoryJournal::new();
+        roll(&c, &spec, Run::new(&journal)).await.unwrap();
+        journal.entries().len()
+    };
+    let mut blocked_before = 0;
+    for step in 1..total {
+        let c = build();
+        let journal = CrashJournal::new(step);
+        let Some(first) = journal.race(roll(&c, &spec, Run::new(&journal))).await else {
+            let plan = rollout_core::plan(&c, &spec).await.unwrap();
+            if !plan.blocked.is_empty() {
+                blocked_before += 1;
+            }
+            let report = roll(&c, &spec, Run::new(&journal))
+                .await
+                .unwrap_or_else(|e| panic!("step {step}: resume failed: {e}"));
+            assert!(report.resumed, "step {step}");
+            assert_eq!(report.outcome, Outcome::Completed, "step {step}");
+            assert!(c.knobs_restored(), "step {step}");
+            for (node, n) in c.restarts() {
+                assert_eq!(n, 1, "step {step}: node {node} restarted {n} times");
+            }
+            continue;
+        };
+        first.unwrap();
+    }
+    assert!(
+        blocked_before > 0,
+        "no crash left a node down that blocked the plan"
+    );
+}
+
 /// A stopped coordinator that the topology no longer lists (an OpenMLDB nameserver is known
 /// only from its ZooKeeper registration while it runs) is still resumed from the journal,
 /// after a crash at every step.

@@ -75,7 +75,7 @@ impl Guard {
             let original = match self.original(&k.name) {
                 Some(v) => v.to_string(),
                 None => {
-                    super::retry(cluster, policy, None, Phase::Plan, || {
+                    super::retry::retry(cluster, policy, None, Phase::Plan, || {
                         cluster.read_knob(&k.name)
                     })
                     .await?

@@ -5,6 +5,7 @@ mod node;
 mod outside;
 mod planning;
 mod recover;
+mod retry;
 mod steps;
 mod temporary;
 
@@ -25,8 +26,9 @@ use crate::policy::{OnTimeout, Spec};
 use knobs::Guard;
 use node::{NodeOutcome, StartAt};
 pub use planning::plan;
-use planning::{make_plan, resolve, split_done, validate};
+use planning::{ghosts, make_plan, resolve, split_done, validate, with_ghosts};
 pub use recover::abort;
+use retry::{Attempt, attempts, retry};
 
 /// How a rollout that returned `Ok` ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,7 +175,11 @@ async fn roll_inner<C: Cluster>(
     let mut guard = Guard::from_journal(&resume, cluster.knobs(spec.policy.get_procedure()));
     let planned = guard.planned(cluster, &spec.policy).await?;
     let plan = make_plan(cluster, spec, &topology, &todo, done.clone(), planned);
-    if let Some(b) = plan.blocked.first() {
+    // A node this rollout left in progress may be what makes another unsafe to stop now (its
+    // replicas were dropped while it was down): with nodes in progress, the check waits
+    // until they are done and the plan is made again.
+    let replan = !in_flight.is_empty() && !plan.blocked.is_empty();
+    if let Some(b) = plan.blocked.first().filter(|_| !replan) {
         return Err(Error::Unsafe {
             node: b.node.clone(),
             reason: b.reason.clone(),
@@ -213,7 +219,13 @@ async fn roll_inner<C: Cluster>(
         knobs_restored: false,
     };
     match ctx
-        .roll_waves(&mut guard, &plan.waves, &resume, &mut report)
+        .roll_waves(
+            &mut guard,
+            &plan.waves,
+            (replan, &todo),
+            &resume,
+            &mut report,
+        )
         .await
     {
         Ok(Some(reason)) => {
@@ -293,69 +305,6 @@ async fn roll_inner<C: Cluster>(
     }
 }
 
-/// Calls a control-plane step, retrying with exponential backoff in tokio time (from the poll
-/// minimum to 5 s): a transient error up to `retries` times, a not-safe-yet one (no leader,
-/// busy) for as long as the gate deadline allows. A fatal error, or the last one, becomes
-/// [`Error::Backend`] naming the node and phase.
-async fn retry<C, T, F, Fut>(
-    cluster: &C,
-    policy: &crate::policy::Policy,
-    node: Option<&NodeId>,
-    phase: Phase,
-    f: F,
-) -> Result<T, Error<C::Error>>
-where
-    C: Cluster,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, C::Error>>,
-{
-    attempts(policy, |e| cluster.classify(e), f)
-        .await
-        .map_err(|source| Error::Backend {
-            node: node.cloned(),
-            phase,
-            source,
-        })
-}
-
-/// Tries `f` until it works, a fatal error (as `classify` says), the policy's transient
-/// retries are spent, or the gate deadline passes; backoff in tokio time. The one retry
-/// loop of the engine.
-async fn attempts<T, E, F, Fut>(
-    policy: &crate::policy::Policy,
-    classify: impl Fn(&E) -> ErrorClass,
-    f: F,
-) -> Result<T, E>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    use backon::{ExponentialBuilder, Retryable};
-    let (min, max) = policy.poll_bounds();
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(min)
-        .with_max_delay(max.max(std::time::Duration::from_secs(5)))
-        .without_max_times()
-        .with_total_delay(Some(policy.get_deadlines().gate));
-    let transient = std::sync::atomic::AtomicUsize::new(0);
-    f.retry(backoff)
-        .sleep(tokio::time::sleep)
-        .when(|e| match classify(e) {
-            ErrorClass::Fatal => false,
-            ErrorClass::NotSafeYet => true,
-            ErrorClass::Transient => {
-                transient.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < policy.get_retries()
-            }
-        })
-        .await
-}
-
-/// Why one attempt of an action failed: the lock was lost before it, or the cluster said no.
-enum Attempt<E> {
-    LockLost(JournalError),
-    Failed(E),
-}
-
 /// An error and its sources on one line.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
@@ -366,31 +315,6 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = c.source();
     }
     s
-}
-
-/// The in-flight nodes of `resume` that `topology` does not list and whose role the
-/// journal recorded, as nodes that are down.
-fn ghosts(resume: &Resume, topology: &Topology) -> Vec<NodeInfo> {
-    resume
-        .in_flight
-        .iter()
-        .filter(|f| topology.node(&f.node).is_none())
-        .filter_map(|f| {
-            let role = f.role.clone()?;
-            tracing::info!(node = %f.node, "the live topology does not list a node this rollout left in progress; taken from the journal");
-            Some(NodeInfo::new(f.node.clone(), role).alive(false))
-        })
-        .collect()
-}
-
-/// `topology` with the `ghosts` it does not list (once a ghost is back, the live entry wins).
-fn with_ghosts(mut topology: Topology, ghosts: &[NodeInfo]) -> Topology {
-    for g in ghosts {
-        if topology.node(&g.id).is_none() {
-            topology.nodes.push(g.clone());
-        }
-    }
-    topology
 }
 
 /// The engine's private state for one run.
@@ -502,6 +426,7 @@ impl<'a, C: Cluster> Ctx<'a, C> {
         &self,
         guard: &mut Guard,
         waves: &[Wave],
+        (replan, todo): (bool, &[NodeId]),
         resume: &Resume,
         report: &mut Report,
     ) -> Result<Option<String>, Error<C::Error>> {
@@ -550,6 +475,13 @@ impl<'a, C: Cluster> Ctx<'a, C> {
                 }
             }
         }
+        let replanned;
+        let waves = if replan {
+            replanned = self.replan(todo, report).await?;
+            &replanned
+        } else {
+            waves
+        };
         let canary = self.spec.policy.get_canary();
         for (index, wave) in waves.iter().enumerate() {
             if let Some(n) = canary

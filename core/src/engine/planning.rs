@@ -3,14 +3,16 @@
 
 use crate::cluster::{Cluster, Node, Procedure};
 use crate::error::{Error, Phase};
+use crate::event::Event;
 use crate::journal::Resume;
-use crate::model::{Change, NodeId, RoleKind, Topology};
-use crate::plan::{self, Plan, PlannedKnob, SelectionError};
+use crate::model::{Change, NodeId, NodeInfo, RoleKind, Topology};
+use crate::plan::{self, Plan, PlannedKnob, SelectionError, Wave};
 use crate::policy::Spec;
 use crate::replicas::{Relief, accepted_downtime, check_accepted, place_temporary_replicas};
 
+use super::Report;
 use super::knobs::Guard;
-use super::retry;
+use super::retry::retry;
 
 /// Builds the plan of `spec` from the live topology without touching anything (a dry run).
 ///
@@ -138,5 +140,68 @@ pub(super) fn make_plan<C: Cluster>(
             .collect(),
         temporary_replicas,
         accepted_unavailable,
+    }
+}
+
+/// The in-flight nodes of `resume` that `topology` does not list and whose role the
+/// journal recorded, as nodes that are down.
+pub(super) fn ghosts(resume: &Resume, topology: &Topology) -> Vec<NodeInfo> {
+    resume
+        .in_flight
+        .iter()
+        .filter(|f| topology.node(&f.node).is_none())
+        .filter_map(|f| {
+            let role = f.role.clone()?;
+            tracing::info!(node = %f.node, "the live topology does not list a node this rollout left in progress; taken from the journal");
+            Some(NodeInfo::new(f.node.clone(), role).alive(false))
+        })
+        .collect()
+}
+
+/// `topology` with the `ghosts` it does not list (once a ghost is back, the live entry wins).
+pub(super) fn with_ghosts(mut topology: Topology, ghosts: &[NodeInfo]) -> Topology {
+    for g in ghosts {
+        if topology.node(&g.id).is_none() {
+            topology.nodes.push(g.clone());
+        }
+    }
+    topology
+}
+
+impl<C: Cluster> super::Ctx<'_, C> {
+    /// The plan of `todo`'s nodes not rolled yet, made again on the live topology once the
+    /// nodes a resume found in progress are done (each of those waits for full health).
+    ///
+    /// # Errors
+    /// [`Error::Unsafe`] naming the first node that still cannot be stopped safely.
+    pub(super) async fn replan(
+        &self,
+        todo: &[NodeId],
+        report: &Report,
+    ) -> Result<Vec<Wave>, Error<C::Error>> {
+        let left: Vec<NodeId> = todo
+            .iter()
+            .filter(|n| !report.rolled.contains(n))
+            .cloned()
+            .collect();
+        let topology = self.topology(Phase::Plan).await?;
+        let plan = make_plan(
+            self.cluster,
+            self.spec,
+            &topology,
+            &left,
+            Vec::new(),
+            Vec::new(),
+        );
+        if let Some(b) = plan.blocked.first() {
+            return Err(Error::Unsafe {
+                node: b.node.clone(),
+                reason: b.reason.clone(),
+            });
+        }
+        self.emit(Event::PlanReady {
+            plan: Box::new(plan.clone()),
+        });
+        Ok(plan.waves)
     }
 }

@@ -41,6 +41,10 @@ struct State {
     hide_stopped_coordinators: bool,
     /// The first drain of each node is refused with a transient error.
     flaky_drain: bool,
+    /// As a Pegasus meta after a replica server's lease ends: a stopped data node's replicas
+    /// leave the partitions (until it runs again), and a partition takes writes with 2
+    /// replicas serving.
+    drop_replicas_of_stopped: bool,
     drain_refused: BTreeSet<usize>,
 }
 
@@ -146,6 +150,12 @@ impl Tiny {
     /// `drain-refused NODE`), so that the engine retries it.
     pub fn flaky_drain(&self) {
         self.st().flaky_drain = true;
+    }
+
+    /// Leaves a stopped data node's replicas out of the partitions from now on, and needs 2
+    /// serving replicas for writes.
+    pub fn drop_replicas_of_stopped(&self) {
+        self.st().drop_replicas_of_stopped = true;
     }
 
     /// Leaves stopped coordinators out of the topology from now on.
@@ -328,6 +338,7 @@ impl Cluster for Tiny {
             .map(|(p, reps)| {
                 let replicas = reps
                     .iter()
+                    .filter(|&&(n, _)| !st.drop_replicas_of_stopped || st.nodes[n].running)
                     .map(|&(n, primary)| {
                         let role = if primary {
                             ReplicaRole::Primary
@@ -341,7 +352,8 @@ impl Cluster for Tiny {
                 Partition::new(format!("1.{p}"), reps.len() as u32, replicas)
             })
             .collect();
-        Ok(Topology::new(nodes, partitions))
+        let min_serving = if st.drop_replicas_of_stopped { 2 } else { 1 };
+        Ok(Topology::new(nodes, partitions).min_serving(min_serving))
     }
 
     fn node(&self, id: &NodeId) -> Option<TinyNode> {
