@@ -97,21 +97,8 @@ struct Args {
     /// and poll is divided by it). Default 1 on a real cluster.
     #[arg(long)]
     scale: Option<u32>,
-    /// With --emulate: keep the emulated cluster running (until Ctrl-C or SIGTERM), each of
-    /// its processes a real OS process behind a node agent of its own emulated host, and
-    /// print a cluster file for --cluster and the command that rolls it from another shell.
-    #[arg(long, requires = "emulate")]
-    serve: bool,
-    /// With --serve: where the emulated hosts' deploy dirs, the cluster file, the agents'
-    /// token and truth.json go (default: a new directory under the system's temp dir).
-    #[arg(long, value_name = "DIR", requires = "serve")]
-    dir: Option<std::path::PathBuf>,
-    /// An emulated process of a serving emulator (started by its deployment's commands).
-    #[arg(long, hide = true, value_name = "ENDPOINT", requires = "control")]
-    emulated_process: Option<String>,
-    /// The serving emulator's control port, for --emulated-process.
-    #[arg(long, hide = true, value_name = "HOST:PORT")]
-    control: Option<String>,
+    #[command(flatten)]
+    served: serve::ServeArgs,
     /// With --emulate: ha (fenced leader moves) or naive (restart and wait).
     #[arg(long, default_value = "ha")]
     strategy: String,
@@ -129,9 +116,7 @@ impl Args {
     }
 
     fn scale(&self) -> u32 {
-        self.scale
-            .unwrap_or(if self.emulate { 20 } else { 1 })
-            .max(1)
+        serve::scale(self.scale, self.emulate)
     }
 }
 
@@ -378,16 +363,17 @@ fn main() -> ExitCode {
         }
     };
     common::run_main(async {
-        if let (Some(endpoint), Some(control)) = (&args.emulated_process, &args.control) {
+        let served = &args.served;
+        if let (Some(endpoint), Some(control)) = (&served.emulated_process, &served.control) {
             return serve::emulated_process(endpoint, control).await;
         }
-        if args.serve {
+        if served.serve {
             return openmldb_serve::serve(
                 args.zk(),
                 &args.zk_root,
                 args.seed,
                 args.scale(),
-                args.dir.as_deref(),
+                served.dir.as_deref(),
                 args.json,
             )
             .await;

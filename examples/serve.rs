@@ -19,6 +19,31 @@ use rollout_sim::SimCluster;
 use rollout_sim::processes::Processes;
 use tokio::net::TcpListener;
 
+/// The serve mode's flags, the same in both binaries (flattened into their `Args`).
+#[derive(clap::Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// With --emulate: keep the emulated cluster running (until Ctrl-C or SIGTERM), each of
+    /// its processes a real OS process behind a node agent of its own emulated host, and
+    /// print a cluster file for --cluster and the command that rolls it from another shell.
+    #[arg(long, requires = "emulate")]
+    pub(crate) serve: bool,
+    /// With --serve: where the emulated hosts' deploy dirs, the cluster file, the agents'
+    /// token and truth.json go (default: a new directory under the system's temp dir).
+    #[arg(long, value_name = "DIR", requires = "serve")]
+    pub(crate) dir: Option<PathBuf>,
+    /// An emulated process of a serving emulator (started by its deployment's commands).
+    #[arg(long, hide = true, value_name = "ENDPOINT", requires = "control")]
+    pub(crate) emulated_process: Option<String>,
+    /// The serving emulator's control port, for --emulated-process.
+    #[arg(long, hide = true, value_name = "HOST:PORT")]
+    pub(crate) control: Option<String>,
+}
+
+/// `--scale`: as given, else 20 with `--emulate` and 1 on a real cluster.
+pub(crate) fn scale(given: Option<u32>, emulate: bool) -> u32 {
+    given.unwrap_or(if emulate { 20 } else { 1 }).max(1)
+}
+
 /// The directory of a serving emulator: `dir`, or a new one under the system's temp dir.
 pub(crate) fn serve_dir(dir: Option<&Path>, flavor: &str) -> anyhow::Result<PathBuf> {
     let dir = match dir {
