@@ -6,6 +6,8 @@
 #![allow(dead_code)]
 
 use std::sync::Mutex;
+
+use anyhow::Context;
 use std::time::Duration;
 
 use rollout_core::{
@@ -288,6 +290,8 @@ pub(crate) enum JournalAt {
         cluster: String,
         /// The session timeout, when not the default 10 s.
         session: Option<std::time::Duration>,
+        /// Digest credentials, `user:password`.
+        digest: Option<String>,
     },
     /// A file on this host.
     File(std::path::PathBuf),
@@ -309,6 +313,7 @@ impl JournalAt {
                 root: root.to_string(),
                 cluster: format!("{flavor}:{}", root.trim_end_matches('/')),
                 session: None,
+                digest: None,
             }),
             (Some("zk"), None) => anyhow::bail!(
                 "--journal zk needs the cluster's ZooKeeper, which this binary does not know here; use --journal file:PATH"
@@ -340,18 +345,38 @@ impl JournalAt {
     }
 
     /// The ZooKeeper journal; `read_only` creates nothing (for `--status`).
+    /// With ZooKeeper digest credentials read from `file` (its first line, `user:password`):
+    /// the rollout's znodes then get an ACL for that user alone.
+    pub(crate) fn auth_file(mut self, file: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        if let (Self::Zk { digest, .. }, Some(file)) = (&mut self, file) {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("--zk-auth-file {}", file.display()))?;
+            let line = text.lines().next().unwrap_or_default().trim();
+            anyhow::ensure!(
+                line.split_once(':')
+                    .is_some_and(|(u, p)| !u.is_empty() && !p.is_empty()),
+                "--zk-auth-file {}: its first line must be user:password",
+                file.display()
+            );
+            *digest = Some(line.to_string());
+        }
+        Ok(self)
+    }
+
     fn zk(&self, read_only: bool) -> anyhow::Result<rollout_zookeeper::ZkJournal> {
         let Self::Zk {
             hosts,
             root,
             cluster,
             session,
+            digest,
         } = self
         else {
             anyhow::bail!("not a ZooKeeper journal");
         };
         let mut options = rollout_zookeeper::ZkOptions::new(hosts, root).cluster(cluster);
         options.read_only = read_only;
+        options.digest = digest.clone();
         if let Some(s) = session {
             options.session_timeout = *s;
         }

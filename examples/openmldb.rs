@@ -63,6 +63,10 @@ struct Args {
     /// resume or abort; and how long it waits for ZooKeeper while it cannot reach it.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     zk_session_secs: u64,
+    /// With --journal zk: a file whose first line is the cluster's ZooKeeper digest
+    /// credentials, user:password; the rollout's znodes then get an ACL for that user alone.
+    #[arg(long, value_name = "FILE")]
+    zk_auth_file: Option<std::path::PathBuf>,
     /// Print the state of the rollout in the journal (who holds its lock, since when, the
     /// node in progress, the knobs saved and their originals) and change nothing.
     #[arg(long, conflicts_with_all = ["run", "abort"])]
@@ -178,7 +182,8 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
         "openmldb",
         common::default_journal(&format!("openmldb{}", args.zk_root)),
     )?
-    .session(Duration::from_secs(args.zk_session_secs.max(2)));
+    .session(Duration::from_secs(args.zk_session_secs.max(2)))
+    .auth_file(args.zk_auth_file.as_deref())?;
     if args.status {
         return journal.print_status(args.json);
     }

@@ -64,6 +64,10 @@ struct Args {
     /// resume or abort; and how long it waits for ZooKeeper while it cannot reach it.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     zk_session_secs: u64,
+    /// With --journal zk: a file whose first line is the cluster's ZooKeeper digest
+    /// credentials, user:password; the rollout's znodes then get an ACL for that user alone.
+    #[arg(long, value_name = "FILE")]
+    zk_auth_file: Option<std::path::PathBuf>,
     /// Print the state of the rollout in the journal and change nothing.
     #[arg(long, conflicts_with_all = ["run", "abort"])]
     status: bool,
@@ -173,7 +177,8 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
         "pegasus",
         default_file,
     )?
-    .session(std::time::Duration::from_secs(args.zk_session_secs.max(2)));
+    .session(std::time::Duration::from_secs(args.zk_session_secs.max(2)))
+    .auth_file(args.zk_auth_file.as_deref())?;
     if args.status {
         return journal.print_status(args.json);
     }

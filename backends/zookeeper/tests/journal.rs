@@ -196,6 +196,39 @@ fn a_root_made_before_it_was_named_takes_the_first_name() {
 }
 
 #[test]
+fn with_digest_credentials_the_journal_is_readable_by_that_user_alone() {
+    let hosts = zookeeper();
+    let root = root(&hosts, "digest");
+    let with = |digest: Option<&str>| {
+        let mut o = ZkOptions::new(&hosts, &root);
+        o.digest = digest.map(str::to_string);
+        o.connect_timeout = Duration::from_secs(5);
+        ZkJournal::connect(o)
+    };
+    let a = with(Some("rollout:s3cret")).unwrap();
+    a.lock("rollout A").unwrap();
+    a.append(&done("a:1")).unwrap();
+    // The same user, another session: reads it back.
+    assert_eq!(
+        with(Some("rollout:s3cret")).unwrap().load().unwrap(),
+        vec![done("a:1")]
+    );
+    // Anyone else is refused, with the znode named.
+    let entries = format!("{root}/rollout/entries");
+    let denied = raw(&hosts, async |c| {
+        let names = c.list_children(&entries).await;
+        matches!(names, Err(zk::Error::NoAuth))
+    });
+    assert!(denied, "{entries} is readable without the credentials");
+    let e = with(None).and_then(|j| j.load()).unwrap_err().to_string();
+    assert!(e.contains("rollout"), "{e}");
+    let e = with(Some("other:wrong"))
+        .and_then(|j| j.load())
+        .unwrap_err();
+    assert!(e.to_string().contains("rollout"), "{e}");
+}
+
+#[test]
 fn a_corrupt_entry_is_an_error_naming_its_znode() {
     let hosts = zookeeper();
     let root = root(&hosts, "corrupt");
