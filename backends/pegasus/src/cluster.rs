@@ -210,17 +210,6 @@ fn node_id(a: SocketAddr) -> NodeId {
     NodeId::new(a.to_string())
 }
 
-/// The number in a remote command's answer: plain (`600000`, `true`), `name: value`, or a
-/// JSON object with one value.
-pub(crate) fn parse_answer(answer: &str) -> Option<String> {
-    let t = answer.trim();
-    let t = t.rsplit([':', '=']).next().unwrap_or(t);
-    let v = t
-        .trim()
-        .trim_matches(|c| matches!(c, '{' | '}' | '"' | ' '));
-    (!v.is_empty() && !v.starts_with("ERR_") && !v.contains(' ')).then(|| v.to_string())
-}
-
 /// The cluster as the meta servers see it at one instant.
 pub(crate) struct Snapshot {
     pub(crate) nodes: Vec<WireNode>,
@@ -291,14 +280,14 @@ impl<F: NodeFactory> PegasusCluster<F> {
         // The meta server's ZooKeeper, where the rollout's state may live too; an ensemble
         // given without a port (or not at all) is taken as unknown.
         let zookeeper =
-            crate::zk_info::zookeeper_of(info.get("zookeeper_hosts"), info.get("zookeeper_root"));
+            crate::answers::zookeeper_of(info.get("zookeeper_hosts"), info.get("zookeeper_root"));
         let leader = meta.leader().ok_or_else(|| {
             PegasusError::Meta(MetaError::NoLeader {
                 tried: String::new(),
                 last: "no leader after a successful call".into(),
             })
         })?;
-        let (min_live, pct, source) = freeze_thresholds(leader, timing.rpc).await;
+        let (min_live, pct, source) = crate::answers::freeze_thresholds(leader, timing.rpc).await;
         Ok(Self {
             meta,
             name: format!("pegasus:{name}"),
@@ -524,7 +513,7 @@ impl<F: NodeFactory> PegasusCluster<F> {
             .text()
             .await
             .map_err(|e| bad(e.to_string()))?;
-        open_replicas_in(&body).ok_or_else(|| bad(body.chars().take(200).collect()))
+        crate::answers::open_replicas_in(&body).ok_or_else(|| bad(body.chars().take(200).collect()))
     }
 
     /// The server's `/recentStartTime` (`{"RecentStartTime": "YYYY-MM-DD hh:mm:ss"}`, see
@@ -619,100 +608,5 @@ impl<F: NodeFactory> PegasusCluster<F> {
             .unwrap_or_else(|e| e.into_inner())
             .get(node)
             .is_none_or(|t| t.elapsed() >= self.timing.repropose)
-    }
-}
-
-/// The meta's freeze thresholds, read over HTTP from the leader
-/// (`/config?name=min_live_node_count_for_unfreeze` and
-/// `/config?name=node_live_percentage_threshold_for_update`, served on the RPC port; see
-/// shared/reference/pegasus.md §5 and §6), with where they came from. A value that cannot be
-/// read takes the code default (3, 65) and the source says so, so that the plan's limit names
-/// an assumption as one.
-async fn freeze_thresholds(leader: SocketAddr, timeout: Duration) -> (usize, u32, String) {
-    let http = reqwest::Client::builder().timeout(timeout).build().ok();
-    let read = |name: &'static str| {
-        let http = http.clone();
-        async move {
-            let body = http?
-                .get(format!("http://{leader}/config?name={name}"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            flag_value(&body)
-        }
-    };
-    let min_live = read("min_live_node_count_for_unfreeze").await;
-    let pct = read("node_live_percentage_threshold_for_update").await;
-    let source = match (min_live, pct) {
-        (Some(_), Some(_)) => format!("read from the leader {leader}"),
-        _ => format!(
-            "{leader} did not answer /config for every threshold: the code defaults are assumed \
-             where it did not"
-        ),
-    };
-    (min_live.unwrap_or(3) as usize, pct.unwrap_or(65), source)
-}
-
-/// The sum of `total_replicas`, `opening_replicas` and `closing_replicas` in a server's
-/// `/metrics` answer (`entities[].metrics[]` of `{name, value}`); `None` when none is there.
-pub(crate) fn open_replicas_in(body: &str) -> Option<u64> {
-    let v: serde_json::Value = serde_json::from_str(body).ok()?;
-    let mut found = false;
-    let mut sum = 0u64;
-    for e in v["entities"].as_array()? {
-        for m in e["metrics"].as_array().into_iter().flatten() {
-            let name = m["name"].as_str().unwrap_or_default();
-            if matches!(
-                name,
-                "total_replicas" | "opening_replicas" | "closing_replicas"
-            ) {
-                found = true;
-                sum = sum.saturating_add(m["value"].as_u64().unwrap_or(0));
-            }
-        }
-    }
-    found.then_some(sum)
-}
-
-/// The value of a `/config?name=` answer: a JSON object whose `value` is a number or a
-/// numeric string.
-pub(crate) fn flag_value(body: &str) -> Option<u32> {
-    let v: serde_json::Value = serde_json::from_str(body).ok()?;
-    match &v["value"] {
-        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        serde_json::Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{flag_value, parse_answer};
-
-    #[test]
-    fn remote_command_answers_in_every_style_give_their_value() {
-        assert_eq!(parse_answer("600000").as_deref(), Some("600000"));
-        assert_eq!(parse_answer("true\n").as_deref(), Some("true"));
-        assert_eq!(
-            parse_answer("assign_delay_ms: 600000").as_deref(),
-            Some("600000")
-        );
-        assert_eq!(
-            parse_answer(r#"{"meta.lb.assign_delay_ms": "600000"}"#).as_deref(),
-            Some("600000")
-        );
-        assert_eq!(parse_answer("ERR_INVALID_PARAMETERS"), None);
-        assert_eq!(parse_answer("unknown command 'x'"), None);
-    }
-
-    #[test]
-    fn a_config_answer_gives_its_value_as_number_or_string() {
-        assert_eq!(flag_value(r#"{"name":"x","value":"3"}"#), Some(3));
-        assert_eq!(flag_value(r#"{"value":65}"#), Some(65));
-        assert_eq!(flag_value(r#"{"value":"many"}"#), None);
-        assert_eq!(flag_value("<html>"), None);
     }
 }

@@ -21,6 +21,7 @@
 //!   `rollout-sim` world over the real protocol.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod answers;
 pub mod client;
 mod cluster;
 #[cfg(feature = "emulator")]
@@ -35,6 +36,5 @@ mod steps;
 pub mod thrift;
 pub mod transport;
 pub mod types;
-mod zk_info;
 
 pub use cluster::{NodeFactory, PegasusCluster, PegasusError, PegasusNode, Timing};

@@ -8,7 +8,8 @@ use rollout_core::{
     Replica, ReplicaRole, Topology, probe_fn,
 };
 
-use crate::cluster::{NodeFactory, PegasusCluster, PegasusError, PegasusNode, addr, parse_answer};
+use crate::answers::parse_answer;
+use crate::cluster::{NodeFactory, PegasusCluster, PegasusError, PegasusNode, addr};
 use crate::messages::{
     Empty, I32Request, I32Response, ListResponse, NodeInfo as WireNode, meta_level, node_status,
     rpc,
