@@ -277,6 +277,42 @@ pub(crate) fn starts_recorded(
     starts
 }
 
+/// The journal's flags, the same in both binaries (flattened into their `Args`).
+#[derive(clap::Args, Debug)]
+pub(crate) struct JournalArgs {
+    /// With --run, --status, --abort: where the rollout's state lives: `zk` (the default
+    /// wherever the cluster's ZooKeeper is known: OpenMLDB's --zk, the one a Pegasus meta
+    /// server reports in cluster_info; under <root>/rollout, so that any host may resume,
+    /// inspect or abort it) or `file:PATH` (else the default: a file per cluster in the
+    /// user's state dir).
+    #[arg(long = "journal", value_name = "zk|file:PATH")]
+    pub(crate) at: Option<String>,
+    /// With --journal zk: the ZooKeeper session timeout, in seconds: how long after this
+    /// orchestrator is lost (killed, cut off, paused) its lock goes and another host may
+    /// resume or abort; and how long it waits for ZooKeeper while it cannot reach it.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub(crate) zk_session_secs: u64,
+    /// With --journal zk: a file whose first line is the cluster's ZooKeeper digest
+    /// credentials, user:password; the rollout's znodes then get an ACL for that user alone.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) zk_auth_file: Option<std::path::PathBuf>,
+}
+
+impl JournalArgs {
+    /// Where the journal is, from these flags: `zk` is the cluster's ZooKeeper hosts and
+    /// root when known, `flavor` the cluster kind, `default_file` the file without one.
+    pub(crate) fn at(
+        &self,
+        zk: Option<(&str, &str)>,
+        flavor: &str,
+        default_file: std::path::PathBuf,
+    ) -> anyhow::Result<JournalAt> {
+        JournalAt::parse(self.at.as_deref(), zk, flavor, default_file)?
+            .session(Duration::from_secs(self.zk_session_secs.max(2)))
+            .auth_file(self.zk_auth_file.as_deref())
+    }
+}
+
 /// Where a run on real hosts journals: `zk` (the cluster's own ZooKeeper, under
 /// `<root>/rollout`: the lock and the entries outlive this host) or `file:PATH`.
 pub(crate) enum JournalAt {
@@ -301,7 +337,7 @@ impl JournalAt {
     /// `--journal`'s value: `zk`, `file:PATH`, or (for compatibility) a bare path. `zk`
     /// is the cluster's ZooKeeper hosts and root when known; `flavor` (`openmldb`,
     /// `pegasus`) names the cluster kind.
-    pub(crate) fn parse(
+    fn parse(
         spec: Option<&str>,
         zk: Option<(&str, &str)>,
         flavor: &str,
@@ -337,7 +373,7 @@ impl JournalAt {
     }
 
     /// With a ZooKeeper session timeout of `timeout` (a ZooKeeper journal).
-    pub(crate) fn session(mut self, timeout: std::time::Duration) -> Self {
+    fn session(mut self, timeout: std::time::Duration) -> Self {
         if let Self::Zk { session, .. } = &mut self {
             *session = Some(timeout);
         }
@@ -347,7 +383,7 @@ impl JournalAt {
     /// The ZooKeeper journal; `read_only` creates nothing (for `--status`).
     /// With ZooKeeper digest credentials read from `file` (its first line, `user:password`):
     /// the rollout's znodes then get an ACL for that user alone.
-    pub(crate) fn auth_file(mut self, file: Option<&std::path::Path>) -> anyhow::Result<Self> {
+    fn auth_file(mut self, file: Option<&std::path::Path>) -> anyhow::Result<Self> {
         if let (Self::Zk { digest, .. }, Some(file)) = (&mut self, file) {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("--zk-auth-file {}", file.display()))?;

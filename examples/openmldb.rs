@@ -53,20 +53,8 @@ struct Args {
     /// over ssh, or by the node agent on its host (rollout-process's `ClusterFile`).
     #[arg(long, value_name = "FILE")]
     cluster: Option<std::path::PathBuf>,
-    /// With --run, --status, --abort: where the rollout's state lives: `zk` (the default:
-    /// the cluster's own ZooKeeper under <root>/rollout, so that any host may resume,
-    /// inspect or abort it) or `file:PATH`.
-    #[arg(long, value_name = "zk|file:PATH")]
-    journal: Option<String>,
-    /// With --journal zk: the ZooKeeper session timeout, in seconds: how long after this
-    /// orchestrator is lost (killed, cut off, paused) its lock goes and another host may
-    /// resume or abort; and how long it waits for ZooKeeper while it cannot reach it.
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
-    zk_session_secs: u64,
-    /// With --journal zk: a file whose first line is the cluster's ZooKeeper digest
-    /// credentials, user:password; the rollout's znodes then get an ACL for that user alone.
-    #[arg(long, value_name = "FILE")]
-    zk_auth_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    journal: common::JournalArgs,
     /// Print the state of the rollout in the journal (who holds its lock, since when, the
     /// node in progress, the knobs saved and their originals) and change nothing.
     #[arg(long, conflicts_with_all = ["run", "abort"])]
@@ -176,14 +164,11 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
     if scale > 1 {
         spec.policy = policy(scale);
     }
-    let journal = common::JournalAt::parse(
-        args.journal.as_deref(),
+    let journal = args.journal.at(
         Some((args.zk(), &args.zk_root)),
         "openmldb",
         common::default_journal(&format!("openmldb{}", args.zk_root)),
-    )?
-    .session(Duration::from_secs(args.zk_session_secs.max(2)))
-    .auth_file(args.zk_auth_file.as_deref())?;
+    )?;
     if args.status {
         return journal.print_status(args.json);
     }
@@ -273,13 +258,14 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
     }
     // The rollout's state in the emulated cluster's own ZooKeeper root, as on a real one
     // (`--journal file:PATH` keeps it in a file instead).
-    let journal = common::JournalAt::parse(
-        args.journal.as_deref(),
-        Some((args.zk(), &root)),
-        "openmldb",
-        common::default_journal(&root),
-    )?
-    .open()?;
+    let journal = args
+        .journal
+        .at(
+            Some((args.zk(), &root)),
+            "openmldb",
+            common::default_journal(&root),
+        )?
+        .open()?;
     let progress = Progress {
         quiet: args.json,
         waves: Mutex::new(0),

@@ -11,7 +11,6 @@ use std::path::Path;
 use rollout_openmldb::emulator::Emulator;
 use rollout_process::shell_quote_path;
 use rollout_sim::{ClientLoad, Flavor, SimBuilder};
-use tokio::net::TcpListener;
 
 use crate::serve;
 
@@ -40,10 +39,6 @@ pub(crate) async fn serve(
         std::process::id()
     );
     let emu = Emulator::start(&builder, zk, &root).await?;
-    let dir = serve::serve_dir(dir, "openmldb")?;
-    let control = TcpListener::bind("127.0.0.1:0").await?;
-    let control_addr = control.local_addr()?;
-    let processes = emu.serve_processes(control);
     let nodes: Vec<(String, String)> = ROLES
         .iter()
         .flat_map(|role| {
@@ -52,20 +47,26 @@ pub(crate) async fn serve(
                 .map(|e| ((*role).to_string(), e))
         })
         .collect();
-    let cluster_file = serve::start_hosts(&nodes, &processes, control_addr, &dir, |role, ep| {
-        (
-            format!("{role}.flags"),
-            format!("--endpoint={ep}\n--zk_cluster={zk}\n--zk_root_path={root}\n"),
-        )
-    })
+    let hosts = serve::start_hosts(
+        "openmldb",
+        dir,
+        &nodes,
+        |l| emu.serve_processes(l),
+        |role, ep| {
+            (
+                format!("{role}.flags"),
+                format!("--endpoint={ep}\n--zk_cluster={zk}\n--zk_root_path={root}\n"),
+            )
+        },
+    )
     .await?;
-    let truth_file = dir.join("truth.json");
+    let (cluster_file, truth_file) = (&hosts.cluster_file, &hosts.truth_file);
     let apiservers = emu.endpoints("apiserver").join(",");
     let taskmanagers = emu.endpoints("taskmanager").join(",");
     let command = format!(
         "cargo run --release --example openmldb -- --zk {zk} --zk-root {root} --cluster {} \
          --apiserver {apiservers} --taskmanager {taskmanagers} --scale {scale} --run --journal zk",
-        shell_quote_path(&cluster_file)
+        shell_quote_path(cluster_file)
     );
     let info = serde_json::json!({
         "zk": zk,
@@ -86,7 +87,7 @@ pub(crate) async fn serve(
              root {root}, {scale}x time"
         ),
     );
-    serve::until_signal(&truth_file, || {
+    serve::until_signal(truth_file, || {
         let mut truth = serve::truth(emu.sim(), |id| emu.endpoint_of(id));
         // Every leader change moves a partition's term; every nameserver op is counted.
         let terms: BTreeMap<String, u64> = emu

@@ -53,21 +53,8 @@ struct Args {
     /// over ssh, or by the node agent on its host (rollout-process's `ClusterFile`).
     #[arg(long, value_name = "FILE")]
     cluster: Option<std::path::PathBuf>,
-    /// With --run, --status, --abort: where the rollout's state lives: `zk` (the default
-    /// when the meta server reports its ZooKeeper in cluster_info: under
-    /// <zookeeper_root>/rollout, so that any host may resume, inspect or abort it) or
-    /// `file:PATH` (else the default: a file per cluster in the user's state dir).
-    #[arg(long, value_name = "zk|file:PATH")]
-    journal: Option<String>,
-    /// With --journal zk: the ZooKeeper session timeout, in seconds: how long after this
-    /// orchestrator is lost (killed, cut off, paused) its lock goes and another host may
-    /// resume or abort; and how long it waits for ZooKeeper while it cannot reach it.
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
-    zk_session_secs: u64,
-    /// With --journal zk: a file whose first line is the cluster's ZooKeeper digest
-    /// credentials, user:password; the rollout's znodes then get an ACL for that user alone.
-    #[arg(long, value_name = "FILE")]
-    zk_auth_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    journal: common::JournalArgs,
     /// Print the state of the rollout in the journal and change nothing.
     #[arg(long, conflicts_with_all = ["run", "abort"])]
     status: bool,
@@ -156,8 +143,10 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
         .unwrap_or_default();
     let default_file = common::default_journal(&format!("pegasus-{first}"));
     // A journal named as a file needs no meta server to be read.
-    if args.status && args.journal.as_deref().is_some_and(|j| j != "zk") {
-        return common::JournalAt::parse(args.journal.as_deref(), None, "pegasus", default_file)?
+    if args.status && args.journal.at.as_deref().is_some_and(|j| j != "zk") {
+        return args
+            .journal
+            .at(None, "pegasus", default_file)?
             .print_status(args.json);
     }
     let file = common::cluster_file(args.cluster.as_deref())?;
@@ -171,14 +160,9 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
     .await
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;
     // The rollout's state lives by default in the ZooKeeper the meta server reports.
-    let journal = common::JournalAt::parse(
-        args.journal.as_deref(),
-        plain.zookeeper(),
-        "pegasus",
-        default_file,
-    )?
-    .session(std::time::Duration::from_secs(args.zk_session_secs.max(2)))
-    .auth_file(args.zk_auth_file.as_deref())?;
+    let journal = args
+        .journal
+        .at(plain.zookeeper(), "pegasus", default_file)?;
     if args.status {
         return journal.print_status(args.json);
     }

@@ -10,7 +10,6 @@ use anyhow::Context;
 use rollout_pegasus::emulator::Emulator;
 use rollout_process::shell_quote_path;
 use rollout_sim::{ClientLoad, Flavor, SimBuilder};
-use tokio::net::TcpListener;
 use zookeeper_client as zk;
 
 use crate::serve;
@@ -37,10 +36,6 @@ pub(crate) async fn serve(
         make_root(hosts, &root).await?;
         emu.report_zookeeper(hosts, &root);
     }
-    let dir = serve::serve_dir(dir, "pegasus")?;
-    let control = TcpListener::bind("127.0.0.1:0").await?;
-    let control_addr = control.local_addr()?;
-    let processes = emu.serve_processes(control);
     let nodes: Vec<(String, String)> = ROLES
         .iter()
         .flat_map(|role| {
@@ -49,11 +44,15 @@ pub(crate) async fn serve(
                 .map(|a| ((*role).to_string(), a.to_string()))
         })
         .collect();
-    let cluster_file = serve::start_hosts(&nodes, &processes, control_addr, &dir, |role, _| {
-        ("config.ini".to_string(), format!("[{role}]\n"))
-    })
+    let hosts = serve::start_hosts(
+        "pegasus",
+        dir,
+        &nodes,
+        |l| emu.serve_processes(l),
+        |role, _| ("config.ini".to_string(), format!("[{role}]\n")),
+    )
     .await?;
-    let truth_file = dir.join("truth.json");
+    let (cluster_file, truth_file) = (&hosts.cluster_file, &hosts.truth_file);
     let metas = emu
         .metas()
         .iter()
@@ -74,7 +73,7 @@ pub(crate) async fn serve(
     let command = format!(
         "cargo run --release --example pegasus -- --meta {metas} --collector {collectors} \
          --cluster {} --scale {scale} --run {journal}",
-        shell_quote_path(&cluster_file)
+        shell_quote_path(cluster_file)
     );
     let info = serde_json::json!({
         "meta": metas,
@@ -95,7 +94,7 @@ pub(crate) async fn serve(
             zookeeper.map_or(String::new(), |z| format!(", ZooKeeper {z} root {root}"))
         ),
     );
-    serve::until_signal(&truth_file, || {
+    serve::until_signal(truth_file, || {
         serde_json::Value::Object(serve::truth(emu.sim(), |id| emu.endpoint_of(id)))
     })
     .await

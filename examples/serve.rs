@@ -45,7 +45,7 @@ pub(crate) fn scale(given: Option<u32>, emulate: bool) -> u32 {
 }
 
 /// The directory of a serving emulator: `dir`, or a new one under the system's temp dir.
-pub(crate) fn serve_dir(dir: Option<&Path>, flavor: &str) -> anyhow::Result<PathBuf> {
+fn serve_dir(dir: Option<&Path>, flavor: &str) -> anyhow::Result<PathBuf> {
     let dir = match dir {
         Some(d) => d.to_path_buf(),
         None => {
@@ -56,17 +56,31 @@ pub(crate) fn serve_dir(dir: Option<&Path>, flavor: &str) -> anyhow::Result<Path
     Ok(dir.canonicalize()?)
 }
 
-/// One emulated host per `(role, endpoint)` of `nodes` under `dir`, each with its deploy dir
-/// (`conf/<role>.<config>` from `config(role, endpoint)`, `bin/`, `logs/`) and its node agent
-/// on loopback; starts each node's process as a deployment starts it, and waits until each
-/// holds its node on the emulator's `control` port. Returns the cluster file.
+/// A serving emulator's hosts: where they are laid out, the cluster file, the ground truth's
+/// file, and the control port its processes hold.
+pub(crate) struct Hosts {
+    pub(crate) cluster_file: PathBuf,
+    pub(crate) truth_file: PathBuf,
+    /// Served while held.
+    _processes: Processes,
+}
+
+/// One emulated host per `(role, endpoint)` of `nodes` under `dir` (or a new directory for
+/// `flavor`), each with its deploy dir (`conf/<file>` from `config(role, endpoint)`, `bin/`,
+/// `logs/`) and its node agent on loopback; the emulator's control port is served by
+/// `serve_processes`; each node's process is started as a deployment starts it, and the
+/// hosts are given out once each holds its node.
 pub(crate) async fn start_hosts(
+    flavor: &str,
+    dir: Option<&Path>,
     nodes: &[(String, String)],
-    processes: &Processes,
-    control: SocketAddr,
-    dir: &Path,
+    serve_processes: impl FnOnce(TcpListener) -> Processes,
     config: impl Fn(&str, &str) -> (String, String),
-) -> anyhow::Result<PathBuf> {
+) -> anyhow::Result<Hosts> {
+    let dir = &serve_dir(dir, flavor)?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let control: SocketAddr = listener.local_addr()?;
+    let processes = serve_processes(listener);
     let token_file = dir.join("agent.token");
     write_token(&token_file)?;
     let exe = std::env::current_exe().context("the path of this binary")?;
@@ -129,7 +143,11 @@ pub(crate) async fn start_hosts(
     }
     let cluster_file = dir.join("cluster.toml");
     std::fs::write(&cluster_file, cluster)?;
-    Ok(cluster_file)
+    Ok(Hosts {
+        cluster_file,
+        truth_file: dir.join("truth.json"),
+        _processes: processes,
+    })
 }
 
 fn agent_toml(

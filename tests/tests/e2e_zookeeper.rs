@@ -189,10 +189,17 @@ impl Serve {
         })
     }
 
-    /// The emulated cluster's ground truth, once it has been rewritten after now.
+    /// The emulated cluster's ground truth as of now: the first `truth.json` written after
+    /// this call (the emulator rewrites it every 200 ms).
     fn truth(&self) -> Value {
-        std::thread::sleep(Duration::from_millis(600));
-        let text = std::fs::read_to_string(self.s("truth_file")).unwrap();
+        let path = self.s("truth_file");
+        let asked = std::time::SystemTime::now();
+        let text = until("truth.json rewritten", Duration::from_secs(10), || {
+            let written = std::fs::metadata(&path).ok()?.modified().ok()?;
+            (written > asked)
+                .then(|| std::fs::read_to_string(&path).ok())
+                .flatten()
+        });
         serde_json::from_str(&text).unwrap()
     }
 }

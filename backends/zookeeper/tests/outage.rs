@@ -39,6 +39,8 @@ fn appends_and_lock_checks_wait_through_a_server_restart_none_lost_or_doubled() 
             j.fence().unwrap();
             j.append(&done(&format!("n{n}:1"))).unwrap();
             n += 1;
+            // Pacing, not a wait for anything: a few hundred appends over the restart, not
+            // tens of thousands.
             std::thread::sleep(Duration::from_millis(20));
         }
         restart.join().unwrap()
@@ -82,7 +84,7 @@ fn a_server_gone_past_the_session_timeout_fails_the_next_step_and_frees_the_lock
             took = true;
             break;
         }
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(250)); // a bounded poll: 40 tries
     }
     assert!(took, "A's lock did not go with its session");
     // The append A sent into the frozen server may still have been committed when it woke,
