@@ -29,7 +29,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use common::{Progress, Unmanaged, policy, print_plan};
 use rollout_core::{Change, ConfigEdit, NodeId, Run, Selection, Spec, chain, roll};
-use rollout_openmldb::emulator::Emulator;
+use rollout_emulator_openmldb::Emulator;
 use rollout_openmldb::{OpenMldbCluster, Others, Timing};
 use rollout_sim::{ClientLoad, Flavor, SimBuilder, Strategy, report_of};
 

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rollout_openmldb::emulator::Emulator;
+use rollout_emulator_openmldb::Emulator;
 use rollout_process::shell_quote_path;
 use rollout_sim::{ClientLoad, Flavor, SimBuilder};
 

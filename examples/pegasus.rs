@@ -29,7 +29,7 @@ use clap::Parser;
 use common::{Progress, Unmanaged, policy, print_plan};
 use rollout_core::{Change, MemoryJournal, NodeId, Run, Spec, chain, roll};
 use rollout_pegasus::client::DataClient;
-use rollout_pegasus::emulator::Emulator;
+use rollout_emulator_pegasus::Emulator;
 use rollout_pegasus::{PegasusCluster, Timing};
 use rollout_sim::{ClientLoad, Flavor, SimBuilder, Strategy, report_of};
 

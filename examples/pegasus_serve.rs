@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use rollout_pegasus::emulator::Emulator;
+use rollout_emulator_pegasus::Emulator;
 use rollout_process::shell_quote_path;
 use rollout_sim::{ClientLoad, Flavor, SimBuilder};
 use zookeeper_client as zk;

@@ -16,7 +16,7 @@ use rollout_core::NodeId;
 use rollout_process::agent::{AgentConfig, serve_on};
 use rollout_process::shell_quote_path;
 use rollout_sim::SimCluster;
-use rollout_sim::processes::Processes;
+use rollout_emulator_kernel::processes::Processes;
 use tokio::net::TcpListener;
 
 /// The serve mode's flags, the same in both binaries (flattened into their `Args`).
@@ -278,7 +278,7 @@ pub(crate) async fn until_signal(
 /// lives while the emulated node runs; SIGTERM shuts it down cleanly.
 pub(crate) async fn emulated_process(endpoint: &str, control: &str) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    rollout_sim::processes::run_process(control, endpoint, async move {
+    rollout_emulator_kernel::processes::run_process(control, endpoint, async move {
         term.recv().await;
     })
     .await

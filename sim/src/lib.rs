@@ -47,7 +47,6 @@ mod fault;
 mod monitor;
 mod node;
 mod probe;
-pub mod processes;
 mod run;
 mod script;
 mod world;

@@ -15,8 +15,6 @@
 
 pub mod api;
 mod cluster;
-#[cfg(feature = "emulator")]
-pub mod emulator;
 mod error;
 mod fence;
 pub mod flags;

@@ -1,6 +1,6 @@
 //! The Apache Pegasus backend of rollout: the "thrift over rDSN" protocol its servers speak,
-//! a client for the meta servers, `PegasusCluster` (the core traits over a real cluster), and
-//! an emulator to try it against.
+//! a client for the meta servers, and `PegasusCluster` (the core traits over a real cluster).
+//! Its emulator, to try it against, is the `rollout-emulator-pegasus` crate.
 //!
 //! Facts about the wire format and the RPCs come from shared/reference/pegasus.md (§3 and
 //! §4), checked against Pegasus's IDL (`idl/*.thrift` of apache/incubator-pegasus).
@@ -16,17 +16,12 @@
 //!   one table that measures what clients see;
 //! - [`ini`]: the `config.ini` editor that keeps every byte but the value it sets;
 //! - [`PegasusCluster`]: the core traits over the meta servers, processes reached through a
-//!   [`NodeFactory`];
-//! - `emulator` (feature `emulator`): meta and replica servers on loopback serving a
-//!   `rollout-sim` world over the real protocol.
+//!   [`NodeFactory`].
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod answers;
 pub mod client;
 mod cluster;
-#[cfg(feature = "emulator")]
-#[cfg_attr(docsrs, doc(cfg(feature = "emulator")))]
-pub mod emulator;
 pub mod frame;
 pub use rollout_core::conf::ini;
 pub mod messages;

@@ -26,7 +26,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::SimCluster;
+use rollout_sim::SimCluster;
 
 /// Which node of the world an emulated process's endpoint (`HOST:PORT`) is.
 pub type Resolve = Arc<dyn Fn(&str) -> Option<NodeId> + Send + Sync>;

@@ -1,5 +1,5 @@
 //! An emulated OpenMLDB cluster, not OpenMLDB: nameservers, tablets, an apiserver and a
-//! taskmanager on loopback that answer the HTTP/JSON RPCs [`OpenMldbCluster`](crate::OpenMldbCluster)
+//! taskmanager on loopback that answer the HTTP/JSON RPCs `rollout_openmldb::OpenMldbCluster`
 //! uses, from a [`rollout_sim`] world run on the wall clock (the one model of the cluster),
 //! and register in a real ZooKeeper as OpenMLDB does: an ephemeral sequential
 //! `<root>/leader/lock_request` node per running nameserver, an ephemeral `<root>/nodes/<endpoint>`
@@ -9,7 +9,7 @@
 
 mod serve;
 
-pub use rollout_sim::processes::{Processes, run_process};
+pub use rollout_emulator_kernel::processes::{Processes, run_process};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -194,10 +194,10 @@ impl Emulator {
 
     /// Serves the control port of this cluster's emulated processes on `listener`, each a
     /// real OS process running [`run_process`] and naming itself by its endpoint (see
-    /// [`rollout_sim::processes`]): the serve mode of the reference binary.
+    /// [`rollout_emulator_kernel::processes`]): the serve mode of the reference binary.
     pub fn serve_processes(&self, listener: TcpListener) -> Processes {
         let dir = self.dir.clone();
-        rollout_sim::processes::serve(
+        rollout_emulator_kernel::processes::serve(
             self.sim.clone(),
             listener,
             Arc::new(move |endpoint: &str| dir.world(endpoint)),

@@ -1,11 +1,10 @@
 //! `PegasusCluster` against the emulator, over real sockets on loopback, on the wall clock
 //! with the emulated cluster running 50 times faster.
-#![cfg(feature = "emulator")]
 
 use std::sync::Arc;
 
 use rollout_core::{Change, Cluster, MemoryJournal, Outcome, Policy, Run, Spec, plan, roll};
-use rollout_pegasus::emulator::Emulator;
+use rollout_emulator_pegasus::Emulator;
 use rollout_pegasus::{PegasusCluster, Timing};
 use rollout_sim::{Flavor, SimBuilder};
 

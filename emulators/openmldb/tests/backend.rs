@@ -1,6 +1,5 @@
 //! `OpenMldbCluster` against the emulator on a real ZooKeeper, over real sockets, on the wall
 //! clock with the emulated cluster running 20 times faster.
-#![cfg(feature = "emulator")]
 
 #[path = "support.rs"]
 mod support;
@@ -9,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rollout_core::{Change, Cluster, MemoryJournal, Outcome, Policy, Run, Spec, roll};
-use rollout_openmldb::emulator::Emulator;
+use rollout_emulator_openmldb::Emulator;
 use rollout_openmldb::{OpenMldbCluster, Others, Timing};
 use rollout_sim::{Flavor, SimBuilder};
 use support::zookeeper;

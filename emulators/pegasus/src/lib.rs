@@ -12,7 +12,7 @@
 mod clock;
 mod serve;
 
-pub use rollout_sim::processes::{Processes, run_process};
+pub use rollout_emulator_kernel::processes::{Processes, run_process};
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -175,10 +175,10 @@ impl Emulator {
 
     /// Serves the control port of this cluster's emulated processes on `listener`, each a
     /// real OS process running [`run_process`] and naming itself by its address (see
-    /// [`rollout_sim::processes`]): the serve mode of the reference binary.
+    /// [`rollout_emulator_kernel::processes`]): the serve mode of the reference binary.
     pub fn serve_processes(&self, listener: TcpListener) -> Processes {
         let dir = self.dir.clone();
-        rollout_sim::processes::serve(
+        rollout_emulator_kernel::processes::serve(
             self.sim.clone(),
             listener,
             Arc::new(move |addr: &str| {

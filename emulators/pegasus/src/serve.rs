@@ -10,13 +10,13 @@ use tokio::net::TcpStream;
 
 use super::Directory;
 use super::clock::{pegasus_now, wall_time};
-use crate::frame::{self, Payload, Request};
-use crate::messages::{
+use rollout_pegasus::frame::{self, Payload, Request};
+use rollout_pegasus::messages::{
     AppInfo, BalancerRequest, ClusterInfoResponse, Command, ErrResponse, I32Request, I32Response,
     ListResponse, Message, NodeInfo, PartitionConfiguration, QueryConfigRequest,
     QueryConfigResponse, app_status, config_type, meta_level, node_status, rpc,
 };
-use crate::types::{ErrorCode, Gpid, HostPort, RpcAddress};
+use rollout_pegasus::types::{ErrorCode, Gpid, HostPort, RpcAddress};
 
 /// Serves requests on `stream` for the process `me` until the peer or the process goes.
 pub(super) async fn connection(
@@ -151,16 +151,16 @@ async fn handle(sim: &SimCluster, dir: &Directory, me: &NodeId, req: &Request) -
     if node.role == "replica"
         && matches!(
             req.rpc.as_str(),
-            crate::rrdb::rpc::PUT
-                | crate::rrdb::rpc::GET
-                | crate::rrdb::rpc::REMOVE
-                | crate::rrdb::rpc::TTL
+            rollout_pegasus::rrdb::rpc::PUT
+                | rollout_pegasus::rrdb::rpc::GET
+                | rollout_pegasus::rrdb::rpc::REMOVE
+                | rollout_pegasus::rrdb::rpc::TTL
         )
     {
         return data(sim, dir, node, req);
     }
     let view = sim.view();
-    let reply = |f: &dyn Fn(&mut crate::thrift::Writer)| {
+    let reply = |f: &dyn Fn(&mut rollout_pegasus::thrift::Writer)| {
         frame::encode_response(&req.rpc, req.seqid, "ERR_OK", Payload::Struct(f))
     };
     let ctx = Ctx {
@@ -178,7 +178,7 @@ async fn handle(sim: &SimCluster, dir: &Directory, me: &NodeId, req: &Request) -
             frame::encode_response(&req.rpc, req.seqid, "ERR_OK", Payload::String(&text))
         }
         (rpc::QUERY_REPLICA_INFO, "replica") => {
-            let resp = crate::messages::QueryReplicaInfoResponse {
+            let resp = rollout_pegasus::messages::QueryReplicaInfoResponse {
                 err: Some(ErrorCode::ok()),
                 replicas: ctx.replica_states().await,
             };
@@ -307,7 +307,7 @@ impl Ctx<'_> {
     /// dropped one, or every one once its flush after kill_partition is done: a real replica
     /// server lists closed replicas too).
     async fn replica_states(&self) -> Vec<(Gpid, i32)> {
-        use crate::messages::partition_status::{INACTIVE, PRIMARY, SECONDARY};
+        use rollout_pegasus::messages::partition_status::{INACTIVE, PRIMARY, SECONDARY};
         let flushed = flushed(self.sim, &self.node.id).await;
         let me = &self.node.id;
         self.view
@@ -348,7 +348,7 @@ impl Ctx<'_> {
     /// A meta RPC's answer; `None` for an RPC a meta does not serve.
     async fn meta(&self, req: &Request) -> Option<Vec<u8>> {
         let ok = || Some(ErrorCode::ok());
-        let enc = |m: &dyn Fn(&mut crate::thrift::Writer)| {
+        let enc = |m: &dyn Fn(&mut rollout_pegasus::thrift::Writer)| {
             frame::encode_response(&req.rpc, req.seqid, "ERR_OK", Payload::Struct(m))
         };
         let leader = self.view.leader.as_ref();
@@ -585,7 +585,7 @@ impl Ctx<'_> {
 /// sequence number in the world's ledger; a read finds it only while the replica serving
 /// the partition holds that write, so a lost write reads as not found.
 fn data(sim: &SimCluster, dir: &Directory, node: &NodeView, req: &Request) -> Vec<u8> {
-    use crate::rrdb::{DataResponse, NOT_FOUND, OK, UpdateRequest, rpc as rrdb};
+    use rollout_pegasus::rrdb::{DataResponse, NOT_FOUND, OK, UpdateRequest, rpc as rrdb};
     use rollout_sim::emulation::WriteRefused;
     let fail = |e: &str| frame::encode_response(&req.rpc, req.seqid, e, Payload::None);
     let g = req.meta.gpid;
@@ -603,7 +603,7 @@ fn data(sim: &SimCluster, dir: &Directory, node: &NodeView, req: &Request) -> Ve
             .to_string(),
         ..DataResponse::default()
     };
-    let mut r = crate::thrift::Reader::new(&req.body);
+    let mut r = rollout_pegasus::thrift::Reader::new(&req.body);
     let refused = |e: WriteRefused| match e {
         WriteRefused::NoPartition => "ERR_OBJECT_NOT_FOUND",
         WriteRefused::NotPrimary => "ERR_INVALID_STATE",
