@@ -184,6 +184,19 @@ pub enum Error<E: std::error::Error + 'static> {
         /// What was read.
         found: String,
     },
+    /// Knobs the rollout changed and could not put back, each tried again and still failing:
+    /// every one is listed with its value now and its original, so that an operator can set
+    /// them by hand (or run `abort`, which tries again from the journal).
+    #[error(
+        "knobs left changed: {}; set them back by hand or run abort ({reason})",
+        KnobsLeft(.knobs)
+    )]
+    KnobsNotRestored {
+        /// Each knob left changed.
+        knobs: Vec<KnobLeft>,
+        /// Why the first of them could not be restored, with its causes.
+        reason: String,
+    },
     /// The rollout was cancelled through its [`Control`](crate::Control); knobs were restored.
     #[error("the rollout was cancelled before {}", Target(.node))]
     Cancelled {
@@ -214,8 +227,39 @@ impl<E: std::error::Error + 'static> Error<E> {
             | Self::Unhealthy { phase, .. }
             | Self::OutsideFailure { phase, .. } => Some(*phase),
             Self::KnobMismatch { .. } => Some(Phase::Guard),
+            Self::KnobsNotRestored { .. } => Some(Phase::Restore),
             _ => None,
         }
+    }
+}
+
+/// A knob the rollout could not put back: its value now (`None` when it could not be read)
+/// and its original.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KnobLeft {
+    /// The knob.
+    pub name: String,
+    /// What it reads now.
+    pub current: Option<String>,
+    /// What it was before the rollout.
+    pub original: String,
+}
+
+struct KnobsLeft<'a>(&'a [KnobLeft]);
+
+impl fmt::Display for KnobsLeft<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, k) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            match &k.current {
+                Some(c) => write!(f, "{} is {c:?} (was {:?})", k.name, k.original)?,
+                None => write!(f, "{} cannot be read (was {:?})", k.name, k.original)?,
+            }
+        }
+        Ok(())
     }
 }
 

@@ -26,6 +26,12 @@ pub enum Entry {
         nodes: Vec<NodeId>,
         /// The procedure.
         procedure: Procedure,
+        /// Data nodes that were down and held no replica when the rollout began
+        /// ([`retired`](crate::plan::retired)): left out of `All` and role selections, and not
+        /// watched as failures outside a wave. A resume takes them from here, so that its
+        /// selection is the one the rollout began with.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        retired: Vec<NodeId>,
     },
     /// A knob's original value, written before the knob is first changed.
     KnobSaved {
@@ -479,6 +485,8 @@ pub struct Resume {
     pub in_flight: Vec<InFlight>,
     /// Temporary replicas added and not yet removed.
     pub temporaries: Vec<TemporaryReplica>,
+    /// The data nodes the rollout began with as retired (down, holding no replica).
+    pub retired: Vec<NodeId>,
 }
 
 /// A node the journal shows begun but not finished.
@@ -520,9 +528,11 @@ impl Resume {
                     change,
                     nodes,
                     procedure,
+                    retired,
                 } => {
                     r.active = true;
                     r.begin = Some((cluster.clone(), change.clone(), nodes.clone(), *procedure));
+                    r.retired.clone_from(retired);
                 }
                 Entry::KnobSaved { name, original } => {
                     if !r.knobs.iter().any(|(n, _)| n == name) {

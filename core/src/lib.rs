@@ -112,7 +112,7 @@ pub use engine::{Outcome, Report, Run, abort, chain, plan, roll};
 pub use erased::{
     BoxCluster, BoxFuture, BoxNode, BoxProbe, DynCluster, DynError, DynNode, DynProbe, Which,
 };
-pub use error::{Error, Phase, Result, Target};
+pub use error::{Error, KnobLeft, Phase, Result, Target};
 pub use event::{Event, Ignore, Observer, RESUMED_WAVE};
 pub use journal::{Entry, FileJournal, InFlight, Journal, JournalError, MemoryJournal, Resume};
 pub use model::{
@@ -121,8 +121,8 @@ pub use model::{
 };
 pub use plan::{
     Blocked, Plan, PlannedKnob, SelectionError, Wave, build_waves, build_waves_limited,
-    outside_failure, outside_node_failure, resolve_selection, warnings, wave_is_safe,
-    wave_is_safe_with,
+    outside_failure, outside_node_failure, resolve_selection, resolve_selection_except, retired,
+    warnings, wave_is_safe, wave_is_safe_with,
 };
 pub use policy::{Deadlines, OnTimeout, Policy, Selection, Spec};
 pub use probe::{And, HealthProbe, Or, ProbeFn, probe_fn, probes};

@@ -361,8 +361,45 @@ pub fn resolve_selection(
     topology: &Topology,
     selection: &Selection,
 ) -> Result<Vec<NodeId>, SelectionError> {
+    resolve_selection_except(topology, selection, &retired(topology))
+}
+
+/// Data nodes that are down and hold no replica in any partition: decommissioned, or dead
+/// and copied elsewhere long ago. Nothing they hold can go down, so no partition can get
+/// worse through them; a rollout leaves them out of `All` and role selections (the plan warns
+/// of each) and does not take them for failures outside its waves. A node named in the
+/// selection is rolled all the same.
+pub fn retired(topology: &Topology) -> Vec<NodeId> {
+    let holding: BTreeSet<&NodeId> = topology
+        .partitions
+        .iter()
+        .flat_map(|p| p.replicas.iter().map(|r| &r.node))
+        .collect();
+    topology
+        .nodes
+        .iter()
+        .filter(|n| n.role.kind == RoleKind::Data && !n.alive && !holding.contains(&n.id))
+        .map(|n| n.id.clone())
+        .collect()
+}
+
+/// [`resolve_selection`] with the retired nodes given (a resume takes those the rollout
+/// began with).
+///
+/// # Errors
+/// A node or role the topology does not have, or a selection that names no node.
+pub fn resolve_selection_except(
+    topology: &Topology,
+    selection: &Selection,
+    retired: &[NodeId],
+) -> Result<Vec<NodeId>, SelectionError> {
     let ids = match selection {
-        Selection::All => topology.nodes.iter().map(|n| n.id.clone()).collect(),
+        Selection::All => topology
+            .nodes
+            .iter()
+            .filter(|n| !retired.contains(&n.id))
+            .map(|n| n.id.clone())
+            .collect(),
         Selection::Nodes(ids) => {
             if let Some(missing) = ids.iter().find(|id| topology.node(id).is_none()) {
                 return Err(SelectionError::Unknown(missing.to_string()));
@@ -379,7 +416,7 @@ pub fn resolve_selection(
             topology
                 .nodes
                 .iter()
-                .filter(|n| roles.contains(&n.role.name))
+                .filter(|n| roles.contains(&n.role.name) && !retired.contains(&n.id))
                 .map(|n| n.id.clone())
                 .collect()
         }
@@ -551,9 +588,19 @@ impl<'t> Packer<'t> {
     }
 }
 
-/// Risks of rolling `selected`: a coordinator role with a single node has no standby, so the
-/// cluster has no coordinator while that node restarts.
+/// Risks of rolling `selected`: a [`retired`] node left out of it, and a coordinator role
+/// with a single node, which has no standby, so that the cluster has no coordinator while
+/// that node restarts.
 pub fn warnings(topology: &Topology, selected: &[NodeId]) -> Vec<String> {
+    let mut out: Vec<String> = retired(topology)
+        .into_iter()
+        .filter(|n| !selected.contains(n))
+        .map(|n| {
+            format!(
+                "{n} is down and holds no replica (decommissioned?): it is left out of the plan                  and not watched; name it in the selection to roll it"
+            )
+        })
+        .collect();
     let mut by_role: BTreeMap<&str, (usize, Vec<&NodeId>)> = BTreeMap::new();
     for n in &topology.nodes {
         if n.role.kind == RoleKind::Coordinator {
@@ -564,15 +611,17 @@ pub fn warnings(topology: &Topology, selected: &[NodeId]) -> Vec<String> {
             }
         }
     }
-    by_role
-        .into_iter()
-        .filter(|(_, (count, chosen))| *count == 1 && !chosen.is_empty())
-        .map(|(role, (_, chosen))| {
-            format!(
-                "{} is the only {role}: while it restarts the cluster has no {role}; \
-                 make sure the restart is short, or add a standby first",
-                chosen[0]
-            )
-        })
-        .collect()
+    out.extend(
+        by_role
+            .into_iter()
+            .filter(|(_, (count, chosen))| *count == 1 && !chosen.is_empty())
+            .map(|(role, (_, chosen))| {
+                format!(
+                    "{} is the only {role}: while it restarts the cluster has no {role}; \
+                     make sure the restart is short, or add a standby first",
+                    chosen[0]
+                )
+            }),
+    );
+    out
 }

@@ -149,6 +149,7 @@ async fn a_journal_of_another_cluster_is_refused() {
             change: Change::Restart,
             nodes: vec![],
             procedure: Procedure::HighAvailability,
+            retired: Vec::new(),
         })
         .unwrap();
     let err = reject(Spec::new(Change::Restart), &journal).await;
@@ -170,6 +171,7 @@ async fn a_journal_of_another_change_is_refused() {
             },
             nodes: vec![],
             procedure: Procedure::HighAvailability,
+            retired: Vec::new(),
         })
         .unwrap();
     let err = reject(Spec::new(Change::Restart), &journal).await;

@@ -11,6 +11,7 @@ fn begin() -> Entry {
         change: Change::Restart,
         nodes: vec![NodeId::new("a:1"), NodeId::new("b:1")],
         procedure: Procedure::HighAvailability,
+        retired: Vec::new(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The knob guard: journal the original, set, verify, restore.
 
 use crate::cluster::Cluster;
-use crate::error::{Error, Phase};
+use crate::error::{Error, KnobLeft, Phase};
 use crate::event::Event;
 use crate::journal::{Entry, Resume};
 use crate::model::{Knob, KnobScope, NodeId};
@@ -9,6 +9,12 @@ use crate::plan::PlannedKnob;
 use crate::policy::Policy;
 
 use super::Ctx;
+
+/// How many times a knob's restore is tried before it is reported left changed.
+const RESTORE_TRIES: u32 = 3;
+
+/// The pause between two tries of a restore.
+const RESTORE_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The knobs of one run and the originals saved (journaled) and not yet restored.
 pub(super) struct Guard {
@@ -213,6 +219,9 @@ impl<C: Cluster> Ctx<'_, C> {
         self.restore_named(guard, names).await
     }
 
+    /// Restores the named knobs, newest first, each tried [`RESTORE_TRIES`] times (a lost
+    /// lock ends it at once). What still fails is reported in one error that lists every
+    /// knob left changed with its value now and its original.
     async fn restore_named(
         &self,
         guard: &mut Guard,
@@ -225,10 +234,28 @@ impl<C: Cluster> Ctx<'_, C> {
             .filter(|(n, _)| names.contains(n))
             .cloned()
             .collect();
+        let mut left = Vec::new();
         let mut first_err = None;
         for (name, original) in todo {
-            match self.write_verified(&name, &original).await {
-                Ok(()) => {
+            let mut last = None;
+            for attempt in 0..RESTORE_TRIES {
+                if attempt > 0 {
+                    tokio::time::sleep(RESTORE_PAUSE).await;
+                }
+                match self.write_verified(&name, &original).await {
+                    Ok(()) => {
+                        last = None;
+                        break;
+                    }
+                    Err(e @ Error::Journal(_)) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(knob = name.as_str(), attempt, error = %super::chain(&e), "restore failed");
+                        last = Some(e);
+                    }
+                }
+            }
+            match last {
+                None => {
                     self.append(&Entry::KnobRestored { name: name.clone() })?;
                     guard.saved.retain(|(n, _)| n != &name);
                     self.emit(Event::KnobRestored {
@@ -236,15 +263,24 @@ impl<C: Cluster> Ctx<'_, C> {
                         value: original,
                     });
                 }
-                Err(e) => {
-                    tracing::error!(knob = name.as_str(), error = %super::chain(&e), "restore failed");
+                Some(e) => {
+                    tracing::error!(knob = name.as_str(), error = %super::chain(&e), "restore failed for good");
+                    let current = self.cluster.read_knob(&name).await.ok();
+                    left.push(KnobLeft {
+                        name,
+                        current,
+                        original,
+                    });
                     first_err.get_or_insert(e);
                 }
             }
         }
         match first_err {
             None => Ok(()),
-            Some(e) => Err(e),
+            Some(e) => Err(Error::KnobsNotRestored {
+                knobs: left,
+                reason: super::chain(&e),
+            }),
         }
     }
 }

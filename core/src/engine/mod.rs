@@ -150,7 +150,14 @@ async fn roll_inner<C: Cluster>(
     // coordinator is known only to whoever stopped it) are put back in, from the journal.
     let ghosts = ghosts(&resume, &topology);
     let topology = with_ghosts(topology, &ghosts);
-    let selected = resolve(&topology, spec)?;
+    // Nodes down and holding nothing when the rollout began are left out and not watched; a
+    // resume keeps the ones it began with, so that its selection is the same.
+    let retired = if resume.active {
+        resume.retired.clone()
+    } else {
+        crate::plan::retired(&topology)
+    };
+    let selected = resolve(&topology, spec, &retired)?;
     if let Some((name, change, nodes, procedure)) = &resume.begin {
         if name != cluster.name() {
             return Err(Error::Journal(JournalError::WrongCluster {
@@ -172,6 +179,7 @@ async fn roll_inner<C: Cluster>(
     let (todo, done) = split_done(cluster, spec, &remaining, &in_flight).await?;
     let mut ctx = Ctx::new(cluster, spec, run);
     ctx.ghosts = ghosts;
+    ctx.retired.clone_from(&retired);
     let mut guard = Guard::from_journal(&resume, cluster.knobs(spec.policy.get_procedure()));
     let planned = guard.planned(cluster, &spec.policy).await?;
     let plan = make_plan(cluster, spec, &topology, &todo, done.clone(), planned);
@@ -199,6 +207,7 @@ async fn roll_inner<C: Cluster>(
             change: spec.change.clone(),
             nodes: selected.clone(),
             procedure: spec.policy.get_procedure(),
+            retired,
         })?;
     }
     for n in &done {
@@ -324,6 +333,9 @@ struct Ctx<'a, C> {
     run: Run<'a>,
     /// Nodes in progress the live topology does not list (see [`ghosts`]).
     ghosts: Vec<NodeInfo>,
+    /// Data nodes down and holding nothing when the rollout began: not failures outside a
+    /// wave.
+    retired: Vec<NodeId>,
 }
 
 impl<'a, C: Cluster> Ctx<'a, C> {
@@ -333,7 +345,13 @@ impl<'a, C: Cluster> Ctx<'a, C> {
             spec,
             run,
             ghosts: Vec::new(),
+            retired: Vec::new(),
         }
+    }
+
+    /// The nodes a wave's outside watch leaves alone: the wave's own and the retired.
+    fn exempt(&self, wave: &[NodeId]) -> Vec<NodeId> {
+        wave.iter().chain(&self.retired).cloned().collect()
     }
 
     /// The live topology (read with retries), with this run's [`ghosts`].

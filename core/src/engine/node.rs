@@ -130,7 +130,7 @@ pub(super) async fn roll_nodes<C: Cluster>(
     let mut ride_outs = 0;
     let mut begun = false;
     loop {
-        let outside = Outside::new(ctx.cluster, &wave.nodes, watch, true);
+        let outside = Outside::new(ctx.cluster, ctx.exempt(&wave.nodes), watch, true);
         let prepared = ctx
             .before_stop(
                 guard,
@@ -210,7 +210,7 @@ pub(super) async fn roll_nodes<C: Cluster>(
     }
     // After the stop a data wave's own rejoin may mark a displaced leader's replica dead for a
     // moment: only nodes count then.
-    let after = Outside::new(ctx.cluster, &wave.nodes, watch, !data);
+    let after = Outside::new(ctx.cluster, ctx.exempt(&wave.nodes), watch, !data);
     let ready = ctx
         .watched(guard, &after, || async {
             ctx.all(&slots, StartAt::WaitReady, Phase::WaitReady, |s| async {
@@ -410,7 +410,7 @@ impl<C: Cluster> Ctx<'_, C> {
             return Ok(true);
         }
         let topology = self.topology(Phase::Stop).await?;
-        if let Some((node, reason)) = outside_failure(&topology, &to_stop, true) {
+        if let Some((node, reason)) = outside_failure(&topology, &self.exempt(&to_stop), true) {
             return Err(Error::OutsideFailure {
                 node: Some(node),
                 phase: Phase::Stop,

@@ -65,7 +65,8 @@ pub(super) const MAX_RIDE_OUTS: usize = 3;
 /// alive, and remembers which.
 pub(super) struct Outside<'a, C> {
     cluster: &'a C,
-    wave: &'a [NodeId],
+    /// The wave's nodes and the retired ones, which are not failures.
+    exempt: Vec<NodeId>,
     /// Replicas count too (before the wave's stop).
     replicas: bool,
     on: AtomicBool,
@@ -79,11 +80,11 @@ pub(super) struct Outside<'a, C> {
 const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl<'a, C: Cluster> Outside<'a, C> {
-    /// Watches the nodes outside `wave` while `on`.
-    pub(super) fn new(cluster: &'a C, wave: &'a [NodeId], on: bool, replicas: bool) -> Self {
+    /// Watches the nodes outside `exempt` while `on`.
+    pub(super) fn new(cluster: &'a C, exempt: Vec<NodeId>, on: bool, replicas: bool) -> Self {
         Self {
             cluster,
-            wave,
+            exempt,
             replicas,
             on: AtomicBool::new(on),
             seen: Mutex::new(None),
@@ -127,7 +128,7 @@ impl<C: Cluster> HealthProbe for Outside<'_, C> {
             return Ok(Health::Healthy);
         }
         let nodes = self.cluster.nodes().await?;
-        let mut failure = outside_node_failure(&nodes, self.wave);
+        let mut failure = outside_node_failure(&nodes, &self.exempt);
         if failure.is_none() && self.replicas {
             let now = tokio::time::Instant::now();
             let due = {
@@ -140,7 +141,7 @@ impl<C: Cluster> HealthProbe for Outside<'_, C> {
             };
             if due {
                 let topology = self.cluster.topology().await?;
-                failure = outside_failure(&topology, self.wave, true);
+                failure = outside_failure(&topology, &self.exempt, true);
             }
         }
         Ok(match failure {

@@ -20,7 +20,7 @@ use super::retry::retry;
 /// Bad input (policy, selection, change) and backend errors reading the topology or knobs.
 pub async fn plan<C: Cluster>(cluster: &C, spec: &Spec) -> Result<Plan, Error<C::Error>> {
     let topology = validate(cluster, spec).await?;
-    let nodes = resolve(&topology, spec)?;
+    let nodes = resolve(&topology, spec, &plan::retired(&topology))?;
     let guard = Guard::from_journal(
         &Resume::default(),
         cluster.knobs(spec.policy.get_procedure()),
@@ -49,11 +49,13 @@ pub(super) async fn validate<C: Cluster>(
     Ok(topology)
 }
 
+/// The selection, without the retired nodes unless it names them.
 pub(super) fn resolve<E: std::error::Error>(
     topology: &Topology,
     spec: &Spec,
+    retired: &[NodeId],
 ) -> Result<Vec<NodeId>, Error<E>> {
-    plan::resolve_selection(topology, &spec.selection).map_err(|e| match e {
+    plan::resolve_selection_except(topology, &spec.selection, retired).map_err(|e| match e {
         SelectionError::Empty => Error::EmptySelection,
         SelectionError::Unknown(n) => Error::UnknownNode(n),
     })

@@ -7,8 +7,8 @@ use futures_util::future::join_all;
 use crate::cluster::{Cluster, Node};
 use crate::error::{Error, Phase};
 use crate::event::Event;
-use crate::journal::{Entry, JournalError, Resume};
-use crate::model::{ApplyRecord, Change, Health, KnobScope, NodeId};
+use crate::journal::{Entry, InFlight, JournalError, Resume};
+use crate::model::{ApplyRecord, Change, Health, KnobScope, NodeId, NodeStatus};
 use crate::policy::{OnTimeout, Spec};
 use crate::probe::HealthProbe;
 
@@ -54,7 +54,7 @@ pub async fn abort<C: Cluster>(cluster: &C, run: Run<'_>) -> Result<bool, Error<
     }
     for f in &resume.in_flight {
         let id = &f.node;
-        if let Err(e) = ctx.bring_back(id, f.record.as_ref()).await {
+        if let Err(e) = ctx.bring_back(f).await {
             tracing::error!(node = id.as_str(), error = %chain(&e), "abort could not bring the node back");
             first_err.get_or_insert(e);
         }
@@ -93,18 +93,19 @@ pub async fn abort<C: Cluster>(cluster: &C, run: Run<'_>) -> Result<bool, Error<
 impl<C: Cluster> Ctx<'_, C> {
     /// Brings a node caught mid-procedure back for [`abort`](super::abort): a stopped one
     /// waits until the control plane saw it go, gets back what apply replaced and is started;
-    /// then every one is waited for until ready, rejoined and waited for.
-    pub(super) async fn bring_back(
-        &self,
-        id: &NodeId,
-        record: Option<&ApplyRecord>,
-    ) -> Result<(), Error<C::Error>> {
+    /// then every one is waited for until ready, rejoined and waited for. One the rollout
+    /// never stopped is only rejoined: there is no restart to wait for.
+    pub(super) async fn bring_back(&self, f: &InFlight) -> Result<(), Error<C::Error>> {
+        let (id, record) = (&f.node, f.record.as_ref());
         let node = self
             .cluster
             .node(id)
             .ok_or_else(|| Error::UnknownNode(id.to_string()))?;
         let deadlines = self.spec.policy.get_deadlines();
         let status = self.call(Some(id), Phase::Revert, || node.status()).await?;
+        if untouched(f, &status) {
+            return self.rejoin_and_wait(id).await;
+        }
         if !status.running {
             let stopped = Stopped(&node).and(self.cluster.stopped(id));
             self.wait(Some(id), Phase::WaitStopped, &stopped, deadlines.stop)
@@ -170,7 +171,17 @@ impl<C: Cluster> Ctx<'_, C> {
             let Some(node) = self.cluster.node(id) else {
                 return;
             };
-            if !node.status().await.is_ok_and(|s| s.running) {
+            let Ok(status) = node.status().await else {
+                return;
+            };
+            if !status.running {
+                return;
+            }
+            if untouched(f, &status) {
+                // Drained, never stopped: its replicas back is all it needs.
+                if let Err(e) = self.rejoin_and_wait(id).await {
+                    tracing::warn!(node = id.as_str(), error = %super::chain(&e), "not back after a failure");
+                }
                 return;
             }
             let up = Restarted {
@@ -199,18 +210,26 @@ impl<C: Cluster> Ctx<'_, C> {
         };
         let mut out = Vec::new();
         for f in crate::journal::Resume::from_entries(&entries).in_flight {
-            let id = f.node;
+            let id = f.node.clone();
             let Some(node) = self.cluster.node(&id) else {
                 out.push(format!("{id} is unknown"));
                 continue;
             };
-            let back = Restarted {
-                node: &node,
-                before: None,
-            }
-            .and(self.cluster.ready(&id))
-            .and(self.cluster.rejoined(&id));
-            match back.check().await {
+            // One the rollout never stopped has no restart to be back from.
+            let never_stopped = node.status().await.is_ok_and(|s| untouched(&f, &s));
+            let back = if never_stopped {
+                self.cluster.rejoined(&id).check().await
+            } else {
+                Restarted {
+                    node: &node,
+                    before: None,
+                }
+                .and(self.cluster.ready(&id))
+                .and(self.cluster.rejoined(&id))
+                .check()
+                .await
+            };
+            match back {
                 Ok(Health::Healthy) => {}
                 Ok(Health::Waiting(r) | Health::Failed(r)) => out.push(format!("{id}: {r}")),
                 Err(e) => out.push(format!("{id}: {e}")),
@@ -345,6 +364,13 @@ impl<C: Cluster> Ctx<'_, C> {
         self.emit(Event::RollbackDone { nodes });
         e
     }
+}
+
+/// Whether the journal shows `f` as never stopped by this rollout: it runs the incarnation
+/// recorded before its stop (or, without boot ids, any) and no start of it was recorded, so
+/// there is no restart to wait for.
+fn untouched(f: &InFlight, status: &NodeStatus) -> bool {
+    status.running && !f.started && (f.boot.is_none() || status.boot == f.boot)
 }
 
 /// Holds once the node's process no longer runs.

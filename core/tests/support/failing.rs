@@ -44,6 +44,8 @@ struct Plan {
     at: At,
     /// Fail the call with this 0-based index among calls of that kind.
     nth: usize,
+    /// Fail every call of that kind from the `nth` on.
+    from_then_on: bool,
     calls: AtomicUsize,
     fired: AtomicBool,
 }
@@ -54,7 +56,7 @@ impl Plan {
             return false;
         }
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        if n == self.nth {
+        if n == self.nth || (self.from_then_on && n > self.nth) {
             self.fired.store(true, Ordering::SeqCst);
             return true;
         }
@@ -70,11 +72,21 @@ pub struct Failing<C> {
 
 impl<C> Failing<C> {
     pub fn new(inner: C, at: At, nth: usize) -> Self {
+        Self::build(inner, at, nth, false)
+    }
+
+    /// Fails every call of kind `at` from the `nth` on.
+    pub fn from(inner: C, at: At, nth: usize) -> Self {
+        Self::build(inner, at, nth, true)
+    }
+
+    fn build(inner: C, at: At, nth: usize, from_then_on: bool) -> Self {
         Self {
             inner,
             plan: Arc::new(Plan {
                 at,
                 nth,
+                from_then_on,
                 calls: AtomicUsize::new(0),
                 fired: AtomicBool::new(false),
             }),
@@ -83,6 +95,11 @@ impl<C> Failing<C> {
 
     pub fn fired(&self) -> bool {
         self.plan.fired.load(Ordering::SeqCst)
+    }
+
+    /// How many calls of the chosen kind were made.
+    pub fn calls(&self) -> usize {
+        self.plan.calls.load(Ordering::SeqCst)
     }
 }
 

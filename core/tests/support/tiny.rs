@@ -46,6 +46,10 @@ struct State {
     /// replicas serving.
     drop_replicas_of_stopped: bool,
     drain_refused: BTreeSet<usize>,
+    /// As a Pegasus server whose start time must move: a drained node is ready only once
+    /// it runs another incarnation than the one drained.
+    ready_after_restart: bool,
+    drained_boot: BTreeMap<usize, u64>,
 }
 
 /// The in-test cluster. Clones share state.
@@ -154,6 +158,10 @@ impl Tiny {
 
     /// Leaves a stopped data node's replicas out of the partitions from now on, and needs 2
     /// serving replicas for writes.
+    pub fn ready_after_restart(&self) {
+        self.st().ready_after_restart = true;
+    }
+
     pub fn drop_replicas_of_stopped(&self) {
         self.st().drop_replicas_of_stopped = true;
     }
@@ -404,6 +412,8 @@ impl Cluster for Tiny {
         self.record("drain", Some(node));
         let mut st = self.st();
         let i = Tiny::idx(&st, node).unwrap();
+        let boot = st.nodes[i].boot;
+        st.drained_boot.insert(i, boot);
         if st.nodes[i].role.kind != RoleKind::Data || st.stuck_drain.contains(&i) {
             return Ok(());
         }
@@ -458,11 +468,17 @@ impl Cluster for Tiny {
             let node = node.clone();
             async move {
                 let st = this.st();
-                let n = &st.nodes[Tiny::idx(&st, &node).unwrap()];
-                Ok(if n.running {
-                    Health::Healthy
-                } else {
+                let i = Tiny::idx(&st, &node).unwrap();
+                let n = &st.nodes[i];
+                let same = st.ready_after_restart && st.drained_boot.get(&i) == Some(&n.boot);
+                Ok(if !n.running {
                     Health::waiting(format!("node {node} is not up"))
+                } else if same {
+                    Health::waiting(format!(
+                        "node {node} runs the incarnation it was drained in"
+                    ))
+                } else {
+                    Health::Healthy
                 })
             }
         })
