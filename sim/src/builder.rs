@@ -55,6 +55,8 @@ pub struct SimBuilder {
     faults: Vec<Fault>,
     wake_hints: bool,
     time_scale: u32,
+    version: String,
+    knob_defaults: Vec<(String, String)>,
 }
 
 impl SimBuilder {
@@ -75,6 +77,8 @@ impl SimBuilder {
             faults: Vec::new(),
             wake_hints: true,
             time_scale: 1,
+            version: "1.0.0".into(),
+            knob_defaults: Vec::new(),
         }
     }
 
@@ -106,6 +110,27 @@ impl SimBuilder {
     /// The time scale.
     pub fn get_time_scale(&self) -> u32 {
         self.time_scale
+    }
+
+    /// The software version every node runs at the start (default `1.0.0`): an emulator
+    /// sets the server version it speaks, and an upgrade moves a node to another.
+    pub fn version(&mut self, version: &str) -> &mut Self {
+        self.version = version.to_string();
+        self
+    }
+
+    /// The software version every node runs at the start.
+    pub fn get_version(&self) -> &str {
+        &self.version
+    }
+
+    /// A knob's value in the coordinators' config, which a new leader starts from, instead
+    /// of the flavor's (an emulated server version whose code default differs: Pegasus 2.4
+    /// and 2.5 default `meta.lb.assign_delay_ms` to 300000, master to 600000).
+    pub fn knob_default(&mut self, name: &str, value: &str) -> &mut Self {
+        self.knob_defaults
+            .push((name.to_string(), value.to_string()));
+        self
     }
 
     /// The seed: the same seed gives the same run.
@@ -334,6 +359,9 @@ impl SimBuilder {
         for (i, n) in nodes.iter_mut().enumerate().take(self.data_nodes) {
             n.zone = Some(zone_of(i, self.racks));
         }
+        for n in &mut nodes {
+            n.version.clone_from(&self.version);
+        }
         let data: Vec<u32> = (0..self.data_nodes as u32).collect();
         let mut parts = Vec::with_capacity(self.partitions);
         for p in 0..self.partitions as u32 {
@@ -397,6 +425,8 @@ impl SimBuilder {
             .collect(),
             Flavor::OpenMldb => [("auto_failover".to_string(), "true".to_string())].into(),
         };
+        let mut knobs = knobs;
+        knobs.extend(self.knob_defaults.iter().cloned());
         let timings = self
             .timings
             .clone()

@@ -72,6 +72,8 @@ pub struct ClusterView {
     pub partitions: Vec<PartitionView>,
     /// The knobs as the coordinator holds them.
     pub knobs: std::collections::BTreeMap<String, String>,
+    /// The knobs' values from the coordinators' config, which a new leader starts from.
+    pub knob_defaults: std::collections::BTreeMap<String, String>,
     /// Simulated milliseconds since the world began.
     pub now_ms: u64,
 }
@@ -93,6 +95,10 @@ pub enum Proposal {
         /// The secondary.
         node: NodeId,
     },
+    /// `DOWNGRADE_TO_SECONDARY` of the primary with nothing promoted (a move-primary whose
+    /// second action a 2.4/2.5 meta lost reading it): the partition has no primary until
+    /// the meta's next tick promotes one of its secondaries, which may be the same node.
+    Demote,
 }
 
 impl SimCluster {
@@ -143,15 +149,18 @@ impl SimCluster {
                 .unwrap_or(0),
             partitions,
             knobs: w.knobs.clone(),
+            knob_defaults: w.knob_defaults.clone(),
             now_ms: w.now / 1000,
         }
     }
 
     /// Submits `proposal` for partition `index` of table `table` (1-based), as a Pegasus
-    /// meta accepts `RPC_CM_PROPOSE_BALANCER`: it runs at the next lb tick.
+    /// meta accepts `RPC_CM_PROPOSE_BALANCER` without `force`: it runs at the next lb tick,
+    /// and is refused while one of the partition's is still pending
+    /// (`server_load_balancer::register_proposals` @v2.5.0).
     ///
     /// # Errors
-    /// Not a Pegasus world, an unknown partition or node.
+    /// Not a Pegasus world, an unknown partition or node, a proposal pending.
     pub fn propose(&self, table: u32, index: u32, proposal: &Proposal) -> Result<(), String> {
         let mut w = self.world();
         let part =
@@ -166,17 +175,17 @@ impl SimCluster {
         let p = match proposal {
             Proposal::MovePrimary { to } => PegasusProposal::MovePrimary { to: node(&w, to)? },
             Proposal::Downgrade { node: n } => PegasusProposal::Downgrade { node: node(&w, n)? },
+            Proposal::Demote => PegasusProposal::Demote,
         };
-        let done = w.with_model(|m, _| {
+        let taken = w.with_model(|m, _| {
             m.as_any_mut()
                 .downcast_mut::<Pegasus>()
                 .map(|m| m.propose(part, p))
-                .is_some()
         });
-        if done {
-            Ok(())
-        } else {
-            Err("only a Pegasus world takes balancer proposals".into())
+        match taken {
+            Some(true) => Ok(()),
+            Some(false) => Err(format!("a proposal of {table}.{index} is pending")),
+            None => Err("only a Pegasus world takes balancer proposals".into()),
         }
     }
 

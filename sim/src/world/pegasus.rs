@@ -30,13 +30,19 @@ pub(crate) enum Proposal {
     MovePrimary { to: u32 },
     /// `DOWNGRADE_TO_INACTIVE` of the secondary on this node.
     Downgrade { node: u32 },
+    /// `DOWNGRADE_TO_SECONDARY` of the primary alone: the next tick promotes a secondary.
+    Demote,
 }
 
 impl Pegasus {
-    /// Queues `p` for partition `part`, replacing an earlier one not run yet (the meta keeps
-    /// at most one per partition).
-    pub(crate) fn propose(&mut self, part: u32, p: Proposal) {
+    /// Queues `p` for partition `part`; `false` (refused) while one of the partition's is
+    /// still pending, as `register_proposals` refuses one without `force`.
+    pub(crate) fn propose(&mut self, part: u32, p: Proposal) -> bool {
+        if self.proposals.contains_key(&part) {
+            return false;
+        }
         self.proposals.insert(part, p);
+        true
     }
 
     /// Runs the queued proposals whose partition is not busy; one that no longer applies
@@ -62,6 +68,7 @@ impl Pegasus {
                     }
                 }
                 Proposal::Downgrade { node } => w.downgrade(p, node),
+                Proposal::Demote => w.demote(p),
             }
             w.touch(p);
         }
@@ -302,6 +309,21 @@ impl World {
         part.replicas[ti].role = Rep::Primary;
         self.reconfigure(p, true);
         true
+    }
+
+    /// The primary steps down to secondary and nothing is promoted: the partition has no
+    /// primary until the next tick's promotion (`partition_guardian::on_missing_primary`).
+    pub(crate) fn demote(&mut self, p: u32) {
+        let Some(i) = self.parts[p as usize]
+            .replicas
+            .iter()
+            .position(|r| r.role == Rep::Primary)
+        else {
+            return;
+        };
+        self.replicate(p);
+        self.parts[p as usize].replicas[i].role = Rep::Secondary;
+        self.reconfigure(p, true);
     }
 
     /// `propose -p DOWNGRADE_TO_INACTIVE`: only where the partition keeps a primary and
