@@ -1,25 +1,42 @@
 //! An emulator of a Pegasus cluster: meta servers and replica servers on loopback that speak
-//! the real "thrift over rDSN" protocol and serve one `rollout-sim` world, run on the wall
-//! clock with a time scale. It is not Pegasus: it answers the RPCs and remote commands that
-//! rollout and the tools need, from the simulator's one model of the cluster.
+//! the real "thrift over rDSN" protocol as a chosen server version does, and serve one
+//! `rollout-sim` world, run on the wall clock with a time scale. It is not Pegasus: it
+//! answers the RPCs, remote commands and HTTP paths that rollout and the upstream tools use,
+//! from the simulator's one model of the cluster.
+//!
+//! Each version ([`ServerVersion`]: 2.4, 2.5, master) reads requests as that version's C++
+//! reader does, with decoders of its own written from that version's IDL (not the backend's
+//! codec), so that a request the real server would misread is misread here too, with the
+//! same consequences: a 2.5 meta that loses the promote of a move-primary demotes the primary
+//! and nothing else, and one whose reader throws dies. It answers in that version's formats
+//! (plain or JSON remote-command replies, `/metrics` or perf counters, `server-info`) and
+//! refuses what it refuses. Docs: docs/upstream/pegasus.md, with the upstream file and
+//! function at each tag.
 //!
 //! Each process listens on its own port while the world's process runs, and closes it (and
 //! every connection) while it does not, so a stopped server refuses connections as a real
-//! one does. Standby metas answer `ERR_FORWARD_TO_OTHERS` (naming the leader in a
-//! configuration query); proposals run at the world's next lb tick; `replica.kill_partition`
-//! flushes the node; restarts go through [`Emulator::node`], the world's own process control.
+//! one does. Restarts go through [`Emulator::node`], the world's own process control; a
+//! node's version is the one the world says it runs (an upgrade moves it), so a rolling
+//! upgrade runs a mixed-version cluster.
 
 mod clock;
+mod commands;
+mod http;
+mod meta;
 mod serve;
+mod version;
+mod wire;
 
 pub use rollout_emulator_kernel::processes::{Processes, run_process};
+pub use version::{ServerVersion, UnknownVersion};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rollout_core::{Cluster, NodeId};
+use rollout_sim::emulation::NodeView;
 use rollout_sim::{SimBuilder, SimCluster, SimNode};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
@@ -40,8 +57,22 @@ pub enum EmulatorError {
 /// sequence number in the world's ledger, the value and when it expires (seconds since the
 /// Pegasus epoch, 2016-01-01; 0 never). A value whose write the serving replica lacks reads
 /// as not found: the write was lost.
-pub(crate) type Values =
-    std::sync::Mutex<std::collections::HashMap<(u32, u32, Vec<u8>), (u32, Vec<u8>, i32)>>;
+pub(crate) type Values = Mutex<HashMap<(u32, u32, Vec<u8>), (u32, Vec<u8>, i32)>>;
+
+/// A replica server's perf counters as its last snapshot holds them (2.4/2.5 take one every
+/// `perf_counter_update_interval_seconds`, 10 s: `pegasus_counter_reporter::update`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    /// The process the snapshot was taken of.
+    pub(crate) boot: u64,
+    /// When, in emulated milliseconds.
+    pub(crate) at_ms: u64,
+    /// `replica(Count)`, `opening.replica(Count)`, `closing.replica(Count)`.
+    pub(crate) open: u64,
+}
+
+/// The perf-counter snapshot period (`perf_counter_update_interval_seconds`).
+pub(crate) const COUNTER_PERIOD_MS: u64 = 10_000;
 
 /// How the emulator's processes map to the world's nodes, and the data path's values.
 #[derive(Debug)]
@@ -55,12 +86,61 @@ pub(crate) struct Directory {
     /// The world's timings: its meta's freeze thresholds are what the servers report.
     pub(crate) timings: rollout_sim::Timings,
     /// What `cluster_info` reports as `zookeeper_hosts` and `zookeeper_root`.
-    pub(crate) zookeeper: std::sync::Mutex<(String, String)>,
+    pub(crate) zookeeper: Mutex<(String, String)>,
+    /// The version a node speaks when the world's version string names none.
+    pub(crate) version: ServerVersion,
+    /// Each replica server's last perf-counter snapshot.
+    pub(crate) counters: Mutex<BTreeMap<NodeId, Counters>>,
+    /// What the meta leaders made of each balancer proposal they read.
+    pub(crate) proposals: Mutex<Vec<String>>,
 }
 
 impl Directory {
     pub(crate) fn addr_of(&self, id: &NodeId) -> Option<SocketAddrV4> {
         self.addr.get(id).copied()
+    }
+
+    /// The version `node` runs: the world's version string when it names one the emulator
+    /// speaks (`2.5.0`, `2.6.0-SNAPSHOT`, `master`), else the emulator's.
+    pub(crate) fn version_of(&self, node: &NodeView) -> ServerVersion {
+        version::of_release(&node.version).unwrap_or(self.version)
+    }
+
+    /// `rpc_address` of a world node: `ip << 32 | port << 16 | 1`, 0 when it has none.
+    pub(crate) fn raw_addr(&self, id: &NodeId) -> i64 {
+        self.addr_of(id).map_or(0, |a| {
+            (i64::from(u32::from(*a.ip())) << 32) | (i64::from(a.port()) << 16) | 1
+        })
+    }
+
+    /// The world node behind a raw `rpc_address`.
+    pub(crate) fn node_of_raw(&self, raw: i64) -> Option<NodeId> {
+        let ip = Ipv4Addr::from((raw >> 32) as u32);
+        let port = ((raw >> 16) & 0xffff) as u16;
+        self.node.get(&SocketAddrV4::new(ip, port)).cloned()
+    }
+
+    /// How master names a node: the reverse DNS of its IP (`host_port::from_address`,
+    /// `rpc_host_port.cpp` @master), which for loopback is `localhost`.
+    pub(crate) fn host_name(&self, id: &NodeId) -> Option<(String, u16)> {
+        self.addr_of(id).map(|a| (host_name(*a.ip()), a.port()))
+    }
+
+    /// The world node a master host name names.
+    pub(crate) fn node_of_name(&self, hp: &(String, u16)) -> Option<NodeId> {
+        self.node
+            .iter()
+            .find(|(a, _)| a.port() == hp.1 && host_name(*a.ip()) == hp.0)
+            .map(|(_, id)| id.clone())
+    }
+}
+
+/// The reverse DNS name of an emulated server's IP: the emulator serves on loopback only.
+fn host_name(ip: Ipv4Addr) -> String {
+    if ip.is_loopback() {
+        "localhost".into()
+    } else {
+        ip.to_string()
     }
 }
 
@@ -69,6 +149,7 @@ impl Directory {
 pub struct Emulator {
     sim: SimCluster,
     dir: Arc<Directory>,
+    version: ServerVersion,
     supervisors: Vec<JoinHandle<()>>,
 }
 
@@ -81,27 +162,39 @@ impl Drop for Emulator {
 }
 
 impl Emulator {
-    /// Builds the world from `builder` (a Pegasus flavor) and starts one server per process
-    /// on 127.0.0.1. Call it inside a tokio runtime with the real clock.
+    /// Builds the world from `builder` (a Pegasus flavor), every node running `version`, and
+    /// starts one server per process on 127.0.0.1. Call it inside a tokio runtime with the
+    /// real clock.
     ///
     /// # Errors
     /// An impossible shape, another flavor, or no free loopback port.
-    pub async fn start(builder: &SimBuilder) -> Result<Self, EmulatorError> {
+    pub async fn start(
+        builder: &SimBuilder,
+        version: ServerVersion,
+    ) -> Result<Self, EmulatorError> {
         if builder.get_flavor() != rollout_sim::Flavor::Pegasus {
             return Err(EmulatorError::Build(
                 "the Pegasus emulator serves a Pegasus world".into(),
             ));
         }
-        let sim = builder
-            .build()
-            .map_err(|e| EmulatorError::Build(e.to_string()))?;
+        let mut b = builder.clone();
+        b.version(version.release());
+        if version != ServerVersion::Master {
+            // The code default of `replica_assign_delay_ms_for_dropouts` on 2.4 and 2.5
+            // (`meta_options::initialize` @v2.4.0, `partition_guardian.cpp` @v2.5.0).
+            b.knob_default("meta.lb.assign_delay_ms", "300000");
+        }
+        let sim = b.build().map_err(|e| EmulatorError::Build(e.to_string()))?;
         let mut listeners = Vec::new();
         let mut dir = Directory {
             addr: BTreeMap::new(),
             node: BTreeMap::new(),
             values: Values::default(),
             timings: builder.get_timings(),
-            zookeeper: std::sync::Mutex::new(("emulated".into(), "/pegasus/emulated".into())),
+            zookeeper: Mutex::new(("emulated".into(), "/pegasus/emulated".into())),
+            version,
+            counters: Mutex::new(BTreeMap::new()),
+            proposals: Mutex::new(Vec::new()),
         };
         for id in sim.node_ids() {
             let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).await?;
@@ -120,6 +213,7 @@ impl Emulator {
         Ok(Self {
             sim,
             dir,
+            version,
             supervisors,
         })
     }
@@ -127,6 +221,24 @@ impl Emulator {
     /// The simulated world behind the servers (for its ground truth: lost writes, restarts).
     pub fn sim(&self) -> &SimCluster {
         &self.sim
+    }
+
+    /// The version the cluster started with.
+    pub fn version(&self) -> ServerVersion {
+        self.version
+    }
+
+    /// What the meta leaders made of each balancer proposal, as they read it, oldest first:
+    /// `move-primary APP.PIDX to NODE`, `demote APP.PIDX` (a move-primary whose promote was
+    /// lost reading it), `downgrade APP.PIDX NODE`, `dropped APP.PIDX: why` (accepted, and
+    /// cleared at the next tick), `refused APP.PIDX: ERR`. A meta whose reader threw on a
+    /// proposal died instead (see [`SimCluster::truth`]'s crashes).
+    pub fn proposals(&self) -> Vec<String> {
+        self.dir
+            .proposals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The meta servers' addresses, in the world's order.
@@ -196,7 +308,8 @@ impl Emulator {
     }
 }
 
-/// Keeps `id`'s port open exactly while its process runs.
+/// Keeps `id`'s port open exactly while its process runs, and takes a replica server's perf
+/// counter snapshots.
 async fn supervise(sim: SimCluster, dir: Arc<Directory>, id: NodeId, first: TcpListener) {
     let addr = dir.addr_of(&id).expect("every node has an address");
     let mut listener = Some(first);
@@ -224,6 +337,9 @@ async fn supervise(sim: SimCluster, dir: Arc<Directory>, id: NodeId, first: TcpL
                 listener = None;
             }
             _ => {}
+        }
+        if running {
+            commands::snapshot_counters(&sim, &dir, &id).await;
         }
         tokio::time::sleep(tick).await;
     }

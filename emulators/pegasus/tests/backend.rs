@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use rollout_core::{Change, Cluster, MemoryJournal, Outcome, Policy, Run, Spec, plan, roll};
-use rollout_emulator_pegasus::Emulator;
+use rollout_emulator_pegasus::{Emulator, ServerVersion};
 use rollout_pegasus::{PegasusCluster, Timing};
 use rollout_sim::{Flavor, SimBuilder};
 
@@ -65,7 +65,11 @@ fn policy_at(scale: u32) -> Policy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_topology_over_the_wire_matches_the_world() {
     let _serial = serial().await;
-    let emu = Arc::new(Emulator::start(&builder()).await.unwrap());
+    let emu = Arc::new(
+        Emulator::start(&builder(), ServerVersion::default())
+            .await
+            .unwrap(),
+    );
     let cluster = connect(&emu).await;
     let t = cluster.topology().await.unwrap();
     assert_eq!(t.partitions.len(), 64);
@@ -79,10 +83,12 @@ async fn the_topology_over_the_wire_matches_the_world() {
     assert_eq!(replicas, 6);
     assert_eq!(t.nodes.iter().filter(|n| n.leader).count(), 1);
     assert_eq!(cluster.read_knob("meta_level").await.unwrap(), "steady");
+    // 2.5's code default (`partition_guardian.cpp` @v2.5.0).
     assert_eq!(
         cluster.read_knob("meta.lb.assign_delay_ms").await.unwrap(),
-        "600000"
+        "300000"
     );
+    assert_eq!(cluster.server_version().unwrap().to_string(), "2.5.0");
     let p = plan(&cluster, &Spec::new(Change::Restart).policy(policy()))
         .await
         .unwrap();
@@ -95,29 +101,54 @@ async fn the_topology_over_the_wire_matches_the_world() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_emulated_rollout_completes_with_every_node_restarted_once() {
+async fn an_emulated_rollout_completes_on_every_server_version_with_every_node_restarted_once() {
     let _serial = serial().await;
-    let emu = Arc::new(Emulator::start(&builder()).await.unwrap());
-    let cluster = connect(&emu).await;
-    let journal = MemoryJournal::new();
-    let spec = Spec::new(Change::Restart).policy(policy());
-    let report = roll(&cluster, &spec, Run::new(&journal)).await.unwrap();
-    assert_eq!(report.outcome, Outcome::Completed);
-    assert!(report.knobs_restored);
-    let truth = emu.sim().truth();
-    assert!(
-        truth.restarts.values().all(|&n| n == 1),
-        "{:?}",
-        truth.restarts
-    );
-    assert_eq!(truth.monitor.writes_lost, 0);
-    assert!(truth.knobs_restored);
+    for version in ServerVersion::ALL {
+        let emu = Arc::new(Emulator::start(&builder(), version).await.unwrap());
+        let cluster = connect(&emu).await;
+        assert_eq!(
+            cluster.server_version().unwrap().to_string(),
+            version.release(),
+            "{version}"
+        );
+        let journal = MemoryJournal::new();
+        let spec = Spec::new(Change::Restart).policy(policy());
+        let report = roll(&cluster, &spec, Run::new(&journal)).await.unwrap();
+        assert_eq!(report.outcome, Outcome::Completed, "{version}");
+        assert!(report.knobs_restored, "{version}");
+        let truth = emu.sim().truth();
+        assert!(
+            truth.restarts.values().all(|&n| n == 1),
+            "{version}: {:?}",
+            truth.restarts
+        );
+        assert!(
+            truth.crashes.values().all(|&n| n == 0),
+            "{version}: {:?}",
+            truth.crashes
+        );
+        assert_eq!(truth.monitor.writes_lost, 0, "{version}");
+        assert!(truth.knobs_restored, "{version}");
+        // Every primary moved as proposed: none demoted by a misread proposal, none dropped.
+        let proposals = emu.proposals();
+        assert!(
+            proposals
+                .iter()
+                .all(|p| p.starts_with("move-primary") || p.starts_with("downgrade")),
+            "{version}: {proposals:?}"
+        );
+        assert!(proposals.iter().any(|p| p.starts_with("move-primary")));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_backend_passes_the_conformance_suite_against_the_emulator() {
     let _serial = serial().await;
-    let emu = Arc::new(Emulator::start(&builder()).await.unwrap());
+    let emu = Arc::new(
+        Emulator::start(&builder(), ServerVersion::default())
+            .await
+            .unwrap(),
+    );
     let cluster = connect(&emu).await;
     rollout_sim::conformance::check_cluster(&cluster)
         .await
@@ -129,7 +160,7 @@ async fn a_meta_leader_failover_mid_rollout_is_survived_with_knobs_reapplied() {
     let _serial = serial().await;
     let mut b = builder();
     b.fault("leader-failover:at=100".parse().unwrap());
-    let emu = Arc::new(Emulator::start(&b).await.unwrap());
+    let emu = Arc::new(Emulator::start(&b, ServerVersion::default()).await.unwrap());
     let cluster = connect(&emu).await;
     let journal = MemoryJournal::new();
     let changes = std::sync::Mutex::new(0usize);
@@ -165,7 +196,11 @@ async fn a_meta_leader_failover_mid_rollout_is_survived_with_knobs_reapplied() {
 async fn a_restarted_server_is_ready_only_once_its_start_time_moved() {
     use rollout_core::{Health, HealthProbe, Node};
     let _serial = serial().await;
-    let emu = Arc::new(Emulator::start(&builder()).await.unwrap());
+    let emu = Arc::new(
+        Emulator::start(&builder(), ServerVersion::default())
+            .await
+            .unwrap(),
+    );
     let cluster = connect(&emu).await;
     let meta = rollout_core::NodeId::from(emu.metas()[0].to_string());
     // The drain notes the start time; the same process still runs, so it is not ready.
@@ -216,7 +251,7 @@ async fn a_replica_server_that_fails_to_start_halts_the_rollout_with_knobs_resto
     let _serial = serial().await;
     let mut b = builder();
     b.fault("fail-start:node=2".parse().unwrap());
-    let emu = Arc::new(Emulator::start(&b).await.unwrap());
+    let emu = Arc::new(Emulator::start(&b, ServerVersion::default()).await.unwrap());
     let cluster = connect(&emu).await;
     let journal = MemoryJournal::new();
     let spec = Spec::new(Change::Restart).policy(policy());
@@ -231,8 +266,16 @@ async fn a_replica_server_that_fails_to_start_halts_the_rollout_with_knobs_resto
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_clusters_journal_and_an_unknown_node_are_refused_before_anything_changes() {
     let _serial = serial().await;
-    let a = Arc::new(Emulator::start(&builder()).await.unwrap());
-    let b = Arc::new(Emulator::start(&builder()).await.unwrap());
+    let a = Arc::new(
+        Emulator::start(&builder(), ServerVersion::default())
+            .await
+            .unwrap(),
+    );
+    let b = Arc::new(
+        Emulator::start(&builder(), ServerVersion::default())
+            .await
+            .unwrap(),
+    );
     let (ca, cb) = (connect(&a).await, connect(&b).await);
     assert_ne!(ca.name(), cb.name());
     let journal = MemoryJournal::new();
@@ -298,7 +341,11 @@ async fn roll_under_load(
     usize,
 ) {
     const LOAD_SCALE: u32 = 20;
-    let emu = Arc::new(Emulator::start(&builder_at(LOAD_SCALE)).await.unwrap());
+    let emu = Arc::new(
+        Emulator::start(&builder_at(LOAD_SCALE), ServerVersion::default())
+            .await
+            .unwrap(),
+    );
     let cluster = connect_at(&emu, LOAD_SCALE).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = tokio::spawn(client_load(emu.metas(), stop.clone(), LOAD_SCALE));
@@ -347,7 +394,11 @@ async fn the_same_client_sees_failures_under_the_simplified_procedure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_data_path_reads_back_what_it_wrote_and_nothing_else() {
     let _serial = serial().await;
-    let emu = Arc::new(Emulator::start(&builder()).await.unwrap());
+    let emu = Arc::new(
+        Emulator::start(&builder(), ServerVersion::default())
+            .await
+            .unwrap(),
+    );
     let client = rollout_pegasus::client::DataClient::new(
         &emu.metas(),
         "temp",

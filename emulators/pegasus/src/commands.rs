@@ -1,0 +1,417 @@
+//! Remote commands (`RPC_CLI_CLI_CALL`), per version (docs/upstream/pegasus.md §4):
+//! `server-info`, the meta's `meta.live_percentage` and, on the leader only, the `meta.lb.*`
+//! knobs; a replica server's `replica.kill_partition` and `perf-counters`; and the state a
+//! replica server reports of its replicas.
+
+use rollout_core::{Cluster, HealthProbe, NodeId};
+use rollout_sim::SimCluster;
+use rollout_sim::emulation::{NodeView, PartitionView};
+
+use crate::clock::wall_time;
+use crate::version::ServerVersion;
+use crate::wire::idl::{Command, ReplicaOut};
+use crate::{COUNTER_PERIOD_MS, Counters, Directory};
+
+/// The `meta.lb.*` knobs a leader registers once it holds the lock
+/// (`partition_guardian::register_ctrl_commands`, `server_state::register_cli_commands`).
+const ASSIGN_DELAY: &str = "meta.lb.assign_delay_ms";
+const FLOW_CONTROL: &str = "meta.lb.add_secondary_enable_flow_control";
+const MAX_COUNT: &str = "meta.lb.add_secondary_max_count_for_one_node";
+
+/// The text a command answers on `node`.
+pub(crate) async fn answer(
+    sim: &SimCluster,
+    dir: &Directory,
+    node: &NodeView,
+    v: ServerVersion,
+    c: &Command,
+) -> String {
+    let unknown = || format!("unknown command '{}'", c.cmd);
+    match (c.cmd.as_str(), node.role) {
+        ("server-info", _) => server_info(node, v),
+        ("perf-counters", _) => perf_counters(dir, node, v, c.args.first().map(String::as_str)),
+        ("meta.live_percentage", "meta") => {
+            let value = dir.timings.live_percentage.to_string();
+            match (v.json_commands(), c.args.is_empty()) {
+                (false, true) => value,
+                (true, true) => json(&[("error", "ok".into()), (&c.cmd, value.into())]),
+                // The emulator keeps the world's threshold: a change is not emulated.
+                (false, false) => "ERR: invalid arguments".into(),
+                (true, false) => json(&[(
+                    "error",
+                    "ERR: the emulator does not change meta.live_percentage".into(),
+                )]),
+            }
+        }
+        (name @ (ASSIGN_DELAY | FLOW_CONTROL | MAX_COUNT), "meta") => {
+            if sim.view().leader.as_ref() != Some(&node.id) {
+                // Registered only after the leader lock (`meta_service::start`).
+                return unknown();
+            }
+            knob(sim, v, name, &c.args).await
+        }
+        ("replica.kill_partition", "replica") => kill_partition(sim, node, &c.args).await,
+        ("help", _) => "help|repeat|server-info|perf-counters|...".into(),
+        _ => unknown(),
+    }
+}
+
+/// `server-info`: plain text on 2.4/2.5 (`src/server/main.cpp`), compact JSON with sorted
+/// keys on master (`server_utils.cpp` `register_server_info_cmd`).
+fn server_info(node: &NodeView, v: ServerVersion) -> String {
+    let started = wall_time(node.started_ms);
+    if v.json_commands() {
+        serde_json::json!({
+            "build_type": "Release",
+            "git_SHA": v.commit(),
+            "start_time": started,
+            "version": v.release(),
+        })
+        .to_string()
+    } else {
+        format!(
+            "Pegasus Server {} ({}) Release, Started at {started}",
+            v.release(),
+            v.commit()
+        )
+    }
+}
+
+/// A JSON object as nlohmann's `dump(2)` prints it: keys sorted, two-space indent.
+fn json(pairs: &[(&str, serde_json::Value)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), v.clone()))
+        .collect();
+    serde_json::to_string_pretty(&serde_json::Value::Object(map)).unwrap_or_default()
+}
+
+/// An integer as C's `strtoll` with base 0 reads a whole string (`buf2int64`): a sign, then
+/// `0x` hex, a leading `0` octal, or decimal.
+fn c_integer(s: &str) -> Option<i64> {
+    let (neg, digits) = match s.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let (radix, body) = if let Some(h) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        (16, h)
+    } else if digits.len() > 1 && digits.starts_with('0') {
+        (8, &digits[1..])
+    } else {
+        (10, digits)
+    };
+    if body.is_empty() {
+        return None;
+    }
+    let v = i64::from_str_radix(body, radix).ok()?;
+    Some(if neg { -v } else { v })
+}
+
+/// A `meta.lb.*` knob queried or set, as the version answers: plain `OK`, the bare value or
+/// `ERR: invalid arguments` on 2.4/2.5 (only the first argument read), pretty JSON on master
+/// (`command_manager::set_int`, `set_bool` @master).
+async fn knob(sim: &SimCluster, v: ServerVersion, name: &str, args: &[String]) -> String {
+    let view = sim.view();
+    let current = view.knobs.get(name).cloned().unwrap_or_default();
+    let default = view.knob_defaults.get(name).cloned().unwrap_or_default();
+    let boolean = name == FLOW_CONTROL;
+    if !v.json_commands() {
+        let Some(arg) = args.first() else {
+            return current;
+        };
+        let value = if arg == "DEFAULT" && !boolean {
+            Some(default)
+        } else if boolean {
+            (arg == "true" || arg == "false").then(|| arg.clone())
+        } else {
+            let min = if name == ASSIGN_DELAY { 1 } else { 0 };
+            c_integer(arg)
+                .filter(|n| (min..=i64::from(i32::MAX)).contains(n))
+                .map(|n| n.to_string())
+        };
+        return match value {
+            Some(value) => match Cluster::write_knob(sim, name, &value).await {
+                Ok(()) => "OK".into(),
+                Err(e) => format!("ERR: {e}"),
+            },
+            None => "ERR: invalid arguments".into(),
+        };
+    }
+    let ok = || json(&[("error", "ok".into())]);
+    let err = |e: String| json(&[("error", e.into())]);
+    match args {
+        [] => json(&[("error", "ok".into()), (name, current.into())]),
+        [arg] if boolean => match arg.to_ascii_lowercase().as_str() {
+            b @ ("true" | "false") => match Cluster::write_knob(sim, name, b).await {
+                Ok(()) => ok(),
+                Err(e) => err(format!("ERR: {e}")),
+            },
+            _ => err(format!("ERR: invalid arguments, '{arg}' is not a boolean")),
+        },
+        [_, ..] if boolean => {
+            err("ERR: invalid arguments, only one boolean argument is acceptable".into())
+        }
+        [arg] if arg.eq_ignore_ascii_case("DEFAULT") => {
+            match Cluster::write_knob(sim, name, &default).await {
+                Ok(()) => {
+                    let n: i64 = default.parse().unwrap_or_default();
+                    json(&[("error", "ok".into()), (name, n.into())])
+                }
+                Err(e) => err(format!("ERR: {e}")),
+            }
+        }
+        [arg] => {
+            let max = if name == ASSIGN_DELAY {
+                i64::MAX
+            } else {
+                i64::from(i32::MAX)
+            };
+            match arg.parse::<i64>().ok().filter(|n| (0..=max).contains(n)) {
+                Some(n) => match Cluster::write_knob(sim, name, &n.to_string()).await {
+                    Ok(()) => ok(),
+                    Err(e) => err(format!("ERR: {e}")),
+                },
+                None => err(format!(
+                    "ERR: invalid argument '{arg}', the value is not acceptable"
+                )),
+            }
+        }
+        _ => err(format!(
+            "ERR: invalid arguments '{}', only one argument is acceptable",
+            args.join(" ")
+        )),
+    }
+}
+
+/// `replica.kill_partition [APP [PIDX]]` (`replica_stub::on_kill_replica`, the same on every
+/// version): arguments read with `atoi`; with both, `ERR_OK` when that replica is open (it
+/// closes) and `ERR_OBJECT_NOT_FOUND` when not; with fewer, every matching replica closes;
+/// three or more are `ERR_INVALID_PARAMETERS`. Closing flushes the node in the world.
+async fn kill_partition(sim: &SimCluster, node: &NodeView, args: &[String]) -> String {
+    let atoi = |s: &String| -> i64 {
+        let t = s.trim_start();
+        let end = t
+            .char_indices()
+            .find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && (c == '-' || c == '+'))))
+            .map_or(t.len(), |(i, _)| i);
+        t[..end].parse().unwrap_or(0)
+    };
+    if args.len() > 2 {
+        return "ERR_INVALID_PARAMETERS".into();
+    }
+    if args.len() == 2 {
+        let (app, pidx) = (atoi(&args[0]), atoi(&args[1]));
+        let open =
+            !flushed(sim, &node.id).await
+                && sim.view().partitions.iter().any(|p| {
+                    i64::from(p.table) == app && i64::from(p.index) == pidx && holds(node, p)
+                });
+        if !open {
+            return "ERR_OBJECT_NOT_FOUND".into();
+        }
+    }
+    match Cluster::quiesce(sim, &node.id).await {
+        Ok(()) => "ERR_OK".into(),
+        Err(e) => format!("ERR_INVALID_STATE: {e}"),
+    }
+}
+
+fn holds(node: &NodeView, p: &PartitionView) -> bool {
+    let me = &node.id;
+    p.primary.as_ref() == Some(me) || p.secondaries.contains(me) || p.others.contains(me)
+}
+
+/// Whether the node's flush after `replica.kill_partition` is done (its replicas closed).
+async fn flushed(sim: &SimCluster, me: &NodeId) -> bool {
+    Cluster::quiesced(sim, me)
+        .check()
+        .await
+        .is_ok_and(|h| h.is_healthy())
+}
+
+/// How many replicas `node` has open: every one it holds until its flush after
+/// `replica.kill_partition`.
+pub(crate) async fn open_replicas(sim: &SimCluster, node: &NodeView) -> u64 {
+    if flushed(sim, &node.id).await {
+        return 0;
+    }
+    sim.view()
+        .partitions
+        .iter()
+        .filter(|p| holds(node, p))
+        .count() as u64
+}
+
+/// The replicas the node knows with their `partition_status`: primary (3), secondary (4), or
+/// inactive (1: a dropped one, or every one once its flush is done; a replica server lists
+/// closed replicas too, `replica_stub::on_query_replica_info`).
+pub(crate) async fn replica_states(
+    sim: &SimCluster,
+    _dir: &Directory,
+    node: &NodeView,
+) -> Vec<ReplicaOut> {
+    let flushed = flushed(sim, &node.id).await;
+    let me = &node.id;
+    sim.view()
+        .partitions
+        .iter()
+        .filter(|p| holds(node, p))
+        .map(|p| ReplicaOut {
+            app: p.table as i32,
+            pidx: p.index as i32,
+            ballot: p.ballot as i64,
+            status: if flushed {
+                1
+            } else if p.primary.as_ref() == Some(me) {
+                3
+            } else if p.secondaries.contains(me) {
+                4
+            } else {
+                1
+            },
+        })
+        .collect()
+}
+
+/// Takes a 2.4/2.5 replica server's perf-counter snapshot when one is due: every
+/// `COUNTER_PERIOD_MS` from its start, the first one period after it
+/// (`pegasus_counter_reporter::start`, `update`).
+pub(crate) async fn snapshot_counters(sim: &SimCluster, dir: &Directory, id: &NodeId) {
+    let Some(node) = sim.node_view(id) else {
+        return;
+    };
+    if node.role != "replica" || !node.serving || dir.version_of(&node) == ServerVersion::Master {
+        return;
+    }
+    let now = sim.view().now_ms;
+    let due = {
+        let counters = dir.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let last = counters
+            .get(id)
+            .filter(|c| c.boot == node.boot)
+            .map_or(node.started_ms, |c| c.at_ms);
+        now >= last + COUNTER_PERIOD_MS
+    };
+    if !due {
+        return;
+    }
+    let open = open_replicas(sim, &node).await;
+    dir.counters
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(
+            id.clone(),
+            Counters {
+                boot: node.boot,
+                at_ms: now,
+                open,
+            },
+        );
+}
+
+/// `perf-counters REGEX`: the snapshot's counters whose full names the POSIX basic regular
+/// expression matches whole (`perf_counters::list_snapshot_by_regexp`); a replica server on
+/// 2.4/2.5 has `replica*eon.replica_stub*replica(Count)` and its `opening` and `closing`
+/// siblings; before the first snapshot, and always on master (which takes none), the list
+/// is empty.
+fn perf_counters(dir: &Directory, node: &NodeView, v: ServerVersion, re: Option<&str>) -> String {
+    let snap = dir
+        .counters
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&node.id)
+        .copied()
+        .filter(|c| c.boot == node.boot && v != ServerVersion::Master);
+    let pattern = re.unwrap_or(".*");
+    let mut counters = Vec::new();
+    if let Some(c) = snap {
+        for (name, value) in [
+            ("replica*eon.replica_stub*closing.replica(Count)", 0),
+            ("replica*eon.replica_stub*replica(Count)", c.open),
+            ("replica*eon.replica_stub*opening.replica(Count)", 0),
+        ] {
+            if bre_matches(pattern, name) {
+                counters.push(serde_json::json!({
+                    "name": name, "type": "NUMBER", "value": value as f64,
+                }));
+            }
+        }
+    }
+    let (ts, ts_str) = snap.map_or((0, "1970-01-01 00:00:00".to_string()), |c| {
+        (c.at_ms / 1000, wall_time(c.at_ms))
+    });
+    // rapidjson's writer keeps the struct's field order.
+    format!(
+        r#"{{"result":"OK","timestamp":{ts},"timestamp_str":"{ts_str}","counters":{}}}"#,
+        serde_json::Value::Array(counters)
+    )
+}
+
+/// Whether POSIX basic regular expression `re` matches all of `s`: `.` any character, `*`
+/// any repetition of what precedes it, and every other character (parentheses included, as
+/// BRE takes them literally) itself.
+fn bre_matches(re: &str, s: &str) -> bool {
+    fn at(re: &[char], s: &[char]) -> bool {
+        match re {
+            [] => s.is_empty(),
+            [c, '*', rest @ ..] => {
+                let mut i = 0;
+                loop {
+                    if at(rest, &s[i..]) {
+                        return true;
+                    }
+                    if i < s.len() && (*c == '.' || s[i] == *c) {
+                        i += 1;
+                    } else {
+                        return false;
+                    }
+                }
+            }
+            [c, rest @ ..] => !s.is_empty() && (*c == '.' || s[0] == *c) && at(rest, &s[1..]),
+        }
+    }
+    let re: Vec<char> = re.chars().collect();
+    let s: Vec<char> = s.chars().collect();
+    at(&re, &s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{bre_matches, c_integer, json};
+
+    #[test]
+    fn the_upstream_scripts_pattern_matches_the_three_counters_only() {
+        let re = ".*replica(Count)";
+        assert!(bre_matches(re, "replica*eon.replica_stub*replica(Count)"));
+        assert!(bre_matches(
+            re,
+            "replica*eon.replica_stub*opening.replica(Count)"
+        ));
+        assert!(!bre_matches(re, "replica*eon.replica_stub*replicas"));
+        assert!(bre_matches(".*", "anything"));
+    }
+
+    #[test]
+    fn strtoll_base_zero_reads_hex_octal_and_decimal_whole() {
+        assert_eq!(c_integer("0x10"), Some(16));
+        assert_eq!(c_integer("010"), Some(8));
+        assert_eq!(c_integer("-5"), Some(-5));
+        assert_eq!(c_integer("3600000"), Some(3_600_000));
+        assert_eq!(c_integer("12abc"), None);
+        assert_eq!(c_integer(""), None);
+    }
+
+    #[test]
+    fn master_replies_are_dump_2_with_sorted_keys() {
+        assert_eq!(
+            json(&[
+                ("meta.lb.assign_delay_ms", "600000".into()),
+                ("error", "ok".into())
+            ]),
+            "{\n  \"error\": \"ok\",\n  \"meta.lb.assign_delay_ms\": \"600000\"\n}"
+        );
+    }
+}
