@@ -1,64 +1,64 @@
-//! What the servers' answers say: a remote command's value, the meta's `/config` flags and
-//! freeze thresholds, a replica server's `/metrics`, and the ZooKeeper in `cluster_info`.
+//! What the servers' answers say: a remote command's reply in either style, `/config`
+//! flags, a replica server's open replicas in each version's shape, and the ZooKeeper in
+//! `cluster_info`.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
-/// The number in a remote command's answer: plain (`600000`, `true`), `name: value`, or a
-/// JSON object with one value.
-pub(crate) fn parse_answer(answer: &str) -> Option<String> {
+/// What a remote command's answer says (docs/upstream/pegasus.md §4): `Ok(Some(value))` for
+/// a value, `Ok(None)` for a success that carries none, `Err(why)` for a failure.
+///
+/// 2.4 and 2.5 answer plain text: `OK`, the bare value, or a failure that starts with `ERR`
+/// (`ERR: invalid arguments`, `ERR_INVALID_PARAMETERS`) or `unknown command`
+/// (`command_manager::run_command`). Master answers its int and bool commands with a JSON
+/// object whose `error` is `ok` on success and whose value, when there is one, sits under the
+/// command's name as a string or a number (`command_manager::set_int`, `set_bool` @master).
+/// An answer in neither style is a failure that quotes it.
+pub(crate) fn reply(cmd: &str, answer: &str) -> Result<Option<String>, String> {
     let t = answer.trim();
-    let t = t.rsplit([':', '=']).next().unwrap_or(t);
-    let v = t
-        .trim()
-        .trim_matches(|c| matches!(c, '{' | '}' | '"' | ' '));
-    (!v.is_empty() && !v.starts_with("ERR_") && !v.contains(' ')).then(|| v.to_string())
-}
-
-/// The meta's freeze thresholds, read over HTTP from the leader
-/// (`/config?name=min_live_node_count_for_unfreeze` and
-/// `/config?name=node_live_percentage_threshold_for_update`, served on the RPC port; see
-/// shared/reference/pegasus.md §5 and §6), with where they came from. A value that cannot be
-/// read takes the code default (3, 65) and the source says so, so that the plan's limit names
-/// an assumption as one.
-pub(crate) async fn freeze_thresholds(
-    leader: SocketAddr,
-    timeout: Duration,
-) -> (usize, u32, String) {
-    let http = reqwest::Client::builder().timeout(timeout).build().ok();
-    let read = |name: &'static str| {
-        let http = http.clone();
-        async move {
-            let body = http?
-                .get(format!("http://{leader}/config?name={name}"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            flag_value(&body)
+    if t.starts_with('{') {
+        let v: serde_json::Value =
+            serde_json::from_str(t).map_err(|_| format!("unreadable JSON answer {t:?}"))?;
+        let error = v.get("error").and_then(serde_json::Value::as_str);
+        if error != Some("ok") {
+            return Err(match error {
+                Some(e) => e.to_string(),
+                None => format!("a JSON answer without \"error\": {t}"),
+            });
         }
-    };
-    let min_live = read("min_live_node_count_for_unfreeze").await;
-    let pct = read("node_live_percentage_threshold_for_update").await;
-    let source = match (min_live, pct) {
-        (Some(_), Some(_)) => format!("read from the leader {leader}"),
-        _ => format!(
-            "{leader} did not answer /config for every threshold: the code defaults are assumed \
-             where it did not"
-        ),
-    };
-    (min_live.unwrap_or(3) as usize, pct.unwrap_or(65), source)
+        return Ok(match v.get(cmd) {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            Some(serde_json::Value::Bool(b)) => Some(b.to_string()),
+            _ => None,
+        });
+    }
+    if t == "OK" {
+        return Ok(None);
+    }
+    if t.is_empty() || t.starts_with("ERR") || t.starts_with("unknown command") {
+        return Err(if t.is_empty() {
+            "an empty answer".into()
+        } else {
+            t.to_string()
+        });
+    }
+    if t.contains(char::is_whitespace) {
+        return Err(format!("an answer in neither reply style: {t:?}"));
+    }
+    Ok(Some(t.to_string()))
 }
 
 /// The sum of `total_replicas`, `opening_replicas` and `closing_replicas` in a server's
-/// `/metrics` answer (`entities[].metrics[]` of `{name, value}`); `None` when none is there.
+/// `/metrics` answer: master's object (`entities[].metrics[]` of `{name, value}`,
+/// `metric_registry::take_snapshot` @master) or a top-level array of entities
+/// (`metric_registry::take_snapshot` @v2.5.0); `None` when none is there.
 pub(crate) fn open_replicas_in(body: &str) -> Option<u64> {
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let entities = match &v {
+        serde_json::Value::Array(a) => a,
+        other => other.get("entities")?.as_array()?,
+    };
     let mut found = false;
     let mut sum = 0u64;
-    for e in v["entities"].as_array()? {
+    for e in entities {
         for m in e["metrics"].as_array().into_iter().flatten() {
             let name = m["name"].as_str().unwrap_or_default();
             if matches!(
@@ -71,6 +71,36 @@ pub(crate) fn open_replicas_in(body: &str) -> Option<u64> {
         }
     }
     found.then_some(sum)
+}
+
+/// The replica counters of 2.4 and 2.5 (`replica_stub::install_perf_counters`): open,
+/// opening and closing replicas.
+pub(crate) const REPLICA_COUNTERS: [&str; 3] = [
+    "replica*eon.replica_stub*replica(Count)",
+    "replica*eon.replica_stub*opening.replica(Count)",
+    "replica*eon.replica_stub*closing.replica(Count)",
+];
+
+/// The sum of the three replica counters in a `perf-counters` answer (`perf_counter_info`:
+/// `result`, then `counters` of `{name, type, value}`, `perf_counter_utils.h` @v2.5.0).
+/// `Ok(None)` while the answer lists none of them (the server has taken no snapshot yet, as
+/// before its first `perf_counter_update_interval_seconds`); `Err` for an answer that is not
+/// one.
+pub(crate) fn replica_counters_in(body: &str) -> Result<Option<u64>, String> {
+    let v: serde_json::Value = serde_json::from_str(body.trim())
+        .map_err(|_| format!("not a perf-counters answer: {body:?}"))?;
+    if v["result"].as_str() != Some("OK") {
+        return Err(format!("perf-counters failed: {}", v["result"]));
+    }
+    let mut found = 0;
+    let mut sum = 0u64;
+    for c in v["counters"].as_array().into_iter().flatten() {
+        if REPLICA_COUNTERS.contains(&c["name"].as_str().unwrap_or_default()) {
+            found += 1;
+            sum = sum.saturating_add(c["value"].as_f64().unwrap_or(0.0).max(0.0) as u64);
+        }
+    }
+    Ok((found == REPLICA_COUNTERS.len()).then_some(sum))
 }
 
 /// The value of a `/config?name=` answer: a JSON object whose `value` is a number or a
@@ -98,22 +128,64 @@ pub(crate) fn zookeeper_of(hosts: Option<&str>, root: Option<&str>) -> Option<(S
 
 #[cfg(test)]
 mod tests {
-    use super::{flag_value, parse_answer, zookeeper_of};
+    use super::{flag_value, open_replicas_in, replica_counters_in, reply, zookeeper_of};
 
     #[test]
-    fn remote_command_answers_in_every_style_give_their_value() {
-        assert_eq!(parse_answer("600000").as_deref(), Some("600000"));
-        assert_eq!(parse_answer("true\n").as_deref(), Some("true"));
+    fn remote_command_answers_in_both_styles() {
+        let cmd = "meta.lb.assign_delay_ms";
+        assert_eq!(reply(cmd, "600000"), Ok(Some("600000".into())));
+        assert_eq!(reply(cmd, "true\n"), Ok(Some("true".into())));
+        assert_eq!(reply(cmd, "OK"), Ok(None));
+        // Master's dump(2) of a query, a set, a DEFAULT and a failure.
         assert_eq!(
-            parse_answer("assign_delay_ms: 600000").as_deref(),
-            Some("600000")
+            reply(
+                cmd,
+                "{\n  \"error\": \"ok\",\n  \"meta.lb.assign_delay_ms\": \"600000\"\n}"
+            ),
+            Ok(Some("600000".into()))
+        );
+        assert_eq!(reply(cmd, "{\n  \"error\": \"ok\"\n}"), Ok(None));
+        assert_eq!(
+            reply(
+                cmd,
+                "{\n  \"error\": \"ok\",\n  \"meta.lb.assign_delay_ms\": 600000\n}"
+            ),
+            Ok(Some("600000".into()))
         );
         assert_eq!(
-            parse_answer(r#"{"meta.lb.assign_delay_ms": "600000"}"#).as_deref(),
-            Some("600000")
+            reply(
+                cmd,
+                "{\n  \"error\": \"ERR: invalid argument 'x', the value is not acceptable\"\n}"
+            ),
+            Err("ERR: invalid argument 'x', the value is not acceptable".into())
         );
-        assert_eq!(parse_answer("ERR_INVALID_PARAMETERS"), None);
-        assert_eq!(parse_answer("unknown command 'x'"), None);
+        for failure in [
+            "ERR: invalid arguments",
+            "ERR_INVALID_PARAMETERS",
+            "unknown command 'meta.lb.assign_delay_ms'",
+            "",
+            "{\"value\": 3}",
+            "600000\"\n}",
+            "some words here",
+        ] {
+            assert!(reply(cmd, failure).is_err(), "{failure:?}");
+        }
+    }
+
+    #[test]
+    fn replica_counts_in_every_shape() {
+        let master = r#"{"cluster":"c","role":"replica","entities":[{"type":"server","id":"server","metrics":[{"name":"closing_replicas","value":0},{"name":"opening_replicas","value":1},{"name":"total_replicas","value":12}]}]}"#;
+        assert_eq!(open_replicas_in(master), Some(13));
+        let array =
+            r#"[{"type":"server","id":"server","metrics":[{"name":"total_replicas","value":2}]}]"#;
+        assert_eq!(open_replicas_in(array), Some(2));
+        assert_eq!(open_replicas_in("service not found for \"metrics\""), None);
+        let counters = r#"{"result":"OK","timestamp":1714528800,"timestamp_str":"2024-05-01 10:00:00","counters":[{"name":"replica*eon.replica_stub*closing.replica(Count)","type":"NUMBER","value":0.0},{"name":"replica*eon.replica_stub*replica(Count)","type":"NUMBER","value":12.0},{"name":"replica*eon.replica_stub*opening.replica(Count)","type":"NUMBER","value":1.0}]}"#;
+        assert_eq!(replica_counters_in(counters), Ok(Some(13)));
+        let none_yet =
+            r#"{"result":"OK","timestamp":0,"timestamp_str":"1970-01-01 00:00:00","counters":[]}"#;
+        assert_eq!(replica_counters_in(none_yet), Ok(None));
+        assert!(replica_counters_in("unknown command 'perf-counters'").is_err());
     }
 
     #[test]

@@ -22,14 +22,22 @@
 mod answers;
 pub mod client;
 mod cluster;
+mod drain;
+mod error;
 pub mod frame;
+mod knobs;
 pub use rollout_core::conf::ini;
 pub mod messages;
 pub mod meta;
 pub mod rrdb;
+mod servers;
+mod snapshot;
 mod steps;
 pub mod thrift;
 pub mod transport;
 pub mod types;
+pub mod version;
 
-pub use cluster::{NodeFactory, PegasusCluster, PegasusError, PegasusNode, Timing};
+pub use cluster::{NodeFactory, PegasusCluster, PegasusNode, Timing};
+pub use error::PegasusError;
+pub use version::ServerVersion;

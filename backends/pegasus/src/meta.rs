@@ -150,8 +150,11 @@ impl MetaClient {
                                 self.set_leader(None);
                             }
                         }
+                        // Not taken as a sign of leadership: on 2.5 and master a standby
+                        // answers a proposal with an application error of its own
+                        // (`ERR_INVALID_PARAMETERS`, `ERR_APP_NOT_EXIST`), since it looks
+                        // the app up before checking that it leads.
                         Some(e) if !e.is_ok() => {
-                            self.set_leader(Some(i));
                             return Err(MetaError::App {
                                 server: conn.server(),
                                 rpc,

@@ -1,21 +1,18 @@
 //! The core's [`Cluster`] over the meta servers: topology, knobs, and each step with its
 //! probe (see the `cluster` module for the rules they follow).
 
-use std::net::SocketAddr;
-
 use rollout_core::{
     Cluster, ErrorClass, Health, HealthProbe, Knob, NodeId, NodeInfo, Partition, Procedure,
     Replica, ReplicaRole, Topology, probe_fn,
 };
 
-use crate::answers::parse_answer;
-use crate::cluster::{NodeFactory, PegasusCluster, PegasusError, PegasusNode, addr};
-use crate::messages::{
-    Empty, I32Request, I32Response, ListResponse, NodeInfo as WireNode, meta_level, node_status,
-    rpc,
-};
+use crate::cluster::{NodeFactory, PegasusCluster, PegasusNode, addr};
+use crate::error::PegasusError;
+use crate::messages::{Empty, I32Request, ListResponse, NodeInfo as WireNode, node_status, rpc};
 use crate::meta::MetaError;
+use crate::servers::OpenReplicas;
 use crate::types::{RpcAddress, v4};
+use crate::version::{ServerVersion, check_upgrade};
 
 /// The knobs of the high-availability procedure (shared/reference/pegasus.md §6): the meta
 /// level, the maintenance window, flow control (without which a count of 0 is a no-op) and
@@ -47,7 +44,7 @@ where
 
     async fn topology(&self) -> Result<Topology, PegasusError> {
         let snap = self.snapshot().await?;
-        let nodes = self.infos(&snap);
+        let nodes = self.infos_of(&snap.nodes);
         let mut partitions = Vec::new();
         for (app, q) in &snap.apps {
             for p in &q.partitions {
@@ -94,8 +91,20 @@ where
 
     /// A config change edits `config.ini` keys given as `SECTION.KEY` (the node's `apply`
     /// edits the file with [`crate::ini`], which refuses a section or key the file lacks).
+    ///
+    /// An upgrade must be an upstream path from the oldest version a server reported
+    /// ([`check_upgrade`]): checked before anything is touched.
     fn check_change(&self, change: &rollout_core::Change) -> Result<(), String> {
         change.validate()?;
+        if let rollout_core::Change::Upgrade { version } = change {
+            let to = ServerVersion::parse(version)
+                .ok_or_else(|| format!("{version:?} is not a Pegasus version (such as 2.5.0)"))?;
+            if let Some(from) = self.oldest_version() {
+                check_upgrade(from, &to)?;
+            } else {
+                to.line()?;
+            }
+        }
         if let rollout_core::Change::Config { edits } = change {
             for e in edits {
                 let rollout_core::ConfigEdit::Set { file, key, .. } = e else {
@@ -121,44 +130,11 @@ where
     }
 
     async fn read_knob(&self, name: &str) -> Result<String, PegasusError> {
-        if name == "meta_level" {
-            let r: I32Response = self
-                .meta()
-                .call(rpc::CONTROL_META, &I32Request(meta_level::INVALID))
-                .await?;
-            return meta_level::name(r.value)
-                .map(str::to_string)
-                .ok_or_else(|| PegasusError::UnknownKnob(format!("meta level {}", r.value)));
-        }
-        let leader = self.leader().await?;
-        let answer = self.command_ok(leader, name, &[]).await?;
-        parse_answer(&answer).ok_or(PegasusError::Command {
-            server: leader,
-            cmd: name.to_string(),
-            answer,
-        })
+        self.knob_value(name).await
     }
 
     async fn write_knob(&self, name: &str, value: &str) -> Result<(), PegasusError> {
-        if name == "meta_level" {
-            let level =
-                meta_level::parse(value).ok_or_else(|| PegasusError::UnknownKnob(value.into()))?;
-            let _: I32Response = self
-                .meta()
-                .call(rpc::CONTROL_META, &I32Request(level))
-                .await?;
-            return Ok(());
-        }
-        // Every meta keeps its own copy; the leader's is the one that acts, and a standby
-        // that becomes leader then already holds the value.
-        let leader = self.leader().await?;
-        self.command_ok(leader, name, &[value]).await?;
-        for m in self.meta().addresses().into_iter().filter(|&m| m != leader) {
-            if let Err(e) = self.command_ok(m, name, &[value]).await {
-                tracing::debug!(meta = %m, error = %e, "a standby did not take the knob");
-            }
-        }
-        Ok(())
+        self.set_knob(name, value).await
     }
 
     async fn drain(&self, node: &NodeId) -> Result<(), PegasusError> {
@@ -211,13 +187,14 @@ where
 
     fn quiesced<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = PegasusError> + 'a {
         probe_fn(move || async move {
-            let open = self.open_count(node).await?;
-            Ok(if open == 0 {
-                Health::Healthy
-            } else {
-                Health::Waiting(format!(
+            Ok(match self.open_replicas(node).await? {
+                OpenReplicas::Count(0) => Health::Healthy,
+                OpenReplicas::Count(open) => Health::Waiting(format!(
                     "{node} still has {open} replica(s) open, opening or closing"
-                ))
+                )),
+                OpenReplicas::NotYet => {
+                    Health::Waiting(format!("{node} has taken no perf-counter snapshot yet"))
+                }
             })
         })
     }
@@ -237,23 +214,18 @@ where
                 return Ok(Health::Healthy);
             }
             if self.is_meta(node) {
-                // A leader answers, and every replica server beacons to it.
-                let nodes: ListResponse<WireNode> = match self
-                    .meta()
-                    .call(rpc::LIST_NODES, &I32Request(node_status::INVALID))
-                    .await
-                {
-                    Ok(n) => n,
+                // A leader answers, and every replica server that holds a replica is ALIVE
+                // to it (a node decommissioned long ago stays listed UNALIVE and holds none).
+                let snap = match self.snapshot().await {
+                    Ok(s) => s,
                     Err(e) => return Ok(Health::Waiting(format!("no meta leader yet: {e}"))),
                 };
-                return Ok(
-                    match nodes.infos.iter().find(|n| n.status != node_status::ALIVE) {
-                        Some(n) => {
-                            Health::Waiting(format!("{} is not ALIVE to the meta leader", n.node))
-                        }
-                        None => Health::Healthy,
-                    },
-                );
+                return Ok(match snap.dead_members().first() {
+                    Some(a) => Health::Waiting(format!(
+                        "replica server {a} holds replicas but is not ALIVE to the meta leader"
+                    )),
+                    None => Health::Healthy,
+                });
             }
             Ok(if self.alive(node).await? {
                 Health::Healthy
@@ -290,10 +262,11 @@ where
                 }
                 Err(e) => return Err(e),
             };
-            if let Some(n) = snap.nodes.iter().find(|n| n.status != node_status::ALIVE) {
+            // A node the meta lists UNALIVE but that holds no replica (decommissioned, or
+            // dead and dropped) does not keep the cluster from health: the plan warns of it.
+            if let Some(a) = snap.dead_members().first() {
                 return Ok(Health::Waiting(format!(
-                    "replica server {} is not ALIVE",
-                    n.node
+                    "replica server {a} holds replicas but is not ALIVE"
                 )));
             }
             if snap.frozen() {
@@ -371,19 +344,6 @@ where
 }
 
 impl<F: NodeFactory> PegasusCluster<F> {
-    /// The meta leader's address, confirmed by a call that only the leader answers (the
-    /// remembered one may have lost the role while its process stayed up).
-    async fn leader(&self) -> Result<SocketAddr, PegasusError> {
-        let _: crate::messages::ClusterInfoResponse =
-            self.meta().call(rpc::CLUSTER_INFO, &Empty).await?;
-        self.meta().leader().ok_or_else(|| {
-            PegasusError::Meta(MetaError::NoLeader {
-                tried: String::new(),
-                last: "no leader after a successful call".into(),
-            })
-        })
-    }
-
     /// Whether the meta counts `node` ALIVE.
     async fn alive(&self, node: &NodeId) -> Result<bool, PegasusError> {
         let me = v4(addr(node)?).map(RpcAddress::new).unwrap_or_default();

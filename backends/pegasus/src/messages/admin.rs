@@ -251,8 +251,9 @@ impl Message for ErrResponse {
     }
 }
 
-/// `configuration_proposal_action`: both address forms are written (pegasus.md §3.3: a
-/// meta given only IPs reverse-resolves them, and crashed doing so in #2007).
+/// `configuration_proposal_action`. The host-name fields 5 and 6 exist on master only
+/// (`idl/meta_admin.thrift` @master); 2.4 and 2.5 misread them, so they are written only
+/// when set, and the cluster sets them only from names the meta itself reported.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProposalAction {
     /// 1: the server that carries the action out (the partition's primary).

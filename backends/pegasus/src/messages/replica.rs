@@ -5,7 +5,9 @@ use crate::types::{ErrorCode, Gpid, HostPort, RpcAddress};
 
 use super::{Message, fields, list, write_err, write_list};
 
-/// `query_replica_info_request` (replica_admin.thrift).
+/// `query_replica_info_request` (replica_admin.thrift): field 1 only, which every version
+/// has (2.4 and 2.5 have no field 2, master's `hp_node1`, and a raw host name behind a field
+/// header they do not know is misread; the handler ignores the request anyway).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QueryReplicaInfoRequest {
     /// 1: the replica server asked.
@@ -18,10 +20,6 @@ impl Message for QueryReplicaInfoRequest {
     fn write(&self, w: &mut Writer) {
         w.field(Type::Struct, 1);
         self.node1.write(w);
-        if let Some(a) = self.node1.0 {
-            w.field(Type::Struct, 2);
-            HostPort::from_addr(a).write(w);
-        }
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {

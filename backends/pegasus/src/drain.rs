@@ -1,0 +1,105 @@
+//! The drain: balancer proposals that move a replica server's primaries and downgrade its
+//! secondaries, re-proposed while the node stays.
+
+use rollout_core::NodeId;
+use tokio::time::Instant;
+
+use crate::cluster::{NodeFactory, PegasusCluster, addr};
+use crate::error::PegasusError;
+use crate::messages::{BalancerRequest, ErrResponse, ProposalAction, config_type, rpc};
+use crate::meta::MetaError;
+use crate::types::{Gpid, RpcAddress, v4};
+
+impl<F: NodeFactory> PegasusCluster<F> {
+    /// Submits the proposals that drain `node` now: move its primaries of fully healthy
+    /// partitions to a current secondary, downgrade its secondaries where a primary and
+    /// another secondary stay. Returns how many partitions still hold it.
+    ///
+    /// An action names its nodes by address, and by host name only where the meta's own
+    /// answers carry names (master's `hp_node`), copied from them: 2.4 and 2.5 have no such
+    /// field and misread one (`configuration_proposal_action` has ids 1-3 in their IDL), and
+    /// master matches a name against its own, dropping a proposal whose name it does not
+    /// know (`partition_guardian::from_proposals` @master).
+    pub(crate) async fn propose_drain(&self, node: &NodeId) -> Result<usize, PegasusError> {
+        let me = v4(addr(node)?).map(RpcAddress::new).unwrap_or_default();
+        let snap = self.snapshot().await?;
+        let names = snap.names();
+        let action = |target: RpcAddress, node: RpcAddress, kind: i32| ProposalAction {
+            target,
+            node,
+            kind,
+            hp_target: names.get(&target).cloned(),
+            hp_node: names.get(&node).cloned(),
+        };
+        let mut left = 0;
+        for (app, q) in &snap.apps {
+            for p in &q.partitions {
+                let secondary = p.secondaries.contains(&me);
+                let primary = p.primary == me;
+                if !primary && !secondary {
+                    continue;
+                }
+                let members = 1 + p.secondaries.len();
+                let full = members >= p.max_replica_count.max(0) as usize;
+                // Tables below three replicas are not drained: their downtime is accepted
+                // by name, or the plan refused them.
+                if app.max_replica_count < 3 {
+                    continue;
+                }
+                left += 1;
+                let gpid = Gpid::new(app.app_id, p.pid.partition_index);
+                let req = if primary {
+                    let Some(to) = p.secondaries.iter().find(|s| snap.alive(s)).copied() else {
+                        continue;
+                    };
+                    if !full {
+                        continue;
+                    }
+                    BalancerRequest {
+                        gpid,
+                        action_list: vec![
+                            action(me, me, config_type::DOWNGRADE_TO_SECONDARY),
+                            action(to, to, config_type::UPGRADE_TO_PRIMARY),
+                        ],
+                        force: Some(false),
+                        balance_type: Some(0),
+                    }
+                } else {
+                    if p.primary.0.is_none() || p.secondaries.len() < 2 {
+                        continue;
+                    }
+                    BalancerRequest {
+                        gpid,
+                        action_list: vec![action(
+                            p.primary,
+                            me,
+                            config_type::DOWNGRADE_TO_INACTIVE,
+                        )],
+                        force: Some(false),
+                        balance_type: None,
+                    }
+                };
+                let _: ErrResponse = match self.meta.call(rpc::PROPOSE_BALANCER, &req).await {
+                    Ok(r) => r,
+                    // One pending already, or the partition moved: the next round decides.
+                    Err(MetaError::App { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+            }
+        }
+        self.proposed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node.clone(), Instant::now());
+        Ok(left)
+    }
+
+    /// Whether a tick has passed since the last proposals for `node`.
+    pub(crate) fn repropose_due(&self, node: &NodeId) -> bool {
+        self.proposed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .is_none_or(|t| t.elapsed() >= self.timing.repropose)
+    }
+}
