@@ -28,8 +28,8 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use common::{Progress, Unmanaged, policy, print_plan};
 use rollout_core::{Change, MemoryJournal, NodeId, Run, Spec, chain, roll};
+use rollout_emulator_pegasus::{Emulator, ServerVersion};
 use rollout_pegasus::client::DataClient;
-use rollout_emulator_pegasus::Emulator;
 use rollout_pegasus::{PegasusCluster, Timing};
 use rollout_sim::{ClientLoad, Flavor, SimBuilder, Strategy, report_of};
 
@@ -87,6 +87,9 @@ struct Args {
     /// With --emulate: the seed of the emulated cluster.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// With --emulate: the Pegasus version the emulated servers speak (2.4, 2.5, master).
+    #[arg(long, default_value_t = ServerVersion::default())]
+    server_version: ServerVersion,
     /// With --emulate: keep serving this many wall seconds before the rollout and after it.
     #[arg(long, default_value_t = 0)]
     hold: u64,
@@ -196,7 +199,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         Strategy::Ha
     };
     let sim_report = common::pure_simulation(&builder, strategy, change.clone()).await?;
-    let emu = Arc::new(Emulator::start(&builder).await?);
+    let emu = Arc::new(Emulator::start(&builder, args.server_version).await?);
     let metas: Vec<String> = emu.metas().iter().map(ToString::to_string).collect();
     println!("meta servers: {}", metas.join(","));
     println!(
@@ -260,6 +263,9 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
     json["strategy"] = args.strategy.clone().into();
     json["time_scale"] = args.scale().into();
     json["meta_servers"] = metas.join(",").into();
+    json["server_version"] = cluster
+        .server_version()
+        .map_or(serde_json::Value::Null, |v| v.to_string().into());
     json["wire_writes_acked"] = wire.acked.len().into();
     json["wire_writes_failed"] = wire.failed.into();
     json["wire_writes_lost"] = wire_lost.into();
@@ -369,6 +375,7 @@ fn main() -> ExitCode {
         if served.serve {
             return pegasus_serve::serve(
                 args.zk.as_deref(),
+                args.server_version,
                 args.seed,
                 args.scale(),
                 served.dir.as_deref(),

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use rollout_emulator_pegasus::Emulator;
+use rollout_emulator_pegasus::{Emulator, ServerVersion};
 use rollout_process::shell_quote_path;
 use rollout_sim::{ClientLoad, Flavor, SimBuilder};
 use zookeeper_client as zk;
@@ -20,6 +20,7 @@ const ROLES: [&str; 3] = ["meta", "replica", "collector"];
 /// Serves the emulated cluster until SIGINT or SIGTERM.
 pub(crate) async fn serve(
     zookeeper: Option<&str>,
+    version: ServerVersion,
     seed: u64,
     scale: u32,
     dir: Option<&Path>,
@@ -30,7 +31,7 @@ pub(crate) async fn serve(
         .seed(seed)
         .time_scale(scale)
         .load(ClientLoad::default());
-    let emu = Emulator::start(&builder).await?;
+    let emu = Emulator::start(&builder, version).await?;
     let root = format!("/pegasus-emulated-{}", std::process::id());
     if let Some(hosts) = zookeeper {
         make_root(hosts, &root).await?;

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rollout_core::NodeId;
+use rollout_emulator_kernel::processes::Processes;
 use rollout_process::agent::{AgentConfig, serve_on};
 use rollout_process::shell_quote_path;
 use rollout_sim::SimCluster;
-use rollout_emulator_kernel::processes::Processes;
 use tokio::net::TcpListener;
 
 /// The serve mode's flags, the same in both binaries (flattened into their `Args`).
