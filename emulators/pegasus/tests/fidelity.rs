@@ -337,3 +337,53 @@ async fn a_dead_node_that_holds_nothing_does_not_block_the_rollout_of_the_others
         .unwrap();
     assert_eq!(report.outcome, Outcome::Completed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_from_2_4_to_2_5_rolls_through_a_mixed_cluster() {
+    let _serial = serial().await;
+    let emu = Arc::new(
+        Emulator::start(&builder(), ServerVersion::V2_4)
+            .await
+            .unwrap(),
+    );
+    let e = emu.clone();
+    let cluster = PegasusCluster::connect(
+        &emu.metas(),
+        &emu.collectors(),
+        move |id: &NodeId| e.node(id),
+        Timing::default().scaled(SCALE),
+    )
+    .await
+    .unwrap();
+    let s = u64::from(SCALE);
+    let policy = rollout_core::Policy::default()
+        .deadlines(rollout_core::Deadlines::all(Duration::from_secs(3600 / s)))
+        .poll(Duration::from_millis(2), Duration::from_millis(1000 / s));
+    let upgrade = Change::Upgrade {
+        version: "2.5.0".into(),
+    };
+    // The replica servers go first: 2.5 replica servers under 2.4 metas, then the metas.
+    let report = roll(
+        &cluster,
+        &Spec::new(upgrade).policy(policy),
+        Run::new(&MemoryJournal::new()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.outcome, Outcome::Completed);
+    let meta = MetaClient::new(&emu.metas(), Duration::from_secs(1));
+    for server in emu
+        .role_addrs("meta")
+        .into_iter()
+        .chain(emu.role_addrs("replica"))
+    {
+        let info = meta.command(server, "server-info", &[]).await.unwrap();
+        assert!(
+            info.starts_with("Pegasus Server 2.5.0 "),
+            "{server}: {info}"
+        );
+    }
+    let truth = emu.sim().truth();
+    assert!(truth.restarts.values().all(|&n| n == 1));
+    assert_eq!(truth.monitor.writes_lost, 0);
+}
