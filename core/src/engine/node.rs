@@ -212,7 +212,7 @@ pub(super) async fn roll_nodes<C: Cluster>(
     // moment: only nodes count then.
     let after = Outside::new(ctx.cluster, ctx.exempt(&wave.nodes), watch, !data);
     let ready = ctx
-        .watched(guard, &after, || async {
+        .watched(guard, &after, std::time::Duration::ZERO, || async {
             ctx.all(&slots, StartAt::WaitReady, Phase::WaitReady, |s| async {
                 let probe = (&after).and(
                     Restarted {

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::cluster::Cluster;
 use crate::error::{Error, Phase};
 use crate::event::Event;
+use crate::model::KnobScope;
 use crate::model::{Health, NodeId};
 use crate::plan::{outside_failure, outside_node_failure};
 use crate::probe::HealthProbe;
@@ -190,6 +191,7 @@ impl<C: Cluster> Ctx<'_, C> {
         self.release_healing(guard).await?;
         let deadline = self.spec.policy.get_deadlines().healthy;
         let since = tokio::time::Instant::now();
+        let mut held = false;
         loop {
             // Best effort, again at every nudge: the wait for full health is what counts.
             for s in slots.iter().filter(|s| s.start <= StartAt::Drain) {
@@ -209,7 +211,10 @@ impl<C: Cluster> Ctx<'_, C> {
                 .await;
             match healed {
                 Ok(()) => return Ok(()),
-                Err(Error::Timeout { .. }) if since.elapsed() < deadline => {}
+                Err(Error::Timeout { .. }) if since.elapsed() < deadline => {
+                    let ids: Vec<NodeId> = slots.iter().map(|s| s.id.clone()).collect();
+                    held = held || self.hold_again(guard, &self.exempt(&ids)).await?;
+                }
                 Err(e) => {
                     return Err(Error::OutsideFailure {
                         node: failed,
@@ -234,20 +239,52 @@ impl<C: Cluster> Ctx<'_, C> {
         self.act(None, Phase::Restore, || self.cluster.heal()).await
     }
 
+    /// Holds again the knobs [`release_healing`](Self::release_healing) released, once no
+    /// data node outside `exempt` is down: the cluster's own recovery has had its window, and
+    /// what it left only the backend's heal repairs, which may need them held (OpenMLDB's
+    /// nameserver refuses RecoverTable and UpdateTableAliveStatus while auto_failover is on,
+    /// and a replica whose RecoverTable ran while its partition's leader was down stays dead;
+    /// the upstream `openmldb_ops.py` turns auto_failover off around `recoverdata` likewise).
+    /// Journaled as at a gate: a crash leaves them for the resume or `abort` to restore.
+    /// Whether it held them.
+    async fn hold_again(
+        &self,
+        guard: &mut Guard,
+        exempt: &[NodeId],
+    ) -> Result<bool, Error<C::Error>> {
+        let nodes = self
+            .call(None, Phase::Guard, || self.cluster.nodes())
+            .await?;
+        if outside_node_failure(&nodes, exempt).is_some() {
+            return Ok(false);
+        }
+        tracing::info!("the failure outside the wave is over: the knobs are held again to heal");
+        self.set(guard, KnobScope::Rollout, None).await?;
+        self.set(guard, KnobScope::Wave, None).await?;
+        Ok(true)
+    }
+
     /// Waits through `wait` while watching the nodes outside the wave: when one fails, the
     /// knobs that keep the cluster from healing are released at once (the wave's nodes are
-    /// already down, so it cannot be undone) and the wait goes on.
+    /// already down, so it cannot be undone) and `wait` is tried again, one `NUDGE` window
+    /// at a time (it nudges the recovery itself when [`Outside::fired`]), until `nudge_for`
+    /// has passed. Once the failure is over the knobs are held again (see
+    /// [`hold_again`](Self::hold_again)).
     pub(super) async fn watched<T, F, Fut>(
         &self,
         guard: &mut Guard,
         outside: &Outside<'_, C>,
+        nudge_for: std::time::Duration,
         mut wait: F,
     ) -> Result<T, Error<C::Error>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Error<C::Error>>>,
     {
-        match wait().await.map_err(|e| outside.explain(e)) {
+        // A failure seen by an earlier wait of the wave (the knobs are released already)
+        // is nudged through as well.
+        let fired_before = outside.fired();
+        let mut result = match wait().await.map_err(|e| outside.explain(e)) {
             Err(e @ Error::OutsideFailure { .. }) => {
                 tracing::warn!(cause = %super::chain(&e), "a failure outside the wave after its stop");
                 self.emit(Event::Waiting {
@@ -262,7 +299,19 @@ impl<C: Cluster> Ctx<'_, C> {
                 self.release_healing(guard).await?;
                 wait().await
             }
-            other => other,
+            other if fired_before => other,
+            other => return other,
+        };
+        let since = tokio::time::Instant::now();
+        let mut held = false;
+        loop {
+            match result {
+                Err(Error::Timeout { .. }) if since.elapsed() < nudge_for => {
+                    held = held || self.hold_again(guard, &outside.exempt).await?;
+                    result = wait().await;
+                }
+                other => return other,
+            }
         }
     }
 }
@@ -297,45 +346,33 @@ impl<C: Cluster> Ctx<'_, C> {
                 seen: Mutex::new(None),
             };
             let done = self
-                .watched(guard, outside, || async {
+                .watched(guard, outside, deadlines.rejoin, || async {
                     if ha {
                         // After a failure outside the wave the wave's own recovery may fail
                         // (its leader was the node that failed): it is nudged (heal, rejoin
-                        // again) every `NUDGE` until the rejoin deadline.
+                        // again) every `NUDGE`, `watched` calling again until the rejoin
+                        // deadline.
                         let nudging = outside.fired();
-                        let since = tokio::time::Instant::now();
-                        loop {
-                            if nudging {
-                                self.act(None, Phase::Rejoin, || self.cluster.heal())
-                                    .await?;
-                            }
-                            self.all(slots, StartAt::WaitReady, Phase::Rejoin, |s| async move {
-                                self.act(Some(&s.id), Phase::Rejoin, || self.cluster.rejoin(&s.id))
-                                    .await
-                            })
-                            .await?;
-                            let window = if nudging {
-                                NUDGE.min(deadlines.rejoin)
-                            } else {
-                                deadlines.rejoin
-                            };
-                            let rejoined = self
-                                .all(slots, StartAt::WaitReady, Phase::WaitRejoined, |s| async {
-                                    let probe =
-                                        outside.and(&reborn).and(self.cluster.rejoined(&s.id));
-                                    self.wait(Some(&s.id), Phase::WaitRejoined, &probe, window)
-                                        .await
-                                })
-                                .await;
-                            match rejoined {
-                                Err(Error::Timeout { .. })
-                                    if nudging && since.elapsed() < deadlines.rejoin => {}
-                                other => {
-                                    other?;
-                                    break;
-                                }
-                            }
+                        if nudging {
+                            self.act(None, Phase::Rejoin, || self.cluster.heal())
+                                .await?;
                         }
+                        self.all(slots, StartAt::WaitReady, Phase::Rejoin, |s| async move {
+                            self.act(Some(&s.id), Phase::Rejoin, || self.cluster.rejoin(&s.id))
+                                .await
+                        })
+                        .await?;
+                        let window = if nudging {
+                            NUDGE.min(deadlines.rejoin)
+                        } else {
+                            deadlines.rejoin
+                        };
+                        self.all(slots, StartAt::WaitReady, Phase::WaitRejoined, |s| async {
+                            let probe = outside.and(&reborn).and(self.cluster.rejoined(&s.id));
+                            self.wait(Some(&s.id), Phase::WaitRejoined, &probe, window)
+                                .await
+                        })
+                        .await?;
                     }
                     if outside.fired() || again > 0 {
                         // What the released knobs kept from healing, including what the
