@@ -14,7 +14,8 @@ use crate::world::{OpenMldb, OpenMldbOp as Op, Rep, World};
 pub struct ReplicaMeta {
     /// Its tablet.
     pub node: NodeId,
-    /// Flagged leader.
+    /// Flagged leader: the alive leader, or a leader moved away from (or marked dead by the
+    /// offline procedure) until a RecoverTable makes it a follower again.
     pub is_leader: bool,
     /// Not marked dead.
     pub is_alive: bool,
@@ -64,6 +65,18 @@ pub struct TabletPartition {
     pub offset: u64,
     /// Leader mode on the tablet (a fenced leader is in follower mode).
     pub leader: bool,
+}
+
+/// A loaded replica's term and offset, as `GetTermPair` answers them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TermPair {
+    /// The replicator's term.
+    pub term: u64,
+    /// The replicator's offset (entries).
+    pub offset: u64,
+    /// It leads on its tablet.
+    pub is_leader: bool,
 }
 
 /// `GetTableFollower`'s answer: the leader's offset and each follower's (entries).
@@ -116,7 +129,22 @@ pub enum NsOp {
         /// The follower's tablet.
         node: NodeId,
     },
+    /// `UpdateTableAliveStatus`: the alive flag of the replica on `node`, of partition `pid`
+    /// or, without one, of every partition of the table it holds.
+    UpdateTableAlive {
+        /// Table, 1-based.
+        table: u32,
+        /// Partition, or every one.
+        pid: Option<u32>,
+        /// The replica's tablet.
+        node: NodeId,
+        /// The flag.
+        alive: bool,
+    },
 }
+
+/// A nameserver's or tablet's refusal: its return code (`src/base/status.h`) and message.
+pub type Refusal = (i32, String);
 
 fn part_of(w: &World, table: u32, pid: u32) -> Result<u32, String> {
     w.parts
@@ -124,6 +152,11 @@ fn part_of(w: &World, table: u32, pid: u32) -> Result<u32, String> {
         .position(|p| u32::from(p.table) + 1 == table && p.index == pid)
         .map(|p| p as u32)
         .ok_or_else(|| format!("no partition {pid} of table t{table}"))
+}
+
+/// A partition's term: the world's ballot, bumped at every leader change.
+fn term_of(p: &crate::world::Part) -> u64 {
+    p.ballot + 1
 }
 
 fn node_of(w: &World, id: &NodeId) -> Result<u32, String> {
@@ -143,13 +176,14 @@ impl SimCluster {
             .map(|p| PartitionMeta {
                 table: u32::from(p.table) + 1,
                 pid: p.index,
-                term: p.ballot + 1,
+                term: term_of(p),
                 replicas: p
                     .replicas
                     .iter()
                     .map(|r| ReplicaMeta {
                         node: w.nodes[r.node as usize].id.clone(),
-                        is_leader: r.role == Rep::Primary,
+                        is_leader: r.role == Rep::Primary
+                            || (r.role == Rep::Inactive && r.ex_leader),
                         is_alive: r.role != Rep::Inactive,
                         offset: r.log.len() as u64,
                     })
@@ -173,12 +207,7 @@ impl SimCluster {
                     let (table, pid) = parts[r.op.part() as usize];
                     OpView {
                         id: r.id,
-                        op_type: match r.op {
-                            Op::ChangeLeader { .. } | Op::FencedMove { .. } => "kChangeLeaderOP",
-                            Op::RecoverTable { .. } => "kRecoverTableOP",
-                            Op::AddReplica { .. } => "kAddReplicaOP",
-                            Op::DelReplica { .. } => "kDelReplicaOP",
-                        },
+                        op_type: r.op.op_type(),
                         status: r.status,
                         table,
                         pid,
@@ -189,77 +218,198 @@ impl SimCluster {
         .unwrap_or_default()
     }
 
-    /// Queues a nameserver op, as the nameserver's RPC does.
+    /// A nameserver op RPC: its checks, in the nameserver's order, then the op queued (or,
+    /// for `UpdateTableAliveStatus`, the flag set), as `NameServerImpl` does at v0.8.5 and
+    /// v0.9.x (docs/upstream/openmldb.md §2). `Ok` is code 0, which the nameserver also
+    /// answers when it creates no op: a RecoverTable of a follower whose partition has no
+    /// alive leader elsewhere.
     ///
     /// # Errors
-    /// Not an OpenMLDB world, an unknown partition or tablet, or the checks the nameserver
-    /// makes first: the candidate must be an alive follower on a serving tablet.
-    pub fn openmldb_op(&self, op: &NsOp) -> Result<(), String> {
+    /// The nameserver's code and message: 301 with auto_failover on (ChangeLeader,
+    /// RecoverTable, RecoverEndpoint, UpdateTableAliveStatus), 302 an unknown endpoint, 303 a
+    /// tablet that is not healthy, 100 an unknown table, 308 a pid it does not have, 134 a
+    /// single replica to move, 310 no alive follower, 305 a candidate that is not an alive
+    /// follower on a healthy tablet, 311 a RecoverTable of an alive replica, 307 a
+    /// RecoverEndpoint concurrency above `name_server_task_max_concurrency`, 317 an
+    /// AddReplicaNS where a replica is, 102 a DelReplicaNS of a replica flagged leader, 321
+    /// an UpdateTableAliveStatus that matched no replica.
+    pub fn openmldb_op(&self, op: &NsOp) -> Result<(), Refusal> {
         let mut w = self.world();
+        let gated = matches!(
+            op,
+            NsOp::ChangeLeader { .. }
+                | NsOp::RecoverTable { .. }
+                | NsOp::RecoverEndpoint { .. }
+                | NsOp::UpdateTableAlive { .. }
+        );
+        if gated && w.knob("auto_failover") == "true" {
+            return Err((301, "auto_failover is enabled".into()));
+        }
+        let healthy = |w: &World, n: u32| {
+            let n = &w.nodes[n as usize];
+            n.attached && !n.offline
+        };
+        let endpoint = |w: &World, id: &NodeId| {
+            node_of(w, id).map_err(|_| (302, format!("endpoint {id} is not exist")))
+        };
+        let partition = |w: &World, table: u32, pid: u32| {
+            if !w.parts.iter().any(|p| u32::from(p.table) + 1 == table) {
+                return Err((100, format!("table t{table} is not exist")));
+            }
+            part_of(w, table, pid).map_err(|_| (308, format!("pid {pid} is not exist")))
+        };
         let model_op = match op {
             NsOp::ChangeLeader {
                 table,
                 pid,
                 candidate,
             } => {
-                let part = part_of(&w, *table, *pid)?;
-                let to = node_of(&w, candidate)?;
+                let part = partition(&w, *table, *pid)?;
+                let p = &w.parts[part as usize];
+                if p.replicas.len() == 1 {
+                    return Err((134, "table has no followers".into()));
+                }
+                if !p.replicas.iter().any(|r| r.role == Rep::Secondary) {
+                    return Err((310, "no alive follower".into()));
+                }
+                let to = endpoint(&w, candidate)?;
+                let ok = p
+                    .replicas
+                    .iter()
+                    .any(|r| r.node == to && r.role == Rep::Secondary && healthy(&w, to));
+                if !ok {
+                    return Err((
+                        305,
+                        format!(
+                            "change leader failed: {candidate} is not an alive follower on a healthy tablet"
+                        ),
+                    ));
+                }
                 let from = w
                     .primary(part)
                     .map(|r| r.node)
-                    .ok_or_else(|| format!("partition {pid} of t{table} has no leader"))?;
-                let ok = w.parts[part as usize].replicas.iter().any(|r| {
-                    r.node == to
-                        && r.role == Rep::Secondary
-                        && r.loaded
-                        && w.nodes[to as usize].up()
-                });
-                if !ok {
-                    return Err(format!(
-                        "{candidate} is not an alive follower of partition {pid}"
-                    ));
-                }
+                    .or_else(|| p.replicas.iter().find(|r| r.ex_leader).map(|r| r.node))
+                    .unwrap_or(to);
                 Op::ChangeLeader {
                     part,
                     from,
                     to: Some(to),
                 }
             }
-            NsOp::RecoverTable { table, pid, node } => Op::RecoverTable {
-                part: part_of(&w, *table, *pid)?,
-                node: node_of(&w, node)?,
-            },
-            NsOp::AddReplica { table, pid, node } => Op::AddReplica {
-                part: part_of(&w, *table, *pid)?,
-                node: node_of(&w, node)?,
-            },
-            NsOp::DelReplica { table, pid, node } => Op::DelReplica {
-                part: part_of(&w, *table, *pid)?,
-                node: node_of(&w, node)?,
-            },
+            NsOp::RecoverTable { table, pid, node } => {
+                let n = endpoint(&w, node)?;
+                if !healthy(&w, n) {
+                    return Err((303, format!("tablet {node} is not healthy")));
+                }
+                let part = partition(&w, *table, *pid)?;
+                let p = &w.parts[part as usize];
+                let Some(r) = p.replicas.iter().find(|r| r.node == n) else {
+                    return Err((308, format!("pid {pid} is not in {node}")));
+                };
+                if r.role != Rep::Inactive {
+                    return Err((311, "table is alive, need not recover".into()));
+                }
+                let follower = !r.ex_leader;
+                let leader_elsewhere = p
+                    .replicas
+                    .iter()
+                    .any(|x| x.role == Rep::Primary && x.node != n);
+                if follower && !leader_elsewhere {
+                    // The task cannot be built; the RPC answers 0 all the same.
+                    return Ok(());
+                }
+                Op::RecoverTable { part, node: n }
+            }
+            NsOp::AddReplica { table, pid, node } => {
+                let n = endpoint(&w, node)?;
+                if !healthy(&w, n) {
+                    return Err((303, format!("tablet {node} is not healthy")));
+                }
+                let part = partition(&w, *table, *pid)?;
+                if w.parts[part as usize].replicas.iter().any(|r| r.node == n) {
+                    return Err((317, format!("pid {pid} exists in {node}")));
+                }
+                Op::AddReplica { part, node: n }
+            }
+            NsOp::DelReplica { table, pid, node } => {
+                let part = partition(&w, *table, *pid)?;
+                let n = endpoint(&w, node)?;
+                if !healthy(&w, n) {
+                    return Err((303, format!("tablet {node} is not healthy")));
+                }
+                let Some(r) = w.parts[part as usize].replicas.iter().find(|r| r.node == n) else {
+                    return Err((308, format!("pid {pid} is not in {node}")));
+                };
+                if r.role == Rep::Primary || r.ex_leader {
+                    return Err((102, "can not del leader".into()));
+                }
+                Op::DelReplica { part, node: n }
+            }
             NsOp::RecoverEndpoint { node, concurrency } => {
-                let n = node_of(&w, node)?;
-                let c = *concurrency as usize;
-                return OpenMldb::with(&mut w, |m, w| m.recover_endpoint(w, n, c.max(1)))
-                    .ok_or_else(|| "not an OpenMLDB world".to_string());
+                let max = w.t.op_queues_max.max(w.t.op_queues);
+                if *concurrency as usize > max {
+                    return Err((
+                        307,
+                        format!("concurrency {concurrency} is greater than the max {max}"),
+                    ));
+                }
+                let n = endpoint(&w, node)?;
+                if !healthy(&w, n) {
+                    return Err((303, format!("tablet {node} is not healthy")));
+                }
+                let c = match *concurrency as usize {
+                    0 => max,
+                    c => c,
+                };
+                return OpenMldb::with(&mut w, |m, w| m.recover_endpoint(w, n, c))
+                    .ok_or((-1, "not an OpenMLDB world".to_string()));
+            }
+            NsOp::UpdateTableAlive {
+                table,
+                pid,
+                node,
+                alive,
+            } => {
+                let n = endpoint(&w, node)?;
+                if !w.parts.iter().any(|p| u32::from(p.table) + 1 == *table) {
+                    return Err((100, format!("table t{table} is not exist")));
+                }
+                let parts: Vec<u32> = (0..w.parts.len() as u32)
+                    .filter(|&p| {
+                        let part = &w.parts[p as usize];
+                        u32::from(part.table) + 1 == *table
+                            && pid.is_none_or(|pid| part.index == pid)
+                            && part.replicas.iter().any(|r| r.node == n)
+                    })
+                    .collect();
+                if parts.is_empty() {
+                    return Err((321, "no pid has update".into()));
+                }
+                for p in parts {
+                    w.update_table_alive(p, n, *alive);
+                }
+                return Ok(());
             }
         };
         OpenMldb::with(&mut w, |m, w| m.enqueue(w, model_op))
-            .ok_or_else(|| "not an OpenMLDB world".to_string())
+            .ok_or((-1, "not an OpenMLDB world".to_string()))
     }
 
-    /// TabletServer `ChangeRole` on `node`'s replica: to follower fences a leader (writes
-    /// refused, replication stopped); to leader lifts that fence. `Err` carries the tablet's
-    /// return code and message.
+    /// TabletServer `ChangeRole` on `node`'s replica (`TabletImpl::ChangeRole` @v0.9.2): to
+    /// follower fences a leader (writes refused, replication stopped); to leader lifts that
+    /// fence with `term` (absent: 0). A leader re-led with a lower term than the
+    /// partition's followers hold ships nothing they accept (`TabletImpl::AppendEntries`):
+    /// what it acknowledges from then on is on no follower.
     ///
     /// # Errors
-    /// `(100, ..)` no such replica on the tablet; `(102, ..)` to leader on a leader.
+    /// `(100, ..)` no such replica loaded on the tablet; `(102, ..)` to leader on a leader.
     pub fn openmldb_change_role(
         &self,
         table: u32,
         pid: u32,
         node: &NodeId,
         leader: bool,
+        term: Option<u64>,
     ) -> Result<(), (i32, String)> {
         let mut w = self.world();
         let part = part_of(&w, table, pid).map_err(|e| (100, e))?;
@@ -270,6 +420,7 @@ impl SimCluster {
         };
         let fenced = p.fenced == Some(n);
         let primary = r.role == Rep::Primary;
+        let followers_term = term_of(p) + u64::from(p.orphaned);
         match (leader, primary, fenced) {
             // To follower: a leader is fenced; a follower already is one.
             (false, true, _) => {
@@ -278,11 +429,48 @@ impl SimCluster {
             }
             (false, false, _) => {}
             (true, true, false) => return Err((102, "table is leader".into())),
-            (true, _, true) => w.parts[part as usize].fenced = None,
+            (true, _, true) => {
+                let p = &mut w.parts[part as usize];
+                p.fenced = None;
+                if term.unwrap_or(0) < followers_term {
+                    p.orphaned = true;
+                }
+            }
             (true, false, false) => return Err((307, "not the partition's leader".into())),
         }
         w.touch(part);
         Ok(())
+    }
+
+    /// TabletServer `GetTermPair` on `node` (`TabletImpl::GetTermPair` @v0.9.2): for a loaded
+    /// partition its replicator's term and offset and whether it leads; `None` when the
+    /// tablet has not loaded it (the tablet then reads its snapshot's MANIFEST).
+    ///
+    /// # Errors
+    /// `(100, ..)` an unknown partition or tablet.
+    pub fn openmldb_term_pair(
+        &self,
+        table: u32,
+        pid: u32,
+        node: &NodeId,
+    ) -> Result<Option<TermPair>, (i32, String)> {
+        let mut w = self.world();
+        let part = part_of(&w, table, pid).map_err(|e| (100, e))?;
+        let n = node_of(&w, node).map_err(|e| (100, e))?;
+        if !w.nodes[n as usize].up() {
+            return Ok(None);
+        }
+        w.replicate(part);
+        let p = &w.parts[part as usize];
+        let Some(r) = p.replicas.iter().find(|r| r.node == n && r.loaded) else {
+            return Ok(None);
+        };
+        let leads = r.role == Rep::Primary && p.fenced != Some(n);
+        Ok(Some(TermPair {
+            term: term_of(p) + u64::from(p.orphaned && r.role != Rep::Primary),
+            offset: r.log.len() as u64,
+            is_leader: leads,
+        }))
     }
 
     /// TabletServer `SetMode{follower}`: the whole tablet refuses writes while its replicas

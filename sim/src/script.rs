@@ -388,7 +388,7 @@ async fn openmldb(
         if sim.lock().knob("auto_failover") == "false" {
             with_auto_failover_off(sim, async || {
                 let mut w = sim.call("recoverdata").await.map_err(|e| e.to_string())?;
-                OpenMldb::with(&mut w, |m, w| m.recover_replicas(w, e));
+                OpenMldb::with(&mut w, |m, w| m.recover_data(w, e));
                 Ok::<(), String>(())
             })
             .await?;

@@ -317,8 +317,10 @@ impl World {
             let r = &self.parts[p as usize].replicas[pi];
             r.loaded && self.nodes[r.node as usize].up()
         };
-        // A leader fenced by ChangeRole(follower) dropped its replicate nodes: nothing ships.
+        // A leader fenced by ChangeRole(follower) dropped its replicate nodes: nothing ships;
+        // nor does anything reach followers whose term is above the leader's.
         if !leader_up
+            || self.parts[p as usize].orphaned
             || self.parts[p as usize].fenced == Some(self.parts[p as usize].replicas[pi].node)
         {
             return;
@@ -423,6 +425,19 @@ impl World {
         let part = &mut self.parts[p as usize];
         if wanted > 0 {
             let down = wanted.saturating_sub(members);
+            if down > self.mon.max_replicas_down {
+                tracing::debug!(
+                    at = self.now as f64 / 1e6,
+                    partition = p,
+                    down,
+                    replicas = ?part
+                        .replicas
+                        .iter()
+                        .map(|r| (r.node, r.role, r.loaded))
+                        .collect::<Vec<_>>(),
+                    "the most replicas of a partition down so far"
+                );
+            }
             self.mon.max_replicas_down = self.mon.max_replicas_down.max(down);
         }
         match (available, part.unavailable_since) {
@@ -575,10 +590,23 @@ impl World {
             self.replicate(p);
             let part = &self.parts[p as usize];
             let serving = serving_replica(part);
-            lost += match serving {
+            let missing = match serving {
                 Some(r) => ledger::missing(&part.acked, &r.log),
                 None => part.acked.len() as u64,
             };
+            if missing > 0 {
+                tracing::debug!(
+                    partition = p,
+                    missing,
+                    replicas = ?part
+                        .replicas
+                        .iter()
+                        .map(|r| (r.node, r.role, r.loaded, r.log.len()))
+                        .collect::<Vec<_>>(),
+                    "acknowledged writes the serving replica lacks"
+                );
+            }
+            lost += missing;
         }
         lost
     }

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 
 use rollout_core::{Health, Knob, Procedure, RoleKind};
 
-pub(crate) use super::openmldb_op::{Op, OpRecord};
+pub(crate) use super::openmldb_op::{Op, OpRecord, ReAdd};
 use super::{Model, ModelEv, Profile, Rep, Us, World, us};
 use crate::config::Flavor;
 
@@ -35,12 +35,71 @@ pub(crate) struct OpenMldb {
     led: Vec<Vec<u32>>,
     /// Auto failover already ran its offline procedure for the tablet.
     auto_offlined: Vec<bool>,
+    /// Replicas (partition, tablet) to recover once the ChangeLeader moving their
+    /// partition away from their tablet, which has nothing loaded, ends.
+    recover_after_move: Vec<(u32, u32)>,
     /// Why a fenced move away from each tablet failed (no follower reached the leader's
     /// offset); its drain fails with it.
     pub(super) move_failed: Vec<Option<String>>,
     /// Every op by id, as `ShowOPStatus` lists them (the newest `MAX_OP_NUM`).
     pub(crate) records: VecDeque<OpRecord>,
     next_op_id: u64,
+}
+
+/// How long `op` runs once it heads its queue. The nameserver learns that a task on a tablet
+/// finished only at its next `get_task_status_interval` poll, every 2 s (a quarter of
+/// `Timings::catch_up`, which prices the four tablet tasks of a reload;
+/// `NameServerImpl::UpdateTaskStatus` @v0.9.2), so such a task ends at the next poll. A
+/// RecoverTable of a follower first drops it from the leader's replicator (one tablet task);
+/// a fenced ex-leader comes back through AddReplica on the leader and the binlog check, which
+/// passes at once within `check_binlog_sync_progress_delta` (`CheckBinlogSyncProgress`); a
+/// replica with nothing loaded reloads its snapshot and binlog and catches up; a new replica
+/// copies a snapshot.
+fn op_cost(w: &World, op: &Op) -> Us {
+    let poll = us(w.t.catch_up) / 4;
+    let op_time = us(w.t.op);
+    let next_poll = |after: Us| {
+        let at = w.now + after;
+        match poll {
+            0 => after,
+            p => at.div_ceil(p) * p - w.now,
+        }
+    };
+    let reload = |part: u32, node: u32| {
+        let p = &w.parts[part as usize];
+        let have = p
+            .replicas
+            .iter()
+            .find(|r| r.node == node)
+            .map_or(0, |r| r.log.len() as u64);
+        let missed = (p.acked.len() as u64).saturating_sub(have);
+        let n = &w.nodes[node as usize];
+        let since_snapshot = n.unflushed / n.parts.len().max(1) as u64;
+        us(w.t.catch_up)
+            .saturating_add(missed.saturating_mul(us(w.t.catch_up_per_write)))
+            .saturating_add(since_snapshot.saturating_mul(us(w.t.replay_per_write)))
+    };
+    match *op {
+        Op::RecoverTable { part, node } => {
+            let follower = w.parts[part as usize]
+                .replicas
+                .iter()
+                .any(|r| r.node == node && !r.ex_leader && r.role != Rep::Primary);
+            if follower {
+                next_poll(op_time) + op_time
+            } else {
+                op_time
+            }
+        }
+        Op::ReAddReplica {
+            how: ReAdd::Simplify,
+            ..
+        } => next_poll(op_time) + op_time,
+        Op::ReAddReplica { part, node, .. } | Op::AddReplica { part, node } => {
+            op_time.saturating_add(reload(part, node))
+        }
+        _ => op_time,
+    }
 }
 
 /// Finished ops the nameserver keeps (`max_op_num`).
@@ -64,6 +123,7 @@ impl OpenMldb {
             node_ops: vec![0; nodes],
             led: vec![Vec::new(); nodes],
             auto_offlined: vec![false; nodes],
+            recover_after_move: Vec::new(),
             move_failed: vec![None; nodes],
             records: VecDeque::new(),
             next_op_id: 0,
@@ -160,22 +220,7 @@ impl OpenMldb {
             return;
         };
         self.mark(&op, "kInited", "kDoing");
-        let mut cost = us(w.t.op);
-        if let Op::RecoverTable { part, node } | Op::AddReplica { part, node } = &op {
-            // A new replica has nothing: its snapshot copy costs what a full catch-up does.
-            let have = w.parts[*part as usize]
-                .replicas
-                .iter()
-                .find(|r| r.node == *node)
-                .map_or(0, |r| r.log.len() as u64);
-            let missed = (w.parts[*part as usize].acked.len() as u64).saturating_sub(have);
-            let since_snapshot = w.nodes[*node as usize].unflushed
-                / w.nodes[*node as usize].parts.len().max(1) as u64;
-            cost = cost
-                .saturating_add(us(w.t.catch_up))
-                .saturating_add(missed.saturating_mul(us(w.t.catch_up_per_write)))
-                .saturating_add(since_snapshot.saturating_mul(us(w.t.replay_per_write)));
-        }
+        let cost = op_cost(w, &op);
         let boot = op.nodes()[0].map_or(0, |n| w.nodes[n as usize].boot);
         if let Op::FencedMove { part, from, to } = op {
             // The fence waits for a caught-up follower; the ChangeLeader follows it.
@@ -212,13 +257,36 @@ impl OpenMldb {
         // An op on a tablet that went down or restarted while it ran fails.
         let lost = |n: u32| !w.nodes[n as usize].up() || w.nodes[n as usize].boot != boot;
         let failed = match &op {
-            Op::RecoverTable { node, .. } | Op::AddReplica { node, .. } => lost(*node),
+            Op::RecoverTable { node, .. }
+            | Op::ReAddReplica { node, .. }
+            | Op::AddReplica { node, .. } => lost(*node),
             _ => false,
         };
         self.mark(&op, "kDoing", if failed { "kFailed" } else { "kDone" });
         match op {
-            Op::ChangeLeader { part, from, to } => w.change_leader_op(part, from, to),
-            Op::RecoverTable { part, node } => w.recover_table_op(part, node, started, boot),
+            _ if failed => w.touch(op.part()),
+            Op::ChangeLeader { part, from, to } => {
+                if !w.change_leader_op(part, from, to) {
+                    self.mark(&op, "kDone", "kFailed");
+                }
+                if let Some(i) = self
+                    .recover_after_move
+                    .iter()
+                    .position(|&x| x == (part, from))
+                {
+                    self.recover_after_move.swap_remove(i);
+                    let max = self.queues.len();
+                    self.enqueue_once(w, Op::RecoverTable { part, node: from }, max);
+                }
+            }
+            Op::RecoverTable { part, node } => {
+                if let Some(child) = w.recover_table_child(part, node) {
+                    // Inserted right behind its parent in the same queue
+                    // (`NameServerImpl::AddOPData` @v0.9.2).
+                    self.enqueue_front(w, q, child);
+                }
+            }
+            Op::ReAddReplica { part, node, .. } => w.recover_table_op(part, node, started, boot),
             Op::AddReplica { part, node } => w.add_replica_op(part, node, started, boot),
             Op::DelReplica { part, node } => w.del_replica_op(part, node),
             Op::FencedMove { part, from, to } => match w.fenced_move_op(part, from, to) {
@@ -228,43 +296,115 @@ impl OpenMldb {
                         self.move_failed[from as usize] = Some(why);
                     }
                 }
-                // A leadership handed back: the displaced leader follows again, its
-                // RecoverTable spread as RecoverEndpoint's are (a temporary replica is
-                // deleted instead).
-                Ok(()) if to.is_some() => {
+                // A leadership moved: the displaced leader, flagged leader and not alive, is
+                // recovered as a follower (pre-upgrade's `recovertable` after each
+                // `changeleader`, `tools/openmldb_ops.py` @v0.9.2), so that its partition
+                // keeps its replicas until the tablet stops. It queues behind the moves still
+                // queued, as the backend sends the recoveries after its moves: no fenced
+                // partition waits behind a recovery. A temporary replica about to be deleted
+                // is not recovered.
+                Ok(()) => {
                     let deleted = self.has_op(|o| {
                         matches!(o, Op::DelReplica { part: p, node: n } if *p == part && *n == from)
                     });
                     if !deleted {
-                        let max = self.queues.len();
-                        self.enqueue_on(w, Op::RecoverTable { part, node: from }, max);
+                        self.enqueue_front(w, q, Op::RecoverTable { part, node: from });
                     }
                 }
-                Ok(()) => {}
             },
         }
         w.changed();
         self.start_op(w, q);
     }
 
-    /// Queues a RecoverTable for every replica of `node` that is not loaded or is marked
-    /// dead, as RecoverTable one by one does (the ops tool's recoverdata, the nameserver's
-    /// own recovery): on `name_server_task_concurrency` queues.
-    pub(crate) fn recover_replicas(&mut self, w: &mut World, node: u32) {
-        let c = self.concurrency;
-        self.recover_endpoint(w, node, c);
+    /// Queues `op` at the head of queue `q`, to run next there.
+    fn enqueue_front(&mut self, w: &mut World, q: usize, op: Op) {
+        for n in op.nodes().into_iter().flatten() {
+            self.node_ops[n as usize] += 1;
+        }
+        self.next_op_id += 1;
+        self.records.push_back(OpRecord {
+            id: self.next_op_id,
+            op: op.clone(),
+            status: "kInited",
+        });
+        if self.records.len() > MAX_OP_NUM {
+            self.records.pop_front();
+        }
+        self.queues[q].push_front(op);
+        w.changed();
     }
 
-    /// RecoverEndpoint with `concurrency` (at most `name_server_task_max_concurrency`):
-    /// the same RecoverTable ops spread over that many queues.
+    /// `recoverdata` for `node` (`tools/openmldb_ops.py` `RecoverData` @v0.9.2): every replica
+    /// it holds but has not loaded is marked not alive (`UpdateTableAliveStatus`), then
+    /// recovered by RecoverTable on `name_server_task_concurrency` queues; a replica still
+    /// flagged the alive leader is reloaded in place (the tool's `LoadTable` on the leader).
+    pub(crate) fn recover_data(&mut self, w: &mut World, node: u32) {
+        let parts = w.nodes[node as usize].parts.clone();
+        for p in parts {
+            let Some(r) = w.parts[p as usize].replicas.iter().find(|r| r.node == node) else {
+                continue;
+            };
+            if r.loaded && r.role != Rep::Inactive {
+                continue;
+            }
+            if r.role == Rep::Primary {
+                let c = self.concurrency;
+                let how = ReAdd::Reload;
+                self.enqueue_once(w, Op::ReAddReplica { part: p, node, how }, c);
+                continue;
+            }
+            w.update_table_alive(p, node, false);
+            let c = self.concurrency;
+            self.enqueue_once(w, Op::RecoverTable { part: p, node }, c);
+        }
+    }
+
+    /// What the backend's rejoin and heal do for a tablet (`recover_unloaded` in
+    /// `backends/openmldb/src/recover.rs`): a partition it still leads in the records with
+    /// nothing loaded is moved to a follower first (ChangeLeader without candidate), its
+    /// replica recovered once that ends; every other replica it has not loaded is marked not
+    /// alive (UpdateTableAliveStatus), then RecoverEndpoint recovers every replica marked not
+    /// alive over `name_server_task_max_concurrency` queues.
+    pub(crate) fn recover_unloaded(&mut self, w: &mut World, node: u32) {
+        let parts = w.nodes[node as usize].parts.clone();
+        for p in parts {
+            let part = &w.parts[p as usize];
+            let Some(r) = part.replicas.iter().find(|r| r.node == node) else {
+                continue;
+            };
+            match (r.loaded, r.role) {
+                (_, Rep::Inactive) | (true, _) => {}
+                (false, Rep::Primary) if part.replicas.len() > 1 => {
+                    if !self.recover_after_move.contains(&(p, node)) {
+                        self.recover_after_move.push((p, node));
+                        let op = Op::ChangeLeader {
+                            part: p,
+                            from: node,
+                            to: None,
+                        };
+                        self.enqueue(w, op);
+                    }
+                }
+                (false, _) => w.update_table_alive(p, node, false),
+            }
+        }
+        let max = self.queues.len();
+        self.recover_endpoint(w, node, max);
+    }
+
+    /// RecoverEndpoint with `concurrency` (at most `name_server_task_max_concurrency`): a
+    /// RecoverTable for every replica of `node` the nameserver marks not alive, on queue
+    /// `pid % concurrency`; a replica it still marks alive is skipped, loaded or not
+    /// (`NameServerImpl::RecoverEndpointDBInternal` @v0.9.2).
     pub(crate) fn recover_endpoint(&mut self, w: &mut World, node: u32, concurrency: usize) {
         let parts = w.nodes[node as usize].parts.clone();
         for p in parts {
-            let needs = w.parts[p as usize]
+            let dead = w.parts[p as usize]
                 .replicas
                 .iter()
-                .any(|r| r.node == node && (!r.loaded || r.role == Rep::Inactive));
-            if needs {
+                .any(|r| r.node == node && r.role == Rep::Inactive);
+            if dead {
                 self.enqueue_once(w, Op::RecoverTable { part: p, node }, concurrency);
             }
         }
@@ -292,13 +432,24 @@ impl OpenMldb {
         }
     }
 
-    /// OpenMLDB's offline procedure: move leaders off `node`, mark its replicas dead.
+    /// OpenMLDB's offline procedure (`NameServerImpl::OnTabletOffline` @v0.9.2): every replica
+    /// on `node` is marked not alive, but in a partition whose last alive replica it is
+    /// (`UpdateEndpointTableAlive`); then a ChangeLeader without candidate for each partition
+    /// it led (`OfflineEndpointInternal`; its followers' `kOfflineReplicaOP` only marks what
+    /// is marked already).
     fn auto_offline(&mut self, w: &mut World, node: u32) {
         self.auto_offlined[node as usize] = true;
         let parts = w.nodes[node as usize].parts.clone();
         for p in parts {
-            let is_leader = w.primary(p).is_some_and(|r| r.node == node);
-            if is_leader {
+            let was_leader = w.primary(p).is_some_and(|r| r.node == node);
+            let others_alive = w.parts[p as usize]
+                .replicas
+                .iter()
+                .any(|r| r.node != node && r.role != Rep::Inactive);
+            if others_alive {
+                w.update_table_alive(p, node, false);
+            }
+            if was_leader {
                 self.enqueue(
                     w,
                     Op::ChangeLeader {
@@ -307,12 +458,6 @@ impl OpenMldb {
                         to: None,
                     },
                 );
-            } else if let Some(r) = w.parts[p as usize]
-                .replicas
-                .iter_mut()
-                .find(|r| r.node == node)
-            {
-                r.role = Rep::Inactive;
             }
             w.touch(p);
         }
@@ -408,11 +553,16 @@ impl Model for OpenMldb {
         if w.knob("auto_failover") != "true" || !(fresh_start || was_auto) {
             return;
         }
-        if !was_auto {
+        // A new process runs the offline procedure again, whether or not it ran at the
+        // heartbeat timeout (`OnTabletOnline` calls `OnTabletOffline(endpoint, true)`), then
+        // RecoverEndpoint recovers what it marked (`RecoverEndpointInternal`, need_restore
+        // false, `name_server_task_concurrency` queues).
+        if fresh_start {
             self.auto_offline(w, node);
-            self.auto_offlined[node as usize] = false;
         }
-        self.recover_replicas(w, node);
+        self.auto_offlined[node as usize] = false;
+        let c = self.concurrency;
+        self.recover_endpoint(w, node, c);
     }
 
     fn leader_elected(&mut self, w: &mut World) {
@@ -424,9 +574,9 @@ impl Model for OpenMldb {
     /// pre-upgrade, fenced: for each partition it leads, a fenced move to a follower with the
     /// leader's offset (see `openmldb_fence.rs`; the upstream tool's unfenced ChangeLeader
     /// loses the writes clients send the old leader until they re-route, openmldb.md 2.5),
-    /// and nothing more: the old leader, fenced and marked not alive, stops soon, and its
-    /// recovery after the restart covers it (upstream's RecoverTable of it before the stop
-    /// is work thrown away).
+    /// each followed by a RecoverTable of the old leader, as pre-upgrade does: the nameserver
+    /// marks a moved leader not alive, and without it the partition would run a replica short
+    /// from the move until after the restart.
     fn drain(&mut self, w: &mut World, node: u32) {
         self.move_failed[node as usize] = None;
         w.nodes[node as usize].draining = true;
@@ -469,11 +619,17 @@ impl Model for OpenMldb {
         w.nodes[i].draining = false;
         // A drain that never finished (the node was skipped) must not block the queues.
         self.cancel_moves_from(w, node);
+        // With auto_failover on (a failure being ridden out released it) the nameserver
+        // refuses every call below (301) and recovers the tablet itself; the leaderships it
+        // had wait for a later rejoin.
+        if w.knob("auto_failover") == "true" {
+            w.changed();
+            return;
+        }
         // Idempotent: a tablet that restarted again since its last rejoin is recovered again.
-        // RecoverEndpoint (need_restore false: the leaders come back fenced, below) spreads
-        // the RecoverTable ops over `name_server_task_max_concurrency` queues.
-        let max = self.queues.len();
-        self.recover_endpoint(w, node, max);
+        // With auto_failover off the nameserver still marks the restarted tablet's replicas
+        // alive, and RecoverEndpoint skips those: see `recover_unloaded`.
+        self.recover_unloaded(w, node);
         for p in std::mem::take(&mut self.led[i]) {
             // A leader that is down is auto failover's to move, not post-upgrade's.
             let from = w.primary(p).map(|r| r.node);
@@ -497,19 +653,20 @@ impl Model for OpenMldb {
 
     /// recoverdata for the tablets that no one recovers: those that came back while
     /// auto_failover was off (turning it back on does not reload a tablet that already
-    /// registered), and replicas left marked dead by an op that ran while their tablet was
-    /// down.
+    /// registered), and replicas left marked dead by an op that ran while their tablet or
+    /// their partition's leader was down. Nothing while auto_failover is on: the nameserver
+    /// refuses UpdateTableAliveStatus and RecoverTable then (301, `NameServerImpl` @v0.9.2).
     fn heal(&mut self, w: &mut World) {
+        if w.knob("auto_failover") != "false" {
+            return;
+        }
         for node in 0..w.nodes.len() as u32 {
             let n = &w.nodes[node as usize];
-            let stranded = n.kind == RoleKind::Data
-                && n.up()
-                && n.attached
-                && !n.draining
-                && self.led[node as usize].is_empty()
-                && n.counts.not_back > 0;
+            // Every registered tablet, as the backend's heal does.
+            let stranded =
+                n.kind == RoleKind::Data && n.up() && n.attached && n.counts.not_back > 0;
             if stranded {
-                self.recover_replicas(w, node);
+                self.recover_unloaded(w, node);
             }
         }
     }

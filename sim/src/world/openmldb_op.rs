@@ -1,4 +1,20 @@
-//! The OpenMLDB nameserver's ops, and the record `ShowOPStatus` keeps of each.
+//! The OpenMLDB nameserver's ops, and the record `ShowOPStatus` keeps of each
+//! (`src/nameserver/name_server_impl.cc` @v0.9.2; docs/upstream/openmldb.md §2).
+
+/// How a RecoverTable's child op brings a replica back (`NameServerImpl::RecoverEndpointTable`
+/// @v0.9.2 picks it from what the replica's tablet holds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReAdd {
+    /// `kReAddReplicaSimplifyOP`: the tablet still has the partition loaded at a term the
+    /// leader's history has (a fenced ex-leader): AddReplica on the leader, the binlog check,
+    /// and the replica marked alive.
+    Simplify,
+    /// `kReAddReplicaNoSendOP` (or `kReAddReplicaOP` when the leader's snapshot is newer):
+    /// the tablet reloads its snapshot and binlog, then the leader ships the rest.
+    Reload,
+    /// `kReLoadTableOP`: a single replica loads its own snapshot and binlog as leader.
+    Single,
+}
 
 /// An OpenMLDB nameserver op.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -10,8 +26,13 @@ pub(crate) enum Op {
         from: u32,
         to: Option<u32>,
     },
-    /// Reload the replica of `part` on `node` and re-attach it to the leader.
+    /// `kRecoverTableOP` of the replica of `part` on `node`: a follower is first dropped
+    /// from the leader's replicator (a `kDelReplica` tablet task), then the nameserver's
+    /// RecoverTable task creates the child op that does the work ([`Op::ReAddReplica`]),
+    /// or finishes at once when the replica is alive again by then.
     RecoverTable { part: u32, node: u32 },
+    /// A RecoverTable's child op, run right behind it on its queue.
+    ReAddReplica { part: u32, node: u32, how: ReAdd },
     /// AddReplicaNS: copy a snapshot of `part` to `node`, load it, stream the binlog.
     AddReplica { part: u32, node: u32 },
     /// DelReplicaNS: drop the follower of `part` on `node` (never the leader).
@@ -33,6 +54,7 @@ impl Op {
         match self {
             Op::ChangeLeader { part, .. }
             | Op::RecoverTable { part, .. }
+            | Op::ReAddReplica { part, .. }
             | Op::AddReplica { part, .. }
             | Op::DelReplica { part, .. }
             | Op::FencedMove { part, .. } => *part,
@@ -45,6 +67,7 @@ impl Op {
                 [Some(*from), *to]
             }
             Op::RecoverTable { node, .. }
+            | Op::ReAddReplica { node, .. }
             | Op::AddReplica { node, .. }
             | Op::DelReplica { node, .. } => [Some(*node), None],
         }
@@ -54,9 +77,30 @@ impl Op {
         match self {
             Op::ChangeLeader { .. } => "ChangeLeader",
             Op::RecoverTable { .. } => "RecoverTable",
+            Op::ReAddReplica { .. } => "ReAddReplica",
             Op::AddReplica { .. } => "AddReplica",
             Op::DelReplica { .. } => "DelReplica",
             Op::FencedMove { .. } => "fenced ChangeLeader",
+        }
+    }
+
+    /// The `OPType` name `ShowOPStatus` gives it (`src/proto/name_server.proto`).
+    pub(crate) fn op_type(&self) -> &'static str {
+        match self {
+            Op::ChangeLeader { .. } | Op::FencedMove { .. } => "kChangeLeaderOP",
+            Op::RecoverTable { .. } => "kRecoverTableOP",
+            Op::ReAddReplica {
+                how: ReAdd::Simplify,
+                ..
+            } => "kReAddReplicaSimplifyOP",
+            Op::ReAddReplica {
+                how: ReAdd::Reload, ..
+            } => "kReAddReplicaNoSendOP",
+            Op::ReAddReplica {
+                how: ReAdd::Single, ..
+            } => "kReLoadTableOP",
+            Op::AddReplica { .. } => "kAddReplicaOP",
+            Op::DelReplica { .. } => "kDelReplicaOP",
         }
     }
 }

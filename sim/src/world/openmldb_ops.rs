@@ -4,19 +4,25 @@
 
 use rollout_core::Health;
 
-use super::openmldb::{Op, OpenMldb};
+use super::openmldb::{Op, OpenMldb, ReAdd};
 use super::{Ev, Rep, Replica, Us, World, us};
 
 impl World {
-    /// SelectLeader, ChangeLeader, UpdateLeaderInfo: followers adopt the new term (they hold
-    /// what replication carried until now), the candidate becomes leader, the old leader is
-    /// marked not alive and, if its process still runs, keeps taking the writes of clients that
-    /// have not re-routed yet.
-    pub(super) fn change_leader_op(&mut self, part: u32, from: u32, to: Option<u32>) {
-        // The leader moved since the op was queued (auto failover, another op): nothing to do.
-        if self.primary(part).is_none_or(|r| r.node != from) {
+    /// SelectLeader, ChangeLeader, UpdateLeaderInfo (`NameServerImpl::SelectLeader`,
+    /// `ChangeLeader`, `UpdateLeaderInfo` @v0.9.2): an alive follower on a serving tablet
+    /// leads (the candidate `to` whatever its offset, else the one with the highest offset),
+    /// followers adopt the new term (they hold what replication carried until now), the
+    /// replica that was the alive leader is marked not alive but keeps its leader flag and,
+    /// if its process still runs, keeps taking the writes of clients that have not
+    /// re-routed yet. Nothing happens when another replica leads already, or when no
+    /// follower can take over (the op would not have been created). A named candidate that
+    /// cannot lead by the time the op runs (down, or nothing loaded) fails it after
+    /// SelectLeader already gave the followers a higher term: they refuse the old leader from
+    /// then on, which still takes writes (`false`: the op is `kFailed`).
+    pub(super) fn change_leader_op(&mut self, part: u32, from: u32, to: Option<u32>) -> bool {
+        if self.primary(part).is_some_and(|r| r.node != from) {
             self.touch(part);
-            return;
+            return true;
         }
         self.replicate(part);
         let p = &self.parts[part as usize];
@@ -42,12 +48,73 @@ impl World {
                 .copied()
                 .max_by_key(|&i| (p.replicas[i].log.len(), std::cmp::Reverse(i))),
         };
-        if let Some(c) = pick {
-            let from_up = self.nodes[from as usize].up()
-                && p.replicas.iter().any(|r| r.node == from && r.loaded);
-            self.update_leader_info(part, from, c, from_up);
+        let ok = match (pick, to) {
+            (Some(c), _) => {
+                let from_up = self.nodes[from as usize].up()
+                    && p.replicas
+                        .iter()
+                        .any(|r| r.node == from && r.loaded && r.role == Rep::Primary);
+                self.update_leader_info(part, from, c, from_up);
+                true
+            }
+            (None, Some(_)) => {
+                self.parts[part as usize].orphaned = true;
+                false
+            }
+            (None, None) => true,
+        };
+        self.touch(part);
+        ok
+    }
+
+    /// `UpdateTableAliveStatus` of the replica of `part` on `node` (or, with auto failover,
+    /// `UpdateEndpointTableAlive`): only the alive flag changes; a replica that leads keeps
+    /// its leader flag when marked not alive, and one flagged leader leads again when marked
+    /// alive while no other does (`NameServerImpl::UpdateTableAliveStatus` @v0.9.2).
+    pub(crate) fn update_table_alive(&mut self, part: u32, node: u32, alive: bool) {
+        let has_leader = self.primary(part).is_some();
+        let Some(r) = self.parts[part as usize]
+            .replicas
+            .iter_mut()
+            .find(|r| r.node == node)
+        else {
+            return;
+        };
+        match (alive, r.role) {
+            (false, Rep::Primary) => {
+                r.role = Rep::Inactive;
+                r.ex_leader = true;
+            }
+            (false, Rep::Secondary | Rep::Learner) => r.role = Rep::Inactive,
+            (true, Rep::Inactive) if r.ex_leader && !has_leader => {
+                r.role = Rep::Primary;
+                r.ex_leader = false;
+            }
+            (true, Rep::Inactive) => r.role = Rep::Secondary,
+            _ => {}
         }
         self.touch(part);
+    }
+
+    /// The child a RecoverTable of `part` on `node` creates when its nameserver task runs
+    /// (`NameServerImpl::RecoverEndpointTable` @v0.9.2): none when the replica is alive again
+    /// ("need not recover"); a reload as leader for a single replica; the cheap re-add for a
+    /// tablet that still has the partition loaded; a reload otherwise.
+    pub(super) fn recover_table_child(&mut self, part: u32, node: u32) -> Option<Op> {
+        let p = &self.parts[part as usize];
+        let r = p.replicas.iter().find(|r| r.node == node)?;
+        if r.role != Rep::Inactive {
+            self.touch(part);
+            return None;
+        }
+        let how = if p.replicas.len() == 1 {
+            ReAdd::Single
+        } else if r.loaded {
+            ReAdd::Simplify
+        } else {
+            ReAdd::Reload
+        };
+        Some(Op::ReAddReplica { part, node, how })
     }
 
     /// UpdateLeaderInfo: the leader on `from` is marked not alive and replica `c` leads;
@@ -66,12 +133,15 @@ impl World {
         let now = self.now;
         let p = &mut self.parts[part as usize];
         for r in p.replicas.iter_mut() {
-            if r.node == from && r.role == Rep::Primary {
+            if r.role == Rep::Primary || (r.node == from && r.ex_leader) {
                 r.role = Rep::Inactive;
+                r.ex_leader = true;
             }
         }
         p.replicas[c].role = Rep::Primary;
+        p.replicas[c].ex_leader = false;
         p.replicas[c].behind_until = 0;
+        p.orphaned = false;
         let stale = from_up && until > now;
         if stale {
             p.stale_leader = Some((from, until));
@@ -81,8 +151,8 @@ impl World {
 
     /// RecoverTable and its ReAddReplica child: the replica loads (its own snapshot, the
     /// leader re-ships the rest), is marked alive while the tail it missed during the op is
-    /// still streaming, and follows the leader from then on. A leader with no other leader to
-    /// follow reloads its own binlog.
+    /// still streaming, and follows the leader from then on. With no alive leader it fails,
+    /// but for a partition's only replica, which reloads its own binlog as leader.
     pub(super) fn recover_table_op(&mut self, part: u32, node: u32, started: Us, boot: u64) {
         // The op fails when its tablet is down or restarted while it ran (what it loaded went
         // with the old process).
@@ -97,10 +167,7 @@ impl World {
             .map(|r| r.log.clone());
         let per_write = us(self.t.catch_up_per_write);
         let now = self.now;
-        let other_primary = self.parts[part as usize]
-            .replicas
-            .iter()
-            .any(|r| r.node != node && r.role == Rep::Primary);
+        let single = self.parts[part as usize].replicas.len() == 1;
         let Some(r) = self.parts[part as usize]
             .replicas
             .iter_mut()
@@ -112,6 +179,7 @@ impl World {
             Some(log) => {
                 r.loaded = true;
                 r.role = Rep::Secondary;
+                r.ex_leader = false;
                 // What the leader had when the op began is loaded; what came since streams.
                 r.log.follow(&log, started);
                 let backlog = (log.len() as u64).saturating_sub(r.log.len() as u64);
@@ -121,11 +189,13 @@ impl World {
                     self.schedule(until, Ev::Unblock { part });
                 }
             }
-            // No serving leader: the replica flagged leader (or, with none flagged, this one)
-            // reloads its own binlog; while another flagged leader is down the op fails.
-            None if r.role == Rep::Primary || !other_primary => {
+            // No serving leader: a partition's only replica reloads its own binlog as
+            // leader; with followers the op fails ("not has tablet"), whatever their logs
+            // (`NameServerImpl::RecoverEndpointTable` @v0.9.2, `has_follower`).
+            None if single => {
                 r.loaded = true;
                 r.role = Rep::Primary;
+                r.ex_leader = false;
             }
             None => {}
         }
@@ -212,6 +282,7 @@ impl OpenMldb {
             ),
             (
                 op @ (Op::RecoverTable { part, node }
+                | Op::ReAddReplica { part, node, .. }
                 | Op::AddReplica { part, node }
                 | Op::DelReplica { part, node }),
                 state,

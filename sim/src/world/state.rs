@@ -24,6 +24,11 @@ pub(crate) struct Replica {
     /// OpenMLDB: marked alive by RecoverTable while still behind; it receives nothing new
     /// from the leader before this instant.
     pub(crate) behind_until: Us,
+    /// OpenMLDB: the nameserver still flags it leader while it is not alive (`is_leader`
+    /// with `is_alive` false): the leader a ChangeLeader moved away from keeps the flag
+    /// (`NameServerImpl::UpdateLeaderInfo`), as does one the offline procedure marked dead,
+    /// until a RecoverTable makes it a follower again.
+    pub(crate) ex_leader: bool,
 }
 
 impl Replica {
@@ -34,6 +39,7 @@ impl Replica {
             loaded: true,
             log: Log::default(),
             behind_until: 0,
+            ex_leader: false,
         }
     }
 }
@@ -70,6 +76,11 @@ pub(crate) struct Part {
     /// fence, TabletServer `ChangeRole`): it refuses writes (`kTableIsFollower`) while it
     /// still ships what it has to its followers.
     pub(crate) fenced: Option<u32>,
+    /// OpenMLDB: the followers hold a higher term than the leader and refuse what it ships
+    /// (`TabletImpl::AppendEntries` @v0.9.2): a SelectLeader bumped their term before its
+    /// ChangeLeader failed, or the leader was re-led with a lower term than theirs. What it
+    /// acknowledges from then on reaches no follower. A leader change ends it.
+    pub(crate) orphaned: bool,
     pub(crate) unavailable_since: Option<Us>,
     pub(crate) healthy: bool,
     /// What this partition adds to each node's counters, as of the last touch.

@@ -167,3 +167,76 @@ fn an_unfenced_move_under_the_same_writes_loses_some() {
     assert!(moved);
     assert_eq!(lost, 0);
 }
+
+/// A RecoverTable of a follower with nothing loaded, while its partition's leader is down and
+/// auto failover is off, fails (`RecoverEndpointTable` finds no alive leader, @v0.9.2): the
+/// stale replica does not become the leader, and the writes only the down leader and the
+/// other follower hold are not lost.
+#[test]
+fn a_recovery_without_an_alive_leader_fails_and_promotes_nothing() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut load = ClientLoad::at_rate(200);
+        load.writes_per_mille = 1000;
+        let sim = SimBuilder::new(Flavor::OpenMldb)
+            .seed(3)
+            .data_nodes(3)
+            .partitions(1)
+            .load(load)
+            .build()
+            .expect("shape");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (leader, stale) = {
+            let mut w = sim.lock();
+            w.set_knob_for_test("auto_failover", "false");
+            let leader = w.primary(0).expect("a leader").node;
+            let stale = w.parts[0]
+                .replicas
+                .iter()
+                .find(|r| r.role == Rep::Secondary)
+                .expect("a follower")
+                .node;
+            // The follower's tablet restarts: it has nothing loaded and misses what follows.
+            w.process_gone(stale);
+            (leader, stale)
+        };
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        {
+            let mut w = sim.lock();
+            w.clients.stop();
+            w.replicate(0);
+            w.process_gone(leader);
+            let r = w.parts[0]
+                .replicas
+                .iter_mut()
+                .find(|r| r.node == stale)
+                .expect("the stale replica");
+            r.role = Rep::Inactive;
+            w.nodes[stale as usize].running = true;
+            w.nodes[stale as usize].serving = true;
+            let op = Op::RecoverTable {
+                part: 0,
+                node: stale,
+            };
+            OpenMldb::with(&mut w, |m, w| m.enqueue(w, op)).expect("an OpenMLDB world");
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let w = sim.lock();
+        let r = w.parts[0]
+            .replicas
+            .iter()
+            .find(|r| r.node == stale)
+            .expect("the stale replica");
+        assert_eq!((r.role, r.loaded), (Rep::Inactive, false));
+        assert!(
+            w.primary(0).is_some_and(|p| p.node == leader),
+            "the down leader keeps its flag"
+        );
+        drop(w);
+        assert_eq!(sim.truth().monitor.writes_lost, 0);
+    });
+}
