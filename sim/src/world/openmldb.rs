@@ -299,9 +299,10 @@ impl OpenMldb {
                 // A leadership moved: the displaced leader, flagged leader and not alive, is
                 // recovered as a follower (pre-upgrade's `recovertable` after each
                 // `changeleader`, `tools/openmldb_ops.py` @v0.9.2), so that its partition
-                // keeps its replicas until the tablet stops. It queues behind the moves still
-                // queued, as the backend sends the recoveries after its moves: no fenced
-                // partition waits behind a recovery. A temporary replica about to be deleted
+                // keeps its replicas until the tablet stops. It runs next on its queue, ahead
+                // of the moves still queued there, as the backend sends each round's
+                // recoveries before its next round of moves (`moves` in
+                // `backends/openmldb/src/view.rs`). A temporary replica about to be deleted
                 // is not recovered.
                 Ok(()) => {
                     let deleted = self.has_op(|o| {
