@@ -16,6 +16,7 @@ use crate::api::{
     ShowTableRequest, ShowTableResponse, ShowTabletResponse, TableInfo, code,
 };
 use crate::error::OpenMldbError;
+use crate::version::{Reported, ServerVersion};
 use crate::zk::Zk;
 
 /// The backend's waits and deadlines, in the cluster's own seconds; [`Timing::scaled`] divides
@@ -87,6 +88,53 @@ pub struct Others {
     pub taskmanagers: Vec<String>,
 }
 
+/// Where an OpenMLDB cluster is and how to reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    ensemble: String,
+    root: String,
+    others: Others,
+    timing: Timing,
+    zk_digest: Option<String>,
+}
+
+impl Config {
+    /// The cluster in ZooKeeper `ensemble` (`host:port[,host:port...]`) under `root`
+    /// (`--zk_root_path`), with the default [`Timing`], no apiserver or taskmanager, and an
+    /// anonymous ZooKeeper session.
+    pub fn new(ensemble: &str, root: &str) -> Self {
+        Self {
+            ensemble: ensemble.to_string(),
+            root: root.to_string(),
+            others: Others::default(),
+            timing: Timing::default(),
+            zk_digest: None,
+        }
+    }
+
+    /// The apiservers and taskmanagers, which ZooKeeper does not list.
+    #[must_use]
+    pub fn others(mut self, others: Others) -> Self {
+        self.others = others;
+        self
+    }
+
+    /// The waits and deadlines.
+    #[must_use]
+    pub fn timing(mut self, timing: Timing) -> Self {
+        self.timing = timing;
+        self
+    }
+
+    /// The digest identity (`user:password`) of a cluster that locks its ZooKeeper nodes
+    /// (`--zk_cert`).
+    #[must_use]
+    pub fn zk_digest(mut self, digest: &str) -> Self {
+        self.zk_digest = Some(digest.to_string());
+        self
+    }
+}
+
 /// An OpenMLDB cluster reached through its ZooKeeper; `F` makes the process handles.
 pub struct OpenMldbCluster<F> {
     pub(crate) zk: Zk,
@@ -95,6 +143,16 @@ pub struct OpenMldbCluster<F> {
     factory: F,
     pub(crate) timing: Timing,
     leader: Mutex<Option<Endpoint>>,
+    /// The version each nameserver and tablet reported when connecting, by endpoint.
+    pub(crate) versions: BTreeMap<String, ServerVersion>,
+    /// Each tablet's address under `--use_name` (ShowTablet's `real_endpoint`), by name.
+    real: Mutex<BTreeMap<String, String>>,
+    /// How many moves hold each tablet in follower mode (`SetMode`): the hold is released
+    /// when the last one ends.
+    pub(crate) holds: Mutex<BTreeMap<String, usize>>,
+    /// The snapshots each tablet was asked for: (tid, pid) → the offset, and whether the
+    /// tablet refused the request for now (105).
+    pub(crate) snapshots: Mutex<BTreeMap<NodeId, crate::snapshot::AskedOf>>,
     /// The highest op id when the cluster was connected: an op after it that failed is the
     /// rollout's concern.
     pub(crate) mark: u64,
@@ -113,27 +171,34 @@ impl<F> std::fmt::Debug for OpenMldbCluster<F> {
 }
 
 impl<F: NodeFactory> OpenMldbCluster<F> {
-    /// Connects through ZooKeeper `ensemble` at `root`, confirms a nameserver leader, and
-    /// notes the highest op id.
+    /// Connects through ZooKeeper as `config` says, confirms a nameserver leader, reads the
+    /// version of every nameserver and healthy tablet (refusing one this backend does not
+    /// speak), and notes the highest op id.
     ///
     /// # Errors
-    /// ZooKeeper unreachable, no OpenMLDB under `root`, no nameserver that answers as leader
-    /// within three ZooKeeper sessions.
-    pub async fn connect(
-        ensemble: &str,
-        root: &str,
-        others: Others,
-        factory: F,
-        timing: Timing,
-    ) -> Result<Self, OpenMldbError> {
-        let zk = Zk::connect(ensemble, root, timing.session).await?;
+    /// ZooKeeper unreachable or locked to another identity, no OpenMLDB under the root, no
+    /// nameserver that answers as leader within three ZooKeeper sessions, a server of a
+    /// version other than 0.8.5+ or 0.9 ([`OpenMldbError::Unsupported`], naming it).
+    pub async fn connect(config: &Config, factory: F) -> Result<Self, OpenMldbError> {
+        let timing = config.timing;
+        let zk = Zk::connect(
+            &config.ensemble,
+            &config.root,
+            timing.session,
+            config.zk_digest.as_deref(),
+        )
+        .await?;
         let mut me = Self {
-            name: format!("openmldb:{ensemble}{root}"),
+            name: format!("openmldb:{}{}", config.ensemble, config.root),
             zk,
-            others,
+            others: config.others.clone(),
             factory,
             timing,
             leader: Mutex::new(None),
+            versions: BTreeMap::new(),
+            real: Mutex::new(BTreeMap::new()),
+            holds: Mutex::new(BTreeMap::new()),
+            snapshots: Mutex::new(BTreeMap::new()),
             mark: 0,
             led: Mutex::new(BTreeMap::new()),
             nameservers: Mutex::new(std::collections::BTreeSet::new()),
@@ -151,7 +216,68 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
             }
         };
         me.mark = ops.iter().map(|o| o.op_id).max().unwrap_or(0);
+        me.versions = me.read_versions().await?;
         Ok(me)
+    }
+
+    /// The version each nameserver and each healthy tablet reports on its `/version` page;
+    /// one still starting is asked again for up to a ZooKeeper session.
+    async fn read_versions(&self) -> Result<BTreeMap<String, ServerVersion>, OpenMldbError> {
+        let mut servers = self.zk.nameservers().await?;
+        servers.extend(
+            self.tablets()
+                .await?
+                .tablets
+                .into_iter()
+                .filter(|t| t.state == "kHealthy")
+                .map(|t| t.endpoint),
+        );
+        let mut out = BTreeMap::new();
+        for server in servers {
+            let e = self.endpoint(&server);
+            let t0 = tokio::time::Instant::now();
+            let version = loop {
+                let page = match e.version().await {
+                    Ok(p) => p,
+                    // Gone between the listing and the call: the ones that answer decide.
+                    Err(err) if err.class() == rollout_core::ErrorClass::Transient => break None,
+                    Err(err) => return Err(err),
+                };
+                match ServerVersion::from_page(&page) {
+                    Some(Reported::Version(v)) => break Some(v),
+                    Some(Reported::Starting) if t0.elapsed() < self.timing.session => {
+                        tokio::time::sleep(self.timing.poll).await;
+                    }
+                    _ => {
+                        return Err(OpenMldbError::Unsupported {
+                            server: e.addr.clone(),
+                            why: format!("/version names no OpenMLDB version: {page:?}"),
+                        });
+                    }
+                }
+            };
+            if let Some(v) = version {
+                v.check().map_err(|why| OpenMldbError::Unsupported {
+                    server: e.addr.clone(),
+                    why,
+                })?;
+                out.insert(server, v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The version the nameserver leader reported when connecting (each server's is read;
+    /// during an upgrade they differ).
+    pub fn server_version(&self) -> Option<&ServerVersion> {
+        self.leader_addr()
+            .and_then(|l| self.versions.get(&l))
+            .or_else(|| self.versions.values().next())
+    }
+
+    /// The oldest version any server reported when connecting.
+    pub fn oldest_version(&self) -> Option<&ServerVersion> {
+        self.versions.values().min()
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -162,8 +288,16 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         &self.factory
     }
 
-    pub(crate) fn endpoint(&self, addr: &str) -> Endpoint {
-        Endpoint::new(addr, self.timing.rpc)
+    /// The server `endpoint` names, reached at its address: under `--use_name` a tablet's
+    /// name maps to ShowTablet's `real_endpoint`.
+    pub(crate) fn endpoint(&self, endpoint: &str) -> Endpoint {
+        let real = self
+            .real
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(endpoint)
+            .cloned();
+        Endpoint::new(real.as_deref().unwrap_or(endpoint), self.timing.rpc)
     }
 
     /// Calls the nameserver leader: the remembered one, else each registered nameserver in
@@ -215,7 +349,18 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
     }
 
     pub(crate) async fn tablets(&self) -> Result<ShowTabletResponse, OpenMldbError> {
-        self.ns("ShowTablet", &serde_json::json!({})).await
+        let r: ShowTabletResponse = self.ns("ShowTablet", &serde_json::json!({})).await?;
+        let mut real = self.real.lock().unwrap_or_else(|e| e.into_inner());
+        for t in &r.tablets {
+            match t.real_endpoint.as_deref() {
+                Some(addr) if addr != "-" && addr != t.endpoint => {
+                    real.insert(t.endpoint.clone(), addr.to_string());
+                }
+                _ => {}
+            }
+        }
+        drop(real);
+        Ok(r)
     }
 
     pub(crate) async fn tables(&self) -> Result<Vec<TableInfo>, OpenMldbError> {
@@ -235,6 +380,7 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
                 name: Some(name.to_string()),
                 pid: Some(pid),
                 db: (!db.is_empty()).then(|| db.to_string()),
+                op_id: None,
             },
             None => ShowOpStatusRequest::default(),
         };

@@ -86,6 +86,14 @@ pub enum OpenMldbError {
         /// Why.
         reason: String,
     },
+    /// A server runs a version this backend does not speak, or names none.
+    #[error("{server}: {why}")]
+    Unsupported {
+        /// `host:port`.
+        server: String,
+        /// The version it reported and what is supported.
+        why: String,
+    },
     /// No OpenMLDB under the root, or no nameserver leader in it.
     #[error("ZooKeeper {zk}: {reason}")]
     NotFound {

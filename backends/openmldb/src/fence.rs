@@ -1,15 +1,23 @@
 //! The zero-loss leader move (ARCHITECTURE.md, "Zero-loss leader moves on OpenMLDB"): wait
-//! for a follower at the leader's offset (`GetTableFollower` on the leader), fence the leader
+//! for a follower at the leader's offset (`GetTableFollower` on the leader), check that the
+//! nameserver will take it as the candidate (an alive non-leader replica on a healthy tablet,
+//! else ChangeLeader is refused with 305 or 310 and nothing may be fenced), fence the leader
 //! on its tablet (`ChangeRole` to follower: writes refused, replication stopped), check both
 //! offsets again (`GetTableStatus`), then ChangeLeader with that follower as the explicit
 //! candidate. When the offsets differ after the fence, it is lifted (`ChangeRole` to leader
-//! with the old term and followers, valid before any SelectLeader) and the move tries again;
-//! when writes keep followers behind, the tablet is held in follower mode (`SetMode`) for a
-//! moment so that they catch up, and released after the fence.
+//! with the partition's term, found by database and table) and the move tries again; when
+//! writes keep followers behind, the tablet is held in follower mode (`SetMode`) for a
+//! moment so that they catch up, released when the last move holding it ends.
+//!
+//! A fence is never lifted over followers that hold a higher term than the leader: a
+//! ChangeLeader whose SelectLeader ran (`term + 1` to every follower, `FollowOfNoOne`) before
+//! it failed leaves them refusing the old leader, whose writes would then be acknowledged and
+//! lost (`NameServerImpl::SelectLeader`, `TabletImpl::AppendEntries` @v0.9.2). The move is
+//! finished instead, to the follower with the highest offset.
 
 use crate::api::{
     ChangeLeaderRequest, ChangeRoleRequest, GetTableFollowerResponse, GetTableStatusResponse,
-    Status, TidPid, code,
+    GetTermPairResponse, Status, TableInfo, TidPid, code,
 };
 use crate::cluster::{NodeFactory, OpenMldbCluster};
 use crate::error::OpenMldbError;
@@ -22,6 +30,10 @@ const POLLS_UNHELD: u32 = 5;
 
 /// Fences lifted (a write slipped in) before a move gives up.
 const MOVE_TRIES: u32 = 5;
+
+/// A follower found at the leader's offset: it, every follower, and whether the leader was
+/// found fenced already (a move interrupted after its fence).
+type Found = (String, Vec<String>, bool);
 
 impl<F: NodeFactory> OpenMldbCluster<F> {
     /// Moves the leadership of `part` from `from` to `to` (or any follower at its offset).
@@ -66,8 +78,7 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         to: Option<&str>,
         hold_now: bool,
     ) -> Result<bool, OpenMldbError> {
-        let (db, table, tid, pid) = part;
-        let leader = self.endpoint(from);
+        let (db, table, _, pid) = part;
         // The op mark is read before the fence: nothing but the move's own RPCs may run
         // while the partition refuses writes.
         let mark = self
@@ -77,79 +88,15 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
             .map(|o| o.op_id)
             .max()
             .unwrap_or(0);
-        let deadline = tokio::time::Instant::now() + self.timing.catch_up;
-        let mut polls = if hold_now { POLLS_UNHELD } else { 0 };
         let mut held = false;
-        let result = loop {
-            if polls >= POLLS_UNHELD && !held {
-                // Writes outrun replication: hold the tablet so the followers catch up.
-                let _: Status = leader
-                    .call(
-                        "TabletServer",
-                        "SetMode",
-                        &serde_json::json!({"follower": true}),
-                    )
-                    .await?;
-                held = true;
-            }
-            let f: Result<GetTableFollowerResponse, _> = leader
-                .call(
-                    "TabletServer",
-                    "GetTableFollower",
-                    &TidPid {
-                        tid: *tid,
-                        pid: *pid,
-                    },
-                )
-                .await;
-            let f = match f {
-                Ok(f) => f,
-                Err(OpenMldbError::App { code: c, .. }) if c == code::TABLE_IS_FOLLOWER => {
-                    // Moved already, or fenced by an earlier attempt that did not finish (a
-                    // retried or resumed drain): the nameserver says which.
-                    break match self.stale_fence(part, from, to).await {
-                        Ok(Some(found)) => Ok(Some(found)),
-                        Ok(None) => Ok(None),
-                        Err(e) => Err(e),
-                    };
-                }
-                Err(e) => break Err(e),
-            };
-            let candidate = f
-                .follower_info
-                .iter()
-                .find(|x| x.offset == f.offset && to.is_none_or(|t| t == x.endpoint))
-                .map(|x| x.endpoint.clone());
-            if let Some(c) = candidate {
-                break Ok(Some((
-                    c,
-                    f.follower_info
-                        .iter()
-                        .map(|x| x.endpoint.clone())
-                        .collect::<Vec<_>>(),
-                    false,
-                )));
-            }
-            polls += 1;
-            if tokio::time::Instant::now() >= deadline {
-                break Err(OpenMldbError::Move {
-                    table: table.clone(),
-                    pid: *pid,
-                    reason: format!(
-                        "no follower reached the offset {} of the leader on {from} within {} s; \
-                         nothing was moved",
-                        f.offset,
-                        self.timing.catch_up.as_secs()
-                    ),
-                });
-            }
-            tokio::time::sleep(self.timing.poll).await;
-        };
-        let found = match result {
+        let found = self
+            .await_follower(part, from, to, hold_now, &mut held)
+            .await;
+        let found = match found {
             Ok(Some(found)) if found.2 => found,
             Ok(Some(found)) => {
                 // Fence first, then let the rest of the tablet write again.
-                let fenced = self.fence(from, *tid, *pid).await;
+                let fenced = self.fence(from, part.2, *pid).await;
                 if held {
                     self.release(from).await;
                 }
@@ -173,8 +120,8 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         // A put that passed its check just before the fence may still have appended: compare
         // again, after the fence.
         let (mine, theirs) = futures_util::future::join(
-            self.offset_on(from, *tid, *pid),
-            self.offset_on(&candidate, *tid, *pid),
+            self.offset_on(from, part.2, *pid),
+            self.offset_on(&candidate, part.2, *pid),
         )
         .await;
         let (mine, theirs) = (mine?, theirs?);
@@ -211,11 +158,123 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         Ok(true)
     }
 
+    /// Polls the leader until a follower (`to`, or any) has its offset and the nameserver
+    /// would take it as the candidate; holds the tablet (`SetMode`) from the
+    /// `POLLS_UNHELD`th poll on. `Ok(None)` when `from` no longer leads the partition.
+    async fn await_follower(
+        &self,
+        part: &Part,
+        from: &str,
+        to: Option<&str>,
+        hold_now: bool,
+        held: &mut bool,
+    ) -> Result<Option<Found>, OpenMldbError> {
+        let (_, table, tid, pid) = part;
+        let leader = self.endpoint(from);
+        let deadline = tokio::time::Instant::now() + self.timing.catch_up;
+        let mut polls = if hold_now { POLLS_UNHELD } else { 0 };
+        loop {
+            if polls >= POLLS_UNHELD && !*held {
+                // Writes outrun replication: hold the tablet so the followers catch up.
+                self.hold(from).await?;
+                *held = true;
+            }
+            let f: GetTableFollowerResponse = match leader
+                .call(
+                    "TabletServer",
+                    "GetTableFollower",
+                    &TidPid {
+                        tid: *tid,
+                        pid: *pid,
+                    },
+                )
+                .await
+            {
+                Ok(f) => f,
+                Err(OpenMldbError::App { code: c, .. }) if c == code::TABLE_IS_FOLLOWER => {
+                    // Moved already, or fenced by an earlier attempt that did not finish (a
+                    // retried or resumed drain): the nameserver says which.
+                    return self.stale_fence(part, from, to).await;
+                }
+                Err(e) => return Err(e),
+            };
+            // The nameserver takes a candidate only if it records it as an alive follower on
+            // a healthy tablet (`CreateChangeLeaderOP`; 305 or 310 otherwise): one the
+            // leader still ships to may be marked dead (being recovered, or a temporary
+            // replica not caught up).
+            let at_offset: Vec<&str> = f
+                .follower_info
+                .iter()
+                .filter(|x| x.offset == f.offset && to.is_none_or(|t| t == x.endpoint))
+                .map(|x| x.endpoint.as_str())
+                .collect();
+            let candidate = if at_offset.is_empty() {
+                None
+            } else {
+                let eligible = self.eligible_followers(part, from).await?;
+                at_offset
+                    .into_iter()
+                    .find(|x| eligible.iter().any(|e| e == x))
+                    .map(str::to_string)
+            };
+            if let Some(c) = candidate {
+                let followers = f.follower_info.iter().map(|x| x.endpoint.clone()).collect();
+                return Ok(Some((c, followers, false)));
+            }
+            polls += 1;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(OpenMldbError::Move {
+                    table: table.clone(),
+                    pid: *pid,
+                    reason: format!(
+                        "no follower the nameserver would take (alive, on a healthy tablet) \
+                         reached the offset {} of the leader on {from} within {} s; nothing was \
+                         moved",
+                        f.offset,
+                        self.timing.catch_up.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(self.timing.poll).await;
+        }
+    }
+
+    /// The followers of `part` the nameserver would take as ChangeLeader's candidate: alive,
+    /// not flagged leader, on a healthy tablet.
+    async fn eligible_followers(
+        &self,
+        part: &Part,
+        from: &str,
+    ) -> Result<Vec<String>, OpenMldbError> {
+        let healthy: Vec<String> = self
+            .tablets()
+            .await?
+            .tablets
+            .into_iter()
+            .filter(|t| t.state == "kHealthy")
+            .map(|t| t.endpoint)
+            .collect();
+        Ok(partition(&self.tables().await?, part)
+            .map(|p| {
+                p.partition_meta
+                    .iter()
+                    .filter(|m| {
+                        m.endpoint != from
+                            && m.is_alive
+                            && !m.is_leader
+                            && healthy.contains(&m.endpoint)
+                    })
+                    .map(|m| m.endpoint.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// ChangeLeader and the wait for its op. A nameserver with no leader for a moment
     /// (code 300 from every one) did not take the call: it is sent again within the op
     /// deadline. A new leader forgets the finished ops of the old one, so when no op shows,
     /// the partition's leader says whether it moved.
-    async fn change_leader(
+    pub(crate) async fn change_leader(
         &self,
         req: &ChangeLeaderRequest,
         on: (&str, &str, u32),
@@ -258,21 +317,16 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
     /// A leader in follower mode on its tablet that the nameserver still records as the
     /// alive leader: a fence of an earlier attempt. `Some((candidate, followers, true))` when
     /// a follower has its offset (the move goes on from the ChangeLeader); otherwise the fence
-    /// is lifted and the move fails, to be tried again. `None` when the leadership moved.
+    /// is lifted (never over a follower at a higher term) and the move fails, to be tried
+    /// again. `None` when the leadership moved.
     async fn stale_fence(
         &self,
         part: &Part,
         from: &str,
         to: Option<&str>,
-    ) -> Result<Option<(String, Vec<String>, bool)>, OpenMldbError> {
-        let (db, table, tid, pid) = part;
-        let followers: Vec<String> = match self
-            .tables()
-            .await?
-            .into_iter()
-            .find(|t| &t.name == table && &t.db == db)
-            .and_then(|t| t.table_partition.into_iter().find(|p| p.pid == *pid))
-        {
+    ) -> Result<Option<Found>, OpenMldbError> {
+        let (_, table, tid, pid) = part;
+        let followers: Vec<String> = match partition(&self.tables().await?, part) {
             Some(p)
                 if p.partition_meta
                     .iter()
@@ -287,9 +341,10 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
             _ => return Ok(None),
         };
         let mine = self.offset_on(from, *tid, *pid).await?;
+        let eligible = self.eligible_followers(part, from).await?;
         for f in followers
             .iter()
-            .filter(|f| to.is_none_or(|t| t == f.as_str()))
+            .filter(|f| to.is_none_or(|t| t == f.as_str()) && eligible.contains(f))
         {
             if mine.is_some() && self.offset_on(f, *tid, *pid).await? == mine {
                 return Ok(Some((f.clone(), followers.clone(), true)));
@@ -339,10 +394,7 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
                 }
                 continue;
             }
-            let followers: Vec<String> = tables
-                .iter()
-                .find(|t| t.name == p.1 && t.db == p.0)
-                .and_then(|t| t.table_partition.iter().find(|x| x.pid == p.3))
+            let followers: Vec<String> = partition(&tables, p)
                 .map(|x| {
                     x.partition_meta
                         .iter()
@@ -375,22 +427,80 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         Ok(())
     }
 
-    /// Lifts a fence: the old term from the nameserver's term history, the followers as
-    /// they were.
+    /// Lifts a fence on `at`: the partition's term (the last of its term history, the
+    /// table found by database and name), the followers as they were. Nothing is lifted
+    /// without a term, nor over a follower at a higher term than the leader's (a
+    /// SelectLeader that ran before its ChangeLeader failed): that move is finished instead,
+    /// to the follower with the highest offset, and the leader stays fenced until the
+    /// nameserver marks it not alive.
     pub(crate) async fn unfence(
         &self,
         part: &Part,
         at: &str,
         followers: &[String],
     ) -> Result<(), OpenMldbError> {
-        let (_, table, tid, pid) = part;
-        let term = self
-            .tables()
-            .await?
-            .into_iter()
-            .find(|t| &t.name == table)
-            .and_then(|t| t.table_partition.into_iter().find(|p| p.pid == *pid))
-            .and_then(|p| p.term_offset.last().map(|t| t.term));
+        let (db, table, tid, pid) = part;
+        let tables = self.tables().await?;
+        let term = partition(&tables, part).and_then(|p| p.term_offset.last().map(|t| t.term));
+        let Some(term) = term else {
+            return Err(OpenMldbError::Move {
+                table: table.clone(),
+                pid: *pid,
+                reason: format!(
+                    "no term of {db}.{table} partition {pid} in the nameserver's records: the \
+                     fence on {at} stays up (a leader re-led without its term would ship \
+                     nothing its followers accept)"
+                ),
+            });
+        };
+        let mut ahead = None;
+        for f in followers {
+            let t: GetTermPairResponse = self
+                .endpoint(f)
+                .call(
+                    "TabletServer",
+                    "GetTermPair",
+                    &TidPid {
+                        tid: *tid,
+                        pid: *pid,
+                    },
+                )
+                .await?;
+            if t.has_table && t.term > term {
+                let best = ahead.as_ref().is_none_or(|(_, o)| t.offset > *o);
+                if best {
+                    ahead = Some((f.clone(), t.offset));
+                }
+            }
+        }
+        if let Some((candidate, offset)) = ahead {
+            tracing::warn!(tablet = at, table = %table, pid, %candidate, "followers hold a newer term than the fenced leader: the move is finished instead of lifting the fence");
+            let mark = self
+                .ops(Some((db, table, *pid)))
+                .await?
+                .iter()
+                .map(|o| o.op_id)
+                .max()
+                .unwrap_or(0);
+            let req = ChangeLeaderRequest {
+                name: table.clone(),
+                pid: *pid,
+                candidate_leader: candidate.clone(),
+                db: db.clone(),
+            };
+            return self
+                .change_leader(&req, (db, table, *pid), mark)
+                .await
+                .map_err(|e| OpenMldbError::Move {
+                    table: table.clone(),
+                    pid: *pid,
+                    reason: format!(
+                        "followers hold a newer term than the fenced leader on {at}, and the \
+                         ChangeLeader to {candidate} (offset {offset}) failed: {e}; the fence \
+                         stays up"
+                    ),
+                });
+        }
         let r: Result<Status, _> = self
             .endpoint(at)
             .call(
@@ -400,7 +510,7 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
                     tid: *tid,
                     pid: *pid,
                     mode: "kTableLeader",
-                    term,
+                    term: Some(term),
                     replicas: followers.to_vec(),
                 },
             )
@@ -412,7 +522,38 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         }
     }
 
+    /// Holds `at` in follower mode (`SetMode`) for one more move.
+    async fn hold(&self, at: &str) -> Result<(), OpenMldbError> {
+        let first = {
+            let mut holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
+            let n = holds.entry(at.to_string()).or_default();
+            *n += 1;
+            *n == 1
+        };
+        if first {
+            let _: Status = self
+                .endpoint(at)
+                .call(
+                    "TabletServer",
+                    "SetMode",
+                    &serde_json::json!({"follower": true}),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Ends one move's hold on `at`; the last one releases the tablet.
     async fn release(&self, at: &str) {
+        let last = {
+            let mut holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
+            let n = holds.entry(at.to_string()).or_default();
+            *n = n.saturating_sub(1);
+            *n == 0
+        };
+        if !last {
+            return;
+        }
         let r: Result<Status, _> = self
             .endpoint(at)
             .call(
@@ -442,4 +583,15 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
             .find(|s| s.tid == tid && s.pid == pid)
             .map(|s| s.offset))
     }
+}
+
+/// Partition `part` in the nameserver's tables, found by database, table and pid.
+pub(crate) fn partition<'a>(
+    tables: &'a [TableInfo],
+    part: &Part,
+) -> Option<&'a crate::api::TablePartition> {
+    tables
+        .iter()
+        .find(|t| t.name == part.1 && t.db == part.0)
+        .and_then(|t| t.table_partition.iter().find(|p| p.pid == part.3))
 }

@@ -18,9 +18,13 @@ mod cluster;
 mod error;
 mod fence;
 pub mod flags;
+mod recover;
+mod snapshot;
 mod steps;
+pub mod version;
 mod view;
 pub mod zk;
 
-pub use cluster::{NodeFactory, OpenMldbCluster, OpenMldbNode, Others, Timing};
+pub use cluster::{Config, NodeFactory, OpenMldbCluster, OpenMldbNode, Others, Timing};
 pub use error::OpenMldbError;
+pub use version::ServerVersion;

@@ -6,16 +6,12 @@ use rollout_core::{
     ReplicaRole, TemporaryReplica, Topology, probe_fn,
 };
 
-use crate::api::{
-    ConfSetRequest, GetTableStatusResponse, Pair, RecoverEndpointRequest, ReplicaNsRequest, Status,
-};
+use crate::api::{ConfSetRequest, Pair, ReplicaNsRequest, Status};
 use crate::cluster::{NodeFactory, OpenMldbCluster, OpenMldbNode};
 use crate::error::OpenMldbError;
 use crate::fence::Part;
+use crate::version::{ServerVersion, check_upgrade};
 use crate::view::{led_by, part_id};
-
-/// RecoverEndpoint's spread (`name_server_task_max_concurrency`).
-const MAX_QUEUES: u32 = 8;
 
 impl<F: NodeFactory> Cluster for OpenMldbCluster<F>
 where
@@ -71,8 +67,19 @@ where
     /// A config change edits flag files (`*.flags`, `--key=value`) or the taskmanager's
     /// properties; the node's `apply` edits the file with [`crate::flags`], which refuses a
     /// key the file does not know.
+    ///
+    /// An upgrade must be an upstream path from the oldest version a server reported
+    /// ([`check_upgrade`]): checked before anything is touched.
     fn check_change(&self, change: &rollout_core::Change) -> Result<(), String> {
         change.validate()?;
+        if let rollout_core::Change::Upgrade { version } = change {
+            let to = ServerVersion::parse(version)
+                .ok_or_else(|| format!("{version:?} is not an OpenMLDB version (such as 0.9.2)"))?;
+            match self.oldest_version() {
+                Some(from) => check_upgrade(from, &to)?,
+                None => to.check()?,
+            }
+        }
         if let rollout_core::Change::Config { edits } = change {
             for e in edits {
                 let rollout_core::ConfigEdit::Set { file, .. } = e else {
@@ -133,8 +140,11 @@ where
         Ok(())
     }
 
-    /// Every partition the tablet leads moves, fenced, to a follower at its offset; at most
-    /// `name_server_task_concurrency` at once.
+    /// Every partition the tablet leads moves, fenced, to a follower at its offset, at most
+    /// `name_server_task_concurrency` at once; then each leader moved away, which the
+    /// nameserver marks not alive, is recovered as a follower (pre-upgrade's `recovertable`),
+    /// so that its partition keeps every replica until the tablet stops. The recoveries come
+    /// after the moves, so that no fenced partition waits behind one on its op queue.
     async fn drain(&self, node: &NodeId) -> Result<(), OpenMldbError> {
         let tablets = self.tablets().await?.tablets;
         if !self.is_tablet(&tablets, node) {
@@ -151,16 +161,36 @@ where
             .into_iter()
             .map(|p| (p, node.to_string(), None))
             .collect();
-        self.moves(&moves).await.map(drop)
+        // Each leader moved away is recovered as a follower as it goes.
+        self.moves(&moves).await?;
+        Ok(())
     }
 
     fn drained<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = OpenMldbError> + 'a {
         probe_fn(move || async move {
-            let left = led_by(&self.tables().await?, node.as_str()).len();
-            Ok(if left == 0 {
-                Health::Healthy
-            } else {
-                Health::Waiting(format!("{node} still leads {left} partition(s)"))
+            let tables = self.tables().await?;
+            let left = led_by(&tables, node.as_str()).len();
+            if left > 0 {
+                return Ok(Health::Waiting(format!(
+                    "{node} still leads {left} partition(s)"
+                )));
+            }
+            // A leader moved away comes back as an alive follower before the stop.
+            let dead = tables
+                .iter()
+                .flat_map(|t| t.table_partition.iter().map(move |p| (t, p)))
+                .find(|(_, p)| {
+                    p.partition_meta
+                        .iter()
+                        .any(|m| m.endpoint == node.as_str() && !m.is_alive)
+                });
+            Ok(match dead {
+                Some((t, p)) => Health::Waiting(format!(
+                    "{node}'s replica of {} partition {} is not alive again yet",
+                    part_id(t, p.pid),
+                    p.pid
+                )),
+                None => Health::Healthy,
             })
         })
     }
@@ -177,42 +207,18 @@ where
         })
     }
 
-    /// Forces a snapshot of every partition the tablet holds, so its restart loads it and
-    /// takes the cheap recovery path.
+    /// Forces a snapshot of every partition the tablet holds past its last one, so its
+    /// restart loads it and replays little (see the `snapshot` module).
     async fn quiesce(&self, node: &NodeId) -> Result<(), OpenMldbError> {
-        let e = self.endpoint(node.as_str());
-        let r: GetTableStatusResponse = e
-            .call("TabletServer", "GetTableStatus", &serde_json::json!({}))
-            .await?;
-        for s in &r.all_table_status {
-            let _: Status = e
-                .call(
-                    "TabletServer",
-                    "MakeSnapshot",
-                    &serde_json::json!({"tid": s.tid, "pid": s.pid, "offset": s.offset}),
-                )
-                .await?;
-        }
-        Ok(())
+        self.request_snapshots(node).await
     }
 
     fn quiesced<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = OpenMldbError> + 'a {
         probe_fn(move || async move {
-            let r: GetTableStatusResponse = self
-                .endpoint(node.as_str())
-                .call("TabletServer", "GetTableStatus", &serde_json::json!({}))
-                .await?;
-            Ok(
-                match r
-                    .all_table_status
-                    .iter()
-                    .filter(|s| s.state == "kMakingSnapshot")
-                    .count()
-                {
-                    0 => Health::Healthy,
-                    n => Health::Waiting(format!("{node} is still making {n} snapshot(s)")),
-                },
-            )
+            Ok(match self.snapshots_pending(node).await? {
+                Some(why) => Health::Waiting(why),
+                None => Health::Healthy,
+            })
         })
     }
 
@@ -257,9 +263,10 @@ where
         })
     }
 
-    /// RecoverEndpoint over the nameserver's 8 queues, then the tablet's former leaderships
-    /// back (fenced, each once its replica has the leader's offset), then the displaced
-    /// leaders recovered as followers.
+    /// `recoverdata` for the tablet (each replica it has not loaded marked not alive, then
+    /// RecoverEndpoint over the nameserver's 8 queues, the ops waited for by id; see the
+    /// `recover` module), then its former leaderships back (fenced, each once its replica
+    /// has the leader's offset), then the leaders displaced by them recovered as followers.
     async fn rejoin(&self, node: &NodeId) -> Result<(), OpenMldbError> {
         let tablets = self.tablets().await?.tablets;
         if !self.is_tablet(&tablets, node) {
@@ -267,29 +274,13 @@ where
         }
         // A drain that failed or was interrupted after a fence (the node never stopped).
         self.lift_stale_fences(node.as_str()).await?;
-        let _: Status = self
-            .ns(
-                "RecoverEndpoint",
-                &RecoverEndpointRequest {
-                    endpoint: node.to_string(),
-                    need_restore: false,
-                    concurrency: MAX_QUEUES,
-                },
-            )
-            .await?;
-        let deadline = tokio::time::Instant::now() + self.timing.op;
-        while let Some(why) = self.back(node).await? {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(OpenMldbError::Move {
-                    table: String::new(),
-                    pid: 0,
-                    reason: format!(
-                        "{node} did not come back within {} s: {why}",
-                        self.timing.op.as_secs()
-                    ),
-                });
-            }
-            tokio::time::sleep(self.timing.poll).await;
+        self.recover_unloaded(node.as_str()).await?;
+        if let Some(why) = self.back(node).await? {
+            return Err(OpenMldbError::Move {
+                table: String::new(),
+                pid: 0,
+                reason: format!("{node} did not come back: {why}"),
+            });
         }
         let led = self
             .led
@@ -300,36 +291,15 @@ where
         let tables = self.tables().await?;
         let mut back = Vec::new();
         for p in led {
-            let now = tables
-                .iter()
-                .find(|t| t.name == p.1 && t.db == p.0)
-                .and_then(|t| t.table_partition.iter().find(|x| x.pid == p.3))
+            let now = crate::fence::partition(&tables, &p)
                 .and_then(|x| x.partition_meta.iter().find(|m| m.is_leader && m.is_alive))
                 .map(|m| m.endpoint.clone());
             if let Some(now) = now.filter(|n| n != node.as_str()) {
                 back.push((p, now, Some(node.to_string())));
             }
         }
-        let displaced: std::collections::BTreeSet<String> = self
-            .moves(&back)
-            .await?
-            .into_iter()
-            .zip(&back)
-            .filter(|(moved, _)| *moved)
-            .map(|(_, (_, from, _))| from.clone())
-            .collect();
-        for d in displaced {
-            let _: Status = self
-                .ns(
-                    "RecoverEndpoint",
-                    &RecoverEndpointRequest {
-                        endpoint: d,
-                        need_restore: false,
-                        concurrency: MAX_QUEUES,
-                    },
-                )
-                .await?;
-        }
+        // Each displaced leader is recovered as a follower as it goes.
+        self.moves(&back).await?;
         Ok(())
     }
 
@@ -363,31 +333,17 @@ where
     }
 
     /// Lifts fences left by interrupted moves, and recovers tablets that registered again
-    /// while `auto_failover` was off.
+    /// while `auto_failover` was off (nothing else reloads them).
     async fn heal(&self) -> Result<(), OpenMldbError> {
         let tablets = self.tablets().await?.tablets;
         for t in tablets.iter().filter(|t| t.state == "kHealthy") {
             self.lift_stale_fences(&t.endpoint).await?;
         }
-        let tables = self.tables().await?;
+        if self.auto_failover().await? != "false" {
+            return Ok(());
+        }
         for t in tablets.iter().filter(|t| t.state == "kHealthy") {
-            let dead = tables.iter().flat_map(|x| &x.table_partition).any(|p| {
-                p.partition_meta
-                    .iter()
-                    .any(|m| m.endpoint == t.endpoint && !m.is_alive)
-            });
-            if dead && self.auto_failover().await? == "false" {
-                let _: Status = self
-                    .ns(
-                        "RecoverEndpoint",
-                        &RecoverEndpointRequest {
-                            endpoint: t.endpoint.clone(),
-                            need_restore: false,
-                            concurrency: MAX_QUEUES,
-                        },
-                    )
-                    .await?;
-            }
+            self.recover_unloaded(&t.endpoint).await?;
         }
         Ok(())
     }
@@ -423,15 +379,25 @@ where
         &'a self,
         t: &'a TemporaryReplica,
     ) -> impl HealthProbe<Error = OpenMldbError> + 'a {
+        // The nameserver adds the replica not alive and marks it alive only once its binlog
+        // check passed and its last task ran (`AddTableInfo`, `CheckBinlogSyncProgress`,
+        // `UpdatePartitionStatus`): alive in the records, and at the leader's offset.
         probe_fn(move || async move {
-            let (_, _, tid, pid) = self.part_of(&t.partition).await?;
-            let leader = self.offset_on(t.from.as_str(), tid, pid).await?;
-            let mine = self.offset_on(t.to.as_str(), tid, pid).await?;
-            Ok(match (leader, mine) {
-                (Some(l), Some(m)) if m >= l => Health::Healthy,
+            let part = self.part_of(&t.partition).await?;
+            let alive = crate::fence::partition(&self.tables().await?, &part).is_some_and(|p| {
+                p.partition_meta
+                    .iter()
+                    .any(|m| m.endpoint == t.to.as_str() && m.is_alive)
+            });
+            let leader = self.offset_on(t.from.as_str(), part.2, part.3).await?;
+            let mine = self.offset_on(t.to.as_str(), part.2, part.3).await?;
+            Ok(match (alive, leader, mine) {
+                (true, Some(l), Some(m)) if m >= l => Health::Healthy,
                 _ => Health::Waiting(format!(
-                    "the temporary replica of {} on {} is at {mine:?}, the leader at {leader:?}",
-                    t.partition, t.to
+                    "the temporary replica of {} on {} is {} at {mine:?}, the leader at {leader:?}",
+                    t.partition,
+                    t.to,
+                    if alive { "alive" } else { "not alive yet" }
                 )),
             })
         })
@@ -443,8 +409,14 @@ where
         let leads = led_by(&tables, t.to.as_str())
             .iter()
             .any(|p| p.2 == part.2 && p.3 == part.3);
-        if leads {
-            self.fenced_move(&part, t.to.as_str(), Some(t.from.as_str()))
+        if leads
+            && self
+                .fenced_move(&part, t.to.as_str(), Some(t.from.as_str()))
+                .await?
+        {
+            // DelReplicaNS refuses a replica still flagged leader (102): the displaced one
+            // becomes a follower first, as post-upgrade does before its `delreplica`.
+            self.recover_replicas(std::slice::from_ref(&part), t.to.as_str())
                 .await?;
         }
         let (db, name, _, pid) = part;

@@ -28,6 +28,28 @@ pub(crate) fn led_by(tables: &[TableInfo], node: &str) -> Vec<Part> {
     out
 }
 
+/// The configured taskmanager the leader node's value names: the value is
+/// `server.host:server.port`, and `server.host` defaults to `0.0.0.0` (the taskmanager's
+/// `FailoverWatcher`, `TaskManagerConfig`), so a wildcard host is matched by port when one
+/// configured taskmanager has it.
+pub(crate) fn taskmanager_leader<'a>(value: &str, configured: &'a [String]) -> Option<&'a str> {
+    let value = value.trim();
+    if let Some(exact) = configured.iter().find(|c| *c == value) {
+        return Some(exact);
+    }
+    let (host, port) = value.rsplit_once(':')?;
+    if host != "0.0.0.0" && host != "::" {
+        return None;
+    }
+    let mut same = configured
+        .iter()
+        .filter(|c| c.rsplit_once(':').is_some_and(|(_, p)| p == port));
+    match (same.next(), same.next()) {
+        (Some(one), None) => Some(one),
+        _ => None,
+    }
+}
+
 /// A partition's id in the topology: `[db.]table.pid`.
 pub(crate) fn part_id(t: &TableInfo, pid: u32) -> String {
     if t.db.is_empty() {
@@ -74,20 +96,33 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
                 .iter()
                 .map(|a| NodeInfo::new(nid(a), api.clone())),
         );
+        let tm_leader = tm_leader.and_then(|l| taskmanager_leader(&l, &self.others.taskmanagers));
         out.extend(self.others.taskmanagers.iter().map(|a| {
-            let is = tm_leader.as_deref() == Some(a.as_str());
+            let is = tm_leader == Some(a.as_str());
             NodeInfo::new(nid(a), tm.clone()).leader(is)
         }));
         Ok((out, tablets))
     }
 
-    /// What keeps the cluster from full health, if anything.
+    /// What keeps the cluster from full health, if anything. A tablet that is not healthy
+    /// and holds no replica (decommissioned: the nameserver never forgets a tablet,
+    /// `NameServerImpl::UpdateTablets`) does not; the plan warns of it.
     pub(crate) async fn unhealthy(&self) -> Result<Option<String>, OpenMldbError> {
         let tablets = self.tablets().await?.tablets;
-        if let Some(t) = tablets.iter().find(|t| t.state != "kHealthy") {
+        let tables = self.tables().await?;
+        let holds = |e: &str| {
+            tables
+                .iter()
+                .flat_map(|t| &t.table_partition)
+                .any(|p| p.partition_meta.iter().any(|m| m.endpoint == e))
+        };
+        if let Some(t) = tablets
+            .iter()
+            .find(|t| t.state != "kHealthy" && holds(&t.endpoint))
+        {
             return Ok(Some(format!("tablet {} is {}", t.endpoint, t.state)));
         }
-        for t in self.tables().await? {
+        for t in tables {
             for p in &t.table_partition {
                 let leaders = p
                     .partition_meta
@@ -178,11 +213,21 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
 impl<F: NodeFactory> OpenMldbCluster<F> {
     /// Runs fenced moves `(partition, from, to)`, two at a time on different nameserver
     /// queues (`pid % name_server_task_concurrency`), so that no fenced partition waits
-    /// behind another's ChangeLeader. Returns, in order, whether each moved.
+    /// behind another's ChangeLeader. After each round the leaders it displaced, which the
+    /// nameserver marks not alive (`NameServerImpl::UpdateLeaderInfo` @v0.9.2), are
+    /// recovered as followers (RecoverTable, as pre-upgrade's `recovertable` after each
+    /// `changeleader`, `tools/openmldb_ops.py`): each partition runs a replica short only
+    /// from its own move to its recovery, and the next round's moves queue behind those
+    /// recoveries. Returns, in order, whether each moved, once every recovery is done.
+    ///
+    /// # Errors
+    /// A call fails, or a recovery op fails or does not finish by the op deadline.
     pub(crate) async fn moves(
         &self,
         moves: &[(Part, String, Option<String>)],
     ) -> Result<Vec<bool>, OpenMldbError> {
+        let mut mark = None;
+        let mut recovering = Vec::new();
         let mut by_queue: Vec<Vec<usize>> = vec![Vec::new(); QUEUES];
         for (i, (p, _, _)) in moves.iter().enumerate() {
             by_queue[p.3 as usize % QUEUES].push(i);
@@ -199,12 +244,25 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
                 let (p, from, to) = &moves[i];
                 running.push(self.fenced_move(p, from, to.as_deref()));
             }
+            let mut displaced = Vec::new();
             for (i, r) in batch
                 .into_iter()
                 .zip(futures_util::future::join_all(running).await)
             {
                 out[i] = r?;
+                if out[i] {
+                    displaced.push((moves[i].0.clone(), moves[i].1.clone()));
+                }
             }
+            if !displaced.is_empty() {
+                if mark.is_none() {
+                    mark = Some(self.op_mark().await?);
+                }
+                recovering.extend(self.send_recover_tables(&displaced).await?);
+            }
+        }
+        if let Some(mark) = mark {
+            self.wait_for_ops(&recovering, mark, "RecoverTable").await?;
         }
         Ok(out)
     }
@@ -223,5 +281,26 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
             pid: 0,
             reason: "no such partition".into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::taskmanager_leader;
+
+    #[test]
+    fn a_wildcard_taskmanager_leader_is_matched_by_port() {
+        let tms = vec!["10.0.0.5:9902".to_string(), "10.0.0.6:9903".to_string()];
+        assert_eq!(
+            taskmanager_leader("0.0.0.0:9903", &tms),
+            Some("10.0.0.6:9903")
+        );
+        assert_eq!(
+            taskmanager_leader("10.0.0.5:9902", &tms),
+            Some("10.0.0.5:9902")
+        );
+        assert_eq!(taskmanager_leader("10.0.0.7:9903", &tms), None);
+        let same_port = vec!["a:9902".to_string(), "b:9902".to_string()];
+        assert_eq!(taskmanager_leader("0.0.0.0:9902", &same_port), None);
     }
 }

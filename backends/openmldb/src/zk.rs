@@ -45,22 +45,28 @@ pub struct TabletNode {
 }
 
 impl Zk {
-    /// Connects to `ensemble` (`host:port[,host:port...]`) with a session of `session`, and
-    /// checks that `root` holds an OpenMLDB cluster (its `leader` node exists).
+    /// Connects to `ensemble` (`host:port[,host:port...]`) with a session of `session`, as the
+    /// digest identity `digest` (`user:password`) when given, and checks that `root` holds an
+    /// OpenMLDB cluster (its `leader` node exists). A cluster started with `--zk_cert` creates
+    /// its nodes readable by that identity alone (`ZOO_CREATOR_ALL_ACL`, `ZkClient::Init`).
     ///
     /// # Errors
-    /// [`OpenMldbError::ZooKeeper`] when no server answers within `session`;
+    /// [`OpenMldbError::ZooKeeper`] when no server answers within `session`, or a node cannot
+    /// be read without the cluster's credential (naming it);
     /// [`OpenMldbError::NotFound`] when the root holds no OpenMLDB.
     pub async fn connect(
         ensemble: &str,
         root: &str,
         session: Duration,
+        digest: Option<&str>,
     ) -> Result<Self, OpenMldbError> {
         let name = format!("{ensemble}{root}");
         let root = root.trim_end_matches('/').to_string();
-        let connect = zk::Client::connector()
-            .with_session_timeout(session)
-            .connect(ensemble);
+        let mut connector = zk::Client::connector().with_session_timeout(session);
+        if let Some(d) = digest {
+            connector = connector.with_auth("digest", d.as_bytes());
+        }
+        let connect = connector.connect(ensemble);
         let client = match tokio::time::timeout(session, connect).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return Err(zk_err(&name, "connect", &e)),
@@ -250,9 +256,15 @@ impl Zk {
 }
 
 fn zk_err(name: &str, what: &str, e: &zk::Error) -> OpenMldbError {
+    let reason = match e {
+        zk::Error::NoAuth => format!(
+            "{e}: the cluster locks its nodes to a digest identity (--zk_cert); give it              (user:password, e.g. with --zk-auth-file)"
+        ),
+        _ => e.to_string(),
+    };
     OpenMldbError::ZooKeeper {
         zk: name.to_string(),
         what: what.to_string(),
-        reason: e.to_string(),
+        reason,
     }
 }

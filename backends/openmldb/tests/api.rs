@@ -61,7 +61,8 @@ fn requests_use_the_protos_field_names_and_enum_names() {
         v(&ShowOpStatusRequest {
             name: Some("t1".into()),
             pid: Some(0),
-            db: None
+            db: None,
+            op_id: None,
         }),
         json!({"name": "t1", "pid": 0})
     );

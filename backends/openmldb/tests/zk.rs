@@ -92,7 +92,7 @@ async fn discovery_reads_the_layout_openmldb_writes() {
     )
     .await;
 
-    let z = Zk::connect(&ensemble, &root, Duration::from_secs(10))
+    let z = Zk::connect(&ensemble, &root, Duration::from_secs(10), None)
         .await
         .unwrap();
     assert_eq!(
@@ -139,16 +139,21 @@ async fn discovery_reads_the_layout_openmldb_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_root_without_openmldb_and_a_dead_ensemble_are_refused_by_name() {
     let ensemble = zookeeper();
-    let err = Zk::connect(&ensemble, "/no-openmldb-here", Duration::from_secs(10))
-        .await
-        .unwrap_err();
+    let err = Zk::connect(
+        &ensemble,
+        "/no-openmldb-here",
+        Duration::from_secs(10),
+        None,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, OpenMldbError::NotFound { .. }), "{err}");
     assert!(err.to_string().contains("/no-openmldb-here"), "{err}");
 
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = l.local_addr().unwrap().to_string();
     drop(l);
-    let err = Zk::connect(&dead, "/openmldb", Duration::from_secs(3))
+    let err = Zk::connect(&dead, "/openmldb", Duration::from_secs(3), None)
         .await
         .unwrap_err();
     assert!(matches!(err, OpenMldbError::ZooKeeper { .. }), "{err}");
