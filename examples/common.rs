@@ -372,6 +372,14 @@ impl JournalAt {
         })
     }
 
+    /// The digest credentials of a ZooKeeper journal, `user:password`.
+    pub(crate) fn digest(&self) -> Option<&str> {
+        match self {
+            Self::Zk { digest, .. } => digest.as_deref(),
+            Self::File(_) => None,
+        }
+    }
+
     /// With a ZooKeeper session timeout of `timeout` (a ZooKeeper journal).
     fn session(mut self, timeout: std::time::Duration) -> Self {
         if let Self::Zk { session, .. } = &mut self {

@@ -29,8 +29,8 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use common::{Progress, Unmanaged, policy, print_plan};
 use rollout_core::{Change, ConfigEdit, NodeId, Run, Selection, Spec, chain, roll};
-use rollout_emulator_openmldb::Emulator;
-use rollout_openmldb::{OpenMldbCluster, Others, Timing};
+use rollout_emulator_openmldb::{Emulator, Options, ServerVersion};
+use rollout_openmldb::{Config, OpenMldbCluster, Others, Timing};
 use rollout_sim::{ClientLoad, Flavor, SimBuilder, Strategy, report_of};
 
 /// Roll an OpenMLDB cluster one safe step at a time.
@@ -97,6 +97,9 @@ struct Args {
     /// With --emulate: the seed of the emulated cluster.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// With --emulate: the OpenMLDB version the emulated servers speak (0.8, 0.9).
+    #[arg(long, default_value_t = ServerVersion::default())]
+    server_version: ServerVersion,
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -172,27 +175,21 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<()> {
     if args.status {
         return journal.print_status(args.json);
     }
+    let mut config = Config::new(args.zk(), &args.zk_root)
+        .others(others)
+        .timing(Timing::default().scaled(scale));
+    if let Some(d) = journal.digest() {
+        config = config.zk_digest(d);
+    }
     let Some(file) = common::cluster_file(args.cluster.as_deref())? else {
-        let cluster = OpenMldbCluster::connect(
-            args.zk(),
-            &args.zk_root,
-            others,
-            |id: &NodeId| Some(Unmanaged(id.clone())),
-            Timing::default().scaled(scale),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+        let cluster = OpenMldbCluster::connect(&config, |id: &NodeId| Some(Unmanaged(id.clone())))
+            .await
+            .map_err(|e| anyhow::anyhow!(chain(&e)))?;
         return print_plan(&cluster, &spec, args.json).await;
     };
-    let cluster = OpenMldbCluster::connect(
-        args.zk(),
-        &args.zk_root,
-        others,
-        move |id: &NodeId| file.node(id),
-        Timing::default().scaled(scale),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+    let cluster = OpenMldbCluster::connect(&config, move |id: &NodeId| file.node(id))
+        .await
+        .map_err(|e| anyhow::anyhow!(chain(&e)))?;
     if args.abort {
         return common::abort_real(&cluster, &journal).await;
     }
@@ -222,7 +219,15 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         args.zk_root.trim_end_matches('/'),
         std::process::id()
     );
-    let emu = Arc::new(Emulator::start(&builder, args.zk(), &root).await?);
+    let emu = Arc::new(
+        Emulator::start(
+            &builder,
+            args.zk(),
+            &root,
+            Options::new(args.server_version),
+        )
+        .await?,
+    );
     let nameservers = emu.endpoints("nameserver");
     println!("nameservers: {}", nameservers.join(","));
     println!(
@@ -238,15 +243,12 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         apiservers: emu.endpoints("apiserver"),
         taskmanagers: emu.endpoints("taskmanager"),
     };
-    let cluster = OpenMldbCluster::connect(
-        args.zk(),
-        &root,
-        others,
-        move |id: &NodeId| e.node(id),
-        Timing::default().scaled(args.scale()),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+    let config = Config::new(args.zk(), &root)
+        .others(others)
+        .timing(Timing::default().scaled(args.scale()));
+    let cluster = OpenMldbCluster::connect(&config, move |id: &NodeId| e.node(id))
+        .await
+        .map_err(|e| anyhow::anyhow!(chain(&e)))?;
     let procedure = match strategy {
         Strategy::Naive => rollout_core::Procedure::Simple,
         _ => rollout_core::Procedure::HighAvailability,
@@ -307,6 +309,9 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
     json["strategy"] = args.strategy.clone().into();
     json["time_scale"] = args.scale().into();
     json["nameservers"] = nameservers.join(",").into();
+    json["server_version"] = cluster
+        .server_version()
+        .map_or(serde_json::Value::Null, |v| v.to_string().into());
     json["zk_root"] = root.into();
     json["rows_before"] = serde_json::to_value(&rows_before)?;
     json["rows_after"] = serde_json::to_value(&rows_after)?;
@@ -360,6 +365,7 @@ fn main() -> ExitCode {
         }
         if served.serve {
             return openmldb_serve::serve(
+                args.server_version,
                 args.zk(),
                 &args.zk_root,
                 args.seed,

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rollout_emulator_openmldb::Emulator;
+use rollout_emulator_openmldb::{Emulator, Options, ServerVersion};
 use rollout_process::shell_quote_path;
 use rollout_sim::{ClientLoad, Flavor, SimBuilder};
 
@@ -19,6 +19,7 @@ const ROLES: [&str; 4] = ["nameserver", "tablet", "apiserver", "taskmanager"];
 
 /// Serves the emulated cluster until SIGINT or SIGTERM.
 pub(crate) async fn serve(
+    version: ServerVersion,
     zk: &str,
     zk_root: &str,
     seed: u64,
@@ -38,7 +39,7 @@ pub(crate) async fn serve(
         zk_root.trim_end_matches('/'),
         std::process::id()
     );
-    let emu = Emulator::start(&builder, zk, &root).await?;
+    let emu = Emulator::start(&builder, zk, &root, Options::new(version)).await?;
     let nodes: Vec<(String, String)> = ROLES
         .iter()
         .flat_map(|role| {

@@ -1,22 +1,37 @@
 //! An emulated OpenMLDB cluster, not OpenMLDB: nameservers, tablets, an apiserver and a
-//! taskmanager on loopback that answer the HTTP/JSON RPCs `rollout_openmldb::OpenMldbCluster`
-//! uses, from a [`rollout_sim`] world run on the wall clock (the one model of the cluster),
-//! and register in a real ZooKeeper as OpenMLDB does: an ephemeral sequential
-//! `<root>/leader/lock_request` node per running nameserver, an ephemeral `<root>/nodes/<endpoint>`
-//! per running tablet (`startup_<endpoint>` as a started process writes it),
-//! `<root>/config/auto_failover`, `<root>/taskmanager/leader`. A stopped process closes its
-//! port and its ZooKeeper nodes go.
+//! taskmanager on loopback that answer brpc's HTTP/JSON calls of the NameServer and
+//! TabletServer services as a chosen server version does, from a [`rollout_sim`] world run
+//! on the wall clock (the one model of the cluster), and register in a real ZooKeeper as
+//! OpenMLDB does: an ephemeral sequential `<root>/leader/lock_request` node per running
+//! nameserver, an ephemeral `<root>/nodes/<endpoint>` per running tablet (`startup_<endpoint>`
+//! as a started process writes it), `<root>/config/auto_failover`, `<root>/taskmanager/leader`
+//! (`0.0.0.0:<port>`, the taskmanager's default `server.host`), and under `--use_name`
+//! `<root>/map/names/<name>`. A stopped process closes its port and its ZooKeeper nodes go.
+//!
+//! Each version ([`ServerVersion`]: 0.8, 0.9) decodes a request as brpc's `json2pb` does
+//! against the services' protos (the emulator's own, `proto/*.proto`, written from the
+//! upstream ones), refuses what the nameserver and tablets refuse (with their return
+//! codes), and requires an `Authorization` header where that version does. Docs:
+//! docs/upstream/openmldb.md, with the upstream file and function at each tag.
 
-mod serve;
+mod http;
+mod nameserver;
+mod proto;
+mod registration;
+mod snapshots;
+mod tablet;
+mod version;
 
 pub use rollout_emulator_kernel::processes::{Processes, run_process};
+pub use version::{ServerVersion, UnknownVersion};
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rollout_core::{Cluster, NodeId};
+use rollout_sim::emulation::NodeView;
 use rollout_sim::{SimBuilder, SimCluster, SimNode};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
@@ -37,15 +52,55 @@ pub enum EmulatorError {
     ZooKeeper(String, String),
 }
 
+/// How the emulated cluster is deployed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Options {
+    /// The version its servers run (an upgrade moves a node to another).
+    pub version: ServerVersion,
+    /// Nameservers and tablets run with `--use_name`: they are known by a name, mapped to
+    /// their address in `<root>/map/names` and ShowTablet's `real_endpoint`
+    /// (`GetRealEndpoint` in `cmd/openmldb.cc`).
+    pub use_name: bool,
+    /// Their ZooKeeper nodes are locked to this digest identity, `user:password`
+    /// (`--zk_cert`: `zoo_add_auth` and `ZOO_CREATOR_ALL_ACL`, `ZkClient::Init`).
+    pub zk_cert: Option<String>,
+}
+
+impl Options {
+    /// The options of a plain cluster of `version`.
+    pub fn new(version: ServerVersion) -> Self {
+        Self {
+            version,
+            ..Self::default()
+        }
+    }
+
+    /// Under `--use_name`.
+    #[must_use]
+    pub fn use_name(mut self) -> Self {
+        self.use_name = true;
+        self
+    }
+
+    /// With ZooKeeper nodes locked to `user:password`.
+    #[must_use]
+    pub fn zk_cert(mut self, cert: &str) -> Self {
+        self.zk_cert = Some(cert.to_string());
+        self
+    }
+}
+
 /// How the emulator's processes map to the world's nodes.
 #[derive(Debug)]
 pub(crate) struct Directory {
     pub(crate) addr: BTreeMap<NodeId, SocketAddrV4>,
     pub(crate) node: BTreeMap<SocketAddrV4, NodeId>,
-    /// Tablets with a MakeSnapshot running.
-    pub(crate) snapshotting: Mutex<BTreeSet<NodeId>>,
     pub(crate) ensemble: String,
     pub(crate) root: String,
+    pub(crate) options: Options,
+    /// Each tablet's snapshots: MANIFEST offsets and the work queued on its snapshot pool.
+    pub(crate) snapshots: Mutex<snapshots::Snapshots>,
 }
 
 impl Directory {
@@ -53,16 +108,56 @@ impl Directory {
         self.addr.get(id).copied()
     }
 
-    /// A world node's endpoint as clients see it.
+    /// Whether `id` goes by a name (`--use_name`: nameservers and tablets).
+    fn named(&self, id: &NodeId) -> bool {
+        self.options.use_name
+            && (id.as_str().starts_with("tablet") || id.as_str().starts_with("nameserver"))
+    }
+
+    /// A world node's endpoint as the cluster names it: its address, or under `--use_name`
+    /// its name.
     pub(crate) fn endpoint(&self, id: &NodeId) -> String {
+        if self.named(id) {
+            return id
+                .as_str()
+                .split(':')
+                .next()
+                .unwrap_or(id.as_str())
+                .to_string();
+        }
+        self.real(id)
+    }
+
+    /// A world node's address (`real_endpoint`).
+    pub(crate) fn real(&self, id: &NodeId) -> String {
         self.addr_of(id)
             .map_or_else(|| id.to_string(), |a| a.to_string())
     }
 
-    /// The world node behind an endpoint.
+    /// The world node behind an endpoint: a name or an address.
     pub(crate) fn world(&self, endpoint: &str) -> Option<NodeId> {
-        let a: SocketAddrV4 = endpoint.parse().ok()?;
-        self.node.get(&a).cloned()
+        if let Ok(a) = endpoint.parse::<SocketAddrV4>() {
+            return self.node.get(&a).cloned();
+        }
+        self.addr
+            .keys()
+            .find(|id| self.named(id) && self.endpoint(id) == endpoint)
+            .cloned()
+    }
+
+    /// The version `node` runs: the world's version string when it names one the emulator
+    /// speaks, else the emulator's.
+    pub(crate) fn version_of(&self, node: &NodeView) -> ServerVersion {
+        version::of_release(&node.version).unwrap_or(self.options.version)
+    }
+
+    /// The ACLs of the nodes the cluster creates.
+    pub(crate) fn acls(&self) -> zk::Acls<'static> {
+        if self.options.zk_cert.is_some() {
+            zk::Acls::creator_all()
+        } else {
+            zk::Acls::anyone_all()
+        }
     }
 }
 
@@ -82,38 +177,10 @@ impl Drop for Emulator {
     }
 }
 
-async fn zk_client(ensemble: &str) -> Result<zk::Client, EmulatorError> {
-    zk::Client::connector()
-        .with_session_timeout(Duration::from_secs(4))
-        .connect(ensemble)
-        .await
-        .map_err(|e| EmulatorError::ZooKeeper(ensemble.to_string(), e.to_string()))
-}
-
-async fn ensure(c: &zk::Client, path: &str, data: &str) -> Result<(), EmulatorError> {
-    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-    let mut at = String::new();
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    for (i, p) in parts.iter().enumerate() {
-        at.push('/');
-        at.push_str(p);
-        let d = if i + 1 == parts.len() {
-            data.as_bytes()
-        } else {
-            b""
-        };
-        match c.create(&at, d, &opts).await {
-            Ok(_) | Err(zk::Error::NodeExists) => {}
-            Err(e) => return Err(EmulatorError::ZooKeeper(at, e.to_string())),
-        }
-    }
-    Ok(())
-}
-
 impl Emulator {
-    /// Builds the world from `builder` (an OpenMLDB flavor), registers it in ZooKeeper
-    /// `ensemble` under `root`, and starts one server per process on 127.0.0.1. Call it
-    /// inside a tokio runtime with the real clock.
+    /// Builds the world from `builder` (an OpenMLDB flavor), every node running
+    /// `options.version`, registers it in ZooKeeper `ensemble` under `root`, and starts one
+    /// server per process on 127.0.0.1. Call it inside a tokio runtime with the real clock.
     ///
     /// # Errors
     /// An impossible shape, another flavor, no free loopback port, ZooKeeper unreachable.
@@ -121,33 +188,24 @@ impl Emulator {
         builder: &SimBuilder,
         ensemble: &str,
         root: &str,
+        options: Options,
     ) -> Result<Self, EmulatorError> {
         if builder.get_flavor() != rollout_sim::Flavor::OpenMldb {
             return Err(EmulatorError::Build(
                 "the OpenMLDB emulator serves an OpenMLDB world".into(),
             ));
         }
-        let sim = builder
-            .build()
-            .map_err(|e| EmulatorError::Build(e.to_string()))?;
-        let c = zk_client(ensemble).await?;
-        let auto = sim
-            .view()
-            .knobs
-            .get("auto_failover")
-            .cloned()
-            .unwrap_or_default();
-        for dir in ["/leader", "/nodes", "/taskmanager", "/table/notify"] {
-            ensure(&c, &format!("{root}{dir}"), "").await?;
-        }
-        ensure(&c, &format!("{root}/config/auto_failover"), &auto).await?;
+        let mut b = builder.clone();
+        b.version(options.version.release());
+        let sim = b.build().map_err(|e| EmulatorError::Build(e.to_string()))?;
         let mut listeners = Vec::new();
         let mut dir = Directory {
             addr: BTreeMap::new(),
             node: BTreeMap::new(),
-            snapshotting: Mutex::new(BTreeSet::new()),
             ensemble: ensemble.to_string(),
             root: root.to_string(),
+            options,
+            snapshots: Mutex::new(snapshots::Snapshots::default()),
         };
         for id in sim.node_ids() {
             let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).await?;
@@ -159,6 +217,7 @@ impl Emulator {
             listeners.push((id, l));
         }
         let dir = Arc::new(dir);
+        registration::prepare(&sim, &dir).await?;
         let supervisors = listeners
             .into_iter()
             .map(|(id, l)| tokio::spawn(supervise(sim.clone(), dir.clone(), id, l)))
@@ -175,8 +234,13 @@ impl Emulator {
         &self.sim
     }
 
+    /// The version the cluster started with.
+    pub fn version(&self) -> ServerVersion {
+        self.dir.options.version
+    }
+
     /// The endpoints of the servers of `role` (`nameserver`, `tablet`, `apiserver`,
-    /// `taskmanager`).
+    /// `taskmanager`): names under `--use_name`.
     pub fn endpoints(&self, role: &str) -> Vec<String> {
         self.sim
             .view()
@@ -187,9 +251,19 @@ impl Emulator {
             .collect()
     }
 
-    /// The endpoint of the world's node `id` (for example `tablet-1:10921`).
+    /// The endpoint of the world's node `id`: its address, or under `--use_name` its name.
     pub fn endpoint_of(&self, id: &NodeId) -> String {
         self.dir.endpoint(id)
+    }
+
+    /// The address of the world's node `id`.
+    pub fn address_of(&self, id: &NodeId) -> String {
+        self.dir.real(id)
+    }
+
+    /// The world's node behind an endpoint (a name or an address).
+    pub fn world_id(&self, endpoint: &str) -> Option<NodeId> {
+        self.dir.world(endpoint)
     }
 
     /// Serves the control port of this cluster's emulated processes on `listener`, each a
@@ -213,22 +287,18 @@ impl Emulator {
     }
 }
 
-/// Keeps `id`'s port open while its process runs, and its ZooKeeper registration while it
-/// serves.
+/// Keeps `id`'s port open while its process serves, and its ZooKeeper registration.
 async fn supervise(sim: SimCluster, dir: Arc<Directory>, id: NodeId, first: TcpListener) {
     let addr = dir.addr_of(&id).expect("every node has an address");
-    let endpoint = addr.to_string();
     let mut listener = Some(first);
     let mut accepting: Option<JoinHandle<()>> = None;
-    let mut registered: Option<(zk::Client, String)> = None;
+    let mut registered = registration::Registered::default();
     let tick = Duration::from_millis(5);
     loop {
         let view = sim.node_view(&id);
-        let running = view.as_ref().is_some_and(|n| n.running);
         let serving = view.as_ref().is_some_and(|n| n.serving);
         let role = view.as_ref().map_or("", |n| n.role);
         // A port answers once its process serves (a nameserver opens it after its Init).
-        let _ = running;
         match (serving, accepting.is_some()) {
             (true, false) => {
                 let l = match listener.take() {
@@ -248,58 +318,7 @@ async fn supervise(sim: SimCluster, dir: Arc<Directory>, id: NodeId, first: TcpL
             }
             _ => {}
         }
-        // The taskmanager leader node and the nameservers' lock nodes follow the world's
-        // processes; a tablet registers once it serves.
-        let wants = serving && matches!(role, "nameserver" | "tablet" | "taskmanager");
-        // A session ZooKeeper expired (it was away longer than the session timeout) took
-        // the registration with it: register again on a new session, as OpenMLDB's
-        // processes do on a session expiry.
-        if registered.as_ref().is_some_and(|(c, _)| {
-            matches!(
-                c.state(),
-                zk::SessionState::Expired | zk::SessionState::Closed | zk::SessionState::AuthFailed
-            )
-        }) {
-            registered = None;
-        }
-        match (wants, registered.is_some()) {
-            (true, false) => {
-                if let Ok(c) = zk_client(&dir.ensemble).await {
-                    let (path, data, mode) = match role {
-                        "nameserver" => (
-                            format!("{}/leader/lock_request", dir.root),
-                            endpoint.clone(),
-                            zk::CreateMode::EphemeralSequential,
-                        ),
-                        "tablet" => (
-                            format!("{}/nodes/{endpoint}", dir.root),
-                            format!("startup_{endpoint}"),
-                            zk::CreateMode::Ephemeral,
-                        ),
-                        _ => (
-                            format!("{}/taskmanager/leader", dir.root),
-                            endpoint.clone(),
-                            zk::CreateMode::Ephemeral,
-                        ),
-                    };
-                    let opts = mode.with_acls(zk::Acls::anyone_all());
-                    if let Ok((_, seq)) = c.create(&path, data.as_bytes(), &opts).await {
-                        let made = if mode == zk::CreateMode::EphemeralSequential {
-                            format!("{path}{seq}")
-                        } else {
-                            path
-                        };
-                        registered = Some((c, made));
-                    }
-                }
-            }
-            (false, true) => {
-                if let Some((c, path)) = registered.take() {
-                    let _ = c.delete(&path, None).await;
-                }
-            }
-            _ => {}
-        }
+        registered.follow(&dir, &id, role, serving).await;
         tokio::time::sleep(tick).await;
     }
 }
@@ -311,7 +330,7 @@ async fn accept(l: TcpListener, sim: SimCluster, dir: Arc<Directory>, id: NodeId
             continue;
         };
         let _ = stream.set_nodelay(true);
-        conns.spawn(serve::connection(
+        conns.spawn(http::connection(
             stream,
             sim.clone(),
             dir.clone(),

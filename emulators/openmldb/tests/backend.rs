@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rollout_core::{Change, Cluster, MemoryJournal, Outcome, Policy, Run, Spec, roll};
-use rollout_emulator_openmldb::Emulator;
-use rollout_openmldb::{OpenMldbCluster, Others, Timing};
+use rollout_emulator_openmldb::{Emulator, Options, ServerVersion};
+use rollout_openmldb::{Config, OpenMldbCluster, Others, Timing};
 use rollout_sim::{Flavor, SimBuilder};
 use support::zookeeper;
 
@@ -48,7 +48,11 @@ async fn start(name: &str) -> (Arc<Emulator>, Emulated) {
 async fn start_with(name: &str, b: &SimBuilder) -> (Arc<Emulator>, Emulated) {
     let zk = zookeeper();
     let root = root(name);
-    let emu = Arc::new(Emulator::start(b, &zk, &root).await.unwrap());
+    let emu = Arc::new(
+        Emulator::start(b, &zk, &root, Options::new(ServerVersion::default()))
+            .await
+            .unwrap(),
+    );
     // Registration follows the processes.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let e = emu.clone();
@@ -56,13 +60,13 @@ async fn start_with(name: &str, b: &SimBuilder) -> (Arc<Emulator>, Emulated) {
         apiservers: emu.endpoints("apiserver"),
         taskmanagers: emu.endpoints("taskmanager"),
     };
+    let config = Config::new(&zk, &root)
+        .others(others)
+        .timing(Timing::default().scaled(SCALE));
     let cluster = OpenMldbCluster::connect(
-        &zk,
-        &root,
-        others,
+        &config,
         Box::new(move |id: &rollout_core::NodeId| e.node(id))
             as Box<dyn Fn(&rollout_core::NodeId) -> Option<rollout_sim::SimNode> + Send + Sync>,
-        Timing::default().scaled(SCALE),
     )
     .await
     .unwrap();
@@ -111,6 +115,7 @@ async fn an_emulated_rollout_completes_losing_no_write() {
                 &zookeeper(),
                 &root("roll"),
                 Duration::from_secs(5),
+                None,
             )
             .await
             .unwrap();
@@ -227,11 +232,8 @@ async fn a_root_without_openmldb_is_refused_before_anything_changes() {
     let _serial = serial().await;
     let zk = zookeeper();
     let err = OpenMldbCluster::connect(
-        &zk,
-        "/surely-not-openmldb",
-        Others::default(),
+        &Config::new(&zk, "/surely-not-openmldb"),
         |_: &rollout_core::NodeId| None::<rollout_sim::SimNode>,
-        Timing::default(),
     )
     .await
     .unwrap_err();
@@ -359,17 +361,18 @@ async fn a_change_leader_that_never_runs_fails_the_drain_by_op_id_and_loses_noth
     b.fault("stuck-drain:node=1".parse().unwrap());
     let zk = zookeeper();
     let root = root("stuck");
-    let emu = Arc::new(Emulator::start(&b, &zk, &root).await.unwrap());
+    let emu = Arc::new(
+        Emulator::start(&b, &zk, &root, Options::new(ServerVersion::default()))
+            .await
+            .unwrap(),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let e = emu.clone();
     let mut timing = Timing::default().scaled(SCALE);
     timing.op = Duration::from_secs(2);
     let cluster = OpenMldbCluster::connect(
-        &zk,
-        &root,
-        Others::default(),
+        &Config::new(&zk, &root).timing(timing),
         move |id: &rollout_core::NodeId| e.node(id),
-        timing,
     )
     .await
     .unwrap();
