@@ -279,13 +279,13 @@ impl OpenMldb {
                     self.enqueue_once(w, Op::RecoverTable { part, node: from }, max);
                 }
             }
-            Op::RecoverTable { part, node } => {
-                if let Some(child) = w.recover_table_child(part, node) {
-                    // Inserted right behind its parent in the same queue
-                    // (`NameServerImpl::AddOPData` @v0.9.2).
-                    self.enqueue_front(w, q, child);
-                }
-            }
+            Op::RecoverTable { part, node } => match w.recover_table_child(part, node) {
+                // Inserted right behind its parent in the same queue
+                // (`NameServerImpl::AddOPData` @v0.9.2).
+                Ok(Some(child)) => self.enqueue_front(w, q, child),
+                Ok(None) => {}
+                Err(()) => self.mark(&op, "kDone", "kFailed"),
+            },
             Op::ReAddReplica { part, node, .. } => w.recover_table_op(part, node, started, boot),
             Op::AddReplica { part, node } => w.add_replica_op(part, node, started, boot),
             Op::DelReplica { part, node } => w.del_replica_op(part, node),
@@ -392,6 +392,14 @@ impl OpenMldb {
         }
         let max = self.queues.len();
         self.recover_endpoint(w, node, max);
+    }
+
+    /// Recovers the replica of `part` on `from` once the ChangeLeader moving `part` away
+    /// from it ends.
+    pub(super) fn recover_after_move_of(&mut self, part: u32, from: u32) {
+        if !self.recover_after_move.contains(&(part, from)) {
+            self.recover_after_move.push((part, from));
+        }
     }
 
     /// RecoverEndpoint with `concurrency` (at most `name_server_task_max_concurrency`): a
@@ -658,6 +666,7 @@ impl Model for OpenMldb {
     /// their partition's leader was down. Nothing while auto_failover is on: the nameserver
     /// refuses UpdateTableAliveStatus and RecoverTable then (301, `NameServerImpl` @v0.9.2).
     fn heal(&mut self, w: &mut World) {
+        self.heal_fences(w);
         if w.knob("auto_failover") != "false" {
             return;
         }

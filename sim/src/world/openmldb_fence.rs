@@ -119,6 +119,27 @@ impl World {
                 self.nodes[from as usize].id
             ));
         };
+        if let Err(bumped) = self.select_leader_reach(part, from) {
+            // SelectLeader failed on a follower that could not answer. With some followers
+            // already at the new term the fence stays up (lifting it would have the old
+            // leader acknowledge writes they refuse): the backend's heal finishes the move.
+            if bumped {
+                self.parts[part as usize].orphaned = true;
+            } else {
+                self.parts[part as usize].fenced = None;
+            }
+            self.touch(part);
+            return Err(format!(
+                "the ChangeLeader of partition {part} from {} failed: a follower did not \
+                 answer SelectLeader{}",
+                self.nodes[from as usize].id,
+                if bumped {
+                    "; followers took the new term, so the fence stays up"
+                } else {
+                    "; the fence was lifted and the leader stays"
+                }
+            ));
+        }
         let from_up = self.nodes[from as usize].up();
         // Clients that still route to the old leader get refusals (it stays fenced until they
         // re-route): they retry, then re-route.
@@ -131,6 +152,56 @@ impl World {
 }
 
 impl OpenMldb {
+    /// The backend's heal of fences no move is running on (`lift_stale_fences` and
+    /// `unfence` in `backends/openmldb/src/unfence.rs`): one over followers at a newer term
+    /// is finished into a move to a follower at the fenced leader's offset (ChangeLeader, so
+    /// only with auto_failover off, and a RecoverTable of the old leader after it); any
+    /// other is lifted (a tablet RPC, whatever auto_failover).
+    pub(super) fn heal_fences(&mut self, w: &mut World) {
+        for part in 0..w.parts.len() as u32 {
+            let Some(from) = w.parts[part as usize].fenced else {
+                continue;
+            };
+            if self.has_op(|o| o.part() == part) || !w.nodes[from as usize].up() {
+                continue;
+            }
+            if !w.parts[part as usize].orphaned {
+                w.parts[part as usize].fenced = None;
+                w.touch(part);
+                continue;
+            }
+            if w.knob("auto_failover") != "false" {
+                continue;
+            }
+            w.replicate(part);
+            let at = w
+                .primary(part)
+                .filter(|r| r.node == from)
+                .map(|r| r.log.len());
+            let to = w.parts[part as usize]
+                .replicas
+                .iter()
+                .find(|r| {
+                    r.node != from
+                        && r.role == Rep::Secondary
+                        && r.loaded
+                        && at == Some(r.log.len())
+                })
+                .map(|r| r.node);
+            if let Some(to) = to {
+                self.recover_after_move_of(part, from);
+                self.enqueue(
+                    w,
+                    Op::ChangeLeader {
+                        part,
+                        from,
+                        to: Some(to),
+                    },
+                );
+            }
+        }
+    }
+
     /// A fence attempt of the fenced move running on queue `q` (attempt `tries`, `holding`
     /// when this move holds its tablet in follower mode): fenced, the ChangeLeader runs one op
     /// later; followers behind, the attempt repeats one replication lag later, from the

@@ -25,6 +25,16 @@ impl World {
             return true;
         }
         self.replicate(part);
+        if let Err(bumped) = self.select_leader_reach(part, from) {
+            let from_serving = self
+                .primary(part)
+                .is_some_and(|r| r.node == from && self.serving(r));
+            if bumped && from_serving {
+                self.parts[part as usize].orphaned = true;
+            }
+            self.touch(part);
+            return false;
+        }
         let p = &self.parts[part as usize];
         let candidates: Vec<usize> = p
             .replicas
@@ -67,6 +77,28 @@ impl World {
         ok
     }
 
+    /// SelectLeader's reach (`NameServerImpl::CreateChangeLeaderOP` and `SelectLeader`
+    /// @v0.9.2): the op lists every replica marked alive and not leader on a tablet the
+    /// nameserver holds healthy, and each must answer FollowOfNoOne (its process up, the
+    /// partition loaded), in order; the first that does not fails the op, after those asked
+    /// before it took the new term. `Err(bumped)`: it fails, and whether some follower took
+    /// the new term.
+    pub(super) fn select_leader_reach(&self, part: u32, from: u32) -> Result<(), bool> {
+        let mut bumped = false;
+        for r in &self.parts[part as usize].replicas {
+            let n = &self.nodes[r.node as usize];
+            let listed = r.node != from && r.role == Rep::Secondary && !n.offline;
+            if !listed {
+                continue;
+            }
+            if !(n.up() && r.loaded) {
+                return Err(bumped);
+            }
+            bumped = true;
+        }
+        Ok(())
+    }
+
     /// `UpdateTableAliveStatus` of the replica of `part` on `node` (or, with auto failover,
     /// `UpdateEndpointTableAlive`): only the alive flag changes; a replica that leads keeps
     /// its leader flag when marked not alive, and one flagged leader leads again when marked
@@ -100,12 +132,25 @@ impl World {
     /// (`NameServerImpl::RecoverEndpointTable` @v0.9.2): none when the replica is alive again
     /// ("need not recover"); a reload as leader for a single replica; the cheap re-add for a
     /// tablet that still has the partition loaded; a reload otherwise.
-    pub(super) fn recover_table_child(&mut self, part: u32, node: u32) -> Option<Op> {
+    ///
+    /// # Errors
+    /// The partition has followers and no alive leader on a serving tablet: the task fails
+    /// ("not has tablet") and the op is `kFailed`.
+    pub(super) fn recover_table_child(&mut self, part: u32, node: u32) -> Result<Option<Op>, ()> {
         let p = &self.parts[part as usize];
-        let r = p.replicas.iter().find(|r| r.node == node)?;
+        let Some(r) = p.replicas.iter().find(|r| r.node == node) else {
+            return Ok(None);
+        };
         if r.role != Rep::Inactive {
             self.touch(part);
-            return None;
+            return Ok(None);
+        }
+        let leader = self
+            .primary(part)
+            .is_some_and(|l| l.node != node && self.nodes[l.node as usize].up());
+        if p.replicas.len() > 1 && !leader {
+            self.touch(part);
+            return Err(());
         }
         let how = if p.replicas.len() == 1 {
             ReAdd::Single
@@ -114,7 +159,7 @@ impl World {
         } else {
             ReAdd::Reload
         };
-        Some(Op::ReAddReplica { part, node, how })
+        Ok(Some(Op::ReAddReplica { part, node, how }))
     }
 
     /// UpdateLeaderInfo: the leader on `from` is marked not alive and replica `c` leads;
