@@ -17,7 +17,7 @@
 
 use crate::api::{
     ChangeLeaderRequest, ChangeRoleRequest, GetTableFollowerResponse, GetTableStatusResponse,
-    GetTermPairResponse, Status, TableInfo, TidPid, code,
+    Status, TableInfo, TidPid, code,
 };
 use crate::cluster::{NodeFactory, OpenMldbCluster};
 use crate::error::OpenMldbError;
@@ -33,7 +33,18 @@ const MOVE_TRIES: u32 = 5;
 
 /// A follower found at the leader's offset: it, every follower, and whether the leader was
 /// found fenced already (a move interrupted after its fence).
-type Found = (String, Vec<String>, bool);
+pub(crate) type Found = (String, Vec<String>, bool);
+
+/// What the wait for a follower at the leader's offset found.
+pub(crate) enum Follow {
+    /// One: the move goes on from there.
+    At(Found),
+    /// The leadership is elsewhere: someone else moved it.
+    Gone,
+    /// An earlier attempt's fence was found over followers at a newer term, and the move was
+    /// finished to one of them: done, its old leader to be recovered.
+    Moved,
+}
 
 impl<F: NodeFactory> OpenMldbCluster<F> {
     /// Moves the leadership of `part` from `from` to `to` (or any follower at its offset).
@@ -92,30 +103,22 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         let found = self
             .await_follower(part, from, to, hold_now, &mut held)
             .await;
-        let found = match found {
-            Ok(Some(found)) if found.2 => found,
-            Ok(Some(found)) => {
-                // Fence first, then let the rest of the tablet write again.
-                let fenced = self.fence(from, part.2, *pid).await;
-                if held {
-                    self.release(from).await;
-                }
-                fenced?;
-                found
-            }
-            Ok(None) => {
-                if held {
-                    self.release(from).await;
-                }
-                return Ok(false);
-            }
-            Err(e) => {
-                if held {
-                    self.release(from).await;
-                }
-                return Err(e);
-            }
+        // Fence first, then let the rest of the tablet write again, whatever was found.
+        let fenced = match &found {
+            Ok(Follow::At(f)) if !f.2 => Some(self.fence(from, part.2, *pid).await),
+            _ => None,
         };
+        if held {
+            self.release(from).await;
+        }
+        let found = match found? {
+            Follow::At(f) => f,
+            Follow::Gone => return Ok(false),
+            Follow::Moved => return Ok(true),
+        };
+        if let Some(r) = fenced {
+            r?;
+        }
         let (candidate, followers, _) = found;
         // A put that passed its check just before the fence may still have appended: compare
         // again, after the fence.
@@ -126,7 +129,9 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         .await;
         let (mine, theirs) = (mine?, theirs?);
         if mine != Some(theirs.unwrap_or(u64::MAX)) {
-            self.unfence(part, from, &followers).await?;
+            if self.unfence(part, from, &followers).await? {
+                return Ok(true);
+            }
             return Err(OpenMldbError::Move {
                 table: table.clone(),
                 pid: *pid,
@@ -144,6 +149,21 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         };
         let changed = self.change_leader(&req, (db, table, *pid), mark).await;
         if let Err(e) = changed {
+            if refused_before_any_op(&e) {
+                // Nothing ran (no term moved): the fence comes down.
+                let moved = self.unfence(part, from, &followers).await?;
+                if moved {
+                    return Ok(true);
+                }
+                return Err(OpenMldbError::Move {
+                    table: table.clone(),
+                    pid: *pid,
+                    reason: format!(
+                        "the nameserver refused the ChangeLeader to {candidate} ({e}); the \
+                         fence on {from} was lifted and nothing moved"
+                    ),
+                });
+            }
             // Whether SelectLeader ran is unknown: leave the fence (no write is taken that
             // could be lost) and say so.
             return Err(OpenMldbError::Move {
@@ -160,7 +180,8 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
 
     /// Polls the leader until a follower (`to`, or any) has its offset and the nameserver
     /// would take it as the candidate; holds the tablet (`SetMode`) from the
-    /// `POLLS_UNHELD`th poll on. `Ok(None)` when `from` no longer leads the partition.
+    /// `POLLS_UNHELD`th poll on; [`Follow::Gone`] when `from` no longer leads the
+    /// partition.
     async fn await_follower(
         &self,
         part: &Part,
@@ -168,7 +189,7 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         to: Option<&str>,
         hold_now: bool,
         held: &mut bool,
-    ) -> Result<Option<Found>, OpenMldbError> {
+    ) -> Result<Follow, OpenMldbError> {
         let (_, table, tid, pid) = part;
         let leader = self.endpoint(from);
         let deadline = tokio::time::Instant::now() + self.timing.catch_up;
@@ -208,29 +229,36 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
                 .filter(|x| x.offset == f.offset && to.is_none_or(|t| t == x.endpoint))
                 .map(|x| x.endpoint.as_str())
                 .collect();
+            let mut blocker = None;
             let candidate = if at_offset.is_empty() {
                 None
             } else {
-                let eligible = self.eligible_followers(part, from).await?;
+                let (eligible, not_ready) = self.eligible_followers(part, from).await?;
+                blocker = not_ready;
                 at_offset
                     .into_iter()
                     .find(|x| eligible.iter().any(|e| e == x))
+                    .filter(|_| blocker.is_none())
                     .map(str::to_string)
             };
             if let Some(c) = candidate {
                 let followers = f.follower_info.iter().map(|x| x.endpoint.clone()).collect();
-                return Ok(Some((c, followers, false)));
+                return Ok(Follow::At((c, followers, false)));
             }
             polls += 1;
             if tokio::time::Instant::now() >= deadline {
+                let why = blocker.unwrap_or_else(|| {
+                    format!(
+                        "no follower the nameserver would take (alive, on a healthy tablet) \
+                         reached the offset {} of the leader on {from}",
+                        f.offset
+                    )
+                });
                 return Err(OpenMldbError::Move {
                     table: table.clone(),
                     pid: *pid,
                     reason: format!(
-                        "no follower the nameserver would take (alive, on a healthy tablet) \
-                         reached the offset {} of the leader on {from} within {} s; nothing was \
-                         moved",
-                        f.offset,
+                        "{why} within {} s; nothing was fenced or moved",
                         self.timing.catch_up.as_secs()
                     ),
                 });
@@ -239,13 +267,16 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         }
     }
 
-    /// The followers of `part` the nameserver would take as ChangeLeader's candidate: alive,
-    /// not flagged leader, on a healthy tablet.
-    async fn eligible_followers(
+    /// The followers of `part` the nameserver would take as ChangeLeader's candidate (alive,
+    /// not flagged leader, on a healthy tablet), and what would fail the ChangeLeader all
+    /// the same: SelectLeader asks every one of them (`FollowOfNoOne`) and fails on the first
+    /// that has not loaded the partition as a follower, after those before it took the new
+    /// term (`NameServerImpl::SelectLeader`, `TabletImpl::AppendEntries` @v0.9.2).
+    pub(crate) async fn eligible_followers(
         &self,
         part: &Part,
         from: &str,
-    ) -> Result<Vec<String>, OpenMldbError> {
+    ) -> Result<(Vec<String>, Option<String>), OpenMldbError> {
         let healthy: Vec<String> = self
             .tablets()
             .await?
@@ -254,7 +285,7 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
             .filter(|t| t.state == "kHealthy")
             .map(|t| t.endpoint)
             .collect();
-        Ok(partition(&self.tables().await?, part)
+        let eligible: Vec<String> = partition(&self.tables().await?, part)
             .map(|p| {
                 p.partition_meta
                     .iter()
@@ -267,7 +298,43 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
                     .map(|m| m.endpoint.clone())
                     .collect()
             })
-            .unwrap_or_default())
+            .unwrap_or_default();
+        for e in &eligible {
+            let r: Result<GetTableStatusResponse, _> = self
+                .endpoint(e)
+                .call(
+                    "TabletServer",
+                    "GetTableStatus",
+                    &TidPid {
+                        tid: part.2,
+                        pid: part.3,
+                    },
+                )
+                .await;
+            let ready = r.as_ref().is_ok_and(|r| {
+                r.all_table_status.iter().any(|s| {
+                    s.tid == part.2
+                        && s.pid == part.3
+                        && s.is_loaded()
+                        && s.mode == "kTableFollower"
+                })
+            });
+            if !ready {
+                let why = match r {
+                    Err(e) => format!("does not answer ({e})"),
+                    Ok(_) => "has not loaded it as a follower".to_string(),
+                };
+                return Ok((
+                    eligible.clone(),
+                    Some(format!(
+                        "the follower of {}.{} partition {} on {e} {why}, so the nameserver's \
+                         ChangeLeader would fail after raising the other followers' term",
+                        part.0, part.1, part.3
+                    )),
+                ));
+            }
+        }
+        Ok((eligible, None))
     }
 
     /// ChangeLeader and the wait for its op. A nameserver with no leader for a moment
@@ -314,101 +381,6 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         }
     }
 
-    /// A leader in follower mode on its tablet that the nameserver still records as the
-    /// alive leader: a fence of an earlier attempt. `Some((candidate, followers, true))` when
-    /// a follower has its offset (the move goes on from the ChangeLeader); otherwise the fence
-    /// is lifted (never over a follower at a higher term) and the move fails, to be tried
-    /// again. `None` when the leadership moved.
-    async fn stale_fence(
-        &self,
-        part: &Part,
-        from: &str,
-        to: Option<&str>,
-    ) -> Result<Option<Found>, OpenMldbError> {
-        let (_, table, tid, pid) = part;
-        let followers: Vec<String> = match partition(&self.tables().await?, part) {
-            Some(p)
-                if p.partition_meta
-                    .iter()
-                    .any(|m| m.endpoint == from && m.is_leader && m.is_alive) =>
-            {
-                p.partition_meta
-                    .iter()
-                    .filter(|m| m.endpoint != from && m.is_alive)
-                    .map(|m| m.endpoint.clone())
-                    .collect()
-            }
-            _ => return Ok(None),
-        };
-        let mine = self.offset_on(from, *tid, *pid).await?;
-        let eligible = self.eligible_followers(part, from).await?;
-        for f in followers
-            .iter()
-            .filter(|f| to.is_none_or(|t| t == f.as_str()) && eligible.contains(f))
-        {
-            if mine.is_some() && self.offset_on(f, *tid, *pid).await? == mine {
-                return Ok(Some((f.clone(), followers.clone(), true)));
-            }
-        }
-        self.unfence(part, from, &followers).await?;
-        Err(OpenMldbError::Move {
-            table: table.clone(),
-            pid: *pid,
-            reason: format!(
-                "the leader on {from} was left fenced with no follower at its offset {mine:?}; \
-                 the fence was lifted and the move is tried again"
-            ),
-        })
-    }
-
-    /// Lifts every fence left on `node` by an interrupted move: partitions the nameserver
-    /// records it as the alive leader of while its tablet holds them in follower mode, and
-    /// with no op on them still queued or running (a ChangeLeader that runs after the fence
-    /// is lifted would move the leader unfenced). Returns how many it lifted.
-    pub(crate) async fn lift_stale_fences(&self, node: &str) -> Result<usize, OpenMldbError> {
-        let tables = self.tables().await?;
-        let led = crate::view::led_by(&tables, node);
-        if led.is_empty() {
-            return Ok(0);
-        }
-        let status: GetTableStatusResponse = self
-            .endpoint(node)
-            .call("TabletServer", "GetTableStatus", &serde_json::json!({}))
-            .await?;
-        let mut lifted = 0;
-        for p in &led {
-            let fenced = status
-                .all_table_status
-                .iter()
-                .any(|s| s.tid == p.2 && s.pid == p.3 && s.mode == "kTableFollower");
-            // A ChangeLeader still queued or running would follow a lifted fence with an
-            // unfenced move: leave that fence up (no write is lost) until the op ends.
-            let pending = self
-                .ops(Some((&p.0, &p.1, p.3)))
-                .await?
-                .iter()
-                .any(|o| !o.finished());
-            if !fenced || pending {
-                if fenced {
-                    tracing::warn!(tablet = node, table = %p.1, pid = p.3, "a fence stays up while an op on its partition has not finished");
-                }
-                continue;
-            }
-            let followers: Vec<String> = partition(&tables, p)
-                .map(|x| {
-                    x.partition_meta
-                        .iter()
-                        .filter(|m| m.endpoint != node && m.is_alive)
-                        .map(|m| m.endpoint.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
-            self.unfence(p, node, &followers).await?;
-            lifted += 1;
-        }
-        Ok(lifted)
-    }
-
     async fn fence(&self, at: &str, tid: u32, pid: u32) -> Result<(), OpenMldbError> {
         let _: Status = self
             .endpoint(at)
@@ -426,163 +398,6 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
             .await?;
         Ok(())
     }
-
-    /// Lifts a fence on `at`: the partition's term (the last of its term history, the
-    /// table found by database and name), the followers as they were. Nothing is lifted
-    /// without a term, nor over a follower at a higher term than the leader's (a
-    /// SelectLeader that ran before its ChangeLeader failed): that move is finished instead,
-    /// to the follower with the highest offset, and the leader stays fenced until the
-    /// nameserver marks it not alive.
-    pub(crate) async fn unfence(
-        &self,
-        part: &Part,
-        at: &str,
-        followers: &[String],
-    ) -> Result<(), OpenMldbError> {
-        let (db, table, tid, pid) = part;
-        let tables = self.tables().await?;
-        let term = partition(&tables, part).and_then(|p| p.term_offset.last().map(|t| t.term));
-        let Some(term) = term else {
-            return Err(OpenMldbError::Move {
-                table: table.clone(),
-                pid: *pid,
-                reason: format!(
-                    "no term of {db}.{table} partition {pid} in the nameserver's records: the \
-                     fence on {at} stays up (a leader re-led without its term would ship \
-                     nothing its followers accept)"
-                ),
-            });
-        };
-        let mut ahead = None;
-        for f in followers {
-            let t: GetTermPairResponse = self
-                .endpoint(f)
-                .call(
-                    "TabletServer",
-                    "GetTermPair",
-                    &TidPid {
-                        tid: *tid,
-                        pid: *pid,
-                    },
-                )
-                .await?;
-            if t.has_table && t.term > term {
-                let best = ahead.as_ref().is_none_or(|(_, o)| t.offset > *o);
-                if best {
-                    ahead = Some((f.clone(), t.offset));
-                }
-            }
-        }
-        if let Some((candidate, offset)) = ahead {
-            tracing::warn!(tablet = at, table = %table, pid, %candidate, "followers hold a newer term than the fenced leader: the move is finished instead of lifting the fence");
-            let mark = self
-                .ops(Some((db, table, *pid)))
-                .await?
-                .iter()
-                .map(|o| o.op_id)
-                .max()
-                .unwrap_or(0);
-            let req = ChangeLeaderRequest {
-                name: table.clone(),
-                pid: *pid,
-                candidate_leader: candidate.clone(),
-                db: db.clone(),
-            };
-            return self
-                .change_leader(&req, (db, table, *pid), mark)
-                .await
-                .map_err(|e| OpenMldbError::Move {
-                    table: table.clone(),
-                    pid: *pid,
-                    reason: format!(
-                        "followers hold a newer term than the fenced leader on {at}, and the \
-                         ChangeLeader to {candidate} (offset {offset}) failed: {e}; the fence \
-                         stays up"
-                    ),
-                });
-        }
-        let r: Result<Status, _> = self
-            .endpoint(at)
-            .call(
-                "TabletServer",
-                "ChangeRole",
-                &ChangeRoleRequest {
-                    tid: *tid,
-                    pid: *pid,
-                    mode: "kTableLeader",
-                    term: Some(term),
-                    replicas: followers.to_vec(),
-                },
-            )
-            .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(OpenMldbError::App { code: c, .. }) if c == code::TABLE_IS_LEADER => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Holds `at` in follower mode (`SetMode`) for one more move.
-    async fn hold(&self, at: &str) -> Result<(), OpenMldbError> {
-        let first = {
-            let mut holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
-            let n = holds.entry(at.to_string()).or_default();
-            *n += 1;
-            *n == 1
-        };
-        if first {
-            let _: Status = self
-                .endpoint(at)
-                .call(
-                    "TabletServer",
-                    "SetMode",
-                    &serde_json::json!({"follower": true}),
-                )
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Ends one move's hold on `at`; the last one releases the tablet.
-    async fn release(&self, at: &str) {
-        let last = {
-            let mut holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
-            let n = holds.entry(at.to_string()).or_default();
-            *n = n.saturating_sub(1);
-            *n == 0
-        };
-        if !last {
-            return;
-        }
-        let r: Result<Status, _> = self
-            .endpoint(at)
-            .call(
-                "TabletServer",
-                "SetMode",
-                &serde_json::json!({"follower": false}),
-            )
-            .await;
-        if let Err(e) = r {
-            tracing::warn!(tablet = at, error = %e, "could not release the tablet's write hold");
-        }
-    }
-
-    /// A partition's offset on a tablet; `None` when the tablet has not loaded it.
-    pub(crate) async fn offset_on(
-        &self,
-        at: &str,
-        tid: u32,
-        pid: u32,
-    ) -> Result<Option<u64>, OpenMldbError> {
-        let r: GetTableStatusResponse = self
-            .endpoint(at)
-            .call("TabletServer", "GetTableStatus", &TidPid { tid, pid })
-            .await?;
-        Ok(r.all_table_status
-            .iter()
-            .find(|s| s.tid == tid && s.pid == pid)
-            .map(|s| s.offset))
-    }
 }
 
 /// Partition `part` in the nameserver's tables, found by database, table and pid.
@@ -594,4 +409,11 @@ pub(crate) fn partition<'a>(
         .iter()
         .find(|t| t.name == part.1 && t.db == part.0)
         .and_then(|t| t.table_partition.iter().find(|p| p.pid == part.3))
+}
+
+/// Whether a ChangeLeader's error is the nameserver's refusal of the call itself (100, 301,
+/// 305, 309, 310, ...: no op was created, no term moved), not the failure of its op.
+fn refused_before_any_op(e: &OpenMldbError) -> bool {
+    matches!(e, OpenMldbError::App { method: "ChangeLeader", code: c, .. }
+        if *c > 0 && *c != code::NAMESERVER_IS_NOT_LEADER)
 }

@@ -24,8 +24,11 @@
 use std::path::Path;
 
 /// Flags of OpenMLDB's servers that a file may set without mentioning them first, from
-/// `src/flags.cc` (shared/reference/openmldb.md §6.1). Anything else must appear in the file,
-/// set or commented out, to be edited: a typo is refused, never appended.
+/// `src/flags.cc` (shared/reference/openmldb.md §6.1), at every supported version: a flag
+/// only later versions define (`skip_grant_tables`, from 0.9) must appear in the file to be
+/// edited, since gflags refuses an unknown flag in a flagfile and 0.8.5 would not start.
+/// Anything else must appear in the file, set or commented out, to be edited: a typo is
+/// refused, never appended.
 pub const KNOWN_FLAGS: &[&str] = &[
     "auto_failover",
     "tablet_heartbeat_timeout",
@@ -61,7 +64,6 @@ pub const KNOWN_FLAGS: &[&str] = &[
     "stream_bandwidth_limit",
     "request_timeout_ms",
     "request_max_retry",
-    "skip_grant_tables",
     "use_name",
     "data_dir",
     "db_root_path",

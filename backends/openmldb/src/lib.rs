@@ -21,6 +21,7 @@ pub mod flags;
 mod recover;
 mod snapshot;
 mod steps;
+mod unfence;
 pub mod version;
 mod view;
 pub mod zk;

@@ -9,8 +9,14 @@
 //!   marked alive (`RecoverEndpointDBInternal`). So each one the tablet has not loaded is
 //!   marked not alive first (`UpdateTableAliveStatus`, as `recoverdata` does), then
 //!   RecoverEndpoint recovers exactly those, over `name_server_task_max_concurrency` (8)
-//!   queues; a partition the restarted tablet still leads in the records is first moved to a
-//!   follower (ChangeLeader `auto`), as the tool's reload of a leader cannot be done by RPC.
+//!   queues (fewer when the nameserver's maximum is lower: 307, then its default); a
+//!   partition the restarted tablet still leads in the records is first moved to the
+//!   follower with the highest offset (ChangeLeader `auto`), as the nameserver's own failover
+//!   does. The tool instead reloads such a leader in place (the tablet's `LoadTable` over
+//!   HTTP, `RecoverPartition`): that keeps the writes it acknowledged and had not shipped
+//!   (replication is asynchronous), at the cost of the partition taking no writes until the
+//!   reload ends. Only a tablet that restarts while it leads reaches this (a crash); the
+//!   rollout's own restarts are drained first.
 //!
 //! Every op is waited for by id: the ops newer than a mark read before the calls, on the
 //! partitions concerned, children included (RecoverTable's child op is created, with a
@@ -92,7 +98,7 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
                 .await?;
             r.all_table_status
                 .iter()
-                .filter(|s| s.state != "kTableLoading")
+                .filter(|s| s.is_loaded())
                 .map(|s| (s.tid, s.pid))
                 .collect()
         };
@@ -143,16 +149,22 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
             };
             let _: Status = self.ns("UpdateTableAliveStatus", &req).await?;
         }
-        let _: Status = self
-            .ns(
-                "RecoverEndpoint",
-                &RecoverEndpointRequest {
-                    endpoint: node.to_string(),
-                    need_restore: false,
-                    concurrency: MAX_QUEUES,
-                },
-            )
-            .await?;
+        let mut req = RecoverEndpointRequest {
+            endpoint: node.to_string(),
+            need_restore: false,
+            concurrency: Some(MAX_QUEUES),
+        };
+        match self.ns::<_, Status>("RecoverEndpoint", &req).await {
+            // A nameserver whose name_server_task_max_concurrency is set lower: its default
+            // spread then.
+            Err(OpenMldbError::App { code: c, .. }) if c == code::INVALID_PARAMETER => {
+                req.concurrency = None;
+                let _: Status = self.ns("RecoverEndpoint", &req).await?;
+            }
+            other => {
+                other?;
+            }
+        }
         let all: Vec<Part> = leaders.into_iter().chain(followers).chain(dead).collect();
         self.wait_for_ops(&all, mark, "RecoverTable").await
     }

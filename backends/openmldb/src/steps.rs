@@ -161,9 +161,11 @@ where
             .into_iter()
             .map(|p| (p, node.to_string(), None))
             .collect();
-        // Each leader moved away is recovered as a follower as it goes.
+        // Each leader moved away is recovered as a follower as it goes; one an earlier,
+        // interrupted drain moved away and left not alive is recovered too.
         self.moves(&moves).await?;
-        Ok(())
+        let left = displaced_on(&self.tables().await?, node.as_str());
+        self.recover_replicas(&left, node.as_str()).await
     }
 
     fn drained<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = OpenMldbError> + 'a {
@@ -336,14 +338,20 @@ where
     /// while `auto_failover` was off (nothing else reloads them).
     async fn heal(&self) -> Result<(), OpenMldbError> {
         let tablets = self.tablets().await?.tablets;
-        for t in tablets.iter().filter(|t| t.state == "kHealthy") {
-            self.lift_stale_fences(&t.endpoint).await?;
+        let healthy: Vec<String> = tablets
+            .iter()
+            .filter(|t| t.state == "kHealthy")
+            .map(|t| t.endpoint.clone())
+            .collect();
+        self.release_stray_holds(&healthy).await?;
+        for t in &healthy {
+            self.lift_stale_fences(t).await?;
         }
         if self.auto_failover().await? != "false" {
             return Ok(());
         }
-        for t in tablets.iter().filter(|t| t.state == "kHealthy") {
-            self.recover_unloaded(&t.endpoint).await?;
+        for t in &healthy {
+            self.recover_unloaded(t).await?;
         }
         Ok(())
     }
@@ -409,13 +417,18 @@ where
         let leads = led_by(&tables, t.to.as_str())
             .iter()
             .any(|p| p.2 == part.2 && p.3 == part.3);
-        if leads
-            && self
-                .fenced_move(&part, t.to.as_str(), Some(t.from.as_str()))
-                .await?
+        if leads {
+            self.fenced_move(&part, t.to.as_str(), Some(t.from.as_str()))
+                .await?;
+        }
+        // DelReplicaNS refuses a replica still flagged leader (102): one moved away, now or
+        // by an interrupted run, is recovered as a follower first, as post-upgrade does
+        // before its `delreplica`.
+        let tables = self.tables().await?;
+        if displaced_on(&tables, t.to.as_str())
+            .iter()
+            .any(|p| p.2 == part.2 && p.3 == part.3)
         {
-            // DelReplicaNS refuses a replica still flagged leader (102): the displaced one
-            // becomes a follower first, as post-upgrade does before its `delreplica`.
             self.recover_replicas(std::slice::from_ref(&part), t.to.as_str())
                 .await?;
         }
@@ -466,4 +479,27 @@ where
     fn classify(&self, error: &OpenMldbError) -> rollout_core::ErrorClass {
         error.class()
     }
+}
+
+/// The partitions whose replica on `node` is flagged leader but not alive while another
+/// replica leads: a leader moved away (`NameServerImpl::UpdateLeaderInfo` keeps its flag)
+/// and not recovered yet.
+fn displaced_on(tables: &[crate::api::TableInfo], node: &str) -> Vec<Part> {
+    let mut out = Vec::new();
+    for t in tables {
+        for p in &t.table_partition {
+            let mine = p
+                .partition_meta
+                .iter()
+                .any(|m| m.endpoint == node && m.is_leader && !m.is_alive);
+            let led = p
+                .partition_meta
+                .iter()
+                .any(|m| m.endpoint != node && m.is_leader && m.is_alive);
+            if mine && led {
+                out.push((t.db.clone(), t.name.clone(), t.tid, p.pid));
+            }
+        }
+    }
+    out
 }

@@ -122,7 +122,7 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         {
             return Ok(Some(format!("tablet {} is {}", t.endpoint, t.state)));
         }
-        for t in tables {
+        for t in &tables {
             for p in &t.table_partition {
                 let leaders = p
                     .partition_meta
@@ -143,10 +143,23 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
                 }
             }
         }
+        if let Some(why) = self.unloaded_replicas(&tablets, &tables).await? {
+            return Ok(Some(why));
+        }
         let ops = self.ops(None).await?;
+        // A failed op a later one on its partition made good (a retried move or recovery)
+        // is history.
+        let superseded = |f: &crate::api::OpStatus| {
+            ops.iter().any(|o| {
+                o.op_id > f.op_id
+                    && o.status == "kDone"
+                    && (o.db.as_str(), o.name.as_str(), o.pid)
+                        == (f.db.as_str(), f.name.as_str(), f.pid)
+            })
+        };
         if let Some(o) = ops
             .iter()
-            .find(|o| o.op_id > self.mark && o.status == "kFailed")
+            .find(|o| o.op_id > self.mark && o.status == "kFailed" && !superseded(o))
         {
             return Ok(Some(format!(
                 "op {} ({}) on {} partition {} failed since the rollout began",
@@ -158,6 +171,72 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
                 "op {} ({}) on {} partition {} is {}",
                 o.op_id, o.op_type, o.name, o.pid, o.status
             )));
+        }
+        Ok(None)
+    }
+
+    /// A replica the nameserver records alive that its healthy tablet has not loaded (with
+    /// auto_failover off a restarted tablet keeps every replica marked alive with nothing
+    /// loaded, `NameServerImpl::OnTabletOnline` @v0.9.2), or an alive leader its tablet holds
+    /// as a follower (a fence left up): the seed's `showtablestatus` check.
+    async fn unloaded_replicas(
+        &self,
+        tablets: &[crate::api::TabletStatus],
+        tables: &[crate::api::TableInfo],
+    ) -> Result<Option<String>, OpenMldbError> {
+        for tablet in tablets.iter().filter(|t| t.state == "kHealthy") {
+            let e = tablet.endpoint.as_str();
+            let on_it = tables.iter().any(|t| {
+                t.table_partition.iter().any(|p| {
+                    p.partition_meta
+                        .iter()
+                        .any(|m| m.endpoint == e && m.is_alive)
+                })
+            });
+            if !on_it {
+                continue;
+            }
+            let status: GetTableStatusResponse = self
+                .endpoint(e)
+                .call("TabletServer", "GetTableStatus", &serde_json::json!({}))
+                .await?;
+            for t in tables {
+                for p in &t.table_partition {
+                    let Some(m) = p
+                        .partition_meta
+                        .iter()
+                        .find(|m| m.endpoint == e && m.is_alive)
+                    else {
+                        continue;
+                    };
+                    let s = status
+                        .all_table_status
+                        .iter()
+                        .find(|s| s.tid == t.tid && s.pid == p.pid);
+                    match s {
+                        Some(s) if !s.is_loaded() => {
+                            return Ok(Some(format!(
+                                "{}.{} partition {} on {e} is {}",
+                                t.db, t.name, p.pid, s.state
+                            )));
+                        }
+                        None => {
+                            return Ok(Some(format!(
+                                "{}.{} partition {} is alive in the nameserver's records but \
+                                 not loaded on {e}",
+                                t.db, t.name, p.pid
+                            )));
+                        }
+                        Some(s) if m.is_leader && s.mode != "kTableLeader" => {
+                            return Ok(Some(format!(
+                                "{}.{} partition {}'s leader on {e} is fenced ({})",
+                                t.db, t.name, p.pid, s.mode
+                            )));
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
         }
         Ok(None)
     }
@@ -191,7 +270,7 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
                 let on = loaded
                     .all_table_status
                     .iter()
-                    .any(|s| s.tid == t.tid && s.pid == p.pid && s.state != "kTableLoading");
+                    .any(|s| s.tid == t.tid && s.pid == p.pid && s.is_loaded());
                 if !on {
                     return Ok(Some(format!(
                         "{} partition {} is not loaded on {node} yet",
@@ -200,7 +279,23 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
                 }
             }
         }
-        let pending = self.ops(None).await?.into_iter().find(|o| !o.finished());
+        // Only the ops on the node's partitions: a user's DDL or deploy elsewhere is not its
+        // concern.
+        let mine = |o: &crate::api::OpStatus| {
+            tables.iter().any(|t| {
+                t.name == o.name
+                    && t.db == o.db
+                    && t.table_partition.iter().any(|p| {
+                        p.pid == o.pid
+                            && p.partition_meta.iter().any(|m| m.endpoint == node.as_str())
+                    })
+            })
+        };
+        let pending = self
+            .ops(None)
+            .await?
+            .into_iter()
+            .find(|o| !o.finished() && mine(o));
         Ok(pending.map(|o| {
             format!(
                 "op {} ({}) on {} partition {} is {}",
@@ -216,18 +311,19 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
     /// behind another's ChangeLeader. After each round the leaders it displaced, which the
     /// nameserver marks not alive (`NameServerImpl::UpdateLeaderInfo` @v0.9.2), are
     /// recovered as followers (RecoverTable, as pre-upgrade's `recovertable` after each
-    /// `changeleader`, `tools/openmldb_ops.py`): each partition runs a replica short only
-    /// from its own move to its recovery, and the next round's moves queue behind those
-    /// recoveries. Returns, in order, whether each moved, once every recovery is done.
+    /// `changeleader`, `tools/openmldb_ops.py`), and waited for before the next round
+    /// fences: the recoveries share the queues (and their child ops run right behind them),
+    /// so a partition fenced meanwhile would refuse writes for as long. Each partition thus
+    /// runs a replica short only from its own move to its recovery. Returns, in order,
+    /// whether each moved.
     ///
     /// # Errors
-    /// A call fails, or a recovery op fails or does not finish by the op deadline.
+    /// A move fails (the recoveries of the round's other moves are still sent and waited
+    /// for), or a recovery op fails or does not finish by the op deadline.
     pub(crate) async fn moves(
         &self,
         moves: &[(Part, String, Option<String>)],
     ) -> Result<Vec<bool>, OpenMldbError> {
-        let mut mark = None;
-        let mut recovering = Vec::new();
         let mut by_queue: Vec<Vec<usize>> = vec![Vec::new(); QUEUES];
         for (i, (p, _, _)) in moves.iter().enumerate() {
             by_queue[p.3 as usize % QUEUES].push(i);
@@ -244,25 +340,32 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
                 let (p, from, to) = &moves[i];
                 running.push(self.fenced_move(p, from, to.as_deref()));
             }
+            let mut first_err = None;
             let mut displaced = Vec::new();
             for (i, r) in batch
                 .into_iter()
                 .zip(futures_util::future::join_all(running).await)
             {
-                out[i] = r?;
-                if out[i] {
-                    displaced.push((moves[i].0.clone(), moves[i].1.clone()));
+                match r {
+                    Ok(moved) => {
+                        out[i] = moved;
+                        if moved {
+                            displaced.push((moves[i].0.clone(), moves[i].1.clone()));
+                        }
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
                 }
             }
             if !displaced.is_empty() {
-                if mark.is_none() {
-                    mark = Some(self.op_mark().await?);
-                }
-                recovering.extend(self.send_recover_tables(&displaced).await?);
+                let mark = self.op_mark().await?;
+                let sent = self.send_recover_tables(&displaced).await?;
+                self.wait_for_ops(&sent, mark, "RecoverTable").await?;
             }
-        }
-        if let Some(mark) = mark {
-            self.wait_for_ops(&recovering, mark, "RecoverTable").await?;
+            if let Some(e) = first_err {
+                return Err(e);
+            }
         }
         Ok(out)
     }

@@ -39,7 +39,7 @@ fn requests_use_the_protos_field_names_and_enum_names() {
         v(&RecoverEndpointRequest {
             endpoint: "e:1".into(),
             need_restore: false,
-            concurrency: 8
+            concurrency: Some(8)
         }),
         json!({"endpoint": "e:1", "need_restore": false, "concurrency": 8})
     );

@@ -251,7 +251,7 @@ async fn the_nameserver_refuses_what_upstream_refuses() {
     let wide = RecoverEndpointRequest {
         endpoint: follower.clone(),
         need_restore: false,
-        concurrency: 9,
+        concurrency: Some(9),
     };
     assert_eq!(
         call(&ns, "RecoverEndpoint", &wide).await,
@@ -322,7 +322,7 @@ async fn recover_endpoint_alone_leaves_a_restarted_tablet_unloaded_and_the_rejoi
     let req = RecoverEndpointRequest {
         endpoint: emu.endpoint_of(&tablet),
         need_restore: false,
-        concurrency: 2,
+        concurrency: Some(2),
     };
     assert_eq!(call(&ns, "RecoverEndpoint", &req).await, code::OK);
     // Ten seconds of the emulated cluster's time: far more than its ops take.
@@ -465,4 +465,87 @@ async fn an_upgrade_from_0_8_to_0_9_rolls_through_a_mixed_cluster() {
             .unwrap();
         assert!(v.starts_with("0.9.2"), "{addr}: {v}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_with_nothing_loaded_fails_the_gate_and_no_leader_is_fenced_for_it() {
+    let _serial = serial().await;
+    let name = "unloaded-follower";
+    let emu = emulate(name, &builder(), Options::new(ServerVersion::V0_9)).await;
+    let cluster = connect(&emu, &config(&emu, name)).await.unwrap();
+    let ns = leader(&emu).await;
+    auto_failover(&ns, false).await;
+    let t = cluster.topology().await.unwrap();
+    let leads = |id: &NodeId| {
+        t.partitions.iter().any(|p| {
+            p.replicas
+                .iter()
+                .any(|r| &r.node == id && r.role == rollout_core::ReplicaRole::Primary)
+        })
+    };
+    let tablets: Vec<NodeId> = t
+        .nodes
+        .iter()
+        .filter(|n| n.role.name == "tablet")
+        .map(|n| n.id.clone())
+        .collect();
+    let (a, b) = (tablets[0].clone(), tablets[1].clone());
+    assert!(leads(&a));
+    // b restarts with auto_failover off and is not recovered: the nameserver still marks
+    // its replicas alive, with nothing loaded.
+    let node = emu.node(&b).unwrap();
+    node.stop().await.unwrap();
+    for _ in 0..400 {
+        if cluster.stopped(&b).check().await.unwrap().is_healthy() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    node.start().await.unwrap();
+    for _ in 0..400 {
+        if cluster.ready(&b).check().await.unwrap().is_healthy() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let gate = cluster.fully_healthy().check().await.unwrap();
+    assert!(
+        !gate.is_healthy(),
+        "the gate passed over replicas that are not loaded"
+    );
+    // Draining a: every partition it leads that b follows cannot move (SelectLeader would
+    // fail on b after raising the other follower's term), and none is left fenced.
+    let err = cluster.drain(&a).await.err();
+    let msg = err.map(|e| rollout_core::chain(&e)).unwrap_or_default();
+    assert!(msg.contains("has not loaded it as a follower"), "{msg}");
+    let status: rollout_openmldb::api::GetTableStatusResponse =
+        Endpoint::new(&emu.endpoint_of(&a), Duration::from_secs(2))
+            .call("TabletServer", "GetTableStatus", &serde_json::json!({}))
+            .await
+            .unwrap();
+    let led: Vec<(String, String, u32, String, Vec<String>)> = partitions(&ns)
+        .await
+        .into_iter()
+        .filter(|p| p.3 == emu.endpoint_of(&a))
+        .collect();
+    assert!(!led.is_empty());
+    for s in &status.all_table_status {
+        let leader_here = led.iter().any(|p| p.2 == s.pid);
+        if leader_here {
+            assert_eq!(s.mode, "kTableLeader", "pid {} left fenced", s.pid);
+        }
+    }
+    // The rollout's rejoin of b brings it back, and the gate passes again.
+    cluster.rejoin(&b).await.unwrap();
+    let mut healthy = false;
+    for _ in 0..800 {
+        if cluster.fully_healthy().check().await.unwrap().is_healthy() {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(healthy, "{:?}", cluster.fully_healthy().check().await);
+    auto_failover(&ns, true).await;
+    assert_eq!(emu.sim().truth().monitor.writes_lost, 0);
 }

@@ -239,8 +239,10 @@ pub struct RecoverEndpointRequest {
     pub endpoint: String,
     /// Also move its former leaderships back (unfenced: the backend never sets it).
     pub need_restore: bool,
-    /// Queues to spread the ops over, at most `name_server_task_max_concurrency` (8).
-    pub concurrency: u32,
+    /// Queues to spread the ops over, at most `name_server_task_max_concurrency` (8 by
+    /// default; 307 above it). Absent: `name_server_task_concurrency`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
 }
 
 /// `AddReplicaNS` / `DelReplicaNS` request.

@@ -41,6 +41,28 @@ pub struct TableStatus {
     /// `kTableNormal`, `kTableLoading`, ...
     #[serde(default)]
     pub state: String,
+    /// `kMemory` (absent: the proto's default), `kSSD` or `kHDD`.
+    #[serde(default)]
+    pub storage_mode: Option<String>,
+}
+
+impl TableStatus {
+    /// Whether the partition is loaded and serves: `kTableNormal`, or a snapshot being made
+    /// or paused. A partition the tablet lists while it loads is `kTableUndefined`, then
+    /// `kTableLoading` (`TabletImpl::LoadTableInternal` @v0.9.2).
+    pub fn is_loaded(&self) -> bool {
+        matches!(
+            self.state.as_str(),
+            "kTableNormal" | "kMakingSnapshot" | "kSnapshotPaused"
+        )
+    }
+
+    /// Whether the partition is held in memory (its restart replays the binlog): disk
+    /// tables take no snapshot up to an offset (`DiskTableSnapshot::MakeSnapshot` refuses
+    /// one, @v0.9.2).
+    pub fn in_memory(&self) -> bool {
+        self.storage_mode.as_deref().is_none_or(|m| m == "kMemory")
+    }
 }
 
 /// `GetTableFollower` response (asked of the leader).
