@@ -329,6 +329,10 @@ impl SimCluster {
                 if w.parts[part as usize].replicas.iter().any(|r| r.node == n) {
                     return Err((317, format!("pid {pid} exists in {node}")));
                 }
+                if !serving_leader(&w, part) {
+                    // `CreateAddReplicaOPTask` finds no alive leader: no op.
+                    return Err((305, "create op failed: no alive leader".into()));
+                }
                 Op::AddReplica { part, node: n }
             }
             NsOp::DelReplica { table, pid, node } => {
@@ -342,6 +346,10 @@ impl SimCluster {
                 };
                 if r.role == Rep::Primary || r.ex_leader {
                     return Err((102, "can not del leader".into()));
+                }
+                if !serving_leader(&w, part) {
+                    // `CreateDelReplicaOPTask` finds no alive leader: no op.
+                    return Err((305, "create op failed: no alive leader".into()));
                 }
                 Op::DelReplica { part, node: n }
             }
@@ -571,4 +579,10 @@ impl SimCluster {
             .find(|n| &n.id == node && n.kind == RoleKind::Data)
             .map(|n| n.attached && !n.offline)
     }
+}
+
+/// Whether `part` has an alive leader on a tablet the nameserver holds healthy.
+fn serving_leader(w: &World, part: u32) -> bool {
+    w.primary(part)
+        .is_some_and(|r| !w.nodes[r.node as usize].offline && w.nodes[r.node as usize].up())
 }

@@ -443,27 +443,52 @@ impl OpenMldb {
 
     /// OpenMLDB's offline procedure (`NameServerImpl::OnTabletOffline` @v0.9.2): every replica
     /// on `node` is marked not alive, but in a partition whose last alive replica it is
-    /// (`UpdateEndpointTableAlive`); then a ChangeLeader without candidate for each partition
-    /// it led (`OfflineEndpointInternal`; its followers' `kOfflineReplicaOP` only marks what
-    /// is marked already).
+    /// (`UpdateEndpointTableAlive`) unless it is the only replica; then a ChangeLeader without
+    /// candidate for each partition it led or whose leader is dead, when a follower is listed
+    /// (`OfflineEndpointDBInternal`; its followers' `kOfflineReplicaOP` only marks what is
+    /// marked already).
     fn auto_offline(&mut self, w: &mut World, node: u32) {
         self.auto_offlined[node as usize] = true;
         let parts = w.nodes[node as usize].parts.clone();
         for p in parts {
+            let part = &w.parts[p as usize];
             let was_leader = w.primary(p).is_some_and(|r| r.node == node);
-            let others_alive = w.parts[p as usize]
+            let others_alive = part
                 .replicas
                 .iter()
                 .any(|r| r.node != node && r.role != Rep::Inactive);
-            if others_alive {
+            // A partition's only replica is marked dead too (`kUpdatePartitionStatusOP`), so
+            // that RecoverEndpoint reloads it.
+            let single = part.replicas.len() == 1;
+            // A follower whose partition has no alive leader elsewhere gets a ChangeLeader
+            // as well (`OfflineEndpointDBInternal`).
+            let leaderless = !was_leader
+                && !part
+                    .replicas
+                    .iter()
+                    .any(|r| r.node != node && r.role == Rep::Primary);
+            let follower_listed = part.replicas.iter().any(|r| {
+                r.node != node && r.role == Rep::Secondary && !w.nodes[r.node as usize].offline
+            });
+            if others_alive || single {
                 w.update_table_alive(p, node, false);
             }
-            if was_leader {
+            // With no follower to take over, CreateChangeLeaderOP creates no op.
+            if (was_leader || leaderless) && follower_listed {
+                let from = if was_leader {
+                    node
+                } else {
+                    w.parts[p as usize]
+                        .replicas
+                        .iter()
+                        .find(|r| r.ex_leader || r.role == Rep::Primary)
+                        .map_or(node, |r| r.node)
+                };
                 self.enqueue(
                     w,
                     Op::ChangeLeader {
                         part: p,
-                        from: node,
+                        from,
                         to: None,
                     },
                 );
