@@ -207,6 +207,19 @@ impl<F: NodeFactory> PegasusCluster<F> {
         v["RecentStartTime"].as_str().map(str::to_owned)
     }
 
+    /// Whether `a`'s HTTP server answers `/version` (`get_version_handler`,
+    /// `builtin_http_calls.cpp` @v2.5.0; a collector's values are empty, so only the answer
+    /// counts).
+    pub(crate) async fn http_version(&self, a: SocketAddr) -> Result<(), String> {
+        match self.get(a, "/version").await? {
+            (200, _) => Ok(()),
+            (status, body) => Err(format!(
+                "status {status}: {}",
+                body.chars().take(120).collect::<String>()
+            )),
+        }
+    }
+
     /// Remembers `node`'s start time before its stop, where it reports one.
     pub(crate) async fn note_start_time(&self, node: &NodeId) {
         if let Some(t) = self.start_time(node).await {

@@ -199,10 +199,23 @@ where
         })
     }
 
+    /// A collector is ready once its HTTP server answers `/version` and its
+    /// `/recentStartTime` moved: it never registers the CLI RPC handler (only
+    /// `meta_service::start` and `replica_stub::initialize` call
+    /// `register_remote_command_rpc`; `info_collector_app::info_collector_app` starts the
+    /// HTTP server alone, `src/server/info_collector_app.cpp` @v2.4.0, @v2.5.0), so its RPC
+    /// layer answers `ERR_HANDLER_NOT_FOUND` to `server-info` forever. A meta or replica
+    /// server must answer `server-info` first.
     fn ready<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = PegasusError> + 'a {
         probe_fn(move || async move {
             let a = addr(node)?;
-            if let Err(e) = self.meta().command(a, "server-info", &[]).await {
+            if self.is_collector(node) {
+                if let Err(e) = self.http_version(a).await {
+                    return Ok(Health::Waiting(format!(
+                        "collector {node} does not answer /version yet: {e}"
+                    )));
+                }
+            } else if let Err(e) = self.meta().command(a, "server-info", &[]).await {
                 return Ok(Health::Waiting(format!("{node} does not answer yet: {e}")));
             }
             if let Some(before) = self.same_start_time(node).await {
