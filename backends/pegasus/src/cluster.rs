@@ -281,7 +281,11 @@ impl<F: NodeFactory> PegasusCluster<F> {
     }
 
     pub(crate) fn is_meta(&self, node: &NodeId) -> bool {
-        addr(node).is_ok_and(|a| self.meta.addresses().contains(&a))
+        addr(node).is_ok_and(|a| self.is_meta_addr(a))
+    }
+
+    pub(crate) fn is_meta_addr(&self, a: SocketAddr) -> bool {
+        self.meta.addresses().contains(&a)
     }
 
     pub(crate) fn is_collector(&self, node: &NodeId) -> bool {

@@ -2,7 +2,9 @@
 //! (shared/reference/pegasus.md §4.4).
 //!
 //! A call goes to the remembered leader. A standby answers `ERR_FORWARD_TO_OTHERS`; a
-//! leader still starting answers `ERR_SERVICE_NOT_ACTIVE`. The leader is found by asking
+//! leader still starting answers `ERR_SERVICE_NOT_ACTIVE`; a meta whose handlers are not
+//! registered yet gets the RPC layer's `ERR_HANDLER_NOT_FOUND`: each is "ask another meta, or
+//! later", never a failure of its own. The leader is found by asking
 //! each meta for the partition configuration of any app: a standby names the leader in
 //! `partitions[0].primary`, the leader answers anything else. The hint is followed first,
 //! then every other meta; a transport error forgets the leader.
@@ -50,6 +52,16 @@ fn not_leader(err: &ErrorCode) -> bool {
         err.as_str(),
         "ERR_FORWARD_TO_OTHERS" | "ERR_SERVICE_NOT_ACTIVE" | "ERR_UNDER_RECOVERY"
     )
+}
+
+/// Whether the RPC layer answered `ERR_HANDLER_NOT_FOUND`: a meta that is starting. Its
+/// process serves before `meta_service::start` has reached ZooKeeper and registered its
+/// handlers (`service_node::start` calls `start_serving` before the app's `start`,
+/// `runtime/service_engine.cpp` @v2.5.0; `meta_service::start` @v2.4.0, @v2.5.0), and until
+/// then `rpc_engine::on_recv_request` finds no handler for any meta RPC, the CLI included.
+/// It means "not yet", like a standby's forward: ask the next meta.
+pub(crate) fn starting(e: &CallError) -> bool {
+    matches!(e, CallError::Rpc { error, .. } if error == "ERR_HANDLER_NOT_FOUND")
 }
 
 /// A response with an application error code in field 1.
@@ -166,7 +178,7 @@ impl MetaClient {
                             return Ok(resp);
                         }
                     },
-                    Err(e) if e.is_transient() => {
+                    Err(e) if e.is_transient() || starting(&e) => {
                         last = e.to_string();
                         if self.leader_index() == Some(i) {
                             self.set_leader(None);

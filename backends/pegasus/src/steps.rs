@@ -11,6 +11,7 @@ use crate::error::PegasusError;
 use crate::messages::{Empty, I32Request, ListResponse, NodeInfo as WireNode, node_status, rpc};
 use crate::meta::MetaError;
 use crate::servers::OpenReplicas;
+use crate::transport::CallError;
 use crate::types::{RpcAddress, v4};
 use crate::version::{ServerVersion, check_upgrade};
 
@@ -344,6 +345,13 @@ where
         match error {
             PegasusError::Meta(MetaError::NoLeader { .. }) => ErrorClass::NotSafeYet,
             PegasusError::Meta(MetaError::Call(e)) | PegasusError::Call(e) if e.is_transient() => {
+                ErrorClass::Transient
+            }
+            // A meta that has not registered its handlers yet (a remote command to the
+            // leader that restarted in between): the next call finds the leader again.
+            PegasusError::Call(e @ CallError::Rpc { server, .. })
+                if crate::meta::starting(e) && self.is_meta_addr(*server) =>
+            {
                 ErrorClass::Transient
             }
             PegasusError::Meta(MetaError::App { err, .. })

@@ -26,6 +26,8 @@ pub struct Server {
     /// The process runs but has registered no RPC handler yet: every RPC gets the RPC
     /// layer's `ERR_HANDLER_NOT_FOUND`.
     pub starting: bool,
+    /// Only the CLI handler is missing (the leader restarted between two calls).
+    pub no_cli: bool,
     /// A meta that leads; a standby forwards to `leader`.
     pub leads: bool,
     /// The leader a standby names.
@@ -144,7 +146,7 @@ fn rpc_error(req: &Request, e: &str) -> Vec<u8> {
 fn answer(s: &Server, req: &Request) -> Option<Vec<u8>> {
     let ok = Some(ErrorCode::ok());
     let forward = Some(ErrorCode::new("ERR_FORWARD_TO_OTHERS"));
-    if s.starting || (!s.meta && req.rpc == rpc::CLI) {
+    if s.starting || ((!s.meta || s.no_cli) && req.rpc == rpc::CLI) {
         return Some(rpc_error(req, "ERR_HANDLER_NOT_FOUND"));
     }
     if req.rpc == rpc::CLI {

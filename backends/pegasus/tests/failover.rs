@@ -1,0 +1,94 @@
+//! Meta servers that are starting or changing leadership: a meta whose RPC layer has no
+//! handler yet (`ERR_HANDLER_NOT_FOUND` until `meta_service::start` registers them, @v2.5.0)
+//! is "not yet", like a standby, never a failure.
+
+#[path = "support.rs"]
+mod support;
+
+use std::time::Duration;
+
+use rollout_core::{Cluster, ErrorClass, Health, HealthProbe};
+use rollout_pegasus::messages::{ClusterInfoResponse, Empty, rpc};
+use rollout_pegasus::meta::{MetaClient, MetaError};
+
+const T: Duration = Duration::from_secs(2);
+
+#[tokio::test]
+async fn a_restarted_leader_without_handlers_yet_is_passed_over_for_the_new_leader() {
+    let (a, sa) = support::serve(support::leader_meta()).await;
+    let (b, sb) = support::serve(support::Server {
+        leads: false,
+        leader: Some(a),
+        ..support::leader_meta()
+    })
+    .await;
+    let meta = MetaClient::new(&[a, b], T);
+    let _: ClusterInfoResponse = meta.call(rpc::CLUSTER_INFO, &Empty).await.unwrap();
+    assert_eq!(meta.leader(), Some(a));
+    // a restarts and is still connecting to ZooKeeper; b took the lock.
+    {
+        let mut sa = sa.lock().unwrap();
+        sa.starting = true;
+        sa.leads = false;
+    }
+    sb.lock().unwrap().leads = true;
+    let r: Result<ClusterInfoResponse, _> = meta.call(rpc::CLUSTER_INFO, &Empty).await;
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(meta.leader(), Some(b));
+}
+
+#[tokio::test]
+async fn metas_that_are_all_starting_are_no_leader_yet() {
+    let starting = || support::Server {
+        starting: true,
+        ..support::leader_meta()
+    };
+    let (a, _) = support::serve(starting()).await;
+    let (b, _) = support::serve(starting()).await;
+    let meta = MetaClient::new(&[a, b], T);
+    let err = meta
+        .call::<_, ClusterInfoResponse>(rpc::CLUSTER_INFO, &Empty)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MetaError::NoLeader { .. }), "{err}");
+    assert!(err.to_string().contains("ERR_HANDLER_NOT_FOUND"), "{err}");
+}
+
+#[tokio::test]
+async fn a_health_probe_over_a_failover_waits_instead_of_failing() {
+    let (a, sa) = support::serve(support::leader_meta()).await;
+    let (b, sb) = support::serve(support::Server {
+        leads: false,
+        leader: Some(a),
+        ..support::leader_meta()
+    })
+    .await;
+    let cluster = support::connect(&[a, b], &[]).await.unwrap();
+    sa.lock().unwrap().starting = true;
+    let probe = cluster.fully_healthy();
+    // No leader while a starts and b still forwards: not yet.
+    match probe.check().await {
+        Ok(Health::Waiting(why)) => assert!(why.contains("no meta leader"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // b leads: healthy, whatever a says.
+    {
+        let mut sb = sb.lock().unwrap();
+        sb.leads = true;
+        sb.leader = None;
+    }
+    assert_eq!(probe.check().await.unwrap(), Health::Healthy);
+}
+
+#[tokio::test]
+async fn a_remote_command_a_restarting_leader_has_no_handler_for_is_transient() {
+    let (a, sa) = support::serve(support::leader_meta()).await;
+    let cluster = support::connect(&[a], &[]).await.unwrap();
+    sa.lock().unwrap().no_cli = true;
+    let err = cluster
+        .read_knob("meta.lb.assign_delay_ms")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("ERR_HANDLER_NOT_FOUND"), "{err}");
+    assert_eq!(cluster.classify(&err), ErrorClass::Transient);
+}
