@@ -128,19 +128,22 @@ async fn handle(sim: &SimCluster, dir: &Directory, me: &NodeId, req: &Request) -
     };
     let v = dir.version_of(&node);
     if !node.serving {
-        // Started, still loading: a meta answers that it is not active yet; a replica
-        // server registers its handlers only once its replicas are loaded
-        // (`replica_stub::initialize`), so the RPC layer finds none.
-        let e = if node.role == "meta" {
-            "ERR_SERVICE_NOT_ACTIVE"
-        } else {
-            "ERR_HANDLER_NOT_FOUND"
-        };
-        return rpc_error(req, e);
+        // Started, still loading: the process serves its port before the app's `start`
+        // (`service_node::start`, `runtime/service_engine.cpp` @v2.5.0), and neither role
+        // has registered a handler yet: a meta does so once ZooKeeper is reached
+        // (`meta_service::start` @v2.4.0, @v2.5.0), a replica server once its replicas are
+        // loaded (`replica_stub::initialize`). The RPC layer finds none
+        // (`rpc_engine::on_recv_request`), for the CLI too.
+        return rpc_error(req, "ERR_HANDLER_NOT_FOUND");
     }
     match (req.rpc.as_str(), node.role) {
         (rpc::PUT | rpc::GET | rpc::REMOVE | rpc::TTL, "replica") => data(sim, dir, &node, req),
-        (rpc::CLI, _) => match decode(req, idl::command) {
+        // Only the meta and the replica server register the CLI RPC
+        // (`register_remote_command_rpc` in `meta_service::start` and `replica_stub`); a
+        // collector starts its HTTP server alone (`info_collector_app`,
+        // `src/server/info_collector_app.cpp` @v2.4.0, @v2.5.0), so its `server-info`
+        // cannot be reached remotely.
+        (rpc::CLI, "meta" | "replica") => match decode(req, idl::command) {
             Ok(c) => {
                 let text = crate::commands::answer(sim, dir, &node, v, &c).await;
                 Answer::Frame(frame::response(
