@@ -25,8 +25,11 @@ pub struct NodeView {
     pub running: bool,
     /// The process serves requests (started and replayed its log).
     pub serving: bool,
-    /// The coordinator counts it alive (Pegasus `NS_ALIVE`; beacons arrive and it has not
-    /// been declared dead).
+    /// The coordinator counts it alive (Pegasus `NS_ALIVE`): it has not been declared dead.
+    /// A data node whose process is gone stays alive to the coordinator until failure
+    /// detection declares it dead (Pegasus `fd_grace_seconds` after its last beacon;
+    /// `meta_service::set_node_state` is called only from the failure detector,
+    /// `meta/meta_service.cpp` @v2.5.0), whatever [`NodeView::running`] says.
     pub alive: bool,
     /// Bumped at every start.
     pub boot: u64,
@@ -263,7 +266,7 @@ fn node_view(n: &crate::world::NodeS) -> NodeView {
         kind: n.kind,
         running: n.running,
         serving: n.up(),
-        alive: n.kind != RoleKind::Data || (n.attached && !n.offline && n.running),
+        alive: n.kind != RoleKind::Data || (n.attached && !n.offline),
         boot: n.boot,
         started_ms: n.started_at / 1000,
         version: n.version.clone(),
