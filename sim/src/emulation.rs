@@ -92,10 +92,14 @@ pub enum Proposal {
         /// The new primary.
         to: NodeId,
     },
-    /// `DOWNGRADE_TO_INACTIVE`: the secondary on this node leaves the membership (only
-    /// where the partition keeps a primary and another secondary).
+    /// `DOWNGRADE_TO_INACTIVE`: the member on `node` leaves the membership. Checked when it
+    /// runs (`partition_guardian::from_proposals` @v2.5.0): `target` must then be the
+    /// primary and `node` a member, both alive to the meta, or it is dropped; it runs
+    /// whatever the member count.
     Downgrade {
-        /// The secondary.
+        /// The node the action is sent to: the primary when proposed.
+        target: NodeId,
+        /// The member to downgrade.
         node: NodeId,
     },
     /// `DOWNGRADE_TO_SECONDARY` of the primary with nothing promoted (a move-primary whose
@@ -177,7 +181,10 @@ impl SimCluster {
         };
         let p = match proposal {
             Proposal::MovePrimary { to } => PegasusProposal::MovePrimary { to: node(&w, to)? },
-            Proposal::Downgrade { node: n } => PegasusProposal::Downgrade { node: node(&w, n)? },
+            Proposal::Downgrade { target, node: n } => PegasusProposal::Downgrade {
+                target: node(&w, target)?,
+                node: node(&w, n)?,
+            },
             Proposal::Demote => PegasusProposal::Demote,
         };
         let taken = w.with_model(|m, _| {
@@ -228,6 +235,20 @@ impl SimCluster {
         part_of(&w, table, index).is_some_and(|p| {
             crate::world::serving_replica(&w.parts[p as usize]).is_some_and(|r| r.log.holds(seq))
         })
+    }
+
+    /// Forgets every pending balancer proposal, as a Pegasus meta's
+    /// `server_state::clear_proposals` does: `meta_service::on_control_meta_level` queues it
+    /// for any requested level at or below steady, even an unchanged one
+    /// (`meta/meta_service.cpp` @v2.4.0, @v2.5.0). A new leader starts with none by itself.
+    /// Nothing for another flavor.
+    pub fn clear_proposals(&self) {
+        let mut w = self.world();
+        w.with_model(|m, _| {
+            if let Some(m) = m.as_any_mut().downcast_mut::<Pegasus>() {
+                m.clear_proposals();
+            }
+        });
     }
 
     /// Whether `id`'s process runs (an emulator closes its port when it does not).

@@ -1,15 +1,26 @@
 //! The Pegasus world as an emulator serves it ([`rollout_sim::emulation`]), on tokio's paused
-//! clock: the meta's view of a crashed replica server.
+//! clock: the meta's view of a crashed replica server, the balancer proposals across a
+//! leader change, and a downgrade checked when it runs.
 
 use std::time::Duration;
 
 use rollout_core::NodeId;
+use rollout_sim::emulation::{PartitionView, Proposal};
 use rollout_sim::{Flavor, SimBuilder, SimCluster};
 
-fn pegasus() -> SimCluster {
+fn pegasus(replicas: usize) -> SimCluster {
     let mut b = SimBuilder::new(Flavor::Pegasus);
-    b.seed(7);
+    b.seed(7).replicas(replicas);
     b.build().expect("a valid shape")
+}
+
+/// Partition 0 of table 1 now.
+fn first(sim: &SimCluster) -> PartitionView {
+    sim.view()
+        .partitions
+        .into_iter()
+        .find(|p| p.table == 1 && p.index == 0)
+        .expect("partition 1.0")
 }
 
 async fn after(secs: f64) {
@@ -18,15 +29,89 @@ async fn after(secs: f64) {
 
 #[tokio::test(start_paused = true)]
 async fn a_crashed_replica_server_stays_alive_to_the_meta_until_failure_detection() {
-    let sim = pegasus();
+    let sim = pegasus(3);
     let id = NodeId::new("replica-1:34801");
     assert!(sim.kill(&id));
     let v = sim.node_view(&id).unwrap();
     assert!(!v.running);
-    assert!(v.alive, "the meta hears nothing yet: the node is still ALIVE to it");
+    assert!(
+        v.alive,
+        "the meta hears nothing yet: the node is still ALIVE to it"
+    );
     // fd_grace_seconds (22 s) after its last beacon, the meta declares it dead.
     after(21.0).await;
     assert!(sim.node_view(&id).unwrap().alive);
     after(2.0).await;
     assert!(!sim.node_view(&id).unwrap().alive);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_meta_leader_starts_with_no_pending_proposal() {
+    let sim = pegasus(3);
+    let p = first(&sim);
+    let (from, to) = (p.primary.clone().unwrap(), p.secondaries[0].clone());
+    let move_primary = Proposal::MovePrimary { to: to.clone() };
+    sim.propose(1, 0, &move_primary).unwrap();
+    // The leader dies before its next lb tick; another meta is elected.
+    let old = sim.view().leader.unwrap();
+    assert!(sim.kill(&old));
+    after(10.5).await;
+    let leader = sim.view().leader.expect("a new leader");
+    assert_ne!(leader, old);
+    // The proposal lived in the old leader's memory: nothing moved, nothing is pending.
+    assert_eq!(first(&sim).primary.as_ref(), Some(&from));
+    sim.propose(1, 0, &move_primary).unwrap();
+    after(10.0).await;
+    assert_eq!(first(&sim).primary.as_ref(), Some(&to));
+}
+
+#[tokio::test(start_paused = true)]
+async fn clearing_the_proposals_forgets_the_pending_ones() {
+    let sim = pegasus(3);
+    let p = first(&sim);
+    let (from, to) = (p.primary.clone().unwrap(), p.secondaries[0].clone());
+    sim.propose(1, 0, &Proposal::MovePrimary { to }).unwrap();
+    sim.clear_proposals();
+    // The next tick has nothing to run.
+    after(10.5).await;
+    assert_eq!(first(&sim).primary.as_ref(), Some(&from));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_downgrade_whose_target_is_not_the_primary_is_dropped_when_it_runs() {
+    let sim = pegasus(3);
+    let p = first(&sim);
+    let (a, b) = (p.secondaries[0].clone(), p.secondaries[1].clone());
+    // The primary moved since the proposal was made: the target is a secondary now.
+    let stale = Proposal::Downgrade {
+        target: a.clone(),
+        node: b.clone(),
+    };
+    sim.propose(1, 0, &stale).unwrap();
+    after(10.5).await;
+    let now = first(&sim);
+    assert_eq!(now.secondaries, vec![a, b.clone()]);
+    // Dropped, not pending.
+    let fresh = Proposal::Downgrade {
+        target: now.primary.clone().unwrap(),
+        node: b,
+    };
+    sim.propose(1, 0, &fresh).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_downgrade_runs_even_when_it_leaves_the_primary_alone() {
+    let sim = pegasus(2);
+    let p = first(&sim);
+    let (primary, secondary) = (p.primary.clone().unwrap(), p.secondaries[0].clone());
+    let down = Proposal::Downgrade {
+        target: primary.clone(),
+        node: secondary.clone(),
+    };
+    sim.propose(1, 0, &down).unwrap();
+    after(10.5).await;
+    let now = first(&sim);
+    assert_eq!(now.primary, Some(primary));
+    assert!(now.secondaries.is_empty(), "{now:?}");
+    assert!(now.others.contains(&secondary), "{now:?}");
 }

@@ -29,6 +29,7 @@ const LEVELS: [(i32, &str); 5] = [
     (500, "lively"),
 ];
 const LEVEL_QUERY: i32 = 10_000;
+const STEADY: i32 = 400;
 
 /// The table name of world table `t`: `temp` when there is one, as a fresh onebox has.
 pub(crate) fn app_name(view: &ClusterView, t: u32) -> String {
@@ -290,7 +291,9 @@ impl Meta<'_> {
     }
 
     /// `on_control_meta_level`: 10000 asks; a known level is stored; the old stored level is
-    /// the answer.
+    /// the answer. Any level at or below steady also clears the pending proposals, changed
+    /// or not (`meta_service::on_control_meta_level` @v2.5.0 queues
+    /// `server_state::clear_proposals`).
     async fn control_meta(&self, req: &Request, level: i32) -> Answer {
         let name = |l: i32| LEVELS.iter().find(|(n, _)| *n == l).map(|(_, s)| *s);
         let old = self
@@ -303,10 +306,15 @@ impl Meta<'_> {
             "ERR_OK"
         } else {
             match name(level) {
-                Some(n) => match Cluster::write_knob(self.sim, "meta_level", n).await {
-                    Ok(()) => "ERR_OK",
-                    Err(_) => "ERR_INVALID_STATE",
-                },
+                Some(n) => {
+                    if level <= STEADY {
+                        self.sim.clear_proposals();
+                    }
+                    match Cluster::write_knob(self.sim, "meta_level", n).await {
+                        Ok(()) => "ERR_OK",
+                        Err(_) => "ERR_INVALID_STATE",
+                    }
+                }
                 None => "ERR_INVALID_PARAMETERS",
             }
         };
@@ -367,10 +375,21 @@ impl Meta<'_> {
                 let from = node(down.node, down.hp_node.as_ref());
                 (alive(&from) && from == part.primary).then_some(Proposal::Demote)
             }
+            // Queued as sent, an invalid target filled with the primary
+            // (`register_proposals`); whether the target leads and the node is a member is
+            // checked when it runs, at the tick.
             ([CT_DOWNGRADE_TO_INACTIVE], [one]) => {
+                let unset = one.target == 0 && one.hp_target.is_none();
+                let target = if unset {
+                    part.primary.clone()
+                } else {
+                    node(one.target, one.hp_target.as_ref())
+                };
                 let n = node(one.node, one.hp_node.as_ref());
-                match n {
-                    Some(n) if alive(&Some(n.clone())) => Some(Proposal::Downgrade { node: n }),
+                match (target, n) {
+                    (Some(target), Some(n)) if alive(&Some(n.clone())) => {
+                        Some(Proposal::Downgrade { target, node: n })
+                    }
                     _ => None,
                 }
             }
@@ -388,7 +407,9 @@ impl Meta<'_> {
         let what = match &proposal {
             Proposal::MovePrimary { to } => format!("move-primary {part_id} to {to}"),
             Proposal::Demote => format!("demote {part_id}"),
-            Proposal::Downgrade { node } => format!("downgrade {part_id} {node}"),
+            Proposal::Downgrade { target, node } => {
+                format!("downgrade {part_id} {node} (to {target})")
+            }
             other => format!("{other:?} {part_id}"),
         };
         match self.sim.propose(table, index, &proposal) {

@@ -95,7 +95,10 @@ async fn a_meta_that_is_starting_has_no_handler_for_meta_rpcs_nor_the_cli() {
     node.stop().await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while node.status().await.unwrap().running {
-        assert!(tokio::time::Instant::now() < deadline, "the meta never stopped");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the meta never stopped"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     node.start().await.unwrap();

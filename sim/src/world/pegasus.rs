@@ -28,8 +28,9 @@ pub(crate) struct Pegasus {
 pub(crate) enum Proposal {
     /// `move_primary`: the secondary on this node becomes primary.
     MovePrimary { to: u32 },
-    /// `DOWNGRADE_TO_INACTIVE` of the secondary on this node.
-    Downgrade { node: u32 },
+    /// `DOWNGRADE_TO_INACTIVE` of the member on `node`, sent to `target` (the primary when
+    /// proposed).
+    Downgrade { target: u32, node: u32 },
     /// `DOWNGRADE_TO_SECONDARY` of the primary alone: the next tick promotes a secondary.
     Demote,
 }
@@ -45,9 +46,18 @@ impl Pegasus {
         true
     }
 
+    /// Forgets every queued proposal (`server_state::clear_proposals`): what a new leader
+    /// starts with, since the proposals live in the leader's memory
+    /// (`config_context::lb_actions`), and what `meta_service::on_control_meta_level` queues
+    /// for any level at or below steady (`meta/meta_service.cpp` @v2.5.0).
+    pub(crate) fn clear_proposals(&mut self) {
+        self.proposals.clear();
+    }
+
     /// Runs the queued proposals whose partition is not busy; one that no longer applies
-    /// (its target is not a live secondary, the partition would lose a member it needs) is
-    /// dropped, as the meta drops it.
+    /// is dropped, as the meta drops it (`partition_guardian::from_proposals` @v2.5.0): a
+    /// move-primary whose target is not a live secondary, a downgrade whose `target` is not
+    /// the primary or whose `node` is not a member.
     fn run_proposals(&mut self, w: &mut World) {
         if w.leader.is_none() || w.frozen() {
             return;
@@ -67,7 +77,9 @@ impl Pegasus {
                         w.move_primary_to(p, from, Some(to));
                     }
                 }
-                Proposal::Downgrade { node } => w.downgrade(p, node),
+                Proposal::Downgrade { target, node } => {
+                    w.downgrade_proposed(p, target, node);
+                }
                 Proposal::Demote => w.demote(p),
             }
             w.touch(p);
@@ -142,9 +154,10 @@ impl Model for Pegasus {
     fn data_node_registered(&mut self, _: &mut World, _: u32, _: bool) {}
 
     fn leader_elected(&mut self, w: &mut World) {
-        // Meta levels and meta.lb.* values live in the leader's memory: a new leader starts
-        // from its config.
+        // Meta levels, meta.lb.* values and the balancer's proposals live in the leader's
+        // memory: a new leader starts from its config, with no proposal.
         w.knobs = w.knob_defaults.clone();
+        self.clear_proposals();
     }
 
     fn drain(&mut self, w: &mut World, node: u32) {
@@ -343,6 +356,33 @@ impl World {
         self.replicate(p);
         self.parts[p as usize].replicas[i].role = Rep::Inactive;
         self.reconfigure(p, false);
+    }
+
+    /// A proposed `DOWNGRADE_TO_INACTIVE`, checked when it runs as
+    /// `partition_guardian::from_proposals` checks it (@v2.5.0): `target` and `node` alive to
+    /// the meta, `target` the primary and `node` a member. It then runs whatever the member
+    /// count, even down to the primary alone (which takes no writes then). Whether it ran.
+    pub(crate) fn downgrade_proposed(&mut self, p: u32, target: u32, node: u32) -> bool {
+        let alive = |n: u32| {
+            let n = &self.nodes[n as usize];
+            n.attached && !n.offline
+        };
+        let part = &self.parts[p as usize];
+        let target_leads = part
+            .replicas
+            .iter()
+            .any(|r| r.node == target && r.role == Rep::Primary);
+        let member = part.replicas.iter().position(|r| {
+            r.node == node && (r.role == Rep::Primary || (r.role == Rep::Secondary && r.loaded))
+        });
+        let Some(i) = member.filter(|_| target_leads && alive(target) && alive(node)) else {
+            return false;
+        };
+        let was_primary = part.replicas[i].role == Rep::Primary;
+        self.replicate(p);
+        self.parts[p as usize].replicas[i].role = Rep::Inactive;
+        self.reconfigure(p, was_primary);
+        true
     }
 
     /// A replica server's process is gone: its secondaries are kicked out by the primary at
