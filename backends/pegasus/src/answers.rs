@@ -46,6 +46,19 @@ pub(crate) fn reply(cmd: &str, answer: &str) -> Result<Option<String>, String> {
     Ok(Some(t.to_string()))
 }
 
+/// The start time a `server-info` answer names: after `Started at ` in the text of 2.4 and
+/// 2.5 (`src/server/main.cpp` @v2.5.0), `start_time` in master's JSON
+/// (`server_utils.cpp` `register_server_info_cmd` @master).
+pub(crate) fn started_in_server_info(answer: &str) -> Option<String> {
+    let t = answer.trim();
+    if t.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(t).ok()?;
+        return v.get("start_time")?.as_str().map(str::to_owned);
+    }
+    let (_, at) = t.rsplit_once("Started at ")?;
+    Some(at.trim().to_string()).filter(|s| !s.is_empty())
+}
+
 /// The sum of `total_replicas`, `opening_replicas` and `closing_replicas` in a server's
 /// `/metrics` answer: master's object (`entities[].metrics[]` of `{name, value}`,
 /// `metric_registry::take_snapshot` @master) or a top-level array of entities
@@ -128,7 +141,25 @@ pub(crate) fn zookeeper_of(hosts: Option<&str>, root: Option<&str>) -> Option<(S
 
 #[cfg(test)]
 mod tests {
-    use super::{flag_value, open_replicas_in, replica_counters_in, reply, zookeeper_of};
+    use super::{
+        flag_value, open_replicas_in, replica_counters_in, reply, started_in_server_info,
+        zookeeper_of,
+    };
+
+    #[test]
+    fn the_start_time_in_server_info_in_both_styles() {
+        let text = "Pegasus Server 2.5.0 (0ca31b70) Release, Started at 2024-05-01 10:00:00";
+        let json = "{\"build_type\":\"Release\",\"git_SHA\":\"db756dcd\",\"start_time\":\"2026-03-13 20:33:17\",\"version\":\"2.6.0-SNAPSHOT\"}";
+        assert_eq!(
+            started_in_server_info(text).as_deref(),
+            Some("2024-05-01 10:00:00")
+        );
+        assert_eq!(
+            started_in_server_info(json).as_deref(),
+            Some("2026-03-13 20:33:17")
+        );
+        assert_eq!(started_in_server_info("I am a teapot"), None);
+    }
 
     #[test]
     fn remote_command_answers_in_both_styles() {

@@ -63,11 +63,13 @@ impl Timing {
 
 /// The knobs written to the meta leader, so that a new leader, which starts from its config
 /// (`meta_service::start` registers the `meta.lb.*` commands after the leader lock), gets
-/// them again.
+/// them again, and so does the same leader restarted at the same address.
 #[derive(Debug, Default)]
 pub(crate) struct Written {
     /// The leader they were written to.
     pub(crate) leader: Option<SocketAddr>,
+    /// When that leader's process started, as it reports it (unknown when it did not say).
+    pub(crate) started: Option<String>,
     /// Each knob's value as last written.
     pub(crate) values: BTreeMap<String, String>,
 }

@@ -1,6 +1,6 @@
 //! The knobs of the high-availability procedure over the meta leader: the meta level by
 //! `RPC_CM_CONTROL_META`, the `meta.lb.*` settings by remote command, both styles of reply
-//! read, and everything written again on a new leader.
+//! read, and everything written again on a new leader or on the same leader restarted.
 
 use std::net::SocketAddr;
 
@@ -68,14 +68,41 @@ impl<F: NodeFactory> PegasusCluster<F> {
     }
 
     /// Sets a knob on the leader, the only meta that has the `meta.lb.*` commands (they are
-    /// registered once it holds the leader lock, `meta_service::start`), and remembers it
-    /// for a new leader.
+    /// registered once it holds the lock, `meta_service::start`), and remembers it for a new
+    /// leader. A leader that lost the knobs written before (a new one, or the same one
+    /// restarted) gets them all first, so that every remembered knob sits on the leader
+    /// remembered.
     pub(crate) async fn set_knob(&self, name: &str, value: &str) -> Result<(), PegasusError> {
-        let leader = self.write_one(name, value).await?;
+        self.leader().await?;
+        self.reapply_on_new_leader().await?;
+        let (leader, started) = self.write_noting_start(name, value).await?;
         let mut w = self.written.lock().unwrap_or_else(|e| e.into_inner());
         w.leader = Some(leader);
+        w.started = started;
         w.values.insert(name.to_string(), value.to_string());
         Ok(())
+    }
+
+    /// Writes one knob on the leader: the leader, and when its process started (read before
+    /// the write, so that a restart between the two shows as a change next time, not as
+    /// none).
+    async fn write_noting_start(
+        &self,
+        name: &str,
+        value: &str,
+    ) -> Result<(SocketAddr, Option<String>), PegasusError> {
+        let at = self.meta.leader();
+        let started = match at {
+            Some(a) => self.process_start(a).await,
+            None => None,
+        };
+        let leader = self.write_one(name, value).await?;
+        let started = if Some(leader) == at {
+            started
+        } else {
+            self.process_start(leader).await
+        };
+        Ok((leader, started))
     }
 
     async fn write_one(&self, name: &str, value: &str) -> Result<SocketAddr, PegasusError> {
@@ -93,31 +120,50 @@ impl<F: NodeFactory> PegasusCluster<F> {
         Ok(leader)
     }
 
-    /// A leader other than the one the knobs were written to started from its config:
-    /// writes every knob again on it (a leader change never keeps them, since the old
-    /// leader's process exits when it loses the lock, `meta_server_failure_detector`).
+    /// A leader that does not hold the knobs written started from its config: writes every
+    /// knob again on it. That is another leader than the one they were written to (a leader
+    /// change never keeps them, since the old leader's process exits when it loses the lock,
+    /// `meta_server_failure_detector`), or the same address with another process start time
+    /// (the leader restarted and took the lock again, as a single meta always does: the
+    /// `meta.lb.*` values and the level live in its memory, `meta_service::start` @v2.4.0,
+    /// @v2.5.0). A start time unknown before or now cannot tell a restart: nothing is written
+    /// then.
     pub(crate) async fn reapply_on_new_leader(&self) -> Result<(), PegasusError> {
-        let (before, values) = {
+        let (before, started, values) = {
             let w = self.written.lock().unwrap_or_else(|e| e.into_inner());
-            (w.leader, w.values.clone())
+            (w.leader, w.started.clone(), w.values.clone())
         };
-        let now = self.meta.leader();
-        if values.is_empty() || before.is_none() || now.is_none() || now == before {
+        let (Some(before), Some(now)) = (before, self.meta.leader()) else {
+            return Ok(());
+        };
+        if values.is_empty() {
             return Ok(());
         }
-        tracing::warn!(
-            from = ?before,
-            to = ?now,
-            "the meta leader changed: the rollout's knobs are written on the new leader"
-        );
-        let mut leader = now;
-        for (name, value) in &values {
-            leader = Some(self.write_one(name, value).await?);
+        if now == before {
+            let current = self.process_start(now).await;
+            if started.is_none() || current.is_none() || current == started {
+                return Ok(());
+            }
+            tracing::warn!(
+                leader = %now,
+                before = ?started,
+                now = ?current,
+                "the meta leader restarted at the same address: the rollout's knobs are written again"
+            );
+        } else {
+            tracing::warn!(
+                from = %before,
+                to = %now,
+                "the meta leader changed: the rollout's knobs are written on the new leader"
+            );
         }
-        self.written
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .leader = leader;
+        let mut last = (now, None);
+        for (name, value) in &values {
+            last = self.write_noting_start(name, value).await?;
+        }
+        let mut w = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        w.leader = Some(last.0);
+        w.started = last.1;
         Ok(())
     }
 }

@@ -201,10 +201,26 @@ impl<F: NodeFactory> PegasusCluster<F> {
     /// The server's `/recentStartTime` (`{"RecentStartTime": "YYYY-MM-DD hh:mm:ss"}`,
     /// `builtin_http_calls.cpp` on every version); `None` when it does not answer one.
     pub(crate) async fn start_time(&self, node: &NodeId) -> Option<String> {
-        let a = addr(node).ok()?;
+        self.start_time_at(addr(node).ok()?).await
+    }
+
+    /// `/recentStartTime` of the server at `a`.
+    pub(crate) async fn start_time_at(&self, a: SocketAddr) -> Option<String> {
         let (_, body) = self.get(a, "/recentStartTime").await.ok()?;
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
         v["RecentStartTime"].as_str().map(str::to_owned)
+    }
+
+    /// When the meta or replica server at `a` started: its `/recentStartTime`, else the start
+    /// time in its `server-info` (2.4/2.5 text, master JSON; the same
+    /// `%Y-%m-%d %H:%M:%S` format, docs/upstream/pegasus.md §1.1); `None` when it says
+    /// neither.
+    pub(crate) async fn process_start(&self, a: SocketAddr) -> Option<String> {
+        if let Some(t) = self.start_time_at(a).await {
+            return Some(t);
+        }
+        let answer = self.meta.command(a, "server-info", &[]).await.ok()?;
+        crate::answers::started_in_server_info(&answer)
     }
 
     /// Whether `a`'s HTTP server answers `/version` (`get_version_handler`,

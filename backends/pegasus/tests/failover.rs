@@ -1,6 +1,7 @@
-//! Meta servers that are starting or changing leadership: a meta whose RPC layer has no
-//! handler yet (`ERR_HANDLER_NOT_FOUND` until `meta_service::start` registers them, @v2.5.0)
-//! is "not yet", like a standby, never a failure.
+//! Meta servers that are starting, restarting or changing leadership: a meta whose RPC layer
+//! has no handler yet (`ERR_HANDLER_NOT_FOUND` until `meta_service::start` registers them,
+//! @v2.5.0) is "not yet", like a standby, never a failure; a leader that restarted at the
+//! same address lost the knobs (they live in its memory) and gets them again.
 
 #[path = "support.rs"]
 mod support;
@@ -91,4 +92,42 @@ async fn a_remote_command_a_restarting_leader_has_no_handler_for_is_transient() 
         .unwrap_err();
     assert!(err.to_string().contains("ERR_HANDLER_NOT_FOUND"), "{err}");
     assert_eq!(cluster.classify(&err), ErrorClass::Transient);
+}
+
+const DELAY: &str = "meta.lb.assign_delay_ms";
+
+#[tokio::test]
+async fn a_leader_restarted_at_the_same_address_gets_the_knobs_again() {
+    let (a, sa) = support::serve(support::leader_meta()).await;
+    let cluster = support::connect(&[a], &[]).await.unwrap();
+    cluster.write_knob(DELAY, "3600000").await.unwrap();
+    assert_eq!(sa.lock().unwrap().knobs[DELAY], "3600000");
+    // The same process: nothing is written again.
+    cluster.topology().await.unwrap();
+    assert_eq!(sa.lock().unwrap().knob_writes, 1);
+    // The only meta restarted and took the lock again, from its config.
+    support::restart(&sa, "2024-05-01 10:07:00");
+    cluster.topology().await.unwrap();
+    assert_eq!(sa.lock().unwrap().knobs[DELAY], "3600000");
+    assert_eq!(cluster.read_knob(DELAY).await.unwrap(), "3600000");
+}
+
+#[tokio::test]
+async fn without_http_the_restart_is_told_by_server_info() {
+    let (a, sa) = support::serve(support::Server {
+        no_http: true,
+        ..support::leader_meta()
+    })
+    .await;
+    let cluster = support::connect(&[a], &[]).await.unwrap();
+    cluster.write_knob(DELAY, "3600000").await.unwrap();
+    support::restart(&sa, "2024-05-01 10:07:00");
+    // A knob written after the restart brings the others back with it.
+    cluster
+        .write_knob("meta.lb.add_secondary_max_count_for_one_node", "0")
+        .await
+        .unwrap();
+    let s = sa.lock().unwrap();
+    assert_eq!(s.knobs[DELAY], "3600000");
+    assert_eq!(s.knobs["meta.lb.add_secondary_max_count_for_one_node"], "0");
 }

@@ -28,6 +28,8 @@ pub struct Server {
     pub starting: bool,
     /// Only the CLI handler is missing (the leader restarted between two calls).
     pub no_cli: bool,
+    /// The HTTP server is off (`[http] enable_http_server = false`): every path 404.
+    pub no_http: bool,
     /// A meta that leads; a standby forwards to `leader`.
     pub leads: bool,
     /// The leader a standby names.
@@ -72,6 +74,16 @@ pub fn knob_defaults() -> BTreeMap<String, String> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
+}
+
+/// `server` as its process restarted at `at`: a new start time, and the knobs back at
+/// their configured values.
+pub fn restart(server: &Shared, at: &str) {
+    let mut s = server.lock().unwrap();
+    s.started = at.to_string();
+    s.server_info = format!("Pegasus Server 2.5.0 (0ca31b70) Release, Started at {at}");
+    s.knobs = knob_defaults();
+    s.knob_writes = 0;
 }
 
 /// A collector started at `started`.

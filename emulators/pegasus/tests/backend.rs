@@ -163,12 +163,24 @@ async fn a_meta_leader_failover_mid_rollout_is_survived_with_knobs_reapplied() {
     let emu = Arc::new(Emulator::start(&b, ServerVersion::default()).await.unwrap());
     let cluster = connect(&emu).await;
     let journal = MemoryJournal::new();
-    let changes = std::sync::Mutex::new(0usize);
+    let first_leader = emu.sim().view().leader.unwrap();
+    // What the meta leader holds each time a replica server is stopped.
+    let at_stops = std::sync::Mutex::new(Vec::new());
     let observe = |e: &rollout_core::Event| {
-        if let rollout_core::Event::KnobChanged { name, .. } = e
-            && name == "meta.lb.assign_delay_ms"
+        if let rollout_core::Event::PhaseStarted {
+            node: Some(node),
+            phase: rollout_core::Phase::Stop,
+        } = e
+            && emu
+                .role_addrs("replica")
+                .iter()
+                .any(|a| a.to_string() == node.as_str())
         {
-            *changes.lock().unwrap() += 1;
+            let view = emu.sim().view();
+            at_stops.lock().unwrap().push((
+                view.leader,
+                view.knobs.get("meta.lb.assign_delay_ms").cloned(),
+            ));
         }
     };
     let spec = Spec::new(Change::Restart).policy(policy());
@@ -180,7 +192,8 @@ async fn a_meta_leader_failover_mid_rollout_is_survived_with_knobs_reapplied() {
     assert!(truth.knobs_restored, "{:?}", truth.knobs);
     assert_eq!(truth.monitor.writes_lost, 0);
     // The failover happened (a meta crashed, not by the rollout) and reset the new leader's
-    // knobs; the rollout set the maintenance window again.
+    // knobs; the rollout set the maintenance window again before stopping any replica
+    // server under the new leader.
     let meta_crashes: u32 = truth
         .crashes
         .iter()
@@ -188,8 +201,76 @@ async fn a_meta_leader_failover_mid_rollout_is_survived_with_knobs_reapplied() {
         .map(|(_, n)| n)
         .sum();
     assert!(meta_crashes >= 1, "{:?}", truth.crashes);
-    let changes = *changes.lock().unwrap();
-    assert!(changes >= 2, "assign_delay_ms set {changes} time(s)");
+    let at_stops = at_stops.into_inner().unwrap();
+    assert!(
+        at_stops
+            .iter()
+            .any(|(l, _)| l.as_ref().is_some_and(|l| l != &first_leader)),
+        "no replica server was stopped under a new leader: {at_stops:?}"
+    );
+    assert!(
+        at_stops
+            .iter()
+            .all(|(_, v)| v.as_deref() == Some("3600000")),
+        "{at_stops:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_meta_restarted_mid_rollout_gets_the_knobs_again() {
+    let _serial = serial().await;
+    let mut b = builder();
+    b.coordinators(1)
+        .fault("leader-failover:at=100".parse().unwrap());
+    let emu = Arc::new(Emulator::start(&b, ServerVersion::default()).await.unwrap());
+    let cluster = connect(&emu).await;
+    let journal = MemoryJournal::new();
+    let meta = emu.sim().view().leader.unwrap();
+    // The meta's process and what it holds each time a replica server is stopped.
+    let at_stops = std::sync::Mutex::new(Vec::new());
+    let observe = |e: &rollout_core::Event| {
+        if let rollout_core::Event::PhaseStarted {
+            node: Some(node),
+            phase: rollout_core::Phase::Stop,
+        } = e
+            && emu
+                .role_addrs("replica")
+                .iter()
+                .any(|a| a.to_string() == node.as_str())
+        {
+            let view = emu.sim().view();
+            let boot = emu.sim().node_view(&meta).map(|n| n.boot);
+            at_stops.lock().unwrap().push((
+                boot,
+                view.knobs
+                    .get("meta.lb.add_secondary_max_count_for_one_node")
+                    .cloned(),
+                view.knobs.get("meta.lb.assign_delay_ms").cloned(),
+            ));
+        }
+    };
+    let spec = Spec::new(Change::Restart).policy(policy());
+    let report = roll(&cluster, &spec, Run::new(&journal).observe(&observe))
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Completed);
+    let truth = emu.sim().truth();
+    assert!(truth.knobs_restored, "{:?}", truth.knobs);
+    assert_eq!(truth.crashes.get(&meta), Some(&1), "{:?}", truth.crashes);
+    // The same meta, restarted, leads again from its config; the rollout's knobs were
+    // written on it again before any replica server was stopped under it.
+    let at_stops = at_stops.into_inner().unwrap();
+    assert!(
+        at_stops.iter().any(|(boot, ..)| *boot > Some(1)),
+        "no replica server was stopped after the meta restarted: {at_stops:?}"
+    );
+    let held = (Some("0".to_string()), Some("3600000".to_string()));
+    assert!(
+        at_stops
+            .iter()
+            .all(|(_, count, delay)| (count.clone(), delay.clone()) == held),
+        "{at_stops:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
