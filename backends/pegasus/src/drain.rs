@@ -8,6 +8,7 @@ use crate::cluster::{NodeFactory, PegasusCluster, addr};
 use crate::error::PegasusError;
 use crate::messages::{BalancerRequest, ErrResponse, ProposalAction, config_type, rpc};
 use crate::meta::MetaError;
+use crate::snapshot::Member;
 use crate::types::{Gpid, RpcAddress, v4};
 
 impl<F: NodeFactory> PegasusCluster<F> {
@@ -15,32 +16,33 @@ impl<F: NodeFactory> PegasusCluster<F> {
     /// partitions to a current secondary, downgrade its secondaries where a primary and
     /// another secondary stay. Returns how many partitions still hold it.
     ///
-    /// An action names its nodes by address, and by host name only where the meta's own
-    /// answers carry names (master's `hp_node`), copied from them: 2.4 and 2.5 have no such
-    /// field and misread one (`configuration_proposal_action` has ids 1-3 in their IDL), and
-    /// master matches a name against its own, dropping a proposal whose name it does not
-    /// know (`partition_guardian::from_proposals` @master).
+    /// Membership is matched by host name on master and by address on 2.4 and 2.5 (see
+    /// `Snapshot::members`). An action names its nodes by the configuration's address, and
+    /// by host name only where the meta's own answers carry names (master's `hp_primary`,
+    /// `hp_secondaries`), copied from them: 2.4 and 2.5 have no such field and misread one
+    /// (`configuration_proposal_action` has ids 1-3 in their IDL), and master matches a name
+    /// against its own, dropping a proposal whose name it does not know
+    /// (`partition_guardian::from_proposals` @master).
     pub(crate) async fn propose_drain(&self, node: &NodeId) -> Result<usize, PegasusError> {
         let me = v4(addr(node)?).map(RpcAddress::new).unwrap_or_default();
         let snap = self.snapshot().await?;
-        let names = snap.names();
-        let action = |target: RpcAddress, node: RpcAddress, kind: i32| ProposalAction {
-            target,
-            node,
+        // A member's action carries the configuration's address and, on master, the meta's
+        // own name for it.
+        let action = |target: &Member, node: &Member, kind: i32| ProposalAction {
+            target: target.addr,
+            node: node.addr,
             kind,
-            hp_target: names.get(&target).cloned(),
-            hp_node: names.get(&node).cloned(),
+            hp_target: target.hp.clone(),
+            hp_node: node.hp.clone(),
         };
         let mut left = 0;
         for (app, q) in &snap.apps {
             for p in &q.partitions {
-                let secondary = p.secondaries.contains(&me);
-                let primary = p.primary == me;
-                if !primary && !secondary {
+                let members = snap.members(p);
+                let Some(mine) = members.iter().find(|m| m.id == me) else {
                     continue;
-                }
-                let members = 1 + p.secondaries.len();
-                let full = members >= p.max_replica_count.max(0) as usize;
+                };
+                let full = members.len() >= p.max_replica_count.max(0) as usize;
                 // Tables below three replicas are not drained: their downtime is accepted
                 // by name, or the plan refused them.
                 if app.max_replica_count < 3 {
@@ -48,8 +50,9 @@ impl<F: NodeFactory> PegasusCluster<F> {
                 }
                 left += 1;
                 let gpid = Gpid::new(app.app_id, p.pid.partition_index);
-                let req = if primary {
-                    let Some(to) = p.secondaries.iter().find(|s| snap.alive(s)).copied() else {
+                let secondaries: Vec<&Member> = members.iter().filter(|m| !m.primary).collect();
+                let req = if mine.primary {
+                    let Some(to) = secondaries.iter().find(|s| s.alive) else {
                         continue;
                     };
                     if !full {
@@ -58,21 +61,24 @@ impl<F: NodeFactory> PegasusCluster<F> {
                     BalancerRequest {
                         gpid,
                         action_list: vec![
-                            action(me, me, config_type::DOWNGRADE_TO_SECONDARY),
+                            action(mine, mine, config_type::DOWNGRADE_TO_SECONDARY),
                             action(to, to, config_type::UPGRADE_TO_PRIMARY),
                         ],
                         force: Some(false),
                         balance_type: Some(0),
                     }
                 } else {
-                    if p.primary.0.is_none() || p.secondaries.len() < 2 {
+                    let Some(primary) = members.iter().find(|m| m.primary) else {
+                        continue;
+                    };
+                    if secondaries.len() < 2 {
                         continue;
                     }
                     BalancerRequest {
                         gpid,
                         action_list: vec![action(
-                            p.primary,
-                            me,
+                            primary,
+                            mine,
                             config_type::DOWNGRADE_TO_INACTIVE,
                         )],
                         force: Some(false),

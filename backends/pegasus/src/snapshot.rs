@@ -1,15 +1,13 @@
 //! The cluster as the meta leader shows it at one instant: nodes, apps and their partition
 //! configurations, cluster info; and what that says about health.
 
-use std::collections::BTreeMap;
-
 use rollout_core::{NodeId, NodeInfo, Role, RoleKind};
 
 use crate::cluster::{NodeFactory, PegasusCluster, addr};
 use crate::error::PegasusError;
 use crate::messages::{
     AppInfo, ClusterInfoResponse, Empty, I32Request, ListResponse, NodeInfo as WireNode,
-    QueryConfigRequest, QueryConfigResponse, app_status, node_status, rpc,
+    PartitionConfiguration, QueryConfigRequest, QueryConfigResponse, app_status, node_status, rpc,
 };
 use crate::meta::MetaError;
 use crate::types::{HostPort, RpcAddress, v4};
@@ -21,25 +19,79 @@ pub(crate) struct Snapshot {
     pub(crate) info: ClusterInfoResponse,
 }
 
-impl Snapshot {
-    pub(crate) fn alive(&self, a: &RpcAddress) -> bool {
-        self.nodes
-            .iter()
-            .any(|n| &n.node == a && n.status == node_status::ALIVE)
-    }
+/// One member of a partition's configuration, matched to the meta's node list.
+#[derive(Clone, Debug)]
+pub(crate) struct Member {
+    /// The node as `list_nodes` names it (the id rollout gives it), or the configuration's
+    /// address when the list has no such node.
+    pub(crate) id: RpcAddress,
+    /// The address in the configuration.
+    pub(crate) addr: RpcAddress,
+    /// The host name in the configuration, where the meta names nodes by host (master).
+    pub(crate) hp: Option<HostPort>,
+    /// The primary (else a secondary).
+    pub(crate) primary: bool,
+    /// ALIVE to the meta.
+    pub(crate) alive: bool,
+}
 
+impl Snapshot {
     pub(crate) fn frozen(&self) -> bool {
         self.info.get("meta_function_level") == Some("freezed")
     }
 
-    /// How the meta names each node, where its answers carry names (`hp_node` of master's
-    /// `list_nodes`; none on 2.4 and 2.5, whose IDL has no such field).
-    pub(crate) fn names(&self) -> BTreeMap<RpcAddress, HostPort> {
+    /// Whether the meta names nodes by host: master's `list_nodes` carries `hp_node`, and
+    /// its node sets and configurations are keyed by `host_port` (`meta_data.h`
+    /// `node_mapper`, `meta_service::on_list_nodes` @master); 2.4 and 2.5 have no such field.
+    fn by_name(&self) -> bool {
         self.nodes
             .iter()
-            .filter_map(|n| n.hp_node.clone().map(|hp| (n.node, hp)))
-            .filter(|(_, hp)| hp.is_valid())
-            .collect()
+            .any(|n| n.hp_node.as_ref().is_some_and(HostPort::is_valid))
+    }
+
+    /// The node-list entry of a member the configuration names `addr` (and `hp`): by host
+    /// name on master, where `list_nodes` gives the forward DNS of the name
+    /// (`SET_IP_AND_HOST_PORT_BY_DNS`), which need not be the address a configuration
+    /// carries; by address on 2.4 and 2.5.
+    fn entry(&self, addr: &RpcAddress, hp: Option<&HostPort>) -> Option<&WireNode> {
+        match hp.filter(|h| h.is_valid()) {
+            Some(hp) if self.by_name() => {
+                self.nodes.iter().find(|n| n.hp_node.as_ref() == Some(hp))
+            }
+            _ => self.nodes.iter().find(|n| &n.node == addr),
+        }
+    }
+
+    fn member(&self, addr: RpcAddress, hp: Option<&HostPort>, primary: bool) -> Member {
+        let entry = self.entry(&addr, hp);
+        Member {
+            id: entry.map_or(addr, |n| n.node),
+            addr,
+            hp: hp.filter(|h| h.is_valid() && self.by_name()).cloned(),
+            primary,
+            alive: entry.is_some_and(|n| n.status == node_status::ALIVE),
+        }
+    }
+
+    /// The primary and the secondaries of `p`, each matched to the node list.
+    pub(crate) fn members(&self, p: &PartitionConfiguration) -> Vec<Member> {
+        let mut out = Vec::new();
+        let hp_primary = p.hp_primary.as_ref().filter(|h| h.is_valid());
+        if p.primary.0.is_some() || hp_primary.is_some() {
+            out.push(self.member(p.primary, hp_primary, true));
+        }
+        // Master writes both lists in the same order; names that do not pair up are not used.
+        let hps = p
+            .hp_secondaries
+            .as_ref()
+            .filter(|h| h.len() == p.secondaries.len());
+        for (i, s) in p.secondaries.iter().enumerate() {
+            let hp = hps.and_then(|h| h.get(i));
+            if s.0.is_some() || hp.is_some_and(HostPort::is_valid) {
+                out.push(self.member(*s, hp, false));
+            }
+        }
+        out
     }
 
     /// The first partition that is not fully healthy as `ls -d` defines it.
@@ -67,15 +119,16 @@ impl Snapshot {
     /// The replica servers that hold a replica in some configuration and are not ALIVE: the
     /// ones that matter. The meta keeps listing a node it declared dead until it beacons
     /// again (`meta_service::set_node_state` is the only place that forgets one), so a node
-    /// decommissioned long ago is UNALIVE forever and holds nothing.
+    /// decommissioned long ago is UNALIVE forever and holds nothing. Named as `list_nodes`
+    /// names them.
     pub(crate) fn dead_members(&self) -> Vec<RpcAddress> {
         let mut out: Vec<RpcAddress> = self
             .apps
             .iter()
             .flat_map(|(_, q)| &q.partitions)
-            .flat_map(|p| std::iter::once(&p.primary).chain(&p.secondaries))
-            .filter(|a| a.0.is_some() && !self.alive(a))
-            .copied()
+            .flat_map(|p| self.members(p))
+            .filter(|m| !m.alive)
+            .map(|m| m.id)
             .collect();
         out.sort();
         out.dedup();
@@ -175,7 +228,7 @@ impl<F: NodeFactory> PegasusCluster<F> {
             .iter()
             .filter(|(app, _)| app.max_replica_count >= 3)
             .flat_map(|(_, q)| &q.partitions)
-            .filter(|p| p.primary == me || p.secondaries.contains(&me))
+            .filter(|p| snap.members(p).iter().any(|m| m.id == me))
             .count())
     }
 }

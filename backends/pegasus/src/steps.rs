@@ -49,21 +49,20 @@ where
         let mut partitions = Vec::new();
         for (app, q) in &snap.apps {
             for p in &q.partitions {
-                let mut replicas = Vec::new();
-                if let Some(a) = p.primary.0 {
-                    replicas.push(
-                        Replica::new(a.to_string(), ReplicaRole::Primary)
-                            .alive(snap.alive(&p.primary)),
-                    );
-                }
-                for s in &p.secondaries {
-                    if let Some(a) = s.0 {
-                        replicas.push(
-                            Replica::new(a.to_string(), ReplicaRole::Secondary)
-                                .alive(snap.alive(s)),
-                        );
-                    }
-                }
+                // Members named as the node list names them (by host on master).
+                let replicas = snap
+                    .members(p)
+                    .into_iter()
+                    .filter_map(|m| {
+                        let role = if m.primary {
+                            ReplicaRole::Primary
+                        } else {
+                            ReplicaRole::Secondary
+                        };
+                        m.id.0
+                            .map(|a| Replica::new(a.to_string(), role).alive(m.alive))
+                    })
+                    .collect();
                 partitions.push(
                     Partition::new(
                         format!("{}.{}", app.app_id, p.pid.partition_index),

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use rollout_core::{Change, NodeId};
 use rollout_pegasus::frame::{self, Payload, Request};
 use rollout_pegasus::messages::{
-    AppInfo, ClusterInfoResponse, Command, ErrResponse, I32Response, ListResponse, Message,
-    NodeInfo, PartitionConfiguration, QueryConfigResponse, rpc,
+    AppInfo, BalancerRequest, ClusterInfoResponse, Command, ErrResponse, I32Response, ListResponse,
+    Message, NodeInfo, PartitionConfiguration, QueryConfigResponse, rpc,
 };
 use rollout_pegasus::types::ErrorCode;
 use rollout_pegasus::{PegasusCluster, PegasusError, Timing};
@@ -46,6 +46,8 @@ pub struct Server {
     pub nodes: Vec<NodeInfo>,
     /// `list_apps` and each app's partitions.
     pub apps: Vec<(AppInfo, Vec<PartitionConfiguration>)>,
+    /// The balancer proposals it took.
+    pub proposals: Vec<BalancerRequest>,
 }
 
 /// A server's state, shared with the test.
@@ -154,7 +156,7 @@ fn rpc_error(req: &Request, e: &str) -> Vec<u8> {
     frame::encode_response(&req.rpc, req.seqid, e, Payload::None)
 }
 
-/// The answer to anything but the CLI (`None` for the CLI).
+/// The answer to anything but the leader's CLI and proposals (`None` for those).
 fn answer(s: &Server, req: &Request) -> Option<Vec<u8>> {
     let ok = Some(ErrorCode::ok());
     let forward = Some(ErrorCode::new("ERR_FORWARD_TO_OTHERS"));
@@ -190,6 +192,7 @@ fn answer(s: &Server, req: &Request) -> Option<Vec<u8>> {
         });
     }
     Some(match req.rpc.as_str() {
+        rpc::PROPOSE_BALANCER => return None,
         rpc::CLUSTER_INFO => reply(
             req,
             &ClusterInfoResponse {
@@ -245,8 +248,18 @@ fn answer(s: &Server, req: &Request) -> Option<Vec<u8>> {
     })
 }
 
-/// A remote command on a meta that has its CLI handler.
+/// A remote command on a meta that has its CLI handler, or a proposal to the leader.
 fn cli(s: &mut Server, req: &Request) -> Vec<u8> {
+    if req.rpc == rpc::PROPOSE_BALANCER {
+        s.proposals
+            .push(BalancerRequest::from_bytes(&req.body).unwrap());
+        return reply(
+            req,
+            &ErrResponse {
+                err: Some(ErrorCode::ok()),
+            },
+        );
+    }
     let c = Command::from_bytes(&req.body).unwrap();
     let text = match (c.cmd.as_str(), c.arguments.first()) {
         ("server-info", _) => s.server_info.clone(),
