@@ -375,12 +375,16 @@ impl Meta<'_> {
                 let from = node(down.node, down.hp_node.as_ref());
                 (alive(&from) && from == part.primary).then_some(Proposal::Demote)
             }
-            // Queued as sent, an invalid target filled with the primary
-            // (`register_proposals`); whether the target leads and the node is a member is
-            // checked when it runs, at the tick.
+            // Queued as sent, an invalid target filled with the primary, refused when there is
+            // none (`server_load_balancer::register_proposals` @v2.5.0); whether the target
+            // leads and the node is a member is checked when it runs, at the tick.
             ([CT_DOWNGRADE_TO_INACTIVE], [one]) => {
                 let unset = one.target == 0 && one.hp_target.is_none();
                 let target = if unset {
+                    if part.primary.is_none() {
+                        self.log(format!("refused {table}.{index}: no primary to send it to"));
+                        return "ERR_INVALID_PARAMETERS";
+                    }
                     part.primary.clone()
                 } else {
                     node(one.target, one.hp_target.as_ref())
