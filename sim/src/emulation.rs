@@ -105,6 +105,10 @@ pub enum Proposal {
     /// `DOWNGRADE_TO_SECONDARY` of the primary with nothing promoted (a move-primary whose
     /// second action a 2.4/2.5 meta lost reading it): the partition has no primary until
     /// the meta's next tick promotes one of its secondaries, which may be the same node.
+    /// A real meta elects one sooner: right after the demote's remote write it runs `cure()`
+    /// (`server_state::on_update_configuration_on_remote_reply` @v2.5.0), which clears the
+    /// invalid second action and calls `partition_guardian::on_missing_primary`; this model
+    /// waits for the tick.
     Demote,
 }
 

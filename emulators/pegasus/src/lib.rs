@@ -8,7 +8,10 @@
 //! reader does, with decoders of its own written from that version's IDL (not the backend's
 //! codec), so that a request the real server would misread is misread here too, with the
 //! same consequences: a 2.5 meta that loses the promote of a move-primary demotes the primary
-//! and nothing else, and one whose reader throws dies. It answers in that version's formats
+//! (the real meta then elects a primary right after the demote's remote write,
+//! `server_state::on_update_configuration_on_remote_reply` calling `cure()` @v2.5.0; the
+//! emulator leaves the partition without one until its next tick), and one whose reader
+//! throws dies. It answers in that version's formats
 //! (plain or JSON remote-command replies, `/metrics` or perf counters, `server-info`) and
 //! refuses what it refuses. Docs: docs/upstream/pegasus.md, with the upstream file and
 //! function at each tag.

@@ -325,7 +325,9 @@ impl World {
     }
 
     /// The primary steps down to secondary and nothing is promoted: the partition has no
-    /// primary until the next tick's promotion (`partition_guardian::on_missing_primary`).
+    /// primary until the next tick's promotion (`partition_guardian::on_missing_primary`;
+    /// a real meta runs it right after the demote's remote write, see
+    /// [`crate::emulation::Proposal::Demote`]).
     pub(crate) fn demote(&mut self, p: u32) {
         let Some(i) = self.parts[p as usize]
             .replicas
