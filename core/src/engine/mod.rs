@@ -272,6 +272,18 @@ async fn roll_inner<C: Cluster>(
             Ok(report)
         }
         Err(e) => {
+            // An orchestrator that lost its lock (its session expired while it hung) changes
+            // nothing more: another may hold the rollout now. That is what it says, whatever
+            // failed meanwhile.
+            if let Err(lost @ JournalError::LockLost { .. }) = ctx.run.journal.fence() {
+                let lost = Error::Journal(lost);
+                ctx.emit(Event::Failed {
+                    error: format!("{}; the run had failed with: {}", chain(&lost), chain(&e)),
+                    node: e.node().cloned(),
+                    phase: e.phase(),
+                });
+                return Err(lost);
+            }
             let outcome = if matches!(e, Error::Cancelled { .. }) {
                 "cancelled"
             } else {
