@@ -51,7 +51,7 @@
 //!    coordinators), `quiesce` / `quiesced` (data nodes), `ready` (every node), `rejoin` /
 //!    `rejoined` (every node, again after a restart on its own, and as the undo of a drain on
 //!    a node that was not stopped: make it idempotent), `fully_healthy` and `safe_to_stop`.
-//!    Every other method has a default: `nodes`, `stopped`, `heal`, `data_down_limit`,
+//!    Every other method has a default: `nodes`, `down_outside`, `unserving_outside`, `stopped`, `heal`, `data_down_limit`,
 //!    `check_change` (refuse what the backend cannot apply) and `classify` (all fatal).
 //!    Probes answer [`Health`]; a `Waiting` reason should change only when something
 //!    moved, since a deadline is a window without progress ([`wait_until`]).
@@ -131,4 +131,5 @@ pub use replicas::{
     place_temporary_replicas,
 };
 pub use steps::{steps, steps_for};
+#[allow(deprecated)]
 pub use wait::{PROGRESS_CAP, WaitError, wait_until};

@@ -25,8 +25,7 @@ pub enum OnTimeout {
 }
 
 /// How long each wait may go without progress ([`wait_until`](crate::wait_until)): a wait
-/// whose reason keeps changing (ops done, replicas back) runs on, up to
-/// [`PROGRESS_CAP`](crate::PROGRESS_CAP) times its deadline in all.
+/// that keeps giving new reasons (ops done, replicas back) runs on, however long its work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Deadlines {

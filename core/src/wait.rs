@@ -22,7 +22,10 @@ pub enum WaitError<E: std::error::Error + 'static> {
     Probe(#[source] E),
 }
 
-/// How many deadlines a wait that keeps making progress may last in all.
+/// Formerly how many deadlines a wait that kept making progress could last in all. A wait
+/// now lasts as long as it makes progress (a reason it has not given before), however long
+/// the work: a rejoin of a hundred thousand replicas is not cut off while it moves.
+#[deprecated(note = "a wait lasts as long as it makes progress; nothing caps it any more")]
 pub const PROGRESS_CAP: u32 = 4;
 
 /// Polls `probe` until it holds, in tokio time.
@@ -32,11 +35,12 @@ pub const PROGRESS_CAP: u32 = 4;
 /// Transient and not-safe-yet errors (by `classify`) count as "not yet";
 /// `on_wait` is called whenever the reason changes.
 ///
-/// `deadline` is a window without progress: a changed `Waiting` reason is progress (a probe
-/// says "17 replicas not serving yet", then "12 ..."), and it starts the window again, so a
-/// long piece of work that keeps moving is not cut off while a stuck one is caught after one
-/// window. A wait ends in any case after [`PROGRESS_CAP`] deadlines. A backend's reasons
-/// should therefore change only when something moved.
+/// `deadline` is a window without progress: a `Waiting` reason the wait has not seen before
+/// is progress (a probe says "17 replicas not serving yet", then "12 ..."), and it starts the
+/// window again, so a long piece of work that keeps moving is not cut off, however long it
+/// is, while a stuck one is caught after one window. A reason seen before (a probe that
+/// flips between two states, a count that goes back up) is not progress. A backend's reasons
+/// should therefore change only when something moved (no clocks in them).
 ///
 /// # Errors
 /// [`WaitError`] when a deadline passes without progress (or the cap passes), the probe fails
@@ -59,11 +63,12 @@ pub async fn wait_until<P: HealthProbe>(
             .or_else(|| from.checked_add(far))
             .unwrap_or(from)
     };
-    let cap = after(start, deadline.saturating_mul(PROGRESS_CAP));
-    let mut end = after(start, deadline).min(cap);
+    let mut end = after(start, deadline);
     let mut interval = poll.0;
     let mut last = String::new();
     let mut progressed = false;
+    // Hashes of the reasons given so far: only a new one is progress.
+    let mut seen = std::collections::HashSet::new();
     loop {
         let reason = match probe.check().await {
             Ok(Health::Healthy) => return Ok(()),
@@ -77,20 +82,16 @@ pub async fn wait_until<P: HealthProbe>(
         let now = Instant::now();
         if reason != last {
             on_wait(&reason);
-            if !last.is_empty() {
+            let new = seen.insert(hash_of(&reason));
+            if !last.is_empty() && new {
                 // Progress: the window starts again.
-                end = after(now, deadline).min(cap);
+                end = after(now, deadline);
                 progressed = true;
             }
             last = reason;
         }
         if now >= end {
-            return Err(WaitError::Timeout(if now >= cap && progressed {
-                format!(
-                    "still not done after {} times the deadline, though it kept moving: {last}",
-                    PROGRESS_CAP
-                )
-            } else if progressed {
+            return Err(WaitError::Timeout(if progressed {
                 format!("no progress for the last {deadline:?}: {last}")
             } else {
                 last
@@ -102,4 +103,12 @@ pub async fn wait_until<P: HealthProbe>(
         futures_util::future::select(sleep, wake).await;
         interval = interval.saturating_add(interval / 2).min(poll.1);
     }
+}
+
+/// A reason's hash, the same in every run (SipHash with fixed keys).
+fn hash_of(reason: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    reason.hash(&mut h);
+    h.finish()
 }
