@@ -60,6 +60,47 @@ pub trait Cluster: Send + Sync {
         async { self.topology().await.map(|t| t.nodes) }
     }
 
+    /// The first data node outside `exempt` that the control plane does not see alive, with
+    /// why; `None` when every one is. The engine's watch on the nodes outside a wave asks it
+    /// at every check of a wait (see [`outside_node_failure`](crate::plan::outside_node_failure)).
+    /// The default reads [`nodes`](Cluster::nodes); a backend with many nodes may answer from
+    /// less.
+    ///
+    /// # Errors
+    /// The backend's error, as for [`nodes`](Cluster::nodes).
+    fn down_outside<'a>(
+        &'a self,
+        exempt: &'a [NodeId],
+    ) -> impl Future<Output = Result<Option<(NodeId, String)>, Self::Error>> + Send + 'a {
+        async move {
+            Ok(crate::plan::outside_node_failure(
+                &self.nodes().await?,
+                exempt,
+            ))
+        }
+    }
+
+    /// The first replica on a node outside `exempt` that is a primary or secondary of its
+    /// partition and does not serve, with why; `None` when every one serves. The engine's
+    /// watch on the nodes outside a wave asks it every 30 s of a wait, before the wave's stop
+    /// (see [`outside_failure`](crate::plan::outside_failure), whose replica part this is).
+    /// The default reads the whole topology; a backend that can tell from less (counts it
+    /// keeps, as the simulator does) should answer from that, since a roll's length grows
+    /// with the partitions too.
+    ///
+    /// # Errors
+    /// The backend's error, as for [`topology`](Cluster::topology).
+    fn unserving_outside<'a>(
+        &'a self,
+        exempt: &'a [NodeId],
+    ) -> impl Future<Output = Result<Option<(NodeId, String)>, Self::Error>> + Send + 'a {
+        async move {
+            let t = self.topology().await?;
+            Ok(crate::plan::outside_failure(&t, exempt, true)
+                .filter(|_| crate::plan::outside_node_failure(&t.nodes, exempt).is_none()))
+        }
+    }
+
     /// A handle on the node's process, or `None` when the cluster has no such node.
     fn node(&self, id: &NodeId) -> Option<Self::Node>;
 

@@ -348,6 +348,10 @@ struct Ctx<'a, C> {
     /// Data nodes down and holding nothing when the rollout began: not failures outside a
     /// wave.
     retired: Vec<NodeId>,
+    /// Whether the journal may hold temporary replicas: unknown until first read, then set
+    /// by every one this run adds (so a roll that adds none reads the journal once, not at
+    /// every wave).
+    temporaries: std::sync::Mutex<Option<bool>>,
 }
 
 impl<'a, C: Cluster> Ctx<'a, C> {
@@ -358,6 +362,7 @@ impl<'a, C: Cluster> Ctx<'a, C> {
             run,
             ghosts: Vec::new(),
             retired: Vec::new(),
+            temporaries: std::sync::Mutex::new(None),
         }
     }
 

@@ -17,7 +17,6 @@ use crate::error::{Error, Phase};
 use crate::event::Event;
 use crate::model::KnobScope;
 use crate::model::{Health, NodeId};
-use crate::plan::{outside_failure, outside_node_failure};
 use crate::probe::HealthProbe;
 
 use super::Ctx;
@@ -128,8 +127,7 @@ impl<C: Cluster> HealthProbe for Outside<'_, C> {
         if !self.on.load(Ordering::Relaxed) {
             return Ok(Health::Healthy);
         }
-        let nodes = self.cluster.nodes().await?;
-        let mut failure = outside_node_failure(&nodes, &self.exempt);
+        let mut failure = self.cluster.down_outside(&self.exempt).await?;
         if failure.is_none() && self.replicas {
             let now = tokio::time::Instant::now();
             let due = {
@@ -141,8 +139,7 @@ impl<C: Cluster> HealthProbe for Outside<'_, C> {
                 due
             };
             if due {
-                let topology = self.cluster.topology().await?;
-                failure = outside_failure(&topology, &self.exempt, true);
+                failure = self.cluster.unserving_outside(&self.exempt).await?;
             }
         }
         Ok(match failure {
@@ -252,10 +249,10 @@ impl<C: Cluster> Ctx<'_, C> {
         guard: &mut Guard,
         exempt: &[NodeId],
     ) -> Result<bool, Error<C::Error>> {
-        let nodes = self
-            .call(None, Phase::Guard, || self.cluster.nodes())
+        let down = self
+            .call(None, Phase::Guard, || self.cluster.down_outside(exempt))
             .await?;
-        if outside_node_failure(&nodes, exempt).is_some() {
+        if down.is_some() {
             return Ok(false);
         }
         tracing::info!("the failure outside the wave is over: the knobs are held again to heal");

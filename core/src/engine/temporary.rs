@@ -27,8 +27,17 @@ impl<C: Cluster> Ctx<'_, C> {
 
     /// The temporary replicas the journal shows added and not removed.
     fn open_temporaries(&self) -> Result<Vec<TemporaryReplica>, Error<C::Error>> {
+        let known = *self.temporaries.lock().unwrap_or_else(|e| e.into_inner());
+        if known == Some(false) {
+            return Ok(Vec::new());
+        }
         let entries = self.run.journal.load().map_err(Error::Journal)?;
-        Ok(Resume::from_entries(&entries).temporaries)
+        let open = Resume::from_entries(&entries).temporaries;
+        let any = entries
+            .iter()
+            .any(|e| matches!(e, Entry::TemporaryAdded { .. }));
+        *self.temporaries.lock().unwrap_or_else(|e| e.into_inner()) = Some(any);
+        Ok(open)
     }
 
     /// Gives every single-replica partition of `nodes` a temporary replica (reusing those the
@@ -53,6 +62,7 @@ impl<C: Cluster> Ctx<'_, C> {
             },
         )?;
         for t in &placed {
+            *self.temporaries.lock().unwrap_or_else(|e| e.into_inner()) = Some(true);
             self.append(&Entry::TemporaryAdded { replica: t.clone() })?;
             self.emit(Event::TemporaryReplicaAdded { replica: t.clone() });
         }
