@@ -310,6 +310,34 @@ impl Cluster for SimCluster {
         Ok(node_infos(&w))
     }
 
+    /// The nodes as `nodes` shows them, scanned without building them.
+    async fn down_outside(&self, exempt: &[NodeId]) -> Result<Option<(NodeId, String)>, SimError> {
+        let w = self.control("nodes").await?;
+        Ok(w.nodes
+            .iter()
+            .find(|n| {
+                n.kind == RoleKind::Data && !(n.up() && n.attached) && !exempt.contains(&n.id)
+            })
+            .map(|n| {
+                (
+                    n.id.clone(),
+                    format!("node {} ({}) outside the wave is not alive", n.id, n.role),
+                )
+            }))
+    }
+
+    /// From the per-node counts `World::touch` keeps: a replica the topology would show as
+    /// a primary or secondary that does not serve (a dropped one, or a member with nothing
+    /// loaded) on a live data node outside `exempt`; the partition found from where the last
+    /// search stopped. The same answer as the default's, without building the topology.
+    async fn unserving_outside(
+        &self,
+        exempt: &[NodeId],
+    ) -> Result<Option<(NodeId, String)>, SimError> {
+        let w = self.control("topology").await?;
+        Ok(crate::world::unserving_outside(&w, exempt))
+    }
+
     async fn topology(&self) -> Result<Topology, SimError> {
         let w = self.control("topology").await?;
         let nodes = node_infos(&w);

@@ -89,10 +89,15 @@ pub(crate) fn eval(w: &World, kind: Kind, node: Option<u32>, describe: bool) -> 
             }
             if n.counts.not_back > 0 {
                 return why(&|| {
+                    let op = w
+                        .model()
+                        .pending(w, Some(i))
+                        .unwrap_or_else(|| "no op is queued or running for it".to_string());
                     format!(
-                        "node {} has {} replicas not serving yet",
+                        "node {} has {} replicas not serving yet, such as {}; {op}",
                         name(),
-                        n.counts.not_back
+                        n.counts.not_back,
+                        first_not_back(w, i)
                     )
                 });
             }
@@ -135,4 +140,72 @@ fn fully_healthy(w: &World, describe: bool) -> Health {
         return why(&|| format!("node {} is drained", n.id));
     }
     Health::Healthy
+}
+
+/// The first replica of node `i` that does not serve yet, described: its partition, role and
+/// whether its data is loaded.
+fn first_not_back(w: &World, i: u32) -> String {
+    let n = &w.nodes[i as usize];
+    let len = n.parts.len();
+    let from = n.not_back_hint.get().min(len);
+    (from..len)
+        .chain(0..from)
+        .find_map(|k| {
+            let p = n.parts[k];
+            let r = w.parts[p as usize].replicas.iter().find(|r| r.node == i)?;
+            let back = r.loaded && matches!(r.role, super::Rep::Primary | super::Rep::Secondary);
+            (!back).then(|| {
+                n.not_back_hint.set(k);
+                format!(
+                    "partition {p} ({:?}, {})",
+                    r.role,
+                    if r.loaded { "loaded" } else { "not loaded" }
+                )
+            })
+        })
+        .unwrap_or_else(|| "one not found".to_string())
+}
+
+/// The first replica on a live data node outside `exempt` that the topology would show as a
+/// primary or secondary not serving (dropped, or a member with nothing loaded), named as
+/// [`rollout_core::plan::outside_failure`] names it; a node that is down is the node watch's.
+pub(crate) fn unserving_outside(
+    w: &World,
+    exempt: &[rollout_core::NodeId],
+) -> Option<(rollout_core::NodeId, String)> {
+    for (i, n) in w.nodes.iter().enumerate() {
+        let unserving = n.counts.not_back.saturating_sub(n.counts.learners);
+        if n.kind != RoleKind::Data || !n.up() || unserving == 0 || exempt.contains(&n.id) {
+            continue;
+        }
+        let len = n.parts.len();
+        let from = n.not_back_hint.get().min(len);
+        let found = (from..len).chain(0..from).find_map(|k| {
+            let p = n.parts[k];
+            let r = w.parts[p as usize]
+                .replicas
+                .iter()
+                .find(|r| r.node == i as u32)?;
+            let serves = r.loaded && matches!(r.role, super::Rep::Primary | super::Rep::Secondary);
+            (!serves && r.role != super::Rep::Learner).then(|| {
+                n.not_back_hint.set(k);
+                p
+            })
+        })?;
+        let part = &w.parts[found as usize];
+        let id = format!(
+            "{}{}.{}",
+            w.profile.partition_prefix,
+            part.table + 1,
+            part.index
+        );
+        return Some((
+            n.id.clone(),
+            format!(
+                "partition {id}'s replica on {} outside the wave does not serve",
+                n.id
+            ),
+        ));
+    }
+    None
 }

@@ -25,6 +25,7 @@ pub(crate) use model::{Model, ModelEv, Profile};
 
 mod clients;
 pub(crate) mod conditions;
+pub(crate) use conditions::unserving_outside;
 pub(crate) mod ledger;
 mod lifecycle;
 mod model;
@@ -40,7 +41,10 @@ pub(crate) use clients::Clients;
 pub(crate) use ledger::Log;
 pub(crate) use openmldb::{Op, Op as OpenMldbOp, OpenMldb};
 pub(crate) use pegasus::{Pegasus, Proposal as PegasusProposal};
-use state::{F_LEARNER, F_MEMBER, F_NOT_BACK, F_PRIMARY, F_UNLOADED, add_counts};
+use state::{
+    F_DROPPED, F_LEARNER, F_MEMBER, F_NOT_BACK, F_PRIMARY, F_SOLE_PRIMARY, F_STUCK_MEMBER,
+    F_UNLOADED, add_counts,
+};
 pub(crate) use state::{NodeS, Part, Rep, Replica};
 
 /// Microseconds of virtual time.
@@ -93,6 +97,9 @@ pub(crate) struct World {
     pub(crate) leader: Option<u32>,
     leaderless_since: Option<Us>,
     pub(crate) unhealthy: BTreeSet<u32>,
+    /// Partitions with no primary, or one on a node the coordinator holds offline (kept by
+    /// [`World::touch`]): what a coordinator's promotion looks at.
+    pub(crate) headless: BTreeSet<u32>,
     pub(crate) last_change: Us,
     pub(crate) transient_p: f64,
     /// Whether probes wake at the next event (the default) or only poll.
@@ -149,6 +156,7 @@ impl World {
             leader,
             leaderless_since: None,
             unhealthy: BTreeSet::new(),
+            headless: BTreeSet::new(),
             last_change: 0,
             transient_p: 0.0,
             wake_hints: true,
@@ -372,9 +380,25 @@ impl World {
         let mut contrib = std::mem::take(&mut self.parts[p as usize].contrib);
         let mut fresh = [(0u32, 0u8); 8];
         let mut len = 0;
+        let sole = self.parts[p as usize].replicas.len() == 1;
+        let small = wanted < 3;
+        let live_secondary = small
+            && self.parts[p as usize]
+                .replicas
+                .iter()
+                .any(|r| r.role == Rep::Secondary && self.nodes[r.node as usize].up());
         for r in &self.parts[p as usize].replicas {
             let member = matches!(r.role, Rep::Primary | Rep::Secondary);
             let mut f = 0;
+            if small && member && !(r.role == Rep::Primary && live_secondary) {
+                f |= F_STUCK_MEMBER;
+            }
+            if sole && r.role == Rep::Primary {
+                f |= F_SOLE_PRIMARY;
+            }
+            if r.role == Rep::Inactive {
+                f |= F_DROPPED;
+            }
             if r.role == Rep::Primary {
                 f |= F_PRIMARY;
             }
@@ -449,6 +473,16 @@ impl World {
             }
             _ => {}
         }
+        let headless = !part
+            .replicas
+            .iter()
+            .any(|r| r.role == Rep::Primary && !self.nodes[r.node as usize].offline);
+        if headless {
+            self.headless.insert(p);
+        } else {
+            self.headless.remove(&p);
+        }
+        let part = &mut self.parts[p as usize];
         if part.healthy != healthy {
             part.healthy = healthy;
             if healthy {

@@ -709,22 +709,9 @@ impl Model for OpenMldb {
     /// The node leads nothing, but single-replica partitions with no other replica
     /// (accepted as unavailable: pre-upgrade with `--allow_single_replica` skips them).
     fn drained(&self, w: &World, node: u32, describe: bool) -> Health {
+        // Kept by `World::touch`: the drain runs while every change re-evaluates this.
         let n = &w.nodes[node as usize];
-        let leads = if n.counts.primaries == 0 {
-            0
-        } else {
-            n.parts
-                .iter()
-                .filter(|&&p| {
-                    let part = &w.parts[p as usize];
-                    part.replicas.len() > 1
-                        && part
-                            .replicas
-                            .iter()
-                            .any(|r| r.node == node && r.role == Rep::Primary)
-                })
-                .count()
-        };
+        let leads = n.counts.primaries.saturating_sub(n.counts.sole_primaries);
         if let Some(why) = &self.move_failed[node as usize] {
             return Health::failed(why.clone());
         }

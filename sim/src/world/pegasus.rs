@@ -201,26 +201,9 @@ impl Model for Pegasus {
     /// than 3 replicas (accepted as unavailable: the drain cannot downgrade there, nor move a
     /// sole primary).
     fn drained(&self, w: &World, node: u32, describe: bool) -> Health {
+        // Kept by `World::touch`: the drain runs while every change re-evaluates this.
         let n = &w.nodes[node as usize];
-        let busy = if n.counts.members == 0 {
-            0
-        } else {
-            n.parts
-                .iter()
-                .filter(|&&p| {
-                    let part = &w.parts[p as usize];
-                    let mine = part.replicas.iter().find(|r| r.node == node);
-                    let member =
-                        mine.is_some_and(|r| matches!(r.role, Rep::Primary | Rep::Secondary));
-                    let movable = mine.is_some_and(|r| r.role == Rep::Primary)
-                        && part
-                            .replicas
-                            .iter()
-                            .any(|r| r.role == Rep::Secondary && w.nodes[r.node as usize].up());
-                    member && (part.wanted >= 3 || movable)
-                })
-                .count()
-        };
+        let busy = n.counts.members.saturating_sub(n.counts.stuck_members);
         match busy {
             0 => Health::Healthy,
             busy => Health::Waiting(if describe {
@@ -285,16 +268,70 @@ impl World {
                 self.touch(p);
             }
         }
-        let todo: Vec<u32> = self.unhealthy.iter().copied().collect();
-        for p in todo {
-            if self.parts[p as usize].busy_until > self.now {
+        // Promotions first, then secondaries added while some node may take a learner: a
+        // tick over a node's whole rejoin must not visit every partition it lacks while flow
+        // control lets a hundred of them in.
+        let headless: Vec<u32> = self.headless.iter().copied().collect();
+        for p in headless {
+            if self.parts[p as usize].busy_until <= self.now && self.promote(p) {
+                self.touch(p);
+            }
+        }
+        let knobs = CureKnobs::of(self);
+        // A replica dropped on a node that serves again is added back there: each such node
+        // is searched from where its last search stopped, until flow control fills it.
+        for n in 0..self.nodes.len() as u32 {
+            let node = &self.nodes[n as usize];
+            if node.kind != RoleKind::Data
+                || !node.attached
+                || !node.up()
+                || node.counts.dropped == 0
+            {
                 continue;
             }
-            if !self.promote(p) {
-                self.cure(p);
+            let len = node.parts.len();
+            let start = node.cure_cursor.min(len);
+            let mut left = node.counts.dropped;
+            for k in (start..len).chain(0..start) {
+                if left == 0 || !self.has_room(n, &knobs) {
+                    self.nodes[n as usize].cure_cursor = k;
+                    break;
+                }
+                let p = self.nodes[n as usize].parts[k];
+                let dropped = self.parts[p as usize]
+                    .replicas
+                    .iter()
+                    .any(|r| r.node == n && r.role == Rep::Inactive);
+                if !dropped {
+                    continue;
+                }
+                left -= 1;
+                if self.parts[p as usize].busy_until <= self.now && self.cure(p, &knobs) {
+                    self.touch(p);
+                }
             }
-            self.touch(p);
         }
+        // Copies elsewhere only once a node has been gone the assign delay.
+        let overdue = self.nodes.iter().any(|n| {
+            n.kind == RoleKind::Data
+                && n.offline
+                && !n.up()
+                && self.now.saturating_sub(n.down_since) >= knobs.assign_delay
+        });
+        if overdue {
+            let todo: Vec<u32> = self.unhealthy.iter().copied().collect();
+            for p in todo {
+                if self.parts[p as usize].busy_until <= self.now && self.cure(p, &knobs) {
+                    self.touch(p);
+                }
+            }
+        }
+    }
+
+    /// Whether node `n` may take another learner now (flow control off, or below its
+    /// `add_secondary_max_count_for_one_node`).
+    fn has_room(&self, n: u32, knobs: &CureKnobs) -> bool {
+        !knobs.flow || self.nodes[n as usize].counts.learners < knobs.max
     }
 
     /// `balance --gpid -p move_pri`: the primary on `from` becomes a secondary and a current
@@ -458,20 +495,15 @@ impl World {
 
     /// The meta adds a secondary where one is missing, within flow control: back on the last
     /// dropped node if it is alive, elsewhere once that node has been gone the assign delay.
-    fn cure(&mut self, p: u32) {
+    fn cure(&mut self, p: u32, knobs: &CureKnobs) -> bool {
         if !self.readable(p) {
-            return;
+            return false;
         }
-        let flow = self.knob("meta.lb.add_secondary_enable_flow_control") == "true";
-        let max: u32 = self
-            .knob("meta.lb.add_secondary_max_count_for_one_node")
-            .parse()
-            .unwrap_or(10);
-        let assign_delay: Us = self
-            .knob("meta.lb.assign_delay_ms")
-            .parse::<u64>()
-            .unwrap_or(600_000)
-            .saturating_mul(1000);
+        let CureKnobs {
+            flow,
+            max,
+            assign_delay,
+        } = *knobs;
         let wanted = usize::from(self.parts[p as usize].wanted);
         let active = self.parts[p as usize]
             .replicas
@@ -479,7 +511,7 @@ impl World {
             .filter(|r| r.role != Rep::Inactive)
             .count();
         if active >= wanted {
-            return;
+            return false;
         }
         let full = |w: &World, n: u32| flow && w.nodes[n as usize].counts.learners >= max;
         // The add-secondary goes to the node's process: a node that does not serve cannot
@@ -491,7 +523,7 @@ impl World {
         if let Some(i) = dropped {
             let n = self.parts[p as usize].replicas[i].node;
             if full(self, n) {
-                return;
+                return false;
             }
             let behind = self.parts[p as usize].acked.len() as u64;
             let have = self.parts[p as usize].replicas[i].log.len() as u64;
@@ -509,8 +541,7 @@ impl World {
                     c: boot,
                 },
             );
-            self.changed();
-            return;
+            return true;
         }
         // A dropped node that stayed away longer than the assign delay: copy elsewhere.
         let gone = self.parts[p as usize].replicas.iter().position(|r| {
@@ -518,14 +549,14 @@ impl World {
                 && self.nodes[r.node as usize].offline
                 && !self.nodes[r.node as usize].up()
         });
-        let Some(g) = gone else { return };
+        let Some(g) = gone else { return false };
         let gone_node = self.parts[p as usize].replicas[g].node;
         if self
             .now
             .saturating_sub(self.nodes[gone_node as usize].down_since)
             < assign_delay
         {
-            return;
+            return false;
         }
         let holders: Vec<u32> = self.parts[p as usize]
             .replicas
@@ -536,9 +567,9 @@ impl World {
             let node = &self.nodes[n as usize];
             node.kind == RoleKind::Data && node.attached && node.up() && !holders.contains(&n)
         });
-        let Some(t) = target else { return };
+        let Some(t) = target else { return false };
         if full(self, t) {
-            return;
+            return false;
         }
         self.parts[p as usize].replicas.remove(g);
         self.nodes[gone_node as usize].parts.retain(|&q| q != p);
@@ -557,8 +588,8 @@ impl World {
                 c: boot,
             },
         );
-        self.touch(p);
         self.touch_node(gone_node);
+        true
     }
 
     /// A learn finished: the learner holds everything the primary has and becomes a
@@ -589,5 +620,30 @@ impl World {
             _ => self.parts[part as usize].replicas[i].role = Rep::Inactive,
         }
         self.touch(part);
+    }
+}
+
+/// The meta's add-secondary settings, read once per tick.
+#[derive(Clone, Copy, Debug)]
+struct CureKnobs {
+    flow: bool,
+    max: u32,
+    assign_delay: Us,
+}
+
+impl CureKnobs {
+    fn of(w: &World) -> Self {
+        Self {
+            flow: w.knob("meta.lb.add_secondary_enable_flow_control") == "true",
+            max: w
+                .knob("meta.lb.add_secondary_max_count_for_one_node")
+                .parse()
+                .unwrap_or(10),
+            assign_delay: w
+                .knob("meta.lb.assign_delay_ms")
+                .parse::<u64>()
+                .unwrap_or(600_000)
+                .saturating_mul(1000),
+        }
     }
 }

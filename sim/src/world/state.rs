@@ -50,6 +50,13 @@ pub(super) const F_MEMBER: u8 = 2;
 pub(super) const F_NOT_BACK: u8 = 4;
 pub(super) const F_UNLOADED: u8 = 8;
 pub(super) const F_LEARNER: u8 = 16;
+/// A member of a partition with fewer than 3 replicas wanted that the Pegasus drain cannot
+/// take it out of (not a primary with a live secondary to move to).
+pub(super) const F_STUCK_MEMBER: u8 = 32;
+/// The primary of a partition with no other replica (nothing to move it to).
+pub(super) const F_SOLE_PRIMARY: u8 = 64;
+/// A replica out of its partition's membership (`Rep::Inactive`).
+pub(super) const F_DROPPED: u8 = 128;
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Part {
@@ -95,6 +102,12 @@ pub(crate) struct Counts {
     pub(crate) not_back: u32,
     pub(crate) unloaded: u32,
     pub(crate) learners: u32,
+    /// Members the Pegasus drain cannot move (see `F_STUCK_MEMBER`).
+    pub(crate) stuck_members: u32,
+    /// Primaries of single-replica partitions.
+    pub(crate) sole_primaries: u32,
+    /// Replicas out of their partition's membership.
+    pub(crate) dropped: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -126,6 +139,12 @@ pub(crate) struct NodeS {
     pub(crate) staged: Option<(String, String)>,
     pub(crate) parts: Vec<u32>,
     pub(crate) counts: Counts,
+    /// Where in `parts` the last replica found not serving was: the next search for one
+    /// starts there (replicas come back roughly in order), so describing a rejoin does not
+    /// scan every partition at every check.
+    pub(crate) not_back_hint: std::cell::Cell<usize>,
+    /// Where in `parts` the meta's search for replicas to add back on this node resumes.
+    pub(crate) cure_cursor: usize,
     pub(crate) unflushed: u64,
     pub(crate) flush_done: Option<Us>,
     pub(crate) draining: bool,
@@ -178,6 +197,8 @@ impl NodeS {
             staged: None,
             parts: Vec::new(),
             counts: Counts::default(),
+            not_back_hint: std::cell::Cell::new(0),
+            cure_cursor: 0,
             unflushed: 0,
             flush_done: None,
             draining: false,
@@ -216,4 +237,7 @@ pub(super) fn add_counts(c: &mut Counts, f: u8, add: bool) {
     step(&mut c.not_back, f & F_NOT_BACK != 0);
     step(&mut c.unloaded, f & F_UNLOADED != 0);
     step(&mut c.learners, f & F_LEARNER != 0);
+    step(&mut c.stuck_members, f & F_STUCK_MEMBER != 0);
+    step(&mut c.sole_primaries, f & F_SOLE_PRIMARY != 0);
+    step(&mut c.dropped, f & F_DROPPED != 0);
 }
