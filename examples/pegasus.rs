@@ -93,6 +93,9 @@ struct Args {
     /// With --emulate: keep serving this many wall seconds before the rollout and after it.
     #[arg(long, default_value_t = 0)]
     hold: u64,
+    /// With --emulate: wall seconds before the rollout instead (default: --hold).
+    #[arg(long)]
+    hold_before: Option<u64>,
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -224,7 +227,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
     if args.plan {
         return print_plan(&cluster, &spec, args.json).await;
     }
-    tokio::time::sleep(Duration::from_secs(args.hold)).await;
+    tokio::time::sleep(Duration::from_secs(args.hold_before.unwrap_or(args.hold))).await;
     // Our own client writes through the data path over the wire during the rollout, with
     // the emulated cluster's client timeout and retry (3 s, 250 ms) in wall time.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -241,6 +244,9 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         .await
         .map_err(|e| chain(&e));
     let took = (emu.sim().truth().elapsed - t0).as_secs_f64();
+    // For a client outside (scripts/realclient.sh): the roll is over, the hold begins.
+    println!("rollout finished");
+    std::io::Write::flush(&mut std::io::stdout())?;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let wire = load.await?;
     let wire_lost = wire_lost(&emu.metas(), &wire.acked).await;

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Runs an unmodified upstream client through a rollout of the emulated cluster and prints
+# one JSON object as the last stdout line: client (name, version), completed, acked,
+# first_try_errors (by code), failed_after_retries, lost, wrong, plus the roll's outcome.
+#
+# Usage:
+#   scripts/realclient.sh pegasus  [--strategy ha|naive] [--scale N] [--server-version V]
+#                                  [--rate WRITES_PER_S]
+#   scripts/realclient.sh openmldb
+#
+# pegasus: pypegasus3 (PyPI, Python 3) in a private virtual environment
+# ($ROLLOUT_REALCLIENT_DIR/venv-pegasus, made when missing), against
+# `cargo run --release --example pegasus -- --emulate`. The client writes keys in a loop
+# from before the roll until it ends (each write with a 6 s retry budget, the first-try
+# errors counted by name), then reads every acknowledged key back through itself while
+# the emulator still serves. The client's timeouts run on the wall clock, so the emulated
+# cluster runs at --scale 1 by default (about six minutes); at a faster scale a 2 s client
+# timeout stands for that many emulated seconds, and the output says which scale ran.
+#
+# openmldb: the upstream SDK speaks brpc's baidu_std protocol and reads table metadata
+# serialized in ZooKeeper; the emulator serves HTTP/JSON only, so this exits 2 saying so.
+#
+# Exit status: 0 when the client completed with no write failed after its retries and none
+# lost or wrong; 1 otherwise; 2 when a part could not start. The whole run has a time limit
+# ($ROLLOUT_REALCLIENT_LIMIT seconds, default 1800).
+#
+# Environment:
+#   ROLLOUT_REALCLIENT_DIR    working dir (default /tmp/rollout-realclient)
+#   ROLLOUT_REALCLIENT_LIMIT  seconds for the whole run (default 1800)
+#   PYTHON                    the Python 3 that makes the venv (default python3)
+set -euo pipefail
+
+NAME=realclient.sh
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DIR=${ROLLOUT_REALCLIENT_DIR:-/tmp/rollout-realclient}
+LIMIT=${ROLLOUT_REALCLIENT_LIMIT:-1800}
+PY=${PYTHON:-python3}
+
+log() { printf '%s: %s\n' "$NAME" "$*" >&2; }
+fail() { log "error: $*"; exit 2; }
+
+system=${1:-}
+[[ -n $system ]] || fail "which system? usage: scripts/realclient.sh pegasus|openmldb [options]"
+shift
+
+case $system in
+  openmldb)
+    fail "the OpenMLDB SDK speaks brpc's baidu_std protocol and reads serialized table metadata from ZooKeeper, which the emulator does not serve yet (it serves the HTTP/JSON RPCs the backend uses): no real-client run"
+    ;;
+  pegasus) ;;
+  *) fail "unknown system ${system:?}: expected pegasus or openmldb" ;;
+esac
+
+strategy=ha
+scale=1
+rate=100
+version=2.5
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --strategy) strategy=${2:?}; shift 2 ;;
+    --scale) scale=${2:?}; shift 2 ;;
+    --rate) rate=${2:?}; shift 2 ;;
+    --server-version) version=${2:?}; shift 2 ;;
+    *) fail "unknown option $1" ;;
+  esac
+done
+case $strategy in ha|naive) ;; *) fail "--strategy takes ha or naive, not $strategy" ;; esac
+[[ $scale =~ ^[0-9]+$ && $scale -ge 1 ]] || fail "--scale takes a whole number >= 1, not $scale"
+[[ $rate =~ ^[0-9]+$ && $rate -ge 1 ]] || fail "--rate takes a whole number >= 1, not $rate"
+# pypegasus3 cannot parse master's host-name fields in configurations.
+case $version in 2.4|2.5) ;; *) fail "pypegasus3 reads 2.4 and 2.5 configurations only, not $version" ;; esac
+
+mkdir -p "$DIR"
+run=$(mktemp -d "$DIR/run.XXXXXX")
+venv=$DIR/venv-pegasus
+
+# The client, installed once.
+if ! "$venv/bin/python" -c 'import pypegasus' >/dev/null 2>&1; then
+  command -v "$PY" >/dev/null 2>&1 || fail "no $PY to make the client's virtual environment"
+  log "installing pypegasus3 in $venv"
+  "$PY" -m venv "$venv" >&2 || fail "could not make a virtual environment with $PY (Debian: apt-get install python3-venv)"
+  "$venv/bin/pip" install -q pypegasus3 >&2 || fail "pip could not install pypegasus3"
+fi
+
+log "building the emulator"
+(cd "$ROOT" && cargo build -q --release --example pegasus) >&2 || fail "the pegasus example did not build"
+bin=$ROOT/target/release/examples/pegasus
+
+deadline=$((SECONDS + LIMIT))
+emu_pid=
+client_pid=
+cleanup() {
+  [[ -n $client_pid ]] && kill "$client_pid" 2>/dev/null || true
+  [[ -n $emu_pid ]] && kill "$emu_pid" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# Hold 15 s before the roll (the client finds the table and writes first), and after it
+# long enough for the read-back.
+readback=180
+"$bin" --emulate --scale "$scale" --strategy "$strategy" --server-version "$version" \
+  --hold-before 15 --hold $((readback + 20)) --json >"$run/emulator.out" 2>"$run/emulator.err" &
+emu_pid=$!
+
+metas=
+while [[ -z $metas ]]; do
+  kill -0 "$emu_pid" 2>/dev/null || { tail -5 "$run/emulator.err" >&2; fail "the emulator exited before serving"; }
+  (( SECONDS < deadline )) || fail "the emulator printed no meta servers within the limit"
+  metas=$(sed -n 's/^meta servers: //p' "$run/emulator.out" | head -1)
+  [[ -n $metas ]] || sleep 0.5
+done
+log "emulator up (metas $metas, ${scale}x time, $strategy, Pegasus $version); client writing"
+
+"$venv/bin/python" "$ROOT/scripts/realclient_pegasus.py" --meta "$metas" --table temp \
+  --duration "$LIMIT" --stop-file "$run/stop" --readback-limit "$readback" \
+  --rate "$rate" --concurrency 4 --key-prefix "realclient-$$-" \
+  --log-dir "$run" >"$run/client.out" 2>"$run/client.err" &
+client_pid=$!
+
+until grep -q '^rollout finished' "$run/emulator.out"; do
+  if ! kill -0 "$emu_pid" 2>/dev/null; then
+    tail -5 "$run/emulator.err" >&2
+    fail "the emulator exited before the rollout finished"
+  fi
+  if ! kill -0 "$client_pid" 2>/dev/null; then
+    tail -5 "$run/client.err" >&2
+    fail "the client exited during the rollout: $(tail -1 "$run/client.out")"
+  fi
+  (( SECONDS < deadline )) || fail "the rollout did not finish within ${LIMIT}s"
+  sleep 1
+done
+touch "$run/stop"
+log "rollout finished; the client reads back what it wrote"
+
+while kill -0 "$client_pid" 2>/dev/null; do
+  (( SECONDS < deadline )) || fail "the client hung in its read-back (see $run/client.err)"
+  sleep 1
+done
+wait "$client_pid" || true
+client_pid=
+while kill -0 "$emu_pid" 2>/dev/null; do
+  (( SECONDS < deadline )) || fail "the emulator did not end after its hold"
+  sleep 1
+done
+wait "$emu_pid" || true
+emu_pid=
+
+client_json=$(tail -1 "$run/client.out")
+roll_json=$(tail -1 "$run/emulator.out")
+"$PY" - "$client_json" "$roll_json" "$scale" "$rate" <<'PYEOF'
+import json, sys
+client = json.loads(sys.argv[1])
+try:
+    roll = json.loads(sys.argv[2])
+except ValueError:
+    roll = {}
+out = {k: client.get(k) for k in ("client", "acked", "first_try_errors",
+                                   "failed_after_retries", "lost", "wrong",
+                                   "acked_after_retry", "read_unchecked",
+                                   "wrong_examples")}
+out["writes"] = client.get("completed")
+out["time_scale"] = int(sys.argv[3])
+out["rate"] = int(sys.argv[4])
+for k in ("strategy", "outcome", "server_version", "restarts",
+          "max_restarts_per_node", "knobs_restored", "virtual_secs"):
+    out["roll_" + k] = roll.get(k)
+out["completed"] = bool(client.get("phase") == "done" and roll.get("completed"))
+ok = (out["completed"] and client.get("failed_after_retries") == 0
+      and client.get("lost") == 0 and client.get("wrong") == 0
+      and client.get("read_unchecked", 0) == 0)
+print(json.dumps(out, sort_keys=True))
+sys.exit(0 if ok else 1)
+PYEOF
