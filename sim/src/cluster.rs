@@ -521,7 +521,14 @@ impl Cluster for SimCluster {
         let w = self.world();
         match self.index(&w, node) {
             // In the engine's clock: the world runs `scale` times faster.
-            Some(i) if w.nodes[i as usize].kind == RoleKind::Coordinator => {
+            // Only after the coordinator that led: a Pegasus replica server beacons to the
+            // leader alone and switches on its loss (`slave_failure_detector_with_multimaster`,
+            // `src/failure_detector/failure_detector_multimaster.cpp`); a standby's restart
+            // leaves the beacons as they were.
+            Some(i)
+                if w.nodes[i as usize].kind == RoleKind::Coordinator
+                    && w.nodes[i as usize].led_at_stop =>
+            {
                 std::time::Duration::from_micros(us(w.t.coordinator_settle) / self.scale)
             }
             _ => std::time::Duration::ZERO,

@@ -35,7 +35,10 @@ pub struct Timing {
     /// How long the rollout waits after a meta server is ready before the next step: the
     /// rolling-update doc's "wait for more than 30 seconds" so that the replica servers'
     /// beacons continue, which no RPC shows (shared/seeds/pegasus-rolling-update.md).
-    /// Default 30 s.
+    /// Default 30 s. Only after the meta that led: replica servers beacon to the leader
+    /// alone and switch on its loss (`slave_failure_detector_with_multimaster`,
+    /// `src/failure_detector/failure_detector_multimaster.cpp`), so a standby's restart
+    /// leaves their beacons as they were.
     pub meta_settle: Duration,
 }
 
@@ -89,6 +92,9 @@ pub struct PegasusCluster<F> {
     pub(crate) proposed: Mutex<BTreeMap<NodeId, Instant>>,
     /// Each node's `/recentStartTime` read before its stop, to see that it moved.
     pub(crate) started: Mutex<BTreeMap<NodeId, String>>,
+    /// The metas that were the leader when their wave began: only their restart moves the
+    /// replica servers' beacons to another meta.
+    pub(crate) led: Mutex<std::collections::BTreeSet<NodeId>>,
     pub(crate) written: Mutex<Written>,
     pub(crate) http: reqwest::Client,
     /// `zookeeper_hosts` and `zookeeper_root` from `cluster_info`.
@@ -230,6 +236,7 @@ impl<F: NodeFactory> PegasusCluster<F> {
             versions: BTreeMap::new(),
             proposed: Mutex::new(BTreeMap::new()),
             started: Mutex::new(BTreeMap::new()),
+            led: Mutex::new(std::collections::BTreeSet::new()),
             written: Mutex::new(Written::default()),
             http: reqwest::Client::builder()
                 .timeout(timing.rpc)

@@ -139,7 +139,22 @@ where
 
     async fn drain(&self, node: &NodeId) -> Result<(), PegasusError> {
         self.note_start_time(node).await;
-        if self.is_meta(node) || self.is_collector(node) {
+        if self.is_meta(node) {
+            // Found by asking: the remembered leader may be stale. Unknown counts as leading
+            // (the settle is kept).
+            let leads = self
+                .leader()
+                .await
+                .map_or(true, |l| Some(l) == addr(node).ok());
+            let mut led = self.led.lock().unwrap_or_else(|e| e.into_inner());
+            if leads {
+                led.insert(node.clone());
+            } else {
+                led.remove(node);
+            }
+            return Ok(());
+        }
+        if self.is_collector(node) {
             return Ok(());
         }
         self.propose_drain(node).await.map(drop)
@@ -312,8 +327,20 @@ where
         })
     }
 
+    /// The seed's wait after a meta, only where beacons move: after the meta that led when
+    /// its wave began (or one whose leadership is unknown, as in a resumed run).
     fn settle(&self, node: &NodeId) -> std::time::Duration {
-        if self.is_meta(node) {
+        let unknown = !self
+            .started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(node);
+        let led = self
+            .led
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(node);
+        if self.is_meta(node) && (led || unknown) {
             self.timing.meta_settle
         } else {
             std::time::Duration::ZERO

@@ -46,8 +46,10 @@ impl World {
                 self.replicate(p);
             }
         }
+        let led = self.leader == Some(node);
         {
             let n = &mut self.nodes[node as usize];
+            n.led_at_stop = led;
             n.running = false;
             n.serving = false;
             n.flush_done = None;

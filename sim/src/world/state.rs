@@ -145,6 +145,8 @@ pub(crate) struct NodeS {
     pub(crate) not_back_hint: std::cell::Cell<usize>,
     /// Where in `parts` the meta's search for replicas to add back on this node resumes.
     pub(crate) cure_cursor: usize,
+    /// A coordinator that was the elected leader when its process last went away.
+    pub(crate) led_at_stop: bool,
     pub(crate) unflushed: u64,
     pub(crate) flush_done: Option<Us>,
     pub(crate) draining: bool,
@@ -199,6 +201,7 @@ impl NodeS {
             counts: Counts::default(),
             not_back_hint: std::cell::Cell::new(0),
             cure_cursor: 0,
+            led_at_stop: false,
             unflushed: 0,
             flush_done: None,
             draining: false,
