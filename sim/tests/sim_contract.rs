@@ -176,7 +176,9 @@ fn the_report_has_exactly_the_contract_fields() {
 }
 
 #[test]
-fn pegasus_ha_waits_the_seeds_settle_time_after_each_meta() {
+fn pegasus_ha_waits_the_seeds_settle_time_after_the_meta_that_led_only() {
+    // Replica servers beacon to the leader alone: a standby's restart moves no beacon, so
+    // of the 3 metas only the one that led (rolled last) is followed by the 30 s.
     let mut b = SimBuilder::new(Flavor::Pegasus);
     b.seed(7);
     let with = run(&b, Strategy::Ha);
@@ -186,11 +188,10 @@ fn pegasus_ha_waits_the_seeds_settle_time_after_each_meta() {
     b.timings(t);
     let without = run(&b, Strategy::Ha);
     assert!(with.completed && without.completed);
-    let metas = 3.0;
     let gap = with.virtual_secs - without.virtual_secs;
     assert!(
-        (metas * 30.0 - 5.0..=metas * 30.0 + 5.0).contains(&gap),
-        "30 s after each of 3 metas, but the roll took {gap} s longer"
+        (25.0..=35.0).contains(&gap),
+        "30 s after the leader meta alone, but the roll took {gap} s longer"
     );
 }
 
