@@ -92,9 +92,9 @@ pub struct PegasusCluster<F> {
     pub(crate) proposed: Mutex<BTreeMap<NodeId, Instant>>,
     /// Each node's `/recentStartTime` read before its stop, to see that it moved.
     pub(crate) started: Mutex<BTreeMap<NodeId, String>>,
-    /// The metas that were the leader when their wave began: only their restart moves the
-    /// replica servers' beacons to another meta.
-    pub(crate) led: Mutex<std::collections::BTreeSet<NodeId>>,
+    /// Whether each meta was the leader when its wave began: only the leader's restart moves
+    /// the replica servers' beacons to another meta.
+    pub(crate) led: Mutex<BTreeMap<NodeId, bool>>,
     pub(crate) written: Mutex<Written>,
     pub(crate) http: reqwest::Client,
     /// `zookeeper_hosts` and `zookeeper_root` from `cluster_info`.
@@ -236,7 +236,7 @@ impl<F: NodeFactory> PegasusCluster<F> {
             versions: BTreeMap::new(),
             proposed: Mutex::new(BTreeMap::new()),
             started: Mutex::new(BTreeMap::new()),
-            led: Mutex::new(std::collections::BTreeSet::new()),
+            led: Mutex::new(BTreeMap::new()),
             written: Mutex::new(Written::default()),
             http: reqwest::Client::builder()
                 .timeout(timing.rpc)

@@ -139,22 +139,7 @@ where
 
     async fn drain(&self, node: &NodeId) -> Result<(), PegasusError> {
         self.note_start_time(node).await;
-        if self.is_meta(node) {
-            // Found by asking: the remembered leader may be stale. Unknown counts as leading
-            // (the settle is kept).
-            let leads = self
-                .leader()
-                .await
-                .map_or(true, |l| Some(l) == addr(node).ok());
-            let mut led = self.led.lock().unwrap_or_else(|e| e.into_inner());
-            if leads {
-                led.insert(node.clone());
-            } else {
-                led.remove(node);
-            }
-            return Ok(());
-        }
-        if self.is_collector(node) {
+        if self.is_meta(node) || self.is_collector(node) {
             return Ok(());
         }
         self.propose_drain(node).await.map(drop)
@@ -309,16 +294,22 @@ where
         })
     }
 
-    fn safe_to_stop<'a>(
-        &'a self,
-        _node: &'a NodeId,
-    ) -> impl HealthProbe<Error = PegasusError> + 'a {
+    fn safe_to_stop<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = PegasusError> + 'a {
         probe_fn(move || async move {
             let info: crate::messages::ClusterInfoResponse =
                 match self.meta().call(rpc::CLUSTER_INFO, &Empty).await {
                     Ok(i) => i,
                     Err(e) => return Ok(Health::Waiting(format!("no meta leader answers: {e}"))),
                 };
+            // Whether the meta about to stop leads: the last reading before its stop decides
+            // its settle (both procedures pass here).
+            if self.is_meta(node) {
+                let leads = self.meta.leader() == addr(node).ok();
+                self.led
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(node.clone(), leads);
+            }
             Ok(if info.get("meta_function_level") == Some("freezed") {
                 Health::Waiting("the meta is freezed".into())
             } else {
@@ -328,19 +319,11 @@ where
     }
 
     /// The seed's wait after a meta, only where beacons move: after the meta that led when
-    /// its wave began (or one whose leadership is unknown, as in a resumed run).
+    /// it was last found safe to stop (or one whose leadership is unknown, as in a resumed
+    /// run).
     fn settle(&self, node: &NodeId) -> std::time::Duration {
-        let unknown = !self
-            .started
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(node);
-        let led = self
-            .led
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(node);
-        if self.is_meta(node) && (led || unknown) {
+        let standby = self.led.lock().unwrap_or_else(|e| e.into_inner()).get(node) == Some(&false);
+        if self.is_meta(node) && !standby {
             self.timing.meta_settle
         } else {
             std::time::Duration::ZERO
