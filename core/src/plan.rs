@@ -22,6 +22,11 @@ pub struct Wave {
     pub kind: RoleKind,
     /// The nodes, in the order they are started.
     pub nodes: Vec<NodeId>,
+    /// Why the wave holds these nodes and no more: for data nodes the first node that had to
+    /// wait and the partition or limit that kept it out, or that every remaining node joined;
+    /// empty where the role's rule alone decides (coordinators one at a time).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub why: String,
 }
 
 /// A knob as the plan shows it.
@@ -160,6 +165,9 @@ impl fmt::Display for Plan {
         for (i, w) in self.waves.iter().enumerate() {
             let names: Vec<&str> = w.nodes.iter().map(NodeId::as_str).collect();
             writeln!(f, "wave {:>3} [{}]: {}", i + 1, w.role, names.join(", "))?;
+            if !w.why.is_empty() {
+                writeln!(f, "           why: {}", w.why)?;
+            }
         }
         for n in &self.already_done {
             writeln!(f, "already done: {n}")?;
@@ -494,6 +502,7 @@ pub fn build_waves_limited(
             role: role.to_string(),
             kind,
             nodes,
+            why: String::new(),
         };
         match kind {
             RoleKind::Coordinator => {
@@ -519,9 +528,12 @@ pub fn build_waves_limited(
                         }),
                     }
                 }
-                let most = data_limit.map_or(max_parallel, |l| max_parallel.min(l.max(1)));
-                for group in packer.pack(left, most) {
-                    waves.push(wave(group));
+                let limit = match data_limit {
+                    Some(l) if l.max(1) < max_parallel => Limit::Backend(l.max(1)),
+                    _ => Limit::MaxParallel(max_parallel),
+                };
+                for (group, why) in packer.pack(left, limit) {
+                    waves.push(Wave { why, ..wave(group) });
                 }
             }
         }
@@ -567,24 +579,65 @@ impl<'t> Packer<'t> {
             })
     }
 
-    /// First-fit packing of `left` into safe waves of at most `max_parallel`.
-    fn pack(&self, mut left: Vec<NodeId>, max_parallel: usize) -> Vec<Vec<NodeId>> {
+    /// First-fit packing of `left` into safe waves within `limit`, each with why it holds
+    /// no more (the first node that had to wait, and what kept it out).
+    fn pack(&self, mut left: Vec<NodeId>, limit: Limit) -> Vec<(Vec<NodeId>, String)> {
+        let most = limit.most();
         let mut waves = Vec::new();
         while !left.is_empty() {
             let mut wave: Vec<NodeId> = Vec::new();
             let mut rest = Vec::new();
+            let mut why = None;
             for n in left {
                 let members: BTreeSet<&NodeId> = wave.iter().collect();
-                if wave.len() < max_parallel && self.may_join(&members, &n).is_ok() {
-                    wave.push(n);
-                } else {
+                if wave.len() >= most {
+                    why.get_or_insert_with(|| format!("{n} waits: {}", limit.reason()));
                     rest.push(n);
+                    continue;
+                }
+                match self.may_join(&members, &n) {
+                    Ok(()) => wave.push(n),
+                    Err(e) => {
+                        why.get_or_insert_with(|| format!("{n} waits: {e}"));
+                        rest.push(n);
+                    }
                 }
             }
-            waves.push(wave);
+            let why = why.unwrap_or_else(|| match wave.len() {
+                1 => "the last node of its role".to_string(),
+                n => format!("all {n} remaining nodes proven safe together from placement"),
+            });
+            waves.push((wave, why));
             left = rest;
         }
         waves
+    }
+}
+
+/// What bounds a data wave's size besides placement.
+#[derive(Clone, Copy)]
+enum Limit {
+    /// The policy's `max_parallel`.
+    MaxParallel(usize),
+    /// The backend's [`Cluster::data_down_limit`](crate::Cluster::data_down_limit), lower.
+    Backend(usize),
+}
+
+impl Limit {
+    fn most(self) -> usize {
+        match self {
+            Self::MaxParallel(n) | Self::Backend(n) => n.max(1),
+        }
+    }
+
+    fn reason(self) -> String {
+        match self {
+            Self::MaxParallel(1) => "max_parallel is 1 (one node at a time)".to_string(),
+            Self::MaxParallel(n) => format!("the wave is full at max_parallel {n}"),
+            Self::Backend(n) => format!(
+                "the wave is full at the backend's limit of {n} data node(s) down at once (see \"limit\" below)"
+            ),
+        }
     }
 }
 

@@ -492,6 +492,7 @@ impl<'a, C: Cluster> Ctx<'a, C> {
                             role: info.role.name.clone(),
                             kind: info.role.kind,
                             nodes: vec![id.clone()],
+                            why: "resumed from the journal".to_string(),
                         },
                         vec![start],
                     )),
