@@ -6,7 +6,9 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rollout_core::{Change, Event, Observer, Outcome, Policy, Procedure, Run, Spec, chain, roll};
+use rollout_core::{
+    Change, Event, NodeId, Observer, Outcome, Policy, Procedure, Run, Spec, chain, roll,
+};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -25,6 +27,10 @@ pub enum Strategy {
     Ha,
     /// The high-availability steps in parallel waves proven safe from live placement.
     Waves,
+    /// What an operator picks without knowing the placement: waves where live placement
+    /// proves them safe, one node at a time otherwise; the plan says which and why for each
+    /// wave ([`Wave::why`](rollout_core::Wave::why)). Runs as [`Strategy::Waves`].
+    Auto,
     /// The upstream tools as they behave, not through the core engine:
     /// `pegasus_rolling_update.sh`, or `openmldb_ops.py` with `start.sh` (see the crate's
     /// `script` module docs).
@@ -32,12 +38,13 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    /// `naive`, `ha`, `waves` or `script`.
+    /// `naive`, `ha`, `waves`, `auto` or `script`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Naive => "naive",
             Self::Ha => "ha",
             Self::Waves => "waves",
+            Self::Auto => "auto",
             Self::Script => "script",
         }
     }
@@ -52,7 +59,7 @@ impl Strategy {
         match self {
             Self::Naive => Policy::default().procedure(Procedure::Simple),
             Self::Ha | Self::Script => Policy::default(),
-            Self::Waves => Policy::default().max_parallel(data_nodes.max(1)),
+            Self::Waves | Self::Auto => Policy::default().max_parallel(data_nodes.max(1)),
         }
     }
 }
@@ -71,21 +78,22 @@ impl FromStr for Strategy {
             "naive" => Ok(Self::Naive),
             "ha" => Ok(Self::Ha),
             "waves" => Ok(Self::Waves),
+            "auto" => Ok(Self::Auto),
             "script" => Ok(Self::Script),
             other => Err(format!(
-                "unknown strategy {other:?}: expected naive, ha, waves or script"
+                "unknown strategy {other:?}: expected naive, ha, waves, auto or script"
             )),
         }
     }
 }
 
 /// The report of one simulated rollout: exactly the JSON fields of the `simulate` contract
-/// (DESIGN.md section 7), flat.
+/// (docs/contracts.md), flat.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SimReport {
     /// `pegasus` or `openmldb`.
     pub flavor: String,
-    /// `naive`, `ha` or `waves`.
+    /// `naive`, `ha`, `waves`, `auto` or `script`.
     pub strategy: String,
     /// The seed.
     pub seed: u64,
@@ -109,6 +117,12 @@ pub struct SimReport {
     /// `virtual_secs` less the engine's idle time, as the world measured it (see
     /// [`SimBuilder::wake_hints`]).
     pub lower_bound_secs: f64,
+    /// What no procedure can avoid on this cluster for the plan's waves: per wave the slowest
+    /// node's stop, start and catch-up, and the seed's settle after the coordinator that led
+    /// ([`SimCluster::physical_bound`]). `virtual_secs / physical_bound_secs` says how close
+    /// to the limit the roll came; a completed roll never takes less.
+    #[serde(default)]
+    pub physical_bound_secs: f64,
     /// Wall-clock milliseconds; the caller fills it in.
     pub wall_ms: u64,
     /// Waves in the plan.
@@ -195,11 +209,11 @@ pub async fn simulate(
         _ => None,
     });
     let journal = CrashJournal::new(crash_at.unwrap_or(usize::MAX));
-    let waves = Mutex::new(None::<usize>);
+    let waves = Mutex::new(None::<Vec<Vec<NodeId>>>);
     let watch = |e: &Event| {
         if let Event::PlanReady { plan } = e {
             let mut w = waves.lock().unwrap_or_else(|e| e.into_inner());
-            w.get_or_insert(plan.waves.len());
+            w.get_or_insert_with(|| plan.waves.iter().map(|w| w.nodes.clone()).collect());
         }
         observer.on_event(e);
     };
@@ -261,7 +275,11 @@ pub async fn simulate(
                 outcome,
                 error,
                 virtual_secs,
-                waves: waves.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or(0),
+                plan: waves
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .unwrap_or_default(),
                 skipped,
                 journal_records: journal.entries().len(),
                 resumed,
@@ -290,7 +308,8 @@ async fn script_run(builder: &SimBuilder, sim: SimCluster, spec: &Spec) -> (SimC
             outcome,
             error,
             virtual_secs,
-            waves: 0,
+            // The upstream tools restart every node, one at a time.
+            plan: sim.node_ids().into_iter().map(|id| vec![id]).collect(),
             skipped: Vec::new(),
             journal_records: 0,
             resumed: false,
@@ -304,13 +323,14 @@ async fn script_run(builder: &SimBuilder, sim: SimCluster, spec: &Spec) -> (SimC
 /// roll took, `lower_bound_secs` the bound of a pure simulation of the same shape and seed,
 /// reported as it is (the emulator's probes are not the world's, so the emulated run's own
 /// idle time cannot be measured; a roll faster than that bound shows the two procedures
-/// differ), `waves` the plan's, `journal` what the journal holds.
+/// differ), `plan` the plan's waves (each a list of node ids), `journal` what the journal
+/// holds.
 pub fn report_of(
     builder: &SimBuilder,
     sim: &SimCluster,
     result: &Result<rollout_core::Report, String>,
     (virtual_secs, lower_bound_secs): (f64, f64),
-    waves: usize,
+    plan: &[Vec<NodeId>],
     journal: &[rollout_core::Entry],
 ) -> SimReport {
     let (outcome, error, skipped) = match result {
@@ -334,7 +354,7 @@ pub fn report_of(
             outcome,
             error,
             virtual_secs,
-            waves,
+            plan: plan.to_vec(),
             skipped,
             journal_records: journal.len(),
             resumed: false,
@@ -352,7 +372,8 @@ pub(crate) struct Measured {
     pub(crate) outcome: &'static str,
     pub(crate) error: Option<String>,
     pub(crate) virtual_secs: f64,
-    pub(crate) waves: usize,
+    /// The plan's waves, each a list of node ids.
+    pub(crate) plan: Vec<Vec<NodeId>>,
     pub(crate) skipped: Vec<String>,
     pub(crate) journal_records: usize,
     pub(crate) resumed: bool,
@@ -371,7 +392,7 @@ pub(crate) fn report(
         outcome,
         error,
         virtual_secs,
-        waves,
+        plan,
         skipped,
         journal_records,
         resumed,
@@ -392,8 +413,9 @@ pub(crate) fn report(
         error,
         virtual_secs,
         lower_bound_secs: (virtual_secs - idle).max(0.0),
+        physical_bound_secs: sim.physical_bound(&plan).as_secs_f64(),
         wall_ms: 0,
-        waves,
+        waves: plan.len(),
         requests_ok: m.requests_ok,
         requests_failed: m.requests_failed,
         unavailable_partition_secs: m.unavailable_us as f64 / 1e6,

@@ -1,10 +1,10 @@
-//! The claims of DESIGN.md section 7 and issue 3, checked on the simulator's reports.
+//! The claims of docs/contracts.md and issue 3, checked on the simulator's reports.
 //! Times are virtual (deterministic for a seed), never wall-clock.
 
 #[path = "support.rs"]
 mod support;
 
-use rollout_sim::{Flavor, Placement, SimBuilder, Strategy};
+use rollout_sim::{Fault, Flavor, NodeRef, Placement, SimBuilder, Strategy};
 use support::run;
 
 #[test]
@@ -142,6 +142,7 @@ fn the_report_has_exactly_the_contract_fields() {
         "error",
         "virtual_secs",
         "lower_bound_secs",
+        "physical_bound_secs",
         "wall_ms",
         "waves",
         "requests_ok",
@@ -173,6 +174,60 @@ fn the_report_has_exactly_the_contract_fields() {
     assert_eq!(got, want);
     assert!(json["error"].is_null());
     assert_eq!(json["outcome"], "completed");
+}
+
+#[test]
+fn the_physical_bound_holds_every_strategy_and_counts_what_the_plan_restarts() {
+    for flavor in [Flavor::Pegasus, Flavor::OpenMldb] {
+        let mut b = SimBuilder::new(flavor);
+        b.seed(7);
+        let ha = run(&b, Strategy::Ha);
+        for strategy in [
+            Strategy::Naive,
+            Strategy::Ha,
+            Strategy::Waves,
+            Strategy::Script,
+        ] {
+            let r = run(&b, strategy);
+            assert!(r.completed, "{flavor} {strategy}: {:?}", r.error);
+            assert!(
+                r.physical_bound_secs > 0.0 && r.virtual_secs >= r.physical_bound_secs,
+                "{flavor} {strategy}: {} s against a bound of {} s",
+                r.virtual_secs,
+                r.physical_bound_secs
+            );
+        }
+        // Waits that end only at the engine's polls come out further from the bound.
+        let mut polled = b.clone();
+        polled.wake_hints(false);
+        let p = run(&polled, Strategy::Ha);
+        assert_eq!(p.physical_bound_secs, ha.physical_bound_secs);
+        assert!(p.virtual_secs > ha.virtual_secs, "{flavor}: {p:?}");
+        // A slower start raises the bound by exactly that much (the node is alone in its
+        // wave).
+        let mut slow = b.clone();
+        slow.fault(Fault::SlowStart {
+            node: NodeRef::Data(1),
+            extra: std::time::Duration::from_secs(100),
+        });
+        let s = run(&slow, Strategy::Ha);
+        assert!(
+            (s.physical_bound_secs - ha.physical_bound_secs - 100.0).abs() < 1.0,
+            "{flavor}: {} against {}",
+            s.physical_bound_secs,
+            ha.physical_bound_secs
+        );
+    }
+    // Pegasus: the seed's settle counts once, after the meta that led.
+    let mut b = SimBuilder::new(Flavor::Pegasus);
+    b.seed(7);
+    let with = run(&b, Strategy::Ha);
+    let mut t = b.get_timings();
+    t.coordinator_settle = std::time::Duration::ZERO;
+    b.timings(t);
+    let without = run(&b, Strategy::Ha);
+    let gap = with.physical_bound_secs - without.physical_bound_secs;
+    assert!((gap - 30.0).abs() < 0.001, "the settle counted {gap} s");
 }
 
 #[test]
@@ -216,4 +271,49 @@ fn openmldb_recoveries_spread_over_the_nameservers_max_concurrency_roll_faster()
         spread.virtual_secs,
         narrow.virtual_secs
     );
+}
+
+#[test]
+fn auto_runs_waves_where_placement_proves_them_safe_and_the_plan_says_why() {
+    let plan = |b: &SimBuilder| {
+        let sim = b.build().unwrap();
+        let spec = Strategy::Auto.spec(rollout_core::Change::Restart, b.get_data_nodes());
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(rollout_core::plan(&sim, &spec))
+            .unwrap()
+    };
+    // Rack-aware placement: every partition has one replica per rack, so a rack goes at once.
+    let mut racks = SimBuilder::new(Flavor::Pegasus);
+    racks
+        .seed(7)
+        .data_nodes(9)
+        .racks(3)
+        .placement(Placement::RackAware);
+    let p = plan(&racks);
+    let data: Vec<_> = p
+        .waves
+        .iter()
+        .filter(|w| w.kind == rollout_core::RoleKind::Data)
+        .collect();
+    assert_eq!(data.len(), 3, "{p}");
+    assert!(
+        data.iter().all(|w| w.nodes.len() == 3 && !w.why.is_empty()),
+        "{p}"
+    );
+    let auto = run(&racks, Strategy::Auto);
+    let ha = run(&racks, Strategy::Ha);
+    assert!(auto.completed && auto.max_replicas_down <= 1, "{auto:?}");
+    assert!(auto.virtual_secs < ha.virtual_secs, "{auto:?} {ha:?}");
+    // Random placement: every pair of nodes shares a partition, so one at a time, and the
+    // plan names the partition that keeps the next node out.
+    let mut random = SimBuilder::new(Flavor::Pegasus);
+    random.seed(7);
+    let p = plan(&random);
+    let first = &p.waves[0];
+    assert_eq!(first.nodes.len(), 1, "{p}");
+    assert!(first.why.contains("partition "), "{}", first.why);
 }

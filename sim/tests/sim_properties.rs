@@ -90,6 +90,13 @@ fn check_invariants(c: &Case, r: &SimReport) -> Result<(), TestCaseError> {
     );
     prop_assert!(r.knobs_restored, "seed {}: knobs not restored", c.seed);
     prop_assert!(
+        r.virtual_secs >= r.physical_bound_secs && r.physical_bound_secs > 0.0,
+        "seed {}: {} s below the physical bound {} s",
+        c.seed,
+        r.virtual_secs,
+        r.physical_bound_secs
+    );
+    prop_assert!(
         r.max_restarts_per_node <= 1,
         "seed {}: a node restarted twice",
         c.seed
@@ -149,7 +156,7 @@ proptest! {
     }
 }
 
-/// Any fault of DESIGN.md section 6, several at once, any policy.
+/// Any fault of docs/contracts.md ("Faults"), several at once, any policy.
 fn any_fault(data: usize) -> impl Strategy<Value = Fault> {
     let node = move || (1..=data).prop_map(NodeRef::Data);
     let secs = |hi: u64| (0..hi).prop_map(Duration::from_secs);
@@ -183,7 +190,7 @@ proptest! {
             (Just(d), proptest::collection::vec(any_fault(d), 1..4))
         }),
         partitions in 1usize..60,
-        strategy in prop_oneof![Just(Rollout::Naive), Just(Rollout::Ha), Just(Rollout::Waves)],
+        strategy in prop_oneof![Just(Rollout::Naive), Just(Rollout::Ha), Just(Rollout::Waves), Just(Rollout::Script)],
     ) {
         let mut b = SimBuilder::new(flavor);
         b.seed(seed).data_nodes(data).partitions(partitions);
@@ -191,6 +198,18 @@ proptest! {
             b.fault(f.clone());
         }
         let r = run(&b, strategy);
+        if r.completed {
+            // No roll finishes below what no procedure can avoid.
+            prop_assert!(
+                r.virtual_secs >= r.physical_bound_secs,
+                "seed {seed} {strategy}: {} s below the physical bound {} s",
+                r.virtual_secs,
+                r.physical_bound_secs
+            );
+        }
+        if strategy == Rollout::Script {
+            return Ok(());
+        }
         prop_assert!(r.max_restarts_per_node <= 1, "seed {seed}: a node restarted twice");
         if r.outcome != "halted" {
             prop_assert!(r.knobs_restored, "seed {seed}: knobs not restored: {:?}", r.error);

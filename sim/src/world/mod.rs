@@ -95,6 +95,8 @@ pub(crate) struct World {
     pub(crate) knobs: BTreeMap<String, String>,
     pub(crate) knob_defaults: BTreeMap<String, String>,
     pub(crate) leader: Option<u32>,
+    /// The coordinator that led when the world was built.
+    pub(crate) first_leader: Option<u32>,
     leaderless_since: Option<Us>,
     pub(crate) unhealthy: BTreeSet<u32>,
     /// Partitions with no primary, or one on a node the coordinator holds offline (kept by
@@ -154,6 +156,7 @@ impl World {
             knob_defaults: knobs.clone(),
             knobs,
             leader,
+            first_leader: leader,
             leaderless_since: None,
             unhealthy: BTreeSet::new(),
             headless: BTreeSet::new(),
