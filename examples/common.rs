@@ -72,13 +72,14 @@ pub(crate) fn policy(scale: u32) -> Policy {
 /// Prints progress lines (not with --json).
 pub(crate) struct Progress {
     pub(crate) quiet: bool,
-    pub(crate) waves: Mutex<usize>,
+    pub(crate) waves: Mutex<Vec<Vec<rollout_core::NodeId>>>,
 }
 
 impl Observer for Progress {
     fn on_event(&self, e: &Event) {
         if let Event::PlanReady { plan } = e {
-            *self.waves.lock().unwrap_or_else(|e| e.into_inner()) = plan.waves.len();
+            *self.waves.lock().unwrap_or_else(|e| e.into_inner()) =
+                plan.waves.iter().map(|w| w.nodes.clone()).collect();
         }
         if self.quiet {
             return;
@@ -227,7 +228,7 @@ pub(crate) async fn run_real<C: rollout_core::Cluster>(
     let file = journal.open()?;
     let progress = Progress {
         quiet: json,
-        waves: Mutex::new(0),
+        waves: Mutex::new(Vec::new()),
     };
     if !json {
         println!("journal: {}", journal.describe());

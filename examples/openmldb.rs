@@ -270,7 +270,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
         .open()?;
     let progress = Progress {
         quiet: args.json,
-        waves: Mutex::new(0),
+        waves: Mutex::new(Vec::new()),
     };
     let rows_before = cluster
         .row_counts()
@@ -293,13 +293,17 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
     let rows_grew = rows_before
         .iter()
         .all(|(t, before)| rows_after.get(t).is_some_and(|after| after > before));
-    let waves = *progress.waves.lock().unwrap_or_else(|e| e.into_inner());
+    let waves = progress
+        .waves
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let mut report = report_of(
         &builder,
         emu.sim(),
         &result,
         (took, sim_report.lower_bound_secs),
-        waves,
+        &waves,
         &journal.load().map_err(|e| anyhow::anyhow!(chain(&e)))?,
     );
     report.wall_ms = u64::try_from(wall.elapsed().as_millis()).unwrap_or(u64::MAX);

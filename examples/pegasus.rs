@@ -235,7 +235,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
     let journal = MemoryJournal::new();
     let progress = Progress {
         quiet: args.json,
-        waves: Mutex::new(0),
+        waves: Mutex::new(Vec::new()),
     };
     let t0 = emu.sim().truth().elapsed;
     // The emulator runs on the wall clock (not paused), so this is the roll's wall time.
@@ -253,13 +253,17 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<()> {
     // Requests in flight finish before the counters are read.
     tokio::time::sleep(ClientLoad::default().timeout / args.scale()).await;
     tokio::time::sleep(Duration::from_secs(args.hold)).await;
-    let waves = *progress.waves.lock().unwrap_or_else(|e| e.into_inner());
+    let waves = progress
+        .waves
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let mut report = report_of(
         &builder,
         emu.sim(),
         &result,
         (took, sim_report.lower_bound_secs),
-        waves,
+        &waves,
         &journal.entries(),
     );
     report.wall_ms = u64::try_from(wall.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -4,7 +4,7 @@
 //! cargo run --release --example simulate -- --strategy ha --seed 7 --json
 //! ```
 //!
-//! Flags and JSON fields are the contract of DESIGN.md section 7.
+//! Flags and JSON fields are the contract of docs/contracts.md.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -315,8 +315,13 @@ fn main() -> ExitCode {
             println!("  error: {e}");
         }
         println!(
-            "  time: {:.0} virtual s (lower bound {:.0} s) in {} waves, {} ms wall",
-            r.virtual_secs, r.lower_bound_secs, r.waves, r.wall_ms
+            "  time: {:.0} virtual s (lower bound {:.0} s; physical bound {:.0} s, {:.2}x) in {} waves, {} ms wall",
+            r.virtual_secs,
+            r.lower_bound_secs,
+            r.physical_bound_secs,
+            r.virtual_secs / r.physical_bound_secs.max(f64::MIN_POSITIVE),
+            r.waves,
+            r.wall_ms
         );
         println!(
             "  clients: {} requests ok, {} failed; {} writes acked, {} lost; {:.1} partition-seconds unavailable",
@@ -355,6 +360,10 @@ fn main() -> ExitCode {
             r.max_replicas_down, r.restarts, r.max_restarts_per_node, r.knobs_restored
         );
     }
-    // The run itself worked whatever its outcome; the report says how the rollout ended.
-    ExitCode::SUCCESS
+    // 0 completed, 1 aborted, 3 halted (the operator decides); 2 is bad input, above.
+    match report.outcome.as_str() {
+        "completed" => ExitCode::SUCCESS,
+        "halted" => ExitCode::from(3),
+        _ => ExitCode::from(1),
+    }
 }
