@@ -160,7 +160,7 @@ pub trait Cluster: Send + Sync {
     /// How long the engine waits after `node` is ready before it goes on, for what the
     /// control plane cannot show: Pegasus's rolling-update doc waits "more than 30 seconds"
     /// after each meta server so that the replica servers' beacons continue
-    /// (shared/seeds/pegasus-rolling-update.md). Counted once per wave (its longest), on the
+    /// (docs/procedures.md). Counted once per wave (its longest), on the
     /// clock the engine runs on, and watched like any other wait. The default is zero.
     fn settle(&self, node: &NodeId) -> std::time::Duration {
         let _ = node;

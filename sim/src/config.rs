@@ -72,7 +72,8 @@ impl FromStr for Placement {
 }
 
 /// Virtual-time constants of a flavor. Defaults come from the servers' own defaults
-/// (shared/reference): see [`Timings::pegasus`] and [`Timings::openmldb`].
+/// (docs/pegasus-wire.md, docs/openmldb-interfaces.md): see [`Timings::pegasus`] and
+/// [`Timings::openmldb`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Timings {

@@ -1,7 +1,8 @@
 //! The upstream tools as a strategy (`--strategy script`), so that rollout races its real
 //! peers on the same seed: their steps, time boxes, polling intervals and soft timeouts, as
-//! shared/reference/pegasus.md section 1.1 and openmldb.md sections 1.2 to 1.6 and 5 describe
-//! them. Their text parsing is not modelled, only what they do to the cluster.
+//! docs/procedures.md ("The upstream script as it behaves", "The upstream tools as they
+//! behave") describes them. Their text parsing is not modelled, only what they do to the
+//! cluster.
 //!
 //! Where a tool waits with no timeout, the script here gives up after [`FOREVER`] and the run
 //! ends `aborted` saying so: a wait the real tool would never leave.

@@ -1,4 +1,5 @@
-//! Every fault of DESIGN.md section 6, one at a time, with the invariants that must survive it.
+//! Every fault of docs/contracts.md ("Faults"), one at a time, with the invariants that must
+//! survive it.
 
 #[path = "support.rs"]
 mod support;

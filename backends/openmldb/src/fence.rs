@@ -1,4 +1,4 @@
-//! The zero-loss leader move (ARCHITECTURE.md, "Zero-loss leader moves on OpenMLDB"): wait
+//! The zero-loss leader move (docs/openmldb-fences.md): wait
 //! for a follower at the leader's offset (`GetTableFollower` on the leader), check that the
 //! nameserver will take it as the candidate (an alive non-leader replica on a healthy tablet,
 //! else ChangeLeader is refused with 305 or 310 and nothing may be fenced), fence the leader

@@ -2,7 +2,7 @@
 //! (`conf/{nameserver,tablet,apiserver}.flags`: one `--name=value` per line, `#` comments,
 //! blank lines, `--noname` for a false boolean) and the taskmanager's Java properties file
 //! (`conf/taskmanager.properties`: `key=value`, `#` or `!` comments). Comments, order and
-//! every untouched line are kept byte for byte. Reference: shared/reference/openmldb.md §5.
+//! every untouched line are kept byte for byte. Reference: docs/openmldb-interfaces.md.
 //!
 //! ```
 //! use rollout_openmldb::flags::{self, Format};
@@ -24,7 +24,7 @@
 use std::path::Path;
 
 /// Flags of OpenMLDB's servers that a file may set without mentioning them first, from
-/// `src/flags.cc` (shared/reference/openmldb.md §6.1), at every supported version: a flag
+/// `src/flags.cc` (docs/openmldb-interfaces.md), at every supported version: a flag
 /// only later versions define (`skip_grant_tables`, from 0.9) must appear in the file to be
 /// edited, since gflags refuses an unknown flag in a flagfile and 0.8.5 would not start.
 /// Anything else must appear in the file, set or commented out, to be edited: a typo is

@@ -11,7 +11,7 @@
 //!
 //! The `OpenMldbCluster` control plane, its emulator and the `openmldb` reference binary
 //! build on these (issue 10; see ARCHITECTURE.md). The zero-loss leader move they implement,
-//! and why it is safe, is in ARCHITECTURE.md ("Zero-loss leader moves on OpenMLDB").
+//! and why it is safe, is in docs/openmldb-fences.md.
 
 pub mod api;
 mod cluster;

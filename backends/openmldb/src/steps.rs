@@ -1,5 +1,5 @@
 //! The core's [`Cluster`] over the nameserver and the tablets: topology, the `auto_failover`
-//! knob, and each step with its probe (shared/reference/openmldb.md §2, §6.2, §8).
+//! knob, and each step with its probe (docs/procedures.md, docs/openmldb-interfaces.md).
 
 use rollout_core::{
     Cluster, Health, HealthProbe, Knob, NodeId, NodeInfo, Partition, Procedure, Replica,

@@ -1,5 +1,5 @@
 //! What OpenMLDB keeps in ZooKeeper under its root (`--zk_root_path`, default `/openmldb`),
-//! read with `zookeeper-client` (shared/reference/openmldb.md §4):
+//! read with `zookeeper-client` (docs/openmldb-interfaces.md, "ZooKeeper"):
 //!
 //! - `<root>/leader/lock_request<seq>`: one ephemeral sequential node per running nameserver,
 //!   holding its endpoint; the leader is the first child in sorted order (mapped through

@@ -1,5 +1,5 @@
 //! Discovery against a real ZooKeeper (Debian's package, started by `scripts/zookeeper.sh`),
-//! with the nodes laid out as OpenMLDB writes them (shared/reference/openmldb.md §4).
+//! with the nodes laid out as OpenMLDB writes them (docs/openmldb-interfaces.md).
 //! `ROLLOUT_ZK` names the server; without it the test starts one with the script, and under
 //! CI a missing ZooKeeper fails the test rather than skipping it.
 

@@ -2,7 +2,7 @@
 //! processes reached through a node factory.
 //!
 //! The steps follow the upstream high-availability rolling restart
-//! (shared/seeds/pegasus-rolling-update.md) and avoid the traps of the sources
+//! (docs/procedures.md) and avoid the traps of the sources
 //! (docs/upstream/pegasus.md): flow control is turned on with the add-secondary count,
 //! primaries move only to a current secondary of a fully healthy partition, secondaries are
 //! downgraded only where a primary and another secondary stay, `replica.kill_partition`
@@ -34,7 +34,7 @@ pub struct Timing {
     pub repropose: Duration,
     /// How long the rollout waits after a meta server is ready before the next step: the
     /// rolling-update doc's "wait for more than 30 seconds" so that the replica servers'
-    /// beacons continue, which no RPC shows (shared/seeds/pegasus-rolling-update.md).
+    /// beacons continue, which no RPC shows (docs/procedures.md).
     /// Default 30 s. Only after the meta that led: replica servers beacon to the leader
     /// alone and switch on its loss (`slave_failure_detector_with_multimaster`,
     /// `src/failure_detector/failure_detector_multimaster.cpp`), so a standby's restart

@@ -1,4 +1,4 @@
-//! The frames of "thrift over rDSN" (shared/reference/pegasus.md §4.1 and §4.2, from the Go
+//! The frames of "thrift over rDSN" (docs/pegasus-wire.md, "Frames", from the Go
 //! client's `session/codec.go` and the server's `src/rpc/thrift_message_parser.cpp`).
 //!
 //! A request is a fixed 48-byte v0 header (all big-endian: `THFT`, version 0, header length

@@ -2,8 +2,8 @@
 //! a client for the meta servers, and `PegasusCluster` (the core traits over a real cluster).
 //! Its emulator, to try it against, is the `rollout-emulator-pegasus` crate.
 //!
-//! Facts about the wire format and the RPCs come from shared/reference/pegasus.md (§3 and
-//! §4), checked against Pegasus's IDL (`idl/*.thrift` of apache/incubator-pegasus).
+//! Facts about the wire format and the RPCs are summarized in docs/pegasus-wire.md, checked
+//! against Pegasus's IDL (`idl/*.thrift` of apache/incubator-pegasus).
 //!
 //! - [`thrift`]: the binary protocol, a writer and a reader that never panics on any input;
 //! - [`types`]: rDSN's special types (`error_code`, `gpid`, `rpc_address`, `host_port`),

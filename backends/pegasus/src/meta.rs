@@ -1,5 +1,5 @@
 //! The meta servers as one client: it finds the leader and keeps talking to it
-//! (shared/reference/pegasus.md §4.4).
+//! (docs/pegasus-wire.md, "Finding the meta leader").
 //!
 //! A call goes to the remembered leader. A standby answers `ERR_FORWARD_TO_OTHERS`; a
 //! leader still starting answers `ERR_SERVICE_NOT_ACTIVE`; a meta whose handlers are not

@@ -15,7 +15,7 @@ use crate::transport::CallError;
 use crate::types::{RpcAddress, v4};
 use crate::version::{ServerVersion, check_upgrade};
 
-/// The knobs of the high-availability procedure (shared/reference/pegasus.md §6): the meta
+/// The knobs of the high-availability procedure (docs/pegasus-wire.md): the meta
 /// level, the maintenance window, flow control (without which a count of 0 is a no-op) and
 /// the add-secondary count, 0 while a wave restarts.
 fn knobs(procedure: Procedure) -> Vec<Knob> {

@@ -1,5 +1,5 @@
 //! rDSN's special types. `idl/dsn.thrift` declares them as structs, so field headers and
-//! element types say STRUCT, but their payload is raw (shared/reference/pegasus.md §4.3, from
+//! element types say STRUCT, but their payload is raw (docs/pegasus-wire.md, from
 //! `src/common/serialization_helper/thrift_helper.h` and the Go client's `idl/base`):
 //!
 //! - [`ErrorCode`]: a thrift string, the code's name (`ERR_OK`, ...);

@@ -1,4 +1,4 @@
-//! The wire format against byte vectors written by hand from shared/reference/pegasus.md §4
+//! The wire format against byte vectors written by hand from docs/pegasus-wire.md
 //! (not produced by this crate's encoder), round trips, and decoders fed arbitrary bytes.
 
 use std::net::{Ipv4Addr, SocketAddrV4};

@@ -1,8 +1,9 @@
 //! Failures the wave did not cause: a node outside the wave crashes, hangs or loses contact
 //! while the wave runs, or a node of the wave restarts on its own during its rejoin.
 //!
-//! The rule (DESIGN.md section 5.7): the rollout's own knobs and steps must never make such a
-//! failure worse than it would be without the rollout, and a dead end is found in seconds.
+//! The rule (ARCHITECTURE.md, "Failures outside the wave"): the rollout's own knobs and
+//! steps must never make such a failure worse than it would be without the rollout, and a
+//! dead end is found in seconds.
 //! Before the wave's stop, the engine rides the failure out: it gives the wave's nodes back
 //! what the drain took, releases the knobs that keep the cluster from healing, lets the
 //! backend heal, waits (bounded) until the cluster is fully healthy, then holds the knobs

@@ -9,7 +9,7 @@
 //! replica and marks it alive while it still catches up. With `auto_failover` on, a tablet
 //! that stays offline for `tablet_heartbeat_timeout` has its leaders moved, and a tablet that
 //! registers again after a restart is recovered (RecoverEndpoint). Reference:
-//! shared/reference/openmldb.md sections 2.5, 2.6 and 6.2.
+//! docs/openmldb-interfaces.md ("The nameserver's ops", "A tablet restart").
 
 use std::any::Any;
 use std::collections::VecDeque;

@@ -10,9 +10,9 @@
 //! tablet. Then ChangeLeader with that follower as the explicit candidate; clients that
 //! still route to the old leader get refusals, never acknowledgements, until they re-route.
 //! The old leader keeps its term and offset, so RecoverTable takes the cheap path
-//! (`kReAddReplicaSimplifyOP`). Reference: shared/reference/openmldb.md section 2.5,
+//! (`kReAddReplicaSimplifyOP`). Reference: docs/openmldb-interfaces.md,
 //! `src/tablet/tablet_impl.cc` (`ChangeRole`, `SetMode`, `Put`), `src/replica/log_replicator.cc`
-//! (`DelAllReplicateNode`); the reasoning is in ARCHITECTURE.md.
+//! (`DelAllReplicateNode`); the reasoning is in docs/openmldb-fences.md.
 
 use super::openmldb::{FENCE, Op, OpenMldb};
 use super::{ModelEv, Rep, Replica, Us, World, us};

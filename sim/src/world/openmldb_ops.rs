@@ -1,6 +1,6 @@
 //! The OpenMLDB nameserver's ops as they change the world: ChangeLeader (unfenced),
 //! RecoverTable, and the AddReplica and DelReplica of temporary replicas. Reference:
-//! shared/reference/openmldb.md sections 2.5, 2.6 and 6.2.
+//! docs/openmldb-interfaces.md ("The nameserver's ops", "A tablet restart").
 
 use rollout_core::Health;
 

@@ -3,7 +3,7 @@
 //! as JSON keys, enums by name, and `Authorization: sdefault` on every request (0.9 rejects
 //! requests without one). Application errors come back as HTTP 200 with a non-zero `code`;
 //! framework errors as 4xx/5xx with a plain-text body. Shapes from `src/proto/name_server.proto`
-//! and `src/proto/tablet.proto` (shared/reference/openmldb.md §2 and §3).
+//! and `src/proto/tablet.proto` (docs/openmldb-interfaces.md, docs/upstream/openmldb.md §2).
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The request and response structs of the meta and replica server RPCs rollout uses, with
 //! their field ids from Pegasus's IDL (`idl/dsn.layer2.thrift`, `idl/meta_admin.thrift`,
 //! `idl/replica_admin.thrift`, `idl/metadata.thrift`, `idl/command.thrift`; listed in
-//! shared/reference/pegasus.md §3.2). Enums travel as i32. Unknown fields are skipped, so a
+//! docs/pegasus-wire.md). Enums travel as i32. Unknown fields are skipped, so a
 //! newer server's additions do not break the client; a known field with another type is an
 //! error naming it. Every field of a special type (declared STRUCT, encoded raw) that the
 //! IDL has is decoded by name, since no generic skip can cross one.
