@@ -1,9 +1,6 @@
-//! What the reference binaries share: a process handle that refuses to act (for a plan
-//! without a cluster file), the cluster file and the run on real hosts, the policy in an
-//! emulator's wall time, progress lines, the plan printer. Included by each binary with
-//! `#[path]`.
-
-#![allow(dead_code)]
+//! What the commands share: a process handle that refuses to act (for a plan without a
+//! cluster file), the cluster file and the run on real hosts, the policy in an emulator's
+//! wall time, progress lines on stderr, the plan printer, and how a run ends ([`Exit`]).
 
 use std::sync::Mutex;
 
@@ -11,8 +8,8 @@ use anyhow::Context;
 use std::time::Duration;
 
 use rollout_core::{
-    ApplyRecord, Change, Deadlines, Event, Node, NodeId, NodeStatus, Observer, Phase, Policy, Spec,
-    chain, plan,
+    ApplyRecord, Change, Deadlines, Event, Node, NodeId, NodeStatus, Observer, Policy, Spec, chain,
+    plan,
 };
 
 /// A process this binary cannot control (no `--cluster` file): planning works, any action
@@ -69,10 +66,23 @@ pub(crate) fn policy(scale: u32) -> Policy {
     )
 }
 
-/// Prints progress lines (not with --json).
+/// Prints progress on stderr (stdout stays for the report): the plan's size, each wave,
+/// each phase of each node with how long it took, and every new reason a wait gives, each
+/// line stamped with the wall seconds since the command started.
 pub(crate) struct Progress {
-    pub(crate) quiet: bool,
     pub(crate) waves: Mutex<Vec<Vec<rollout_core::NodeId>>>,
+    pub(crate) started: std::time::Instant,
+}
+
+impl Progress {
+    /// Progress from now.
+    #[allow(clippy::disallowed_methods)]
+    pub(crate) fn new() -> Self {
+        Self {
+            waves: Mutex::new(Vec::new()),
+            started: std::time::Instant::now(),
+        }
+    }
 }
 
 impl Observer for Progress {
@@ -81,32 +91,45 @@ impl Observer for Progress {
             *self.waves.lock().unwrap_or_else(|e| e.into_inner()) =
                 plan.waves.iter().map(|w| w.nodes.clone()).collect();
         }
-        if self.quiet {
-            return;
-        }
+        let target = |n: &Option<rollout_core::NodeId>| {
+            n.as_ref()
+                .map_or_else(|| "cluster".to_string(), ToString::to_string)
+        };
         let line = match e {
             Event::PlanReady { plan } => Some(format!(
                 "plan: {} nodes in {} waves",
                 plan.node_count(),
                 plan.waves.len()
             )),
+            Event::WaveStarted { index, nodes } => Some(format!(
+                "wave {}: {}",
+                index.saturating_add(1),
+                nodes
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
             Event::KnobChanged { name, from, to } => Some(format!("knob {name}: {from} -> {to}")),
             Event::KnobRestored { name, value } => Some(format!("knob {name} restored to {value}")),
-            Event::PhaseFinished {
-                node: Some(node),
-                phase: Phase::WaitReady,
-                took,
-            } => Some(format!(
-                "{node}: back after {:.1}s wall",
+            Event::PhaseFinished { node, phase, took } => Some(format!(
+                "{}: {phase} done in {:.1}s",
+                target(node),
                 took.as_secs_f64()
             )),
+            Event::Waiting {
+                node,
+                phase,
+                reason,
+            } => Some(format!("{}: {phase} waits: {reason}", target(node))),
             Event::NodeDone { node } => Some(format!("{node}: done")),
+            Event::NodeSkipped { node, reason } => Some(format!("{node}: skipped: {reason}")),
             Event::Failed { error, .. } => Some(format!("failed: {error}")),
             Event::Halted { reason } => Some(format!("halted: {reason}")),
             _ => None,
         };
         if let Some(l) = line {
-            println!("{l}");
+            eprintln!("[{:>7.1}s] {l}", self.started.elapsed().as_secs_f64());
         }
     }
 }
@@ -116,23 +139,89 @@ pub(crate) async fn print_plan<C: rollout_core::Cluster>(
     cluster: &C,
     spec: &Spec,
     json: bool,
-) -> anyhow::Result<()> {
-    let p = plan(cluster, spec)
-        .await
-        .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+) -> anyhow::Result<Exit> {
+    let p = plan(cluster, spec).await.map_err(engine_error)?;
     if json {
         println!("{}", serde_json::to_string(&p)?);
     } else {
         print!("{p}");
     }
-    Ok(())
+    Ok(Exit::Completed)
 }
 
-/// A binary's `main`: logs on stderr (`RUST_LOG`), a two-thread runtime, and `body`'s error
-/// printed as `error: ...` with exit code 2.
+/// How a command ended, as its exit code says: 0 completed, 1 aborted or failed, 3 halted or
+/// paused (the operator decides what next); bad input ([`BadInput`]) is 2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything selected was done (or there was nothing to do): 0.
+    Completed,
+    /// The roll aborted or a call failed: 1.
+    Failed,
+    /// The roll halted (a canary, a pause, a skipped node) and waits for the operator: 3.
+    Halted,
+}
+
+impl Exit {
+    /// The exit of a finished roll: halted or with nodes skipped is [`Exit::Halted`].
+    pub(crate) fn of(report: &rollout_core::Report) -> Self {
+        match report.outcome {
+            rollout_core::Outcome::Completed if report.skipped.is_empty() => Self::Completed,
+            _ => Self::Halted,
+        }
+    }
+
+    /// The exit of a simulated or emulated report's `outcome`.
+    pub(crate) fn of_outcome(outcome: &str) -> Self {
+        match outcome {
+            "completed" => Self::Completed,
+            "halted" => Self::Halted,
+            _ => Self::Failed,
+        }
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        match e {
+            Exit::Completed => Self::SUCCESS,
+            Exit::Failed => Self::from(1),
+            Exit::Halted => Self::from(3),
+        }
+    }
+}
+
+/// Input the command refuses before touching anything (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// The engine's error as the command reports it: what the engine refused before touching
+/// anything (a policy that contradicts itself, an empty or unknown selection, a change the
+/// backend cannot apply) is [`BadInput`]; the rest fails the run.
+pub(crate) fn engine_error<E: std::error::Error + 'static>(
+    e: rollout_core::Error<E>,
+) -> anyhow::Error {
+    if refused(&e) {
+        BadInput(chain(&e)).into()
+    } else {
+        anyhow::anyhow!(chain(&e))
+    }
+}
+
+/// Whether the engine refused the input before touching anything.
+pub(crate) fn refused<E: std::error::Error + 'static>(e: &rollout_core::Error<E>) -> bool {
+    use rollout_core::Error as E;
+    matches!(
+        e,
+        E::InvalidPolicy(_) | E::EmptySelection | E::UnknownNode(_) | E::UnsupportedChange { .. }
+    )
+}
+
+/// A command's `main`: logs on stderr (`RUST_LOG`), a two-thread runtime, and `body`'s error
+/// printed as `error: ...`, with exit code 2 for [`BadInput`] and 1 for the rest.
 pub(crate) fn run_main<F>(body: F) -> std::process::ExitCode
 where
-    F: std::future::Future<Output = anyhow::Result<()>>,
+    F: std::future::Future<Output = anyhow::Result<Exit>>,
 {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -150,10 +239,14 @@ where
         }
     };
     match runtime.block_on(body) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(exit) => exit.into(),
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::from(2)
+            if e.downcast_ref::<BadInput>().is_some() {
+                std::process::ExitCode::from(2)
+            } else {
+                std::process::ExitCode::from(1)
+            }
         }
     }
 }
@@ -224,22 +317,17 @@ pub(crate) async fn run_real<C: rollout_core::Cluster>(
     spec: &Spec,
     journal: &JournalAt,
     json: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Exit> {
     let file = journal.open()?;
-    let progress = Progress {
-        quiet: json,
-        waves: Mutex::new(Vec::new()),
-    };
-    if !json {
-        println!("journal: {}", journal.describe());
-    }
+    let progress = Progress::new();
+    eprintln!("journal: {}", journal.describe());
     let report = rollout_core::roll(
         cluster,
         spec,
         rollout_core::Run::new(&*file).observe(&progress),
     )
     .await
-    .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+    .map_err(engine_error)?;
     if json {
         let starts = starts_recorded(&file.load().map_err(|e| anyhow::anyhow!(chain(&e)))?);
         let mut v = serde_json::to_value(&report)?;
@@ -256,7 +344,7 @@ pub(crate) async fn run_real<C: rollout_core::Cluster>(
             report.knobs_restored
         );
     }
-    Ok(())
+    Ok(Exit::of(&report))
 }
 
 /// How many starts the journal records for each node in its last rollout, all runs of it
@@ -563,11 +651,11 @@ fn holder_line(o: &rollout_zookeeper::LockOwner) -> String {
 pub(crate) async fn abort_real<C: rollout_core::Cluster>(
     cluster: &C,
     journal: &JournalAt,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Exit> {
     let j = journal.open()?;
     let ended = rollout_core::abort(cluster, rollout_core::Run::new(&*j))
         .await
-        .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+        .map_err(engine_error)?;
     println!(
         "{}",
         if ended {
@@ -576,5 +664,198 @@ pub(crate) async fn abort_real<C: rollout_core::Cluster>(
             "no rollout was in progress"
         }
     );
-    Ok(())
+    Ok(Exit::Completed)
+}
+
+/// The change and the selection, one grammar for both systems: `--restart` (the default),
+/// `--upgrade VERSION`, `--set FILE:KEY=VALUE` (repeatable; an INI key as `SECTION.KEY`),
+/// and `--role` or `--node` to roll only part of the cluster.
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct ChangeArgs {
+    /// Restart every selected node with what it has (the default change).
+    #[arg(long, conflicts_with_all = ["upgrade", "set"])]
+    pub(crate) restart: bool,
+    /// Upgrade every selected node to VERSION (its package staged as the deployment says).
+    #[arg(long, value_name = "VERSION", conflicts_with = "set")]
+    pub(crate) upgrade: Option<String>,
+    /// A configuration update, FILE:KEY=VALUE; an INI key as SECTION.KEY
+    /// (config.ini:replication.mutation_2pc_min_replica_count=2, tablet.flags:KEY=VALUE);
+    /// repeatable.
+    #[arg(long, value_name = "FILE:KEY=VALUE")]
+    pub(crate) set: Vec<String>,
+    /// Roll only the nodes of this role (as the plan names roles); repeatable.
+    #[arg(long, conflicts_with = "node")]
+    pub(crate) role: Vec<String>,
+    /// Roll only this node, HOST:PORT as the plan names it; repeatable.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) node: Vec<String>,
+}
+
+impl ChangeArgs {
+    /// The change: `--set`, else `--upgrade`, else `legacy` (the older `--change` value,
+    /// parsed by `parse_legacy`), else a restart. `conf_dir` puts a bare file name under
+    /// the node's `conf/` (OpenMLDB's layout).
+    pub(crate) fn change(
+        &self,
+        legacy: Option<&str>,
+        parse_legacy: impl Fn(&str) -> anyhow::Result<Change>,
+        conf_dir: bool,
+    ) -> Result<Change, BadInput> {
+        let given = usize::from(self.restart)
+            + usize::from(self.upgrade.is_some())
+            + usize::from(!self.set.is_empty());
+        if let Some(l) = legacy.filter(|l| *l != "restart") {
+            if given > 0 {
+                return Err(BadInput(format!(
+                    "--change {l} and --restart, --upgrade or --set: give one change"
+                )));
+            }
+            return parse_legacy(l).map_err(|e| BadInput(format!("{e:#}")));
+        }
+        if let Some(v) = &self.upgrade {
+            if v.trim().is_empty() {
+                return Err(BadInput("--upgrade needs a VERSION".into()));
+            }
+            return Ok(Change::Upgrade { version: v.clone() });
+        }
+        if self.set.is_empty() {
+            return Ok(Change::Restart);
+        }
+        let mut edits = Vec::new();
+        for s in &self.set {
+            let bad = || BadInput(format!("--set {s}: expected FILE:KEY=VALUE"));
+            let (file, kv) = s.split_once(':').ok_or_else(bad)?;
+            let (key, value) = kv.split_once('=').ok_or_else(bad)?;
+            if file.is_empty() {
+                return Err(BadInput(format!("--set {s}: no file")));
+            }
+            if key.is_empty() {
+                return Err(BadInput(format!("--set {s}: no key")));
+            }
+            let file = if conf_dir && !file.contains('/') {
+                format!("conf/{file}")
+            } else {
+                file.to_string()
+            };
+            edits.push(rollout_core::ConfigEdit::Set {
+                file,
+                key: key.to_string(),
+                value: value.to_string(),
+            });
+        }
+        Ok(Change::Config { edits })
+    }
+
+    /// `spec` limited to `--role` or `--node`.
+    pub(crate) fn select(&self, spec: Spec) -> Spec {
+        if !self.node.is_empty() {
+            spec.selection(rollout_core::Selection::Nodes(
+                self.node.iter().map(NodeId::new).collect(),
+            ))
+        } else if !self.role.is_empty() {
+            spec.selection(rollout_core::Selection::Roles(self.role.clone()))
+        } else {
+            spec
+        }
+    }
+}
+
+/// What `rollout pegasus|openmldb ACTION` does; the examples' mode flags (`--plan`, `--run`,
+/// `--status`, `--abort`, `--emulate`) say the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Print the plan of a real cluster; changes nothing.
+    Plan,
+    /// Roll a real cluster (needs `--cluster`).
+    Run,
+    /// Print the state of the rollout in the journal; changes nothing.
+    Status,
+    /// End the journal's interrupted rollout (needs `--cluster`).
+    Abort,
+    /// Start the emulator and roll it (`--serve` keeps it serving instead).
+    Emulate,
+}
+
+impl Action {
+    /// Every action, in the order `--help` lists them, with its one-line description.
+    pub const ALL: [(Self, &'static str, &'static str); 5] = [
+        (
+            Self::Plan,
+            "plan",
+            "Print the plan for a real cluster; changes nothing",
+        ),
+        (
+            Self::Run,
+            "run",
+            "Roll a real cluster, one safe step at a time (needs --cluster)",
+        ),
+        (
+            Self::Status,
+            "status",
+            "Print the state of the rollout in the journal; changes nothing",
+        ),
+        (
+            Self::Abort,
+            "abort",
+            "End the journal's interrupted rollout: knobs restored, a stopped node started (needs --cluster)",
+        ),
+        (
+            Self::Emulate,
+            "emulate",
+            "Start the emulator and roll it, or keep it serving with --serve",
+        ),
+    ];
+}
+
+/// `base` (an example's command) as the subcommands of one system, the mode flags hidden
+/// since the action sets them.
+pub(crate) fn action_commands(
+    base: clap::Command,
+    name: &'static str,
+    about: &'static str,
+) -> clap::Command {
+    let mut system = clap::Command::new(name)
+        .about(about)
+        .subcommand_required(true)
+        .arg_required_else_help(true);
+    for (_, action, what) in Action::ALL {
+        let mut c = base.clone().name(action).about(what).version(None::<&str>);
+        for flag in ["plan", "run", "status", "abort", "emulate"] {
+            c = c.mut_arg(flag, |a| a.hide(true));
+        }
+        system = system.subcommand(c);
+    }
+    system
+}
+
+/// `--strategy` of the emulated rollouts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum EmulatedStrategy {
+    /// The high-availability steps (drain, quiesce, fenced moves).
+    Ha,
+    /// The upstream simplified steps: restart and wait.
+    Naive,
+}
+
+impl EmulatedStrategy {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Ha => "ha",
+            Self::Naive => "naive",
+        }
+    }
+
+    pub(crate) fn sim(self) -> rollout_sim::Strategy {
+        match self {
+            Self::Ha => rollout_sim::Strategy::Ha,
+            Self::Naive => rollout_sim::Strategy::Naive,
+        }
+    }
+
+    pub(crate) fn procedure(self) -> rollout_core::Procedure {
+        match self {
+            Self::Ha => rollout_core::Procedure::HighAvailability,
+            Self::Naive => rollout_core::Procedure::Simple,
+        }
+    }
 }

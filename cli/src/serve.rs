@@ -25,7 +25,7 @@ pub(crate) struct ServeArgs {
     /// With --emulate: keep the emulated cluster running (until Ctrl-C or SIGTERM), each of
     /// its processes a real OS process behind a node agent of its own emulated host, and
     /// print a cluster file for --cluster and the command that rolls it from another shell.
-    #[arg(long, requires = "emulate")]
+    #[arg(long)]
     pub(crate) serve: bool,
     /// With --serve: where the emulated hosts' deploy dirs, the cluster file, the agents'
     /// token and truth.json go (default: a new directory under the system's temp dir).
