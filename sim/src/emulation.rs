@@ -110,6 +110,20 @@ pub enum Proposal {
     /// invalid second action and calls `partition_guardian::on_missing_primary`; this model
     /// waits for the tick.
     Demote,
+    /// `move_primary` and then, in the same action list, `DOWNGRADE_TO_INACTIVE` of the
+    /// member on `node` sent to `target`: the move runs at the tick and the downgrade right
+    /// after the move's reconfiguration, as the meta sends a list's next action on the reply
+    /// to the previous one (`server_state::on_update_configuration_on_remote_reply`
+    /// @v2.5.0); checked then as [`Proposal::Downgrade`] is, and dropped when it no longer
+    /// applies.
+    MoveThenDowngrade {
+        /// The new primary.
+        to: NodeId,
+        /// The node the downgrade is sent to: the new primary when well formed.
+        target: NodeId,
+        /// The member to downgrade: the old primary when well formed.
+        node: NodeId,
+    },
 }
 
 impl SimCluster {
@@ -190,6 +204,15 @@ impl SimCluster {
                 node: node(&w, n)?,
             },
             Proposal::Demote => PegasusProposal::Demote,
+            Proposal::MoveThenDowngrade {
+                to,
+                target,
+                node: n,
+            } => PegasusProposal::MoveThenDowngrade {
+                to: node(&w, to)?,
+                target: node(&w, target)?,
+                node: node(&w, n)?,
+            },
         };
         let taken = w.with_model(|m, _| {
             m.as_any_mut()

@@ -115,3 +115,48 @@ async fn a_downgrade_runs_even_when_it_leaves_the_primary_alone() {
     assert!(now.secondaries.is_empty(), "{now:?}");
     assert!(now.others.contains(&secondary), "{now:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_move_and_downgrade_list_drains_the_partition_within_one_tick() {
+    let sim = pegasus(3);
+    let p = first(&sim);
+    let (from, to) = (p.primary.clone().unwrap(), p.secondaries[0].clone());
+    let list = Proposal::MoveThenDowngrade {
+        to: to.clone(),
+        target: to.clone(),
+        node: from.clone(),
+    };
+    sim.propose(1, 0, &list).unwrap();
+    // The move at the tick (10 s), then the downgrade on its reply (1 s later), long before
+    // the next tick (20 s).
+    after(10.5).await;
+    assert_eq!(first(&sim).primary.as_ref(), Some(&to));
+    assert!(first(&sim).secondaries.contains(&from));
+    after(1.0).await;
+    let now = first(&sim);
+    assert_eq!(now.primary.as_ref(), Some(&to));
+    assert!(!now.secondaries.contains(&from), "{now:?}");
+    assert!(now.others.contains(&from), "{now:?}");
+    // Nothing is left pending: a new proposal is taken.
+    sim.propose(1, 0, &Proposal::MovePrimary { to: from })
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_list_whose_downgrade_targets_the_old_primary_moves_and_then_drops_it() {
+    let sim = pegasus(3);
+    let p = first(&sim);
+    let (from, to) = (p.primary.clone().unwrap(), p.secondaries[0].clone());
+    // An unset target is filled with the primary at registration: the old one, which no
+    // longer leads once the move is done, so the downgrade is dropped.
+    let list = Proposal::MoveThenDowngrade {
+        to: to.clone(),
+        target: from.clone(),
+        node: from.clone(),
+    };
+    sim.propose(1, 0, &list).unwrap();
+    after(12.0).await;
+    let now = first(&sim);
+    assert_eq!(now.primary.as_ref(), Some(&to));
+    assert!(now.secondaries.contains(&from), "{now:?}");
+}

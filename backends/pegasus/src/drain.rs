@@ -60,9 +60,15 @@ impl<F: NodeFactory> PegasusCluster<F> {
                     }
                     BalancerRequest {
                         gpid,
+                        // The move, then the downgrade of what stays behind, in one list: the
+                        // meta sends each action on the reply to the previous one
+                        // (`server_state::on_update_configuration_on_remote_reply` then
+                        // `partition_guardian::cure`, all three versions), so the partition
+                        // drains within one lb tick instead of two.
                         action_list: vec![
                             action(mine, mine, config_type::DOWNGRADE_TO_SECONDARY),
                             action(to, to, config_type::UPGRADE_TO_PRIMARY),
+                            action(to, mine, config_type::DOWNGRADE_TO_INACTIVE),
                         ],
                         force: Some(false),
                         balance_type: Some(0),

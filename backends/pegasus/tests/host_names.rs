@@ -104,13 +104,19 @@ async fn a_drain_on_master_names_members_as_the_configuration_and_the_meta_do() 
         panic!("{:?}", s.proposals);
     };
     let actions = &req.action_list;
-    assert_eq!(actions.len(), 2, "{actions:?}");
+    assert_eq!(actions.len(), 3, "{actions:?}");
     assert_eq!(actions[0].kind, config_type::DOWNGRADE_TO_SECONDARY);
     assert_eq!(actions[0].node, at(OWN, PORTS[0]));
     assert_eq!(actions[0].hp_node, Some(name(PORTS[0])));
     assert_eq!(actions[1].kind, config_type::UPGRADE_TO_PRIMARY);
     assert_eq!(actions[1].node, at(OWN, PORTS[1]));
     assert_eq!(actions[1].hp_node, Some(name(PORTS[1])));
+    // Then the old primary leaves, sent to the new one, in the same list.
+    assert_eq!(actions[2].kind, config_type::DOWNGRADE_TO_INACTIVE);
+    assert_eq!(actions[2].target, at(OWN, PORTS[1]));
+    assert_eq!(actions[2].hp_target, Some(name(PORTS[1])));
+    assert_eq!(actions[2].node, at(OWN, PORTS[0]));
+    assert_eq!(actions[2].hp_node, Some(name(PORTS[0])));
 }
 
 #[tokio::test]

@@ -369,6 +369,39 @@ impl Meta<'_> {
                     to.map(|to| Proposal::MovePrimary { to })
                 }
             }
+            // A move-primary and the downgrade of what stays behind, in one list: the meta
+            // sends the downgrade on the promote's reply (`on_update_configuration_on_remote_reply`
+            // then `cure` @v2.5.0). Its target, when unset, is filled at registration with the
+            // primary of that moment (the old one), which no longer leads when the downgrade
+            // comes up, so it is dropped then; so is an unknown node, after the move.
+            (
+                [
+                    CT_DOWNGRADE_TO_SECONDARY,
+                    CT_UPGRADE_TO_PRIMARY,
+                    CT_DOWNGRADE_TO_INACTIVE,
+                ],
+                [down, up, third],
+            ) => {
+                let from = node(down.node, down.hp_node.as_ref());
+                let to = node(up.node, up.hp_node.as_ref());
+                if !alive(&from) || !alive(&to) || from != part.primary {
+                    None
+                } else {
+                    let unset = third.target == 0 && third.hp_target.is_none();
+                    let target = if unset {
+                        part.primary.clone()
+                    } else {
+                        node(third.target, third.hp_target.as_ref())
+                    };
+                    let n = node(third.node, third.hp_node.as_ref());
+                    to.map(|to| match (target, n) {
+                        (Some(target), Some(node)) => {
+                            Proposal::MoveThenDowngrade { to, target, node }
+                        }
+                        _ => Proposal::MovePrimary { to },
+                    })
+                }
+            }
             // A move-primary whose promote a 2.4/2.5 reader lost: the demote runs (its empty
             // target filled with the primary), the empty action then clears the rest.
             ([CT_DOWNGRADE_TO_SECONDARY, 0], [down, _]) => {
@@ -411,6 +444,9 @@ impl Meta<'_> {
         let what = match &proposal {
             Proposal::MovePrimary { to } => format!("move-primary {part_id} to {to}"),
             Proposal::Demote => format!("demote {part_id}"),
+            Proposal::MoveThenDowngrade { to, target, node } => {
+                format!("move-primary {part_id} to {to}, then downgrade {node} (to {target})")
+            }
             Proposal::Downgrade { target, node } => {
                 format!("downgrade {part_id} {node} (to {target})")
             }

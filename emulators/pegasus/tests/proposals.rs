@@ -130,3 +130,37 @@ async fn a_downgrade_without_a_target_is_sent_to_the_primary() {
         "{log:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_then_downgrade_list_is_queued_whole_and_an_unset_target_is_the_old_primary() {
+    let emu = Emulator::start(&builder(), ServerVersion::default())
+        .await
+        .unwrap();
+    let meta = MetaClient::new(&emu.metas(), Duration::from_secs(1));
+    let (primary, secondaries) = members(&meta).await;
+    let name = |a: RpcAddress| emu.world_id(&a.0.unwrap().to_string()).unwrap().to_string();
+    let list = |third_target: RpcAddress| {
+        vec![
+            action(primary, primary, config_type::DOWNGRADE_TO_SECONDARY),
+            action(
+                secondaries[0],
+                secondaries[0],
+                config_type::UPGRADE_TO_PRIMARY,
+            ),
+            action(third_target, primary, config_type::DOWNGRADE_TO_INACTIVE),
+        ]
+    };
+    assert_eq!(propose(&meta, list(secondaries[0])).await, "ERR_OK");
+    let (from, to) = (name(primary), name(secondaries[0]));
+    let want = format!("move-primary 1.0 to {to}, then downgrade {from} (to {to})");
+    assert_eq!(emu.proposals().last(), Some(&want));
+    // The whole list is one pending proposal.
+    assert_eq!(
+        propose(&meta, list(secondaries[0])).await,
+        "ERR_INVALID_PARAMETERS"
+    );
+    control_meta(&meta, 400).await;
+    assert_eq!(propose(&meta, list(RpcAddress::none())).await, "ERR_OK");
+    let want = format!("move-primary 1.0 to {to}, then downgrade {from} (to {from})");
+    assert_eq!(emu.proposals().last(), Some(&want));
+}

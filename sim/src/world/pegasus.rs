@@ -3,7 +3,7 @@
 //! PacificA: a write needs the primary and every secondary in the membership (at least
 //! `mutation_2pc_min_replica_count`, 2). The meta acts at each `lb_interval_ms` tick: it runs
 //! the proposals of draining nodes (move primary, downgrade to inactive; at most one pending
-//! per partition), promotes a secondary where the primary's node is dead, and cures missing
+//! per partition, a list's next action sent on the reply to the previous one), promotes a secondary where the primary's node is dead, and cures missing
 //! secondaries within add-secondary flow control. Every reconfiguration blocks the
 //! partition's writes for `reconfigure` (a primary change blocks reads too). A meta freezes
 //! below `min_live_node_count_for_unfreeze` or `node_live_percentage_threshold_for_update`
@@ -33,6 +33,15 @@ pub(crate) enum Proposal {
     Downgrade { target: u32, node: u32 },
     /// `DOWNGRADE_TO_SECONDARY` of the primary alone: the next tick promotes a secondary.
     Demote,
+    /// `move_primary` followed in the same action list by `DOWNGRADE_TO_INACTIVE` of the
+    /// member on `node`, sent to `target`: the move runs at the tick, the downgrade as soon
+    /// as the move's reconfiguration is done, since the meta sends the next action of a
+    /// partition's list on the reply to the previous one
+    /// (`server_state::on_update_configuration_on_remote_reply` calls
+    /// `partition_guardian::reconfig`, which pops the done action, then `cure`, which sends
+    /// the next; `src/meta/server_state.cpp` @v2.5.0, `src/rdsn/src/meta/server_state.cpp`
+    /// @v2.4.0, the same on master).
+    MoveThenDowngrade { to: u32, target: u32, node: u32 },
 }
 
 impl Pegasus {
@@ -71,24 +80,80 @@ impl Pegasus {
             .collect();
         for (p, x) in due {
             self.proposals.remove(&p);
-            match x {
-                Proposal::MovePrimary { to } => {
-                    if let Some(from) = w.primary(p).map(|r| r.node) {
-                        w.move_primary_to(p, from, Some(to));
-                    }
+            self.run_one(w, p, x);
+        }
+    }
+
+    /// Runs proposal `x` of partition `p` now; a list's next action is queued to run when
+    /// this one's reconfiguration is done.
+    fn run_one(&mut self, w: &mut World, p: u32, x: Proposal) {
+        match x {
+            Proposal::MovePrimary { to } => {
+                if let Some(from) = w.primary(p).map(|r| r.node) {
+                    w.move_primary_to(p, from, Some(to));
                 }
-                Proposal::Downgrade { target, node } => {
-                    w.downgrade_proposed(p, target, node);
-                }
-                Proposal::Demote => w.demote(p),
             }
-            w.touch(p);
+            Proposal::MoveThenDowngrade { to, target, node } => {
+                let moved = w
+                    .primary(p)
+                    .map(|r| r.node)
+                    .is_some_and(|from| w.move_primary_to(p, from, Some(to)));
+                if moved {
+                    self.chain(w, p, Proposal::Downgrade { target, node });
+                }
+            }
+            Proposal::Downgrade { target, node } => {
+                w.downgrade_proposed(p, target, node);
+            }
+            Proposal::Demote => w.demote(p),
+        }
+        w.touch(p);
+    }
+
+    /// Queues `next` as partition `p`'s next action, sent once its reconfiguration in
+    /// flight is done (see [`Proposal::MoveThenDowngrade`]).
+    fn chain(&mut self, w: &mut World, p: u32, next: Proposal) {
+        self.proposals.insert(p, next);
+        let after = w.parts[p as usize].busy_until.saturating_sub(w.now);
+        w.after_model(
+            after,
+            ModelEv {
+                code: NEXT_ACTION,
+                a: p,
+                b: 0,
+                c: 0,
+            },
+        );
+    }
+
+    /// The reply to partition `p`'s last action: its next one, if still queued, is sent.
+    fn next_action(&mut self, w: &mut World, p: u32) {
+        if w.leader.is_none() || w.frozen() || !self.proposals.contains_key(&p) {
+            return;
+        }
+        let busy = w.parts[p as usize].busy_until;
+        if busy > w.now {
+            let after = busy - w.now;
+            w.after_model(
+                after,
+                ModelEv {
+                    code: NEXT_ACTION,
+                    a: p,
+                    b: 0,
+                    c: 0,
+                },
+            );
+            return;
+        }
+        if let Some(x) = self.proposals.remove(&p) {
+            self.run_one(w, p, x);
         }
     }
 }
 
 const TICK: u8 = 0;
 const LEARN_DONE: u8 = 1;
+const NEXT_ACTION: u8 = 2;
 const TICK_EV: ModelEv = ModelEv {
     code: TICK,
     a: 0,
@@ -134,11 +199,20 @@ impl Model for Pegasus {
         match ev.code {
             TICK => {
                 self.run_proposals(w);
-                w.meta_tick();
+                // A draining node's primaries move with the downgrade of what stays behind
+                // in the same list, as the backend proposes them.
+                for (p, node) in w.meta_tick() {
+                    if let Some(target) = w.primary(p).map(|r| r.node) {
+                        if !self.proposals.contains_key(&p) {
+                            self.chain(w, p, Proposal::Downgrade { target, node });
+                        }
+                    }
+                }
                 let tick = us(w.t.tick);
                 w.after_model(tick, TICK_EV);
             }
             LEARN_DONE => w.learn_done(ev.a, ev.b, ev.c),
+            NEXT_ACTION => self.next_action(w, ev.a),
             _ => {}
         }
     }
@@ -248,9 +322,12 @@ impl World {
     }
 
     /// Meta tick: run one proposal per partition of each draining node, promote, cure.
-    fn meta_tick(&mut self) {
+    /// Returns the partitions whose primary moved off a draining node with a full
+    /// membership, each with that node: its downgrade follows the move in the same list.
+    fn meta_tick(&mut self) -> Vec<(u32, u32)> {
+        let mut moved = Vec::new();
         if self.leader.is_none() || self.frozen() {
-            return;
+            return moved;
         }
         let draining: Vec<u32> = (0..self.nodes.len() as u32)
             .filter(|&n| self.nodes[n as usize].draining && !self.nodes[n as usize].stuck_drain)
@@ -262,7 +339,12 @@ impl World {
                 if self.parts[p as usize].busy_until > self.now {
                     continue;
                 }
-                if !self.move_primary_to(p, n, None) && !move_only {
+                let full = self.members(p) >= 3;
+                if self.move_primary_to(p, n, None) {
+                    if full && !move_only {
+                        moved.push((p, n));
+                    }
+                } else if !move_only {
                     self.downgrade(p, n);
                 }
                 self.touch(p);
@@ -326,6 +408,7 @@ impl World {
                 }
             }
         }
+        moved
     }
 
     /// Whether node `n` may take another learner now (flow control off, or below its
