@@ -202,10 +202,10 @@ impl Model for Pegasus {
                 // A draining node's primaries move with the downgrade of what stays behind
                 // in the same list, as the backend proposes them.
                 for (p, node) in w.meta_tick() {
-                    if let Some(target) = w.primary(p).map(|r| r.node) {
-                        if !self.proposals.contains_key(&p) {
-                            self.chain(w, p, Proposal::Downgrade { target, node });
-                        }
+                    if let Some(target) = w.primary(p).map(|r| r.node)
+                        && !self.proposals.contains_key(&p)
+                    {
+                        self.chain(w, p, Proposal::Downgrade { target, node });
                     }
                 }
                 let tick = us(w.t.tick);
