@@ -161,7 +161,9 @@ pub trait Cluster: Send + Sync {
     /// control plane cannot show: Pegasus's rolling-update doc waits "more than 30 seconds"
     /// after each meta server so that the replica servers' beacons continue
     /// (docs/procedures.md). Counted once per wave (its longest), on the
-    /// clock the engine runs on, and watched like any other wait. The default is zero.
+    /// clock the engine runs on, and watched like any other wait. When only stateless waves
+    /// are left (Pegasus's collector after the metas), they roll during it and the roll ends
+    /// once it has run out. The default is zero.
     fn settle(&self, node: &NodeId) -> std::time::Duration {
         let _ = node;
         std::time::Duration::ZERO

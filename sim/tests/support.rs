@@ -34,3 +34,13 @@ pub fn run_with_restarts(
         (report, sim.truth().restarts)
     })
 }
+
+/// Runs one rollout of `spec` on a fresh paused-clock runtime and returns its report.
+pub fn run_spec(builder: &SimBuilder, strategy: Strategy, spec: &rollout_core::Spec) -> SimReport {
+    paused_runtime().block_on(async {
+        simulate(builder, strategy, spec, &Ignore)
+            .await
+            .expect("a valid shape")
+            .1
+    })
+}

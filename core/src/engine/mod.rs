@@ -19,7 +19,7 @@ use crate::control::Control;
 use crate::error::{Error, Phase};
 use crate::event::{Event, Ignore, Observer};
 use crate::journal::{Entry, Journal, JournalError, Resume};
-use crate::model::{KnobScope, NodeId, NodeInfo, Topology};
+use crate::model::{KnobScope, NodeId, NodeInfo, RoleKind, Topology};
 use crate::plan::Wave;
 use crate::policy::{OnTimeout, Spec};
 
@@ -352,6 +352,11 @@ struct Ctx<'a, C> {
     /// by every one this run adds (so a roll that adds none reads the journal once, not at
     /// every wave).
     temporaries: std::sync::Mutex<Option<bool>>,
+    /// Whether the wave being rolled is followed only by stateless waves: its settle time
+    /// (see [`Cluster::settle`]) then runs alongside them instead of before them.
+    defer_settle: std::sync::atomic::AtomicBool,
+    /// A settle time left to run before the roll ends: until when, and after which node.
+    settling: std::sync::Mutex<Option<(tokio::time::Instant, NodeId)>>,
 }
 
 impl<'a, C: Cluster> Ctx<'a, C> {
@@ -363,6 +368,8 @@ impl<'a, C: Cluster> Ctx<'a, C> {
             ghosts: Vec::new(),
             retired: Vec::new(),
             temporaries: std::sync::Mutex::new(None),
+            defer_settle: std::sync::atomic::AtomicBool::new(false),
+            settling: std::sync::Mutex::new(None),
         }
     }
 
@@ -559,10 +566,20 @@ impl<'a, C: Cluster> Ctx<'a, C> {
                 nodes: wave.nodes.clone(),
             });
             let starts = vec![StartAt::Gate; wave.nodes.len()];
+            // A settle only guards what relies on the cluster: the stateless waves after the
+            // last stateful one (Pegasus's collector after the metas) roll during it.
+            let tail_stateless = waves[index + 1..]
+                .iter()
+                .all(|w| w.kind == RoleKind::Stateless);
+            self.defer_settle
+                .store(tail_stateless, std::sync::atomic::Ordering::Relaxed);
             if let Some(reason) = self.roll_wave(guard, &wave, index, &starts, report).await? {
                 return Ok(Some(reason));
             }
         }
+        self.defer_settle
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.settle_rest().await?;
         Ok(None)
     }
 

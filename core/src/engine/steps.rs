@@ -121,7 +121,8 @@ impl<C: Cluster> Ctx<'_, C> {
 
     /// Waits the cluster's settle time after a wave's nodes are ready (the longest of its
     /// nodes', see [`Cluster::settle`]) while `outside` is watched as in the wait before it.
-    /// Its deadline is the settle time plus `slack`.
+    /// Its deadline is the settle time plus `slack`. When only stateless waves follow, the
+    /// settle is left to run alongside them and [`Self::settle_rest`] waits what remains.
     pub(super) async fn settle_after<P: HealthProbe<Error = C::Error>>(
         &self,
         slots: &[Slot<C::Node>],
@@ -138,6 +139,14 @@ impl<C: Cluster> Ctx<'_, C> {
         if settle.is_zero() {
             return Ok(());
         }
+        if self.defer_settle.load(std::sync::atomic::Ordering::Relaxed) {
+            let until = Instant::now() + settle;
+            let mut s = self.settling.lock().unwrap_or_else(|e| e.into_inner());
+            if s.as_ref().is_none_or(|(u, _)| *u < until) {
+                *s = Some((until, id.clone()));
+            }
+            return Ok(());
+        }
         let until = crate::probe::probes::until(
             Instant::now() + settle,
             format!(
@@ -152,5 +161,31 @@ impl<C: Cluster> Ctx<'_, C> {
             settle.saturating_add(slack),
         )
         .await
+    }
+
+    /// Waits what remains of a settle left to run alongside the last stateless waves, before
+    /// the roll ends (its final checks rely on the cluster).
+    pub(super) async fn settle_rest(&self) -> Result<(), Error<C::Error>> {
+        let pending = self
+            .settling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some((until, id)) = pending else {
+            return Ok(());
+        };
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        let probe = crate::probe::probes::until(
+            until,
+            format!(
+                "{id} was ready; the rest of the cluster's settle time after it ({:.0} s) runs",
+                left.as_secs_f64()
+            ),
+        );
+        self.wait(Some(&id), Phase::WaitReady, &probe, left.saturating_mul(2))
+            .await
     }
 }
