@@ -650,7 +650,8 @@ pub fn warnings(topology: &Topology, selected: &[NodeId]) -> Vec<String> {
         .filter(|n| !selected.contains(n))
         .map(|n| {
             format!(
-                "{n} is down and holds no replica (decommissioned?): it is left out of the plan                  and not watched; name it in the selection to roll it"
+                "{n} is down and holds no replica (decommissioned?): it is left out of the plan \
+                 and not watched; name it in the selection to roll it"
             )
         })
         .collect();

@@ -152,7 +152,7 @@ fn the_rollout_share_of_replicas_down_rises_when_the_policy_allows_more() {
     assert!(r.completed, "{r:?}");
     assert_eq!(r.max_replicas_down_by_rollout, 2, "{r:?}");
     let r = run(
-        &with(Flavor::Pegasus, 3, &["crash:node=4,at=40"]),
+        &with(Flavor::Pegasus, 3, &["crash:node=4,at=30"]),
         Rollout::Ha,
     );
     assert_eq!(

@@ -42,7 +42,17 @@ impl<F: NodeFactory> PegasusCluster<F> {
                 let Some(mine) = members.iter().find(|m| m.id == me) else {
                     continue;
                 };
-                let full = members.len() >= p.max_replica_count.max(0) as usize;
+                // Only members ALIVE to the meta count: a dead one in the configuration
+                // takes no writes, and the downgrade that follows a move is not counted by the
+                // meta.
+                let alive = members.iter().filter(|m| m.alive).count();
+                let full = alive >= p.max_replica_count.max(0) as usize;
+                // On master every member carries its host name; one without it would reach
+                // the replica as an address its host-name list does not hold.
+                let named = members.iter().filter(|m| m.hp.is_some()).count();
+                if named != 0 && named != members.len() {
+                    continue;
+                }
                 // Tables below three replicas are not drained: their downtime is accepted
                 // by name, or the plan refused them.
                 if app.max_replica_count < 3 {
@@ -77,7 +87,7 @@ impl<F: NodeFactory> PegasusCluster<F> {
                     let Some(primary) = members.iter().find(|m| m.primary) else {
                         continue;
                     };
-                    if secondaries.len() < 2 {
+                    if secondaries.iter().filter(|m| m.alive).count() < 2 {
                         continue;
                     }
                     BalancerRequest {

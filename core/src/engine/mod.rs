@@ -530,6 +530,8 @@ impl<'a, C: Cluster> Ctx<'a, C> {
             if let Some(n) = canary
                 && report.rolled.len() >= n
             {
+                // Knobs go back only once a settle left running has run out.
+                self.settle_rest().await?;
                 self.restore(guard, KnobScope::Rollout).await?;
                 return Ok(Some(format!(
                     "canary: {} node(s) rolled; run again to go on",
@@ -568,12 +570,13 @@ impl<'a, C: Cluster> Ctx<'a, C> {
             let starts = vec![StartAt::Gate; wave.nodes.len()];
             // A settle only guards what relies on the cluster: the stateless waves after the
             // last stateful one (Pegasus's collector after the metas) roll during it.
-            let tail_stateless = waves[index + 1..]
-                .iter()
-                .all(|w| w.kind == RoleKind::Stateless);
+            let rest = &waves[index + 1..];
+            let tail_stateless =
+                !rest.is_empty() && rest.iter().all(|w| w.kind == RoleKind::Stateless);
             self.defer_settle
                 .store(tail_stateless, std::sync::atomic::Ordering::Relaxed);
             if let Some(reason) = self.roll_wave(guard, &wave, index, &starts, report).await? {
+                self.settle_rest().await?;
                 return Ok(Some(reason));
             }
         }

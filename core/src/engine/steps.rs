@@ -163,8 +163,10 @@ impl<C: Cluster> Ctx<'_, C> {
         .await
     }
 
-    /// Waits what remains of a settle left to run alongside the last stateless waves, before
-    /// the roll ends (its final checks rely on the cluster).
+    /// Waits what remains of a settle left to run alongside the last stateless waves, then
+    /// for a fully healthy cluster, before the roll ends, halts or restores its knobs. A run
+    /// that crashes during it does not wait it again on resume: only stateless waves and the
+    /// roll's end were left to follow it.
     pub(super) async fn settle_rest(&self) -> Result<(), Error<C::Error>> {
         let pending = self
             .settling
@@ -186,6 +188,15 @@ impl<C: Cluster> Ctx<'_, C> {
             ),
         );
         self.wait(Some(&id), Phase::WaitReady, &probe, left.saturating_mul(2))
-            .await
+            .await?;
+        // What the settle waited for is then checked as any wave's end is.
+        let deadlines = *self.spec.policy.get_deadlines();
+        self.wait(
+            None,
+            Phase::WaitHealthy,
+            &self.cluster.fully_healthy(),
+            deadlines.healthy,
+        )
+        .await
     }
 }

@@ -114,35 +114,31 @@ impl Pegasus {
     /// flight is done (see [`Proposal::MoveThenDowngrade`]).
     fn chain(&mut self, w: &mut World, p: u32, next: Proposal) {
         self.proposals.insert(p, next);
-        let after = w.parts[p as usize].busy_until.saturating_sub(w.now);
+        let done = w.parts[p as usize].busy_until;
         w.after_model(
-            after,
+            done.saturating_sub(w.now),
             ModelEv {
                 code: NEXT_ACTION,
                 a: p,
-                b: 0,
+                b: done,
                 c: 0,
             },
         );
     }
 
-    /// The reply to partition `p`'s last action: its next one, if still queued, is sent.
-    fn next_action(&mut self, w: &mut World, p: u32) {
-        if w.leader.is_none() || w.frozen() || !self.proposals.contains_key(&p) {
+    /// The reply to partition `p`'s last action, whose reconfiguration was to end at `done`:
+    /// its next one, if still queued, is sent. Any other change of the partition's
+    /// configuration meanwhile pops the queued action unsent, as `partition_guardian::reconfig`
+    /// pops the front action on every configuration update (@v2.5.0): it is dropped here too.
+    fn next_action(&mut self, w: &mut World, p: u32, done: Us) {
+        if !self.proposals.contains_key(&p) {
             return;
         }
-        let busy = w.parts[p as usize].busy_until;
-        if busy > w.now {
-            let after = busy - w.now;
-            w.after_model(
-                after,
-                ModelEv {
-                    code: NEXT_ACTION,
-                    a: p,
-                    b: 0,
-                    c: 0,
-                },
-            );
+        if w.parts[p as usize].busy_until != done {
+            self.proposals.remove(&p);
+            return;
+        }
+        if w.leader.is_none() || w.frozen() {
             return;
         }
         if let Some(x) = self.proposals.remove(&p) {
@@ -212,7 +208,7 @@ impl Model for Pegasus {
                 w.after_model(tick, TICK_EV);
             }
             LEARN_DONE => w.learn_done(ev.a, ev.b, ev.c),
-            NEXT_ACTION => self.next_action(w, ev.a),
+            NEXT_ACTION => self.next_action(w, ev.a, ev.b),
             _ => {}
         }
     }
