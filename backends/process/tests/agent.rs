@@ -348,3 +348,103 @@ async fn an_agent_that_cannot_be_reached_is_a_transient_error_naming_the_node() 
         .unwrap_err();
     assert_eq!(e.class(), rollout_core::ErrorClass::Fatal, "{e}");
 }
+
+#[tokio::test]
+async fn every_call_is_audited_with_its_caller_and_result_refused_ones_too() {
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("audit.jsonl");
+    let top = format!("audit_log = {:?}", log.display().to_string());
+    let s = Setup::build("", &["conf/tablet.flags"], "", &top).await;
+    // Refused before it is read: a wrong token.
+    let e = s
+        .node("not-the-token-but-just-as-long!!", "tablet")
+        .start()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("bearer token"), "{e}");
+    // Refused by the agent: a component it does not have.
+    assert!(s.node(TOKEN, "nameserver").start().await.is_err());
+    // Done.
+    s.node(TOKEN, "tablet").start().await.unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let has = |component: &str, action: &str, result: &str| {
+        lines.iter().any(|l| {
+            l["component"] == component
+                && l["action"] == action
+                && l["result"].as_str().unwrap_or_default().starts_with(result)
+                && l["caller"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("127.0.0.1:")
+                && l["at"].as_f64().is_some_and(|t| t > 1.0e9)
+        })
+    };
+    assert!(
+        has("-", "call", "refused: missing or wrong bearer token"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(
+            "nameserver",
+            "start",
+            "refused: this agent has no component"
+        ),
+        "{lines:#?}"
+    );
+    assert!(has("tablet", "start", "started"), "{lines:#?}");
+    assert!(has("tablet", "start", "done"), "{lines:#?}");
+}
+
+#[test]
+fn the_agent_config_is_checked_against_the_cluster_files_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
+    let agent = rollout_process::agent::AgentConfig::from_toml(
+        &dir.path().join("agent.toml").display().to_string(),
+        r#"
+listen = "127.0.0.1:7070"
+token_file = "token"
+[components.tablet]
+id = "10.0.0.7:10921"
+deploy_dir = "/opt/openmldb"
+start = "bash bin/start.sh start tablet"
+stop = "bash bin/start.sh stop tablet"
+pid_file = "bin/tablet.pid"
+"#,
+    )
+    .unwrap();
+    let cluster = |id: &str, component: &str| {
+        format!(
+            r#"
+[[nodes]]
+reach = "agent"
+id = "{id}"
+component = "{component}"
+agent = {{ url = "http://10.0.0.7:7070", token_file = "token" }}
+"#
+        )
+    };
+    agent
+        .check_cluster_file("cluster.toml", &cluster("10.0.0.7:10921", "tablet"))
+        .unwrap();
+    let e = agent
+        .check_cluster_file("cluster.toml", &cluster("10.0.0.8:10921", "tablet"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no node 10.0.0.7:10921") && e.contains("cluster.toml"),
+        "{e}"
+    );
+    let e = agent
+        .check_cluster_file("cluster.toml", &cluster("10.0.0.7:10921", "nameserver"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("component = nameserver") && e.contains("tablet"),
+        "{e}"
+    );
+}

@@ -47,6 +47,11 @@ pub struct AgentConfig {
     /// The components, by name (`tablet`, `nameserver`, `replica`, ...), each as
     /// [`Commands`] with the `local` runner.
     pub components: BTreeMap<String, Commands>,
+    /// A file the agent appends one JSON line to for every call it gets, refused ones
+    /// included: `at` (Unix seconds), `caller`, `component`, `action`, `result`. Relative to
+    /// the config file. Without it the calls are recorded in the agent's log only.
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
 }
 
 /// PEM files for TLS.
@@ -106,6 +111,9 @@ impl AgentConfig {
             }
         };
         rebase(&mut config.token_file);
+        if let Some(a) = &mut config.audit_log {
+            rebase(a);
+        }
         if let Some(tls) = &mut config.tls {
             rebase(&mut tls.cert);
             rebase(&mut tls.key);
@@ -135,6 +143,50 @@ impl AgentConfig {
                 .map_err(|e| bad(format!("component {component}: {e}")))?;
         }
         Ok(config)
+    }
+
+    /// Checks every component against the orchestrator's cluster file `text` (the file
+    /// `name`, for messages): a `[[nodes]]` entry with the component's `id` must reach it
+    /// through an agent (`reach = "agent"`) under the same component name. Catches an agent
+    /// configured for one node while the cluster file sends another node's calls here.
+    ///
+    /// # Errors
+    /// [`ProcessError::InvalidConfig`] naming the component, its id and what the cluster
+    /// file says for it.
+    pub fn check_cluster_file(&self, name: &str, text: &str) -> Result<(), ProcessError> {
+        let bad = |reason: String| ProcessError::InvalidConfig {
+            at: name.to_string(),
+            reason,
+        };
+        let raw: toml::Value = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let nodes = raw
+            .get("nodes")
+            .and_then(toml::Value::as_array)
+            .ok_or_else(|| bad("no [[nodes]] entries".into()))?;
+        for (component, commands) in &self.components {
+            let id = commands.id.as_str();
+            let entry = nodes
+                .iter()
+                .find(|n| n.get("id").and_then(toml::Value::as_str) == Some(id));
+            let Some(entry) = entry else {
+                return Err(bad(format!(
+                    "component {component} (id {id}) of this agent: the cluster file has no \
+                     node {id}"
+                )));
+            };
+            let reach = entry.get("reach").and_then(toml::Value::as_str);
+            let named = entry.get("component").and_then(toml::Value::as_str);
+            if reach != Some("agent") || named != Some(component.as_str()) {
+                return Err(bad(format!(
+                    "component {component} (id {id}) of this agent: the cluster file reaches \
+                     node {id} with reach = {}, component = {} (want reach = \"agent\", \
+                     component = {component:?})",
+                    reach.unwrap_or("(none)"),
+                    named.unwrap_or("(none)")
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The token from [`token_file`](Self::token_file): its first line, trimmed.

@@ -10,13 +10,18 @@
 //! <token>`, compared in constant time. TLS (rustls) is on when the config names a
 //! certificate and key. An operation on a component is exclusive: a second one while the
 //! first runs is refused (`FAILED_PRECONDITION`), and a stop or start goes on to its end
-//! when its caller disconnects.
+//! when its caller disconnects. Every call, a refused one too, is recorded with its caller's
+//! address, the component, the action and its result (the config's `audit_log`).
+//!
+//! Under systemd, `rollout-agent.service` (beside this crate's `Cargo.toml`) runs it with
+//! `KillMode=process`: stopping or restarting the agent never stops the databases it started.
 //!
 //! The protocol is `proto/agent.proto` (package `rollout.agent.v1`), compiled at build time
 //! by protox, with no system `protoc`.
 //!
 //! [`CommandNode`]: crate::CommandNode
 
+mod audit;
 mod client;
 mod config;
 mod server;

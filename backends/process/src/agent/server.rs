@@ -10,6 +10,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::audit::Audit;
 use super::config::AgentConfig;
 use super::proto::{self, agent_server};
 use crate::CommandNode;
@@ -27,6 +28,7 @@ struct Component {
 #[derive(Debug, Clone)]
 pub struct AgentService {
     components: Arc<BTreeMap<String, Component>>,
+    audit: Audit,
 }
 
 type Progress = Result<proto::Progress, Status>;
@@ -35,7 +37,8 @@ impl AgentService {
     /// The service for `config`'s components.
     ///
     /// # Errors
-    /// [`ProcessError::InvalidConfig`] for a component that is not valid.
+    /// [`ProcessError::InvalidConfig`] for a component that is not valid, or an
+    /// `audit_log` that cannot be opened for appending.
     pub fn new(config: &AgentConfig) -> Result<Self, ProcessError> {
         let mut components = BTreeMap::new();
         for (name, commands) in &config.components {
@@ -48,9 +51,68 @@ impl AgentService {
                 },
             );
         }
+        let audit =
+            Audit::open(config.audit_log.as_deref()).map_err(|e| ProcessError::InvalidConfig {
+                at: format!(
+                    "audit_log {}",
+                    config
+                        .audit_log
+                        .as_deref()
+                        .unwrap_or(Path::new(""))
+                        .display()
+                ),
+                reason: e.to_string(),
+            })?;
         Ok(Self {
             components: Arc::new(components),
+            audit,
         })
+    }
+
+    fn asked(&self, caller: Caller, component: &str, action: &str) -> Asked {
+        Asked {
+            audit: self.audit.clone(),
+            caller,
+            component: component.to_string(),
+            action: action.to_string(),
+        }
+    }
+
+    /// Records a call refused before it ran, and returns the refusal.
+    fn refused<T>(
+        &self,
+        caller: Caller,
+        component: &str,
+        action: &str,
+        s: Status,
+    ) -> Result<T, Status> {
+        self.audit.record(
+            caller,
+            component,
+            action,
+            &format!("refused: {}", s.message()),
+        );
+        Err(s)
+    }
+
+    /// Records `result` of a call that answered at once.
+    fn answered<T>(
+        &self,
+        caller: Caller,
+        component: &str,
+        action: &str,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
+        match &result {
+            Ok(_) => self.audit.record(caller, component, action, "ok"),
+            Err(s) => self.audit.record(
+                caller,
+                component,
+                action,
+                &format!("refused: {}", s.message()),
+            ),
+        }
+        result
     }
 
     fn component(&self, name: &str) -> Result<&Component, Status> {
@@ -77,15 +139,30 @@ impl AgentService {
 
 /// Runs `op` on a task of its own that holds the component's lock until it ends, whether
 /// or not the caller still listens, and streams its progress.
+/// The caller's address, as the connection shows it.
+type Caller = Option<std::net::SocketAddr>;
+
+/// What an operation's audit lines say: who asked, for which component, what.
+struct Asked {
+    audit: Audit,
+    caller: Caller,
+    component: String,
+    action: String,
+}
+
 fn spawn_op<F>(
     guard: OwnedMutexGuard<()>,
     start: String,
+    asked: Asked,
     op: F,
 ) -> Response<ReceiverStream<Progress>>
 where
     F: Future<Output = Result<BTreeMap<String, String>, ProcessError>> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(8);
+    asked
+        .audit
+        .record(asked.caller, &asked.component, &asked.action, "started");
     tokio::spawn(async move {
         let _guard = guard;
         // A caller that went away does not stop the operation.
@@ -95,7 +172,15 @@ where
                 ..Default::default()
             }))
             .await;
-        let last = match op.await {
+        let result = op.await;
+        let outcome = match &result {
+            Ok(_) => "done".to_string(),
+            Err(e) => format!("failed: {e}"),
+        };
+        asked
+            .audit
+            .record(asked.caller, &asked.component, &asked.action, &outcome);
+        let last = match result {
             Ok(backup) => proto::Progress {
                 message: format!("{start}: done"),
                 done: true,
@@ -178,19 +263,25 @@ impl agent_server::Agent for AgentService {
         &self,
         req: Request<proto::ComponentRequest>,
     ) -> Result<Response<proto::StatusReply>, Status> {
-        let c = self.component(&req.get_ref().component)?;
-        let s = c
-            .node
-            .status()
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(proto::StatusReply {
-            running: s.running,
-            boot: s.boot,
-            version: s.version,
-            config_digest: s.config_digest,
-            exited: s.exited,
-        }))
+        let caller = req.remote_addr();
+        let name = &req.get_ref().component;
+        let result = async {
+            let c = self.component(name)?;
+            let s = c
+                .node
+                .status()
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
+            Ok(Response::new(proto::StatusReply {
+                running: s.running,
+                boot: s.boot,
+                version: s.version,
+                config_digest: s.config_digest,
+                exited: s.exited,
+            }))
+        }
+        .await;
+        self.answered(caller, name, "status", result)
     }
 
     type StopStream = ReceiverStream<Progress>;
@@ -199,11 +290,19 @@ impl agent_server::Agent for AgentService {
         &self,
         req: Request<proto::ComponentRequest>,
     ) -> Result<Response<Self::StopStream>, Status> {
+        let caller = req.remote_addr();
         let name = &req.get_ref().component;
-        let (node, guard) = self.exclusive(name)?;
-        Ok(spawn_op(guard, format!("stopping {name}"), async move {
-            node.stop().await.map(|()| BTreeMap::new())
-        }))
+        let (node, guard) = match self.exclusive(name) {
+            Ok(x) => x,
+            Err(s) => return self.refused(caller, name, "stop", s),
+        };
+        let asked = self.asked(caller, name, "stop");
+        Ok(spawn_op(
+            guard,
+            format!("stopping {name}"),
+            asked,
+            async move { node.stop().await.map(|()| BTreeMap::new()) },
+        ))
     }
 
     type StartStream = ReceiverStream<Progress>;
@@ -212,11 +311,19 @@ impl agent_server::Agent for AgentService {
         &self,
         req: Request<proto::ComponentRequest>,
     ) -> Result<Response<Self::StartStream>, Status> {
+        let caller = req.remote_addr();
         let name = &req.get_ref().component;
-        let (node, guard) = self.exclusive(name)?;
-        Ok(spawn_op(guard, format!("starting {name}"), async move {
-            node.start().await.map(|()| BTreeMap::new())
-        }))
+        let (node, guard) = match self.exclusive(name) {
+            Ok(x) => x,
+            Err(s) => return self.refused(caller, name, "start", s),
+        };
+        let asked = self.asked(caller, name, "start");
+        Ok(spawn_op(
+            guard,
+            format!("starting {name}"),
+            asked,
+            async move { node.start().await.map(|()| BTreeMap::new()) },
+        ))
     }
 
     type ApplyStream = ReceiverStream<Progress>;
@@ -225,13 +332,25 @@ impl agent_server::Agent for AgentService {
         &self,
         req: Request<proto::ApplyRequest>,
     ) -> Result<Response<Self::ApplyStream>, Status> {
-        let change = change_of(req.get_ref())?;
+        let caller = req.remote_addr();
         let name = &req.get_ref().component;
-        let (node, guard) = self.exclusive(name)?;
-        refuse_escaping_links(&node, &change)?;
+        let change = match change_of(req.get_ref()) {
+            Ok(c) => c,
+            Err(s) => return self.refused(caller, name, "apply", s),
+        };
+        let action = format!("apply {}", change.kind());
+        let (node, guard) = match self.exclusive(name) {
+            Ok(x) => x,
+            Err(s) => return self.refused(caller, name, &action, s),
+        };
+        if let Err(s) = refuse_escaping_links(&node, &change) {
+            return self.refused(caller, name, &action, s);
+        }
+        let asked = self.asked(caller, name, &action);
         Ok(spawn_op(
             guard,
             format!("applying a {} change to {name}", change.kind()),
+            asked,
             async move { node.apply(&change).await.map(|r| r.backup) },
         ))
     }
@@ -242,8 +361,13 @@ impl agent_server::Agent for AgentService {
         &self,
         req: Request<proto::RevertRequest>,
     ) -> Result<Response<Self::RevertStream>, Status> {
+        let caller = req.remote_addr();
         let name = &req.get_ref().component;
-        let (node, guard) = self.exclusive(name)?;
+        let (node, guard) = match self.exclusive(name) {
+            Ok(x) => x,
+            Err(s) => return self.refused(caller, name, "revert", s),
+        };
+        let asked = self.asked(caller, name, "revert");
         let record = ApplyRecord::new(
             node.commands().id.clone(),
             req.get_ref()
@@ -252,29 +376,41 @@ impl agent_server::Agent for AgentService {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         );
-        Ok(spawn_op(guard, format!("reverting {name}"), async move {
-            node.revert(&record).await.map(|()| BTreeMap::new())
-        }))
+        Ok(spawn_op(
+            guard,
+            format!("reverting {name}"),
+            asked,
+            async move { node.revert(&record).await.map(|()| BTreeMap::new()) },
+        ))
     }
 
     async fn is_applied(
         &self,
         req: Request<proto::ApplyRequest>,
     ) -> Result<Response<proto::IsAppliedReply>, Status> {
-        let change = change_of(req.get_ref())?;
-        let c = self.component(&req.get_ref().component)?;
-        let applied = c
-            .node
-            .is_applied(&change)
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(proto::IsAppliedReply { applied }))
+        let caller = req.remote_addr();
+        let name = &req.get_ref().component;
+        let result = async {
+            let change = change_of(req.get_ref())?;
+            let c = self.component(name)?;
+            let applied = c
+                .node
+                .is_applied(&change)
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
+            Ok(Response::new(proto::IsAppliedReply { applied }))
+        }
+        .await;
+        self.answered(caller, name, "is_applied", result)
     }
 }
 
 /// The interceptor: the call's `authorization` must be `Bearer <token>`, compared in
 /// constant time.
-fn authorize(token: Arc<str>) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+fn authorize(
+    token: Arc<str>,
+    audit: Audit,
+) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |req: Request<()>| {
         let given = req
             .metadata()
@@ -285,9 +421,14 @@ fn authorize(token: Arc<str>) -> impl Fn(Request<()>) -> Result<Request<()>, Sta
         if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
             Ok(req)
         } else {
-            Err(Status::unauthenticated(
-                "missing or wrong bearer token: nothing was done",
-            ))
+            let s = Status::unauthenticated("missing or wrong bearer token: nothing was done");
+            audit.record(
+                req.remote_addr(),
+                "-",
+                "call",
+                &format!("refused: {}", s.message()),
+            );
+            Err(s)
         }
     }
 }
@@ -316,6 +457,7 @@ pub async fn serve_on(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let token: Arc<str> = config.token()?.into();
     let service = AgentService::new(&config)?;
+    let audit = service.audit.clone();
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &config.tls {
         let cert = std::fs::read(&tls.cert)?;
@@ -328,7 +470,7 @@ pub async fn serve_on(
     builder
         .add_service(agent_server::AgentServer::with_interceptor(
             service,
-            authorize(token),
+            authorize(token, audit),
         ))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;

@@ -14,6 +14,9 @@ Top-level keys come first, before the first [components.NAME] table:
                                               # 16+ characters; relative to this file
     # tls = { cert = "agent.crt", key = "agent.key" }   # optional (rustls); without it
                                               # the token crosses the network in clear text
+    # audit_log = "/var/log/rollout/agent-audit.jsonl"  # optional: one JSON line per call
+                                              # (at, caller, component, action, result),
+                                              # refused ones included; always also logged
 
     # One table per component it may drive, by name (letters, digits, - _ .); the
     # orchestrator's cluster file uses the same name. Commands run with `sh -c` in
@@ -51,7 +54,10 @@ component at a time: a second one is refused while the first runs; a stop or sta
 to its end if the orchestrator disconnects. On SIGTERM the agent stops taking calls and
 waits for the calls in flight; a command it started keeps running if the agent itself is
 killed, and the next call sees the live state (pid files and /proc), not a record. Logs go
-to stderr (RUST_LOG=debug for more)."#;
+to stderr (RUST_LOG=debug for more).
+
+Under systemd use the shipped rollout-agent.service: KillMode=process, so that stopping or
+restarting the agent never stops the databases it started."#;
 
 /// The node agent: stops, starts, reports on and reconfigures this host's database
 /// processes for a rollout orchestrator, within what its config file allows.
@@ -64,6 +70,10 @@ struct Args {
     /// Check the config file and the token, print what would be served, and exit.
     #[arg(long)]
     check: bool,
+    /// The orchestrator's cluster file: refuse to start unless it reaches every component
+    /// of this agent, by its id, through an agent under the same component name.
+    #[arg(long, value_name = "FILE")]
+    cluster: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -82,6 +92,19 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Some(path) = &args.cluster {
+        let checked = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: {e}", path.display()))
+            .and_then(|text| {
+                config
+                    .check_cluster_file(&path.display().to_string(), &text)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = checked {
+            eprintln!("rollout-agent: {}: {e}", args.config.display());
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     let names: Vec<&str> = config.components.keys().map(String::as_str).collect();
     if args.check {
         eprintln!(
