@@ -93,6 +93,7 @@
 mod cluster;
 pub mod conf;
 mod control;
+mod drains;
 mod engine;
 mod erased;
 mod error;
@@ -108,6 +109,7 @@ mod wait;
 
 pub use cluster::{Cluster, ErrorClass, Node, Procedure};
 pub use control::Control;
+pub use drains::NodeDrain;
 pub use engine::{Outcome, Report, Run, abort, chain, plan, roll};
 pub use erased::{
     BoxCluster, BoxFuture, BoxNode, BoxProbe, DynCluster, DynError, DynNode, DynProbe, Which,

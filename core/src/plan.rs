@@ -88,6 +88,10 @@ pub struct Plan {
     /// Tables whose downtime the policy accepts, with the nodes that take them down.
     #[serde(default)]
     pub accepted_unavailable: Vec<AcceptedTable>,
+    /// Each data node's drain and stop: the primaries or leaders it moves and the replicas
+    /// it takes down, by table, in wave order.
+    #[serde(default)]
+    pub drains: Vec<crate::drains::NodeDrain>,
 }
 
 impl Plan {
@@ -167,6 +171,9 @@ impl fmt::Display for Plan {
             writeln!(f, "wave {:>3} [{}]: {}", i + 1, w.role, names.join(", "))?;
             if !w.why.is_empty() {
                 writeln!(f, "           why: {}", w.why)?;
+            }
+            for d in self.drains.iter().filter(|d| w.nodes.contains(&d.node)) {
+                writeln!(f, "           {d}")?;
             }
         }
         for n in &self.already_done {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rollout_core::{
     Change, Control, Deadlines, Entry, Error, Event, MemoryJournal, OnTimeout, Outcome, Phase,
-    Policy, Run, Spec, abort, roll,
+    Policy, ReplicaRole, RoleKind, Run, Spec, abort, roll,
 };
 use rollout_sim::SimCluster;
 use support::{At, CrashJournal, EVERY, Failing, Fixture, Opts, Tiny, all_running};
@@ -363,6 +363,35 @@ async fn dry_run_plan_touches_nothing<F: Fixture>() {
     assert!(text.contains("wave"), "{text}");
     let json: serde_json::Value = serde_json::from_str(&plan.to_json()).unwrap();
     assert!(json["waves"].is_array());
+    // Each data node's drain, counted from the topology: its primaries move, its replicas go
+    // down; the text names every one.
+    let topology = rollout_core::Cluster::topology(&c).await.unwrap();
+    let data: Vec<_> = plan
+        .waves
+        .iter()
+        .filter(|w| w.kind == RoleKind::Data)
+        .flat_map(|w| w.nodes.clone())
+        .collect();
+    assert_eq!(
+        plan.drains
+            .iter()
+            .map(|d| d.node.clone())
+            .collect::<Vec<_>>(),
+        data
+    );
+    for d in &plan.drains {
+        let on = |role: Option<ReplicaRole>| {
+            topology
+                .partitions
+                .iter()
+                .flat_map(|p| &p.replicas)
+                .filter(|r| r.node == d.node && role.is_none_or(|x| r.role == x))
+                .count()
+        };
+        assert_eq!(d.taken_down(), on(None), "{d}");
+        assert_eq!(d.moved(), on(Some(ReplicaRole::Primary)), "{d}");
+        assert!(text.contains(&d.to_string()), "{text}");
+    }
     assert!(c.knobs_restored());
     assert!(c.restarts().values().all(|&n| n == 0));
 }

@@ -122,6 +122,11 @@ pub(super) fn make_plan<C: Cluster>(
     }
     let accepted_unavailable = accepted_downtime(topology, todo, &relief);
     let warnings = plan::warnings(topology, todo);
+    let drains = crate::drains::drains(
+        topology,
+        &waves,
+        spec.policy.get_procedure() == Procedure::HighAvailability,
+    );
     Plan {
         cluster: cluster.name().to_string(),
         change: spec.change.clone(),
@@ -140,6 +145,7 @@ pub(super) fn make_plan<C: Cluster>(
             .map(|(max, reason)| format!("at most {max} data node(s) down at once: {reason}"))
             .into_iter()
             .collect(),
+        drains,
         temporary_replicas,
         accepted_unavailable,
     }
