@@ -14,7 +14,7 @@ use rollout_process::{CommandNode, Commands, ProcessError, Runner, shell_quote};
 
 mod support;
 use support::{SERVER, alive, cmdline, free_port, lay_out, servers};
-const SSHD_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/sshd.sh");
+const SSHD_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/sshd.sh");
 
 /// The sshd that `scripts/sshd.sh start` started (or found running).
 #[derive(Debug)]
