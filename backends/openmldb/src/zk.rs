@@ -258,7 +258,8 @@ impl Zk {
 fn zk_err(name: &str, what: &str, e: &zk::Error) -> OpenMldbError {
     let reason = match e {
         zk::Error::NoAuth => format!(
-            "{e}: the cluster locks its nodes to a digest identity (--zk_cert); give it              (user:password, e.g. with --zk-auth-file)"
+            "{e}: the cluster locks its nodes to a digest identity (--zk_cert); give it \
+             (user:password, e.g. with --zk-auth-file)"
         ),
         _ => e.to_string(),
     };
