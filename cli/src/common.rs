@@ -859,3 +859,55 @@ impl EmulatedStrategy {
         }
     }
 }
+
+/// Sets a system's mode flags (`--plan`, `--run`, `--status`, `--abort`, `--emulate`, in that
+/// order) from a `rollout` action.
+pub(crate) fn set_modes(action: Action, flags: [&mut bool; 5]) {
+    let actions = [
+        Action::Plan,
+        Action::Run,
+        Action::Status,
+        Action::Abort,
+        Action::Emulate,
+    ];
+    for (flag, a) in flags.into_iter().zip(actions) {
+        *flag = action == a;
+    }
+}
+
+/// A system's command once its flags are parsed: the change (bad input exits 2), then an
+/// emulated process of a serving emulator, the serve mode (`serve`, with `--emulate`
+/// only), or the roll (`roll`).
+pub(crate) fn run_system<S, R>(
+    change: Result<Change, BadInput>,
+    served: &crate::serve::ServeArgs,
+    emulate: bool,
+    serve: impl FnOnce() -> S,
+    roll: impl FnOnce(Change) -> R,
+) -> std::process::ExitCode
+where
+    S: std::future::Future<Output = anyhow::Result<()>>,
+    R: std::future::Future<Output = anyhow::Result<Exit>>,
+{
+    let change = match change {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    run_main(async move {
+        if let (Some(endpoint), Some(control)) = (&served.emulated_process, &served.control) {
+            return crate::serve::emulated_process(endpoint, control)
+                .await
+                .map(|()| Exit::Completed);
+        }
+        if served.serve {
+            if !emulate {
+                return Err(BadInput("--serve serves the emulator: emulate --serve".into()).into());
+            }
+            return serve().await.map(|()| Exit::Completed);
+        }
+        roll(change).await
+    })
+}

@@ -342,11 +342,16 @@ pub fn command() -> clap::Command {
 pub fn run_action(action: Action, matches: &clap::ArgMatches) -> ExitCode {
     match Args::from_arg_matches(matches) {
         Ok(mut args) => {
-            args.plan = action == Action::Plan;
-            args.run = action == Action::Run;
-            args.status = action == Action::Status;
-            args.abort = action == Action::Abort;
-            args.emulate = action == Action::Emulate;
+            crate::common::set_modes(
+                action,
+                [
+                    &mut args.plan,
+                    &mut args.run,
+                    &mut args.status,
+                    &mut args.abort,
+                    &mut args.emulate,
+                ],
+            );
             run(args)
         }
         Err(e) => e.exit(),
@@ -354,25 +359,13 @@ pub fn run_action(action: Action, matches: &clap::ArgMatches) -> ExitCode {
 }
 
 fn run(args: Args) -> ExitCode {
-    let change = match args.what.change(Some(&args.change), parse_change, true) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    crate::common::run_main(async {
-        let served = &args.served;
-        if let (Some(endpoint), Some(control)) = (&served.emulated_process, &served.control) {
-            return crate::serve::emulated_process(endpoint, control)
-                .await
-                .map(|()| Exit::Completed);
-        }
-        if served.serve {
-            if !args.emulate {
-                return Err(BadInput("--serve serves the emulator: emulate --serve".into()).into());
-            }
-            return crate::openmldb_serve::serve(
+    let served = &args.served;
+    crate::common::run_system(
+        args.what.change(Some(&args.change), parse_change, true),
+        served,
+        args.emulate,
+        || {
+            crate::openmldb_serve::serve(
                 args.server_version,
                 args.zk(),
                 &args.zk_root,
@@ -381,13 +374,13 @@ fn run(args: Args) -> ExitCode {
                 served.dir.as_deref(),
                 args.json,
             )
-            .await
-            .map(|()| Exit::Completed);
-        }
-        if args.emulate {
-            emulate(&args, change).await
-        } else {
-            real(&args, change).await
-        }
-    })
+        },
+        |change| async {
+            if args.emulate {
+                emulate(&args, change).await
+            } else {
+                real(&args, change).await
+            }
+        },
+    )
 }
