@@ -64,6 +64,9 @@
 //!    changes on every start, and [`NodeStatus::exited`] when the process died), `apply`
 //!    (returns an [`ApplyRecord`]; called again after a crash, it keeps the first backup),
 //!    `revert` and `is_applied` (asked after every restart too: `false` fails the rollout).
+//!    A backend that takes its process handles from the operator (ssh, an agent, an
+//!    emulator) is built with a [`NodeFactory`] (a closure is one) and hands out each as a
+//!    [`MappedNode`], whose errors become the backend's own.
 //! 6. **Check it**: `rollout_sim::conformance::check_cluster(&cluster)` (add `rollout-sim`
 //!    as a dev-dependency) runs the contract: it drains, stops, changes, reverts and restarts
 //!    a data node and writes knobs back, so run it against an emulator or a test cluster,
@@ -98,6 +101,7 @@ mod engine;
 mod erased;
 mod error;
 mod event;
+mod factory;
 mod journal;
 mod model;
 mod plan;
@@ -116,6 +120,7 @@ pub use erased::{
 };
 pub use error::{Error, KnobLeft, Phase, Result, Target};
 pub use event::{Event, Ignore, Observer, RESUMED_WAVE};
+pub use factory::{MappedNode, NodeErrorOf, NodeFactory};
 pub use journal::{Entry, FileJournal, InFlight, Journal, JournalError, MemoryJournal, Resume};
 pub use model::{
     ApplyRecord, Change, ConfigEdit, Health, Knob, KnobScope, NodeId, NodeInfo, NodeStatus,

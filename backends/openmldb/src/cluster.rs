@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rollout_core::{ApplyRecord, Change, Node, NodeId, NodeStatus};
+use rollout_core::NodeId;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -63,20 +63,7 @@ impl Timing {
     }
 }
 
-/// A process handle for one server: what a node factory returns.
-pub trait NodeFactory: Send + Sync {
-    /// The handle.
-    type Node: Node;
-    /// The handle of the server at `id` (`host:port`), if the factory knows it.
-    fn node(&self, id: &NodeId) -> Option<Self::Node>;
-}
-
-impl<N: Node, F: Fn(&NodeId) -> Option<N> + Send + Sync> NodeFactory for F {
-    type Node = N;
-    fn node(&self, id: &NodeId) -> Option<N> {
-        self(id)
-    }
-}
+pub use rollout_core::NodeFactory;
 
 /// Servers ZooKeeper does not list: the apiservers, and the taskmanagers (ZooKeeper names only
 /// their leader).
@@ -506,66 +493,18 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
     }
 }
 
-/// A factory's node, its errors in the backend's error.
-#[derive(Debug)]
-pub struct OpenMldbNode<N> {
-    inner: N,
-}
+/// A factory's node, its errors in this backend's error ([`OpenMldbError::Node`]).
+pub type OpenMldbNode<N> = rollout_core::MappedNode<N, OpenMldbError>;
 
-impl<N> OpenMldbNode<N> {
-    pub(crate) fn new(inner: N) -> Self {
-        Self { inner }
-    }
-}
-
-fn node_err<E: std::fmt::Display>(node: &NodeId, what: &str, e: E) -> OpenMldbError {
+/// The error of a factory's node on `node` in operation `what`.
+pub(crate) fn node_err(
+    node: &NodeId,
+    what: &'static str,
+    e: Box<dyn std::error::Error + Send + Sync>,
+) -> OpenMldbError {
     OpenMldbError::Node {
         node: node.to_string(),
-        what: what.to_string(),
+        what: if what == "is_applied" { "status" } else { what }.to_string(),
         reason: e.to_string(),
-    }
-}
-
-impl<N: Node> Node for OpenMldbNode<N> {
-    type Error = OpenMldbError;
-
-    fn id(&self) -> &NodeId {
-        self.inner.id()
-    }
-    async fn stop(&self) -> Result<(), OpenMldbError> {
-        self.inner
-            .stop()
-            .await
-            .map_err(|e| node_err(self.id(), "stop", e))
-    }
-    async fn start(&self) -> Result<(), OpenMldbError> {
-        self.inner
-            .start()
-            .await
-            .map_err(|e| node_err(self.id(), "start", e))
-    }
-    async fn status(&self) -> Result<NodeStatus, OpenMldbError> {
-        self.inner
-            .status()
-            .await
-            .map_err(|e| node_err(self.id(), "status", e))
-    }
-    async fn apply(&self, change: &Change) -> Result<ApplyRecord, OpenMldbError> {
-        self.inner
-            .apply(change)
-            .await
-            .map_err(|e| node_err(self.id(), "apply", e))
-    }
-    async fn revert(&self, record: &ApplyRecord) -> Result<(), OpenMldbError> {
-        self.inner
-            .revert(record)
-            .await
-            .map_err(|e| node_err(self.id(), "revert", e))
-    }
-    async fn is_applied(&self, change: &Change) -> Result<bool, OpenMldbError> {
-        self.inner
-            .is_applied(change)
-            .await
-            .map_err(|e| node_err(self.id(), "status", e))
     }
 }

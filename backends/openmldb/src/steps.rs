@@ -61,7 +61,9 @@ where
     }
 
     fn node(&self, id: &NodeId) -> Option<Self::Node> {
-        self.factory().node(id).map(OpenMldbNode::new)
+        self.factory()
+            .node(id)
+            .map(|n| OpenMldbNode::new(n, crate::cluster::node_err))
     }
 
     /// A config change edits flag files (`*.flags`, `--key=value`) or the taskmanager's

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rollout_core::{ApplyRecord, Change, Node, NodeId, NodeStatus};
+use rollout_core::NodeId;
 use tokio::time::Instant;
 
 use crate::error::PegasusError;
@@ -110,75 +110,20 @@ impl<F> std::fmt::Debug for PegasusCluster<F> {
     }
 }
 
-/// A process handle for one server: what a node factory returns.
-pub trait NodeFactory: Send + Sync {
-    /// The handle.
-    type Node: Node;
-    /// The handle of the server at `id` (`host:port`), if the factory knows it.
-    fn node(&self, id: &NodeId) -> Option<Self::Node>;
-}
+pub use rollout_core::NodeFactory;
 
-impl<N: Node, F: Fn(&NodeId) -> Option<N> + Send + Sync> NodeFactory for F {
-    type Node = N;
-    fn node(&self, id: &NodeId) -> Option<N> {
-        self(id)
-    }
-}
+/// A factory's node, its errors in this backend's error ([`PegasusError::Node`]).
+pub type PegasusNode<N> = rollout_core::MappedNode<N, PegasusError>;
 
-/// The wrapper that gives a factory's node this backend's error.
-#[derive(Debug)]
-pub struct PegasusNode<N> {
-    inner: N,
-}
-
-impl<N> PegasusNode<N> {
-    pub(crate) fn new(inner: N) -> Self {
-        Self { inner }
-    }
-}
-
-fn node_err<E: std::error::Error + Send + Sync + 'static>(node: &NodeId, e: E) -> PegasusError {
+/// The error of a factory's node on `node`.
+pub(crate) fn node_err(
+    node: &NodeId,
+    _what: &'static str,
+    source: Box<dyn std::error::Error + Send + Sync>,
+) -> PegasusError {
     PegasusError::Node {
         node: node.clone(),
-        source: Box::new(e),
-    }
-}
-
-impl<N: Node> Node for PegasusNode<N> {
-    type Error = PegasusError;
-
-    fn id(&self) -> &NodeId {
-        self.inner.id()
-    }
-    async fn stop(&self) -> Result<(), PegasusError> {
-        self.inner.stop().await.map_err(|e| node_err(self.id(), e))
-    }
-    async fn start(&self) -> Result<(), PegasusError> {
-        self.inner.start().await.map_err(|e| node_err(self.id(), e))
-    }
-    async fn status(&self) -> Result<NodeStatus, PegasusError> {
-        self.inner
-            .status()
-            .await
-            .map_err(|e| node_err(self.id(), e))
-    }
-    async fn apply(&self, change: &Change) -> Result<ApplyRecord, PegasusError> {
-        self.inner
-            .apply(change)
-            .await
-            .map_err(|e| node_err(self.id(), e))
-    }
-    async fn revert(&self, record: &ApplyRecord) -> Result<(), PegasusError> {
-        self.inner
-            .revert(record)
-            .await
-            .map_err(|e| node_err(self.id(), e))
-    }
-    async fn is_applied(&self, change: &Change) -> Result<bool, PegasusError> {
-        self.inner
-            .is_applied(change)
-            .await
-            .map_err(|e| node_err(self.id(), e))
+        source,
     }
 }
 

@@ -86,7 +86,9 @@ where
     }
 
     fn node(&self, id: &NodeId) -> Option<Self::Node> {
-        self.factory().node(id).map(PegasusNode::new)
+        self.factory()
+            .node(id)
+            .map(|n| PegasusNode::new(n, crate::cluster::node_err))
     }
 
     /// A config change edits `config.ini` keys given as `SECTION.KEY` (the node's `apply`
