@@ -87,8 +87,14 @@ pub struct ClusterView {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Proposal {
-    /// `move_primary`: the secondary on this node becomes the primary.
+    /// `move_primary`: `DOWNGRADE_TO_SECONDARY` of `from`, then `UPGRADE_TO_PRIMARY` of
+    /// `to`, each checked when it runs (`partition_guardian::from_proposals` @v2.5.0):
+    /// dropped when `from` is no longer the primary or not alive to the meta; when `to` is
+    /// no longer an alive secondary only the demote runs, and the partition has no primary
+    /// until the meta's next tick promotes one.
     MovePrimary {
+        /// The primary when proposed.
+        from: NodeId,
         /// The new primary.
         to: NodeId,
     },
@@ -117,6 +123,8 @@ pub enum Proposal {
     /// @v2.5.0); checked then as [`Proposal::Downgrade`] is, and dropped when it no longer
     /// applies.
     MoveThenDowngrade {
+        /// The primary when proposed.
+        from: NodeId,
         /// The new primary.
         to: NodeId,
         /// The node the downgrade is sent to: the new primary when well formed.
@@ -124,6 +132,10 @@ pub enum Proposal {
         /// The member to downgrade: the old primary when well formed.
         node: NodeId,
     },
+    /// An action list the meta runs nothing of (an action naming a node it does not know,
+    /// a list of a kind this model does not run): registered all the same, so that it holds
+    /// the partition's slot (a second proposal is refused) until the next tick drops it.
+    Unrunnable,
 }
 
 impl SimCluster {
@@ -198,17 +210,23 @@ impl SimCluster {
                 .ok_or_else(|| format!("no node {n}"))
         };
         let p = match proposal {
-            Proposal::MovePrimary { to } => PegasusProposal::MovePrimary { to: node(&w, to)? },
+            Proposal::MovePrimary { from, to } => PegasusProposal::MovePrimary {
+                from: node(&w, from)?,
+                to: node(&w, to)?,
+            },
+            Proposal::Unrunnable => PegasusProposal::Unrunnable,
             Proposal::Downgrade { target, node: n } => PegasusProposal::Downgrade {
                 target: node(&w, target)?,
                 node: node(&w, n)?,
             },
             Proposal::Demote => PegasusProposal::Demote,
             Proposal::MoveThenDowngrade {
+                from,
                 to,
                 target,
                 node: n,
             } => PegasusProposal::MoveThenDowngrade {
+                from: node(&w, from)?,
                 to: node(&w, to)?,
                 target: node(&w, target)?,
                 node: node(&w, n)?,

@@ -197,6 +197,15 @@ fn the_physical_bound_holds_every_strategy_and_counts_what_the_plan_restarts() {
                 r.physical_bound_secs
             );
         }
+        // The upstream tools' procedure comes out further from the bound than ha.
+        let script = run(&b, Strategy::Script);
+        assert!(
+            script.virtual_secs / script.physical_bound_secs
+                > ha.virtual_secs / ha.physical_bound_secs,
+            "{flavor}: script {} s against ha {} s",
+            script.virtual_secs,
+            ha.virtual_secs
+        );
         // Waits that end only at the engine's polls come out further from the bound.
         let mut polled = b.clone();
         polled.wake_hints(false);

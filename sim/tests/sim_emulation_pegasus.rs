@@ -50,7 +50,10 @@ async fn a_new_meta_leader_starts_with_no_pending_proposal() {
     let sim = pegasus(3);
     let p = first(&sim);
     let (from, to) = (p.primary.clone().unwrap(), p.secondaries[0].clone());
-    let move_primary = Proposal::MovePrimary { to: to.clone() };
+    let move_primary = Proposal::MovePrimary {
+        from: from.clone(),
+        to: to.clone(),
+    };
     sim.propose(1, 0, &move_primary).unwrap();
     // The leader dies before its next lb tick; another meta is elected.
     let old = sim.view().leader.unwrap();
@@ -70,7 +73,15 @@ async fn clearing_the_proposals_forgets_the_pending_ones() {
     let sim = pegasus(3);
     let p = first(&sim);
     let (from, to) = (p.primary.clone().unwrap(), p.secondaries[0].clone());
-    sim.propose(1, 0, &Proposal::MovePrimary { to }).unwrap();
+    sim.propose(
+        1,
+        0,
+        &Proposal::MovePrimary {
+            from: from.clone(),
+            to,
+        },
+    )
+    .unwrap();
     sim.clear_proposals();
     // The next tick has nothing to run.
     after(10.5).await;
@@ -122,6 +133,7 @@ async fn a_move_and_downgrade_list_drains_the_partition_within_one_tick() {
     let p = first(&sim);
     let (from, to) = (p.primary.clone().unwrap(), p.secondaries[0].clone());
     let list = Proposal::MoveThenDowngrade {
+        from: from.clone(),
         to: to.clone(),
         target: to.clone(),
         node: from.clone(),
@@ -138,8 +150,15 @@ async fn a_move_and_downgrade_list_drains_the_partition_within_one_tick() {
     assert!(!now.secondaries.contains(&from), "{now:?}");
     assert!(now.others.contains(&from), "{now:?}");
     // Nothing is left pending: a new proposal is taken.
-    sim.propose(1, 0, &Proposal::MovePrimary { to: from })
-        .unwrap();
+    sim.propose(
+        1,
+        0,
+        &Proposal::MovePrimary {
+            from: to.clone(),
+            to: from,
+        },
+    )
+    .unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -150,6 +169,7 @@ async fn a_list_whose_downgrade_targets_the_old_primary_moves_and_then_drops_it(
     // An unset target is filled with the primary at registration: the old one, which no
     // longer leads once the move is done, so the downgrade is dropped.
     let list = Proposal::MoveThenDowngrade {
+        from: from.clone(),
         to: to.clone(),
         target: from.clone(),
         node: from.clone(),
@@ -159,4 +179,61 @@ async fn a_list_whose_downgrade_targets_the_old_primary_moves_and_then_drops_it(
     let now = first(&sim);
     assert_eq!(now.primary.as_ref(), Some(&to));
     assert!(now.secondaries.contains(&from), "{now:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_move_whose_primary_changed_since_it_was_proposed_is_dropped_when_it_runs() {
+    let sim = pegasus(3);
+    let p = first(&sim);
+    let (from, a, b) = (
+        p.primary.clone().unwrap(),
+        p.secondaries[0].clone(),
+        p.secondaries[1].clone(),
+    );
+    // Proposed as if `a` led: the demote of a node that is not the primary is invalid, so
+    // the whole list goes and nothing moves.
+    let stale = Proposal::MovePrimary {
+        from: a.clone(),
+        to: b.clone(),
+    };
+    sim.propose(1, 0, &stale).unwrap();
+    after(10.5).await;
+    assert_eq!(first(&sim).primary.as_ref(), Some(&from));
+    // Dropped, not pending.
+    sim.propose(1, 0, &Proposal::MovePrimary { from, to: b })
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_move_to_a_node_gone_dead_demotes_and_leaves_the_partition_without_a_primary() {
+    let sim = pegasus(3);
+    let p = first(&sim);
+    let (from, to) = (p.primary.clone().unwrap(), p.secondaries[0].clone());
+    // `to` dies; the meta declares it dead after fd_grace (22 s).
+    assert!(sim.kill(&to));
+    after(23.0).await;
+    assert!(!sim.node_view(&to).unwrap().alive);
+    let mv = Proposal::MovePrimary {
+        from: from.clone(),
+        to,
+    };
+    sim.propose(1, 0, &mv).unwrap();
+    // At the tick (30 s) the demote runs and the promote is dropped: no primary until the
+    // next tick promotes one.
+    after(7.5).await;
+    assert_eq!(first(&sim).primary, None, "{:?}", first(&sim));
+    after(10.0).await;
+    assert!(first(&sim).primary.is_some(), "{:?}", first(&sim));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unrunnable_list_holds_the_slot_until_the_tick() {
+    let sim = pegasus(3);
+    let p = first(&sim);
+    let (from, to) = (p.primary.clone().unwrap(), p.secondaries[0].clone());
+    sim.propose(1, 0, &Proposal::Unrunnable).unwrap();
+    let mv = Proposal::MovePrimary { from, to };
+    assert!(sim.propose(1, 0, &mv).is_err(), "one is pending");
+    after(10.5).await;
+    sim.propose(1, 0, &mv).unwrap();
 }

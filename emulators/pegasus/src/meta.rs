@@ -360,14 +360,15 @@ impl Meta<'_> {
         };
         let kinds: Vec<i32> = b.actions.iter().map(|a| a.kind).collect();
         let proposal = match (kinds.as_slice(), b.actions.as_slice()) {
+            // Queued as sent; each action is checked when it runs, at the tick
+            // (`partition_guardian::from_proposals` @v2.5.0).
             ([CT_DOWNGRADE_TO_SECONDARY, CT_UPGRADE_TO_PRIMARY], [down, up]) => {
                 let from = node(down.node, down.hp_node.as_ref());
                 let to = node(up.node, up.hp_node.as_ref());
-                if !alive(&from) || !alive(&to) || from != part.primary {
-                    None
-                } else {
-                    to.map(|to| Proposal::MovePrimary { to })
-                }
+                Some(match (from, to) {
+                    (Some(from), Some(to)) => Proposal::MovePrimary { from, to },
+                    _ => Proposal::Unrunnable,
+                })
             }
             // A move-primary and the downgrade of what stays behind, in one list: the meta
             // sends the downgrade on the promote's reply (`on_update_configuration_on_remote_reply`
@@ -384,29 +385,35 @@ impl Meta<'_> {
             ) => {
                 let from = node(down.node, down.hp_node.as_ref());
                 let to = node(up.node, up.hp_node.as_ref());
-                if !alive(&from) || !alive(&to) || from != part.primary {
-                    None
+                let unset = third.target == 0 && third.hp_target.is_none();
+                let target = if unset {
+                    part.primary.clone()
                 } else {
-                    let unset = third.target == 0 && third.hp_target.is_none();
-                    let target = if unset {
-                        part.primary.clone()
-                    } else {
-                        node(third.target, third.hp_target.as_ref())
-                    };
-                    let n = node(third.node, third.hp_node.as_ref());
-                    to.map(|to| match (target, n) {
-                        (Some(target), Some(node)) => {
-                            Proposal::MoveThenDowngrade { to, target, node }
+                    node(third.target, third.hp_target.as_ref())
+                };
+                let n = node(third.node, third.hp_node.as_ref());
+                Some(match (from, to, target, n) {
+                    (Some(from), Some(to), Some(target), Some(node)) => {
+                        Proposal::MoveThenDowngrade {
+                            from,
+                            to,
+                            target,
+                            node,
                         }
-                        _ => Proposal::MovePrimary { to },
-                    })
-                }
+                    }
+                    (Some(from), Some(to), _, _) => Proposal::MovePrimary { from, to },
+                    _ => Proposal::Unrunnable,
+                })
             }
             // A move-primary whose promote a 2.4/2.5 reader lost: the demote runs (its empty
             // target filled with the primary), the empty action then clears the rest.
             ([CT_DOWNGRADE_TO_SECONDARY, 0], [down, _]) => {
                 let from = node(down.node, down.hp_node.as_ref());
-                (alive(&from) && from == part.primary).then_some(Proposal::Demote)
+                Some(if alive(&from) && from == part.primary {
+                    Proposal::Demote
+                } else {
+                    Proposal::Unrunnable
+                })
             }
             // Queued as sent, an invalid target filled with the primary, refused when there is
             // none (`server_load_balancer::register_proposals` @v2.5.0); whether the target
@@ -423,28 +430,23 @@ impl Meta<'_> {
                     node(one.target, one.hp_target.as_ref())
                 };
                 let n = node(one.node, one.hp_node.as_ref());
-                match (target, n) {
-                    (Some(target), Some(n)) if alive(&Some(n.clone())) => {
-                        Some(Proposal::Downgrade { target, node: n })
-                    }
-                    _ => None,
-                }
+                Some(match (target, n) {
+                    (Some(target), Some(n)) => Proposal::Downgrade { target, node: n },
+                    _ => Proposal::Unrunnable,
+                })
             }
             ([], _) => return "ERR_INVALID_PARAMETERS",
-            _ => None,
+            _ => Some(Proposal::Unrunnable),
         };
         let part_id = format!("{table}.{index}");
-        let Some(proposal) = proposal else {
-            self.log(format!(
-                "dropped {part_id}: an action whose node is not an alive member ({:?})",
-                b.actions
-            ));
-            return "ERR_OK";
-        };
+        let proposal = proposal.unwrap_or(Proposal::Unrunnable);
         let what = match &proposal {
-            Proposal::MovePrimary { to } => format!("move-primary {part_id} to {to}"),
+            Proposal::MovePrimary { to, .. } => format!("move-primary {part_id} to {to}"),
+            Proposal::Unrunnable => format!("unrunnable {part_id} (dropped at the tick)"),
             Proposal::Demote => format!("demote {part_id}"),
-            Proposal::MoveThenDowngrade { to, target, node } => {
+            Proposal::MoveThenDowngrade {
+                to, target, node, ..
+            } => {
                 format!("move-primary {part_id} to {to}, then downgrade {node} (to {target})")
             }
             Proposal::Downgrade { target, node } => {

@@ -83,8 +83,8 @@ async fn host_names_as_the_old_backend_sent_them_are_misread_by_2_4_and_2_5_and_
         (ServerVersion::V2_4, "demote 1.0"),
         (ServerVersion::V2_5, "demote 1.0"),
         // Master names nodes by reverse DNS (`localhost` here): an IP string is no name it
-        // knows, and the proposal is accepted, then dropped (§6).
-        (ServerVersion::Master, "dropped 1.0"),
+        // knows, and the proposal is accepted, held until the tick, then dropped (§6).
+        (ServerVersion::Master, "unrunnable 1.0"),
     ] {
         let emu = Emulator::start(&builder(), version).await.unwrap();
         let meta = MetaClient::new(&emu.metas(), Duration::from_secs(1));

@@ -26,8 +26,12 @@ pub(crate) struct Pegasus {
 /// A balancer proposal for one partition, as a client submits it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Proposal {
-    /// `move_primary`: the secondary on this node becomes primary.
-    MovePrimary { to: u32 },
+    /// `move_primary` from `from` to `to`: `DOWNGRADE_TO_SECONDARY` of `from`, then
+    /// `UPGRADE_TO_PRIMARY` of `to`, each checked when it runs
+    /// (`partition_guardian::from_proposals` @v2.5.0): `from` must still be the primary,
+    /// alive to the meta, or the list is dropped; a `to` that is no longer an alive
+    /// secondary loses only the promote, so the partition is left without a primary.
+    MovePrimary { from: u32, to: u32 },
     /// `DOWNGRADE_TO_INACTIVE` of the member on `node`, sent to `target` (the primary when
     /// proposed).
     Downgrade { target: u32, node: u32 },
@@ -41,7 +45,15 @@ pub(crate) enum Proposal {
     /// `partition_guardian::reconfig`, which pops the done action, then `cure`, which sends
     /// the next; `src/meta/server_state.cpp` @v2.5.0, `src/rdsn/src/meta/server_state.cpp`
     /// @v2.4.0, the same on master).
-    MoveThenDowngrade { to: u32, target: u32, node: u32 },
+    MoveThenDowngrade {
+        from: u32,
+        to: u32,
+        target: u32,
+        node: u32,
+    },
+    /// An action list the meta runs nothing of (an unknown node, a list this model does not
+    /// know): registered all the same, holding the partition's slot until the tick drops it.
+    Unrunnable,
 }
 
 impl Pegasus {
@@ -88,20 +100,20 @@ impl Pegasus {
     /// this one's reconfiguration is done.
     fn run_one(&mut self, w: &mut World, p: u32, x: Proposal) {
         match x {
-            Proposal::MovePrimary { to } => {
-                if let Some(from) = w.primary(p).map(|r| r.node) {
-                    w.move_primary_to(p, from, Some(to));
-                }
+            Proposal::MovePrimary { from, to } => {
+                w.move_proposed(p, from, to);
             }
-            Proposal::MoveThenDowngrade { to, target, node } => {
-                let moved = w
-                    .primary(p)
-                    .map(|r| r.node)
-                    .is_some_and(|from| w.move_primary_to(p, from, Some(to)));
-                if moved {
+            Proposal::MoveThenDowngrade {
+                from,
+                to,
+                target,
+                node,
+            } => {
+                if w.move_proposed(p, from, to) {
                     self.chain(w, p, Proposal::Downgrade { target, node });
                 }
             }
+            Proposal::Unrunnable => {}
             Proposal::Downgrade { target, node } => {
                 w.downgrade_proposed(p, target, node);
             }
@@ -438,6 +450,26 @@ impl World {
         part.replicas[ti].role = Rep::Primary;
         self.reconfigure(p, true);
         true
+    }
+
+    /// A proposed move of the primary from `from` to `to`, its two actions checked as they
+    /// run (`partition_guardian::from_proposals` @v2.5.0): nothing when `from` is no longer
+    /// the primary or not alive to the meta; the demote alone when `to` is not an alive
+    /// secondary (the promote is dropped, and the partition waits for a promotion). Whether
+    /// the primary moved to `to`.
+    pub(crate) fn move_proposed(&mut self, p: u32, from: u32, to: u32) -> bool {
+        let alive = |w: &World, n: u32| {
+            let n = &w.nodes[n as usize];
+            n.attached && !n.offline
+        };
+        if self.primary(p).map(|r| r.node) != Some(from) || !alive(self, from) {
+            return false;
+        }
+        if alive(self, to) && self.move_primary_to(p, from, Some(to)) {
+            return true;
+        }
+        self.demote(p);
+        false
     }
 
     /// The primary steps down to secondary and nothing is promoted: the partition has no
