@@ -68,19 +68,39 @@ pub(crate) fn policy(scale: u32) -> Policy {
 
 /// Prints progress on stderr (stdout stays for the report): the plan's size, each wave,
 /// each phase of each node with how long it took, and every new reason a wait gives, each
-/// line stamped with the wall seconds since the command started.
+/// line stamped with the wall seconds since the command started; on a terminal, a bar of
+/// the nodes done under those lines.
 pub(crate) struct Progress {
     pub(crate) waves: Mutex<Vec<Vec<rollout_core::NodeId>>>,
     pub(crate) started: std::time::Instant,
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl Progress {
     /// Progress from now.
     #[allow(clippy::disallowed_methods)]
     pub(crate) fn new() -> Self {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} nodes {msg}")
+                    .expect("the template is valid"),
+            );
+            bar
+        });
         Self {
             waves: Mutex::new(Vec::new()),
             started: std::time::Instant::now(),
+            bar,
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
         }
     }
 }
@@ -128,8 +148,26 @@ impl Observer for Progress {
             Event::Halted { reason } => Some(format!("halted: {reason}")),
             _ => None,
         };
+        if let Some(bar) = &self.bar {
+            match e {
+                Event::PlanReady { plan } => bar.set_length(plan.node_count() as u64),
+                Event::NodeDone { .. } | Event::NodeSkipped { .. } => bar.inc(1),
+                Event::WaveStarted { nodes, .. } => bar.set_message(
+                    nodes
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
+                _ => {}
+            }
+        }
         if let Some(l) = line {
-            eprintln!("[{:>7.1}s] {l}", self.started.elapsed().as_secs_f64());
+            let l = format!("[{:>7.1}s] {l}", self.started.elapsed().as_secs_f64());
+            match &self.bar {
+                Some(bar) => bar.suspend(|| eprintln!("{l}")),
+                None => eprintln!("{l}"),
+            }
         }
     }
 }
