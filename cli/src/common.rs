@@ -251,7 +251,11 @@ pub(crate) fn refused<E: std::error::Error + 'static>(e: &rollout_core::Error<E>
     use rollout_core::Error as E;
     matches!(
         e,
-        E::InvalidPolicy(_) | E::EmptySelection | E::UnknownNode(_) | E::UnsupportedChange { .. }
+        E::InvalidPolicy(_)
+            | E::EmptySelection
+            | E::UnknownNode(_)
+            | E::UnsupportedChange { .. }
+            | E::Unsafe { .. }
     )
 }
 
@@ -948,4 +952,42 @@ where
         }
         roll(change).await
     })
+}
+
+/// The policy flags of a roll, real or emulated: a canary and what a wait past its
+/// deadline does.
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct PolicyArgs {
+    /// Halt after this many nodes (a canary); run the same command again to go on.
+    #[arg(long, value_name = "N")]
+    pub(crate) canary: Option<usize>,
+    /// What a wait past its deadline does: abort (restore knobs and stop), pause (halt,
+    /// keeping state for a resume) or skip (leave a node out, only before it is stopped).
+    #[arg(long, value_enum)]
+    pub(crate) on_timeout: Option<OnTimeoutArg>,
+}
+
+/// `--on-timeout` values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum OnTimeoutArg {
+    Abort,
+    Pause,
+    Skip,
+}
+
+impl PolicyArgs {
+    /// `policy` with these flags.
+    pub(crate) fn apply(&self, mut policy: rollout_core::Policy) -> rollout_core::Policy {
+        if let Some(n) = self.canary {
+            policy = policy.canary(n);
+        }
+        if let Some(t) = self.on_timeout {
+            policy = policy.on_timeout(match t {
+                OnTimeoutArg::Abort => rollout_core::OnTimeout::Abort,
+                OnTimeoutArg::Pause => rollout_core::OnTimeout::Pause,
+                OnTimeoutArg::Skip => rollout_core::OnTimeout::Skip,
+            });
+        }
+        policy
+    }
 }

@@ -88,7 +88,10 @@ where
             let shell = *m
                 .get_one::<clap_complete::Shell>("shell")
                 .expect("a required argument");
-            clap_complete::generate(shell, &mut command(), "rollout", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command(), "rollout", &mut script);
+            // A reader that stops early (`| head`) is no error.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
             std::process::ExitCode::SUCCESS
         }
         _ => std::process::ExitCode::from(2),

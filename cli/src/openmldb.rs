@@ -65,6 +65,8 @@ pub struct Args {
     /// (nameserver, tablet, apiserver, taskmanager) or --node.
     #[command(flatten)]
     what: crate::common::ChangeArgs,
+    #[command(flatten)]
+    rules: crate::common::PolicyArgs,
     /// Apiservers to roll after the tablets, comma-separated HOST:PORT (ZooKeeper does not
     /// list them).
     #[arg(long, value_delimiter = ',')]
@@ -135,6 +137,7 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<Exit> {
     if scale > 1 {
         spec.policy = policy(scale);
     }
+    spec.policy = args.rules.apply(spec.policy);
     let journal = args.journal.at(
         Some((args.zk(), &args.zk_root)),
         "openmldb",
@@ -216,7 +219,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<Exit> {
         .map_err(|e| anyhow::anyhow!(chain(&e)))?;
     let procedure = args.strategy.procedure();
     let mut spec = args.what.select(Spec::new(change));
-    spec.policy = policy(args.scale()).procedure(procedure);
+    spec.policy = args.rules.apply(policy(args.scale()).procedure(procedure));
     if args.plan {
         return print_plan(&cluster, &spec, args.json).await;
     }

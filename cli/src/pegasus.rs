@@ -61,6 +61,8 @@ pub struct Args {
     change: String,
     #[command(flatten)]
     what: crate::common::ChangeArgs,
+    #[command(flatten)]
+    rules: crate::common::PolicyArgs,
     /// Start the emulator (3 metas, 6 replica servers, table temp of 64 partitions x 3,
     /// client load) and roll it; its first stdout line names the meta servers.
     #[arg(long)]
@@ -151,6 +153,7 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<Exit> {
     if scale > 1 {
         spec.policy = policy(scale);
     }
+    spec.policy = args.rules.apply(spec.policy);
     let first = args
         .meta
         .first()
@@ -228,7 +231,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<Exit> {
     let spec = args
         .what
         .select(Spec::new(change))
-        .policy(policy(args.scale()).procedure(procedure));
+        .policy(args.rules.apply(policy(args.scale()).procedure(procedure)));
     if args.plan {
         return print_plan(&cluster, &spec, args.json).await;
     }

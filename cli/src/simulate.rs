@@ -22,8 +22,9 @@ pub struct Args {
     #[arg(long, default_value = "pegasus")]
     flavor: Flavor,
     /// naive (restart and wait), ha (the high-availability steps), waves (parallel waves
-    /// proven safe from placement) or script (the upstream tools as they behave:
-    /// pegasus_rolling_update.sh, or openmldb_ops.py with start.sh).
+    /// proven safe from placement), auto (the same: waves where placement proves them safe,
+    /// one at a time otherwise, each wave's reason in the plan) or script (the upstream tools
+    /// as they behave: pegasus_rolling_update.sh, or openmldb_ops.py with start.sh).
     #[arg(long, default_value = "ha")]
     strategy: Strategy,
     /// Data nodes (replica servers or tablets).
@@ -380,7 +381,12 @@ fn run(args: Args) -> ExitCode {
             r.max_replicas_down, r.restarts, r.max_restarts_per_node, r.knobs_restored
         );
     }
-    // 0 completed, 1 aborted, 3 halted (the operator decides); 2 is bad input, above.
+    // 0 completed, 1 aborted, 3 halted (the operator decides); 2 is bad input (above, and
+    // what the engine refused before touching anything).
+    if report.refused {
+        // Refused before anything was touched: bad input.
+        return ExitCode::from(2);
+    }
     match report.outcome.as_str() {
         "completed" => ExitCode::SUCCESS,
         "halted" => ExitCode::from(3),

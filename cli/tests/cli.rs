@@ -57,6 +57,18 @@ fn simulate_exits_by_outcome() {
     let halted = rollout(&["simulate", "--json", "--partitions", "16", "--canary", "2"]);
     assert_eq!(code(&halted), 3);
     assert_eq!(last_json(&halted)["outcome"], "halted");
+    // Refused by the engine before anything is touched (a two-replica Pegasus table): bad
+    // input, whatever the report's outcome says.
+    let refused = rollout(&[
+        "simulate",
+        "--json",
+        "--partitions",
+        "16",
+        "--replicas",
+        "2",
+    ]);
+    assert_eq!(code(&refused), 2);
+    assert_eq!(last_json(&refused)["restarts"], 0);
 }
 
 #[test]
@@ -95,6 +107,21 @@ fn bad_input_exits_2_with_one_line_and_touches_nothing() {
 
 #[test]
 fn completions_are_printed_for_a_shell() {
+    // A reader that stops early is no error.
+    let early = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} completions bash | head -c 10 >/dev/null; echo ${{PIPESTATUS:-0}}",
+            env!("CARGO_BIN_EXE_rollout")
+        ))
+        .output()
+        .unwrap();
+    assert!(early.status.success());
+    assert!(
+        !String::from_utf8_lossy(&early.stderr).contains("panicked"),
+        "{}",
+        String::from_utf8_lossy(&early.stderr)
+    );
     let out = rollout(&["completions", "bash"]);
     assert_eq!(code(&out), 0);
     assert!(String::from_utf8_lossy(&out.stdout).contains("rollout"));

@@ -341,7 +341,10 @@ fn partition_is_safe(
         .table
         .as_ref()
         .map(|t| {
-            format!(" (table {t}; to roll anyway, accept its downtime by name: accept_unavailable)")
+            format!(
+                " (table {t}; to roll anyway, accept its downtime by name: accept_unavailable, \
+                 --accept-unavailable {t} on the command line)"
+            )
         })
         .unwrap_or_default();
     let wanted = p.wanted as usize;

@@ -109,6 +109,11 @@ pub struct SimReport {
     pub outcome: String,
     /// Whether the rollout completed: every selected node rolled, none skipped.
     pub completed: bool,
+    /// Whether the engine refused the input before touching anything (a policy that
+    /// contradicts itself, an empty or unknown selection, a change the backend cannot apply,
+    /// a node that cannot be made safe). Not part of the JSON contract.
+    #[serde(skip)]
+    pub refused: bool,
     /// The error with its chain, when it did not complete.
     pub error: Option<String>,
     /// Virtual seconds from the first step to the last.
@@ -259,33 +264,43 @@ pub async fn simulate(
         },
         Err(e) => ("aborted", Some(chain(e))),
     };
+    let refused = result.as_ref().err().is_some_and(|e| {
+        use rollout_core::Error as E;
+        matches!(
+            e,
+            E::InvalidPolicy(_)
+                | E::EmptySelection
+                | E::UnknownNode(_)
+                | E::UnsupportedChange { .. }
+                | E::Unsafe { .. }
+        )
+    });
     // Every knob the rollout saved it also restored (a new coordinator leader starting from
     // its config would put them back without the rollout; that must not count).
     let restored_by_rollout = rollout_core::Resume::from_entries(&journal.entries())
         .knobs
         .is_empty();
-    Ok((
-        sim.clone(),
-        report(
-            builder,
-            strategy,
-            &sim,
-            Measured {
-                restored_by_rollout,
-                outcome,
-                error,
-                virtual_secs,
-                plan: waves
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take()
-                    .unwrap_or_default(),
-                skipped,
-                journal_records: journal.entries().len(),
-                resumed,
-            },
-        ),
-    ))
+    let mut r = report(
+        builder,
+        strategy,
+        &sim,
+        Measured {
+            restored_by_rollout,
+            outcome,
+            error,
+            virtual_secs,
+            plan: waves
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .unwrap_or_default(),
+            skipped,
+            journal_records: journal.entries().len(),
+            resumed,
+        },
+    );
+    r.refused = refused;
+    Ok((sim.clone(), r))
 }
 
 /// Runs the upstream tools' procedure (no journal: they keep none).
@@ -410,6 +425,7 @@ pub(crate) fn report(
         replicas: builder.get_replicas(),
         outcome: outcome.into(),
         completed: outcome == "completed",
+        refused: false,
         error,
         virtual_secs,
         lower_bound_secs: (virtual_secs - idle).max(0.0),
