@@ -15,7 +15,9 @@
 //! docs/contracts.md.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod args;
 mod common;
+mod journal;
 pub mod openmldb;
 mod openmldb_serve;
 pub mod pegasus;
@@ -23,7 +25,8 @@ mod pegasus_serve;
 mod serve;
 pub mod simulate;
 
-pub use common::{Action, BadInput, Exit};
+pub use args::Action;
+pub use common::{BadInput, Exit};
 
 /// The whole `rollout` command, for parsing and for shell completions.
 pub fn command() -> clap::Command {

@@ -18,7 +18,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{Action, BadInput, Exit, Progress, Unmanaged, policy, print_plan};
+use crate::args::Action;
+use crate::common::{BadInput, Exit, Progress, Unmanaged, policy, print_plan};
 use anyhow::bail;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use rollout_core::{Change, NodeId, Run, Spec, chain, roll};
@@ -47,7 +48,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     cluster: Option<std::path::PathBuf>,
     #[command(flatten)]
-    journal: crate::common::JournalArgs,
+    journal: crate::journal::JournalArgs,
     /// Print the state of the rollout in the journal (who holds its lock, since when, the
     /// node in progress, the knobs saved and their originals) and change nothing.
     #[arg(long, conflicts_with_all = ["run", "abort"])]
@@ -64,9 +65,9 @@ pub struct Args {
     /// file name is under each node's conf/: tablet.flags:zk_session_timeout=20000), --role
     /// (nameserver, tablet, apiserver, taskmanager) or --node.
     #[command(flatten)]
-    what: crate::common::ChangeArgs,
+    what: crate::args::ChangeArgs,
     #[command(flatten)]
-    rules: crate::common::PolicyArgs,
+    rules: crate::args::PolicyArgs,
     /// Apiservers to roll after the tablets, comma-separated HOST:PORT (ZooKeeper does not
     /// list them).
     #[arg(long, value_delimiter = ',')]
@@ -86,8 +87,8 @@ pub struct Args {
     #[command(flatten)]
     served: crate::serve::ServeArgs,
     /// With --emulate: ha (fenced leader moves) or naive (restart and wait).
-    #[arg(long, value_enum, default_value_t = crate::common::EmulatedStrategy::Ha)]
-    strategy: crate::common::EmulatedStrategy,
+    #[arg(long, value_enum, default_value_t = crate::args::EmulatedStrategy::Ha)]
+    strategy: crate::args::EmulatedStrategy,
     /// With --emulate: the seed of the emulated cluster.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -242,7 +243,10 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<Exit> {
     // The emulator runs on the wall clock (not paused), so this is the roll's wall time.
     let wall = tokio::time::Instant::now();
     let result = roll(&cluster, &spec, Run::new(&*journal).observe(&progress)).await;
-    let refused = result.as_ref().err().is_some_and(crate::common::refused);
+    let refused = result
+        .as_ref()
+        .err()
+        .is_some_and(rollout_core::Error::is_refusal);
     let result = result.map_err(|e| chain(&e));
     let took = (emu.sim().truth().elapsed - t0).as_secs_f64();
     // Requests in flight finish before the counters are read; the seed's last check: every
@@ -334,7 +338,7 @@ pub fn main() -> ExitCode {
 
 /// `rollout openmldb`: its actions, each with the example's flags (the mode flags hidden).
 pub fn command() -> clap::Command {
-    crate::common::action_commands(
+    crate::args::action_commands(
         Args::command(),
         "openmldb",
         "OpenMLDB: plan, run, status, abort through its ZooKeeper, or roll the emulator",
@@ -345,7 +349,7 @@ pub fn command() -> clap::Command {
 pub fn run_action(action: Action, matches: &clap::ArgMatches) -> ExitCode {
     match Args::from_arg_matches(matches) {
         Ok(mut args) => {
-            crate::common::set_modes(
+            crate::args::set_modes(
                 action,
                 [
                     &mut args.plan,

@@ -17,7 +17,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{Action, BadInput, Exit, Progress, Unmanaged, policy, print_plan};
+use crate::args::Action;
+use crate::common::{BadInput, Exit, Progress, Unmanaged, policy, print_plan};
 use anyhow::{Context, bail};
 use clap::{CommandFactory, FromArgMatches, Parser};
 use rollout_core::{Change, MemoryJournal, NodeId, Run, Spec, chain, roll};
@@ -47,7 +48,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     cluster: Option<std::path::PathBuf>,
     #[command(flatten)]
-    journal: crate::common::JournalArgs,
+    journal: crate::journal::JournalArgs,
     /// Print the state of the rollout in the journal and change nothing.
     #[arg(long, conflicts_with_all = ["run", "abort"])]
     status: bool,
@@ -60,9 +61,9 @@ pub struct Args {
     #[arg(long, default_value = "restart")]
     change: String,
     #[command(flatten)]
-    what: crate::common::ChangeArgs,
+    what: crate::args::ChangeArgs,
     #[command(flatten)]
-    rules: crate::common::PolicyArgs,
+    rules: crate::args::PolicyArgs,
     /// Start the emulator (3 metas, 6 replica servers, table temp of 64 partitions x 3,
     /// client load) and roll it; its first stdout line names the meta servers.
     #[arg(long)]
@@ -80,8 +81,8 @@ pub struct Args {
     served: crate::serve::ServeArgs,
     /// With --emulate: ha (the high-availability steps) or naive (the upstream simplified
     /// steps: restart and wait), to compare what the client over the wire sees.
-    #[arg(long, value_enum, default_value_t = crate::common::EmulatedStrategy::Ha)]
-    strategy: crate::common::EmulatedStrategy,
+    #[arg(long, value_enum, default_value_t = crate::args::EmulatedStrategy::Ha)]
+    strategy: crate::args::EmulatedStrategy,
     /// With --emulate: the seed of the emulated cluster.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -246,7 +247,10 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<Exit> {
     // The emulator runs on the wall clock (not paused), so this is the roll's wall time.
     let wall = tokio::time::Instant::now();
     let result = roll(&cluster, &spec, Run::new(&journal).observe(&progress)).await;
-    let refused = result.as_ref().err().is_some_and(crate::common::refused);
+    let refused = result
+        .as_ref()
+        .err()
+        .is_some_and(rollout_core::Error::is_refusal);
     let result = result.map_err(|e| chain(&e));
     let took = (emu.sim().truth().elapsed - t0).as_secs_f64();
     // For a client outside (scripts/realclient.sh): the roll is over, the hold begins.
@@ -400,7 +404,7 @@ pub(crate) fn run_args(args: Vec<std::ffi::OsString>) -> ExitCode {
 
 /// `rollout pegasus`: its actions, each with the example's flags (the mode flags hidden).
 pub fn command() -> clap::Command {
-    crate::common::action_commands(
+    crate::args::action_commands(
         Args::command(),
         "pegasus",
         "Apache Pegasus: plan, run, status, abort against its metas, or roll the emulator",
@@ -411,7 +415,7 @@ pub fn command() -> clap::Command {
 pub fn run_action(action: Action, matches: &clap::ArgMatches) -> ExitCode {
     match Args::from_arg_matches(matches) {
         Ok(mut args) => {
-            crate::common::set_modes(
+            crate::args::set_modes(
                 action,
                 [
                     &mut args.plan,

@@ -206,6 +206,20 @@ pub enum Error<E: std::error::Error + 'static> {
 }
 
 impl<E: std::error::Error + 'static> Error<E> {
+    /// Whether the engine refused the input before touching anything: a policy that
+    /// contradicts itself, an empty or unknown selection, a change the backend cannot apply,
+    /// a node that cannot be made safe. A command reports these as bad input.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidPolicy(_)
+                | Self::EmptySelection
+                | Self::UnknownNode(_)
+                | Self::UnsupportedChange { .. }
+                | Self::Unsafe { .. }
+        )
+    }
+
     /// The node the error names, if any.
     pub fn node(&self) -> Option<&NodeId> {
         match self {

@@ -264,17 +264,10 @@ pub async fn simulate(
         },
         Err(e) => ("aborted", Some(chain(e))),
     };
-    let refused = result.as_ref().err().is_some_and(|e| {
-        use rollout_core::Error as E;
-        matches!(
-            e,
-            E::InvalidPolicy(_)
-                | E::EmptySelection
-                | E::UnknownNode(_)
-                | E::UnsupportedChange { .. }
-                | E::Unsafe { .. }
-        )
-    });
+    let refused = result
+        .as_ref()
+        .err()
+        .is_some_and(rollout_core::Error::is_refusal);
     // Every knob the rollout saved it also restored (a new coordinator leader starting from
     // its config would put them back without the rollout; that must not count).
     let restored_by_rollout = rollout_core::Resume::from_entries(&journal.entries())
