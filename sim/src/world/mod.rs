@@ -34,13 +34,15 @@ mod openmldb_fence;
 mod openmldb_op;
 mod openmldb_ops;
 pub(crate) mod pegasus;
+mod pegasus_proposals;
 mod state;
 pub(crate) mod waits;
 
 pub(crate) use clients::Clients;
 pub(crate) use ledger::Log;
 pub(crate) use openmldb::{Op, Op as OpenMldbOp, OpenMldb};
-pub(crate) use pegasus::{Pegasus, Proposal as PegasusProposal};
+pub(crate) use pegasus::Pegasus;
+pub(crate) use pegasus_proposals::Proposal as PegasusProposal;
 use state::{
     F_DROPPED, F_LEARNER, F_MEMBER, F_NOT_BACK, F_PRIMARY, F_SOLE_PRIMARY, F_STUCK_MEMBER,
     F_UNLOADED, add_counts,

@@ -1,0 +1,194 @@
+//! The Pegasus meta's balancer proposals: what a client submits (`RPC_CM_PROPOSE_BALANCER`),
+//! queued one per partition as `server_load_balancer::register_proposals` queues them, run at
+//! the lb tick, each action checked when it runs (`partition_guardian::from_proposals`) and a
+//! list's next action sent on the reply to the previous one
+//! (`server_state::on_update_configuration_on_remote_reply`; all @v2.5.0, the same in v2.4.0
+//! and master).
+
+use super::pegasus::{NEXT_ACTION, Pegasus};
+use super::{ModelEv, Rep, Us, World};
+
+/// A balancer proposal for one partition, as a client submits it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Proposal {
+    /// `move_primary` from `from` to `to`: `DOWNGRADE_TO_SECONDARY` of `from`, then
+    /// `UPGRADE_TO_PRIMARY` of `to`, each checked when it runs
+    /// (`partition_guardian::from_proposals` @v2.5.0): `from` must still be the primary,
+    /// alive to the meta, or the list is dropped; a `to` that is no longer an alive
+    /// secondary loses only the promote, so the partition is left without a primary.
+    MovePrimary { from: u32, to: u32 },
+    /// `DOWNGRADE_TO_INACTIVE` of the member on `node`, sent to `target` (the primary when
+    /// proposed).
+    Downgrade { target: u32, node: u32 },
+    /// `DOWNGRADE_TO_SECONDARY` of the primary alone: the next tick promotes a secondary.
+    Demote,
+    /// `move_primary` followed in the same action list by `DOWNGRADE_TO_INACTIVE` of the
+    /// member on `node`, sent to `target`: the move runs at the tick, the downgrade as soon
+    /// as the move's reconfiguration is done, since the meta sends the next action of a
+    /// partition's list on the reply to the previous one
+    /// (`server_state::on_update_configuration_on_remote_reply` calls
+    /// `partition_guardian::reconfig`, which pops the done action, then `cure`, which sends
+    /// the next; `src/meta/server_state.cpp` @v2.5.0, `src/rdsn/src/meta/server_state.cpp`
+    /// @v2.4.0, the same on master).
+    MoveThenDowngrade {
+        from: u32,
+        to: u32,
+        target: u32,
+        node: u32,
+    },
+    /// An action list the meta runs nothing of (an unknown node, a list this model does not
+    /// know): registered all the same, holding the partition's slot until the tick drops it.
+    Unrunnable,
+}
+
+impl Pegasus {
+    /// Queues `p` for partition `part`; `false` (refused) while one of the partition's is
+    /// still pending, as `register_proposals` refuses one without `force`.
+    pub(crate) fn propose(&mut self, part: u32, p: Proposal) -> bool {
+        if self.proposals.contains_key(&part) {
+            return false;
+        }
+        self.proposals.insert(part, p);
+        true
+    }
+
+    /// Forgets every queued proposal (`server_state::clear_proposals`): what a new leader
+    /// starts with, since the proposals live in the leader's memory
+    /// (`config_context::lb_actions`), and what `meta_service::on_control_meta_level` queues
+    /// for any level at or below steady (`meta/meta_service.cpp` @v2.5.0).
+    pub(crate) fn clear_proposals(&mut self) {
+        self.proposals.clear();
+    }
+
+    /// Runs the queued proposals whose partition is not busy; one that no longer applies
+    /// is dropped, as the meta drops it (`partition_guardian::from_proposals` @v2.5.0): a
+    /// move-primary whose target is not a live secondary, a downgrade whose `target` is not
+    /// the primary or whose `node` is not a member.
+    pub(super) fn run_proposals(&mut self, w: &mut World) {
+        if w.leader.is_none() || w.frozen() {
+            return;
+        }
+        let now = w.now;
+        let due: Vec<(u32, Proposal)> = self
+            .proposals
+            .iter()
+            .filter(|(p, _)| w.parts[**p as usize].busy_until <= now)
+            .map(|(p, x)| (*p, *x))
+            .collect();
+        for (p, x) in due {
+            self.proposals.remove(&p);
+            self.run_one(w, p, x);
+        }
+    }
+
+    /// Runs proposal `x` of partition `p` now; a list's next action is queued to run when
+    /// this one's reconfiguration is done.
+    fn run_one(&mut self, w: &mut World, p: u32, x: Proposal) {
+        match x {
+            Proposal::MovePrimary { from, to } => {
+                w.move_proposed(p, from, to);
+            }
+            Proposal::MoveThenDowngrade {
+                from,
+                to,
+                target,
+                node,
+            } => {
+                if w.move_proposed(p, from, to) {
+                    self.chain(w, p, Proposal::Downgrade { target, node });
+                }
+            }
+            Proposal::Unrunnable => {}
+            Proposal::Downgrade { target, node } => {
+                w.downgrade_proposed(p, target, node);
+            }
+            Proposal::Demote => w.demote(p),
+        }
+        w.touch(p);
+    }
+
+    /// Queues `next` as partition `p`'s next action, sent once its reconfiguration in
+    /// flight is done (see [`Proposal::MoveThenDowngrade`]).
+    pub(super) fn chain(&mut self, w: &mut World, p: u32, next: Proposal) {
+        self.proposals.insert(p, next);
+        let done = w.parts[p as usize].busy_until;
+        w.after_model(
+            done.saturating_sub(w.now),
+            ModelEv {
+                code: NEXT_ACTION,
+                a: p,
+                b: done,
+                c: 0,
+            },
+        );
+    }
+
+    /// The reply to partition `p`'s last action, whose reconfiguration was to end at `done`:
+    /// its next one, if still queued, is sent. Any other change of the partition's
+    /// configuration meanwhile pops the queued action unsent, as `partition_guardian::reconfig`
+    /// pops the front action on every configuration update (@v2.5.0): it is dropped here too.
+    pub(super) fn next_action(&mut self, w: &mut World, p: u32, done: Us) {
+        if !self.proposals.contains_key(&p) {
+            return;
+        }
+        if w.parts[p as usize].busy_until != done {
+            self.proposals.remove(&p);
+            return;
+        }
+        if w.leader.is_none() || w.frozen() {
+            return;
+        }
+        if let Some(x) = self.proposals.remove(&p) {
+            self.run_one(w, p, x);
+        }
+    }
+}
+
+impl World {
+    /// A proposed move of the primary from `from` to `to`, its two actions checked as they
+    /// run (`partition_guardian::from_proposals` @v2.5.0): nothing when `from` is no longer
+    /// the primary or not alive to the meta; the demote alone when `to` is not an alive
+    /// secondary (the promote is dropped, and the partition waits for a promotion). Whether
+    /// the primary moved to `to`.
+    pub(crate) fn move_proposed(&mut self, p: u32, from: u32, to: u32) -> bool {
+        let alive = |w: &World, n: u32| {
+            let n = &w.nodes[n as usize];
+            n.attached && !n.offline
+        };
+        if self.primary(p).map(|r| r.node) != Some(from) || !alive(self, from) {
+            return false;
+        }
+        if alive(self, to) && self.move_primary_to(p, from, Some(to)) {
+            return true;
+        }
+        self.demote(p);
+        false
+    }
+
+    /// A proposed `DOWNGRADE_TO_INACTIVE`, checked when it runs as
+    /// `partition_guardian::from_proposals` checks it (@v2.5.0): `target` and `node` alive to
+    /// the meta, `target` the primary and `node` a member. It then runs whatever the member
+    /// count, even down to the primary alone (which takes no writes then). Whether it ran.
+    pub(crate) fn downgrade_proposed(&mut self, p: u32, target: u32, node: u32) -> bool {
+        let alive = |n: u32| {
+            let n = &self.nodes[n as usize];
+            n.attached && !n.offline
+        };
+        let part = &self.parts[p as usize];
+        let target_leads = part
+            .replicas
+            .iter()
+            .any(|r| r.node == target && r.role == Rep::Primary);
+        let member = part.replicas.iter().position(|r| {
+            r.node == node && (r.role == Rep::Primary || (r.role == Rep::Secondary && r.loaded))
+        });
+        let Some(i) = member.filter(|_| target_leads && alive(target) && alive(node)) else {
+            return false;
+        };
+        let was_primary = part.replicas[i].role == Rep::Primary;
+        self.replicate(p);
+        self.parts[p as usize].replicas[i].role = Rep::Inactive;
+        self.reconfigure(p, was_primary);
+        true
+    }
+}
