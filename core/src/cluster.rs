@@ -157,13 +157,15 @@ pub trait Cluster: Send + Sync {
     /// a new incarnation runs.
     fn ready<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = Self::Error> + 'a;
 
-    /// How long the engine waits after `node` is ready before it goes on, for what the
-    /// control plane cannot show: Pegasus's rolling-update doc waits "more than 30 seconds"
-    /// after each meta server so that the replica servers' beacons continue
-    /// (docs/procedures.md). Counted once per wave (its longest), on the
-    /// clock the engine runs on, and watched like any other wait. When only stateless waves
-    /// are left (Pegasus's collector after the metas), they roll during it and the roll ends
-    /// once it has run out. The default is zero.
+    /// How long after `node`'s restart the engine waits before it goes on, for what the
+    /// control plane cannot show: Pegasus's rolling-update doc restarts a meta server, then
+    /// waits "more than 30 seconds" so that the replica servers' beacons continue
+    /// (docs/procedures.md). Counted from the moment the wave's starts returned (from its
+    /// readiness for a node a resumed run found already started), ending no sooner than the
+    /// node is ready; once per wave (its longest), on the clock the engine runs on, and
+    /// watched like any other wait. When only stateless waves are left (Pegasus's collector
+    /// after the metas), they roll during it and the roll ends once it has run out. The
+    /// default is zero.
     fn settle(&self, node: &NodeId) -> std::time::Duration {
         let _ = node;
         std::time::Duration::ZERO

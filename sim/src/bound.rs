@@ -25,7 +25,9 @@ impl SimCluster {
     /// avoids it), and so are drains, elections and the coordinator's ticks. The seed's
     /// settle (`Timings::coordinator_settle`, 30 s for Pegasus) counts once when the plan
     /// holds the coordinator that led when the cluster was built: its restart is where the
-    /// replica servers' beacons must move (a standby's restart moves none).
+    /// replica servers' beacons must move (a standby's restart moves none). It runs from
+    /// that coordinator's restart (its stop done) and ends no sooner than its start; the
+    /// stateless waves after it, if only such follow, roll within it.
     pub fn physical_bound(&self, waves: &[Vec<NodeId>]) -> Duration {
         let w = self.lock();
         let t = &w.t;
@@ -54,14 +56,9 @@ impl SimCluster {
             } else {
                 0
             };
-            let settle = if w.first_leader == Some(i as u32) {
-                us(t.coordinator_settle)
-            } else {
-                0
-            };
-            down.saturating_add(catch_up).saturating_add(settle)
+            down.saturating_add(catch_up)
         };
-        let total: Us = waves
+        let floors: Vec<Us> = waves
             .iter()
             .map(|wave| {
                 wave.iter()
@@ -70,7 +67,33 @@ impl SimCluster {
                     .max()
                     .unwrap_or(0)
             })
-            .fold(0, Us::saturating_add);
+            .collect();
+        let sum = |f: &[Us]| f.iter().copied().fold(0, Us::saturating_add);
+        // The settle runs from the leader's restart (once its stop is done) and ends no
+        // sooner than it is ready; stateless waves left after it roll during it.
+        let leader = w.first_leader.and_then(|l| {
+            let id = &w.nodes.get(l as usize)?.id;
+            waves.iter().position(|wave| wave.contains(id))
+        });
+        let total = match leader {
+            None => sum(&floors),
+            Some(l) => {
+                let (before, after) = (sum(&floors[..l]), sum(&floors[l + 1..]));
+                let settled = us(t.stop).saturating_add(us(t.coordinator_settle));
+                let stateless_after = waves[l + 1..].iter().flatten().all(|id| {
+                    w.nodes
+                        .iter()
+                        .find(|n| &n.id == id)
+                        .is_none_or(|n| n.kind == RoleKind::Stateless)
+                });
+                let from_leader = if stateless_after {
+                    floors[l].saturating_add(after).max(settled)
+                } else {
+                    floors[l].max(settled).saturating_add(after)
+                };
+                before.saturating_add(from_leader)
+            }
+        };
         Duration::from_micros(total)
     }
 }

@@ -208,6 +208,13 @@ pub(super) async fn roll_nodes<C: Cluster>(
     if let Err(e) = started {
         return Err(ctx.fail(&slots, e).await);
     }
+    // The settle runs from the restart, as the seed's "restart, then wait": known only when
+    // this run issued every start of the wave (a node resumed after its start counts from
+    // its readiness, later).
+    let restarted_at = slots
+        .iter()
+        .all(|s| s.start <= StartAt::Start)
+        .then(tokio::time::Instant::now);
     // After the stop a data wave's own rejoin may mark a displaced leader's replica dead for a
     // moment: only nodes count then.
     let after = Outside::new(ctx.cluster, ctx.exempt(&wave.nodes), watch, !data);
@@ -225,7 +232,8 @@ pub(super) async fn roll_nodes<C: Cluster>(
                     .await
             })
             .await?;
-            ctx.settle_after(&slots, &after, deadlines.ready).await
+            ctx.settle_after(&slots, restarted_at, &after, deadlines.ready)
+                .await
         })
         .await;
     if let Err(e) = ready {

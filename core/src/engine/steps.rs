@@ -119,13 +119,16 @@ impl<C: Cluster> Ctx<'_, C> {
         })
     }
 
-    /// Waits the cluster's settle time after a wave's nodes are ready (the longest of its
-    /// nodes', see [`Cluster::settle`]) while `outside` is watched as in the wait before it.
-    /// Its deadline is the settle time plus `slack`. When only stateless waves follow, the
-    /// settle is left to run alongside them and [`Self::settle_rest`] waits what remains.
+    /// Waits out the cluster's settle time (the longest of the wave's nodes', see
+    /// [`Cluster::settle`]), counted from `restarted_at` (when the wave's starts returned) or,
+    /// when that is unknown, from now, once the wave's nodes are ready; `outside` is watched
+    /// as in the wait before it. Its deadline is the settle time plus `slack`. When only
+    /// stateless waves follow, the settle is left to run alongside them and
+    /// [`Self::settle_rest`] waits what remains.
     pub(super) async fn settle_after<P: HealthProbe<Error = C::Error>>(
         &self,
         slots: &[Slot<C::Node>],
+        restarted_at: Option<Instant>,
         outside: P,
         slack: std::time::Duration,
     ) -> Result<(), Error<C::Error>> {
@@ -139,8 +142,11 @@ impl<C: Cluster> Ctx<'_, C> {
         if settle.is_zero() {
             return Ok(());
         }
+        let until = restarted_at.unwrap_or_else(Instant::now) + settle;
+        if until <= Instant::now() {
+            return Ok(());
+        }
         if self.defer_settle.load(std::sync::atomic::Ordering::Relaxed) {
-            let until = Instant::now() + settle;
             let mut s = self.settling.lock().unwrap_or_else(|e| e.into_inner());
             if s.as_ref().is_none_or(|(u, _)| *u < until) {
                 *s = Some((until, id.clone()));
@@ -148,9 +154,9 @@ impl<C: Cluster> Ctx<'_, C> {
             return Ok(());
         }
         let until = crate::probe::probes::until(
-            Instant::now() + settle,
+            until,
             format!(
-                "{id} is ready; the cluster's settle time after it ({:.0} s) runs",
+                "{id} is ready; the cluster's settle time after its restart ({:.0} s) runs",
                 settle.as_secs_f64()
             ),
         );
@@ -183,7 +189,7 @@ impl<C: Cluster> Ctx<'_, C> {
         let probe = crate::probe::probes::until(
             until,
             format!(
-                "{id} was ready; the rest of the cluster's settle time after it ({:.0} s) runs",
+                "{id} is ready; the rest of the cluster's settle time after its restart ({:.0} s) runs",
                 left.as_secs_f64()
             ),
         );
