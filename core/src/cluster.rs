@@ -101,6 +101,24 @@ pub trait Cluster: Send + Sync {
         }
     }
 
+    /// The topology around `nodes`: every partition with a replica on one of them, as
+    /// [`topology`](Cluster::topology) shows it, and at least their [`NodeInfo`]s; other
+    /// partitions and nodes may be left out. The engine reads it for a wave's own checks
+    /// (placement before the drain and right before the stop, the roles it journals), once
+    /// per wave or per poll of its gate, so that a roll of many small waves does not read
+    /// the whole cluster at each. The default reads the whole topology; a backend that can
+    /// find a node's partitions from less should answer from that.
+    ///
+    /// # Errors
+    /// The backend's error, as for [`topology`](Cluster::topology).
+    fn topology_around<'a>(
+        &'a self,
+        nodes: &'a [NodeId],
+    ) -> impl Future<Output = Result<Topology, Self::Error>> + Send + 'a {
+        let _ = nodes;
+        self.topology()
+    }
+
     /// A handle on the node's process, or `None` when the cluster has no such node.
     fn node(&self, id: &NodeId) -> Option<Self::Node>;
 

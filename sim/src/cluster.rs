@@ -310,14 +310,13 @@ impl Cluster for SimCluster {
         Ok(node_infos(&w))
     }
 
-    /// The nodes as `nodes` shows them, scanned without building them.
+    /// The nodes as `nodes` shows them, from the set of data nodes seen down.
     async fn down_outside(&self, exempt: &[NodeId]) -> Result<Option<(NodeId, String)>, SimError> {
         let w = self.control("nodes").await?;
-        Ok(w.nodes
+        Ok(w.down_data
             .iter()
-            .find(|n| {
-                n.kind == RoleKind::Data && !(n.up() && n.attached) && !exempt.contains(&n.id)
-            })
+            .map(|&i| &w.nodes[i as usize])
+            .find(|n| !exempt.contains(&n.id))
             .map(|n| {
                 (
                     n.id.clone(),
@@ -340,36 +339,26 @@ impl Cluster for SimCluster {
 
     async fn topology(&self) -> Result<Topology, SimError> {
         let w = self.control("topology").await?;
-        let nodes = node_infos(&w);
-        let prefix = w.profile.partition_prefix;
-        let partitions = w
-            .parts
-            .iter()
-            .map(|p| {
-                let replicas = p
-                    .replicas
-                    .iter()
-                    .map(|r| {
-                        let up = w.nodes[r.node as usize].up() && r.loaded;
-                        let role = match r.role {
-                            Rep::Primary => ReplicaRole::Primary,
-                            Rep::Learner => ReplicaRole::Learner,
-                            Rep::Secondary | Rep::Inactive => ReplicaRole::Secondary,
-                        };
-                        Replica::new(w.nodes[r.node as usize].id.clone(), role)
-                            .alive(up && r.role != Rep::Inactive)
-                    })
-                    .collect();
-                let table = p.table + 1;
-                Partition::new(
-                    format!("{prefix}{table}.{}", p.index),
-                    u32::from(p.wanted),
-                    replicas,
-                )
-                .table(format!("t{table}"))
-            })
+        let partitions = (0..w.parts.len() as u32)
+            .map(|p| partition(&w, p))
             .collect();
-        Ok(Topology::new(nodes, partitions).min_serving(w.profile.min_serving))
+        Ok(Topology::new(node_infos(&w), partitions).min_serving(w.profile.min_serving))
+    }
+
+    /// From each node's list of the partitions it holds: only `nodes` and their partitions
+    /// are built.
+    async fn topology_around(&self, nodes: &[NodeId]) -> Result<Topology, SimError> {
+        let w = self.control("topology").await?;
+        let at: Vec<u32> = nodes.iter().filter_map(|id| self.index(&w, id)).collect();
+        let mut parts: Vec<u32> = at
+            .iter()
+            .flat_map(|&i| w.nodes[i as usize].parts.iter().copied())
+            .collect();
+        parts.sort_unstable();
+        parts.dedup();
+        let infos = at.iter().map(|&i| node_info(&w, i as usize)).collect();
+        let partitions = parts.into_iter().map(|p| partition(&w, p)).collect();
+        Ok(Topology::new(infos, partitions).min_serving(w.profile.min_serving))
     }
 
     fn node(&self, id: &NodeId) -> Option<SimNode> {
@@ -570,21 +559,47 @@ impl Cluster for SimCluster {
 }
 
 /// The nodes as the control plane sees them.
-fn node_infos(w: &World) -> Vec<NodeInfo> {
-    w.nodes
+/// Partition `p` as the topology shows it.
+fn partition(w: &World, p: u32) -> Partition {
+    let part = &w.parts[p as usize];
+    let replicas = part
+        .replicas
         .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let info = NodeInfo::new(n.id.clone(), Role::new(n.role, n.kind, n.rank))
-                .alive(n.up() && (n.kind != RoleKind::Data || n.attached))
-                .leader(w.leader == Some(i as u32) || (n.role == "taskmanager" && n.up()))
-                .version(n.version.clone());
-            match &n.zone {
-                Some(z) => info.zone(z.clone()),
-                None => info,
-            }
+        .map(|r| {
+            let up = w.nodes[r.node as usize].up() && r.loaded;
+            let role = match r.role {
+                Rep::Primary => ReplicaRole::Primary,
+                Rep::Learner => ReplicaRole::Learner,
+                Rep::Secondary | Rep::Inactive => ReplicaRole::Secondary,
+            };
+            Replica::new(w.nodes[r.node as usize].id.clone(), role)
+                .alive(up && r.role != Rep::Inactive)
         })
-        .collect()
+        .collect();
+    let table = part.table + 1;
+    Partition::new(
+        format!("{}{table}.{}", w.profile.partition_prefix, part.index),
+        u32::from(part.wanted),
+        replicas,
+    )
+    .table(format!("t{table}"))
+}
+
+fn node_infos(w: &World) -> Vec<NodeInfo> {
+    (0..w.nodes.len()).map(|i| node_info(w, i)).collect()
+}
+
+/// Node `i` as the topology shows it.
+fn node_info(w: &World, i: usize) -> NodeInfo {
+    let n = &w.nodes[i];
+    let info = NodeInfo::new(n.id.clone(), Role::new(n.role, n.kind, n.rank))
+        .alive(n.up() && (n.kind != RoleKind::Data || n.attached))
+        .leader(w.leader == Some(i as u32) || (n.role == "taskmanager" && n.up()))
+        .version(n.version.clone());
+    match &n.zone {
+        Some(z) => info.zone(z.clone()),
+        None => info,
+    }
 }
 
 /// The index of the partition a topology names `id` (`<prefix><table>.<index>`).

@@ -141,6 +141,7 @@ async fn data_node<C: Cluster>(
             .await
             .map_err(|e| format!("drain {id} again (idempotent): {e}"))?;
         wait_for(cluster, cluster.drained(id), "drained").await?;
+        views_agree(cluster, id, "drained").await?;
         let t = cluster
             .topology()
             .await
@@ -172,6 +173,7 @@ async fn data_node<C: Cluster>(
             .await
             .map_err(|e| format!("rejoin {id}: {e}"))?;
         wait_for(cluster, cluster.rejoined(id), "rejoined").await?;
+        views_agree(cluster, id, "rejoined").await?;
         let t = cluster
             .topology()
             .await
@@ -196,6 +198,79 @@ async fn data_node<C: Cluster>(
     Ok(())
 }
 
+/// The partial views the engine reads per wave agree with the whole topology read at the
+/// same moment (the cluster is quiet): [`Cluster::topology_around`] holds exactly the
+/// partitions with a replica on `id`, as `topology` shows them, and `id`'s node;
+/// [`Cluster::down_outside`] and [`Cluster::unserving_outside`] answer as their defaults do,
+/// with nothing exempt and with `id` exempt.
+async fn views_agree<C: Cluster>(cluster: &C, id: &NodeId, stage: &str) -> Result<(), String> {
+    let whole = cluster
+        .topology()
+        .await
+        .map_err(|e| format!("topology: {e}"))?;
+    let around = cluster
+        .topology_around(std::slice::from_ref(id))
+        .await
+        .map_err(|e| format!("topology around {id}: {e}"))?;
+    let mut mine: Vec<_> = whole
+        .partitions
+        .iter()
+        .filter(|p| p.replicas.iter().any(|r| &r.node == id))
+        .collect();
+    let mut got: Vec<_> = around
+        .partitions
+        .iter()
+        .filter(|p| p.replicas.iter().any(|r| &r.node == id))
+        .collect();
+    mine.sort_by(|a, b| a.id.cmp(&b.id));
+    got.sort_by(|a, b| a.id.cmp(&b.id));
+    if mine != got {
+        return Err(format!(
+            "{stage}: the topology around {id} shows {} of its partitions, the whole topology {} \
+             (or they differ)",
+            got.len(),
+            mine.len()
+        ));
+    }
+    if around.node(id) != whole.node(id) {
+        return Err(format!(
+            "{stage}: the topology around {id} shows its node as {:?}, the whole topology as {:?}",
+            around.node(id),
+            whole.node(id)
+        ));
+    }
+    if around.min_serving != whole.min_serving {
+        return Err(format!(
+            "{stage}: the topology around {id} has another min_serving"
+        ));
+    }
+    for exempt in [&[][..], std::slice::from_ref(id)] {
+        let down = cluster
+            .down_outside(exempt)
+            .await
+            .map_err(|e| format!("down_outside: {e}"))?;
+        let want = rollout_core::outside_node_failure(&whole.nodes, exempt);
+        if down != want {
+            return Err(format!(
+                "{stage}: down_outside({exempt:?}) answers {down:?}, the nodes say {want:?}"
+            ));
+        }
+        let unserving = cluster
+            .unserving_outside(exempt)
+            .await
+            .map_err(|e| format!("unserving_outside: {e}"))?;
+        let want = rollout_core::outside_failure(&whole, exempt, true)
+            .filter(|_| rollout_core::outside_node_failure(&whole.nodes, exempt).is_none());
+        if unserving.is_some() != want.is_some() {
+            return Err(format!(
+                "{stage}: unserving_outside({exempt:?}) answers {unserving:?}, the topology says \
+                 {want:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Stop, apply twice, revert, start: the `Node` contract on a drained data node.
 async fn node_sequence<C: Cluster>(cluster: &C, id: &NodeId) -> Result<(), String> {
     let node = cluster
@@ -216,6 +291,7 @@ async fn node_sequence<C: Cluster>(cluster: &C, id: &NodeId) -> Result<(), Strin
         })
     });
     wait_for(cluster, stopped.and(cluster.stopped(id)), "stopped").await?;
+    views_agree(cluster, id, "stopped").await?;
     let change = Change::Upgrade {
         version: "conformance-check".into(),
     };

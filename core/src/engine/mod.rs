@@ -384,6 +384,19 @@ impl<'a, C: Cluster> Ctx<'a, C> {
         Ok(self.with_ghosts(t))
     }
 
+    /// The topology around `nodes` ([`Cluster::topology_around`], read with retries), with
+    /// this run's [`ghosts`].
+    async fn topology_around(
+        &self,
+        nodes: &[NodeId],
+        phase: Phase,
+    ) -> Result<Topology, Error<C::Error>> {
+        let t = self
+            .call(None, phase, || self.cluster.topology_around(nodes))
+            .await?;
+        Ok(self.with_ghosts(t))
+    }
+
     fn with_ghosts(&self, topology: Topology) -> Topology {
         with_ghosts(topology, &self.ghosts)
     }

@@ -8,7 +8,7 @@ use crate::cluster::{Cluster, Node, Procedure};
 use crate::error::{Error, Phase};
 use crate::journal::Entry;
 use crate::model::{ApplyRecord, Change, Health, KnobScope, NodeId, RoleKind};
-use crate::plan::{Wave, outside_failure, wave_is_safe_with};
+use crate::plan::{Wave, wave_is_safe_with};
 use crate::policy::OnTimeout;
 use crate::probe::{HealthProbe, probe_fn};
 
@@ -352,7 +352,7 @@ impl<C: Cluster> Ctx<'_, C> {
             }
         }
         if !*begun {
-            let topology = self.topology(Phase::Gate).await?;
+            let topology = self.topology_around(&wave.nodes, Phase::Gate).await?;
             for s in slots.iter_mut().filter(|s| s.start <= StartAt::Drain) {
                 let status = self
                     .call(Some(&s.id), Phase::Gate, || s.node.status())
@@ -417,14 +417,27 @@ impl<C: Cluster> Ctx<'_, C> {
         if to_stop.is_empty() {
             return Ok(true);
         }
-        let topology = self.topology(Phase::Stop).await?;
-        if let Some((node, reason)) = outside_failure(&topology, &self.exempt(&to_stop), true) {
+        let exempt = self.exempt(&to_stop);
+        let failure = match self
+            .call(None, Phase::Stop, || self.cluster.down_outside(&exempt))
+            .await?
+        {
+            Some(down) => Some(down),
+            None => {
+                self.call(None, Phase::Stop, || {
+                    self.cluster.unserving_outside(&exempt)
+                })
+                .await?
+            }
+        };
+        if let Some((node, reason)) = failure {
             return Err(Error::OutsideFailure {
                 node: Some(node),
                 phase: Phase::Stop,
                 reason,
             });
         }
+        let topology = self.topology_around(&to_stop, Phase::Stop).await?;
         let max_unavailable = self.spec.policy.get_max_unavailable();
         let relief = self.relief().accepted_only();
         if let Err(reason) = wave_is_safe_with(&topology, &to_stop, max_unavailable, &relief) {
@@ -495,7 +508,7 @@ impl<C: Cluster> Ctx<'_, C> {
         let max_unavailable = self.spec.policy.get_max_unavailable();
         let relief = &self.relief();
         let placement = probe_fn(|| async move {
-            let topology = self.with_ghosts(self.cluster.topology().await?);
+            let topology = self.with_ghosts(self.cluster.topology_around(&wave.nodes).await?);
             Ok::<Health, C::Error>(
                 match wave_is_safe_with(&topology, &wave.nodes, max_unavailable, relief) {
                     Ok(()) => Health::Healthy,

@@ -165,6 +165,7 @@ impl World {
                 .saturating_add(self.nodes[node as usize].slow_start);
             self.after(d, Ev::Serving { node, boot });
         }
+        self.note_liveness(node);
         self.changed();
     }
 

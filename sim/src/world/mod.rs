@@ -89,6 +89,10 @@ pub(crate) struct World {
     pub(crate) now: Us,
     pub(crate) nodes: Vec<NodeS>,
     pub(crate) parts: Vec<Part>,
+    /// The data nodes the coordinator does not see alive (not up, or not attached), kept by
+    /// [`World::note_liveness`] at every change of either, so that a watch on the nodes
+    /// outside a wave does not scan them all.
+    pub(crate) down_data: BTreeSet<u32>,
     /// How many tables the partitions belong to (the highest table index plus one).
     pub(crate) tables: u32,
     events: BinaryHeap<Reverse<(Us, u64, Ev)>>,
@@ -151,6 +155,7 @@ impl World {
             now: 0,
             nodes,
             parts,
+            down_data: BTreeSet::new(),
             tables,
             events: BinaryHeap::new(),
             seq: 0,
@@ -172,6 +177,9 @@ impl World {
         w.with_model(|m, w| m.start(w));
         for p in 0..w.parts.len() as u32 {
             w.touch(p);
+        }
+        for n in 0..w.nodes.len() as u32 {
+            w.note_liveness(n);
         }
         w
     }
@@ -500,11 +508,22 @@ impl World {
     }
 
     pub(crate) fn touch_node(&mut self, n: u32) {
+        self.note_liveness(n);
         let parts = self.nodes[n as usize].parts.clone();
         for p in parts {
             self.touch(p);
         }
         self.changed();
+    }
+
+    /// Keeps [`World::down_data`] true for node `n` after its process or attachment changed.
+    pub(crate) fn note_liveness(&mut self, n: u32) {
+        let node = &self.nodes[n as usize];
+        if node.kind == RoleKind::Data && !(node.up() && node.attached) {
+            self.down_data.insert(n);
+        } else {
+            self.down_data.remove(&n);
+        }
     }
 
     /// Alive data nodes as the coordinator sees them.

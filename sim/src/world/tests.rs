@@ -218,6 +218,7 @@ fn a_recovery_without_an_alive_leader_fails_and_promotes_nothing() {
             r.role = Rep::Inactive;
             w.nodes[stale as usize].running = true;
             w.nodes[stale as usize].serving = true;
+            w.note_liveness(stale);
             let op = Op::RecoverTable {
                 part: 0,
                 node: stale,
