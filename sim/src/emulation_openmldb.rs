@@ -434,8 +434,9 @@ impl SimCluster {
             (false, true, _) => {
                 w.replicate(part);
                 w.parts[part as usize].fenced = Some(n);
+                w.tell_to_follow(part, n);
             }
-            (false, false, _) => {}
+            (false, false, _) => w.tell_to_follow(part, n),
             (true, true, false) => return Err((102, "table is leader".into())),
             (true, _, true) => {
                 let p = &mut w.parts[part as usize];
@@ -473,12 +474,47 @@ impl SimCluster {
         let Some(r) = p.replicas.iter().find(|r| r.node == n && r.loaded) else {
             return Ok(None);
         };
-        let leads = r.role == Rep::Primary && p.fenced != Some(n);
+        let leads = w.leads_on_tablet(part, n);
         Ok(Some(TermPair {
             term: term_of(p) + u64::from(p.orphaned && r.role != Rep::Primary),
             offset: r.log.len() as u64,
             is_leader: leads,
         }))
+    }
+
+    /// TabletServer `Put` of a client outside the world on tablet `node`: the write's
+    /// sequence number, recorded in the world's ledger like its own clients' writes; check
+    /// it later with [`SimCluster::holds`]. Decided by what the tablet holds (see
+    /// `World::tablet_put`): a deposed leader that was never fenced still takes it.
+    ///
+    /// # Errors
+    /// The tablet's return code and message: 100 an unknown partition or one the tablet
+    /// has not loaded, 103 not leader there (or fenced), 453 the tablet held in follower
+    /// mode.
+    pub fn openmldb_put(&self, table: u32, pid: u32, node: &NodeId) -> Result<u32, (i32, String)> {
+        let mut w = self.world();
+        let part = part_of(&w, table, pid).map_err(|_| (100, "table does not exist".into()))?;
+        let n = node_of(&w, node).map_err(|_| (100, "table does not exist".into()))?;
+        let r = w.tablet_put(part, n).map_err(|(c, m)| (c, m.to_string()));
+        w.touch(part);
+        r
+    }
+
+    /// The checks tablet `node` makes before a `Put` or `Delete` of the partition, without
+    /// writing (see [`SimCluster::openmldb_put`]).
+    ///
+    /// # Errors
+    /// The tablet's return code and message, as for [`SimCluster::openmldb_put`].
+    pub fn openmldb_put_check(
+        &self,
+        table: u32,
+        pid: u32,
+        node: &NodeId,
+    ) -> Result<(), (i32, String)> {
+        let w = self.world();
+        let part = part_of(&w, table, pid).map_err(|_| (100, "table does not exist".into()))?;
+        let n = node_of(&w, node).map_err(|_| (100, "table does not exist".into()))?;
+        w.tablet_check(part, n).map_err(|(c, m)| (c, m.to_string()))
     }
 
     /// TabletServer `SetMode{follower}`: the whole tablet refuses writes while its replicas
@@ -519,7 +555,7 @@ impl SimCluster {
                     table: u32::from(part.table) + 1,
                     pid: part.index,
                     offset: r.log.len() as u64,
-                    leader: r.role == Rep::Primary && part.fenced != Some(n),
+                    leader: w.leads_on_tablet(p, n),
                 });
             }
         }

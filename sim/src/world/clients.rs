@@ -131,6 +131,63 @@ impl World {
             .then(|| self.parts[p as usize].next_seq.saturating_sub(1))
     }
 
+    /// The checks a tablet makes before a write or a delete of partition `p` on tablet `n`
+    /// (`TabletImpl::Put`, `TabletImpl::Delete`, `CheckTable` @v0.9.2 and @v0.8.5): 453 in
+    /// follower-cluster mode, 100 the partition not loaded, 103 not leading there.
+    ///
+    /// # Errors
+    /// The return code and message.
+    pub(crate) fn tablet_check(&self, p: u32, n: u32) -> Result<(), (i32, &'static str)> {
+        if self.nodes[n as usize].write_hold > 0 {
+            return Err((453, "is follower cluster"));
+        }
+        let loaded = self.nodes[n as usize].up()
+            && self.parts[p as usize]
+                .replicas
+                .iter()
+                .any(|r| r.node == n && r.loaded);
+        if !loaded {
+            return Err((100, "table does not exist"));
+        }
+        if !self.leads_on_tablet(p, n) {
+            return Err((103, "table is follower"));
+        }
+        Ok(())
+    }
+
+    /// A write a client outside the world sent to tablet `n` for partition `p` (OpenMLDB
+    /// `TabletServer.Put`): decided by what that tablet holds, as `TabletImpl::Put` does
+    /// (`src/tablet/tablet_impl.cc` @v0.9.2, the same @v0.8.5), not by where the world's
+    /// clients would route it. A tablet held in follower mode answers 453; one without the
+    /// partition loaded 100; a replica that is not leader on its tablet, or is fenced, 103.
+    /// A leader a ChangeLeader moved away from is not told (`NameServerImpl::ChangeLeader`):
+    /// it still leads on its tablet until a RecoverTable or a restart, and takes the write
+    /// into its own log only, where no follower of the new term will ever read it.
+    ///
+    /// # Errors
+    /// The tablet's return code and message.
+    pub(crate) fn tablet_put(&mut self, p: u32, n: u32) -> Result<u32, (i32, &'static str)> {
+        self.tablet_check(p, n)?;
+        let part = &self.parts[p as usize];
+        let seq = part.next_seq;
+        let primary = part
+            .replicas
+            .iter()
+            .any(|r| r.node == n && r.role == Rep::Primary);
+        if !primary {
+            // A leader moved away from and never told: its own log only.
+            self.ack(p, |r| r.node == n);
+            return Ok(seq);
+        }
+        if !self.writable(p) {
+            return Err((103, "table is follower"));
+        }
+        self.replicate(p);
+        self.ack(p, |r| r.role == Rep::Primary);
+        self.count_unflushed(p);
+        Ok(seq)
+    }
+
     /// A write: the replica clients route it to takes it and it is acknowledged, or it is
     /// refused (the client retries). The ledger records each acknowledged write's identity on
     /// the replica that took it; replication carries it to followers.
@@ -170,6 +227,12 @@ impl World {
             // PacificA: every member prepared it before the ack.
             self.replicate(p);
         }
+        self.count_unflushed(p);
+        true
+    }
+
+    /// One more write each member of `p` holds in memory only.
+    fn count_unflushed(&mut self, p: u32) {
         for i in 0..self.parts[p as usize].replicas.len() {
             let r = &self.parts[p as usize].replicas[i];
             if matches!(r.role, Rep::Primary | Rep::Secondary) && r.loaded {
@@ -179,7 +242,6 @@ impl World {
                 }
             }
         }
-        true
     }
 
     /// Acknowledges the next write of partition `p`, taken by the first replica `takes`

@@ -80,6 +80,7 @@ impl World {
         self.replicate(part);
         if self.at_leader_offset(part, from, to).is_some() {
             self.parts[part as usize].fenced = Some(from);
+            self.tell_to_follow(part, from);
             self.touch(part);
             return Fence::Up;
         }
@@ -148,6 +149,34 @@ impl World {
         }
         self.touch(part);
         Ok(())
+    }
+}
+
+impl World {
+    /// TabletServer `ChangeRole` to follower reached the replica of `part` on `node`.
+    pub(crate) fn tell_to_follow(&mut self, part: u32, node: u32) {
+        if let Some(r) = self.parts[part as usize]
+            .replicas
+            .iter_mut()
+            .find(|r| r.node == node)
+        {
+            r.told_to_follow = true;
+        }
+    }
+
+    /// Whether the replica of `part` on `node` leads on its tablet (`Table::IsLeader`,
+    /// what `TabletImpl::Put`, `GetTableStatus` and `GetTermPair` read): loaded, not
+    /// fenced, and the leader, or a leader moved away from that was never told.
+    pub(crate) fn leads_on_tablet(&self, part: u32, node: u32) -> bool {
+        let p = &self.parts[part as usize];
+        p.fenced != Some(node)
+            && self.nodes[node as usize].up()
+            && p.replicas.iter().any(|r| {
+                r.node == node
+                    && r.loaded
+                    && (r.role == Rep::Primary
+                        || (r.role == Rep::Inactive && r.ex_leader && !r.told_to_follow))
+            })
     }
 }
 

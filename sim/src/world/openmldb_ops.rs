@@ -120,6 +120,7 @@ impl World {
             (false, Rep::Secondary | Rep::Learner) => r.role = Rep::Inactive,
             (true, Rep::Inactive) if r.ex_leader && !has_leader => {
                 r.role = Rep::Primary;
+                r.told_to_follow = false;
                 r.ex_leader = false;
             }
             (true, Rep::Inactive) => r.role = Rep::Secondary,
@@ -152,9 +153,18 @@ impl World {
             self.touch(part);
             return Err(());
         }
-        let how = if p.replicas.len() == 1 {
+        let (single, loaded) = (p.replicas.len() == 1, r.loaded);
+        // The task's first step tells the tablet its replica follows (`ChangeRole`).
+        if let Some(r) = self.parts[part as usize]
+            .replicas
+            .iter_mut()
+            .find(|r| r.node == node)
+        {
+            r.told_to_follow = true;
+        }
+        let how = if single {
             ReAdd::Single
-        } else if r.loaded {
+        } else if loaded {
             ReAdd::Simplify
         } else {
             ReAdd::Reload
@@ -184,6 +194,7 @@ impl World {
             }
         }
         p.replicas[c].role = Rep::Primary;
+        p.replicas[c].told_to_follow = false;
         p.replicas[c].ex_leader = false;
         p.replicas[c].behind_until = 0;
         p.orphaned = false;
@@ -240,6 +251,7 @@ impl World {
             None if single => {
                 r.loaded = true;
                 r.role = Rep::Primary;
+                r.told_to_follow = false;
                 r.ex_leader = false;
             }
             None => {}

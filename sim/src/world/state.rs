@@ -29,6 +29,11 @@ pub(crate) struct Replica {
     /// (`NameServerImpl::UpdateLeaderInfo`), as does one the offline procedure marked dead,
     /// until a RecoverTable makes it a follower again.
     pub(crate) ex_leader: bool,
+    /// OpenMLDB: its tablet was told it follows (TabletServer `ChangeRole` to follower: the
+    /// rollout's fence, or the first step of a RecoverTable, `RecoverEndpointTable`
+    /// @v0.9.2). A leader a ChangeLeader moved away from without one was never told and
+    /// still leads on its tablet (`NameServerImpl::ChangeLeader` tells the new leader only).
+    pub(crate) told_to_follow: bool,
 }
 
 impl Replica {
@@ -40,6 +45,7 @@ impl Replica {
             log: Log::default(),
             behind_until: 0,
             ex_leader: false,
+            told_to_follow: false,
         }
     }
 }
