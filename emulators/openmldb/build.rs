@@ -4,7 +4,10 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let fds = protox::compile(["nameserver.proto", "tablet.proto"], ["proto"])?;
+    let fds = protox::compile(
+        ["nameserver.proto", "tablet.proto", "brpc_meta.proto"],
+        ["proto"],
+    )?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("openmldb.bin");
     std::fs::write(out, prost::Message::encode_to_vec(&fds))?;
     Ok(())

@@ -38,14 +38,16 @@ pub(crate) fn ok(mut v: Value) -> Reply {
     Reply::Message(v)
 }
 
-/// Serves requests on one connection until the client closes it or sends garbage.
+/// Serves requests on one connection, whose first bytes the caller already read into
+/// `head`, until the client closes it or sends garbage.
 pub(crate) async fn connection(
     mut stream: TcpStream,
+    head: Vec<u8>,
     sim: SimCluster,
     dir: Arc<Directory>,
     me: NodeId,
 ) {
-    let mut buf = Vec::new();
+    let mut buf = head;
     let mut chunk = [0u8; 8192];
     let mut first = true;
     loop {

@@ -14,6 +14,8 @@
 //! codes), and requires an `Authorization` header where that version does. Docs:
 //! docs/upstream/openmldb.md, with the upstream file and function at each tag.
 
+mod brpc;
+mod catalog;
 mod http;
 mod nameserver;
 mod proto;
@@ -22,6 +24,7 @@ mod snapshots;
 mod tablet;
 mod version;
 
+pub use catalog::ClientWrite;
 pub use rollout_emulator_kernel::processes::{Processes, run_process};
 pub use version::{ServerVersion, UnknownVersion};
 
@@ -33,7 +36,7 @@ use std::time::Duration;
 use rollout_core::{Cluster, NodeId};
 use rollout_sim::emulation::NodeView;
 use rollout_sim::{SimBuilder, SimCluster, SimNode};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use zookeeper_client as zk;
 
@@ -101,6 +104,8 @@ pub(crate) struct Directory {
     pub(crate) options: Options,
     /// Each tablet's snapshots: MANIFEST offsets and the work queued on its snapshot pool.
     pub(crate) snapshots: Mutex<snapshots::Snapshots>,
+    /// The rows clients put over `baidu_std` and tablets acknowledged.
+    pub(crate) puts: Mutex<catalog::Puts>,
 }
 
 impl Directory {
@@ -206,6 +211,7 @@ impl Emulator {
             root: root.to_string(),
             options,
             snapshots: Mutex::new(snapshots::Snapshots::default()),
+            puts: Mutex::new(catalog::Puts::new()),
         };
         for id in sim.node_ids() {
             let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).await?;
@@ -218,10 +224,11 @@ impl Emulator {
         }
         let dir = Arc::new(dir);
         registration::prepare(&sim, &dir).await?;
-        let supervisors = listeners
+        let mut supervisors: Vec<JoinHandle<()>> = listeners
             .into_iter()
             .map(|(id, l)| tokio::spawn(supervise(sim.clone(), dir.clone(), id, l)))
             .collect();
+        supervisors.push(tokio::spawn(catalog::publish(sim.clone(), dir.clone())));
         Ok(Self {
             sim,
             dir,
@@ -232,6 +239,19 @@ impl Emulator {
     /// The simulated world behind the servers (for its ground truth).
     pub fn sim(&self) -> &SimCluster {
         &self.sim
+    }
+
+    /// Every row a client put through the tablets' `baidu_std` port (the upstream SDK's
+    /// `INSERT`) and a tablet acknowledged, by key, each with whether the replica serving
+    /// its partition holds it now.
+    pub fn client_writes(&self) -> Vec<ClientWrite> {
+        let puts = self.dir.puts.lock().unwrap_or_else(|e| e.into_inner());
+        catalog::client_writes(&self.sim, &puts)
+    }
+
+    /// The ZooKeeper root the cluster registers under (the SDK's `zkPath`).
+    pub fn root(&self) -> &str {
+        &self.dir.root
     }
 
     /// The version the cluster started with.
@@ -318,8 +338,27 @@ async fn supervise(sim: SimCluster, dir: Arc<Directory>, id: NodeId, first: TcpL
             }
             _ => {}
         }
-        registered.follow(&dir, &id, role, serving).await;
+        registered.follow(&dir, &id, role, serving, &sim).await;
         tokio::time::sleep(tick).await;
+    }
+}
+
+/// One connection, in the protocol its first four bytes name: `baidu_std` (`PRPC`), else
+/// HTTP, as a brpc server tells them apart on one port (`InputMessenger::CutInputMessage`).
+async fn serve_connection(mut stream: TcpStream, sim: SimCluster, dir: Arc<Directory>, id: NodeId) {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::with_capacity(4);
+    let mut chunk = [0u8; 4];
+    while head.len() < 4 {
+        match stream.read(&mut chunk[..4 - head.len()]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+    }
+    if head == brpc::MAGIC {
+        brpc::connection(stream, head, sim, dir, id).await;
+    } else {
+        http::connection(stream, head, sim, dir, id).await;
     }
 }
 
@@ -330,7 +369,7 @@ async fn accept(l: TcpListener, sim: SimCluster, dir: Arc<Directory>, id: NodeId
             continue;
         };
         let _ = stream.set_nodelay(true);
-        conns.spawn(http::connection(
+        conns.spawn(serve_connection(
             stream,
             sim.clone(),
             dir.clone(),

@@ -37,6 +37,11 @@ pub(crate) async fn answer(
     method: &str,
     req: &DynamicMessage,
 ) -> Reply {
+    // `ShowFunction` has no leader check (`NameServerImpl::ShowFunction` @v0.9.2): the
+    // SDK's connect succeeds on a standby too. The emulator keeps no functions.
+    if method == "ShowFunction" {
+        return app(0, "ok");
+    }
     let view = sim.view();
     if view.leader.as_ref() != Some(me) {
         return app(300, "nameserver is not leader");
@@ -49,6 +54,15 @@ pub(crate) async fn answer(
             "conf": [{"key": "auto_failover", "value": view.knobs.get("auto_failover").cloned().unwrap_or_default()}]
         })),
         "ConfSet" => conf_set(sim, dir, req).await,
+        // The nameserver also holds its internal databases (`NameServerImpl::OnLocked`).
+        "UseDatabase" => {
+            let db = string_or_default(req, "db");
+            if [DB, "INFORMATION_SCHEMA", "__INTERNAL_DB", "__PRE_AGG_DB"].contains(&db.as_str()) {
+                app(0, "ok")
+            } else {
+                app(802, "database not found")
+            }
+        }
         _ => op(sim, dir, method, req),
     }
 }

@@ -49,7 +49,9 @@ pub(crate) async fn ensure(
 }
 
 /// The nodes a nameserver leader makes at its start: the parents the processes register
-/// under, `config/auto_failover` (the world's value), and `table/notify`, a counter.
+/// under, `config/auto_failover` (the world's value), `table/notify` (a counter),
+/// `table/db_table_data` (the tables, written by [`crate::catalog::publish`]) and the
+/// database's `db/<db>`.
 pub(crate) async fn prepare(sim: &SimCluster, dir: &Directory) -> Result<(), EmulatorError> {
     let c = client(dir).await?;
     let auto = sim
@@ -63,6 +65,8 @@ pub(crate) async fn prepare(sim: &SimCluster, dir: &Directory) -> Result<(), Emu
         ensure(&c, dir, &format!("{root}{d}"), "").await?;
     }
     ensure(&c, dir, &format!("{root}/table/notify"), "1").await?;
+    ensure(&c, dir, &format!("{root}/table/db_table_data"), "").await?;
+    ensure(&c, dir, &format!("{root}/db/{}", crate::nameserver::DB), "").await?;
     ensure(&c, dir, &format!("{root}/config/auto_failover"), &auto).await?;
     Ok(())
 }
@@ -90,7 +94,19 @@ impl Registered {
     /// Registers `id` while it serves and removes the registration once it does not; a
     /// session that expired took its nodes with it, so it registers again on a new one, as
     /// OpenMLDB's processes do.
-    pub(crate) async fn follow(&mut self, dir: &Directory, id: &NodeId, role: &str, serving: bool) {
+    /// A nameserver that the world does not hold leader waits to register until the
+    /// world's leader, when it serves, has, so that the leader's
+    /// `lock_request` node has the lowest sequence number, which is what makes a nameserver
+    /// leader (`DistLock`) and what the SDK reads as the leader (the first child of
+    /// `<root>/leader` in sorted order, `ClusterSDK::GetNsAddress`).
+    pub(crate) async fn follow(
+        &mut self,
+        dir: &Directory,
+        id: &NodeId,
+        role: &str,
+        serving: bool,
+        sim: &SimCluster,
+    ) {
         let wants = serving && matches!(role, "nameserver" | "tablet" | "taskmanager");
         if self.node.as_ref().is_some_and(|(c, _)| {
             matches!(
@@ -101,7 +117,18 @@ impl Registered {
             self.node = None;
         }
         match (wants, self.node.is_some()) {
-            (true, false) => self.node = register(dir, id, role).await,
+            (true, false) => {
+                let leader = (role == "nameserver")
+                    .then(|| sim.view().leader)
+                    .flatten()
+                    .filter(|l| l != id && sim.node_view(l).is_some_and(|n| n.serving));
+                if let Some(leader) = leader
+                    && !leader_registered(dir, &leader).await
+                {
+                    return;
+                }
+                self.node = register(dir, id, role).await;
+            }
             (false, true) => {
                 if let Some((c, path)) = self.node.take() {
                     let _ = c.delete(&path, None).await;
@@ -110,6 +137,26 @@ impl Registered {
             _ => {}
         }
     }
+}
+
+/// Whether `leader` has a `lock_request` node under `<root>/leader`.
+async fn leader_registered(dir: &Directory, leader: &NodeId) -> bool {
+    let Ok(c) = client(dir).await else {
+        return false;
+    };
+    let root = format!("{}/leader", dir.root);
+    let endpoint = dir.endpoint(leader);
+    let Ok(children) = c.list_children(&root).await else {
+        return false;
+    };
+    for child in children {
+        if let Ok((data, _)) = c.get_data(&format!("{root}/{child}")).await
+            && data == endpoint.as_bytes()
+        {
+            return true;
+        }
+    }
+    false
 }
 
 async fn register(dir: &Directory, id: &NodeId, role: &str) -> Option<(zk::Client, String)> {

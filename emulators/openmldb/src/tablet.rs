@@ -26,6 +26,8 @@ pub(crate) async fn answer(
     let tid = u32_of(req, "tid").unwrap_or(0);
     let pid = u32_of(req, "pid").unwrap_or(0);
     match method {
+        "Put" => put(sim, dir, me, tid, pid, req),
+        "Delete" => delete(sim, dir, me, tid, pid, req),
         "GetTableStatus" => table_status(sim, dir, me, req),
         "GetTableFollower" => match sim.openmldb_followers(tid, pid, me) {
             Ok((offset, followers)) => {
@@ -73,6 +75,103 @@ pub(crate) async fn answer(
         }
         _ => Reply::Http(404, format!("Fail to find method={method}")),
     }
+}
+
+/// `Put`: the tablet's checks in `TabletImpl::Put` order (@v0.9.2; @v0.8.5 the same but
+/// `check_exists`): follower-cluster mode 453, the partition loaded 100, leading there 103
+/// (see [`SimCluster::openmldb_put`]), each dimension's index within the table's one index
+/// and its key not empty 115, `check_exists` on a table that is not index-organized 129
+/// (0.9), then the row into the world's ledger through this tablet's replica. A put with no
+/// dimension is taken (its log only, no row to check).
+fn put(
+    sim: &SimCluster,
+    dir: &Directory,
+    me: &NodeId,
+    tid: u32,
+    pid: u32,
+    req: &DynamicMessage,
+) -> Reply {
+    let dims: Vec<(String, u32)> = get(req, "dimensions")
+        .and_then(|v| {
+            v.as_list().map(|items| {
+                items
+                    .iter()
+                    .filter_map(|d| d.as_message())
+                    .map(|d| {
+                        (
+                            crate::proto::string(d, "key").unwrap_or_default(),
+                            u32_of(d, "idx").unwrap_or(0),
+                        )
+                    })
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    let value = get(req, "value")
+        .and_then(|v| v.as_bytes().map(|b| b.to_vec()))
+        .unwrap_or_default();
+    // The checks before the write: the tablet's own, then the request's.
+    if let Err((c, m)) = sim.openmldb_put_check(tid, pid, me) {
+        return app(c, &m);
+    }
+    if dims.iter().any(|(key, idx)| *idx != 0 || key.is_empty()) {
+        return app(115, "invalid dimension parameter");
+    }
+    let v0_9 = sim
+        .node_view(me)
+        .is_some_and(|n| dir.version_of(&n) == crate::ServerVersion::V0_9);
+    if v0_9 && bool_or_default(req, "check_exists") {
+        return app(129, "table type is not iot");
+    }
+    let seq = match sim.openmldb_put(tid, pid, me) {
+        Ok(seq) => seq,
+        Err((c, m)) => return app(c, &m),
+    };
+    let mut puts = dir.puts.lock().unwrap_or_else(|e| e.into_inner());
+    for (key, _) in dims {
+        puts.entry(key)
+            .or_default()
+            .push((tid, pid, seq, value.clone()));
+    }
+    app(0, "ok")
+}
+
+/// `Delete` (the SDK's revert after a failed put, whose answer it ignores): 453 in
+/// follower-cluster mode, 100 for a partition the tablet has not loaded, 103 where it does
+/// not lead; on a leader the rows of the given keys in that partition go (a put that timed
+/// out on the client but was applied is reverted, as upstream).
+fn delete(
+    sim: &SimCluster,
+    dir: &Directory,
+    me: &NodeId,
+    tid: u32,
+    pid: u32,
+    req: &DynamicMessage,
+) -> Reply {
+    if let Err((c, m)) = sim.openmldb_put_check(tid, pid, me) {
+        return app(c, &m);
+    }
+    let keys: Vec<String> = get(req, "dimensions")
+        .and_then(|v| {
+            v.as_list().map(|items| {
+                items
+                    .iter()
+                    .filter_map(|d| d.as_message())
+                    .filter_map(|d| crate::proto::string(d, "key"))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    let mut puts = dir.puts.lock().unwrap_or_else(|e| e.into_inner());
+    for key in keys {
+        if let Some(acks) = puts.get_mut(&key) {
+            acks.retain(|(t, p, _, _)| (*t, *p) != (tid, pid));
+            if acks.is_empty() {
+                puts.remove(&key);
+            }
+        }
+    }
+    app(0, "ok")
 }
 
 fn lock(dir: &Directory) -> std::sync::MutexGuard<'_, crate::snapshots::Snapshots> {
