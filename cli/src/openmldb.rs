@@ -95,6 +95,17 @@ pub struct Args {
     /// With --emulate: the OpenMLDB version the emulated servers speak (0.8, 0.9).
     #[arg(long, default_value_t = ServerVersion::default())]
     server_version: ServerVersion,
+    /// With --emulate: keep serving this many wall seconds before the rollout and after it.
+    #[arg(long, default_value_t = 0)]
+    hold: u64,
+    /// With --emulate: wall seconds before the rollout instead (default: --hold).
+    #[arg(long)]
+    hold_before: Option<u64>,
+    /// With --emulate: after the hold, write to FILE every row a client put through the
+    /// tablets (the upstream SDK's INSERT) as a JSON array of {key, table, pid, held,
+    /// value_hex}, `held` whether the partition's serving replica holds it.
+    #[arg(long, value_name = "FILE")]
+    client_writes: Option<std::path::PathBuf>,
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -199,6 +210,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<Exit> {
     );
     let nameservers = emu.endpoints("nameserver");
     println!("nameservers: {}", nameservers.join(","));
+    println!("zk root: {root}");
     println!(
         "emulated OpenMLDB cluster (not OpenMLDB: rollout's simulator behind the real RPCs), \
          ZooKeeper {} root {root}, {}x time",
@@ -234,6 +246,7 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<Exit> {
             crate::common::default_journal(&root),
         )?
         .open()?;
+    tokio::time::sleep(Duration::from_secs(args.hold_before.unwrap_or(args.hold))).await;
     let progress = Progress::new();
     let rows_before = cluster
         .row_counts()
@@ -249,6 +262,9 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<Exit> {
         .is_some_and(rollout_core::Error::is_refusal);
     let result = result.map_err(|e| chain(&e));
     let took = (emu.sim().truth().elapsed - t0).as_secs_f64();
+    // For a client outside (scripts/realclient.sh): the roll is over, the hold begins.
+    println!("rollout finished");
+    std::io::Write::flush(&mut std::io::stdout())?;
     // Requests in flight finish before the counters are read; the seed's last check: every
     // table's row count grows again under the clients' writes.
     tokio::time::sleep(ClientLoad::default().timeout / args.scale()).await;
@@ -290,6 +306,24 @@ async fn emulate(args: &Args, change: Change) -> anyhow::Result<Exit> {
         .server_version()
         .map_or(serde_json::Value::Null, |v| v.to_string().into());
     json["zk_root"] = root.into();
+    tokio::time::sleep(Duration::from_secs(args.hold)).await;
+    let writes = emu.client_writes();
+    json["client_writes"] = writes.len().into();
+    json["client_writes_lost"] = writes.iter().filter(|w| !w.held).count().into();
+    if let Some(path) = &args.client_writes {
+        let rows: Vec<serde_json::Value> = writes
+            .iter()
+            .map(|w| {
+                let hex: String = w.value.iter().map(|b| format!("{b:02x}")).collect();
+                serde_json::json!({
+                    "key": w.key, "table": w.table, "pid": w.pid, "held": w.held,
+                    "value_hex": hex,
+                })
+            })
+            .collect();
+        std::fs::write(path, serde_json::to_vec(&rows)?)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    }
     json["rows_before"] = serde_json::to_value(&rows_before)?;
     json["rows_after"] = serde_json::to_value(&rows_after)?;
     json["rows_grew"] = rows_grew.into();
