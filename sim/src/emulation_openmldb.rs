@@ -146,7 +146,7 @@ pub enum NsOp {
 /// A nameserver's or tablet's refusal: its return code (`src/base/status.h`) and message.
 pub type Refusal = (i32, String);
 
-fn part_of(w: &World, table: u32, pid: u32) -> Result<u32, String> {
+pub(crate) fn part_of(w: &World, table: u32, pid: u32) -> Result<u32, String> {
     w.parts
         .iter()
         .position(|p| u32::from(p.table) + 1 == table && p.index == pid)
@@ -159,7 +159,7 @@ fn term_of(p: &crate::world::Part) -> u64 {
     p.ballot + 1
 }
 
-fn node_of(w: &World, id: &NodeId) -> Result<u32, String> {
+pub(crate) fn node_of(w: &World, id: &NodeId) -> Result<u32, String> {
     w.nodes
         .iter()
         .position(|n| &n.id == id)
@@ -480,41 +480,6 @@ impl SimCluster {
             offset: r.log.len() as u64,
             is_leader: leads,
         }))
-    }
-
-    /// TabletServer `Put` of a client outside the world on tablet `node`: the write's
-    /// sequence number, recorded in the world's ledger like its own clients' writes; check
-    /// it later with [`SimCluster::holds`]. Decided by what the tablet holds (see
-    /// `World::tablet_put`): a deposed leader that was never fenced still takes it.
-    ///
-    /// # Errors
-    /// The tablet's return code and message: 100 an unknown partition or one the tablet
-    /// has not loaded, 103 not leader there (or fenced), 453 the tablet held in follower
-    /// mode.
-    pub fn openmldb_put(&self, table: u32, pid: u32, node: &NodeId) -> Result<u32, (i32, String)> {
-        let mut w = self.world();
-        let part = part_of(&w, table, pid).map_err(|_| (100, "table does not exist".into()))?;
-        let n = node_of(&w, node).map_err(|_| (100, "table does not exist".into()))?;
-        let r = w.tablet_put(part, n).map_err(|(c, m)| (c, m.to_string()));
-        w.touch(part);
-        r
-    }
-
-    /// The checks tablet `node` makes before a `Put` or `Delete` of the partition, without
-    /// writing (see [`SimCluster::openmldb_put`]).
-    ///
-    /// # Errors
-    /// The tablet's return code and message, as for [`SimCluster::openmldb_put`].
-    pub fn openmldb_put_check(
-        &self,
-        table: u32,
-        pid: u32,
-        node: &NodeId,
-    ) -> Result<(), (i32, String)> {
-        let w = self.world();
-        let part = part_of(&w, table, pid).map_err(|_| (100, "table does not exist".into()))?;
-        let n = node_of(&w, node).map_err(|_| (100, "table does not exist".into()))?;
-        w.tablet_check(part, n).map_err(|(c, m)| (c, m.to_string()))
     }
 
     /// TabletServer `SetMode{follower}`: the whole tablet refuses writes while its replicas

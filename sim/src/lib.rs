@@ -44,6 +44,7 @@ pub mod conformance;
 mod crash;
 pub mod emulation;
 pub mod emulation_openmldb;
+mod emulation_openmldb_puts;
 mod fault;
 mod monitor;
 mod node;
