@@ -418,16 +418,18 @@ impl<C: Cluster> Ctx<'_, C> {
             return Ok(true);
         }
         let exempt = self.exempt(&to_stop);
+        // Unserving replicas first, then down nodes: `unserving_outside` leaves out what a
+        // down node explains, so a node that goes down between the two reads is still seen.
         let failure = match self
-            .call(None, Phase::Stop, || self.cluster.down_outside(&exempt))
+            .call(None, Phase::Stop, || {
+                self.cluster.unserving_outside(&exempt)
+            })
             .await?
         {
-            Some(down) => Some(down),
+            Some(unserving) => Some(unserving),
             None => {
-                self.call(None, Phase::Stop, || {
-                    self.cluster.unserving_outside(&exempt)
-                })
-                .await?
+                self.call(None, Phase::Stop, || self.cluster.down_outside(&exempt))
+                    .await?
             }
         };
         if let Some((node, reason)) = failure {

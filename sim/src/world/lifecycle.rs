@@ -49,7 +49,9 @@ impl World {
         let led = self.leader == Some(node);
         {
             let n = &mut self.nodes[node as usize];
-            n.led_at_stop = led;
+            // Once it led at an exit it keeps needing the settle: a crash after the restart
+            // does not take that away.
+            n.led_at_stop |= led;
             n.running = false;
             n.serving = false;
             n.flush_done = None;

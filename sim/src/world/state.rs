@@ -151,7 +151,8 @@ pub(crate) struct NodeS {
     pub(crate) not_back_hint: std::cell::Cell<usize>,
     /// Where in `parts` the meta's search for replicas to add back on this node resumes.
     pub(crate) cure_cursor: usize,
-    /// A coordinator that was the elected leader when its process last went away.
+    /// A coordinator that was the elected leader when its process went away, at any exit
+    /// so far (a crash after its restart does not clear it).
     pub(crate) led_at_stop: bool,
     pub(crate) unflushed: u64,
     pub(crate) flush_done: Option<Us>,
