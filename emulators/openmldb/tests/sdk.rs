@@ -344,13 +344,23 @@ async fn the_sdk_reads_its_tables_and_leader_from_zookeeper_and_puts_over_baidu_
     // What a brpc server answers in the meta: an unknown method (1002), a short service
     // name it has (served) and one it lacks (1001), another role's service (1002).
     let (meta, _) = ns
-        .call("openmldb.nameserver.NameServer", "Nope", &CodeMsg::default())
+        .call(
+            "openmldb.nameserver.NameServer",
+            "Nope",
+            &CodeMsg::default(),
+        )
         .await
         .unwrap();
     assert_eq!(meta.error_code, Some(1002));
-    let (meta, _) = ns.call("NameServer", "ShowFunction", &CodeMsg::default()).await.unwrap();
+    let (meta, _) = ns
+        .call("NameServer", "ShowFunction", &CodeMsg::default())
+        .await
+        .unwrap();
     assert_eq!(meta.error_code, Some(0));
-    let (meta, _) = ns.call("Nope", "ShowFunction", &CodeMsg::default()).await.unwrap();
+    let (meta, _) = ns
+        .call("Nope", "ShowFunction", &CodeMsg::default())
+        .await
+        .unwrap();
     assert_eq!(meta.error_code, Some(1001));
     let (meta, _) = ns
         .call("openmldb.api.TabletServer", "Put", &put(3, "k-ns"))
@@ -372,7 +382,10 @@ async fn the_sdk_reads_its_tables_and_leader_from_zookeeper_and_puts_over_baidu_
     let mut bad = put(3, "k-bad");
     bad.dimensions[0].idx = Some(1);
     let mut c = Channel::open(&lead, true).await;
-    let (_, payload) = c.call("openmldb.api.TabletServer", "Put", &bad).await.unwrap();
+    let (_, payload) = c
+        .call("openmldb.api.TabletServer", "Put", &bad)
+        .await
+        .unwrap();
     assert_eq!(CodeMsg::decode(&payload[..]).unwrap().code, Some(115));
     let writes = emu.client_writes();
     assert_eq!(writes.len(), 1, "{writes:?}");
