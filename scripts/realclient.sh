@@ -92,13 +92,8 @@ log "building the emulator"
 bin=$ROOT/target/release/examples/pegasus
 
 deadline=$((SECONDS + LIMIT))
-emu_pid=
-client_pid=
-cleanup() {
-  [[ -n $client_pid ]] && kill "$client_pid" 2>/dev/null || true
-  [[ -n $emu_pid ]] && kill "$emu_pid" 2>/dev/null || true
-}
-trap cleanup EXIT
+# shellcheck source=scripts/realclient_lib.sh
+source "$ROOT/scripts/realclient_lib.sh"
 
 # Hold 15 s before the roll (the client finds the table and writes first), and after it
 # long enough for the read-back.
@@ -106,14 +101,7 @@ readback=180
 "$bin" --emulate --scale "$scale" --strategy "$strategy" --server-version "$version" \
   --hold-before 15 --hold $((readback + 20)) --json >"$run/emulator.out" 2>"$run/emulator.err" &
 emu_pid=$!
-
-metas=
-while [[ -z $metas ]]; do
-  kill -0 "$emu_pid" 2>/dev/null || { tail -5 "$run/emulator.err" >&2; fail "the emulator exited before serving"; }
-  (( SECONDS < deadline )) || fail "the emulator printed no meta servers within the limit"
-  metas=$(sed -n 's/^meta servers: //p' "$run/emulator.out" | head -1)
-  [[ -n $metas ]] || sleep 0.5
-done
+metas=$(rc_emulator_value "meta servers")
 log "emulator up (metas $metas, ${scale}x time, $strategy, Pegasus $version); client writing"
 
 "$venv/bin/python" "$ROOT/scripts/realclient_pegasus.py" --meta "$metas" --table temp \
@@ -122,33 +110,11 @@ log "emulator up (metas $metas, ${scale}x time, $strategy, Pegasus $version); cl
   --log-dir "$run" >"$run/client.out" 2>"$run/client.err" &
 client_pid=$!
 
-until grep -q '^rollout finished' "$run/emulator.out"; do
-  if ! kill -0 "$emu_pid" 2>/dev/null; then
-    tail -5 "$run/emulator.err" >&2
-    fail "the emulator exited before the rollout finished"
-  fi
-  if ! kill -0 "$client_pid" 2>/dev/null; then
-    tail -5 "$run/client.err" >&2
-    fail "the client exited during the rollout: $(tail -1 "$run/client.out")"
-  fi
-  (( SECONDS < deadline )) || fail "the rollout did not finish within ${LIMIT}s"
-  sleep 1
-done
+rc_wait_roll
 touch "$run/stop"
 log "rollout finished; the client reads back what it wrote"
-
-while kill -0 "$client_pid" 2>/dev/null; do
-  (( SECONDS < deadline )) || fail "the client hung in its read-back (see $run/client.err)"
-  sleep 1
-done
-wait "$client_pid" || true
-client_pid=
-while kill -0 "$emu_pid" 2>/dev/null; do
-  (( SECONDS < deadline )) || fail "the emulator did not end after its hold"
-  sleep 1
-done
-wait "$emu_pid" || true
-emu_pid=
+rc_wait_both_end "the client hung in its read-back (see $run/client.err)" \
+  "the emulator did not end after its hold"
 
 client_json=$(tail -1 "$run/client.out")
 roll_json=$(tail -1 "$run/emulator.out")

@@ -55,13 +55,8 @@ log "building the emulator"
 bin=$ROOT/target/release/examples/openmldb
 
 deadline=$((SECONDS + LIMIT))
-emu_pid=
-client_pid=
-cleanup() {
-  [[ -n $client_pid ]] && kill "$client_pid" 2>/dev/null || true
-  [[ -n $emu_pid ]] && kill "$emu_pid" 2>/dev/null || true
-}
-trap cleanup EXIT
+# shellcheck source=scripts/realclient_lib.sh
+source "$ROOT/scripts/realclient_lib.sh"
 
 # Hold 15 s before the roll (the client connects and writes first), and 10 s after it for
 # the puts in flight before the emulator checks what its tablets hold.
@@ -69,14 +64,7 @@ trap cleanup EXIT
   --server-version "$version" --hold-before 15 --hold 10 \
   --client-writes "$run/held.json" --json >"$run/emulator.out" 2>"$run/emulator.err" &
 emu_pid=$!
-
-root=
-while [[ -z $root ]]; do
-  kill -0 "$emu_pid" 2>/dev/null || { tail -5 "$run/emulator.err" >&2; fail "the emulator exited before serving"; }
-  (( SECONDS < deadline )) || fail "the emulator printed no ZooKeeper root within the limit"
-  root=$(sed -n 's/^zk root: //p' "$run/emulator.out" | head -1)
-  [[ -n $root ]] || sleep 0.5
-done
+root=$(rc_emulator_value "zk root")
 log "emulator up (ZooKeeper $zk root $root, ${scale}x time, $strategy, OpenMLDB $version); client writing"
 
 "$venv/bin/python" "$ROOT/scripts/realclient_openmldb.py" --zk "$zk" --zk-path "$root" \
@@ -85,33 +73,11 @@ log "emulator up (ZooKeeper $zk root $root, ${scale}x time, $strategy, OpenMLDB 
   >"$run/client.out" 2>"$run/client.err" &
 client_pid=$!
 
-until grep -q '^rollout finished' "$run/emulator.out"; do
-  if ! kill -0 "$emu_pid" 2>/dev/null; then
-    tail -5 "$run/emulator.err" >&2
-    fail "the emulator exited before the rollout finished"
-  fi
-  if ! kill -0 "$client_pid" 2>/dev/null; then
-    tail -5 "$run/client.err" >&2
-    fail "the client exited during the rollout: $(tail -1 "$run/client.out")"
-  fi
-  (( SECONDS < deadline )) || fail "the rollout did not finish within ${LIMIT}s"
-  sleep 1
-done
+rc_wait_roll
 touch "$run/stop"
 log "rollout finished; waiting for the client's last insert and the emulator's check"
-
-while kill -0 "$client_pid" 2>/dev/null; do
-  (( SECONDS < deadline )) || fail "the client hung after the rollout (see $run/client.err)"
-  sleep 1
-done
-wait "$client_pid" || true
-client_pid=
-while kill -0 "$emu_pid" 2>/dev/null; do
-  (( SECONDS < deadline )) || fail "the emulator did not end after its hold"
-  sleep 1
-done
-wait "$emu_pid" || true
-emu_pid=
+rc_wait_both_end "the client hung after the rollout (see $run/client.err)" \
+  "the emulator did not end after its hold"
 [[ -s $run/held.json ]] || fail "the emulator wrote no check of the client's rows ($run/emulator.err)"
 
 "$PY" - "$run" "$scale" "$rate" <<'PYEOF'

@@ -16,7 +16,7 @@ use rollout_sim::SimCluster;
 use serde_json::{Value, json};
 use zookeeper_client as zk;
 
-use crate::nameserver::{DB, table_name};
+use crate::nameserver::{DB, replica_meta, table_name};
 use crate::{Directory, proto, registration};
 
 /// How often the records are compared with what ZooKeeper holds (wall time): the
@@ -54,17 +54,7 @@ pub(crate) fn table_infos(sim: &SimCluster, dir: &Directory) -> BTreeMap<u32, Ve
     let wanted = sim.view().partitions.first().map_or(3, |p| p.wanted);
     let mut tables: BTreeMap<u32, BTreeMap<u32, Value>> = BTreeMap::new();
     for p in sim.openmldb_partitions() {
-        let metas: Vec<Value> = p
-            .replicas
-            .iter()
-            .map(|r| {
-                json!({
-                    "endpoint": dir.endpoint(&r.node),
-                    "is_leader": r.is_leader,
-                    "is_alive": r.is_alive,
-                })
-            })
-            .collect();
+        let metas: Vec<Value> = p.replicas.iter().map(|r| replica_meta(dir, r)).collect();
         tables.entry(p.table).or_default().insert(
             p.pid,
             json!({

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use prost_reflect::DynamicMessage;
 use rollout_core::{Cluster, NodeId};
 use rollout_sim::SimCluster;
-use rollout_sim::emulation_openmldb::NsOp;
+use rollout_sim::emulation_openmldb::{NsOp, ReplicaMeta};
 use serde_json::{Value, json};
 
 use crate::Directory;
@@ -27,6 +27,16 @@ pub(crate) fn table_name(k: u32) -> String {
 pub(crate) fn table_of(db: &str, name: &str) -> Option<u32> {
     (db == DB).then_some(())?;
     name.strip_prefix('t')?.parse().ok()
+}
+
+/// A replica as the nameserver records it (`PartitionMeta`): its endpoint with its leader
+/// and alive flags.
+pub(crate) fn replica_meta(dir: &Directory, r: &ReplicaMeta) -> Value {
+    json!({
+        "endpoint": dir.endpoint(&r.node),
+        "is_leader": r.is_leader,
+        "is_alive": r.is_alive,
+    })
 }
 
 /// One nameserver method's answer.
@@ -105,13 +115,10 @@ fn show_table(sim: &SimCluster, dir: &Directory, req: &DynamicMessage) -> Reply 
             .replicas
             .iter()
             .map(|r| {
-                json!({
-                    "endpoint": dir.endpoint(&r.node),
-                    "is_leader": r.is_leader,
-                    "is_alive": r.is_alive,
-                    "offset": r.offset,
-                    "record_cnt": r.offset,
-                })
+                let mut m = replica_meta(dir, r);
+                m["offset"] = r.offset.into();
+                m["record_cnt"] = r.offset.into();
+                m
             })
             .collect();
         tables.entry(p.table).or_default().push(json!({

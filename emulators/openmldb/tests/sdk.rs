@@ -269,6 +269,16 @@ fn leader_of(t: &TableInfo, pid: u32) -> Option<String> {
         .map(|m| m.endpoint.clone())
 }
 
+/// A replica of `pid` the table does not flag leader.
+fn follower_of(t: &TableInfo, pid: u32) -> String {
+    t.table_partition[pid as usize]
+        .partition_meta
+        .iter()
+        .find(|m| !m.is_leader)
+        .map(|m| m.endpoint.clone())
+        .unwrap()
+}
+
 fn put(pid: u32, key: &str) -> PutRequest {
     PutRequest {
         time: Some(1),
@@ -370,13 +380,7 @@ async fn the_sdk_reads_its_tables_and_leader_from_zookeeper_and_puts_over_baidu_
     // A put on the leader is taken and held; on a follower refused with 103.
     let lead = leader_of(&t, 3).unwrap();
     assert_eq!(put_code(&lead, 3, "k-leader").await, Some(code::OK));
-    let follower = t.table_partition[3]
-        .partition_meta
-        .iter()
-        .find(|m| !m.is_leader)
-        .unwrap()
-        .endpoint
-        .clone();
+    let follower = follower_of(&t, 3);
     assert_eq!(put_code(&follower, 3, "k-follower").await, Some(103));
     // A dimension beyond the table's one index: 115, and nothing is written.
     let mut bad = put(3, "k-bad");
@@ -406,13 +410,7 @@ async fn a_leader_moved_without_a_fence_takes_puts_the_new_term_never_sees() {
     let (emu, root) = emulate("moved", ServerVersion::V0_8).await;
     let t = table(&root).await;
     let old = leader_of(&t, 5).unwrap();
-    let candidate = t.table_partition[5]
-        .partition_meta
-        .iter()
-        .find(|m| !m.is_leader)
-        .unwrap()
-        .endpoint
-        .clone();
+    let candidate = follower_of(&t, 5);
     let leader = emu.sim().view().leader.unwrap();
     let ns = Endpoint::new(&emu.endpoint_of(&leader), Duration::from_secs(2));
     let conf = ConfSetRequest {
@@ -458,13 +456,7 @@ async fn a_leader_moved_without_a_fence_takes_puts_the_new_term_never_sees() {
     // roll does) refuses for good: a stale SDK's put fails and is retried, never lost.
     let t = table(&root).await;
     let old = leader_of(&t, 6).unwrap();
-    let candidate = t.table_partition[6]
-        .partition_meta
-        .iter()
-        .find(|m| !m.is_leader)
-        .unwrap()
-        .endpoint
-        .clone();
+    let candidate = follower_of(&t, 6);
     let tablet = Endpoint::new(&old, Duration::from_secs(2));
     let fence = serde_json::json!({"tid": 1, "pid": 6, "mode": "kTableFollower"});
     tablet
