@@ -24,7 +24,8 @@
 # reads the tables from ZooKeeper and puts rows over brpc's baidu_std, as against a real
 # cluster. Acknowledged rows are checked against what the partition's serving replica
 # holds in the emulated cluster once the roll is over (the emulator has no query engine
-# for a SQL read): `lost` a row not held, `wrong` a held row whose key or value differs.
+# for a SQL read): `lost` a row not held, `wrong` a held row whose key or value differs;
+# `put_failures_in_sdk_log` counts the tablets' codes the SDK logged (all attempts).
 # At --scale 1 (the default) a roll takes about nine minutes.
 #
 # Exit status: 0 when the client completed with no write failed after its retries and none

@@ -115,6 +115,16 @@ for line in open(run + "/acked.jsonl"):
 out = {k: client.get(k) for k in ("client", "acked", "first_try_errors",
                                    "failed_after_retries", "acked_after_retry",
                                    "last_error_of_failed")}
+# The SDK shows the application only [2000]; the tablet's own code of each failed put is
+# in its glog warnings ("put failed--ReturnCode[103]--table is follower").
+import glob, re
+codes = {}
+for f in glob.glob(run + "/glog/*.WARNING*") + glob.glob(run + "/glog/*warning*"):
+    for m in re.finditer(r"due to: put failed--ReturnCode\[(\d+)\]--([^-\n]*)", open(f, errors="replace").read()):
+        k = "%s %s" % (m.group(1), m.group(2).strip())
+        codes[k] = codes.get(k, 0) + 1
+    break
+out["put_failures_in_sdk_log"] = codes
 out["writes"] = client.get("completed")
 out["lost"] = lost
 out["wrong"] = wrong
