@@ -38,14 +38,9 @@
 #   PYTHON                    the Python 3 that makes the venv (default python3)
 set -euo pipefail
 
-NAME=realclient.sh
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-DIR=${ROLLOUT_REALCLIENT_DIR:-/tmp/rollout-realclient}
-LIMIT=${ROLLOUT_REALCLIENT_LIMIT:-1800}
-PY=${PYTHON:-python3}
-
-log() { printf '%s: %s\n' "$NAME" "$*" >&2; }
-fail() { log "error: $*"; exit 2; }
+# shellcheck source=scripts/realclient_lib.sh
+source "$ROOT/scripts/realclient_lib.sh"
 
 system=${1:-}
 [[ -n $system ]] || fail "which system? usage: scripts/realclient.sh pegasus|openmldb [options]"
@@ -61,18 +56,7 @@ strategy=ha
 scale=1
 rate=100
 version=2.5
-while [[ $# -gt 0 ]]; do
-  case $1 in
-    --strategy) strategy=${2:?}; shift 2 ;;
-    --scale) scale=${2:?}; shift 2 ;;
-    --rate) rate=${2:?}; shift 2 ;;
-    --server-version) version=${2:?}; shift 2 ;;
-    *) fail "unknown option $1" ;;
-  esac
-done
-case $strategy in ha|naive) ;; *) fail "--strategy takes ha or naive, not $strategy" ;; esac
-[[ $scale =~ ^[0-9]+$ && $scale -ge 1 ]] || fail "--scale takes a whole number >= 1, not $scale"
-[[ $rate =~ ^[0-9]+$ && $rate -ge 1 ]] || fail "--rate takes a whole number >= 1, not $rate"
+rc_options "$@"
 # pypegasus3 cannot parse master's host-name fields in configurations.
 case $version in 2.4|2.5) ;; *) fail "pypegasus3 reads 2.4 and 2.5 configurations only, not $version" ;; esac
 
@@ -93,8 +77,6 @@ log "building the emulator"
 bin=$ROOT/target/release/examples/pegasus
 
 deadline=$((SECONDS + LIMIT))
-# shellcheck source=scripts/realclient_lib.sh
-source "$ROOT/scripts/realclient_lib.sh"
 
 # Hold 15 s before the roll (the client finds the table and writes first), and after it
 # long enough for the read-back.

@@ -1,7 +1,32 @@
 # shellcheck shell=bash
-# Helpers shared by the two halves of scripts/realclient.sh: sourced, not run. The sourcing
-# script defines log and fail, and sets run (its working directory), deadline (in SECONDS),
+# Helpers shared by the two halves of scripts/realclient.sh: sourced, not run, right at the
+# start. The sourcing script then sets run (its working directory), deadline (in SECONDS),
 # and emu_pid and client_pid as it starts the emulator and the client.
+
+NAME=realclient.sh
+DIR=${ROLLOUT_REALCLIENT_DIR:-/tmp/rollout-realclient}
+LIMIT=${ROLLOUT_REALCLIENT_LIMIT:-1800}
+PY=${PYTHON:-python3}
+
+log() { printf '%s: %s\n' "$NAME" "$*" >&2; }
+fail() { log "error: $*"; exit 2; }
+
+# Reads the options both halves take into strategy, scale, rate and version (the caller
+# sets their defaults first and checks the version itself).
+rc_options() {
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --strategy) strategy=${2:?}; shift 2 ;;
+      --scale) scale=${2:?}; shift 2 ;;
+      --rate) rate=${2:?}; shift 2 ;;
+      --server-version) version=${2:?}; shift 2 ;;
+      *) fail "unknown option $1" ;;
+    esac
+  done
+  case $strategy in ha|naive) ;; *) fail "--strategy takes ha or naive, not $strategy" ;; esac
+  [[ $scale =~ ^[0-9]+$ && $scale -ge 1 ]] || fail "--scale takes a whole number >= 1, not $scale"
+  [[ $rate =~ ^[0-9]+$ && $rate -ge 1 ]] || fail "--rate takes a whole number >= 1, not $rate"
+}
 
 emu_pid=
 client_pid=

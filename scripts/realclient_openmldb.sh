@@ -6,31 +6,15 @@
 #                                       [--server-version 0.8|0.9] [--rate INSERTS_PER_S]
 set -euo pipefail
 
-NAME=realclient.sh
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-DIR=${ROLLOUT_REALCLIENT_DIR:-/tmp/rollout-realclient}
-LIMIT=${ROLLOUT_REALCLIENT_LIMIT:-1800}
-PY=${PYTHON:-python3}
-
-log() { printf '%s: %s\n' "$NAME" "$*" >&2; }
-fail() { log "error: $*"; exit 2; }
+# shellcheck source=scripts/realclient_lib.sh
+source "$ROOT/scripts/realclient_lib.sh"
 
 strategy=ha
 scale=1
 rate=50
 version=0.9
-while [[ $# -gt 0 ]]; do
-  case $1 in
-    --strategy) strategy=${2:?}; shift 2 ;;
-    --scale) scale=${2:?}; shift 2 ;;
-    --rate) rate=${2:?}; shift 2 ;;
-    --server-version) version=${2:?}; shift 2 ;;
-    *) fail "unknown option $1" ;;
-  esac
-done
-case $strategy in ha|naive) ;; *) fail "--strategy takes ha or naive, not $strategy" ;; esac
-[[ $scale =~ ^[0-9]+$ && $scale -ge 1 ]] || fail "--scale takes a whole number >= 1, not $scale"
-[[ $rate =~ ^[0-9]+$ && $rate -ge 1 ]] || fail "--rate takes a whole number >= 1, not $rate"
+rc_options "$@"
 case $version in 0.8|0.9) ;; *) fail "--server-version takes 0.8 or 0.9, not $version" ;; esac
 
 mkdir -p "$DIR"
@@ -55,8 +39,6 @@ log "building the emulator"
 bin=$ROOT/target/release/examples/openmldb
 
 deadline=$((SECONDS + LIMIT))
-# shellcheck source=scripts/realclient_lib.sh
-source "$ROOT/scripts/realclient_lib.sh"
 
 # Hold 15 s before the roll (the client connects and writes first), and 10 s after it for
 # the puts in flight before the emulator checks what its tablets hold.

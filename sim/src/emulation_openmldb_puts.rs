@@ -6,6 +6,17 @@ use rollout_core::NodeId;
 
 use crate::cluster::SimCluster;
 use crate::emulation_openmldb::{node_of, part_of};
+use crate::world::World;
+
+/// The world's partition and node a tablet request names; a tablet without them answers
+/// 100 (`kTableIsNotExist`).
+fn locate(w: &World, table: u32, pid: u32, node: &NodeId) -> Result<(u32, u32), (i32, String)> {
+    let missing = |_| (100, "table does not exist".to_string());
+    Ok((
+        part_of(w, table, pid).map_err(missing)?,
+        node_of(w, node).map_err(missing)?,
+    ))
+}
 
 impl SimCluster {
     /// TabletServer `Put` of a client outside the world on tablet `node`: the write's
@@ -19,8 +30,7 @@ impl SimCluster {
     /// mode.
     pub fn openmldb_put(&self, table: u32, pid: u32, node: &NodeId) -> Result<u32, (i32, String)> {
         let mut w = self.world();
-        let part = part_of(&w, table, pid).map_err(|_| (100, "table does not exist".into()))?;
-        let n = node_of(&w, node).map_err(|_| (100, "table does not exist".into()))?;
+        let (part, n) = locate(&w, table, pid, node)?;
         let r = w.tablet_put(part, n).map_err(|(c, m)| (c, m.to_string()));
         w.touch(part);
         r
@@ -38,8 +48,7 @@ impl SimCluster {
         node: &NodeId,
     ) -> Result<(), (i32, String)> {
         let w = self.world();
-        let part = part_of(&w, table, pid).map_err(|_| (100, "table does not exist".into()))?;
-        let n = node_of(&w, node).map_err(|_| (100, "table does not exist".into()))?;
+        let (part, n) = locate(&w, table, pid, node)?;
         w.tablet_check(part, n).map_err(|(c, m)| (c, m.to_string()))
     }
 }

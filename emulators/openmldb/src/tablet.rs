@@ -91,22 +91,7 @@ fn put(
     pid: u32,
     req: &DynamicMessage,
 ) -> Reply {
-    let dims: Vec<(String, u32)> = get(req, "dimensions")
-        .and_then(|v| {
-            v.as_list().map(|items| {
-                items
-                    .iter()
-                    .filter_map(|d| d.as_message())
-                    .map(|d| {
-                        (
-                            crate::proto::string(d, "key").unwrap_or_default(),
-                            u32_of(d, "idx").unwrap_or(0),
-                        )
-                    })
-                    .collect()
-            })
-        })
-        .unwrap_or_default();
+    let dims = dimensions(req);
     let value = get(req, "value")
         .and_then(|v| v.as_bytes().map(|b| b.to_vec()))
         .unwrap_or_default();
@@ -151,17 +136,7 @@ fn delete(
     if let Err((c, m)) = sim.openmldb_put_check(tid, pid, me) {
         return app(c, &m);
     }
-    let keys: Vec<String> = get(req, "dimensions")
-        .and_then(|v| {
-            v.as_list().map(|items| {
-                items
-                    .iter()
-                    .filter_map(|d| d.as_message())
-                    .filter_map(|d| crate::proto::string(d, "key"))
-                    .collect()
-            })
-        })
-        .unwrap_or_default();
+    let keys: Vec<String> = dimensions(req).into_iter().map(|(key, _)| key).collect();
     let mut puts = dir.puts.lock().unwrap_or_else(|e| e.into_inner());
     for key in keys {
         if let Some(acks) = puts.get_mut(&key) {
@@ -172,6 +147,24 @@ fn delete(
         }
     }
     app(0, "ok")
+}
+
+/// A request's `dimensions` (`Dimension {key, idx}`, in `PutRequest` and `DeleteRequest`).
+fn dimensions(req: &DynamicMessage) -> Vec<(String, u32)> {
+    let Some(v) = get(req, "dimensions") else {
+        return Vec::new();
+    };
+    v.as_list()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|d| d.as_message())
+        .map(|d| {
+            (
+                crate::proto::string(d, "key").unwrap_or_default(),
+                u32_of(d, "idx").unwrap_or(0),
+            )
+        })
+        .collect()
 }
 
 fn lock(dir: &Directory) -> std::sync::MutexGuard<'_, crate::snapshots::Snapshots> {

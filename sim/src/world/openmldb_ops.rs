@@ -155,13 +155,7 @@ impl World {
         }
         let (single, loaded) = (p.replicas.len() == 1, r.loaded);
         // The task's first step tells the tablet its replica follows (`ChangeRole`).
-        if let Some(r) = self.parts[part as usize]
-            .replicas
-            .iter_mut()
-            .find(|r| r.node == node)
-        {
-            r.told_to_follow = true;
-        }
+        self.tell_to_follow(part, node);
         let how = if single {
             ReAdd::Single
         } else if loaded {
