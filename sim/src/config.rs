@@ -158,6 +158,17 @@ pub struct Timings {
     /// `op_queues`.
     #[serde(default)]
     pub op_queues_max: usize,
+    /// How long after its election a coordinator leader's view of the data nodes proves
+    /// nothing: a Pegasus meta registers every replica server of its partition configurations
+    /// as just heard from (`meta_service::start_service`, `failure_detector::register_worker`
+    /// @v2.4.0, @v2.5.0, master) and declares a silent one dead at the first check after
+    /// `fd_grace_seconds` (`failure_detector::check_all_records`): 22 s plus the 2 s check
+    /// interval. Until then a node that went down stays ALIVE to it, so its primaries are not
+    /// moved, and a backend cannot trust the node list (the backend's
+    /// `Timing::election_grace`). OpenMLDB's nameserver reads the tablets' ZooKeeper sessions,
+    /// which need no such window (zero).
+    #[serde(default)]
+    pub election_grace: Duration,
 }
 
 impl Timings {
@@ -188,6 +199,7 @@ impl Timings {
             op_queues: 2,
             coordinator_settle: Duration::from_secs(30),
             op_queues_max: 0,
+            election_grace: Duration::from_secs(24),
         }
     }
 
@@ -218,6 +230,7 @@ impl Timings {
             op_queues: 2,
             coordinator_settle: Duration::ZERO,
             op_queues_max: 8,
+            election_grace: Duration::ZERO,
         }
     }
 
@@ -249,6 +262,7 @@ impl Timings {
             ("route_refresh_per_table", self.route_refresh_per_table),
             ("crash_restart", self.crash_restart),
             ("coordinator_settle", self.coordinator_settle),
+            ("election_grace", self.election_grace),
         ] {
             if d > day {
                 return Err(format!("timing {name} is {d:?}, more than a day"));

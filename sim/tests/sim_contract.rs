@@ -249,27 +249,45 @@ fn the_physical_bound_holds_every_strategy_and_counts_what_the_plan_restarts() {
 #[test]
 fn pegasus_ha_waits_the_seeds_settle_time_after_the_meta_that_led_only() {
     // Replica servers beacon to the leader alone: a standby's restart moves no beacon, so
-    // of the 3 metas only the one that led (rolled last) is followed by the 30 s.
+    // of the 3 metas only the one that led (rolled last) is followed by the 30 s, and only
+    // its restart elects a new leader, whose node list proves nothing for 24 s.
     let mut b = SimBuilder::new(Flavor::Pegasus);
     b.seed(7);
-    let with = run(&b, Strategy::Ha);
-    let mut t = b.get_timings();
-    assert_eq!(t.coordinator_settle.as_secs(), 30);
-    t.coordinator_settle = std::time::Duration::ZERO;
-    b.timings(t.clone());
-    let without = run(&b, Strategy::Ha);
-    assert!(with.completed && without.completed);
+    let both = run(&b, Strategy::Ha);
+    let base = b.get_timings();
+    assert_eq!(base.coordinator_settle.as_secs(), 30);
+    assert_eq!(base.election_grace.as_secs(), 24);
+    let with = |settle: u64, grace: u64| {
+        let mut t = base.clone();
+        t.coordinator_settle = std::time::Duration::from_secs(settle);
+        t.election_grace = std::time::Duration::from_secs(grace);
+        let mut b = b.clone();
+        b.timings(t);
+        let r = run(&b, Strategy::Ha);
+        assert!(r.completed, "settle {settle}, grace {grace}: {:?}", r.error);
+        r.virtual_secs
+    };
+    let (settle_only, neither, grace_only) = (with(30, 0), with(0, 0), with(0, 24));
     // The settle runs from the leader meta's restart ("restart, then wait more than 30 s"),
     // and the collector (stateless, rolled last) rolls during it: the meta's start and
     // attach (11 s) and the collector's stop and start (10 s) are inside the 30 s. Counted
     // from the meta's readiness the gap would be 20 s; not waited at all, 0.
-    let gap = with.virtual_secs - without.virtual_secs;
+    let gap = settle_only - neither;
     assert!(
         (6.0..=14.0).contains(&gap),
         "30 s from the leader meta's restart, its start and the collector inside them, but \
          the roll took {gap} s longer"
     );
-    // Without a collector nothing rolls during it: the whole 30 s shows.
+    // The new leader is elected once the old one's ZooKeeper session has expired (10 s
+    // after its stop) and trusted 24 s later: that ends after the 30 s from the restart, so
+    // the settle then adds nothing, and the collector rolls during the grace too.
+    assert_eq!(both.virtual_secs, grace_only, "the grace covers the settle");
+    let gap = both.virtual_secs - settle_only;
+    assert!(
+        (1.0..=6.0).contains(&gap),
+        "the grace after the settle: {gap} s"
+    );
+    // Without a collector nothing rolls during them: the whole wait shows.
     let mut no_collector = SimBuilder::new(Flavor::Pegasus);
     no_collector.seed(7);
     let spec = |b: &SimBuilder| {
@@ -282,13 +300,16 @@ fn pegasus_ha_waits_the_seeds_settle_time_after_the_meta_that_led_only() {
     };
     let a = support::run_spec(&no_collector, Strategy::Ha, &spec(&no_collector));
     let mut zero = no_collector.clone();
+    let mut t = base.clone();
+    t.coordinator_settle = std::time::Duration::ZERO;
+    t.election_grace = std::time::Duration::ZERO;
     zero.timings(t);
     let z = support::run_spec(&zero, Strategy::Ha, &spec(&zero));
     assert!(a.completed && z.completed, "{a:?} {z:?}");
-    // Only the meta's start and attach (11 s) are inside the 30 s: counted from its
-    // readiness the gap would be 30 s.
+    // Only the meta's start and attach (11 s) are inside the 24 s from the election (10 s
+    // after the stop's 2 s).
     let gap = a.virtual_secs - z.virtual_secs;
-    assert!((15.0..=23.0).contains(&gap), "the settle took {gap} s");
+    assert!((19.0..=27.0).contains(&gap), "the settle took {gap} s");
 }
 
 /// RecoverEndpoint spreads a restarted tablet's RecoverTable ops over

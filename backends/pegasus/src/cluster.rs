@@ -38,8 +38,22 @@ pub struct Timing {
     /// Default 30 s. Only after the meta that led: replica servers beacon to the leader
     /// alone and switch on its loss (`slave_failure_detector_with_multimaster`,
     /// `src/failure_detector/failure_detector_multimaster.cpp`), so a standby's restart
-    /// leaves their beacons as they were.
+    /// leaves their beacons as they were. What it is for is also observed:
+    /// [`Timing::election_grace`].
     pub meta_settle: Duration,
+    /// How long after an election the new leader's node list proves no beacon:
+    /// `fd_grace_seconds` plus `fd_check_interval_seconds`, since the leader registers every
+    /// replica server of its configurations as just heard from (`meta_service::start_service`)
+    /// and declares a silent one dead at the first check after the grace
+    /// (`failure_detector::check_all_records`, @v2.4.0, @v2.5.0, master). Read from the
+    /// leader's `/config` where these are flags (2.5, master); this value otherwise (2.4 reads
+    /// them from `config.ini` only). Default 24 s: the sample `config.ini`'s 22 s plus the
+    /// code's 2 s (the code default grace is 10 s on 2.4 and 2.5, 22 s on master).
+    pub election_grace: Duration,
+    /// How many times faster than real time the cluster runs (an emulator's scale; 1 for a
+    /// real cluster): durations read from the cluster are divided by it. Set by
+    /// [`Timing::scaled`].
+    pub scale: u32,
 }
 
 impl Default for Timing {
@@ -48,6 +62,8 @@ impl Default for Timing {
             rpc: Duration::from_secs(5),
             repropose: Duration::from_secs(12),
             meta_settle: Duration::from_secs(30),
+            election_grace: Duration::from_secs(24),
+            scale: 1,
         }
     }
 }
@@ -60,6 +76,8 @@ impl Timing {
             rpc: (self.rpc / s).max(Duration::from_millis(200)),
             repropose: self.repropose / s,
             meta_settle: self.meta_settle / s,
+            election_grace: self.election_grace / s,
+            scale: self.scale.max(1).saturating_mul(s),
         }
     }
 }
@@ -87,6 +105,9 @@ pub struct PegasusCluster<F> {
     /// `min_live_node_count_for_unfreeze` and the live percentage, read from the leader
     /// when connecting, and where they came from.
     freeze: (usize, u32, String),
+    /// [`Timing::election_grace`] as read from the leader when connecting (in the rollout's
+    /// time), and where it came from.
+    grace: (Duration, String),
     /// The version each server reported when connecting (metas and replica servers).
     pub(crate) versions: BTreeMap<SocketAddr, ServerVersion>,
     pub(crate) proposed: Mutex<BTreeMap<NodeId, Instant>>,
@@ -178,6 +199,7 @@ impl<F: NodeFactory> PegasusCluster<F> {
             factory,
             timing,
             freeze: (3, 65, String::new()),
+            grace: (timing.election_grace, String::new()),
             versions: BTreeMap::new(),
             proposed: Mutex::new(BTreeMap::new()),
             started: Mutex::new(BTreeMap::new()),
@@ -191,6 +213,7 @@ impl<F: NodeFactory> PegasusCluster<F> {
         };
         cluster.versions = cluster.read_versions().await?;
         cluster.freeze = cluster.freeze_thresholds(leader).await;
+        cluster.grace = cluster.election_grace(leader).await;
         Ok(cluster)
     }
 
@@ -232,6 +255,23 @@ impl<F: NodeFactory> PegasusCluster<F> {
 
     pub(crate) fn freeze(&self) -> (usize, u32, &str) {
         (self.freeze.0, self.freeze.1, &self.freeze.2)
+    }
+
+    /// Why the meta leader's node list cannot be trusted yet, if it cannot: this client saw
+    /// it take over less than [`Timing::election_grace`] ago.
+    pub(crate) fn election_window(&self) -> Option<String> {
+        let (leader, since) = self.meta.leader_since()?;
+        let (grace, source) = &self.grace;
+        let left = grace
+            .checked_sub(since.elapsed())
+            .filter(|d| !d.is_zero())?;
+        Some(format!(
+            "the meta leader {leader} took over {:.0} s ago and holds every replica server \
+             ALIVE until its failure detector's grace has run ({:.0} s, {source}); {:.0} s left",
+            since.elapsed().as_secs_f64(),
+            grace.as_secs_f64(),
+            left.as_secs_f64()
+        ))
     }
 
     pub(crate) fn is_meta(&self, node: &NodeId) -> bool {

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use futures_util::future::join_all;
 use std::sync::Mutex;
 use std::time::Duration;
+use tokio::time::Instant;
 
 use crate::messages::{Message, QueryConfigRequest, QueryConfigResponse, rpc};
 use crate::transport::{CallError, Connection};
@@ -93,11 +94,25 @@ impl<T> HasErr for crate::messages::ListResponse<T> {
     }
 }
 
+/// Which meta leads, as this client last found it, and whether it has seen leadership move.
+#[derive(Debug, Default)]
+struct Leadership {
+    /// The meta believed to lead now.
+    now: Option<usize>,
+    /// The last meta that answered as the leader, kept while none is known.
+    last: Option<usize>,
+    /// The leader was lost (a standby's forward, a transport error) since it last answered.
+    lost: bool,
+    /// When this client found the current leader after seeing another one lead, or the same
+    /// one lost and found again: an election it saw happen. `None` for the leader found first.
+    since: Option<Instant>,
+}
+
 /// The meta servers of one cluster.
 #[derive(Debug)]
 pub struct MetaClient {
     metas: Vec<Connection>,
-    leader: Mutex<Option<usize>>,
+    leader: Mutex<Leadership>,
     timeout: Duration,
 }
 
@@ -109,7 +124,7 @@ impl MetaClient {
     pub fn new(metas: &[SocketAddr], timeout: Duration) -> Self {
         Self {
             metas: metas.iter().map(|&a| Connection::new(a)).collect(),
-            leader: Mutex::new(None),
+            leader: Mutex::new(Leadership::default()),
             timeout,
         }
     }
@@ -124,12 +139,41 @@ impl MetaClient {
         self.leader_index().map(|i| self.metas[i].server())
     }
 
+    /// The meta leading now and when this client saw it take over, if it saw leadership move
+    /// (from another meta, or from the same one after losing it) since it first found a
+    /// leader; `None` while no leader is known or the first one found still leads.
+    ///
+    /// A new leader holds every replica server of its partition configurations ALIVE until
+    /// `fd_grace_seconds` after its election (`meta_service::start_service`,
+    /// `failure_detector::register_worker` @v2.4.0, @v2.5.0, master), so its node list proves
+    /// no beacon before then; the election moment itself is not exposed, and this instant is
+    /// no earlier than it.
+    pub fn leader_since(&self) -> Option<(SocketAddr, Instant)> {
+        let l = self.leader.lock().unwrap_or_else(|e| e.into_inner());
+        Some((self.metas[l.now?].server(), l.since?))
+    }
+
     fn leader_index(&self) -> Option<usize> {
-        *self.leader.lock().unwrap_or_else(|e| e.into_inner())
+        self.leader.lock().unwrap_or_else(|e| e.into_inner()).now
     }
 
     fn set_leader(&self, i: Option<usize>) {
-        *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = i;
+        let mut l = self.leader.lock().unwrap_or_else(|e| e.into_inner());
+        match i {
+            None => {
+                l.lost |= l.now.is_some();
+                l.now = None;
+            }
+            Some(i) if l.now == Some(i) => {}
+            Some(i) => {
+                if l.last.is_some_and(|last| last != i || l.lost) {
+                    l.since = Some(Instant::now());
+                }
+                l.now = Some(i);
+                l.last = Some(i);
+                l.lost = false;
+            }
+        }
     }
 
     /// Calls `rpc` on the leader, finding it first if needed.

@@ -71,6 +71,45 @@ impl<F: NodeFactory> PegasusCluster<F> {
         Ok(out)
     }
 
+    /// [`crate::Timing::election_grace`] from the leader's flags `fd_grace_seconds` and
+    /// `fd_check_interval_seconds` (`/config`, flags on 2.5 and master:
+    /// `common/replication_common.cpp`), divided by the timing's scale, with where it came
+    /// from; the timing's value when either cannot be read (2.4 keeps them in
+    /// `replication_options`, not flags).
+    pub(crate) async fn election_grace(&self, leader: SocketAddr) -> (std::time::Duration, String) {
+        let flag = |name: &'static str| async move {
+            let body = self
+                .http
+                .get(format!("http://{leader}/config?name={name}"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            flag_value(&body)
+        };
+        match (
+            flag("fd_grace_seconds").await,
+            flag("fd_check_interval_seconds").await,
+        ) {
+            (Some(g), Some(c)) => (
+                std::time::Duration::from_secs(u64::from(g) + u64::from(c))
+                    / self.timing.scale.max(1),
+                format!(
+                    "fd_grace_seconds {g} plus fd_check_interval_seconds {c}, read from the leader {leader}"
+                ),
+            ),
+            _ => (
+                self.timing.election_grace,
+                format!(
+                    "{leader} does not show fd_grace_seconds as a flag: the rollout's \
+                     Timing::election_grace is assumed"
+                ),
+            ),
+        }
+    }
+
     /// The meta's freeze thresholds, with where they came from: the minimum live count from
     /// the leader's `/config?name=min_live_node_count_for_unfreeze` (a flag on every version,
     /// served on the RPC port), and the live percentage from the remote command

@@ -231,6 +231,8 @@ where
             if self.is_meta(node) {
                 // A leader answers, and every replica server that holds a replica is ALIVE
                 // to it (a node decommissioned long ago stays listed UNALIVE and holds none).
+                // Right after an election that proves no beacon: `fully_healthy`, which
+                // every later wave's gate asks, waits out the new leader's grace.
                 let snap = match self.snapshot().await {
                     Ok(s) => s,
                     Err(e) => return Ok(Health::Waiting(format!("no meta leader yet: {e}"))),
@@ -277,6 +279,9 @@ where
                 }
                 Err(e) => return Err(e),
             };
+            if let Some(why) = self.election_window() {
+                return Ok(Health::Waiting(why));
+            }
             // A node the meta lists UNALIVE but that holds no replica (decommissioned, or
             // dead and dropped) does not keep the cluster from health: the plan warns of it.
             if let Some(a) = snap.dead_members().first() {

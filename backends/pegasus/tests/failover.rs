@@ -33,9 +33,30 @@ async fn a_restarted_leader_without_handlers_yet_is_passed_over_for_the_new_lead
         sa.leads = false;
     }
     sb.lock().unwrap().leads = true;
+    assert_eq!(
+        meta.leader_since(),
+        None,
+        "the first leader found is no change"
+    );
     let r: Result<ClusterInfoResponse, _> = meta.call(rpc::CLUSTER_INFO, &Empty).await;
     assert!(r.is_ok(), "{r:?}");
     assert_eq!(meta.leader(), Some(b));
+    // The change is seen, and dated no earlier than the election.
+    assert_eq!(meta.leader_since().map(|(l, _)| l), Some(b));
+}
+
+#[tokio::test]
+async fn the_same_meta_leading_again_after_it_was_lost_is_a_new_election() {
+    let (a, sa) = support::serve(support::leader_meta()).await;
+    let meta = MetaClient::new(&[a], T);
+    let _: ClusterInfoResponse = meta.call(rpc::CLUSTER_INFO, &Empty).await.unwrap();
+    sa.lock().unwrap().starting = true;
+    let r: Result<ClusterInfoResponse, _> = meta.call(rpc::CLUSTER_INFO, &Empty).await;
+    assert!(r.is_err(), "a starting meta is no leader: {r:?}");
+    assert_eq!(meta.leader_since(), None);
+    sa.lock().unwrap().starting = false;
+    let _: ClusterInfoResponse = meta.call(rpc::CLUSTER_INFO, &Empty).await.unwrap();
+    assert_eq!(meta.leader_since().map(|(l, _)| l), Some(a));
 }
 
 #[tokio::test]
@@ -65,6 +86,13 @@ async fn a_health_probe_over_a_failover_waits_instead_of_failing() {
     })
     .await;
     let cluster = support::connect(&[a, b], &[]).await.unwrap();
+    // The same failover seen by a rollout that takes a new leader's node list at once.
+    let mut trusting = rollout_pegasus::Timing::default().scaled(5);
+    trusting.election_grace = Duration::ZERO;
+    let none: support::Factory = |_| None;
+    let at_once = rollout_pegasus::PegasusCluster::connect(&[a, b], &[], none, trusting)
+        .await
+        .unwrap();
     sa.lock().unwrap().starting = true;
     let probe = cluster.fully_healthy();
     // No leader while a starts and b still forwards: not yet.
@@ -72,13 +100,30 @@ async fn a_health_probe_over_a_failover_waits_instead_of_failing() {
         Ok(Health::Waiting(why)) => assert!(why.contains("no meta leader"), "{why}"),
         other => panic!("{other:?}"),
     }
-    // b leads: healthy, whatever a says.
+    assert!(matches!(
+        at_once.fully_healthy().check().await,
+        Ok(Health::Waiting(_))
+    ));
+    // b leads. Its node list proves no beacon until its failure detector's grace has run
+    // (`meta_service::start_service` registers every replica server as just heard from): the
+    // fake serves no `/config` flag, so the timing's grace is assumed, and said.
     {
         let mut sb = sb.lock().unwrap();
         sb.leads = true;
         sb.leader = None;
     }
-    assert_eq!(probe.check().await.unwrap(), Health::Healthy);
+    match probe.check().await {
+        Ok(Health::Waiting(why)) => {
+            assert!(why.contains(&format!("meta leader {b} took over")), "{why}");
+            assert!(why.contains("Timing::election_grace is assumed"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // With no grace to wait the same answers are healthy, whatever a says.
+    assert_eq!(
+        at_once.fully_healthy().check().await.unwrap(),
+        Health::Healthy
+    );
 }
 
 #[tokio::test]

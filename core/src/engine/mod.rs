@@ -357,6 +357,14 @@ struct Ctx<'a, C> {
     defer_settle: std::sync::atomic::AtomicBool,
     /// A settle time left to run before the roll ends: until when, and after which node.
     settling: std::sync::Mutex<Option<(tokio::time::Instant, NodeId)>>,
+    /// Whether the wave being rolled holds no data and is followed only by stateless waves:
+    /// its end then waits for no fully healthy cluster, which the roll's end waits for
+    /// ([`Self::settle_rest`]), so that a cluster that shows its health only a while after a
+    /// coordinator's restart (Pegasus's meta leader, during its failure detector's grace)
+    /// does not hold up the stateless nodes.
+    defer_healthy: std::sync::atomic::AtomicBool,
+    /// A wave's end left its fully-healthy wait to the roll's end.
+    healthy_owed: std::sync::atomic::AtomicBool,
 }
 
 impl<'a, C: Cluster> Ctx<'a, C> {
@@ -370,6 +378,8 @@ impl<'a, C: Cluster> Ctx<'a, C> {
             temporaries: std::sync::Mutex::new(None),
             defer_settle: std::sync::atomic::AtomicBool::new(false),
             settling: std::sync::Mutex::new(None),
+            defer_healthy: std::sync::atomic::AtomicBool::new(false),
+            healthy_owed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -588,12 +598,18 @@ impl<'a, C: Cluster> Ctx<'a, C> {
                 !rest.is_empty() && rest.iter().all(|w| w.kind == RoleKind::Stateless);
             self.defer_settle
                 .store(tail_stateless, std::sync::atomic::Ordering::Relaxed);
+            self.defer_healthy.store(
+                tail_stateless && wave.kind != RoleKind::Data,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             if let Some(reason) = self.roll_wave(guard, &wave, index, &starts, report).await? {
                 self.settle_rest().await?;
                 return Ok(Some(reason));
             }
         }
         self.defer_settle
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.defer_healthy
             .store(false, std::sync::atomic::Ordering::Relaxed);
         self.settle_rest().await?;
         Ok(None)

@@ -122,7 +122,11 @@ pub(super) async fn roll_nodes<C: Cluster>(
     // The high-availability procedure watches the data nodes outside the wave and rides a
     // failure there out (see the `outside` module).
     let watch = ha;
-    let mut health = if fresh {
+    // A stateless wave after a stateful one whose end left its healthy wait to the roll's
+    // end relies on nothing that wait would show.
+    let owed = wave.kind == RoleKind::Stateless
+        && ctx.healthy_owed.load(std::sync::atomic::Ordering::Relaxed);
+    let mut health = if fresh && !owed {
         GateHealth::Full
     } else {
         GateHealth::PlacementOnly

@@ -380,6 +380,15 @@ impl<C: Cluster> Ctx<'_, C> {
                         self.act(None, Phase::WaitHealthy, || self.cluster.heal())
                             .await?;
                     }
+                    if self
+                        .defer_healthy
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                    {
+                        // Only stateless waves follow: the roll's end waits for it.
+                        self.healthy_owed
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        return Ok(());
+                    }
                     self.step_opt(first.as_ref(), Phase::WaitHealthy, async {
                         let probe = outside.and(&reborn).and(self.cluster.fully_healthy());
                         self.wait(None, Phase::WaitHealthy, &probe, deadlines.healthy)

@@ -179,23 +179,28 @@ impl<C: Cluster> Ctx<'_, C> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        let Some((until, id)) = pending else {
-            return Ok(());
-        };
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        let owed = self
+            .healthy_owed
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
+        let left = pending
+            .as_ref()
+            .map(|(until, _)| until.saturating_duration_since(Instant::now()))
+            .unwrap_or_default();
+        if let Some((until, id)) = pending.filter(|_| !left.is_zero()) {
+            let probe = crate::probe::probes::until(
+                until,
+                format!(
+                    "{id} is ready; the rest of the cluster's settle time after its restart ({:.0} s) runs",
+                    left.as_secs_f64()
+                ),
+            );
+            self.wait(Some(&id), Phase::WaitReady, &probe, left.saturating_mul(2))
+                .await?;
+        } else if !owed {
             return Ok(());
         }
-        let probe = crate::probe::probes::until(
-            until,
-            format!(
-                "{id} is ready; the rest of the cluster's settle time after its restart ({:.0} s) runs",
-                left.as_secs_f64()
-            ),
-        );
-        self.wait(Some(&id), Phase::WaitReady, &probe, left.saturating_mul(2))
-            .await?;
-        // What the settle waited for is then checked as any wave's end is.
+        // What the settle waited for, and what the last stateful wave's end left to the
+        // roll's end, is then checked as any wave's end is.
         let deadlines = *self.spec.policy.get_deadlines();
         self.wait(
             None,

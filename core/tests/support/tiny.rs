@@ -50,6 +50,10 @@ struct State {
     /// it runs another incarnation than the one drained.
     ready_after_restart: bool,
     drained_boot: BTreeMap<usize, u64>,
+    /// As a Pegasus meta leader's restart, whose successor's node list proves nothing for a
+    /// while: the start of this node makes the cluster unhealthy for this long.
+    sick_after_start: Option<(usize, std::time::Duration)>,
+    sick_until: Option<tokio::time::Instant>,
 }
 
 /// The in-test cluster. Clones share state.
@@ -117,6 +121,13 @@ impl Tiny {
 
     fn idx(st: &State, id: &NodeId) -> Option<usize> {
         st.nodes.iter().position(|n| &n.id == id)
+    }
+
+    /// The start of `id` leaves the cluster unhealthy for `sick` (tokio time).
+    pub fn sick_after_start(&self, id: &str, sick: std::time::Duration) {
+        let mut st = self.st();
+        let i = Self::idx(&st, &NodeId::new(id)).unwrap();
+        st.sick_after_start = Some((i, sick));
     }
 
     /// Whether every knob holds its value from before any rollout.
@@ -207,6 +218,12 @@ impl Tiny {
 
     fn health(&self) -> Health {
         let st = self.st();
+        if st
+            .sick_until
+            .is_some_and(|t| tokio::time::Instant::now() < t)
+        {
+            return Health::waiting("the cluster recovers from a coordinator's restart");
+        }
         if let Some(n) = st.nodes.iter().find(|n| !n.running) {
             return Health::waiting(format!("node {} is down", n.id));
         }
@@ -254,6 +271,16 @@ impl Node for TinyNode {
         let mut st = self.cluster.st();
         let i = Tiny::idx(&st, &self.id).unwrap();
         st.nodes[i].restarts += 1;
+        let now = tokio::time::Instant::now();
+        if st.sick_until.is_some_and(|t| now < t) {
+            st.log
+                .push(format!("start {} while the cluster recovers", self.id));
+        }
+        if let Some((n, sick)) = st.sick_after_start
+            && n == i
+        {
+            st.sick_until = Some(now + sick);
+        }
         if st.fail_start.contains(&i) {
             return Ok(());
         }

@@ -104,12 +104,41 @@ async fn answer(sim: &SimCluster, dir: &Directory, node: &NodeView, target: &str
 /// `/config?name=`: the flag as a compact object of strings, or the error text with status
 /// 200 (`config_http_service::get_config`, `flag_data::to_table_printer`). Both freeze
 /// thresholds are meta flags; 2.4 keeps the live percentage in `meta_options`, not a flag,
-/// and master's meta and replica servers are separate binaries.
+/// and master's meta and replica servers are separate binaries. The failure detector's
+/// `fd_grace_seconds` and `fd_check_interval_seconds` are flags of the common library on 2.5
+/// and master (`common/replication_common.cpp`), and `replication_options` read from
+/// `config.ini` on 2.4; they are the model's `Timings::detect` and what
+/// `Timings::election_grace` adds to it.
 fn config(dir: &Directory, node: &NodeView, v: ServerVersion, name: &str) -> String {
     let t = &dir.timings;
     let meta_flags = node.role == "meta" || v != ServerVersion::Master;
+    let secs = |d: std::time::Duration| d.as_secs().to_string();
+    let fd = v != ServerVersion::V2_4;
     let flag = match name {
+        "fd_grace_seconds" if fd => Some((
+            "replication",
+            "FV_INT32",
+            "",
+            if v == ServerVersion::Master {
+                "The grace in seconds assigned to remote FD slaves"
+            } else {
+                "grace (seconds) assigned to remote FD slaves (grace > lease)"
+            },
+            secs(t.detect),
+        )),
+        "fd_check_interval_seconds" if fd => Some((
+            "replication",
+            "FV_INT32",
+            "",
+            if v == ServerVersion::Master {
+                "The interval seconds of failure detector to check healthiness of remote peers"
+            } else {
+                "every this period(seconds) the FD will check healthness of remote peers"
+            },
+            secs(t.election_grace.saturating_sub(t.detect)),
+        )),
         "min_live_node_count_for_unfreeze" if meta_flags => Some((
+            "meta_server",
             "FV_UINT64",
             "flag_tag::FT_MUTABLE",
             "minimum live node count without which the state is freezed",
@@ -117,6 +146,7 @@ fn config(dir: &Directory, node: &NodeView, v: ServerVersion, name: &str) -> Str
         )),
         "node_live_percentage_threshold_for_update" if meta_flags && v != ServerVersion::V2_4 => {
             Some((
+                "meta_server",
                 if v == ServerVersion::Master {
                     "FV_INT32"
                 } else {
@@ -130,8 +160,8 @@ fn config(dir: &Directory, node: &NodeView, v: ServerVersion, name: &str) -> Str
         _ => None,
     };
     match flag {
-        Some((ty, tags, description, value)) => format!(
-            "{{\"name\":\"{name}\",\"section\":\"meta_server\",\"type\":\"{ty}\",\"tags\":\"{tags}\",\"description\":\"{description}\",\"value\":\"{value}\"}}\n"
+        Some((section, ty, tags, description, value)) => format!(
+            "{{\"name\":\"{name}\",\"section\":\"{section}\",\"type\":\"{ty}\",\"tags\":\"{tags}\",\"description\":\"{description}\",\"value\":\"{value}\"}}\n"
         ),
         None if v == ServerVersion::Master => {
             format!("ERR_OBJECT_NOT_FOUND: '{name}' is not found")

@@ -114,6 +114,9 @@ fn fully_healthy(w: &World, describe: bool) -> Health {
     if w.leader.is_none() {
         return Health::waiting("no coordinator leader");
     }
+    if let Some(why) = grace(w, describe) {
+        return why;
+    }
     if let Some(n) = w
         .nodes
         .iter()
@@ -140,6 +143,21 @@ fn fully_healthy(w: &World, describe: bool) -> Health {
         return why(&|| format!("node {} is drained", n.id));
     }
     Health::Healthy
+}
+
+/// Waiting while the leader's election grace runs ([`crate::Timings::election_grace`]):
+/// what it lists ALIVE then proves no beacon, so the backend's probes cannot pass.
+fn grace(w: &World, describe: bool) -> Option<Health> {
+    let until = w.grace_until.filter(|&u| w.now < u)?;
+    Some(Health::Waiting(if describe {
+        format!(
+            "the coordinator leader holds every data node alive until its election grace has \
+             run ({:.0} s left)",
+            (until - w.now) as f64 / 1e6
+        )
+    } else {
+        String::new()
+    }))
 }
 
 /// The first replica of node `i` that does not serve yet, described: its partition, role and

@@ -129,12 +129,48 @@ impl World {
                 self.leader = Some(c as u32);
                 self.leaderless_since = None;
                 self.with_model(|m, w| m.leader_elected(w));
+                self.start_grace();
                 self.changed();
             }
             None => {
                 let e = us(self.t.election);
                 self.after(e, Ev::Elect);
             }
+        }
+    }
+
+    /// A new leader's failure detector starts from its partition configurations
+    /// ([`crate::Timings::election_grace`]): every data node that is a primary or secondary
+    /// somewhere is ALIVE to it, beaconing or not, and none is declared dead before the grace
+    /// has run (the `Ev::Detect` handler defers them); a node that is in no configuration
+    /// stays forgotten.
+    fn start_grace(&mut self) {
+        let grace = us(self.t.election_grace);
+        if grace == 0 {
+            return;
+        }
+        let until = self.now.saturating_add(grace);
+        self.grace_until = Some(until);
+        self.schedule(until, Ev::GraceOver);
+        for node in 0..self.nodes.len() as u32 {
+            let n = &self.nodes[node as usize];
+            if n.kind != RoleKind::Data || n.beaconing {
+                continue;
+            }
+            let member = n.parts.iter().any(|&p| {
+                self.parts[p as usize].replicas.iter().any(|r| {
+                    r.node == node && matches!(r.role, super::Rep::Primary | super::Rep::Secondary)
+                })
+            });
+            if !member {
+                continue;
+            }
+            let epoch = n.fd_epoch;
+            let n = &mut self.nodes[node as usize];
+            n.attached = true;
+            n.offline = false;
+            self.schedule(until, Ev::Detect { node, epoch });
+            self.touch_node(node);
         }
     }
 

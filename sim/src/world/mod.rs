@@ -61,20 +61,55 @@ pub(crate) fn us(d: std::time::Duration) -> Us {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Ev {
     Model(ModelEv),
-    StopDone { node: u32, boot: u64 },
-    Serving { node: u32, boot: u64 },
-    Attach { node: u32, epoch: u64 },
-    Exit { node: u32, boot: u64 },
-    Detect { node: u32, epoch: u64 },
-    Unblock { part: u32 },
-    Flushed { node: u32 },
+    StopDone {
+        node: u32,
+        boot: u64,
+    },
+    Serving {
+        node: u32,
+        boot: u64,
+    },
+    Attach {
+        node: u32,
+        epoch: u64,
+    },
+    Exit {
+        node: u32,
+        boot: u64,
+    },
+    Detect {
+        node: u32,
+        epoch: u64,
+    },
+    Unblock {
+        part: u32,
+    },
+    Flushed {
+        node: u32,
+    },
     Elect,
-    LeaseCheck { since: Us },
-    LeaseLost { node: u32, epoch: u64 },
-    Crash { node: u32 },
-    CrashRestart { node: u32 },
-    ContactLost { node: u32, until: Us },
-    ContactBack { node: u32 },
+    /// The leader's election grace has run: its node list means what it says again.
+    GraceOver,
+    LeaseCheck {
+        since: Us,
+    },
+    LeaseLost {
+        node: u32,
+        epoch: u64,
+    },
+    Crash {
+        node: u32,
+    },
+    CrashRestart {
+        node: u32,
+    },
+    ContactLost {
+        node: u32,
+        until: Us,
+    },
+    ContactBack {
+        node: u32,
+    },
     LeaderFailover,
 }
 
@@ -104,6 +139,9 @@ pub(crate) struct World {
     /// The coordinator that led when the world was built.
     pub(crate) first_leader: Option<u32>,
     leaderless_since: Option<Us>,
+    /// When the current leader's [`crate::Timings::election_grace`] ends, if it was elected
+    /// during the run.
+    pub(crate) grace_until: Option<Us>,
     pub(crate) unhealthy: BTreeSet<u32>,
     /// Partitions with no primary, or one on a node the coordinator holds offline (kept by
     /// [`World::touch`]): what a coordinator's promotion looks at.
@@ -165,6 +203,7 @@ impl World {
             leader,
             first_leader: leader,
             leaderless_since: None,
+            grace_until: None,
             unhealthy: BTreeSet::new(),
             headless: BTreeSet::new(),
             last_change: 0,
@@ -574,7 +613,13 @@ impl World {
             Ev::Detect { node, epoch } => {
                 let n = &self.nodes[node as usize];
                 if n.fd_epoch == epoch && !n.beaconing {
-                    self.detect(node);
+                    match self.grace_until {
+                        // A leader in its first grace declares no node dead.
+                        Some(until) if self.now < until => {
+                            self.schedule(until, Ev::Detect { node, epoch });
+                        }
+                        _ => self.detect(node),
+                    }
                 }
             }
             Ev::Unblock { part } => self.touch(part),
@@ -586,6 +631,7 @@ impl World {
                 }
             }
             Ev::Elect => self.elect(),
+            Ev::GraceOver => self.changed(),
             Ev::LeaseCheck { since } => {
                 if self.leader.is_none() && self.leaderless_since == Some(since) {
                     let data: Vec<u32> = (0..self.nodes.len() as u32)

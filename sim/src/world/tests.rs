@@ -241,3 +241,79 @@ fn a_recovery_without_an_alive_leader_fails_and_promotes_nothing() {
         assert_eq!(sim.truth().monitor.writes_lost, 0);
     });
 }
+
+/// A replica server dies, then the meta leader fails over before the old leader declared
+/// it dead. The new leader registers it as just heard from (`meta_service::start_service`
+/// @v2.4.0, @v2.5.0, master): ALIVE, its primaries left in place, and the cluster's health
+/// not to be read from its node list, until `fd_grace_seconds` plus a check interval after
+/// the election; only then is it declared dead and its primaries moved. Without the
+/// failover it is declared dead `fd_grace_seconds` after its crash.
+#[test]
+fn a_new_pegasus_meta_leader_holds_a_crashed_node_alive_until_its_grace_has_run() {
+    use rollout_core::{Health, RoleKind};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let world = |failover: bool| {
+            let sim = SimBuilder::new(Flavor::Pegasus)
+                .seed(3)
+                .data_nodes(4)
+                .partitions(8)
+                .build()
+                .expect("shape");
+            let crashed = {
+                let mut w = sim.lock();
+                let d = (0..w.nodes.len() as u32)
+                    .find(|&n| w.nodes[n as usize].kind == RoleKind::Data)
+                    .expect("a replica server");
+                // Gone for good (no supervisor brings it back).
+                w.process_gone(d);
+                if failover {
+                    w.schedule(us(Duration::from_secs(3)), super::Ev::LeaderFailover);
+                }
+                d
+            };
+            (sim, crashed)
+        };
+        let primaries_on = |w: &super::World, n: u32| {
+            (0..w.parts.len() as u32)
+                .filter(|&p| w.primary(p).is_some_and(|r| r.node == n))
+                .count()
+        };
+        let (quiet, q) = world(false);
+        let (failed_over, f) = world(true);
+        let had = primaries_on(&failed_over.lock(), f);
+        assert!(had > 0, "the crashed node led some partitions");
+        // 30 s: past the crash's own grace (22 s), inside the new leader's (elected at 13 s).
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        {
+            let w = quiet.lock();
+            assert!(
+                w.nodes[q as usize].offline,
+                "declared dead 22 s after its crash"
+            );
+        }
+        {
+            let w = failed_over.lock();
+            let n = &w.nodes[f as usize];
+            assert!(n.attached && !n.offline, "ALIVE to the new leader");
+            assert_eq!(primaries_on(&w, f), had, "its primaries stay put");
+            match super::conditions::eval(&w, super::conditions::Kind::FullyHealthy, None, true) {
+                Health::Waiting(why) => assert!(why.contains("election grace"), "{why}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        // 13 s + 24 s: declared dead; the primaries move at the following ticks.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let w = failed_over.lock();
+        assert!(
+            w.nodes[f as usize].offline,
+            "declared dead once the grace has run"
+        );
+        assert_eq!(primaries_on(&w, f), 0, "its primaries moved");
+    });
+}

@@ -1,0 +1,108 @@
+//! After the last stateful wave, when only stateless waves follow (Pegasus's collector after
+//! the metas): what that wave's end would have waited for is left to the roll's end, so the
+//! stateless nodes roll meanwhile, and the roll still ends only on a fully healthy cluster.
+
+mod support;
+
+use std::time::Duration;
+
+use rollout_core::{
+    Change, Deadlines, Error, MemoryJournal, Outcome, Phase, Policy, Run, Spec, roll,
+};
+use support::Tiny;
+
+#[tokio::test(start_paused = true)]
+async fn the_stateless_wave_rolls_while_the_cluster_shows_its_health_after_the_last_coordinator() {
+    let c = Tiny::new(3, 1, 3);
+    // As a new Pegasus meta leader during its failure detector's grace.
+    c.sick_after_start("c1:1", Duration::from_secs(60));
+    let journal = MemoryJournal::new();
+    let t0 = tokio::time::Instant::now();
+    let report = roll(&c, &Spec::new(Change::Restart), Run::new(&journal))
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Completed);
+    let log = c.log();
+    assert!(
+        log.iter()
+            .any(|l| l == "start s1:1 while the cluster recovers"),
+        "the stateless node rolled after the wait: {log:?}"
+    );
+    // And the roll's end waited for it.
+    assert!(
+        t0.elapsed() >= Duration::from_secs(60),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(c.knobs_restored());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_data_wave_still_waits_for_health_before_the_stateless_one() {
+    let c = Tiny::new(3, 0, 3);
+    c.sick_after_start("d3:1", Duration::from_secs(60));
+    let journal = MemoryJournal::new();
+    let report = roll(&c, &Spec::new(Change::Restart), Run::new(&journal))
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Completed);
+    let log = c.log();
+    assert!(
+        !log.iter()
+            .any(|l| l.ends_with("while the cluster recovers")),
+        "{log:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cluster_that_stays_unhealthy_after_the_last_coordinator_fails_the_roll_at_its_end() {
+    let c = Tiny::new(3, 1, 3);
+    c.sick_after_start("c1:1", Duration::from_secs(24 * 3600));
+    let journal = MemoryJournal::new();
+    let spec = Spec::new(Change::Restart)
+        .policy(Policy::default().deadlines(Deadlines::all(Duration::from_secs(600))));
+    let err = roll(&c, &spec, Run::new(&journal)).await.unwrap_err();
+    match &err {
+        Error::Timeout { phase, .. } => assert_eq!(*phase, Phase::WaitHealthy, "{err}"),
+        other => panic!("{other}"),
+    }
+    assert!(c.knobs_restored(), "knobs go back on failure too");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_orchestrator_crash_at_every_step_still_ends_on_a_healthy_cluster() {
+    use rollout_core::{Cluster, HealthProbe};
+    use support::CrashJournal;
+
+    let fixture = || {
+        let c = Tiny::new(3, 1, 3);
+        c.sick_after_start("c1:1", Duration::from_secs(60));
+        c
+    };
+    let spec = Spec::new(Change::Restart);
+    let total = {
+        let journal = MemoryJournal::new();
+        roll(&fixture(), &spec, Run::new(&journal)).await.unwrap();
+        journal.entries().len()
+    };
+    for step in 1..total {
+        let c = fixture();
+        let journal = CrashJournal::new(step);
+        let report = match journal.race(roll(&c, &spec, Run::new(&journal))).await {
+            Some(done) => done.unwrap(),
+            None => roll(&c, &spec, Run::new(&journal))
+                .await
+                .unwrap_or_else(|e| panic!("step {step}: resume failed: {e}")),
+        };
+        assert_eq!(report.outcome, Outcome::Completed, "step {step}");
+        assert_eq!(
+            c.fully_healthy().check().await.unwrap(),
+            rollout_core::Health::Healthy,
+            "step {step}: the roll ended on a cluster still recovering"
+        );
+        assert!(c.knobs_restored(), "step {step}");
+        for (node, n) in c.restarts() {
+            assert_eq!(n, 1, "step {step}: node {node} restarted {n} times");
+        }
+    }
+}
