@@ -62,7 +62,7 @@ impl SimCluster {
             .iter()
             .map(|wave| {
                 wave.iter()
-                    .filter_map(|id| w.nodes.iter().position(|n| &n.id == id))
+                    .filter_map(|id| w.index(id).map(|i| i as usize))
                     .map(floor)
                     .max()
                     .unwrap_or(0)
@@ -81,10 +81,8 @@ impl SimCluster {
                 let (before, after) = (sum(&floors[..l]), sum(&floors[l + 1..]));
                 let settled = us(t.stop).saturating_add(us(t.coordinator_settle));
                 let stateless_after = waves[l + 1..].iter().flatten().all(|id| {
-                    w.nodes
-                        .iter()
-                        .find(|n| &n.id == id)
-                        .is_none_or(|n| n.kind == RoleKind::Stateless)
+                    w.index(id)
+                        .is_none_or(|i| w.nodes[i as usize].kind == RoleKind::Stateless)
                 });
                 let from_leader = if stateless_after {
                     floors[l].saturating_add(after).max(settled)

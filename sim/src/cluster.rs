@@ -123,7 +123,7 @@ impl SimCluster {
     }
 
     fn index(&self, w: &World, id: &NodeId) -> Option<u32> {
-        w.nodes.iter().position(|n| &n.id == id).map(|i| i as u32)
+        w.index(id)
     }
 
     /// The flavor.

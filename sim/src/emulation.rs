@@ -143,7 +143,7 @@ impl SimCluster {
     /// request).
     pub fn node_view(&self, id: &NodeId) -> Option<NodeView> {
         let w = self.world();
-        w.nodes.iter().find(|n| &n.id == id).map(node_view)
+        w.index(id).map(|i| node_view(&w.nodes[i as usize]))
     }
 
     /// The coordinator's view now (the world advanced to the current time).
@@ -299,7 +299,7 @@ impl SimCluster {
     /// Whether `id`'s process runs (an emulator closes its port when it does not).
     pub fn running(&self, id: &NodeId) -> Option<bool> {
         let w = self.world();
-        w.nodes.iter().find(|n| &n.id == id).map(|n| n.running)
+        w.index(id).map(|i| w.nodes[i as usize].running)
     }
 }
 

@@ -160,11 +160,7 @@ fn term_of(p: &crate::world::Part) -> u64 {
 }
 
 pub(crate) fn node_of(w: &World, id: &NodeId) -> Result<u32, String> {
-    w.nodes
-        .iter()
-        .position(|n| &n.id == id)
-        .map(|i| i as u32)
-        .ok_or_else(|| format!("no tablet {id}"))
+    w.index(id).ok_or_else(|| format!("no tablet {id}"))
 }
 
 impl SimCluster {

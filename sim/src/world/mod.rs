@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rollout_core::RoleKind;
+use rollout_core::{NodeId, RoleKind};
 
 use crate::config::{ClientLoad, Flavor, Timings};
 use crate::monitor::Monitor;
@@ -128,6 +128,8 @@ pub(crate) struct World {
     /// [`World::note_liveness`] at every change of either, so that a watch on the nodes
     /// outside a wave does not scan them all.
     pub(crate) down_data: BTreeSet<u32>,
+    /// Each node's index in `nodes`, by id (the nodes never change after the build).
+    by_id: std::collections::HashMap<NodeId, u32>,
     /// How many tables the partitions belong to (the highest table index plus one).
     pub(crate) tables: u32,
     events: BinaryHeap<Reverse<(Us, u64, Ev)>>,
@@ -185,7 +187,13 @@ impl World {
             .map(|p| u32::from(p.table) + 1)
             .max()
             .unwrap_or(0);
+        let by_id = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.id.clone(), i as u32))
+            .collect();
         let mut w = Self {
+            by_id,
             flavor: profile.flavor,
             model: Some(model),
             profile,
@@ -272,6 +280,11 @@ impl World {
     #[cfg(test)]
     pub(crate) fn set_knob_for_test(&mut self, name: &str, value: &str) {
         self.knobs.insert(name.into(), value.into());
+    }
+
+    /// The index of node `id`, if it is in this world.
+    pub(crate) fn index(&self, id: &NodeId) -> Option<u32> {
+        self.by_id.get(id).copied()
     }
 
     pub(crate) fn knob(&self, name: &str) -> &str {
