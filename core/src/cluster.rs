@@ -182,9 +182,10 @@ pub trait Cluster: Send + Sync {
     /// readiness for a node a resumed run found already started), ending no sooner than the
     /// node is ready; once per wave (its longest), on the clock the engine runs on, and
     /// watched like any other wait. When only stateless waves are left (Pegasus's collector
-    /// after the metas), they roll during it, and during the wave's own wait for
-    /// [`Cluster::fully_healthy`] too, which the roll's end then waits for once the settle
-    /// has run out. The default is zero.
+    /// after the metas), they roll during it; after a coordinator wave they also roll
+    /// during that wave's wait for [`Cluster::fully_healthy`], with no health check at their
+    /// gates, and the roll's end waits for it once the settle has run out. The default is
+    /// zero.
     fn settle(&self, node: &NodeId) -> std::time::Duration {
         let _ = node;
         std::time::Duration::ZERO

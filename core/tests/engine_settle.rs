@@ -7,7 +7,8 @@ mod support;
 use std::time::Duration;
 
 use rollout_core::{
-    Change, Deadlines, Error, MemoryJournal, Outcome, Phase, Policy, Run, Spec, roll,
+    Change, Cluster, Deadlines, Entry, Error, Health, HealthProbe, MemoryJournal, OnTimeout,
+    Outcome, Phase, Policy, Run, Selection, Spec, roll,
 };
 use support::Tiny;
 
@@ -55,7 +56,7 @@ async fn a_data_wave_still_waits_for_health_before_the_stateless_one() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_cluster_that_stays_unhealthy_after_the_last_coordinator_fails_the_roll_at_its_end() {
+async fn a_cluster_that_stays_unhealthy_after_the_last_coordinator_fails_the_roll() {
     let c = Tiny::new(3, 1, 3);
     c.sick_after_start("c1:1", Duration::from_secs(24 * 3600));
     let journal = MemoryJournal::new();
@@ -71,7 +72,6 @@ async fn a_cluster_that_stays_unhealthy_after_the_last_coordinator_fails_the_rol
 
 #[tokio::test(start_paused = true)]
 async fn an_orchestrator_crash_at_every_step_still_ends_on_a_healthy_cluster() {
-    use rollout_core::{Cluster, HealthProbe};
     use support::CrashJournal;
 
     let fixture = || {
@@ -97,7 +97,7 @@ async fn an_orchestrator_crash_at_every_step_still_ends_on_a_healthy_cluster() {
         assert_eq!(report.outcome, Outcome::Completed, "step {step}");
         assert_eq!(
             c.fully_healthy().check().await.unwrap(),
-            rollout_core::Health::Healthy,
+            Health::Healthy,
             "step {step}: the roll ended on a cluster still recovering"
         );
         assert!(c.knobs_restored(), "step {step}");
@@ -105,4 +105,81 @@ async fn an_orchestrator_crash_at_every_step_still_ends_on_a_healthy_cluster() {
             assert_eq!(n, 1, "step {step}: node {node} restarted {n} times");
         }
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_coordinator_is_waited_for_at_its_own_end_when_no_stateless_node_is_left_to_roll() {
+    // The collector is already at the target, so it is left out of the plan: the
+    // coordinator's wave is the last one, and its own end waits for the cluster's health.
+    let c = Tiny::new(3, 1, 3);
+    let upgrade = || {
+        Spec::new(Change::Upgrade {
+            version: "2".into(),
+        })
+    };
+    roll(
+        &c,
+        &upgrade().selection(Selection::Nodes(vec!["s1:1".into()])),
+        Run::new(&MemoryJournal::new()),
+    )
+    .await
+    .unwrap();
+    c.sick_after_start("c1:1", Duration::from_secs(60));
+    let report = roll(&c, &upgrade(), Run::new(&MemoryJournal::new()))
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Completed);
+    assert_eq!(report.skipped.len(), 1, "{:?}", report.skipped);
+    assert_eq!(c.fully_healthy().check().await.unwrap(), Health::Healthy);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_canary_ending_at_the_last_coordinator_restores_knobs_only_on_a_healthy_cluster() {
+    let c = Tiny::new(3, 1, 3);
+    c.sick_after_start("c1:1", Duration::from_secs(60));
+    let spec = Spec::new(Change::Restart).policy(Policy::default().canary(4));
+    let report = roll(&c, &spec, Run::new(&MemoryJournal::new()))
+        .await
+        .unwrap();
+    assert!(
+        matches!(report.outcome, Outcome::Halted(_)),
+        "{:?}",
+        report.outcome
+    );
+    assert!(c.knobs_restored());
+    assert_eq!(c.fully_healthy().check().await.unwrap(), Health::Healthy);
+    assert!(
+        !c.log().iter().any(|l| l.starts_with("stop s1")),
+        "the canary stops before s1"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_after_the_last_coordinator_stays_a_pause() {
+    // The stateless wave's own end times out on the unhealthy cluster and pauses: the roll's
+    // end must not wait for health again and turn the pause into an abort.
+    let c = Tiny::new(3, 1, 3);
+    c.sick_after_start("c1:1", Duration::from_secs(24 * 3600));
+    let spec = Spec::new(Change::Restart).policy(
+        Policy::default()
+            .deadlines(Deadlines::all(Duration::from_secs(600)))
+            .on_timeout(OnTimeout::Pause),
+    );
+    let journal = MemoryJournal::new();
+    let report = roll(&c, &spec, Run::new(&journal)).await.unwrap();
+    assert!(
+        matches!(report.outcome, Outcome::Halted(_)),
+        "{:?}",
+        report.outcome
+    );
+    assert!(
+        !c.knobs_restored(),
+        "a pause keeps the knobs for the resume"
+    );
+    assert!(
+        !journal
+            .entries()
+            .iter()
+            .any(|e| matches!(e, Entry::End { .. }))
+    );
 }

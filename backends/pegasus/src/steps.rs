@@ -231,8 +231,9 @@ where
             if self.is_meta(node) {
                 // A leader answers, and every replica server that holds a replica is ALIVE
                 // to it (a node decommissioned long ago stays listed UNALIVE and holds none).
-                // Right after an election that proves no beacon: `fully_healthy`, which
-                // every later wave's gate asks, waits out the new leader's grace.
+                // Right after an election that proves no beacon: `fully_healthy`, which the
+                // next data or meta wave's gate and the roll's end ask, waits out the new
+                // leader's grace.
                 let snap = match self.snapshot().await {
                     Ok(s) => s,
                     Err(e) => return Ok(Health::Waiting(format!("no meta leader yet: {e}"))),

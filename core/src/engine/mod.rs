@@ -357,14 +357,24 @@ struct Ctx<'a, C> {
     defer_settle: std::sync::atomic::AtomicBool,
     /// A settle time left to run before the roll ends: until when, and after which node.
     settling: std::sync::Mutex<Option<(tokio::time::Instant, NodeId)>>,
-    /// Whether the wave being rolled holds no data and is followed only by stateless waves:
-    /// its end then waits for no fully healthy cluster, which the roll's end waits for
-    /// ([`Self::settle_rest`]), so that a cluster that shows its health only a while after a
-    /// coordinator's restart (Pegasus's meta leader, during its failure detector's grace)
-    /// does not hold up the stateless nodes.
+    /// Whether the wave being rolled is a coordinator wave followed only by stateless waves:
+    /// its end then waits for no fully healthy cluster, and neither do the stateless waves'
+    /// gates; the roll's end does ([`Self::settle_rest`]). A cluster that shows its health
+    /// only a while after a coordinator's restart (Pegasus's meta leader, during its failure
+    /// detector's grace) then does not hold up nodes that rely on none of it.
     defer_healthy: std::sync::atomic::AtomicBool,
-    /// A wave's end left its fully-healthy wait to the roll's end.
-    healthy_owed: std::sync::atomic::AtomicBool,
+    /// The coordinators whose wave's end left its fully-healthy wait to the roll's end.
+    healthy_owed: std::sync::Mutex<Vec<NodeId>>,
+}
+
+/// How the waves ended, for what [`Ctx::settle_rest`] waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum WavesEnd {
+    /// Every wave rolled, or the canary's did: the roll ends on a fully healthy cluster.
+    Rolled,
+    /// Halted for the operator (paused on a timeout): the resumed run gates its next wave
+    /// on full health anyway.
+    Halted,
 }
 
 impl<'a, C: Cluster> Ctx<'a, C> {
@@ -379,7 +389,7 @@ impl<'a, C: Cluster> Ctx<'a, C> {
             defer_settle: std::sync::atomic::AtomicBool::new(false),
             settling: std::sync::Mutex::new(None),
             defer_healthy: std::sync::atomic::AtomicBool::new(false),
-            healthy_owed: std::sync::atomic::AtomicBool::new(false),
+            healthy_owed: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -554,7 +564,7 @@ impl<'a, C: Cluster> Ctx<'a, C> {
                 && report.rolled.len() >= n
             {
                 // Knobs go back only once a settle left running has run out.
-                self.settle_rest().await?;
+                self.settle_rest(WavesEnd::Rolled).await?;
                 self.restore(guard, KnobScope::Rollout).await?;
                 return Ok(Some(format!(
                     "canary: {} node(s) rolled; run again to go on",
@@ -599,11 +609,11 @@ impl<'a, C: Cluster> Ctx<'a, C> {
             self.defer_settle
                 .store(tail_stateless, std::sync::atomic::Ordering::Relaxed);
             self.defer_healthy.store(
-                tail_stateless && wave.kind != RoleKind::Data,
+                tail_stateless && wave.kind == RoleKind::Coordinator,
                 std::sync::atomic::Ordering::Relaxed,
             );
             if let Some(reason) = self.roll_wave(guard, &wave, index, &starts, report).await? {
-                self.settle_rest().await?;
+                self.settle_rest(WavesEnd::Halted).await?;
                 return Ok(Some(reason));
             }
         }
@@ -611,7 +621,7 @@ impl<'a, C: Cluster> Ctx<'a, C> {
             .store(false, std::sync::atomic::Ordering::Relaxed);
         self.defer_healthy
             .store(false, std::sync::atomic::Ordering::Relaxed);
-        self.settle_rest().await?;
+        self.settle_rest(WavesEnd::Rolled).await?;
         Ok(None)
     }
 

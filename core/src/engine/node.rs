@@ -22,6 +22,9 @@ use super::recover::{Restarted, Stopped};
 enum GateHealth {
     /// Full health, placement, safe to stop: a fresh wave.
     Full,
+    /// Placement and safe to stop: a fresh stateless wave after a coordinator wave whose
+    /// healthy wait the roll's end does (`Ctx::defer_healthy`); skipped as a fresh wave is.
+    Deferred,
     /// Placement and safe to stop: a resumed wave, whose drained nodes keep the cluster from
     /// full health.
     PlacementOnly,
@@ -122,14 +125,18 @@ pub(super) async fn roll_nodes<C: Cluster>(
     // The high-availability procedure watches the data nodes outside the wave and rides a
     // failure there out (see the `outside` module).
     let watch = ha;
-    // A stateless wave after a stateful one whose end left its healthy wait to the roll's
-    // end relies on nothing that wait would show.
+    // A stateless wave after a coordinator wave whose end left its healthy wait to the
+    // roll's end relies on nothing that wait would show.
     let owed = wave.kind == RoleKind::Stateless
-        && ctx.healthy_owed.load(std::sync::atomic::Ordering::Relaxed);
-    let mut health = if fresh && !owed {
-        GateHealth::Full
-    } else {
-        GateHealth::PlacementOnly
+        && !ctx
+            .healthy_owed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+    let mut health = match (fresh, owed) {
+        (true, false) => GateHealth::Full,
+        (true, true) => GateHealth::Deferred,
+        (false, _) => GateHealth::PlacementOnly,
     };
     let mut ride_outs = 0;
     let mut begun = false;
@@ -328,8 +335,8 @@ impl<C: Cluster> Ctx<'_, C> {
         let data = wave.kind == RoleKind::Data;
         let deadlines = *self.spec.policy.get_deadlines();
         match health {
-            GateHealth::Full => {
-                if let Err(e) = self.gate(wave, GateHealth::Full, outside).await {
+            GateHealth::Full | GateHealth::Deferred => {
+                if let Err(e) = self.gate(wave, health, outside).await {
                     let e = outside.explain(e);
                     if matches!(e, Error::OutsideFailure { .. }) {
                         return Err(e);
@@ -530,7 +537,7 @@ impl<C: Cluster> Ctx<'_, C> {
                     let probe = outside.and(self.cluster.fully_healthy()).and(placement);
                     self.wait(first, Phase::Gate, &probe, deadline).await?;
                 }
-                GateHealth::PlacementOnly => {
+                GateHealth::PlacementOnly | GateHealth::Deferred => {
                     let probe = outside.and(placement);
                     self.wait(first, Phase::Gate, &probe, deadline).await?;
                 }

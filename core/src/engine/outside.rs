@@ -386,7 +386,9 @@ impl<C: Cluster> Ctx<'_, C> {
                     {
                         // Only stateless waves follow: the roll's end waits for it.
                         self.healthy_owed
-                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .extend(slots.iter().map(|s| s.id.clone()));
                         return Ok(());
                     }
                     self.step_opt(first.as_ref(), Phase::WaitHealthy, async {

@@ -169,23 +169,25 @@ impl<C: Cluster> Ctx<'_, C> {
         .await
     }
 
-    /// Waits what remains of a settle left to run alongside the last stateless waves, then
-    /// for a fully healthy cluster, before the roll ends, halts or restores its knobs. A run
-    /// that crashes during it does not wait it again on resume: only stateless waves and the
-    /// roll's end were left to follow it.
-    pub(super) async fn settle_rest(&self) -> Result<(), Error<C::Error>> {
+    /// Waits what remains of a settle left to run alongside the last stateless waves. Then,
+    /// when the waves `end` rolled, waits for the coordinators whose wave's end left its
+    /// healthy wait to the roll's end to be ready again, and for a fully healthy cluster,
+    /// before the roll ends or restores its knobs; a halt leaves both to the resumed run,
+    /// whose next gate asks for full health. A run that crashes during it does not wait it
+    /// again on resume: only stateless waves and the roll's end were left to follow it.
+    pub(super) async fn settle_rest(&self, end: super::WavesEnd) -> Result<(), Error<C::Error>> {
         let pending = self
             .settling
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        let owed = self
-            .healthy_owed
-            .swap(false, std::sync::atomic::Ordering::Relaxed);
+        let owed =
+            std::mem::take(&mut *self.healthy_owed.lock().unwrap_or_else(|e| e.into_inner()));
         let left = pending
             .as_ref()
             .map(|(until, _)| until.saturating_duration_since(Instant::now()))
             .unwrap_or_default();
+        let settled = pending.is_some();
         if let Some((until, id)) = pending.filter(|_| !left.is_zero()) {
             let probe = crate::probe::probes::until(
                 until,
@@ -196,18 +198,34 @@ impl<C: Cluster> Ctx<'_, C> {
             );
             self.wait(Some(&id), Phase::WaitReady, &probe, left.saturating_mul(2))
                 .await?;
-        } else if !owed {
+        }
+        if end == super::WavesEnd::Halted || (!settled && owed.is_empty()) {
             return Ok(());
         }
-        // What the settle waited for, and what the last stateful wave's end left to the
+        // What the settle waited for, and what the last coordinator wave's end left to the
         // roll's end, is then checked as any wave's end is.
         let deadlines = *self.spec.policy.get_deadlines();
-        self.wait(
-            None,
-            Phase::WaitHealthy,
-            &self.cluster.fully_healthy(),
-            deadlines.healthy,
-        )
+        for id in &owed {
+            self.step_opt(Some(id), Phase::WaitReady, async {
+                self.wait(
+                    Some(id),
+                    Phase::WaitReady,
+                    &self.cluster.ready(id),
+                    deadlines.ready,
+                )
+                .await
+            })
+            .await?;
+        }
+        self.step_opt(owed.first(), Phase::WaitHealthy, async {
+            self.wait(
+                None,
+                Phase::WaitHealthy,
+                &self.cluster.fully_healthy(),
+                deadlines.healthy,
+            )
+            .await
+        })
         .await
     }
 }
