@@ -127,6 +127,24 @@ pub(crate) fn flag_value(body: &str) -> Option<u32> {
     }
 }
 
+/// The value of `key` in `[section]` of a `config-dump` answer (`configuration::dump`,
+/// `utils/configuration.cpp` @v2.4.0: a `[section]` line, then per key a `; description`
+/// line and `key = value`), as a number.
+pub(crate) fn ini_value(dump: &str, section: &str, key: &str) -> Option<u32> {
+    let mut inside = false;
+    for line in dump.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            inside = name.trim() == section;
+        } else if inside
+            && let Some((k, v)) = line.split_once('=')
+            && k.trim() == key
+        {
+            return v.trim().parse().ok();
+        }
+    }
+    None
+}
+
 /// `cluster_info`'s `zookeeper_hosts` and `zookeeper_root`, when usable: every host with a
 /// port, and an absolute root.
 pub(crate) fn zookeeper_of(hosts: Option<&str>, root: Option<&str>) -> Option<(String, String)> {
@@ -142,8 +160,8 @@ pub(crate) fn zookeeper_of(hosts: Option<&str>, root: Option<&str>) -> Option<(S
 #[cfg(test)]
 mod tests {
     use super::{
-        flag_value, open_replicas_in, replica_counters_in, reply, started_in_server_info,
-        zookeeper_of,
+        flag_value, ini_value, open_replicas_in, replica_counters_in, reply,
+        started_in_server_info, zookeeper_of,
     };
 
     #[test]
@@ -243,5 +261,22 @@ mod tests {
         ] {
             assert_eq!(zookeeper_of(hosts, root), None, "{hosts:?} {root:?}");
         }
+    }
+
+    #[test]
+    fn a_config_dump_value_is_read_from_its_section_only() {
+        let dump = "[meta_server]\n; grace elsewhere\nfd_grace_seconds = 99\n\n\n\
+                    [replication]\n; every this period(seconds) the FD will check\n\
+                    fd_check_interval_seconds = 2\n\n; grace (seconds)\nfd_grace_seconds = 22\n\n";
+        assert_eq!(ini_value(dump, "replication", "fd_grace_seconds"), Some(22));
+        assert_eq!(
+            ini_value(dump, "replication", "fd_check_interval_seconds"),
+            Some(2)
+        );
+        assert_eq!(ini_value(dump, "replication", "fd_lease_seconds"), None);
+        assert_eq!(
+            ini_value("unknown command 'config-dump'", "replication", "x"),
+            None
+        );
     }
 }

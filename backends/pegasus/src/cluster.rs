@@ -105,9 +105,9 @@ pub struct PegasusCluster<F> {
     /// `min_live_node_count_for_unfreeze` and the live percentage, read from the leader
     /// when connecting, and where they came from.
     freeze: (usize, u32, String),
-    /// [`Timing::election_grace`] as read from the leader when connecting (in the rollout's
-    /// time), and where it came from.
-    grace: (Duration, String),
+    /// [`Timing::election_grace`] as last read (in the rollout's time), where it came from,
+    /// and the leader it was read from: read again from each new leader.
+    grace: Mutex<(Duration, String, SocketAddr)>,
     /// The version each server reported when connecting (metas and replica servers).
     pub(crate) versions: BTreeMap<SocketAddr, ServerVersion>,
     pub(crate) proposed: Mutex<BTreeMap<NodeId, Instant>>,
@@ -199,7 +199,7 @@ impl<F: NodeFactory> PegasusCluster<F> {
             factory,
             timing,
             freeze: (3, 65, String::new()),
-            grace: (timing.election_grace, String::new()),
+            grace: Mutex::new((timing.election_grace, String::new(), leader)),
             versions: BTreeMap::new(),
             proposed: Mutex::new(BTreeMap::new()),
             started: Mutex::new(BTreeMap::new()),
@@ -213,7 +213,8 @@ impl<F: NodeFactory> PegasusCluster<F> {
         };
         cluster.versions = cluster.read_versions().await?;
         cluster.freeze = cluster.freeze_thresholds(leader).await;
-        cluster.grace = cluster.election_grace(leader).await;
+        let (grace, source) = cluster.read_election_grace(leader).await;
+        cluster.grace = Mutex::new((grace, source, leader));
         Ok(cluster)
     }
 
@@ -257,11 +258,34 @@ impl<F: NodeFactory> PegasusCluster<F> {
         (self.freeze.0, self.freeze.1, &self.freeze.2)
     }
 
+    /// How long after a leader change the meta leader's node list proves nothing
+    /// ([`Timing::election_grace`] in the rollout's time), as last read, with where it came
+    /// from (a flag, `config-dump`, or the timing's value assumed).
+    pub fn election_grace(&self) -> (Duration, String) {
+        let g = self.grace.lock().unwrap_or_else(|e| e.into_inner());
+        (g.0, g.1.clone())
+    }
+
     /// Why the meta leader's node list cannot be trusted yet, if it cannot: this client saw
-    /// it take over less than [`Timing::election_grace`] ago.
-    pub(crate) fn election_window(&self) -> Option<String> {
+    /// it take over less than [`Timing::election_grace`] ago. The grace is read again from a
+    /// leader other than the one it was read from, and the longer of the two is kept (a
+    /// version whose code default differs, or a changed flag).
+    pub(crate) async fn election_window(&self) -> Option<String> {
         let (leader, since) = self.meta.leader_since()?;
-        let (grace, source) = &self.grace;
+        let read_from = self.grace.lock().unwrap_or_else(|e| e.into_inner()).2;
+        if read_from != leader {
+            let (fresh, source) = self.read_election_grace(leader).await;
+            let mut g = self.grace.lock().unwrap_or_else(|e| e.into_inner());
+            if fresh >= g.0 {
+                *g = (fresh, source, leader);
+            } else {
+                g.2 = leader;
+            }
+        }
+        let (grace, source) = {
+            let g = self.grace.lock().unwrap_or_else(|e| e.into_inner());
+            (g.0, g.1.clone())
+        };
         let left = grace
             .checked_sub(since.elapsed())
             .filter(|d| !d.is_zero())?;

@@ -144,6 +144,8 @@ impl<F: NodeFactory> PegasusCluster<F> {
             if started.is_none() || current.is_none() || current == started {
                 return Ok(());
             }
+            // Its node list proves nothing until its failure detector's grace has run.
+            self.meta.note_election();
             tracing::warn!(
                 leader = %now,
                 before = ?started,

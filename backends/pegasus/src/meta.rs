@@ -153,6 +153,16 @@ impl MetaClient {
         Some((self.metas[l.now?].server(), l.since?))
     }
 
+    /// Records that the current leader was elected again though it answered all along: the
+    /// same address with another process start time, seen by the caller (a single meta that
+    /// restarted and took the lock back before this client found it lost).
+    pub fn note_election(&self) {
+        let mut l = self.leader.lock().unwrap_or_else(|e| e.into_inner());
+        if l.now.is_some() {
+            l.since = Some(Instant::now());
+        }
+    }
+
     fn leader_index(&self) -> Option<usize> {
         self.leader.lock().unwrap_or_else(|e| e.into_inner()).now
     }

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use futures_util::future::join_all;
 use rollout_core::NodeId;
 
-use crate::answers::{REPLICA_COUNTERS, flag_value, open_replicas_in, replica_counters_in, reply};
+use crate::answers::{
+    REPLICA_COUNTERS, flag_value, ini_value, open_replicas_in, replica_counters_in, reply,
+};
 use crate::cluster::{NodeFactory, PegasusCluster, addr};
 use crate::error::PegasusError;
 use crate::messages::{I32Request, ListResponse, NodeInfo as WireNode, node_status, rpc};
@@ -71,12 +73,17 @@ impl<F: NodeFactory> PegasusCluster<F> {
         Ok(out)
     }
 
-    /// [`crate::Timing::election_grace`] from the leader's flags `fd_grace_seconds` and
-    /// `fd_check_interval_seconds` (`/config`, flags on 2.5 and master:
-    /// `common/replication_common.cpp`), divided by the timing's scale, with where it came
-    /// from; the timing's value when either cannot be read (2.4 keeps them in
-    /// `replication_options`, not flags).
-    pub(crate) async fn election_grace(&self, leader: SocketAddr) -> (std::time::Duration, String) {
+    /// [`crate::Timing::election_grace`] from the leader: `fd_grace_seconds` plus
+    /// `fd_check_interval_seconds`, from `/config` where they are flags (2.5, master:
+    /// `common/replication_common.cpp`), else from the remote command `config-dump`, which
+    /// prints every configuration key the process read with its value, defaults included
+    /// (`configuration::dump`, registered by `dsn_run` in `runtime/service_api_c.cpp`
+    /// @v2.4.0; 2.4 reads both into `replication_options`). Divided by the timing's scale,
+    /// with where it came from; the timing's value when neither answers.
+    pub(crate) async fn read_election_grace(
+        &self,
+        leader: SocketAddr,
+    ) -> (std::time::Duration, String) {
         let flag = |name: &'static str| async move {
             let body = self
                 .http
@@ -89,22 +96,31 @@ impl<F: NodeFactory> PegasusCluster<F> {
                 .ok()?;
             flag_value(&body)
         };
-        match (
+        let (mut grace, mut check) = (
             flag("fd_grace_seconds").await,
             flag("fd_check_interval_seconds").await,
-        ) {
+        );
+        let mut how = "/config";
+        if (grace.is_none() || check.is_none())
+            && let Ok(dump) = self.meta.command(leader, "config-dump", &[]).await
+        {
+            grace = grace.or_else(|| ini_value(&dump, "replication", "fd_grace_seconds"));
+            check = check.or_else(|| ini_value(&dump, "replication", "fd_check_interval_seconds"));
+            how = "config-dump";
+        }
+        match (grace, check) {
             (Some(g), Some(c)) => (
                 std::time::Duration::from_secs(u64::from(g) + u64::from(c))
                     / self.timing.scale.max(1),
                 format!(
-                    "fd_grace_seconds {g} plus fd_check_interval_seconds {c}, read from the leader {leader}"
+                    "fd_grace_seconds {g} plus fd_check_interval_seconds {c}, read from the leader {leader} ({how})"
                 ),
             ),
             _ => (
                 self.timing.election_grace,
                 format!(
-                    "{leader} does not show fd_grace_seconds as a flag: the rollout's \
-                     Timing::election_grace is assumed"
+                    "{leader} shows neither fd_grace_seconds nor fd_check_interval_seconds: \
+                     the rollout's Timing::election_grace is assumed"
                 ),
             ),
         }

@@ -280,7 +280,7 @@ where
                 }
                 Err(e) => return Err(e),
             };
-            if let Some(why) = self.election_window() {
+            if let Some(why) = self.election_window().await {
                 return Ok(Health::Waiting(why));
             }
             // A node the meta lists UNALIVE but that holds no replica (decommissioned, or

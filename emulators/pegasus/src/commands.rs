@@ -1,5 +1,5 @@
 //! Remote commands (`RPC_CLI_CLI_CALL`), per version (docs/upstream/pegasus.md §4):
-//! `server-info`, the meta's `meta.live_percentage` and, on the leader only, the `meta.lb.*`
+//! `server-info`, `config-dump`, the meta's `meta.live_percentage` and, on the leader only, the `meta.lb.*`
 //! knobs; a replica server's `replica.kill_partition` and `perf-counters`; and the state a
 //! replica server reports of its replicas.
 
@@ -29,6 +29,7 @@ pub(crate) async fn answer(
     let unknown = || format!("unknown command '{}'", c.cmd);
     match (c.cmd.as_str(), node.role) {
         ("server-info", _) => server_info(node, v),
+        ("config-dump", _) if c.args.is_empty() => config_dump(dir),
         ("perf-counters", _) => perf_counters(dir, node, v, c.args.first().map(String::as_str)),
         ("meta.live_percentage", "meta") => {
             let value = dir.timings.live_percentage.to_string();
@@ -54,6 +55,24 @@ pub(crate) async fn answer(
         ("help", _) => "help|repeat|server-info|perf-counters|...".into(),
         _ => unknown(),
     }
+}
+
+/// `config-dump` (`dsn_run` in `runtime/service_api_c.cpp`, `configuration::dump` in
+/// `utils/configuration.cpp` @v2.4.0): every key the process read, per `[section]`, each
+/// as a `; description` line and `key = value`. The emulator's process read only what the
+/// model has: the failure detector's grace (`Timings::detect`) and check interval (what
+/// `Timings::election_grace` adds to it), as 2.4 reads them (`replication_options`).
+fn config_dump(dir: &Directory) -> String {
+    let t = &dir.timings;
+    let check = t.election_grace.saturating_sub(t.detect).as_secs();
+    format!(
+        "[replication]\n\
+         ; every this period(seconds) the FD will check healthness of remote peers\n\
+         fd_check_interval_seconds = {check}\n\n\
+         ; grace (seconds) assigned to remote FD slaves (grace > lease)\n\
+         fd_grace_seconds = {}\n\n\n",
+        t.detect.as_secs()
+    )
 }
 
 /// `server-info`: plain text on 2.4/2.5 (`src/server/main.cpp`), compact JSON with sorted

@@ -387,3 +387,38 @@ async fn an_upgrade_from_2_4_to_2_5_rolls_through_a_mixed_cluster() {
     assert!(truth.restarts.values().all(|&n| n == 1));
     assert_eq!(truth.monitor.writes_lost, 0);
 }
+
+/// The new meta leader's grace is read where each version shows it: `/config` flags on 2.5
+/// and master, `config-dump` on 2.4 (where they are `replication_options`, not flags); both
+/// are the model's 22 s plus 2 s, in the rollout's time at the emulator's scale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_election_grace_is_read_from_each_version() {
+    let _serial = serial().await;
+    for (version, how) in [
+        (ServerVersion::V2_4, "config-dump"),
+        (ServerVersion::V2_5, "/config"),
+        (ServerVersion::Master, "/config"),
+    ] {
+        let emu = Arc::new(Emulator::start(&builder(), version).await.unwrap());
+        let e = emu.clone();
+        let cluster = PegasusCluster::connect(
+            &emu.metas(),
+            &emu.collectors(),
+            move |id: &NodeId| e.node(id),
+            Timing::default().scaled(SCALE),
+        )
+        .await
+        .unwrap();
+        let (grace, source) = cluster.election_grace();
+        assert_eq!(
+            grace,
+            Duration::from_secs(24) / SCALE,
+            "{version:?}: {source}"
+        );
+        assert!(
+            source.contains("fd_grace_seconds 22 plus fd_check_interval_seconds 2")
+                && source.contains(how),
+            "{version:?}: {source}"
+        );
+    }
+}

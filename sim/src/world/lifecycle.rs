@@ -140,10 +140,11 @@ impl World {
     }
 
     /// A new leader's failure detector starts from its partition configurations
-    /// ([`crate::Timings::election_grace`]): every data node that is a primary or secondary
-    /// somewhere is ALIVE to it, beaconing or not, and none is declared dead before the grace
-    /// has run (the `Ev::Detect` handler defers them); a node that is in no configuration
-    /// stays forgotten.
+    /// ([`crate::Timings::election_grace`]; `meta_service::start_service`,
+    /// `failure_detector::register_worker` @v2.4.0, @v2.5.0, master): every data node that is
+    /// a primary or secondary somewhere is ALIVE to it at once, beaconing or not, and none is
+    /// declared dead before the grace has run (the `Ev::Detect` handler defers them); a node
+    /// in no configuration is listed only once its first beacon reaches the new leader.
     fn start_grace(&mut self) {
         let grace = us(self.t.election_grace);
         if grace == 0 {
@@ -154,7 +155,7 @@ impl World {
         self.schedule(until, Ev::GraceOver);
         for node in 0..self.nodes.len() as u32 {
             let n = &self.nodes[node as usize];
-            if n.kind != RoleKind::Data || n.beaconing {
+            if n.kind != RoleKind::Data {
                 continue;
             }
             let member = n.parts.iter().any(|&p| {
@@ -162,14 +163,25 @@ impl World {
                     r.node == node && matches!(r.role, super::Rep::Primary | super::Rep::Secondary)
                 })
             });
-            if !member {
-                continue;
-            }
-            let epoch = n.fd_epoch;
+            let (beaconing, epoch) = (n.beaconing, n.fd_epoch);
             let n = &mut self.nodes[node as usize];
-            n.attached = true;
-            n.offline = false;
-            self.schedule(until, Ev::Detect { node, epoch });
+            match (member, beaconing) {
+                (true, false) => {
+                    n.attached = true;
+                    n.offline = false;
+                    self.schedule(until, Ev::Detect { node, epoch });
+                }
+                // A pending attach still registers it with the model when it comes.
+                (true, true) => n.attached = true,
+                (false, true) => {
+                    n.attached = false;
+                    n.fd_epoch += 1;
+                    let epoch = n.fd_epoch;
+                    let d = us(self.t.beacon);
+                    self.after(d, Ev::Attach { node, epoch });
+                }
+                (false, false) => continue,
+            }
             self.touch_node(node);
         }
     }
