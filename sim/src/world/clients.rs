@@ -219,11 +219,15 @@ impl World {
         if !self.writable(p) {
             return false;
         }
-        self.replicate(p);
-        self.ack(p, |r| r.role == Rep::Primary);
         if self.profile.synchronous {
-            // PacificA: every member prepared it before the ack.
+            // PacificA: every member prepared it before the ack. Replicating once after the
+            // ack gives every connected follower the same log as replicating before it too
+            // (a follow copies all the leader acked, and truncates what diverged, either way).
+            self.ack(p, |r| r.role == Rep::Primary);
             self.replicate(p);
+        } else {
+            self.replicate(p);
+            self.ack(p, |r| r.role == Rep::Primary);
         }
         self.count_unflushed(p);
         true

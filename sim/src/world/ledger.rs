@@ -7,41 +7,60 @@
 use super::Us;
 
 /// The writes a replica has applied, in order: sequence numbers (strictly increasing, since a
-/// history only grows by the partition's next number) and the instants the leader acked them.
+/// history only grows by the partition's next number) with the instants the leader acked
+/// them, side by side in one buffer (a write touches one allocation per replica).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Log {
-    seqs: Vec<u32>,
-    times: Vec<Us>,
+    entries: Vec<Entry>,
+    /// The last entry's sequence number (0 when empty), kept beside the buffer: whether a
+    /// follower holds a prefix of its leader's log is told without reading its buffer.
+    tail: u32,
+}
+
+/// One applied write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    at: Us,
+    seq: u32,
 }
 
 impl Log {
     pub(crate) fn len(&self) -> usize {
-        self.seqs.len()
+        self.entries.len()
     }
 
     /// Appends a write the replica took as leader.
     pub(crate) fn push(&mut self, seq: u32, at: Us) {
-        self.seqs.push(seq);
-        self.times.push(at);
+        self.entries.push(Entry { at, seq });
+        self.tail = seq;
     }
 
     /// Whether the log holds write `seq`.
     pub(crate) fn holds(&self, seq: u32) -> bool {
-        self.seqs.binary_search(&seq).is_ok()
+        self.entries.binary_search_by_key(&seq, |e| e.seq).is_ok()
     }
 
     /// How many leading entries `self` and `other` share. Histories only branch (a deposed
     /// leader that kept taking writes), so agreement at position k implies agreement before.
     fn common_prefix(&self, other: &Log) -> usize {
         let n = self.len().min(other.len());
-        if n == 0 || self.seqs[n - 1] == other.seqs[n - 1] {
+        if n == 0 {
+            return 0;
+        }
+        let last = if n == self.len() {
+            self.tail == other.entries[n - 1].seq
+        } else {
+            other.tail == self.entries[n - 1].seq
+        };
+        if last {
             return n;
         }
+        let same = |k: usize| self.entries[k].seq == other.entries[k].seq;
         // Largest k with self[..k] == other[..k]: agreement is monotone in k.
         let (mut lo, mut hi) = (0, n - 1);
         while lo < hi {
             let mid = (lo + hi).div_ceil(2);
-            if self.seqs[mid - 1] == other.seqs[mid - 1] {
+            if same(mid - 1) {
                 lo = mid;
             } else {
                 hi = mid - 1;
@@ -55,22 +74,30 @@ impl Log {
     /// leader's entries acked at or before `upto`.
     pub(crate) fn follow(&mut self, leader: &Log, upto: Us) {
         let k = self.common_prefix(leader);
-        self.seqs.truncate(k);
-        self.times.truncate(k);
-        let end = k + leader.times[k..].partition_point(|&t| t <= upto);
-        self.seqs.extend_from_slice(&leader.seqs[k..end]);
-        self.times.extend_from_slice(&leader.times[k..end]);
+        let end = k + leader.entries[k..].partition_point(|e| e.at <= upto);
+        if k == self.len() && end == k {
+            return;
+        }
+        self.entries.truncate(k);
+        self.entries.extend_from_slice(&leader.entries[k..end]);
+        self.tail = self.entries.last().map_or(0, |e| e.seq);
+    }
+
+    #[cfg(test)]
+    fn seqs(&self) -> Vec<u32> {
+        self.entries.iter().map(|e| e.seq).collect()
     }
 }
 
 /// How many of `acked` (strictly increasing) are absent from `log`.
 pub(crate) fn missing(acked: &[u32], log: &Log) -> u64 {
     let (mut i, mut j, mut lost) = (0, 0, 0u64);
+    let seqs = &log.entries;
     while i < acked.len() {
-        if j >= log.seqs.len() || log.seqs[j] > acked[i] {
+        if j >= seqs.len() || seqs[j].seq > acked[i] {
             lost += 1;
             i += 1;
-        } else if log.seqs[j] < acked[i] {
+        } else if seqs[j].seq < acked[i] {
             j += 1;
         } else {
             i += 1;
@@ -97,7 +124,7 @@ mod tests {
         let leader = log(&[1, 2, 3, 4]);
         let mut f = log(&[1]);
         f.follow(&leader, 2);
-        assert_eq!(f.seqs, vec![1, 2, 3]);
+        assert_eq!(f.seqs(), vec![1, 2, 3]);
     }
 
     #[test]
@@ -107,7 +134,7 @@ mod tests {
         let leader = log(&[1, 2, 4, 6]);
         assert_eq!(old.common_prefix(&leader), 2);
         old.follow(&leader, Us::MAX);
-        assert_eq!(old.seqs, vec![1, 2, 4, 6]);
+        assert_eq!(old.seqs(), vec![1, 2, 4, 6]);
         assert_eq!(missing(&[1, 2, 3, 4, 5, 6], &old), 2);
     }
 
