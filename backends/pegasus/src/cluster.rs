@@ -290,8 +290,8 @@ impl<F: NodeFactory> PegasusCluster<F> {
             .checked_sub(since.elapsed())
             .filter(|d| !d.is_zero())?;
         Some(format!(
-            "the meta leader {leader} took over {:.0} s ago and holds every replica server \
-             ALIVE until its failure detector's grace has run ({:.0} s, {source}); {:.0} s left",
+            "the meta leader {leader} took over {:.1} s ago and holds every replica server \
+             ALIVE until its failure detector's grace has run ({:.1} s, {source}); {:.1} s left",
             since.elapsed().as_secs_f64(),
             grace.as_secs_f64(),
             left.as_secs_f64()
