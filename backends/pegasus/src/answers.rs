@@ -133,6 +133,9 @@ pub(crate) fn flag_value(body: &str) -> Option<u32> {
 pub(crate) fn ini_value(dump: &str, section: &str, key: &str) -> Option<u32> {
     let mut inside = false;
     for line in dump.lines().map(str::trim) {
+        if line.starts_with(';') || line.starts_with('#') {
+            continue;
+        }
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             inside = name.trim() == section;
         } else if inside
@@ -265,8 +268,9 @@ mod tests {
 
     #[test]
     fn a_config_dump_value_is_read_from_its_section_only() {
-        let dump = "[meta_server]\n; grace elsewhere\nfd_grace_seconds = 99\n\n\n\
-                    [replication]\n; every this period(seconds) the FD will check\n\
+        let dump = "[apps..default]\nrun = true\n\n[meta_server]\n; grace elsewhere\nfd_grace_seconds = 99\n\n\n\
+                    [replication]\n; fd_grace_seconds = 5 [core] in a description\n\
+                    ; every this period(seconds) the FD will check\n\
                     fd_check_interval_seconds = 2\n\n; grace (seconds)\nfd_grace_seconds = 22\n\n";
         assert_eq!(ini_value(dump, "replication", "fd_grace_seconds"), Some(22));
         assert_eq!(

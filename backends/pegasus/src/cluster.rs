@@ -95,6 +95,22 @@ pub(crate) struct Written {
     pub(crate) values: BTreeMap<String, String>,
 }
 
+/// How long a new meta leader's node list proves nothing, as this backend knows it.
+#[derive(Debug)]
+struct Grace {
+    /// In the rollout's time.
+    value: Duration,
+    /// Where the value came from, in words.
+    source: String,
+    /// The leader change (leader, when seen) it was last asked for.
+    asked: Option<(SocketAddr, Instant)>,
+}
+
+/// Where an assumed grace came from: the timing's value, and why.
+fn assumed(why: &str) -> String {
+    format!("{why}: the rollout's Timing::election_grace is assumed")
+}
+
 /// A Pegasus cluster reached through its meta servers; `F` makes the process handles.
 pub struct PegasusCluster<F> {
     pub(crate) meta: MetaClient,
@@ -105,9 +121,8 @@ pub struct PegasusCluster<F> {
     /// `min_live_node_count_for_unfreeze` and the live percentage, read from the leader
     /// when connecting, and where they came from.
     freeze: (usize, u32, String),
-    /// [`Timing::election_grace`] as last read (in the rollout's time), where it came from,
-    /// and the leader it was read from: read again from each new leader.
-    grace: Mutex<(Duration, String, SocketAddr)>,
+    /// [`Timing::election_grace`] as known (in the rollout's time).
+    grace: Mutex<Grace>,
     /// The version each server reported when connecting (metas and replica servers).
     pub(crate) versions: BTreeMap<SocketAddr, ServerVersion>,
     pub(crate) proposed: Mutex<BTreeMap<NodeId, Instant>>,
@@ -199,7 +214,11 @@ impl<F: NodeFactory> PegasusCluster<F> {
             factory,
             timing,
             freeze: (3, 65, String::new()),
-            grace: Mutex::new((timing.election_grace, String::new(), leader)),
+            grace: Mutex::new(Grace {
+                value: timing.election_grace,
+                source: String::new(),
+                asked: None,
+            }),
             versions: BTreeMap::new(),
             proposed: Mutex::new(BTreeMap::new()),
             started: Mutex::new(BTreeMap::new()),
@@ -213,8 +232,15 @@ impl<F: NodeFactory> PegasusCluster<F> {
         };
         cluster.versions = cluster.read_versions().await?;
         cluster.freeze = cluster.freeze_thresholds(leader).await;
-        let (grace, source) = cluster.read_election_grace(leader).await;
-        cluster.grace = Mutex::new((grace, source, leader));
+        let (value, source) = match cluster.read_election_grace(leader).await {
+            Ok(read) => read,
+            Err(why) => (timing.election_grace, assumed(&why)),
+        };
+        cluster.grace = Mutex::new(Grace {
+            value,
+            source,
+            asked: None,
+        });
         Ok(cluster)
     }
 
@@ -263,36 +289,39 @@ impl<F: NodeFactory> PegasusCluster<F> {
     /// from (a flag, `config-dump`, or the timing's value assumed).
     pub fn election_grace(&self) -> (Duration, String) {
         let g = self.grace.lock().unwrap_or_else(|e| e.into_inner());
-        (g.0, g.1.clone())
+        (g.value, g.source.clone())
     }
 
     /// Why the meta leader's node list cannot be trusted yet, if it cannot: this client saw
-    /// it take over less than [`Timing::election_grace`] ago. The grace is read again from a
-    /// leader other than the one it was read from, and the longer of the two is kept (a
-    /// version whose code default differs, or a changed flag).
+    /// it take over less than [`Timing::election_grace`] ago. The grace is asked of the
+    /// leader once per leader change seen (a version whose code default differs, or a
+    /// changed flag), and the longest value known is kept; a leader that does not show it
+    /// keeps the longer of that and the timing's.
     pub(crate) async fn election_window(&self) -> Option<String> {
         let (leader, since) = self.meta.leader_since()?;
-        let read_from = self.grace.lock().unwrap_or_else(|e| e.into_inner()).2;
-        if read_from != leader {
-            let (fresh, source) = self.read_election_grace(leader).await;
+        let asked = self.grace.lock().unwrap_or_else(|e| e.into_inner()).asked;
+        if asked != Some((leader, since)) {
+            let read = self.read_election_grace(leader).await;
             let mut g = self.grace.lock().unwrap_or_else(|e| e.into_inner());
-            if fresh >= g.0 {
-                *g = (fresh, source, leader);
-            } else {
-                g.2 = leader;
+            g.asked = Some((leader, since));
+            let (value, source) = match read {
+                Ok(read) => read,
+                Err(why) => (self.timing.election_grace, assumed(&why)),
+            };
+            if value > g.value {
+                (g.value, g.source) = (value, source);
             }
         }
         let (grace, source) = {
             let g = self.grace.lock().unwrap_or_else(|e| e.into_inner());
-            (g.0, g.1.clone())
+            (g.value, g.source.clone())
         };
-        let left = grace
-            .checked_sub(since.elapsed())
-            .filter(|d| !d.is_zero())?;
+        let seen = since.elapsed();
+        let left = grace.checked_sub(seen).filter(|d| !d.is_zero())?;
         Some(format!(
-            "the meta leader {leader} took over {:.1} s ago and holds every replica server \
-             ALIVE until its failure detector's grace has run ({:.1} s, {source}); {:.1} s left",
-            since.elapsed().as_secs_f64(),
+            "the meta leader {leader} was seen taking over {:.1} s ago and holds every replica \
+             server ALIVE until its failure detector's grace has run ({:.1} s, {source}); {:.1} s left",
+            seen.as_secs_f64(),
             grace.as_secs_f64(),
             left.as_secs_f64()
         ))

@@ -73,56 +73,77 @@ impl<F: NodeFactory> PegasusCluster<F> {
         Ok(out)
     }
 
+    /// A numeric flag of `server` from `/config?name=` (served on the RPC port; 2.4 has
+    /// fewer flags), or `None` when it does not show one.
+    async fn flag(&self, server: SocketAddr, name: &str) -> Option<u32> {
+        let body = self
+            .http
+            .get(format!("http://{server}/config?name={name}"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        flag_value(&body)
+    }
+
     /// [`crate::Timing::election_grace`] from the leader: `fd_grace_seconds` plus
     /// `fd_check_interval_seconds`, from `/config` where they are flags (2.5, master:
     /// `common/replication_common.cpp`), else from the remote command `config-dump`, which
     /// prints every configuration key the process read with its value, defaults included
     /// (`configuration::dump`, registered by `dsn_run` in `runtime/service_api_c.cpp`
     /// @v2.4.0; 2.4 reads both into `replication_options`). Divided by the timing's scale,
-    /// with where it came from; the timing's value when neither answers.
+    /// with where it came from.
+    ///
+    /// # Errors
+    /// What the leader did not show (one value, neither, or a call that failed), in words.
     pub(crate) async fn read_election_grace(
         &self,
         leader: SocketAddr,
-    ) -> (std::time::Duration, String) {
-        let flag = |name: &'static str| async move {
-            let body = self
-                .http
-                .get(format!("http://{leader}/config?name={name}"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            flag_value(&body)
-        };
+    ) -> Result<(std::time::Duration, String), String> {
         let (mut grace, mut check) = (
-            flag("fd_grace_seconds").await,
-            flag("fd_check_interval_seconds").await,
+            self.flag(leader, "fd_grace_seconds").await,
+            self.flag(leader, "fd_check_interval_seconds").await,
         );
         let mut how = "/config";
-        if (grace.is_none() || check.is_none())
-            && let Ok(dump) = self.meta.command(leader, "config-dump", &[]).await
-        {
-            grace = grace.or_else(|| ini_value(&dump, "replication", "fd_grace_seconds"));
-            check = check.or_else(|| ini_value(&dump, "replication", "fd_check_interval_seconds"));
-            how = "config-dump";
+        let mut failed = None;
+        if grace.is_none() || check.is_none() {
+            match self.meta.command(leader, "config-dump", &[]).await {
+                Ok(dump) => {
+                    let from_dump = |key| ini_value(&dump, "replication", key);
+                    how = if grace.is_none() && check.is_none() {
+                        "config-dump"
+                    } else {
+                        "/config and config-dump"
+                    };
+                    grace = grace.or_else(|| from_dump("fd_grace_seconds"));
+                    check = check.or_else(|| from_dump("fd_check_interval_seconds"));
+                }
+                Err(e) => failed = Some(e.to_string()),
+            }
         }
         match (grace, check) {
-            (Some(g), Some(c)) => (
+            (Some(g), Some(c)) => Ok((
                 std::time::Duration::from_secs(u64::from(g) + u64::from(c))
                     / self.timing.scale.max(1),
                 format!(
                     "fd_grace_seconds {g} plus fd_check_interval_seconds {c}, read from the leader {leader} ({how})"
                 ),
-            ),
-            _ => (
-                self.timing.election_grace,
-                format!(
-                    "{leader} shows neither fd_grace_seconds nor fd_check_interval_seconds: \
-                     the rollout's Timing::election_grace is assumed"
-                ),
-            ),
+            )),
+            _ => {
+                let shown = match (grace, check) {
+                    (Some(_), None) => "only fd_grace_seconds",
+                    (None, Some(_)) => "only fd_check_interval_seconds",
+                    _ => "neither fd_grace_seconds nor fd_check_interval_seconds",
+                };
+                Err(match failed {
+                    Some(e) => {
+                        format!("{leader} shows {shown} in /config, and config-dump failed: {e}")
+                    }
+                    None => format!("{leader} shows {shown}"),
+                })
+            }
         }
     }
 
@@ -134,21 +155,7 @@ impl<F: NodeFactory> PegasusCluster<F> {
     /// change made at run time). A value that cannot be read takes the code default (3,
     /// 65) and the source says so, so that the plan's limit names an assumption as one.
     pub(crate) async fn freeze_thresholds(&self, leader: SocketAddr) -> (usize, u32, String) {
-        let min_live = async {
-            let body = self
-                .http
-                .get(format!(
-                    "http://{leader}/config?name=min_live_node_count_for_unfreeze"
-                ))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            flag_value(&body)
-        }
-        .await;
+        let min_live = self.flag(leader, "min_live_node_count_for_unfreeze").await;
         let pct = match self.meta.command(leader, "meta.live_percentage", &[]).await {
             Ok(a) => reply("meta.live_percentage", &a)
                 .ok()

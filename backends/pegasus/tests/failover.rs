@@ -114,7 +114,10 @@ async fn a_health_probe_over_a_failover_waits_instead_of_failing() {
     }
     match probe.check().await {
         Ok(Health::Waiting(why)) => {
-            assert!(why.contains(&format!("meta leader {b} took over")), "{why}");
+            assert!(
+                why.contains(&format!("meta leader {b} was seen taking over")),
+                "{why}"
+            );
             assert!(why.contains("Timing::election_grace is assumed"), "{why}");
         }
         other => panic!("{other:?}"),

@@ -64,14 +64,16 @@ pub(crate) async fn answer(
 /// `Timings::election_grace` adds to it), as 2.4 reads them (`replication_options`).
 fn config_dump(dir: &Directory) -> String {
     let t = &dir.timings;
-    let check = t.election_grace.saturating_sub(t.detect).as_secs();
+    // Whole seconds rounded up, as the flags are: never a shorter grace than the world's.
+    let secs = |d: std::time::Duration| d.as_millis().div_ceil(1000);
+    let check = secs(t.election_grace.saturating_sub(t.detect));
     format!(
         "[replication]\n\
          ; every this period(seconds) the FD will check healthness of remote peers\n\
          fd_check_interval_seconds = {check}\n\n\
          ; grace (seconds) assigned to remote FD slaves (grace > lease)\n\
          fd_grace_seconds = {}\n\n\n",
-        t.detect.as_secs()
+        secs(t.detect)
     )
 }
 

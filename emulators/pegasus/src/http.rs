@@ -112,7 +112,8 @@ async fn answer(sim: &SimCluster, dir: &Directory, node: &NodeView, target: &str
 fn config(dir: &Directory, node: &NodeView, v: ServerVersion, name: &str) -> String {
     let t = &dir.timings;
     let meta_flags = node.role == "meta" || v != ServerVersion::Master;
-    let secs = |d: std::time::Duration| d.as_secs().to_string();
+    // Whole seconds rounded up: never a shorter grace than the world's.
+    let secs = |d: std::time::Duration| d.as_millis().div_ceil(1000).to_string();
     let fd = v != ServerVersion::V2_4;
     let flag = match name {
         "fd_grace_seconds" if fd => Some((

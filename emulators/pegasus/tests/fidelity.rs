@@ -30,6 +30,26 @@ fn builder() -> SimBuilder {
     b
 }
 
+/// An emulated cluster of `version` (seed 7, at `SCALE`) and the backend connected to it.
+async fn connected(
+    version: ServerVersion,
+) -> (
+    Arc<Emulator>,
+    PegasusCluster<impl rollout_pegasus::NodeFactory>,
+) {
+    let emu = Arc::new(Emulator::start(&builder(), version).await.unwrap());
+    let e = emu.clone();
+    let cluster = PegasusCluster::connect(
+        &emu.metas(),
+        &emu.collectors(),
+        move |id: &NodeId| e.node(id),
+        Timing::default().scaled(SCALE),
+    )
+    .await
+    .unwrap();
+    (emu, cluster)
+}
+
 /// Partition 0 of `temp`: its primary and a secondary.
 async fn members(meta: &MetaClient) -> (RpcAddress, RpcAddress) {
     let q: QueryConfigResponse = meta
@@ -276,20 +296,7 @@ async fn replica_counts_come_as_each_version_serves_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_node_that_holds_nothing_does_not_block_the_rollout_of_the_others() {
     let _serial = serial().await;
-    let emu = Arc::new(
-        Emulator::start(&builder(), ServerVersion::V2_5)
-            .await
-            .unwrap(),
-    );
-    let e = emu.clone();
-    let cluster = PegasusCluster::connect(
-        &emu.metas(),
-        &emu.collectors(),
-        move |id: &NodeId| e.node(id),
-        Timing::default().scaled(SCALE),
-    )
-    .await
-    .unwrap();
+    let (emu, cluster) = connected(ServerVersion::V2_5).await;
     // A replica server is gone for good: the meta lists it UNALIVE, and once the assign
     // delay passes it copies its replicas elsewhere.
     let gone = NodeId::new(emu.role_addrs("replica")[5].to_string());
@@ -341,20 +348,7 @@ async fn a_dead_node_that_holds_nothing_does_not_block_the_rollout_of_the_others
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_from_2_4_to_2_5_rolls_through_a_mixed_cluster() {
     let _serial = serial().await;
-    let emu = Arc::new(
-        Emulator::start(&builder(), ServerVersion::V2_4)
-            .await
-            .unwrap(),
-    );
-    let e = emu.clone();
-    let cluster = PegasusCluster::connect(
-        &emu.metas(),
-        &emu.collectors(),
-        move |id: &NodeId| e.node(id),
-        Timing::default().scaled(SCALE),
-    )
-    .await
-    .unwrap();
+    let (emu, cluster) = connected(ServerVersion::V2_4).await;
     let s = u64::from(SCALE);
     let policy = rollout_core::Policy::default()
         .deadlines(rollout_core::Deadlines::all(Duration::from_secs(3600 / s)))
@@ -399,16 +393,7 @@ async fn the_election_grace_is_read_from_each_version() {
         (ServerVersion::V2_5, "/config"),
         (ServerVersion::Master, "/config"),
     ] {
-        let emu = Arc::new(Emulator::start(&builder(), version).await.unwrap());
-        let e = emu.clone();
-        let cluster = PegasusCluster::connect(
-            &emu.metas(),
-            &emu.collectors(),
-            move |id: &NodeId| e.node(id),
-            Timing::default().scaled(SCALE),
-        )
-        .await
-        .unwrap();
+        let (_emu, cluster) = connected(version).await;
         let (grace, source) = cluster.election_grace();
         assert_eq!(
             grace,

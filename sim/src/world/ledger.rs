@@ -145,6 +145,16 @@ mod tests {
     }
 
     #[test]
+    fn a_write_acked_off_the_millisecond_grid_reaches_a_synchronous_follower_at_once() {
+        // PacificA replicates with no lag: `World::replicate` passes no bound then.
+        let mut leader = Log::default();
+        leader.push(1, 1_500);
+        let mut f = Log::default();
+        f.follow(&leader, Us::MAX);
+        assert_eq!(f.seqs(), vec![1]);
+    }
+
+    #[test]
     fn an_ack_time_is_rounded_up_never_down() {
         let mut leader = Log::default();
         leader.push(1, 1_500);

@@ -172,7 +172,10 @@ impl World {
                     self.schedule(until, Ev::Detect { node, epoch });
                 }
                 // A pending attach still registers it with the model when it comes.
-                (true, true) => n.attached = true,
+                (true, true) => {
+                    n.attached = true;
+                    n.offline = false;
+                }
                 (false, true) => {
                     n.attached = false;
                     n.fd_epoch += 1;
@@ -180,7 +183,8 @@ impl World {
                     let d = us(self.t.beacon);
                     self.after(d, Ev::Attach { node, epoch });
                 }
-                (false, false) => continue,
+                // Down and in no configuration: the new leader does not know it.
+                (false, false) => n.attached = false,
             }
             self.touch_node(node);
         }

@@ -384,7 +384,13 @@ impl World {
             return;
         };
         let lag = us(self.t.replication_lag);
-        let upto = self.now.saturating_sub(lag);
+        // Without a lag everything the leader holds has been acked by now: exact, whatever
+        // the logs' rounding of ack times.
+        let upto = if lag == 0 {
+            Us::MAX
+        } else {
+            self.now.saturating_sub(lag)
+        };
         let now = self.now;
         let leader_up = {
             let r = &self.parts[p as usize].replicas[pi];

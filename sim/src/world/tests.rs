@@ -7,17 +7,22 @@ use proptest::prelude::*;
 use super::{Op, OpenMldb, Rep, Us, us};
 use crate::{ClientLoad, Flavor, SimBuilder};
 
+/// A current-thread runtime on tokio's paused clock: virtual time only.
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime")
+}
+
 /// Writes flow for `warm_ms`, then pause until replication has carried them all; the chosen
 /// follower is cut off from replication (marked alive while behind, as RecoverTable leaves it);
 /// writes flow again for `more_ms` and stop; then a ChangeLeader with that follower as explicit
 /// candidate runs. The run loses exactly the writes acknowledged while the follower was cut
 /// off, counted from the acknowledgements, not from any replica's log.
 fn forced_promotion_loses_what_the_candidate_lacks(seed: u64, warm_ms: u64, more_ms: u64) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("runtime");
+    let rt = paused_runtime();
     rt.block_on(async {
         let mut load = ClientLoad::at_rate(400);
         load.writes_per_mille = 1000;
@@ -96,11 +101,7 @@ fn us_saturates() {
 /// or as upstream's plain ChangeLeader with no candidate, and writes keep flowing for ten
 /// seconds. Returns the writes lost and whether the leadership moved.
 fn move_under_writes(seed: u64, rate: u32, warm_ms: u64, fenced: bool) -> (u64, bool) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("runtime");
+    let rt = paused_runtime();
     rt.block_on(async {
         let mut load = ClientLoad::at_rate(rate);
         load.writes_per_mille = 1000;
@@ -174,11 +175,7 @@ fn an_unfenced_move_under_the_same_writes_loses_some() {
 /// other follower hold are not lost.
 #[test]
 fn a_recovery_without_an_alive_leader_fails_and_promotes_nothing() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("runtime");
+    let rt = paused_runtime();
     rt.block_on(async {
         let mut load = ClientLoad::at_rate(200);
         load.writes_per_mille = 1000;
@@ -252,11 +249,7 @@ fn a_recovery_without_an_alive_leader_fails_and_promotes_nothing() {
 fn a_new_pegasus_meta_leader_holds_a_crashed_node_alive_until_its_grace_has_run() {
     use rollout_core::{Health, RoleKind};
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("runtime");
+    let rt = paused_runtime();
     rt.block_on(async {
         let world = |failover: bool| {
             let sim = SimBuilder::new(Flavor::Pegasus)
