@@ -237,7 +237,7 @@ impl SimCluster {
         self.world()
             .parts
             .get(part)
-            .map(|p| p.acked.clone())
+            .map(|p| (0..p.next_seq).collect())
             .unwrap_or_default()
     }
 

@@ -253,7 +253,6 @@ impl World {
         let part = &mut self.parts[p as usize];
         let seq = part.next_seq;
         part.next_seq += 1;
-        part.acked.push(seq);
         if let Some(r) = part.replicas.iter_mut().find(|r| takes(r)) {
             r.log.push(seq, now);
         }

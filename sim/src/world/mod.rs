@@ -714,8 +714,8 @@ impl World {
             let part = &self.parts[p as usize];
             let serving = serving_replica(part);
             let missing = match serving {
-                Some(r) => ledger::missing(&part.acked, &r.log),
-                None => part.acked.len() as u64,
+                Some(r) => ledger::missing(part.next_seq, &r.log),
+                None => u64::from(part.next_seq),
             };
             if missing > 0 {
                 tracing::debug!(

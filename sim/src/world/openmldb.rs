@@ -72,7 +72,7 @@ fn op_cost(w: &World, op: &Op) -> Us {
             .iter()
             .find(|r| r.node == node)
             .map_or(0, |r| r.log.len() as u64);
-        let missed = (p.acked.len() as u64).saturating_sub(have);
+        let missed = u64::from(p.next_seq).saturating_sub(have);
         let n = &w.nodes[node as usize];
         let since_snapshot = n.unflushed / n.parts.len().max(1) as u64;
         us(w.t.catch_up)

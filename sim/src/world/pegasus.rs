@@ -454,7 +454,7 @@ impl World {
             if full(self, n) {
                 return false;
             }
-            let behind = self.parts[p as usize].acked.len() as u64;
+            let behind = u64::from(self.parts[p as usize].next_seq);
             let have = self.parts[p as usize].replicas[i].log.len() as u64;
             let missed = behind.saturating_sub(have);
             let cost = us(self.t.catch_up)

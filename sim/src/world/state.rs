@@ -73,10 +73,9 @@ pub(crate) struct Part {
     pub(crate) wanted: u8,
     /// Bumped at every reconfiguration (Pegasus's ballot).
     pub(crate) ballot: u64,
-    /// The next write's sequence number.
+    /// The next write's sequence number. Only an acknowledgement numbers a write
+    /// (`World::ack`), so the writes acknowledged to clients are exactly `0..next_seq`.
     pub(crate) next_seq: u32,
-    /// Sequence numbers of the writes acknowledged to clients, increasing.
-    pub(crate) acked: Vec<u32>,
     /// A reconfiguration is running: writes wait until then.
     pub(crate) write_block_until: Us,
     /// A primary change is running: reads wait too.
