@@ -576,13 +576,12 @@ fn partition(w: &World, p: u32) -> Partition {
                 .alive(up && r.role != Rep::Inactive)
         })
         .collect();
-    let table = part.table + 1;
     Partition::new(
-        format!("{}{table}.{}", w.profile.partition_prefix, part.index),
+        w.labels.0[p as usize].clone(),
         u32::from(part.wanted),
         replicas,
     )
-    .table(format!("t{table}"))
+    .table(w.labels.1[usize::from(part.table)].clone())
 }
 
 fn node_infos(w: &World) -> Vec<NodeInfo> {

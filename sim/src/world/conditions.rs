@@ -210,13 +210,7 @@ pub(crate) fn unserving_outside(
                 p
             })
         })?;
-        let part = &w.parts[found as usize];
-        let id = format!(
-            "{}{}.{}",
-            w.profile.partition_prefix,
-            part.table + 1,
-            part.index
-        );
+        let id = &w.labels.0[found as usize];
         return Some((
             n.id.clone(),
             format!(

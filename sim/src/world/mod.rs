@@ -130,6 +130,9 @@ pub(crate) struct World {
     pub(crate) down_data: BTreeSet<u32>,
     /// Each node's index in `nodes`, by id (the nodes never change after the build).
     by_id: std::collections::HashMap<NodeId, u32>,
+    /// Each partition's id as the topology shows it (`1.5`, `t1.5`), and each table's name
+    /// (`t1`), formatted once: a large cluster's topology is read at every wave.
+    pub(crate) labels: (Vec<String>, Vec<String>),
     /// How many tables the partitions belong to (the highest table index plus one).
     pub(crate) tables: u32,
     events: BinaryHeap<Reverse<(Us, u64, Ev)>>,
@@ -192,8 +195,16 @@ impl World {
             .enumerate()
             .map(|(i, n)| (n.id.clone(), i as u32))
             .collect();
+        let labels = (
+            parts
+                .iter()
+                .map(|p| format!("{}{}.{}", profile.partition_prefix, p.table + 1, p.index))
+                .collect(),
+            (1..=tables).map(|t| format!("t{t}")).collect(),
+        );
         let mut w = Self {
             by_id,
+            labels,
             flavor: profile.flavor,
             model: Some(model),
             profile,
