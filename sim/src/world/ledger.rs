@@ -4,7 +4,7 @@
 //! Nothing counts a loss directly: a write is lost when it was acknowledged to a client and is
 //! absent from the log of the replica that serves its partition at the end of the run.
 
-use super::Us;
+use super::{Part, Rep, Replica, Us, World};
 
 /// The writes a replica has applied, in order: sequence numbers (strictly increasing, since a
 /// history only grows by the partition's next number) with the instants the leader acked
@@ -112,6 +112,47 @@ impl Log {
 pub(crate) fn missing(acked: u32, log: &Log) -> u64 {
     let held = log.entries.partition_point(|e| e.seq < acked);
     u64::from(acked).saturating_sub(held as u64)
+}
+
+impl World {
+    /// Acknowledged writes absent from what each partition serves now ([`serving_replica`]).
+    pub(crate) fn writes_lost(&mut self) -> u64 {
+        let mut lost = 0;
+        for p in 0..self.parts.len() as u32 {
+            self.replicate(p);
+            let part = &self.parts[p as usize];
+            let serving = serving_replica(part);
+            let missing = match serving {
+                Some(r) => missing(part.next_seq, &r.log),
+                None => u64::from(part.next_seq),
+            };
+            if missing > 0 {
+                tracing::debug!(
+                    partition = p,
+                    missing,
+                    replicas = ?part
+                        .replicas
+                        .iter()
+                        .map(|r| (r.node, r.role, r.loaded, r.log.len()))
+                        .collect::<Vec<_>>(),
+                    "acknowledged writes the serving replica lacks"
+                );
+            }
+            lost += missing;
+        }
+        lost
+    }
+}
+
+/// The replica whose data a partition serves, or will serve once it recovers: its primary
+/// (a down one reloads its data from disk), or, with none, the one with the longest log, which
+/// recovery promotes.
+pub(crate) fn serving_replica(part: &Part) -> Option<&Replica> {
+    part.replicas
+        .iter()
+        .find(|r| r.role == Rep::Primary && r.loaded)
+        .or_else(|| part.replicas.iter().find(|r| r.role == Rep::Primary))
+        .or_else(|| part.replicas.iter().max_by_key(|r| r.log.len()))
 }
 
 #[cfg(test)]

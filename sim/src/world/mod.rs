@@ -25,9 +25,11 @@ pub(crate) use model::{Model, ModelEv, Profile};
 
 mod clients;
 pub(crate) mod conditions;
+mod events;
 pub(crate) use conditions::unserving_outside;
 pub(crate) mod ledger;
 mod lifecycle;
+pub(crate) use ledger::serving_replica;
 mod model;
 pub(crate) mod openmldb;
 mod openmldb_fence;
@@ -603,162 +605,14 @@ impl World {
             .count()
     }
 
-    fn handle(&mut self, ev: Ev) {
-        match ev {
-            Ev::Model(e) => self.with_model(|m, w| m.on_event(w, e)),
-            Ev::StopDone { node, boot } | Ev::Exit { node, boot } => {
-                let n = &self.nodes[node as usize];
-                if n.boot == boot && n.running {
-                    if matches!(ev, Ev::Exit { .. }) {
-                        self.nodes[node as usize].exit_reason = Some(if n.fail_start {
-                            "the process exited during start (injected crash loop)".into()
-                        } else {
-                            "the process exited with ZNODEEXISTS: its old ZooKeeper session \
-                             still existed when it started"
-                                .into()
-                        });
-                    }
-                    self.process_gone(node);
-                }
-            }
-            Ev::Serving { node, boot } => {
-                let n = &mut self.nodes[node as usize];
-                if n.boot == boot && n.running && !n.serving {
-                    n.serving = true;
-                    n.unflushed = 0;
-                    if n.is_elected_coordinator() && self.leader.is_none() {
-                        // A coordinator that comes up with no leader campaigns at once.
-                        self.schedule(self.now, Ev::Elect);
-                    }
-                    self.beacons_changed(node);
-                    self.touch_node(node);
-                }
-            }
-            Ev::Attach { node, epoch } => {
-                let n = &self.nodes[node as usize];
-                if n.fd_epoch == epoch && n.beaconing {
-                    self.attach(node);
-                }
-            }
-            Ev::Detect { node, epoch } => {
-                let n = &self.nodes[node as usize];
-                if n.fd_epoch == epoch && !n.beaconing {
-                    match self.grace_until {
-                        // A leader in its first grace declares no node dead.
-                        Some(until) if self.now < until => {
-                            self.schedule(until, Ev::Detect { node, epoch });
-                        }
-                        _ => self.detect(node),
-                    }
-                }
-            }
-            Ev::Unblock { part } => self.touch(part),
-            Ev::Flushed { node } => {
-                let n = &mut self.nodes[node as usize];
-                if n.flush_done.is_some_and(|t| t <= self.now) {
-                    n.unflushed = 0;
-                    self.changed();
-                }
-            }
-            Ev::Elect => self.elect(),
-            Ev::GraceOver => self.changed(),
-            Ev::LeaseCheck { since } => {
-                if self.leader.is_none() && self.leaderless_since == Some(since) {
-                    let data: Vec<u32> = (0..self.nodes.len() as u32)
-                        .filter(|&n| self.nodes[n as usize].kind == RoleKind::Data)
-                        .collect();
-                    for n in data {
-                        self.drop_replicas(n);
-                    }
-                }
-            }
-            Ev::LeaseLost { node, epoch } => {
-                let n = &self.nodes[node as usize];
-                if n.fd_epoch == epoch && !n.beaconing && n.running {
-                    self.drop_replicas(node);
-                }
-            }
-            Ev::Crash { node } => {
-                if self.nodes[node as usize].running {
-                    self.nodes[node as usize].held = false;
-                    self.nodes[node as usize].crashes += 1;
-                    self.nodes[node as usize].exit_reason = Some("the process crashed".into());
-                    self.process_gone(node);
-                    let delay = us(self.t.crash_restart);
-                    self.after(delay, Ev::CrashRestart { node });
-                }
-            }
-            Ev::CrashRestart { node } => {
-                if !self.nodes[node as usize].running {
-                    self.launch(node);
-                }
-            }
-            Ev::ContactLost { node, until } => {
-                let n = &mut self.nodes[node as usize];
-                n.contact_lost_until = n.contact_lost_until.max(until);
-                self.beacons_changed(node);
-                let back = self.nodes[node as usize].contact_lost_until - self.now;
-                self.after(back, Ev::ContactBack { node });
-            }
-            Ev::ContactBack { node } => self.beacons_changed(node),
-            Ev::LeaderFailover => {
-                if let Some(l) = self.leader {
-                    self.nodes[l as usize].crashes += 1;
-                    self.process_gone(l);
-                    let delay = us(self.t.crash_restart);
-                    self.after(delay, Ev::CrashRestart { node: l });
-                }
-            }
-        }
-    }
-
     /// Draws a transient control-plane failure.
     pub(crate) fn transient(&mut self) -> bool {
         self.transient_p > 0.0 && self.rng.random_bool(self.transient_p)
-    }
-
-    /// Acknowledged writes absent from what each partition serves now ([`serving_replica`]).
-    pub(crate) fn writes_lost(&mut self) -> u64 {
-        let mut lost = 0;
-        for p in 0..self.parts.len() as u32 {
-            self.replicate(p);
-            let part = &self.parts[p as usize];
-            let serving = serving_replica(part);
-            let missing = match serving {
-                Some(r) => ledger::missing(part.next_seq, &r.log),
-                None => u64::from(part.next_seq),
-            };
-            if missing > 0 {
-                tracing::debug!(
-                    partition = p,
-                    missing,
-                    replicas = ?part
-                        .replicas
-                        .iter()
-                        .map(|r| (r.node, r.role, r.loaded, r.log.len()))
-                        .collect::<Vec<_>>(),
-                    "acknowledged writes the serving replica lacks"
-                );
-            }
-            lost += missing;
-        }
-        lost
     }
 }
 
 #[cfg(test)]
 mod tests;
-
-/// The replica whose data a partition serves, or will serve once it recovers: its primary
-/// (a down one reloads its data from disk), or, with none, the one with the longest log, which
-/// recovery promotes.
-pub(crate) fn serving_replica(part: &Part) -> Option<&Replica> {
-    part.replicas
-        .iter()
-        .find(|r| r.role == Rep::Primary && r.loaded)
-        .or_else(|| part.replicas.iter().find(|r| r.role == Rep::Primary))
-        .or_else(|| part.replicas.iter().max_by_key(|r| r.log.len()))
-}
 
 /// Adds `us` to table `table`'s unavailability.
 pub(crate) fn add_table_us(per_table: &mut Vec<u64>, table: u16, us: Us) {
