@@ -12,24 +12,39 @@ use rollout_core::{
 };
 use support::Tiny;
 
+/// A cluster of `data` data nodes and `coords` coordinators that is unhealthy for 60 s
+/// after `node`'s start.
+fn sick(data: usize, coords: usize, node: &str) -> Tiny {
+    let c = Tiny::new(data, coords, 3);
+    c.sick_after_start(node, Duration::from_secs(60));
+    c
+}
+
+/// Restarts every node of `c`, which must complete.
+async fn restart_completes(c: &Tiny) {
+    let report = roll(
+        c,
+        &Spec::new(Change::Restart),
+        Run::new(&MemoryJournal::new()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.outcome, Outcome::Completed);
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_stateless_wave_rolls_while_the_cluster_shows_its_health_after_the_last_coordinator() {
-    let c = Tiny::new(3, 1, 3);
     // As a new Pegasus meta leader during its failure detector's grace.
-    c.sick_after_start("c1:1", Duration::from_secs(60));
-    let journal = MemoryJournal::new();
+    let c = sick(3, 1, "c1:1");
     let t0 = tokio::time::Instant::now();
-    let report = roll(&c, &Spec::new(Change::Restart), Run::new(&journal))
-        .await
-        .unwrap();
-    assert_eq!(report.outcome, Outcome::Completed);
+    restart_completes(&c).await;
     let log = c.log();
     assert!(
         log.iter()
             .any(|l| l == "start s1:1 while the cluster recovers"),
         "the stateless node rolled after the wait: {log:?}"
     );
-    // And the roll's end waited for it.
+    // And the stateless wave's own end, the roll's last, waited for it.
     assert!(
         t0.elapsed() >= Duration::from_secs(60),
         "{:?}",
@@ -40,13 +55,8 @@ async fn the_stateless_wave_rolls_while_the_cluster_shows_its_health_after_the_l
 
 #[tokio::test(start_paused = true)]
 async fn a_data_wave_still_waits_for_health_before_the_stateless_one() {
-    let c = Tiny::new(3, 0, 3);
-    c.sick_after_start("d3:1", Duration::from_secs(60));
-    let journal = MemoryJournal::new();
-    let report = roll(&c, &Spec::new(Change::Restart), Run::new(&journal))
-        .await
-        .unwrap();
-    assert_eq!(report.outcome, Outcome::Completed);
+    let c = sick(3, 0, "d3:1");
+    restart_completes(&c).await;
     let log = c.log();
     assert!(
         !log.iter()
