@@ -4,7 +4,7 @@ use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ApplyRecord, Change, Knob, NodeId, NodeInfo, NodeStatus, Topology};
+use crate::model::{ApplyRecord, Change, Knob, NodeId, NodeInfo, NodeStatus, Procedure, Topology};
 use crate::probe::HealthProbe;
 use crate::replicas::TemporaryReplica;
 
@@ -20,19 +20,6 @@ pub enum ErrorClass {
     NotSafeYet,
     /// Retrying cannot help: the rollout stops, restoring its knobs.
     Fatal,
-}
-
-/// Which steps the engine runs for each node.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Procedure {
-    /// The upstream high-availability steps: wave knobs, drain, quiesce, stop, apply, start,
-    /// rejoin, each verified.
-    #[default]
-    HighAvailability,
-    /// The upstream simplified steps: stop, apply, start, wait until healthy.
-    /// Kept for comparison; clients notice it.
-    Simple,
 }
 
 /// A cluster's control plane: topology, knobs and the per-node control steps.

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{NodeId, ReplicaRole, RoleKind, Topology};
-use crate::plan::Wave;
+use crate::wave::Wave;
 
 /// One data node's share of its wave, from the topology read when planning: the primaries
 /// (Pegasus) or leaders (OpenMLDB) its drain moves away, and the replicas its stop takes

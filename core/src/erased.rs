@@ -8,7 +8,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::cluster::{Cluster, ErrorClass, Node, Procedure};
+use crate::cluster::{Cluster, ErrorClass, Node};
+use crate::model::Procedure;
 use crate::model::{ApplyRecord, Change, Health, Knob, NodeId, NodeInfo, NodeStatus, Topology};
 use crate::probe::HealthProbe;
 use crate::replicas::TemporaryReplica;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::Procedure;
+use crate::model::Procedure;
 use crate::model::{ApplyRecord, Change, NodeId};
 use crate::replicas::TemporaryReplica;
 

@@ -110,8 +110,9 @@ mod probe;
 mod replicas;
 mod steps;
 mod wait;
+mod wave;
 
-pub use cluster::{Cluster, ErrorClass, Node, Procedure};
+pub use cluster::{Cluster, ErrorClass, Node};
 pub use control::Control;
 pub use drains::NodeDrain;
 pub use engine::{Outcome, Report, Run, abort, chain, plan, roll};
@@ -124,7 +125,7 @@ pub use factory::{MappedNode, NodeErrorOf, NodeFactory};
 pub use journal::{Entry, FileJournal, InFlight, Journal, JournalError, MemoryJournal, Resume};
 pub use model::{
     ApplyRecord, Change, ConfigEdit, Health, Knob, KnobScope, NodeId, NodeInfo, NodeStatus,
-    Partition, Replica, ReplicaRole, Role, RoleKind, Topology,
+    Partition, Procedure, Replica, ReplicaRole, Role, RoleKind, Topology,
 };
 pub use plan::{
     Blocked, Plan, PlannedKnob, SelectionError, Wave, build_waves, build_waves_limited,

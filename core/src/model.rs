@@ -616,3 +616,16 @@ impl ApplyRecord {
         }
     }
 }
+
+/// Which steps the engine runs for each node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Procedure {
+    /// The upstream high-availability steps: wave knobs, drain, quiesce, stop, apply, start,
+    /// rejoin, each verified.
+    #[default]
+    HighAvailability,
+    /// The upstream simplified steps: stop, apply, start, wait until healthy.
+    /// Kept for comparison; clients notice it.
+    Simple,
+}

@@ -5,29 +5,14 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::Procedure;
+use crate::model::Procedure;
 use crate::model::{
     Change, KnobScope, NodeId, NodeInfo, Partition, ReplicaRole, RoleKind, Topology,
 };
 use crate::policy::{Policy, Selection};
 use crate::replicas::{AcceptedTable, Relief, TemporaryReplica};
 use crate::steps::{steps_for, with_temporaries};
-
-/// Nodes that go down together.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Wave {
-    /// The role of every node in the wave.
-    pub role: String,
-    /// The role's kind.
-    pub kind: RoleKind,
-    /// The nodes, in the order they are started.
-    pub nodes: Vec<NodeId>,
-    /// Why the wave holds these nodes and no more: for data nodes the first node that had to
-    /// wait and the partition or limit that kept it out, or that every remaining node joined;
-    /// empty where the role's rule alone decides (coordinators one at a time).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub why: String,
-}
+pub use crate::wave::Wave;
 
 /// A knob as the plan shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::Procedure;
+use crate::model::Procedure;
 use crate::model::{Change, NodeId};
 
 /// What the policy does when a wait passes its deadline.

@@ -1,7 +1,7 @@
 //! The steps each node goes through, by procedure and role kind, as plans and messages name
 //! them (the names of [`Phase`](crate::Phase)).
 
-use crate::cluster::Procedure;
+use crate::model::Procedure;
 use crate::model::RoleKind;
 
 /// The steps of one data node under `procedure`, for plans and messages

@@ -8,7 +8,8 @@ use crate::model::{Knob, KnobScope, NodeId};
 use crate::plan::PlannedKnob;
 use crate::policy::Policy;
 
-use super::Ctx;
+use super::ctx::Ctx;
+use super::run::chain;
 
 /// How many times a knob's restore is tried before it is reported left changed.
 const RESTORE_TRIES: u32 = 3;
@@ -249,7 +250,7 @@ impl<C: Cluster> Ctx<'_, C> {
                     }
                     Err(e @ Error::Journal(_)) => return Err(e),
                     Err(e) => {
-                        tracing::warn!(knob = name.as_str(), attempt, error = %super::chain(&e), "restore failed");
+                        tracing::warn!(knob = name.as_str(), attempt, error = %chain(&e), "restore failed");
                         last = Some(e);
                     }
                 }
@@ -264,7 +265,7 @@ impl<C: Cluster> Ctx<'_, C> {
                     });
                 }
                 Some(e) => {
-                    tracing::error!(knob = name.as_str(), error = %super::chain(&e), "restore failed for good");
+                    tracing::error!(knob = name.as_str(), error = %chain(&e), "restore failed for good");
                     let current = self.cluster.read_knob(&name).await.ok();
                     left.push(KnobLeft {
                         name,
@@ -279,7 +280,7 @@ impl<C: Cluster> Ctx<'_, C> {
             None => Ok(()),
             Some(e) => Err(Error::KnobsNotRestored {
                 knobs: left,
-                reason: super::chain(&e),
+                reason: chain(&e),
             }),
         }
     }

@@ -20,47 +20,24 @@ use crate::model::KnobScope;
 use crate::model::{Health, NodeId};
 use crate::probe::HealthProbe;
 
-use super::Ctx;
+use super::ctx::{Ctx, Slot, StartAt};
 use super::knobs::Guard;
-use super::node::{Slot, StartAt};
-use super::recover::Restarted;
-use crate::cluster::Node;
-
-/// How many times a wave's nodes are rejoined again after restarting on their own.
-const MAX_REJOINS: usize = 2;
+use super::run::chain;
 
 /// How long a rejoin runs before it is nudged again, after a failure outside the wave.
-const NUDGE: std::time::Duration = std::time::Duration::from_secs(60);
+pub(super) const NUDGE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// A probe that fails the wait it is part of when a node of the wave runs another
-/// incarnation than the one that came back (it restarted on its own during its rejoin), or
-/// does not run.
-struct Reborn<'a, N> {
-    nodes: Vec<(&'a N, Option<String>)>,
-    seen: Mutex<Option<NodeId>>,
+/// What the watch on the nodes outside the wave looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Watch {
+    /// Nothing: the probe always holds (the simple procedure).
+    Off,
+    /// Nodes only: after a data wave's stop, when its own rejoin may mark a displaced
+    /// leader's replica dead for a moment.
+    Nodes,
+    /// Nodes, and replicas that do not serve (read at most every [`LOOK_EVERY`]).
+    NodesAndReplicas,
 }
-
-impl<N: Node> HealthProbe for Reborn<'_, N> {
-    type Error = N::Error;
-
-    async fn check(&self) -> Result<Health, N::Error> {
-        for (node, boot) in &self.nodes {
-            let status = node.status().await?;
-            if !status.running || status.boot != *boot {
-                *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(node.id().clone());
-                let why = status.exited.map_or_else(String::new, |r| format!(": {r}"));
-                return Ok(Health::failed(format!(
-                    "node {} restarted on its own during its rejoin{why}",
-                    node.id()
-                )));
-            }
-        }
-        Ok(Health::Healthy)
-    }
-}
-
-/// How many times one wave rides out a failure outside it before it gives up.
-pub(super) const MAX_RIDE_OUTS: usize = 3;
 
 /// A probe that fails the wait it is part of the moment a data node outside the wave is not
 /// alive, and remembers which.
@@ -81,13 +58,13 @@ pub(super) struct Outside<'a, C> {
 const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl<'a, C: Cluster> Outside<'a, C> {
-    /// Watches the nodes outside `exempt` while `on`.
-    pub(super) fn new(cluster: &'a C, exempt: Vec<NodeId>, on: bool, replicas: bool) -> Self {
+    /// Watches the nodes outside `exempt` as `watch` says.
+    pub(super) fn new(cluster: &'a C, exempt: Vec<NodeId>, watch: Watch) -> Self {
         Self {
             cluster,
             exempt,
-            replicas,
-            on: AtomicBool::new(on),
+            replicas: watch == Watch::NodesAndReplicas,
+            on: AtomicBool::new(watch != Watch::Off),
             seen: Mutex::new(None),
             looked: Mutex::new(None),
         }
@@ -172,7 +149,7 @@ impl<C: Cluster> Ctx<'_, C> {
         let (failed, phase) = (cause.node().cloned(), cause.phase().unwrap_or(Phase::Gate));
         let why = match &cause {
             Error::OutsideFailure { reason, .. } => reason.clone(),
-            other => super::chain(other),
+            other => chain(other),
         };
         tracing::warn!(
             cause = why.as_str(),
@@ -220,7 +197,7 @@ impl<C: Cluster> Ctx<'_, C> {
                         reason: format!(
                             "{why}; with the wave's nodes back and the knobs released, the \
                              cluster did not become fully healthy within {deadline:?}: {}",
-                            super::chain(&e)
+                            chain(&e)
                         ),
                     });
                 }
@@ -284,13 +261,13 @@ impl<C: Cluster> Ctx<'_, C> {
         let fired_before = outside.fired();
         let mut result = match wait().await.map_err(|e| outside.explain(e)) {
             Err(e @ Error::OutsideFailure { .. }) => {
-                tracing::warn!(cause = %super::chain(&e), "a failure outside the wave after its stop");
+                tracing::warn!(cause = %chain(&e), "a failure outside the wave after its stop");
                 self.emit(Event::Waiting {
                     node: e.node().cloned(),
                     phase: e.phase().unwrap_or(Phase::WaitReady),
                     reason: format!(
                         "{}; the knobs that keep the cluster from healing are released",
-                        super::chain(&e)
+                        chain(&e)
                     ),
                 });
                 outside.disable();
@@ -309,131 +286,6 @@ impl<C: Cluster> Ctx<'_, C> {
                     result = wait().await;
                 }
                 other => return other,
-            }
-        }
-    }
-}
-
-impl<C: Cluster> Ctx<'_, C> {
-    /// The end of a wave: (high-availability procedure) rejoin every node and wait until it
-    /// has its replicas back, then wait until the whole cluster is fully healthy; watching the
-    /// nodes outside the wave all along, and rejoining again a node of the wave that restarts
-    /// on its own meanwhile (its recovery would otherwise never be issued again).
-    pub(super) async fn back(
-        &self,
-        guard: &mut Guard,
-        slots: &[Slot<C::Node>],
-        outside: &Outside<'_, C>,
-        ha: bool,
-    ) -> Result<(), Error<C::Error>> {
-        let deadlines = *self.spec.policy.get_deadlines();
-        let first = slots.first().map(|s| s.id.clone());
-        let mut again = 0;
-        loop {
-            // Only the high-availability procedure rejoins; with no node to watch the probe
-            // holds.
-            let mut nodes = Vec::new();
-            for s in slots.iter().filter(|_| ha) {
-                let status = self
-                    .call(Some(&s.id), Phase::Rejoin, || s.node.status())
-                    .await?;
-                nodes.push((&s.node, status.boot));
-            }
-            let reborn = Reborn {
-                nodes,
-                seen: Mutex::new(None),
-            };
-            let done = self
-                .watched(guard, outside, deadlines.rejoin, || async {
-                    if ha {
-                        // After a failure outside the wave the wave's own recovery may fail
-                        // (its leader was the node that failed): it is nudged (heal, rejoin
-                        // again) every `NUDGE`, `watched` calling again until the rejoin
-                        // deadline.
-                        let nudging = outside.fired();
-                        if nudging {
-                            self.act(None, Phase::Rejoin, || self.cluster.heal())
-                                .await?;
-                        }
-                        self.all(slots, StartAt::WaitReady, Phase::Rejoin, |s| async move {
-                            self.act(Some(&s.id), Phase::Rejoin, || self.cluster.rejoin(&s.id))
-                                .await
-                        })
-                        .await?;
-                        let window = if nudging {
-                            NUDGE.min(deadlines.rejoin)
-                        } else {
-                            deadlines.rejoin
-                        };
-                        self.all(slots, StartAt::WaitReady, Phase::WaitRejoined, |s| async {
-                            let probe = outside.and(&reborn).and(self.cluster.rejoined(&s.id));
-                            self.wait(Some(&s.id), Phase::WaitRejoined, &probe, window)
-                                .await
-                        })
-                        .await?;
-                    }
-                    if outside.fired() || again > 0 {
-                        // What the released knobs kept from healing, including what the
-                        // wave's own rejoin left behind meanwhile; after a node of the wave
-                        // restarted on its own, what its crash cut off outside the node itself
-                        // (OpenMLDB: a leader displaced by a move back, not yet recovered).
-                        self.act(None, Phase::WaitHealthy, || self.cluster.heal())
-                            .await?;
-                    }
-                    if self
-                        .defer_healthy
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                    {
-                        // Only stateless waves follow: the roll's end waits for it.
-                        self.healthy_owed
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .extend(slots.iter().map(|s| s.id.clone()));
-                        return Ok(());
-                    }
-                    self.step_opt(first.as_ref(), Phase::WaitHealthy, async {
-                        let probe = outside.and(&reborn).and(self.cluster.fully_healthy());
-                        self.wait(None, Phase::WaitHealthy, &probe, deadlines.healthy)
-                            .await
-                    })
-                    .await
-                })
-                .await;
-            let restarted = reborn
-                .seen
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            match (done, restarted) {
-                (Err(e), Some(node)) if again < MAX_REJOINS => {
-                    again += 1;
-                    tracing::warn!(node = node.as_str(), cause = %super::chain(&e), "rejoining a node that restarted on its own");
-                    self.emit(Event::Waiting {
-                        node: Some(node.clone()),
-                        phase: Phase::WaitRejoined,
-                        reason: format!(
-                            "{}; it is waited for and rejoined again",
-                            super::chain(&e)
-                        ),
-                    });
-                    for s in slots {
-                        // The incarnation that came back and then died is not the one waited
-                        // for: its exit is the cause seen above, not a failed start.
-                        let before = reborn
-                            .nodes
-                            .iter()
-                            .find(|(n, _)| n.id() == s.node.id())
-                            .and_then(|(_, boot)| boot.clone());
-                        let up = Restarted {
-                            node: &s.node,
-                            before,
-                        }
-                        .and(self.cluster.ready(&s.id));
-                        self.wait(Some(&s.id), Phase::WaitReady, &up, deadlines.ready)
-                            .await?;
-                    }
-                }
-                (done, _) => return done,
             }
         }
     }

@@ -1,18 +1,21 @@
 //! Planning: bad input refused before anything is touched, the nodes already at the
 //! target, the waves, the temporary replicas and the accepted tables (also the dry run).
 
-use crate::cluster::{Cluster, Node, Procedure};
+use crate::cluster::{Cluster, Node};
 use crate::error::{Error, Phase};
 use crate::event::Event;
 use crate::journal::Resume;
-use crate::model::{Change, NodeId, NodeInfo, RoleKind, Topology};
-use crate::plan::{self, Plan, PlannedKnob, SelectionError, Wave};
+use crate::model::Procedure;
+use crate::model::{Change, NodeId, RoleKind, Topology};
+use crate::plan::{self, Plan, PlannedKnob, SelectionError};
 use crate::policy::Spec;
 use crate::replicas::{Relief, accepted_downtime, check_accepted, place_temporary_replicas};
+use crate::wave::Wave;
 
-use super::Report;
+use super::ctx::Ctx;
 use super::knobs::Guard;
 use super::retry::retry;
+use super::run::Report;
 
 /// Builds the plan of `spec` from the live topology without touching anything (a dry run).
 ///
@@ -151,32 +154,7 @@ pub(super) fn make_plan<C: Cluster>(
     }
 }
 
-/// The in-flight nodes of `resume` that `topology` does not list and whose role the
-/// journal recorded, as nodes that are down.
-pub(super) fn ghosts(resume: &Resume, topology: &Topology) -> Vec<NodeInfo> {
-    resume
-        .in_flight
-        .iter()
-        .filter(|f| topology.node(&f.node).is_none())
-        .filter_map(|f| {
-            let role = f.role.clone()?;
-            tracing::info!(node = %f.node, "the live topology does not list a node this rollout left in progress; taken from the journal");
-            Some(NodeInfo::new(f.node.clone(), role).alive(false))
-        })
-        .collect()
-}
-
-/// `topology` with the `ghosts` it does not list (once a ghost is back, the live entry wins).
-pub(super) fn with_ghosts(mut topology: Topology, ghosts: &[NodeInfo]) -> Topology {
-    for g in ghosts {
-        if topology.node(&g.id).is_none() {
-            topology.nodes.push(g.clone());
-        }
-    }
-    topology
-}
-
-impl<C: Cluster> super::Ctx<'_, C> {
+impl<C: Cluster> Ctx<'_, C> {
     /// The plan of `todo`'s nodes not rolled yet, made again on the live topology once the
     /// nodes a resume found in progress are done (each of those waits for full health).
     ///

@@ -12,9 +12,10 @@ use crate::model::{ApplyRecord, Change, Health, KnobScope, NodeId, NodeStatus};
 use crate::policy::{OnTimeout, Spec};
 use crate::probe::HealthProbe;
 
+use super::ctx::{Ctx, Slot};
 use super::knobs::Guard;
-use super::node::Slot;
-use super::{Ctx, LockGuard, Run, chain};
+use super::probes::{Restarted, Stopped};
+use super::run::{LockGuard, Run, chain};
 
 /// Ends an interrupted, halted or failed rollout in the journal: knobs are restored, a node
 /// caught stopped gets its previous version or config back and is started and waited for,
@@ -180,7 +181,7 @@ impl<C: Cluster> Ctx<'_, C> {
             if untouched(f, &status) {
                 // Drained, never stopped: its replicas back is all it needs.
                 if let Err(e) = self.rejoin_and_wait(id).await {
-                    tracing::warn!(node = id.as_str(), error = %super::chain(&e), "not back after a failure");
+                    tracing::warn!(node = id.as_str(), error = %chain(&e), "not back after a failure");
                 }
                 return;
             }
@@ -194,7 +195,7 @@ impl<C: Cluster> Ctx<'_, C> {
                 self.rejoin_and_wait(id).await
             };
             if let Err(e) = back.await {
-                tracing::warn!(node = id.as_str(), error = %super::chain(&e), "not back after a failure");
+                tracing::warn!(node = id.as_str(), error = %chain(&e), "not back after a failure");
             }
         }))
         .await;
@@ -206,7 +207,7 @@ impl<C: Cluster> Ctx<'_, C> {
     pub(super) async fn stranded(&self) -> Vec<String> {
         let entries = match self.run.journal.load() {
             Ok(entries) => entries,
-            Err(e) => return vec![format!("the journal cannot be read: {}", super::chain(&e))],
+            Err(e) => return vec![format!("the journal cannot be read: {}", chain(&e))],
         };
         let mut out = Vec::new();
         for f in crate::journal::Resume::from_entries(&entries).in_flight {
@@ -371,49 +372,4 @@ impl<C: Cluster> Ctx<'_, C> {
 /// there is no restart to wait for.
 fn untouched(f: &InFlight, status: &NodeStatus) -> bool {
     status.running && !f.started && (f.boot.is_none() || status.boot == f.boot)
-}
-
-/// Holds once the node's process no longer runs.
-pub(super) struct Stopped<'a, N>(pub(super) &'a N);
-
-impl<N: Node> HealthProbe for Stopped<'_, N> {
-    type Error = N::Error;
-
-    async fn check(&self) -> Result<Health, N::Error> {
-        let status = self.0.status().await?;
-        Ok(if status.running {
-            Health::waiting(format!("node {} still runs", self.0.id()))
-        } else {
-            Health::Healthy
-        })
-    }
-}
-
-/// Holds once the node runs a new incarnation.
-pub(super) struct Restarted<'a, N> {
-    pub(super) node: &'a N,
-    pub(super) before: Option<String>,
-}
-
-impl<N: Node> HealthProbe for Restarted<'_, N> {
-    type Error = N::Error;
-
-    async fn check(&self) -> Result<Health, N::Error> {
-        let status = self.node.status().await?;
-        let started = self.before.is_none() || status.boot != self.before;
-        Ok(if !status.running {
-            match status.exited {
-                // The new incarnation exited on its own: waiting longer cannot help.
-                Some(reason) if started => Health::failed(format!(
-                    "node {} exited after its start: {reason}",
-                    self.node.id()
-                )),
-                _ => Health::waiting(format!("node {} is not running", self.node.id())),
-            }
-        } else if self.before.is_some() && status.boot == self.before {
-            Health::waiting(format!("node {} has not restarted yet", self.node.id()))
-        } else {
-            Health::Healthy
-        })
-    }
 }

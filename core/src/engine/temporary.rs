@@ -13,7 +13,7 @@ use crate::model::{NodeId, Topology};
 use crate::probe::HealthProbe;
 use crate::replicas::{Relief, TemporaryReplica, place_temporary_replicas};
 
-use super::Ctx;
+use super::ctx::Ctx;
 use super::outside::Outside;
 
 impl<C: Cluster> Ctx<'_, C> {
