@@ -19,6 +19,16 @@ use crate::error::OpenMldbError;
 use crate::version::{Reported, ServerVersion};
 use crate::zk::Zk;
 
+/// One partition to move: (db, table, tid, pid).
+pub(crate) type Part = (String, String, u32, u32);
+
+/// A snapshot asked of a tablet: the offset it must reach, and whether the tablet refused
+/// the request (105) so that it is asked again.
+type Asked = (u64, bool);
+
+/// The snapshots asked of one tablet, by (tid, pid).
+pub(crate) type AskedOf = BTreeMap<(u32, u32), Asked>;
+
 /// The backend's waits and deadlines, in the cluster's own seconds; [`Timing::scaled`] divides
 /// them for an emulator that runs faster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,12 +149,12 @@ pub struct OpenMldbCluster<F> {
     pub(crate) holds: Mutex<BTreeMap<String, usize>>,
     /// The snapshots each tablet was asked for: (tid, pid) → the offset, and whether the
     /// tablet refused the request for now (105).
-    pub(crate) snapshots: Mutex<BTreeMap<NodeId, crate::snapshot::AskedOf>>,
+    pub(crate) snapshots: Mutex<BTreeMap<NodeId, AskedOf>>,
     /// The highest op id when the cluster was connected: an op after it that failed is the
     /// rollout's concern.
     pub(crate) mark: u64,
     /// Partitions each tablet led when drained, to hand back on rejoin: (db, table, tid, pid).
-    pub(crate) led: Mutex<BTreeMap<NodeId, Vec<crate::fence::Part>>>,
+    pub(crate) led: Mutex<BTreeMap<NodeId, Vec<Part>>>,
     /// Every nameserver seen registered, so that one restarting is still known as one.
     pub(crate) nameservers: Mutex<std::collections::BTreeSet<String>>,
 }

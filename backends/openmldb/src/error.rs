@@ -2,8 +2,6 @@
 
 use rollout_core::ErrorClass;
 
-use crate::api::code;
-
 /// What went wrong talking to OpenMLDB.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -144,4 +142,37 @@ impl OpenMldbError {
             Self::Transport { .. } | Self::Http { status: 503, .. }
         ) || matches!(self, Self::App { code, .. } if *code == code::NAMESERVER_IS_NOT_LEADER)
     }
+}
+
+/// Return codes the backend acts on (`src/base/status.h`, `ReturnCode`).
+pub mod code {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// The table is not on the tablet, or not known to the nameserver.
+    pub const TABLE_IS_NOT_EXIST: i32 = 100;
+    /// The partition's replica is the leader (ChangeRole to leader on a leader, DelReplica of it).
+    pub const TABLE_IS_LEADER: i32 = 102;
+    /// The replica is a follower: Put refused; GetTableFollower asked of a follower.
+    pub const TABLE_IS_FOLLOWER: i32 = 103;
+    /// The partition's state is not normal (loading, making a snapshot, paused): try later.
+    pub const TABLE_STATUS_IS_NOT_KNORMAL: i32 = 105;
+    /// The partition has no follower.
+    pub const NO_FOLLOWER: i32 = 134;
+    /// A standby nameserver answered: rediscover the leader.
+    pub const NAMESERVER_IS_NOT_LEADER: i32 = 300;
+    /// The call needs `auto_failover` off.
+    pub const AUTO_FAILOVER_IS_ENABLED: i32 = 301;
+    /// The op could not be created (a ChangeLeader candidate that is not an alive follower
+    /// on a healthy tablet): nothing ran.
+    pub const CREATE_OP_FAILED: i32 = 305;
+    /// A parameter the nameserver refuses (a RecoverEndpoint concurrency above 8).
+    pub const INVALID_PARAMETER: i32 = 307;
+    /// ChangeLeader without a candidate while the leader is alive.
+    pub const LEADER_IS_ALIVE: i32 = 309;
+    /// ChangeLeader: no alive follower.
+    pub const NO_ALIVE_FOLLOWER: i32 = 310;
+    /// RecoverTable on a replica still alive.
+    pub const PARTITION_IS_ALIVE: i32 = 311;
+    /// The tablet is a follower cluster's (SetMode follower): writes refused.
+    pub const IS_FOLLOWER_CLUSTER: i32 = 453;
 }

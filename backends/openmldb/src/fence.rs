@@ -19,11 +19,8 @@ use crate::api::{
     ChangeLeaderRequest, ChangeRoleRequest, GetTableFollowerResponse, GetTableStatusResponse,
     Status, TableInfo, TidPid, code,
 };
-use crate::cluster::{NodeFactory, OpenMldbCluster};
+use crate::cluster::{NodeFactory, OpenMldbCluster, Part};
 use crate::error::OpenMldbError;
-
-/// One partition to move: (db, table, tid, pid).
-pub(crate) type Part = (String, String, u32, u32);
 
 /// Polls without a follower at the leader's offset before the tablet is held.
 const POLLS_UNHELD: u32 = 5;

@@ -28,9 +28,8 @@ use crate::api::{
     ChangeLeaderRequest, GetTableStatusResponse, OpStatus, RecoverEndpointRequest,
     RecoverTableRequest, Status, UpdateTableAliveRequest, code,
 };
-use crate::cluster::{NodeFactory, OpenMldbCluster};
+use crate::cluster::{NodeFactory, OpenMldbCluster, Part};
 use crate::error::OpenMldbError;
-use crate::fence::Part;
 
 /// RecoverEndpoint's spread (`name_server_task_max_concurrency`).
 const MAX_QUEUES: u32 = 8;

@@ -16,15 +16,8 @@ use rollout_core::NodeId;
 use crate::api::{
     GetManifestResponse, GetTableStatusResponse, MakeSnapshotRequest, Status, TidPid, code,
 };
-use crate::cluster::{NodeFactory, OpenMldbCluster};
+use crate::cluster::{AskedOf, NodeFactory, OpenMldbCluster};
 use crate::error::OpenMldbError;
-
-/// A snapshot asked of a tablet: the offset it must reach, and whether the tablet refused
-/// the request (105) so that it is asked again.
-type Asked = (u64, bool);
-
-/// The snapshots asked of one tablet, by (tid, pid).
-pub(crate) type AskedOf = BTreeMap<(u32, u32), Asked>;
 
 impl<F: NodeFactory> OpenMldbCluster<F> {
     /// Asks `node` for a snapshot of each memory partition it holds up to its current
@@ -37,7 +30,7 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         let r: GetTableStatusResponse = e
             .call("TabletServer", "GetTableStatus", &serde_json::json!({}))
             .await?;
-        let mut asked: BTreeMap<(u32, u32), Asked> = BTreeMap::new();
+        let mut asked = AskedOf::new();
         for s in r.all_table_status.iter().filter(|s| s.in_memory()) {
             let m: GetManifestResponse = e
                 .call(

@@ -7,9 +7,8 @@ use rollout_core::{
 };
 
 use crate::api::{ConfSetRequest, Pair, ReplicaNsRequest, Status};
-use crate::cluster::{NodeFactory, OpenMldbCluster, OpenMldbNode};
+use crate::cluster::{NodeFactory, OpenMldbCluster, OpenMldbNode, Part};
 use crate::error::OpenMldbError;
-use crate::fence::Part;
 use crate::version::{ServerVersion, check_upgrade};
 use crate::view::{led_by, part_id};
 

@@ -17,9 +17,9 @@ use crate::api::{
     ChangeLeaderRequest, ChangeRoleRequest, GetTableStatusResponse, GetTermPairResponse, Status,
     TidPid, code,
 };
-use crate::cluster::{NodeFactory, OpenMldbCluster};
+use crate::cluster::{NodeFactory, OpenMldbCluster, Part};
 use crate::error::OpenMldbError;
-use crate::fence::{Follow, Part, partition};
+use crate::fence::{Follow, partition};
 
 /// Tries of a release before it is left to `heal`.
 const RELEASE_TRIES: u32 = 3;

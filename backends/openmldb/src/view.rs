@@ -4,9 +4,8 @@
 use rollout_core::{NodeId, NodeInfo, Role, RoleKind};
 
 use crate::api::{GetTableStatusResponse, TableInfo, TabletStatus};
-use crate::cluster::{NodeFactory, OpenMldbCluster};
+use crate::cluster::{NodeFactory, OpenMldbCluster, Part};
 use crate::error::OpenMldbError;
-use crate::fence::Part;
 
 /// Ops the nameserver runs at once for single-partition RPCs (`name_server_task_concurrency`).
 pub(crate) const QUEUES: usize = 2;
