@@ -8,7 +8,10 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use rollout_core::{
-    Change, Cluster, HealthProbe, Ignore, NodeId, Policy, build_waves, probes, wave_is_safe,
+    Change, Cluster, HealthProbe, NodeId, Policy,
+    event::Ignore,
+    plan::{build_waves, wave_is_safe},
+    probe::probes,
 };
 use rollout_sim::{Flavor, Placement, SimBuilder, Strategy, simulate};
 

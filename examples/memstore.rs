@@ -17,7 +17,9 @@ use std::time::Duration;
 use rollout_core::{
     ApplyRecord, Change, Cluster, ErrorClass, Health, HealthProbe, Knob, MemoryJournal, Node,
     NodeId, NodeInfo, NodeStatus, Partition, Procedure, Replica, ReplicaRole, Role, RoleKind, Run,
-    Spec, Topology, probe_fn, probes, roll,
+    Spec, Topology,
+    probe::{probe_fn, probes},
+    roll,
 };
 
 /// The store's one error: what a real backend's transport and server errors become.
@@ -137,7 +139,7 @@ impl Cluster for Store {
     /// It can restart and upgrade, but has no config files to edit: a `Config` change would
     /// restart a node and then fail `is_applied`, so it is refused before anything runs.
     fn check_change(&self, change: &Change) -> Result<(), String> {
-        change.validate()?;
+        change.validate().map_err(|e| e.to_string())?;
         match change {
             Change::Config { .. } => Err("memstore has no config files".into()),
             _ => Ok(()),

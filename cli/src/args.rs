@@ -87,11 +87,11 @@ impl ChangeArgs {
     /// `spec` limited to `--role` or `--node`.
     pub(crate) fn select(&self, spec: Spec) -> Spec {
         if !self.node.is_empty() {
-            spec.selection(rollout_core::Selection::Nodes(
+            spec.selection(rollout_core::policy::Selection::Nodes(
                 self.node.iter().map(NodeId::new).collect(),
             ))
         } else if !self.role.is_empty() {
-            spec.selection(rollout_core::Selection::Roles(self.role.clone()))
+            spec.selection(rollout_core::policy::Selection::Roles(self.role.clone()))
         } else {
             spec
         }
@@ -242,9 +242,9 @@ impl PolicyArgs {
         }
         if let Some(t) = self.on_timeout {
             policy = policy.on_timeout(match t {
-                OnTimeoutArg::Abort => rollout_core::OnTimeout::Abort,
-                OnTimeoutArg::Pause => rollout_core::OnTimeout::Pause,
-                OnTimeoutArg::Skip => rollout_core::OnTimeout::Skip,
+                OnTimeoutArg::Abort => rollout_core::policy::OnTimeout::Abort,
+                OnTimeoutArg::Pause => rollout_core::policy::OnTimeout::Pause,
+                OnTimeoutArg::Skip => rollout_core::policy::OnTimeout::Skip,
             });
         }
         policy

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rollout_core::{
-    ApplyRecord, Change, Deadlines, Event, Node, NodeId, NodeStatus, Observer, Policy, Spec, chain,
-    plan,
+    ApplyRecord, Change, Event, Node, NodeId, NodeStatus, Observer, Policy, Spec, chain, plan,
+    policy::Deadlines,
 };
 
 /// A process this binary cannot control (no `--cluster` file): planning works, any action
@@ -299,7 +299,7 @@ pub(crate) async fn pure_simulation(
                     &b,
                     strategy,
                     &spec,
-                    &rollout_core::Ignore,
+                    &rollout_core::event::Ignore,
                 ))
             })
     })
@@ -380,9 +380,9 @@ pub(crate) async fn run_real<C: rollout_core::Cluster>(
 /// twice shows 2. On a real cluster this is what the orchestrator can know of restarts
 /// (a crash between the record and the start counts one start too many, never too few).
 pub(crate) fn starts_recorded(
-    entries: &[rollout_core::Entry],
+    entries: &[rollout_core::journal::Entry],
 ) -> std::collections::BTreeMap<String, u32> {
-    use rollout_core::Entry;
+    use rollout_core::journal::Entry;
     let mut starts = std::collections::BTreeMap::new();
     for e in entries {
         match e {

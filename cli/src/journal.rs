@@ -168,7 +168,7 @@ impl JournalAt {
     /// Prints who holds the lock (ZooKeeper), the rollout in the journal, the node in
     /// progress and the knobs saved with their originals; one JSON object with `json`.
     pub(crate) fn print_status(&self, json: bool) -> anyhow::Result<()> {
-        use rollout_core::Entry;
+        use rollout_core::journal::Entry;
         let (holder, entries) = match self {
             Self::Zk { .. } => {
                 let zk = self.zk(true)?;

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use indicatif::{ProgressBar, ProgressStyle};
-use rollout_core::{Change, Event, Observer, OnTimeout, Phase};
+use rollout_core::{Change, Event, Observer, Phase, policy::OnTimeout};
 use rollout_sim::{ClientLoad, Fault, Flavor, Placement, SimBuilder, Strategy, simulate};
 
 /// Roll a simulated cluster one safe step at a time, in virtual time.

@@ -114,7 +114,7 @@ pub trait Cluster: Send + Sync {
     /// # Errors
     /// A reason when the change cannot be applied, such as an unknown config file.
     fn check_change(&self, change: &Change) -> Result<(), String> {
-        change.validate()
+        change.validate().map_err(|e| e.to_string())
     }
 
     /// The knobs this procedure needs, with their values while it runs.
@@ -219,66 +219,14 @@ pub trait Cluster: Send + Sync {
         None
     }
 
-    /// Whether this backend adds temporary replicas: then a single-replica partition keeps
-    /// serving while its node restarts (the engine adds a replica elsewhere before the drain,
-    /// see [`TemporaryReplica`]). The default is `false`: such partitions block their node
-    /// unless the operator accepts their table's downtime.
-    fn supports_temporary_replicas(&self) -> bool {
-        false
-    }
-
-    /// Adds `replica`: a follower of `replica.partition` on `replica.to` (OpenMLDB
-    /// AddReplicaNS, which copies a snapshot and then streams the binlog). Idempotent: a
-    /// replica already there is left as it is. The engine journals the replica before it
-    /// calls this, and calls it only when
-    /// [`supports_temporary_replicas`](Cluster::supports_temporary_replicas) says so; the
-    /// default does nothing.
-    fn add_temporary_replica(
-        &self,
-        replica: &TemporaryReplica,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
-        let _ = replica;
-        async { Ok(()) }
-    }
-
-    /// Holds once `replica` is alive and caught up with its leader, so that the drain may
-    /// move the leadership to it. The default fails: a backend that adds temporary replicas
-    /// must say when one is ready.
-    fn temporary_replica_ready<'a>(
-        &'a self,
-        replica: &'a TemporaryReplica,
-    ) -> impl HealthProbe<Error = Self::Error> + 'a {
-        let _ = replica;
-        crate::probe::probes::failed(
-            "this backend does not say when a temporary replica is ready \
-             (Cluster::temporary_replica_ready)",
-        )
-    }
-
-    /// Removes `replica` once `replica.from` serves the partition again: first the
-    /// leadership goes back to a caught-up replica other than `replica.to` (OpenMLDB
-    /// ChangeLeader with that candidate), then the replica is deleted (DelReplicaNS).
-    /// Idempotent. The engine calls it only when the partition's replica on `replica.from` is
-    /// alive, never when the temporary one is its last copy.
-    fn remove_temporary_replica(
-        &self,
-        replica: &TemporaryReplica,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
-        let _ = replica;
-        async { Ok(()) }
-    }
-
-    /// Holds once `replica` is gone and its partition has an alive leader again. The default
-    /// fails, as [`temporary_replica_ready`](Cluster::temporary_replica_ready) does.
-    fn temporary_replica_removed<'a>(
-        &'a self,
-        replica: &'a TemporaryReplica,
-    ) -> impl HealthProbe<Error = Self::Error> + 'a {
-        let _ = replica;
-        crate::probe::probes::failed(
-            "this backend does not say when a temporary replica is removed \
-             (Cluster::temporary_replica_removed)",
-        )
+    /// The backend's temporary replicas, when it can add them: then a single-replica
+    /// partition keeps serving while its node restarts (the engine adds a replica elsewhere
+    /// before the drain, see [`TemporaryReplica`]). The default is `None`: such partitions
+    /// block their node unless the operator accepts their table's downtime. A backend that
+    /// can implements [`TemporaryReplicas`] (on itself or on a part of it) and returns
+    /// `Some`.
+    fn temporary_replicas(&self) -> Option<&impl TemporaryReplicas<Error = Self::Error>> {
+        None::<&NoTemporaryReplicas<Self::Error>>
     }
 
     /// Says how the engine should treat `error`. The default treats every error as fatal.
@@ -328,4 +276,79 @@ pub trait Node: Send + Sync {
     /// by the node's boot id.
     fn is_applied(&self, change: &Change)
     -> impl Future<Output = Result<bool, Self::Error>> + Send;
+}
+
+/// The optional capability of a backend that can copy a partition to another node (OpenMLDB
+/// AddReplicaNS), handed out by [`Cluster::temporary_replicas`]. The engine journals each
+/// replica before it adds one, waits for it to be ready before the drain, and removes it once
+/// the node it stands in for serves again.
+pub trait TemporaryReplicas: Send + Sync {
+    /// The backend's error (its [`Cluster::Error`]).
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Adds `replica`: a follower of `replica.partition` on `replica.to` (OpenMLDB
+    /// AddReplicaNS, which copies a snapshot and then streams the binlog). Idempotent: a
+    /// replica already there is left as it is.
+    fn add_temporary_replica(
+        &self,
+        replica: &TemporaryReplica,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Holds once `replica` is alive and caught up with its leader, so that the drain may
+    /// move the leadership to it.
+    fn temporary_replica_ready<'a>(
+        &'a self,
+        replica: &'a TemporaryReplica,
+    ) -> impl HealthProbe<Error = Self::Error> + 'a;
+
+    /// Removes `replica` once `replica.from` serves the partition again: first the
+    /// leadership goes back to a caught-up replica other than `replica.to` (OpenMLDB
+    /// ChangeLeader with that candidate), then the replica is deleted (DelReplicaNS).
+    /// Idempotent. The engine calls it only when the partition's replica on `replica.from` is
+    /// alive, never when the temporary one is its last copy.
+    fn remove_temporary_replica(
+        &self,
+        replica: &TemporaryReplica,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Holds once `replica` is gone and its partition has an alive leader again.
+    fn temporary_replica_removed<'a>(
+        &'a self,
+        replica: &'a TemporaryReplica,
+    ) -> impl HealthProbe<Error = Self::Error> + 'a;
+}
+
+/// What [`Cluster::temporary_replicas`] names by default, and never hands out: it cannot be
+/// built.
+#[derive(Debug)]
+pub struct NoTemporaryReplicas<E> {
+    never: std::convert::Infallible,
+    error: std::marker::PhantomData<fn() -> E>,
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> TemporaryReplicas for NoTemporaryReplicas<E> {
+    type Error = E;
+
+    async fn add_temporary_replica(&self, _: &TemporaryReplica) -> Result<(), E> {
+        match self.never {}
+    }
+
+    fn temporary_replica_ready<'a>(
+        &'a self,
+        _: &'a TemporaryReplica,
+    ) -> impl HealthProbe<Error = E> + 'a {
+        let _ = self.error;
+        crate::probe::probes::always()
+    }
+
+    async fn remove_temporary_replica(&self, _: &TemporaryReplica) -> Result<(), E> {
+        match self.never {}
+    }
+
+    fn temporary_replica_removed<'a>(
+        &'a self,
+        _: &'a TemporaryReplica,
+    ) -> impl HealthProbe<Error = E> + 'a {
+        crate::probe::probes::always()
+    }
 }

@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::cluster::{Cluster, ErrorClass, Node};
+use crate::cluster::{Cluster, ErrorClass, Node, TemporaryReplicas};
 use crate::model::Procedure;
 use crate::model::{ApplyRecord, Change, Health, Knob, NodeId, NodeInfo, NodeStatus, Topology};
 use crate::probe::HealthProbe;
@@ -192,20 +192,23 @@ pub trait DynCluster: Send + Sync {
     fn settle(&self, node: &NodeId) -> std::time::Duration;
     /// [`Cluster::heal`], boxed.
     fn heal_boxed(&self) -> BoxFuture<'_, Result<(), DynError>>;
-    /// [`Cluster::supports_temporary_replicas`].
-    fn supports_temporary_replicas(&self) -> bool;
-    /// [`Cluster::add_temporary_replica`], boxed.
+    /// Whether [`Cluster::temporary_replicas`] is `Some`.
+    fn has_temporary_replicas(&self) -> bool;
+    /// [`TemporaryReplicas::add_temporary_replica`], boxed; an error when the backend has
+    /// none.
     fn add_temporary_replica_boxed<'a>(
         &'a self,
         replica: &'a TemporaryReplica,
     ) -> BoxFuture<'a, Result<(), DynError>>;
-    /// [`Cluster::remove_temporary_replica`], boxed.
+    /// [`TemporaryReplicas::remove_temporary_replica`], boxed; an error when the backend has
+    /// none.
     fn remove_temporary_replica_boxed<'a>(
         &'a self,
         replica: &'a TemporaryReplica,
     ) -> BoxFuture<'a, Result<(), DynError>>;
-    /// [`Cluster::temporary_replica_ready`] (`removed` false) or
-    /// [`Cluster::temporary_replica_removed`] (`removed` true), boxed.
+    /// [`TemporaryReplicas::temporary_replica_ready`] (`removed` false) or
+    /// [`TemporaryReplicas::temporary_replica_removed`] (`removed` true), boxed; a failed
+    /// probe when the backend has none.
     fn temporary_probe_boxed<'a>(
         &'a self,
         replica: &'a TemporaryReplica,
@@ -288,17 +291,21 @@ where
     fn heal_boxed(&self) -> BoxFuture<'_, Result<(), DynError>> {
         Box::pin(async move { self.heal().await.map_err(DynError::new) })
     }
-    fn supports_temporary_replicas(&self) -> bool {
-        Cluster::supports_temporary_replicas(self)
+    fn has_temporary_replicas(&self) -> bool {
+        self.temporary_replicas().is_some()
     }
     fn add_temporary_replica_boxed<'a>(
         &'a self,
         replica: &'a TemporaryReplica,
     ) -> BoxFuture<'a, Result<(), DynError>> {
         Box::pin(async move {
-            self.add_temporary_replica(replica)
-                .await
-                .map_err(DynError::new)
+            match self.temporary_replicas() {
+                Some(t) => t
+                    .add_temporary_replica(replica)
+                    .await
+                    .map_err(DynError::new),
+                None => Err(no_temporary_replicas()),
+            }
         })
     }
     fn remove_temporary_replica_boxed<'a>(
@@ -306,9 +313,13 @@ where
         replica: &'a TemporaryReplica,
     ) -> BoxFuture<'a, Result<(), DynError>> {
         Box::pin(async move {
-            self.remove_temporary_replica(replica)
-                .await
-                .map_err(DynError::new)
+            match self.temporary_replicas() {
+                Some(t) => t
+                    .remove_temporary_replica(replica)
+                    .await
+                    .map_err(DynError::new),
+                None => Err(no_temporary_replicas()),
+            }
         })
     }
     fn temporary_probe_boxed<'a>(
@@ -316,10 +327,12 @@ where
         replica: &'a TemporaryReplica,
         removed: bool,
     ) -> BoxProbe<'a> {
-        if removed {
-            BoxProbe::new(self.temporary_replica_removed(replica))
-        } else {
-            BoxProbe::new(self.temporary_replica_ready(replica))
+        match self.temporary_replicas() {
+            Some(t) if removed => BoxProbe::new(t.temporary_replica_removed(replica)),
+            Some(t) => BoxProbe::new(t.temporary_replica_ready(replica)),
+            None => BoxProbe::new(crate::probe::probes::failed::<C::Error>(
+                "this backend adds no temporary replicas",
+            )),
         }
     }
     fn probe_boxed<'a>(&'a self, which: Which, node: &'a NodeId) -> BoxProbe<'a> {
@@ -346,7 +359,7 @@ where
 ///
 /// # Examples
 /// ```
-/// use rollout_core::{BoxCluster, Change, MemoryJournal, Run, Spec, roll};
+/// use rollout_core::{Change, MemoryJournal, Run, Spec, roll, erased::BoxCluster};
 /// use rollout_sim::{Flavor, SimBuilder};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -444,9 +457,33 @@ impl Cluster for BoxCluster {
     fn settle(&self, node: &NodeId) -> std::time::Duration {
         self.0.settle(node)
     }
-    fn supports_temporary_replicas(&self) -> bool {
-        self.0.supports_temporary_replicas()
+    fn temporary_replicas(&self) -> Option<&impl TemporaryReplicas<Error = DynError>> {
+        self.0.has_temporary_replicas().then_some(self)
     }
+    fn rejoined<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = DynError> + 'a {
+        self.0.probe_boxed(Which::Rejoined, node)
+    }
+    fn fully_healthy(&self) -> impl HealthProbe<Error = DynError> + '_ {
+        self.0.probe_boxed(Which::FullyHealthy, &NO_NODE)
+    }
+    fn safe_to_stop<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = DynError> + 'a {
+        self.0.probe_boxed(Which::SafeToStop, node)
+    }
+    fn classify(&self, error: &DynError) -> ErrorClass {
+        self.0.classify_dyn(error)
+    }
+}
+
+/// The error of a temporary-replica call to a backend that adds none.
+fn no_temporary_replicas() -> DynError {
+    DynError::new(std::io::Error::other(
+        "this backend adds no temporary replicas",
+    ))
+}
+
+impl TemporaryReplicas for BoxCluster {
+    type Error = DynError;
+
     async fn add_temporary_replica(&self, replica: &TemporaryReplica) -> Result<(), DynError> {
         self.0.add_temporary_replica_boxed(replica).await
     }
@@ -464,18 +501,6 @@ impl Cluster for BoxCluster {
         replica: &'a TemporaryReplica,
     ) -> impl HealthProbe<Error = DynError> + 'a {
         self.0.temporary_probe_boxed(replica, true)
-    }
-    fn rejoined<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = DynError> + 'a {
-        self.0.probe_boxed(Which::Rejoined, node)
-    }
-    fn fully_healthy(&self) -> impl HealthProbe<Error = DynError> + '_ {
-        self.0.probe_boxed(Which::FullyHealthy, &NO_NODE)
-    }
-    fn safe_to_stop<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = DynError> + 'a {
-        self.0.probe_boxed(Which::SafeToStop, node)
-    }
-    fn classify(&self, error: &DynError) -> ErrorClass {
-        self.0.classify_dyn(error)
     }
 }
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::journal::JournalError;
 use crate::model::NodeId;
+use crate::policy::PolicyError;
 
 /// A step of a rollout, named in errors, events and the journal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -102,7 +103,7 @@ impl fmt::Display for Target<'_> {
 pub enum Error<E: std::error::Error + 'static> {
     /// The policy contradicts itself; nothing was touched.
     #[error("invalid policy: {0}")]
-    InvalidPolicy(String),
+    InvalidPolicy(PolicyError),
     /// The selection is empty; nothing was touched.
     #[error("the selection is empty: name at least one node or role")]
     EmptySelection,
@@ -279,3 +280,15 @@ impl fmt::Display for KnobsLeft<'_> {
 
 /// The core result type.
 pub type Result<T, E> = std::result::Result<T, Error<E>>;
+
+/// An error and its sources on one line.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -472,6 +472,7 @@ fn holder_is_dead(holder: &str) -> bool {
 
 /// What the journal says about the rollout in progress, if any.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Resume {
     /// Whether an interrupted or halted rollout is in the journal.
     pub active: bool,
@@ -491,6 +492,7 @@ pub struct Resume {
 
 /// A node the journal shows begun but not finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct InFlight {
     /// The node.
     pub node: NodeId,

@@ -2,12 +2,12 @@
 //!
 //! `rollout-core` holds the model ([`Topology`], [`Change`], [`Knob`], [`Health`]), the traits a
 //! backend implements ([`Cluster`], [`Node`], [`HealthProbe`]), the planner ([`plan()`],
-//! [`wave_is_safe`]), the engine ([`roll`], [`abort`]), the [`Journal`] and the typed
+//! [`plan::wave_is_safe`]), the engine ([`roll`], [`abort`]), the [`Journal`] and the typed
 //! [`Event`]s.
 //! It does no network IO and never spawns tasks: every wait runs in the caller's task on tokio
 //! time, so the simulator (`rollout-sim`) drives it in virtual time, and cancelling is dropping
 //! the future.
-//! [`BoxCluster`] rolls a backend picked at run time; [`Control`] pauses, resumes or cancels a
+//! [`erased::BoxCluster`] rolls a backend picked at run time; [`Control`] pauses, resumes or cancels a
 //! running rollout; [`FileJournal`] survives a crash of the orchestrator.
 //!
 //! # Examples
@@ -54,12 +54,12 @@
 //!    Every other method has a default: `nodes`, `down_outside`, `unserving_outside`, `stopped`, `heal`, `data_down_limit`,
 //!    `check_change` (refuse what the backend cannot apply) and `classify` (all fatal).
 //!    Probes answer [`Health`]; a `Waiting` reason should change only when something
-//!    moved, since a deadline is a window without progress ([`wait_until`]).
+//!    moved, since a deadline is a window without progress ([`wait::wait_until`]).
 //!    Name each partition's table ([`Partition::table`]) so that operators can accept a
 //!    table's downtime by name. A backend that can copy a partition to another node
-//!    (OpenMLDB AddReplicaNS) says so in [`Cluster::supports_temporary_replicas`] and
-//!    implements the four temporary-replica methods; then single-replica partitions keep
-//!    serving while their node restarts ([`TemporaryReplica`]).
+//!    (OpenMLDB AddReplicaNS) implements [`TemporaryReplicas`] and hands it out from
+//!    [`Cluster::temporary_replicas`]; then single-replica partitions keep serving while
+//!    their node restarts ([`TemporaryReplica`]).
 //! 5. **[`Node`]**: `stop`, `start`, `status` ([`NodeStatus::running`] with a boot id that
 //!    changes on every start, and [`NodeStatus::exited`] when the process died), `apply`
 //!    (returns an [`ApplyRecord`]; called again after a crash, it keeps the first backup),
@@ -72,12 +72,22 @@
 //!    a data node and writes knobs back, so run it against an emulator or a test cluster,
 //!    never a production one; then [`roll`].
 //!
+//! # Where things are
+//!
+//! The crate root holds what a backend author and an embedder use: the traits, the model,
+//! [`roll`], [`plan()`], [`abort`], [`Spec`], [`Policy`], [`Run`], [`Report`], [`Error`], the
+//! journals and the events. The rest is in its module: the plan's parts and the placement
+//! rule ([`plan`](mod@plan)), the journal's entries ([`journal`]), probe combinators ([`probe`]), the
+//! wait ([`wait`]), the policy's parts ([`policy`]), the per-node steps ([`steps`]), the
+//! temporary-replica placement ([`replicas`]), the drains a plan shows ([`drains`]), the
+//! type-erased cluster ([`erased`]), errors' parts ([`error`]) and events' ([`event`]).
+//!
 //! The model types are non-exhaustive and built through constructors, so that a field added
 //! later breaks no backend:
 //!
 //! ```
-//! use rollout_core::{NodeId, NodeInfo, Partition, Replica, ReplicaRole, Role, RoleKind,
-//!     Topology, wave_is_safe};
+//! use rollout_core::plan::wave_is_safe;
+//! use rollout_core::{NodeId, NodeInfo, Partition, Replica, ReplicaRole, Role, RoleKind, Topology};
 //!
 //! let data = Role::new("store", RoleKind::Data, 0);
 //! let nodes = ["a:1", "b:1", "c:1"].map(|n| NodeInfo::new(n, data.clone())).to_vec();
@@ -96,48 +106,33 @@
 mod cluster;
 pub mod conf;
 mod control;
-mod drains;
+pub mod drains;
 mod engine;
-mod erased;
-mod error;
-mod event;
+pub mod erased;
+pub mod error;
+pub mod event;
 mod factory;
-mod journal;
+pub mod journal;
 mod model;
-mod plan;
-mod policy;
-mod probe;
-mod replicas;
-mod steps;
-mod wait;
+pub mod plan;
+pub mod policy;
+pub mod probe;
+pub mod replicas;
+pub mod steps;
+pub mod wait;
 mod wave;
 
-pub use cluster::{Cluster, ErrorClass, Node};
+pub use cluster::{Cluster, ErrorClass, NoTemporaryReplicas, Node, TemporaryReplicas};
 pub use control::Control;
-pub use drains::NodeDrain;
-pub use engine::{Outcome, Report, Run, abort, chain, plan, roll};
-pub use erased::{
-    BoxCluster, BoxFuture, BoxNode, BoxProbe, DynCluster, DynError, DynNode, DynProbe, Which,
-};
-pub use error::{Error, KnobLeft, Phase, Result, Target};
-pub use event::{Event, Ignore, Observer, RESUMED_WAVE};
+pub use engine::{Outcome, Report, Run, abort, plan, roll};
+pub use error::{Error, Phase, Result, chain};
+pub use event::{Event, Observer};
 pub use factory::{MappedNode, NodeErrorOf, NodeFactory};
-pub use journal::{Entry, FileJournal, InFlight, Journal, JournalError, MemoryJournal, Resume};
+pub use journal::{FileJournal, Journal, MemoryJournal};
 pub use model::{
-    ApplyRecord, Change, ConfigEdit, Health, Knob, KnobScope, NodeId, NodeInfo, NodeStatus,
-    Partition, Procedure, Replica, ReplicaRole, Role, RoleKind, Topology,
+    ApplyRecord, Change, ChangeError, ConfigEdit, Health, Knob, KnobScope, NodeId, NodeInfo,
+    NodeStatus, Partition, Procedure, Replica, ReplicaRole, Role, RoleKind, Topology,
 };
-pub use plan::{
-    Blocked, Plan, PlannedKnob, SelectionError, Wave, build_waves, build_waves_limited,
-    outside_failure, outside_node_failure, resolve_selection, resolve_selection_except, retired,
-    warnings, wave_is_safe, wave_is_safe_with,
-};
-pub use policy::{Deadlines, OnTimeout, Policy, Selection, Spec};
-pub use probe::{And, HealthProbe, Or, ProbeFn, probe_fn, probes};
-pub use replicas::{
-    AcceptedTable, Relief, TemporaryReplica, accepted_downtime, check_accepted,
-    place_temporary_replicas,
-};
-pub use steps::{steps, steps_for};
-#[allow(deprecated)]
-pub use wait::{PROGRESS_CAP, WaitError, wait_until};
+pub use policy::{Policy, Spec};
+pub use probe::HealthProbe;
+pub use replicas::TemporaryReplica;

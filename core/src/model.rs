@@ -73,6 +73,7 @@ pub enum RoleKind {
 ///
 /// Roles are rolled in ascending `rank`, which the backend gives.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Role {
     /// The backend's name for the role.
     pub name: String,
@@ -386,15 +387,13 @@ impl Change {
     /// Checks the change is well formed: no empty edit list, key, file or version.
     ///
     /// # Errors
-    /// A message naming the malformed part.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The malformed part, as a [`ChangeError`].
+    pub fn validate(&self) -> Result<(), ChangeError> {
         match self {
             Self::Restart => Ok(()),
-            Self::Upgrade { version } if version.trim().is_empty() => {
-                Err("upgrade names an empty version".into())
-            }
+            Self::Upgrade { version } if version.trim().is_empty() => Err(ChangeError::NoVersion),
             Self::Upgrade { .. } => Ok(()),
-            Self::Config { edits } if edits.is_empty() => Err("config change has no edits".into()),
+            Self::Config { edits } if edits.is_empty() => Err(ChangeError::NoEdits),
             Self::Config { edits } => {
                 for (i, e) in edits.iter().enumerate() {
                     let (file, key) = match e {
@@ -403,16 +402,45 @@ impl Change {
                         }
                     };
                     if file.trim().is_empty() {
-                        return Err(format!("config edit {i} names no file"));
+                        return Err(ChangeError::NoFile { edit: i });
                     }
                     if key.trim().is_empty() || key.contains(['\n', '=']) {
-                        return Err(format!("config edit {i} has an invalid key {key:?}"));
+                        return Err(ChangeError::InvalidKey {
+                            edit: i,
+                            key: key.clone(),
+                        });
                     }
                 }
                 Ok(())
             }
         }
     }
+}
+
+/// A malformed [`Change`] ([`Change::validate`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChangeError {
+    /// An upgrade with an empty version.
+    #[error("upgrade names an empty version")]
+    NoVersion,
+    /// A config change without edits.
+    #[error("config change has no edits")]
+    NoEdits,
+    /// A config edit with an empty file name.
+    #[error("config edit {edit} names no file")]
+    NoFile {
+        /// The edit's index in the change, from 0.
+        edit: usize,
+    },
+    /// A config edit whose key is empty or holds a newline or `=`.
+    #[error("config edit {edit} has an invalid key {key:?}")]
+    InvalidKey {
+        /// The edit's index in the change, from 0.
+        edit: usize,
+        /// The key.
+        key: String,
+    },
 }
 
 /// Where a knob applies.
@@ -600,6 +628,7 @@ impl NodeStatus {
 
 /// What [`Node::apply`](crate::Node::apply) replaced, so that it can be reverted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ApplyRecord {
     /// The node it was applied to.
     pub node: NodeId,

@@ -16,6 +16,7 @@ pub use crate::wave::Wave;
 
 /// A knob as the plan shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PlannedKnob {
     /// The knob's name.
     pub name: String,
@@ -31,6 +32,7 @@ pub struct PlannedKnob {
 
 /// A selected node that the planner will not roll, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Blocked {
     /// The node.
     pub node: NodeId,
@@ -40,6 +42,7 @@ pub struct Blocked {
 
 /// A whole rollout as it would run, computed without touching anything.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Plan {
     /// The cluster's name.
     pub cluster: String,

@@ -24,7 +24,7 @@ pub enum OnTimeout {
     Skip,
 }
 
-/// How long each wait may go without progress ([`wait_until`](crate::wait_until)): a wait
+/// How long each wait may go without progress ([`wait_until`](crate::wait::wait_until)): a wait
 /// that keeps giving new reasons (ops done, replicas back) runs on, however long its work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -205,7 +205,7 @@ impl Policy {
 
     /// Whether single-replica partitions get a temporary replica on another data node while
     /// their node restarts (default `true`; used only where the backend can add one, see
-    /// [`Cluster::supports_temporary_replicas`](crate::Cluster::supports_temporary_replicas)).
+    /// [`Cluster::temporary_replicas`](crate::Cluster::temporary_replicas)).
     /// With `false`, such partitions block their node unless their table is accepted.
     #[must_use]
     pub fn temporary_replicas(mut self, on: bool) -> Self {
@@ -239,32 +239,29 @@ impl Policy {
     /// Checks that the policy does not contradict itself.
     ///
     /// # Errors
-    /// A message naming the setting and what it must be.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The first setting that is out of range, as a [`PolicyError`] naming it and what it
+    /// must be.
+    pub fn validate(&self) -> Result<(), PolicyError> {
         if self.max_parallel == 0 {
-            return Err("max_parallel must be at least 1".into());
+            return Err(PolicyError::MaxParallelZero);
         }
         if self.max_unavailable == 0 {
-            return Err("max_unavailable_per_partition must be at least 1".into());
+            return Err(PolicyError::MaxUnavailableZero);
         }
         if self.temporary_replica_limit == Some(0) {
-            return Err(
-                "temporary_replica_limit must be at least 1 (turn temporary replicas off with \
-                 temporary_replicas(false) instead)"
-                    .into(),
-            );
+            return Err(PolicyError::TemporaryReplicaLimitZero);
         }
         if let Some(t) = self.accept_unavailable.iter().find(|t| t.trim().is_empty()) {
-            return Err(format!("accept_unavailable names an empty table {t:?}"));
+            return Err(PolicyError::EmptyAcceptedTable(t.clone()));
         }
         if self.canary == Some(0) {
-            return Err("canary must stop after at least 1 node".into());
+            return Err(PolicyError::CanaryZero);
         }
         if self.poll_min.is_zero() || self.poll_min > self.poll_max {
-            return Err(format!(
-                "poll interval must satisfy 0 < min <= max, got {:?}..{:?}",
-                self.poll_min, self.poll_max
-            ));
+            return Err(PolicyError::PollBounds {
+                min: self.poll_min,
+                max: self.poll_max,
+            });
         }
         let d = &self.deadlines;
         for (name, v) in [
@@ -278,15 +275,11 @@ impl Policy {
             ("temporary", d.temporary),
         ] {
             if v.is_zero() {
-                return Err(format!("the {name} deadline must be longer than zero"));
+                return Err(PolicyError::DeadlineZero(name));
             }
         }
         if self.procedure == Procedure::Simple && self.on_timeout == OnTimeout::Skip {
-            return Err(
-                "on_timeout skip needs the high-availability procedure: the simple one has no \
-                 step before the stop where skipping is safe"
-                    .into(),
-            );
+            return Err(PolicyError::SkipNeedsHighAvailability);
         }
         Ok(())
     }
@@ -345,6 +338,7 @@ pub enum Selection {
 
 /// One rollout: a change, the nodes it applies to and the policy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Spec {
     /// What to apply.
     pub change: Change,
@@ -376,5 +370,68 @@ impl Spec {
     pub fn policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
         self
+    }
+}
+
+/// A policy that contradicts itself, or that names what the cluster does not have
+/// ([`Policy::validate`], [`check_accepted`](crate::replicas::check_accepted)); nothing was
+/// touched.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// `max_parallel` is 0.
+    #[error("max_parallel must be at least 1")]
+    MaxParallelZero,
+    /// `max_unavailable_per_partition` is 0.
+    #[error("max_unavailable_per_partition must be at least 1")]
+    MaxUnavailableZero,
+    /// `temporary_replica_limit` is 0.
+    #[error(
+        "temporary_replica_limit must be at least 1 (turn temporary replicas off with \
+         temporary_replicas(false) instead)"
+    )]
+    TemporaryReplicaLimitZero,
+    /// `accept_unavailable` names an empty (or blank) table.
+    #[error("accept_unavailable names an empty table {0:?}")]
+    EmptyAcceptedTable(String),
+    /// `canary` is 0.
+    #[error("canary must stop after at least 1 node")]
+    CanaryZero,
+    /// The poll interval's bounds are not `0 < min <= max`.
+    #[error("poll interval must satisfy 0 < min <= max, got {min:?}..{max:?}")]
+    PollBounds {
+        /// The shortest poll interval.
+        min: Duration,
+        /// The longest poll interval.
+        max: Duration,
+    },
+    /// A deadline is zero: `gate`, `drain`, `quiesce`, `stop`, `ready`, `rejoin`, `healthy`
+    /// or `temporary`.
+    #[error("the {0} deadline must be longer than zero")]
+    DeadlineZero(&'static str),
+    /// `on_timeout` skip with the simple procedure.
+    #[error(
+        "on_timeout skip needs the high-availability procedure: the simple one has no step \
+         before the stop where skipping is safe"
+    )]
+    SkipNeedsHighAvailability,
+    /// `accept_unavailable` names a table the cluster does not have.
+    #[error("accept_unavailable names table {table:?}, {}", unknown_table(.known))]
+    UnknownAcceptedTable {
+        /// The name.
+        table: String,
+        /// The tables the cluster's control plane names (none: it names no tables).
+        known: Vec<String>,
+    },
+}
+
+fn unknown_table(known: &[String]) -> String {
+    if known.is_empty() {
+        "but this cluster's control plane names no tables".into()
+    } else {
+        format!(
+            "which the cluster does not have (tables: {})",
+            known.join(", ")
+        )
     }
 }

@@ -166,7 +166,7 @@ impl<F> std::fmt::Debug for ProbeFn<F> {
 ///
 /// # Examples
 /// ```
-/// use rollout_core::{probe_fn, Health, HealthProbe};
+/// use rollout_core::{Health, HealthProbe, probe::probe_fn};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let probe = probe_fn(|| async { Ok::<_, std::io::Error>(Health::Healthy) });
@@ -223,6 +223,7 @@ pub mod probes {
 
     /// A probe that always gives the same answer; useful in tests and as a neutral element.
     #[derive(Debug, Clone)]
+    #[non_exhaustive]
     pub struct Always<E> {
         health: Health,
         _error: PhantomData<fn() -> E>,
@@ -267,6 +268,7 @@ pub mod probes {
     /// A probe that holds once tokio's clock reaches `at` and wakes its wait then; until
     /// then it waits with `reason`. The engine's settle time after a node is one.
     #[derive(Debug, Clone)]
+    #[non_exhaustive]
     pub struct Until<E> {
         at: tokio::time::Instant,
         reason: String,

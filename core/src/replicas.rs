@@ -3,7 +3,7 @@
 //! `--allow_single_replica`).
 //!
 //! - A **temporary replica**: before the drain the engine adds a replica of each such
-//!   partition on another data node ([`Cluster::add_temporary_replica`]), waits until it has
+//!   partition on another data node ([`TemporaryReplicas::add_temporary_replica`]), waits until it has
 //!   caught up, lets the drain move the leadership to it, and removes it once the restarted
 //!   node serves its own replica again. Every one is journaled before it is added, so `abort`
 //!   and a resume remove it.
@@ -11,14 +11,14 @@
 //!   while their node restarts ([`Policy::accept_unavailable`](crate::Policy::accept_unavailable));
 //!   the placement rule lets them go and the plan lists them table by table.
 //!
-//! [`Cluster::add_temporary_replica`]: crate::Cluster::add_temporary_replica
+//! [`TemporaryReplicas::add_temporary_replica`]: crate::TemporaryReplicas::add_temporary_replica
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::{NodeId, Partition, RoleKind, Topology};
-use crate::policy::Policy;
+use crate::policy::{Policy, PolicyError};
 
 /// A replica the rollout adds so that a single-replica partition keeps serving while the node
 /// that holds it restarts, and removes once that node serves it again.
@@ -81,7 +81,7 @@ pub struct Relief {
 
 impl Relief {
     /// The relief `policy` asks for, given whether the backend adds temporary replicas
-    /// ([`Cluster::supports_temporary_replicas`](crate::Cluster::supports_temporary_replicas)).
+    /// ([`Cluster::temporary_replicas`](crate::Cluster::temporary_replicas) is `Some`).
     pub fn new(policy: &Policy, backend_adds_replicas: bool) -> Self {
         Self {
             accepted: policy.get_accept_unavailable().iter().cloned().collect(),
@@ -115,8 +115,9 @@ impl Relief {
 /// Checks that every accepted table exists in `topology`.
 ///
 /// # Errors
-/// The first unknown name, with the tables the cluster has.
-pub fn check_accepted(topology: &Topology, policy: &Policy) -> Result<(), String> {
+/// [`PolicyError::UnknownAcceptedTable`]: the first unknown name, with the tables the
+/// cluster has.
+pub fn check_accepted(topology: &Topology, policy: &Policy) -> Result<(), PolicyError> {
     let tables: BTreeSet<&str> = topology
         .partitions
         .iter()
@@ -128,14 +129,10 @@ pub fn check_accepted(topology: &Topology, policy: &Policy) -> Result<(), String
         .find(|t| !tables.contains(t.as_str()))
     {
         None => Ok(()),
-        Some(t) if tables.is_empty() => Err(format!(
-            "accept_unavailable names table {t:?}, but this cluster's control plane names no \
-             tables"
-        )),
-        Some(t) => Err(format!(
-            "accept_unavailable names table {t:?}, which the cluster does not have (tables: {})",
-            tables.into_iter().collect::<Vec<_>>().join(", ")
-        )),
+        Some(t) => Err(PolicyError::UnknownAcceptedTable {
+            table: t.clone(),
+            known: tables.into_iter().map(str::to_string).collect(),
+        }),
     }
 }
 

@@ -6,6 +6,7 @@ use crate::model::{NodeId, RoleKind};
 
 /// Nodes that go down together.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Wave {
     /// The role of every node in the wave.
     pub role: String,

@@ -5,8 +5,11 @@ mod support;
 use std::time::Duration;
 
 use rollout_core::{
-    Change, ConfigEdit, Entry, Error, FileJournal, Journal, JournalError, MemoryJournal, NodeId,
-    Policy, Procedure, Run, Selection, Spec, roll,
+    Change, ConfigEdit, Error, FileJournal, Journal, MemoryJournal, NodeId, Policy, Procedure, Run,
+    Spec,
+    journal::{Entry, JournalError},
+    policy::Selection,
+    roll,
 };
 use rollout_sim::{Flavor, SimBuilder};
 use support::Tiny;
@@ -63,7 +66,7 @@ async fn empty_selection_is_refused() {
 
 #[tokio::test(start_paused = true)]
 async fn contradictory_policies_are_refused() {
-    let d = rollout_core::Deadlines::all(Duration::ZERO);
+    let d = rollout_core::policy::Deadlines::all(Duration::ZERO);
     for (policy, word) in [
         (Policy::default().max_parallel(0), "max_parallel"),
         (
@@ -79,7 +82,7 @@ async fn contradictory_policies_are_refused() {
         (
             Policy::default()
                 .procedure(Procedure::Simple)
-                .on_timeout(rollout_core::OnTimeout::Skip),
+                .on_timeout(rollout_core::policy::OnTimeout::Skip),
             "skip",
         ),
     ] {

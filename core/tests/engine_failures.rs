@@ -6,7 +6,8 @@ mod support;
 use std::time::Duration;
 
 use rollout_core::{
-    Change, Deadlines, Entry, Error, MemoryJournal, NodeId, Phase, Policy, Run, Spec, roll,
+    Change, Error, MemoryJournal, NodeId, Phase, Policy, Run, Spec, journal::Entry,
+    policy::Deadlines, roll,
 };
 use support::{At, Failing, Tiny};
 

@@ -5,7 +5,11 @@ mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rollout_core::{Change, Entry, Error, Journal, JournalError, MemoryJournal, Run, Spec, roll};
+use rollout_core::{
+    Change, Error, Journal, MemoryJournal, Run, Spec,
+    journal::{Entry, JournalError},
+    roll,
+};
 use support::Tiny;
 
 /// A memory journal whose lock is lost at its `at`-th fence (as a ZooKeeper lock goes when

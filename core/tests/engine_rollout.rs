@@ -7,8 +7,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rollout_core::{
-    Change, Control, Deadlines, Entry, Error, Event, MemoryJournal, OnTimeout, Outcome, Phase,
-    Policy, ReplicaRole, RoleKind, Run, Spec, abort, roll,
+    Change, Control, Error, Event, MemoryJournal, Outcome, Phase, Policy, ReplicaRole, RoleKind,
+    Run, Spec, abort,
+    journal::Entry,
+    policy::{Deadlines, OnTimeout},
+    roll,
 };
 use rollout_sim::SimCluster;
 use support::{At, CrashJournal, EVERY, Failing, Fixture, Opts, Tiny, all_running};
@@ -418,8 +421,8 @@ async fn tiny_stuck_node_paused_then_unstuck_resumes_to_completion() {
 async fn tiny_steps_run_in_the_documented_order() {
     let c = Tiny::new(3, 1, 3);
     let journal = MemoryJournal::new();
-    let spec =
-        Spec::new(Change::Restart).selection(rollout_core::Selection::Nodes(vec!["d1:1".into()]));
+    let spec = Spec::new(Change::Restart)
+        .selection(rollout_core::policy::Selection::Nodes(vec!["d1:1".into()]));
     roll(&c, &spec, Run::new(&journal)).await.unwrap();
     let log = c.log();
     let pos = |s: &str| {
@@ -516,7 +519,7 @@ async fn abort_after_a_dropped_rollout_at_every_step_brings_the_cluster_back<F: 
         assert!(abort(&c, Run::new(&journal)).await.unwrap(), "step {step}");
         assert!(c.knobs_restored(), "step {step}: knobs not restored");
         assert!(all_running(&c).await, "step {step}: a node was left down");
-        let healthy = rollout_core::wait_until(
+        let healthy = rollout_core::wait::wait_until(
             &c.fully_healthy(),
             Duration::from_secs(3600),
             (Duration::from_millis(100), Duration::from_secs(1)),
@@ -573,7 +576,7 @@ async fn a_boxed_cluster_rolls_like_the_generic_one_and_keeps_error_classes() {
         .await
         .unwrap();
     let boxed_sim = build();
-    let boxed = rollout_core::BoxCluster::new(boxed_sim.clone());
+    let boxed = rollout_core::erased::BoxCluster::new(boxed_sim.clone());
     let erased = roll(&boxed, &spec(), Run::new(&MemoryJournal::new()))
         .await
         .unwrap();

@@ -7,8 +7,10 @@ mod support;
 use std::time::Duration;
 
 use rollout_core::{
-    Change, Cluster, Deadlines, Entry, Error, Health, HealthProbe, MemoryJournal, OnTimeout,
-    Outcome, Phase, Policy, Run, Selection, Spec, roll,
+    Change, Cluster, Error, Health, HealthProbe, MemoryJournal, Outcome, Phase, Policy, Run, Spec,
+    journal::Entry,
+    policy::{Deadlines, OnTimeout, Selection},
+    roll,
 };
 use support::Tiny;
 

@@ -1,8 +1,8 @@
 //! The file journal: JSON lines, fsync, a lock file, an atomic summary, resume state.
 
 use rollout_core::{
-    ApplyRecord, Change, Entry, FileJournal, InFlight, Journal, JournalError, NodeId, Procedure,
-    Resume,
+    ApplyRecord, Change, FileJournal, Journal, NodeId, Procedure,
+    journal::{Entry, InFlight, JournalError, Resume},
 };
 
 fn begin() -> Entry {
@@ -84,10 +84,7 @@ fn the_lock_is_exclusive_and_names_its_holder() {
 #[test]
 fn resume_state_follows_the_last_rollout() {
     let a = NodeId::new("a:1");
-    let record = ApplyRecord {
-        node: a.clone(),
-        backup: Default::default(),
-    };
+    let record = ApplyRecord::new(a.clone(), Default::default());
     let entries = vec![
         begin(),
         Entry::KnobSaved {
@@ -120,16 +117,12 @@ fn resume_state_follows_the_last_rollout() {
     assert!(r.active);
     assert_eq!(r.knobs, vec![("k1".to_string(), "x".to_string())]);
     assert_eq!(r.finished, vec![NodeId::new("b:1")]);
-    assert_eq!(
-        r.in_flight,
-        vec![InFlight {
-            node: a,
-            boot: Some("1".into()),
-            record: Some(record),
-            started: false,
-            role: None,
-        }]
-    );
+    let [flight]: [&InFlight; 1] = r.in_flight.iter().collect::<Vec<_>>().try_into().unwrap();
+    assert_eq!(flight.node, a);
+    assert_eq!(flight.boot.as_deref(), Some("1"));
+    assert_eq!(flight.record.as_ref(), Some(&record));
+    assert!(!flight.started);
+    assert_eq!(flight.role, None);
     let mut ended = entries.clone();
     ended.push(Entry::End {
         outcome: "aborted".into(),

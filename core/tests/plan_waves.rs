@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 use rollout_core::{
     NodeId, NodeInfo, Partition, Policy, Replica, ReplicaRole, Role, RoleKind, Topology,
-    build_waves, wave_is_safe,
+    plan::{build_waves, wave_is_safe},
 };
 
 #[derive(Debug, Clone)]
@@ -228,7 +228,7 @@ fn a_coordinator_role_without_a_standby_is_a_warning() {
     };
     let t = topology(&s);
     let all: Vec<NodeId> = t.nodes.iter().map(|n| n.id.clone()).collect();
-    let w = rollout_core::warnings(&t, &all);
+    let w = rollout_core::plan::warnings(&t, &all);
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(
         w[0].contains("c0:1") && w[0].contains("only coord"),
@@ -239,9 +239,9 @@ fn a_coordinator_role_without_a_standby_is_a_warning() {
         .filter(|n| n.as_str().starts_with('d'))
         .cloned()
         .collect();
-    assert!(rollout_core::warnings(&t, &data_only).is_empty());
+    assert!(rollout_core::plan::warnings(&t, &data_only).is_empty());
     s.coords = 2;
     let t = topology(&s);
     let all: Vec<NodeId> = t.nodes.iter().map(|n| n.id.clone()).collect();
-    assert!(rollout_core::warnings(&t, &all).is_empty());
+    assert!(rollout_core::plan::warnings(&t, &all).is_empty());
 }

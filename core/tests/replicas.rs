@@ -2,8 +2,10 @@
 //! accepted tables.
 
 use rollout_core::{
-    NodeId, NodeInfo, Partition, Policy, Relief, Replica, ReplicaRole, Role, RoleKind, Topology,
-    accepted_downtime, check_accepted, place_temporary_replicas, wave_is_safe, wave_is_safe_with,
+    NodeId, NodeInfo, Partition, Policy, Replica, ReplicaRole, Role, RoleKind, Topology,
+    plan::{wave_is_safe, wave_is_safe_with},
+    policy::PolicyError,
+    replicas::{Relief, accepted_downtime, check_accepted, place_temporary_replicas},
 };
 
 /// `nodes` data nodes; partition `i` of `single` sits alone on node `i % nodes` (table
@@ -109,25 +111,31 @@ fn accepted_tables_need_no_temporary_replica_and_are_listed_with_their_nodes() {
     assert_eq!(listed[0].nodes, all);
     assert!(check_accepted(&t, &policy).is_ok());
     let err = check_accepted(&t, &Policy::default().accept_unavailable(["two"])).unwrap_err();
+    assert_eq!(
+        err,
+        PolicyError::UnknownAcceptedTable {
+            table: "two".into(),
+            known: vec!["one".into(), "three".into()],
+        }
+    );
+    let msg = err.to_string();
     assert!(
-        err.contains("\"two\"") && err.contains("one, three"),
-        "{err}"
+        msg.contains("\"two\"") && msg.contains("one, three"),
+        "{msg}"
     );
 }
 
 #[test]
 fn a_policy_refuses_a_zero_limit_and_an_empty_table_name() {
+    let zero = Policy::default().temporary_replica_limit(0).validate();
+    assert_eq!(zero, Err(PolicyError::TemporaryReplicaLimitZero));
     assert!(
-        Policy::default()
-            .temporary_replica_limit(0)
-            .validate()
-            .unwrap_err()
+        zero.unwrap_err()
+            .to_string()
             .contains("temporary_replica_limit")
     );
-    assert!(
-        Policy::default()
-            .accept_unavailable([" "])
-            .validate()
-            .is_err()
+    assert_eq!(
+        Policy::default().accept_unavailable([" "]).validate(),
+        Err(PolicyError::EmptyAcceptedTable(" ".into()))
     );
 }

@@ -4,7 +4,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rollout_core::{ErrorClass, Health, WaitError, probe_fn, wait_until};
+use rollout_core::{
+    ErrorClass, Health,
+    probe::probe_fn,
+    wait::{WaitError, wait_until},
+};
 
 const POLL: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(1));
 

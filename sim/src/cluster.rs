@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rollout_core::{
     Change, Cluster, ConfigEdit, ErrorClass, HealthProbe, Knob, NodeId, NodeInfo, Partition,
-    Procedure, Replica, ReplicaRole, Role, RoleKind, TemporaryReplica, Topology,
+    Procedure, Replica, ReplicaRole, Role, RoleKind, TemporaryReplica, TemporaryReplicas, Topology,
 };
 use tokio::time::Instant;
 
@@ -372,7 +372,7 @@ impl Cluster for SimCluster {
     }
 
     fn check_change(&self, change: &Change) -> Result<(), String> {
-        change.validate()?;
+        change.validate().map_err(|e| e.to_string())?;
         if let Change::Config { edits } = change {
             let files = self.world().profile.config_files;
             for e in edits {
@@ -471,39 +471,8 @@ impl Cluster for SimCluster {
         Ok(())
     }
 
-    fn supports_temporary_replicas(&self) -> bool {
-        self.world().model().temporary_replicas()
-    }
-
-    async fn add_temporary_replica(&self, t: &TemporaryReplica) -> Result<(), SimError> {
-        let mut w = self.control("add_temporary_replica").await?;
-        let (part, node) = self.temporary_at(&w, t)?;
-        w.with_model(|m, w| m.add_replica(w, part, node));
-        Ok(())
-    }
-
-    fn temporary_replica_ready<'a>(
-        &'a self,
-        t: &'a TemporaryReplica,
-    ) -> impl HealthProbe<Error = SimError> + 'a {
-        self.temporary_probe(t, false)
-    }
-
-    async fn remove_temporary_replica(&self, t: &TemporaryReplica) -> Result<(), SimError> {
-        let mut w = self.control("remove_temporary_replica").await?;
-        let (part, node) = self.temporary_at(&w, t)?;
-        let back = self
-            .index(&w, &t.from)
-            .ok_or_else(|| SimError::Unknown(t.from.to_string()))?;
-        w.with_model(|m, w| m.remove_replica(w, part, node, back));
-        Ok(())
-    }
-
-    fn temporary_replica_removed<'a>(
-        &'a self,
-        t: &'a TemporaryReplica,
-    ) -> impl HealthProbe<Error = SimError> + 'a {
-        self.temporary_probe(t, true)
+    fn temporary_replicas(&self) -> Option<&impl TemporaryReplicas<Error = SimError>> {
+        self.world().model().temporary_replicas().then_some(self)
     }
 
     fn settle(&self, node: &NodeId) -> std::time::Duration {
@@ -611,4 +580,39 @@ fn part_index(w: &World, id: &str) -> Option<u32> {
     let p = u32::try_from(first).ok()?.checked_add(index)?;
     let part = w.parts.get(p as usize)?;
     (u64::from(part.table) + 1 == table && part.index == index).then_some(p)
+}
+
+impl TemporaryReplicas for SimCluster {
+    type Error = SimError;
+
+    async fn add_temporary_replica(&self, t: &TemporaryReplica) -> Result<(), SimError> {
+        let mut w = self.control("add_temporary_replica").await?;
+        let (part, node) = self.temporary_at(&w, t)?;
+        w.with_model(|m, w| m.add_replica(w, part, node));
+        Ok(())
+    }
+
+    fn temporary_replica_ready<'a>(
+        &'a self,
+        t: &'a TemporaryReplica,
+    ) -> impl HealthProbe<Error = SimError> + 'a {
+        self.temporary_probe(t, false)
+    }
+
+    async fn remove_temporary_replica(&self, t: &TemporaryReplica) -> Result<(), SimError> {
+        let mut w = self.control("remove_temporary_replica").await?;
+        let (part, node) = self.temporary_at(&w, t)?;
+        let back = self
+            .index(&w, &t.from)
+            .ok_or_else(|| SimError::Unknown(t.from.to_string()))?;
+        w.with_model(|m, w| m.remove_replica(w, part, node, back));
+        Ok(())
+    }
+
+    fn temporary_replica_removed<'a>(
+        &'a self,
+        t: &'a TemporaryReplica,
+    ) -> impl HealthProbe<Error = SimError> + 'a {
+        self.temporary_probe(t, true)
+    }
 }

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use rollout_core::{
-    Change, Cluster, Health, HealthProbe, Node, NodeId, ReplicaRole, RoleKind, probe_fn, wait_until,
+    Change, Cluster, Health, HealthProbe, Node, NodeId, ReplicaRole, RoleKind, probe::probe_fn,
+    wait::wait_until,
 };
 
 /// Checks the contract of `cluster` on a quiet, healthy cluster, and restores what it changes.
@@ -249,7 +250,7 @@ async fn views_agree<C: Cluster>(cluster: &C, id: &NodeId, stage: &str) -> Resul
             .down_outside(exempt)
             .await
             .map_err(|e| format!("down_outside: {e}"))?;
-        let want = rollout_core::outside_node_failure(&whole.nodes, exempt);
+        let want = rollout_core::plan::outside_node_failure(&whole.nodes, exempt);
         if down != want {
             return Err(format!(
                 "{stage}: down_outside({exempt:?}) answers {down:?}, the nodes say {want:?}"
@@ -259,8 +260,8 @@ async fn views_agree<C: Cluster>(cluster: &C, id: &NodeId, stage: &str) -> Resul
             .unserving_outside(exempt)
             .await
             .map_err(|e| format!("unserving_outside: {e}"))?;
-        let want = rollout_core::outside_failure(&whole, exempt, true)
-            .filter(|_| rollout_core::outside_node_failure(&whole.nodes, exempt).is_none());
+        let want = rollout_core::plan::outside_failure(&whole, exempt, true)
+            .filter(|_| rollout_core::plan::outside_node_failure(&whole.nodes, exempt).is_none());
         if unserving.is_some() != want.is_some() {
             return Err(format!(
                 "{stage}: unserving_outside({exempt:?}) answers {unserving:?}, the topology says \
@@ -346,8 +347,8 @@ async fn wait_for<C: Cluster, P: HealthProbe<Error = C::Error>>(
     wait_until(&probe, deadline, poll, |e| cluster.classify(e), |_| {})
         .await
         .map_err(|e| match e {
-            rollout_core::WaitError::Timeout(r) => format!("{what}: timed out: {r}"),
-            rollout_core::WaitError::Failed(r) => format!("{what}: failed: {r}"),
-            rollout_core::WaitError::Probe(e) => format!("{what}: {e}"),
+            rollout_core::wait::WaitError::Timeout(r) => format!("{what}: timed out: {r}"),
+            rollout_core::wait::WaitError::Failed(r) => format!("{what}: failed: {r}"),
+            rollout_core::wait::WaitError::Probe(e) => format!("{what}: {e}"),
         })
 }

@@ -2,7 +2,10 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rollout_core::{Entry, Journal, JournalError, MemoryJournal};
+use rollout_core::{
+    Journal, MemoryJournal,
+    journal::{Entry, JournalError},
+};
 use tokio::sync::Notify;
 
 /// A journal (a [`MemoryJournal`] unless told otherwise) that fires once it holds `at`

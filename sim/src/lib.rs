@@ -16,7 +16,7 @@
 //!
 //! # Examples
 //! ```
-//! use rollout_core::{Change, Ignore};
+//! use rollout_core::{Change, event::Ignore};
 //! use rollout_sim::{Flavor, SimBuilder, Strategy, simulate};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]

@@ -102,10 +102,7 @@ impl Node for SimNode {
             Change::Upgrade { version: v } => Some((v.clone(), digest)),
             Change::Config { edits } => Some((version, self::digest(edits))),
         };
-        Ok(ApplyRecord {
-            node: self.id.clone(),
-            backup,
-        })
+        Ok(ApplyRecord::new(self.id.clone(), backup))
     }
 
     async fn revert(&self, record: &ApplyRecord) -> Result<(), SimError> {

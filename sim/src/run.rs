@@ -29,7 +29,7 @@ pub enum Strategy {
     Waves,
     /// What an operator picks without knowing the placement: waves where live placement
     /// proves them safe, one node at a time otherwise; the plan says which and why for each
-    /// wave ([`Wave::why`](rollout_core::Wave::why)). Runs as [`Strategy::Waves`].
+    /// wave ([`Wave::why`](rollout_core::plan::Wave::why)). Runs as [`Strategy::Waves`].
     Auto,
     /// The upstream tools as they behave, not through the core engine:
     /// `pegasus_rolling_update.sh`, or `openmldb_ops.py` with `start.sh` (see the crate's
@@ -270,7 +270,7 @@ pub async fn simulate(
         .is_some_and(rollout_core::Error::is_refusal);
     // Every knob the rollout saved it also restored (a new coordinator leader starting from
     // its config would put them back without the rollout; that must not count).
-    let restored_by_rollout = rollout_core::Resume::from_entries(&journal.entries())
+    let restored_by_rollout = rollout_core::journal::Resume::from_entries(&journal.entries())
         .knobs
         .is_empty();
     let mut r = report(
@@ -339,7 +339,7 @@ pub fn report_of(
     result: &Result<rollout_core::Report, String>,
     (virtual_secs, lower_bound_secs): (f64, f64),
     plan: &[Vec<NodeId>],
-    journal: &[rollout_core::Entry],
+    journal: &[rollout_core::journal::Entry],
 ) -> SimReport {
     let (outcome, error, skipped) = match result {
         Ok(r) => match &r.outcome {
@@ -358,7 +358,9 @@ pub fn report_of(
         Strategy::Ha,
         sim,
         Measured {
-            restored_by_rollout: rollout_core::Resume::from_entries(journal).knobs.is_empty(),
+            restored_by_rollout: rollout_core::journal::Resume::from_entries(journal)
+                .knobs
+                .is_empty(),
             outcome,
             error,
             virtual_secs,

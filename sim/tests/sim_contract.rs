@@ -293,7 +293,7 @@ fn pegasus_ha_waits_the_seeds_settle_time_after_the_meta_that_led_only() {
     let spec = |b: &SimBuilder| {
         Strategy::Ha
             .spec(rollout_core::Change::Restart, b.get_data_nodes())
-            .selection(rollout_core::Selection::Roles(vec![
+            .selection(rollout_core::policy::Selection::Roles(vec![
                 "replica".into(),
                 "meta".into(),
             ]))

@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use rollout_core::{Change, Ignore, OnTimeout};
+use rollout_core::{Change, event::Ignore, policy::OnTimeout};
 use rollout_sim::{Fault, Flavor, NodeRef, SimBuilder, SimReport, Strategy as Rollout, simulate};
 use support::{paused_runtime, run, run_with_restarts};
 
@@ -268,7 +268,7 @@ fn a7_a_long_rejoin_that_keeps_moving_completes() {
     b.partitions(256);
     let spec = Rollout::Ha.spec(Change::Restart, 3);
     let spec = spec.clone().policy(spec.policy.clone().deadlines({
-        let mut d = rollout_core::Deadlines::default();
+        let mut d = rollout_core::policy::Deadlines::default();
         d.rejoin = Duration::from_secs(300);
         d
     }));

@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use rollout_core::{Change, Cluster, Ignore, ReplicaRole};
+use rollout_core::{Change, Cluster, ReplicaRole, event::Ignore};
 use rollout_sim::{Fault, Flavor, NodeRef, SimBuilder, SimReport, Strategy as Rollout, simulate};
 use support::{paused_runtime, run, run_with_restarts};
 
@@ -223,7 +223,7 @@ fn a_skipped_node_means_the_rollout_did_not_complete() {
     let spec = spec.clone().policy(
         spec.policy
             .clone()
-            .on_timeout(rollout_core::OnTimeout::Skip),
+            .on_timeout(rollout_core::policy::OnTimeout::Skip),
     );
     let (_, r) = paused_runtime()
         .block_on(simulate(&b, Rollout::Ha, &spec, &Ignore))

@@ -7,7 +7,8 @@
 mod support;
 
 use rollout_core::{
-    Change, Entry, Error, Ignore, MemoryJournal, Policy, Run, Spec, abort, plan, roll,
+    Change, Error, MemoryJournal, Policy, Run, Spec, abort, event::Ignore, journal::Entry, plan,
+    roll,
 };
 use rollout_sim::{Fault, Flavor, SimBuilder, SimReport, Strategy as Rollout, simulate};
 use support::{paused_runtime, run_with_restarts};
@@ -225,7 +226,7 @@ fn a_failed_start_keeps_the_temporary_replicas_and_abort_removes_them_once_the_t
         // copies, so they stay, and the journal stays open for `abort`.
         let kept = sim.truth().monitor.extra_replicas;
         assert!(kept > 0);
-        let open = rollout_core::Resume::from_entries(&journal.entries());
+        let open = rollout_core::journal::Resume::from_entries(&journal.entries());
         assert_eq!(open.temporaries.len() as u64, kept);
         // The operator fixes the tablet; abort brings it back and removes them.
         sim.fix_start("tablet-1:10921");

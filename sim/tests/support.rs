@@ -1,7 +1,7 @@
 //! Helpers shared by the simulator's tests.
 #![allow(dead_code, unreachable_pub)]
 
-use rollout_core::{Change, Ignore};
+use rollout_core::{Change, event::Ignore};
 use rollout_sim::{SimBuilder, SimReport, Strategy, simulate};
 
 /// A current-thread runtime on tokio's paused clock: a simulated hour takes milliseconds.

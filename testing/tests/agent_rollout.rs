@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use rollout_core::{
     Change, Cluster, ConfigEdit, ErrorClass, Health, HealthProbe, Knob, MemoryJournal, Node,
-    NodeId, NodeInfo, Outcome, Procedure, Role, RoleKind, Run, Spec, Topology, probe_fn, probes,
+    NodeId, NodeInfo, Outcome, Procedure, Role, RoleKind, Run, Spec, Topology,
+    probe::{probe_fn, probes},
     roll,
 };
 use rollout_process::agent::{AgentEndpoint, AgentNode};

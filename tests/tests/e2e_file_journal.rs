@@ -1,7 +1,7 @@
 //! End to end: a rollout journaled to a real file is killed, then resumed by a new "process"
 //! that only has the file, against a backend picked at run time.
 
-use rollout_core::{BoxCluster, Change, FileJournal, Outcome, Run, Spec, roll};
+use rollout_core::{Change, FileJournal, Outcome, Run, Spec, erased::BoxCluster, roll};
 use rollout_sim::{CrashJournal, Flavor, SimBuilder, SimCluster};
 
 fn backend(flavor: &str) -> (BoxCluster, SimCluster) {

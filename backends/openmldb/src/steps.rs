@@ -3,7 +3,7 @@
 
 use rollout_core::{
     Cluster, Health, HealthProbe, Knob, NodeId, NodeInfo, Partition, Procedure, Replica,
-    ReplicaRole, TemporaryReplica, Topology, probe_fn,
+    ReplicaRole, TemporaryReplica, TemporaryReplicas, Topology, probe::probe_fn,
 };
 
 use crate::api::{ConfSetRequest, Pair, ReplicaNsRequest, Status};
@@ -72,7 +72,7 @@ where
     /// An upgrade must be an upstream path from the oldest version a server reported
     /// ([`check_upgrade`]): checked before anything is touched.
     fn check_change(&self, change: &rollout_core::Change) -> Result<(), String> {
-        change.validate()?;
+        change.validate().map_err(|e| e.to_string())?;
         if let rollout_core::Change::Upgrade { version } = change {
             let to = ServerVersion::parse(version)
                 .ok_or_else(|| format!("{version:?} is not an OpenMLDB version (such as 0.9.2)"))?;
@@ -332,7 +332,7 @@ where
         &'a self,
         _node: &'a NodeId,
     ) -> impl HealthProbe<Error = OpenMldbError> + 'a {
-        rollout_core::probes::always()
+        rollout_core::probe::probes::always()
     }
 
     /// Lifts fences left by interrupted moves, and recovers tablets that registered again
@@ -364,9 +364,40 @@ where
         ))
     }
 
-    fn supports_temporary_replicas(&self) -> bool {
-        true
+    fn temporary_replicas(&self) -> Option<&impl TemporaryReplicas<Error = OpenMldbError>> {
+        Some(self)
     }
+
+    fn classify(&self, error: &OpenMldbError) -> rollout_core::ErrorClass {
+        error.class()
+    }
+}
+
+/// The partitions whose replica on `node` is flagged leader but not alive while another
+/// replica leads: a leader moved away (`NameServerImpl::UpdateLeaderInfo` keeps its flag)
+/// and not recovered yet.
+fn displaced_on(tables: &[crate::api::TableInfo], node: &str) -> Vec<Part> {
+    let mut out = Vec::new();
+    for t in tables {
+        for p in &t.table_partition {
+            let mine = p
+                .partition_meta
+                .iter()
+                .any(|m| m.endpoint == node && m.is_leader && !m.is_alive);
+            let led = p
+                .partition_meta
+                .iter()
+                .any(|m| m.endpoint != node && m.is_leader && m.is_alive);
+            if mine && led {
+                out.push((t.db.clone(), t.name.clone(), t.tid, p.pid));
+            }
+        }
+    }
+    out
+}
+
+impl<F: NodeFactory> TemporaryReplicas for OpenMldbCluster<F> {
+    type Error = OpenMldbError;
 
     async fn add_temporary_replica(&self, t: &TemporaryReplica) -> Result<(), OpenMldbError> {
         let (db, name, _, pid) = self.part_of(&t.partition).await?;
@@ -476,31 +507,4 @@ where
             })
         })
     }
-
-    fn classify(&self, error: &OpenMldbError) -> rollout_core::ErrorClass {
-        error.class()
-    }
-}
-
-/// The partitions whose replica on `node` is flagged leader but not alive while another
-/// replica leads: a leader moved away (`NameServerImpl::UpdateLeaderInfo` keeps its flag)
-/// and not recovered yet.
-fn displaced_on(tables: &[crate::api::TableInfo], node: &str) -> Vec<Part> {
-    let mut out = Vec::new();
-    for t in tables {
-        for p in &t.table_partition {
-            let mine = p
-                .partition_meta
-                .iter()
-                .any(|m| m.endpoint == node && m.is_leader && !m.is_alive);
-            let led = p
-                .partition_meta
-                .iter()
-                .any(|m| m.endpoint != node && m.is_leader && m.is_alive);
-            if mine && led {
-                out.push((t.db.clone(), t.name.clone(), t.tid, p.pid));
-            }
-        }
-    }
-    out
 }

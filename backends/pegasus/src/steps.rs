@@ -3,7 +3,7 @@
 
 use rollout_core::{
     Cluster, ErrorClass, Health, HealthProbe, Knob, NodeId, NodeInfo, Partition, Procedure,
-    Replica, ReplicaRole, Topology, probe_fn,
+    Replica, ReplicaRole, Topology, probe::probe_fn,
 };
 
 use crate::cluster::{NodeFactory, PegasusCluster, PegasusNode, addr};
@@ -97,7 +97,7 @@ where
     /// An upgrade must be an upstream path from the oldest version a server reported
     /// ([`check_upgrade`]): checked before anything is touched.
     fn check_change(&self, change: &rollout_core::Change) -> Result<(), String> {
-        change.validate()?;
+        change.validate().map_err(|e| e.to_string())?;
         if let rollout_core::Change::Upgrade { version } = change {
             let to = ServerVersion::parse(version)
                 .ok_or_else(|| format!("{version:?} is not a Pegasus version (such as 2.5.0)"))?;

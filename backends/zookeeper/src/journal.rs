@@ -3,7 +3,10 @@
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
-use rollout_core::{Entry, Journal, JournalError};
+use rollout_core::{
+    Journal,
+    journal::{Entry, JournalError},
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use zookeeper_client as zk;

@@ -34,7 +34,7 @@
 //! its answer (as a file journal waits for its fsync).
 //!
 //! ```no_run
-//! use rollout_core::{Entry, Journal, NodeId};
+//! use rollout_core::{Journal, NodeId, journal::Entry};
 //! use rollout_zookeeper::{ZkJournal, ZkOptions};
 //!
 //! let journal = ZkJournal::connect(ZkOptions::new("10.0.0.1:2181", "/openmldb"))?;
@@ -42,10 +42,10 @@
 //! journal.append(&Entry::NodeDone { node: NodeId::new("10.0.0.7:10921") })?;
 //! // Another host, later, sees who holds the lock and what was done.
 //! println!("{:?}", journal.holder()?);
-//! # Ok::<(), rollout_core::JournalError>(())
+//! # Ok::<(), rollout_core::journal::JournalError>(())
 //! ```
 //!
-//! [`Entry`]: rollout_core::Entry
+//! [`Entry`]: rollout_core::journal::Entry
 
 mod journal;
 pub mod testing;

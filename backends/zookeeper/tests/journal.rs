@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use rollout_core::{Entry, Journal, JournalError, NodeId};
+use rollout_core::{
+    Journal, NodeId,
+    journal::{Entry, JournalError},
+};
 use rollout_zookeeper::testing::zookeeper;
 use rollout_zookeeper::{ZkJournal, ZkOptions};
 use zookeeper_client as zk;

@@ -9,7 +9,10 @@
 
 use std::time::Duration;
 
-use rollout_core::{Entry, Journal, JournalError, NodeId};
+use rollout_core::{
+    Journal, NodeId,
+    journal::{Entry, JournalError},
+};
 use rollout_zookeeper::testing::PrivateZooKeeper;
 use rollout_zookeeper::{ZkJournal, ZkOptions};
 

@@ -11,7 +11,8 @@ use crate::model::{ApplyRecord, NodeId, NodeInfo, Topology};
 use crate::policy::Spec;
 
 use super::retry::{Attempt, attempts, retry};
-use super::run::{Run, chain};
+use super::run::Run;
+use crate::error::chain;
 
 /// The engine's private state for one run.
 pub(super) struct Ctx<'a, C> {

@@ -9,7 +9,7 @@ use crate::plan::PlannedKnob;
 use crate::policy::Policy;
 
 use super::ctx::Ctx;
-use super::run::chain;
+use crate::error::chain;
 
 /// How many times a knob's restore is tried before it is reported left changed.
 const RESTORE_TRIES: u32 = 3;

@@ -35,6 +35,7 @@ mod waves;
 use tracing::Instrument;
 
 use crate::cluster::Cluster;
+use crate::error::chain;
 use crate::error::{Error, Phase};
 use crate::event::Event;
 use crate::journal::{Entry, JournalError, Resume};
@@ -47,7 +48,7 @@ pub use planning::plan;
 use planning::{make_plan, resolve, split_done, validate};
 pub use recover::abort;
 use run::LockGuard;
-pub use run::{Outcome, Report, Run, chain};
+pub use run::{Outcome, Report, Run};
 
 /// Rolls `spec` over the cluster, one safe wave at a time.
 ///

@@ -22,7 +22,7 @@ use crate::probe::HealthProbe;
 
 use super::ctx::{Ctx, Slot, StartAt};
 use super::knobs::Guard;
-use super::run::chain;
+use crate::error::chain;
 
 /// How long a rejoin runs before it is nudged again, after a failure outside the wave.
 pub(super) const NUDGE: std::time::Duration = std::time::Duration::from_secs(60);

@@ -27,8 +27,9 @@ use super::probes::{Restarted, Stopped};
 /// the gate, resumed ones where they stopped). Returns how each node ended.
 ///
 /// # Errors
-/// The first failed phase, naming its node; the wave's nodes are given back what the drain
-/// took (before the stop) or rolled back (after it), see [`Ctx::fail`].
+/// The first failed phase, naming its node. Before the stop the wave's drained nodes are
+/// given back their replicas (`Ctx::keep`, `Ctx::ride_out`); from the stop on the wave is
+/// rolled back, or left for the resume when paused ([`Ctx::fail`]).
 pub(super) async fn roll_nodes<C: Cluster>(
     ctx: &Ctx<'_, C>,
     guard: &mut Guard,

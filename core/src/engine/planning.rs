@@ -102,7 +102,7 @@ pub(super) fn make_plan<C: Cluster>(
     knobs: Vec<PlannedKnob>,
 ) -> Plan {
     let limit = cluster.data_down_limit(topology);
-    let relief = Relief::new(&spec.policy, cluster.supports_temporary_replicas());
+    let relief = Relief::new(&spec.policy, cluster.temporary_replicas().is_some());
     let (waves, mut blocked) = plan::build_waves_limited(
         topology,
         todo,

@@ -18,7 +18,7 @@ use crate::wave::Wave;
 use super::ctx::{Ctx, NodeOutcome, Slot, StartAt};
 use super::knobs::Guard;
 use super::outside::{Outside, Watch};
-use super::run::chain;
+use crate::error::chain;
 
 /// How much the gate checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

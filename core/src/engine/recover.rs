@@ -15,7 +15,8 @@ use crate::probe::HealthProbe;
 use super::ctx::{Ctx, Slot};
 use super::knobs::Guard;
 use super::probes::{Restarted, Stopped};
-use super::run::{LockGuard, Run, chain};
+use super::run::{LockGuard, Run};
+use crate::error::chain;
 
 /// Ends an interrupted, halted or failed rollout in the journal: knobs are restored, a node
 /// caught stopped gets its previous version or config back and is started and waited for,

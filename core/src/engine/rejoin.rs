@@ -12,7 +12,7 @@ use super::ctx::{Ctx, Slot, StartAt};
 use super::knobs::Guard;
 use super::outside::{NUDGE, Outside};
 use super::probes::{Reborn, Restarted};
-use super::run::chain;
+use crate::error::chain;
 
 /// How many times a wave's nodes are rejoined again after restarting on their own.
 const MAX_REJOINS: usize = 2;

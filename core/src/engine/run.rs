@@ -1,5 +1,5 @@
 //! What a caller hands a run and gets back: [`Run`], [`Report`], [`Outcome`]; the journal's
-//! lock held for a run's length, and [`chain`] for an error on one line.
+//! lock held for a run's length.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,16 +12,17 @@ use crate::model::NodeId;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", content = "reason", rename_all = "snake_case")]
 pub enum Outcome {
-    /// Every planned node is rolled or, under [`OnTimeout::Skip`], listed in
+    /// Every planned node is rolled or, under [`OnTimeout::Skip`](crate::policy::OnTimeout::Skip), listed in
     /// [`Report::skipped`]; knobs are restored.
     Completed,
-    /// Stopped on purpose (canary, pause on timeout); run [`roll`] again to resume or
-    /// [`abort`] to restore.
+    /// Stopped on purpose (canary, pause on timeout); run [`roll`](crate::roll) again to resume
+    /// or [`abort`](crate::abort) to restore.
     Halted(String),
 }
 
 /// What a rollout did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Report {
     /// How it ended.
     pub outcome: Outcome,
@@ -84,16 +85,4 @@ impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
         self.0.unlock();
     }
-}
-
-/// An error and its sources on one line.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -5,7 +5,7 @@
 
 use futures_util::future::join_all;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, TemporaryReplicas};
 use crate::error::{Error, Phase};
 use crate::event::Event;
 use crate::journal::{Entry, Resume};
@@ -21,7 +21,7 @@ impl<C: Cluster> Ctx<'_, C> {
     pub(super) fn relief(&self) -> Relief {
         Relief::new(
             &self.spec.policy,
-            self.cluster.supports_temporary_replicas(),
+            self.cluster.temporary_replicas().is_some(),
         )
     }
 
@@ -49,6 +49,9 @@ impl<C: Cluster> Ctx<'_, C> {
         outside: &Outside<'_, C>,
     ) -> Result<(), Error<C::Error>> {
         let relief = self.relief();
+        let Some(temps) = self.cluster.temporary_replicas() else {
+            return Ok(());
+        };
         if !relief.temporary || nodes.is_empty() {
             return Ok(());
         }
@@ -77,12 +80,10 @@ impl<C: Cluster> Ctx<'_, C> {
             self.step(
                 &t.from,
                 Phase::AddReplica,
-                self.act(node, Phase::AddReplica, || {
-                    self.cluster.add_temporary_replica(t)
-                }),
+                self.act(node, Phase::AddReplica, || temps.add_temporary_replica(t)),
             )
             .await?;
-            let probe = outside.and(self.cluster.temporary_replica_ready(t));
+            let probe = outside.and(temps.temporary_replica_ready(t));
             self.step(
                 &t.from,
                 Phase::WaitReplica,
@@ -116,6 +117,17 @@ impl<C: Cluster> Ctx<'_, C> {
         if open.is_empty() {
             return Ok(Vec::new());
         }
+        let Some(temps) = self.cluster.temporary_replicas() else {
+            return Err(Error::Unhealthy {
+                node: open.first().map(|t| t.from.clone()),
+                phase: Phase::RemoveReplica,
+                reason: format!(
+                    "the journal shows {} temporary replica(s) open, but this backend adds \
+                     none, so it cannot remove them: remove them by hand, then run abort",
+                    open.len()
+                ),
+            });
+        };
         let topology = self.topology(Phase::RemoveReplica).await?;
         let (gone, open): (Vec<_>, Vec<_>) = open
             .into_iter()
@@ -134,11 +146,11 @@ impl<C: Cluster> Ctx<'_, C> {
                 &t.from,
                 Phase::RemoveReplica,
                 self.act(node, Phase::RemoveReplica, || {
-                    self.cluster.remove_temporary_replica(t)
+                    temps.remove_temporary_replica(t)
                 }),
             )
             .await?;
-            let probe = self.cluster.temporary_replica_removed(t);
+            let probe = temps.temporary_replica_removed(t);
             self.wait(node, Phase::RemoveReplica, &probe, deadline)
                 .await?;
             self.append(&Entry::TemporaryRemoved { replica: t.clone() })?;

@@ -13,8 +13,9 @@ use crate::wave::Wave;
 
 use super::ctx::{Ctx, NodeOutcome, StartAt, WavesEnd};
 use super::knobs::Guard;
-use super::run::{Report, chain};
+use super::run::Report;
 use super::{pipeline, resume};
+use crate::error::chain;
 
 impl<C: Cluster> Ctx<'_, C> {
     /// Rolls every wave; `Ok(Some(reason))` means halted.

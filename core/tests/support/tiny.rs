@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rollout_core::{
     ApplyRecord, Change, Cluster, ErrorClass, Health, HealthProbe, Knob, Node, NodeId, NodeInfo,
-    NodeStatus, Partition, Procedure, Replica, ReplicaRole, Role, RoleKind, Topology, probe_fn,
+    NodeStatus, Partition, Procedure, Replica, ReplicaRole, Role, RoleKind, Topology,
+    probe::probe_fn,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -320,10 +321,7 @@ impl Node for TinyNode {
         if let Change::Upgrade { version } = change {
             n.staged = Some(version.clone());
         }
-        Ok(ApplyRecord {
-            node: self.id.clone(),
-            backup,
-        })
+        Ok(ApplyRecord::new(self.id.clone(), backup))
     }
 
     async fn revert(&self, record: &ApplyRecord) -> Result<(), TinyError> {
@@ -485,7 +483,7 @@ impl Cluster for Tiny {
     }
 
     fn quiesced<'a>(&'a self, _node: &'a NodeId) -> impl HealthProbe<Error = TinyError> + 'a {
-        rollout_core::probes::always()
+        rollout_core::probe::probes::always()
     }
 
     fn ready<'a>(&'a self, node: &'a NodeId) -> impl HealthProbe<Error = TinyError> + 'a {
@@ -521,7 +519,7 @@ impl Cluster for Tiny {
     }
 
     fn rejoined<'a>(&'a self, _node: &'a NodeId) -> impl HealthProbe<Error = TinyError> + 'a {
-        rollout_core::probes::always()
+        rollout_core::probe::probes::always()
     }
 
     fn fully_healthy(&self) -> impl HealthProbe<Error = TinyError> + '_ {
@@ -532,7 +530,7 @@ impl Cluster for Tiny {
     }
 
     fn safe_to_stop<'a>(&'a self, _node: &'a NodeId) -> impl HealthProbe<Error = TinyError> + 'a {
-        rollout_core::probes::always()
+        rollout_core::probe::probes::always()
     }
 
     fn classify(&self, error: &TinyError) -> ErrorClass {

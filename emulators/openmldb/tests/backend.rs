@@ -76,7 +76,9 @@ async fn start_with(name: &str, b: &SimBuilder) -> (Arc<Emulator>, Emulated) {
 fn policy() -> Policy {
     let s = u64::from(SCALE);
     Policy::default()
-        .deadlines(rollout_core::Deadlines::all(Duration::from_secs(3600 / s)))
+        .deadlines(rollout_core::policy::Deadlines::all(Duration::from_secs(
+            3600 / s,
+        )))
         .poll(Duration::from_millis(5), Duration::from_millis(1000 / s))
 }
 

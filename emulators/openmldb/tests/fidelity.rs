@@ -75,7 +75,9 @@ async fn connect(emu: &Arc<Emulator>, config: &Config) -> Result<Emulated, OpenM
 fn policy() -> Policy {
     let s = u64::from(SCALE);
     Policy::default()
-        .deadlines(rollout_core::Deadlines::all(Duration::from_secs(3600 / s)))
+        .deadlines(rollout_core::policy::Deadlines::all(Duration::from_secs(
+            3600 / s,
+        )))
         .poll(Duration::from_millis(5), Duration::from_millis(1000 / s))
 }
 

@@ -55,7 +55,7 @@ fn policy() -> Policy {
 /// The policy's waits in wall time: the emulated cluster's seconds divided by the scale.
 fn policy_at(scale: u32) -> Policy {
     let s = u64::from(scale);
-    let d = rollout_core::Deadlines::all(std::time::Duration::from_secs(3600 / s));
+    let d = rollout_core::policy::Deadlines::all(std::time::Duration::from_secs(3600 / s));
     Policy::default().deadlines(d).poll(
         std::time::Duration::from_millis(100 / s).max(std::time::Duration::from_millis(2)),
         std::time::Duration::from_millis(1000 / s),
@@ -296,13 +296,13 @@ async fn a_restarted_server_is_ready_only_once_its_start_time_moved() {
         std::time::Duration::from_millis(10),
         std::time::Duration::from_millis(100),
     );
-    let process_gone = rollout_core::probe_fn(|| async {
+    let process_gone = rollout_core::probe::probe_fn(|| async {
         Ok(match node.status().await?.running {
             true => Health::Waiting("still running".into()),
             false => Health::Healthy,
         })
     });
-    let stopped = rollout_core::wait_until(
+    let stopped = rollout_core::wait::wait_until(
         &process_gone,
         std::time::Duration::from_secs(60),
         poll,
@@ -312,7 +312,7 @@ async fn a_restarted_server_is_ready_only_once_its_start_time_moved() {
     .await;
     assert!(stopped.is_ok(), "{stopped:?}");
     node.start().await.unwrap();
-    let wait = rollout_core::wait_until(
+    let wait = rollout_core::wait::wait_until(
         &cluster.ready(&meta),
         std::time::Duration::from_secs(60),
         poll,
@@ -368,7 +368,9 @@ async fn another_clusters_journal_and_an_unknown_node_are_refused_before_anythin
     let err = roll(&cb, &spec, Run::new(&journal)).await.unwrap_err();
     assert!(err.to_string().contains("of cluster"), "{err}");
     let spec = Spec::new(Change::Restart)
-        .selection(rollout_core::Selection::Nodes(vec!["127.0.0.1:1".into()]))
+        .selection(rollout_core::policy::Selection::Nodes(vec![
+            "127.0.0.1:1".into(),
+        ]))
         .policy(policy());
     let err = roll(&cb, &spec, Run::new(&MemoryJournal::new()))
         .await

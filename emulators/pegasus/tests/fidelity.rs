@@ -301,7 +301,7 @@ async fn a_dead_node_that_holds_nothing_does_not_block_the_rollout_of_the_others
     // delay passes it copies its replicas elsewhere.
     let gone = NodeId::new(emu.role_addrs("replica")[5].to_string());
     assert!(emu.sim().kill(&emu.world_id(gone.as_str()).unwrap()));
-    let healthy = rollout_core::wait_until(
+    let healthy = rollout_core::wait::wait_until(
         &cluster.fully_healthy(),
         Duration::from_secs(60),
         (Duration::from_millis(20), Duration::from_millis(200)),
@@ -334,10 +334,12 @@ async fn a_dead_node_that_holds_nothing_does_not_block_the_rollout_of_the_others
         .collect();
     let s = u64::from(SCALE);
     let policy = rollout_core::Policy::default()
-        .deadlines(rollout_core::Deadlines::all(Duration::from_secs(3600 / s)))
+        .deadlines(rollout_core::policy::Deadlines::all(Duration::from_secs(
+            3600 / s,
+        )))
         .poll(Duration::from_millis(2), Duration::from_millis(1000 / s));
     let spec = Spec::new(Change::Restart)
-        .selection(rollout_core::Selection::Nodes(others))
+        .selection(rollout_core::policy::Selection::Nodes(others))
         .policy(policy);
     let report = roll(&cluster, &spec, Run::new(&MemoryJournal::new()))
         .await
@@ -351,7 +353,9 @@ async fn an_upgrade_from_2_4_to_2_5_rolls_through_a_mixed_cluster() {
     let (emu, cluster) = connected(ServerVersion::V2_4).await;
     let s = u64::from(SCALE);
     let policy = rollout_core::Policy::default()
-        .deadlines(rollout_core::Deadlines::all(Duration::from_secs(3600 / s)))
+        .deadlines(rollout_core::policy::Deadlines::all(Duration::from_secs(
+            3600 / s,
+        )))
         .poll(Duration::from_millis(2), Duration::from_millis(1000 / s));
     let upgrade = Change::Upgrade {
         version: "2.5.0".into(),
