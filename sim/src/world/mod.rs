@@ -33,6 +33,7 @@ pub(crate) use ledger::serving_replica;
 mod model;
 pub(crate) mod openmldb;
 mod openmldb_fence;
+mod openmldb_model;
 mod openmldb_op;
 mod openmldb_ops;
 pub(crate) mod pegasus;
