@@ -87,11 +87,12 @@ pub struct ClusterView {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Proposal {
-    /// `move_primary`: `DOWNGRADE_TO_SECONDARY` of `from`, then `UPGRADE_TO_PRIMARY` of
-    /// `to`, each checked when it runs (`partition_guardian::from_proposals` @v2.5.0):
-    /// dropped when `from` is no longer the primary or not alive to the meta; when `to` is
-    /// no longer an alive secondary only the demote runs, and the partition has no primary
-    /// until the meta's next tick promotes one.
+    /// `move_primary`: `DOWNGRADE_TO_SECONDARY` of `from`, then, on the reply to that
+    /// reconfiguration, `UPGRADE_TO_PRIMARY` of `to`: two reconfigurations, the partition
+    /// without a primary between them. Each is checked when it runs
+    /// (`partition_guardian::from_proposals` @v2.5.0): dropped when `from` is no longer the
+    /// primary or not alive to the meta; when `to` is no longer an alive secondary the list
+    /// is cleared and the same `cure` promotes a secondary at once (`on_missing_primary`).
     MovePrimary {
         /// The primary when proposed.
         from: NodeId,
@@ -110,11 +111,10 @@ pub enum Proposal {
     },
     /// `DOWNGRADE_TO_SECONDARY` of the primary with nothing promoted (a move-primary whose
     /// second action a 2.4/2.5 meta lost reading it): the partition has no primary until
-    /// the meta's next tick promotes one of its secondaries, which may be the same node.
-    /// A real meta elects one sooner: right after the demote's remote write it runs `cure()`
+    /// the meta promotes one of its secondaries, which may be the same node: right after the
+    /// demote's remote write it runs `cure()`
     /// (`server_state::on_update_configuration_on_remote_reply` @v2.5.0), which clears the
-    /// invalid second action and calls `partition_guardian::on_missing_primary`; this model
-    /// waits for the tick.
+    /// invalid second action and calls `partition_guardian::on_missing_primary`.
     Demote,
     /// `move_primary` and then, in the same action list, `DOWNGRADE_TO_INACTIVE` of the
     /// member on `node` sent to `target`: the move runs at the tick and the downgrade right

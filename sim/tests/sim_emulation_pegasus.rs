@@ -64,7 +64,8 @@ async fn a_new_meta_leader_starts_with_no_pending_proposal() {
     // The proposal lived in the old leader's memory: nothing moved, nothing is pending.
     assert_eq!(first(&sim).primary.as_ref(), Some(&from));
     sim.propose(1, 0, &move_primary).unwrap();
-    after(10.0).await;
+    // The demote at the new leader's next tick, the promote on its reply.
+    after(12.0).await;
     assert_eq!(first(&sim).primary.as_ref(), Some(&to));
 }
 
@@ -139,9 +140,14 @@ async fn a_move_and_downgrade_list_drains_the_partition_within_one_tick() {
         node: from.clone(),
     };
     sim.propose(1, 0, &list).unwrap();
-    // The move at the tick (10 s), then the downgrade on its reply (1 s later), long before
-    // the next tick (20 s).
+    // Three reconfigurations, each action sent on the reply to the one before: the demote at
+    // the tick (10 s), leaving the partition without a primary; the promote of `to` (11 s);
+    // the downgrade of `from` (12 s); all long before the next tick (20 s).
     after(10.5).await;
+    let demoted = first(&sim);
+    assert_eq!(demoted.primary, None, "{demoted:?}");
+    assert!(demoted.secondaries.contains(&from) && demoted.secondaries.contains(&to));
+    after(1.0).await;
     assert_eq!(first(&sim).primary.as_ref(), Some(&to));
     assert!(first(&sim).secondaries.contains(&from));
     after(1.0).await;

@@ -72,14 +72,15 @@ impl Model for Pegasus {
         match ev.code {
             TICK => {
                 self.run_proposals(w);
-                // A draining node's primaries move with the downgrade of what stays behind
-                // in the same list, as the backend proposes them.
-                for (p, node) in w.meta_tick() {
-                    if let Some(target) = w.primary(p).map(|r| r.node)
-                        && !self.proposals.contains_key(&p)
-                    {
-                        self.chain(w, p, Proposal::Downgrade { target, node });
-                    }
+                // A draining node's primaries move in two actions, demote then promote, with
+                // the downgrade of what stays behind after them in the same list, as the
+                // backend proposes them.
+                for m in w.meta_tick() {
+                    let next = Proposal::Promote {
+                        to: Some(m.to),
+                        then: m.downgrade.then_some((m.to, m.from)),
+                    };
+                    self.chain(w, m.part, next);
                 }
                 let tick = us(w.t.tick);
                 w.after_model(tick, TICK_EV);
@@ -195,9 +196,10 @@ impl World {
     }
 
     /// Meta tick: run one proposal per partition of each draining node, promote, cure.
-    /// Returns the partitions whose primary moved off a draining node with a full
-    /// membership, each with that node: its downgrade follows the move in the same list.
-    fn meta_tick(&mut self) -> Vec<(u32, u32)> {
+    /// Returns the partitions whose primary on a draining node was demoted, each with that
+    /// node, the secondary to promote, and whether the node's downgrade follows the promote
+    /// in the same list (a full membership, not a move-only drain).
+    fn meta_tick(&mut self) -> Vec<Moved> {
         let mut moved = Vec::new();
         if self.leader.is_none() || self.frozen() {
             return moved;
@@ -213,10 +215,14 @@ impl World {
                     continue;
                 }
                 let full = self.members(p) >= 3;
-                if self.move_primary_to(p, n, None) {
-                    if full && !move_only {
-                        moved.push((p, n));
-                    }
+                if let Some(to) = self.move_target(p, n) {
+                    self.demote(p);
+                    moved.push(Moved {
+                        part: p,
+                        from: n,
+                        to,
+                        downgrade: full && !move_only,
+                    });
                 } else if !move_only {
                     self.downgrade(p, n);
                 }
@@ -290,48 +296,41 @@ impl World {
         !knobs.flow || self.nodes[n as usize].counts.learners < knobs.max
     }
 
-    /// `balance --gpid -p move_pri`: the primary on `from` becomes a secondary and a current
-    /// secondary on a live, not draining node (`to`, or the first one) becomes primary.
-    /// Whether it ran.
-    pub(crate) fn move_primary_to(&mut self, p: u32, from: u32, to: Option<u32>) -> bool {
+    /// Where a move of `p`'s primary off `from` (`balance --gpid -p move_pri`) would go:
+    /// the first secondary on a live, not draining node; `None` when `from` is not the
+    /// primary or no such secondary exists.
+    fn move_target(&self, p: u32, from: u32) -> Option<u32> {
         let part = &self.parts[p as usize];
-        let Some(pi) = part
-            .replicas
+        part.replicas
             .iter()
-            .position(|r| r.node == from && r.role == Rep::Primary)
-        else {
-            return false;
-        };
-        let target = part.replicas.iter().position(|r| {
-            r.role == Rep::Secondary
-                && to.is_none_or(|t| r.node == t)
-                && self.nodes[r.node as usize].up()
-                && !self.nodes[r.node as usize].draining
-        });
-        let Some(ti) = target else { return false };
-        self.replicate(p);
-        let part = &mut self.parts[p as usize];
-        part.replicas[pi].role = Rep::Secondary;
-        part.replicas[ti].role = Rep::Primary;
-        self.reconfigure(p, true);
-        true
+            .any(|r| r.node == from && r.role == Rep::Primary)
+            .then(|| {
+                part.replicas.iter().find(|r| {
+                    r.role == Rep::Secondary
+                        && self.nodes[r.node as usize].up()
+                        && !self.nodes[r.node as usize].draining
+                })
+            })
+            .flatten()
+            .map(|r| r.node)
     }
 
-    /// The primary steps down to secondary and nothing is promoted: the partition has no
-    /// primary until the next tick's promotion (`partition_guardian::on_missing_primary`;
-    /// a real meta runs it right after the demote's remote write, see
-    /// [`crate::emulation::Proposal::Demote`]).
-    pub(crate) fn demote(&mut self, p: u32) {
+    /// `DOWNGRADE_TO_SECONDARY` of the primary, one reconfiguration: the partition has no
+    /// primary until the promote that follows it in its action list
+    /// ([`Proposal::Promote`](super::pegasus_proposals::Proposal::Promote)). Whether it ran
+    /// (the partition had a primary).
+    pub(crate) fn demote(&mut self, p: u32) -> bool {
         let Some(i) = self.parts[p as usize]
             .replicas
             .iter()
             .position(|r| r.role == Rep::Primary)
         else {
-            return;
+            return false;
         };
         self.replicate(p);
         self.parts[p as usize].replicas[i].role = Rep::Secondary;
         self.reconfigure(p, true);
+        true
     }
 
     /// `propose -p DOWNGRADE_TO_INACTIVE`: only where the partition keeps a primary and
@@ -383,7 +382,7 @@ impl World {
     /// The meta promotes a secondary where the primary's node is dead; where every member
     /// went inactive it recovers from the last one (the longest log) once its node is alive.
     /// Whether it promoted.
-    fn promote(&mut self, p: u32) -> bool {
+    pub(crate) fn promote(&mut self, p: u32) -> bool {
         let part = &self.parts[p as usize];
         let dead_primary = part
             .replicas
@@ -575,4 +574,14 @@ impl CureKnobs {
                 .saturating_mul(1000),
         }
     }
+}
+
+/// A primary the tick demoted off a draining node ([`World::meta_tick`]).
+struct Moved {
+    part: u32,
+    from: u32,
+    /// The secondary the promote goes to.
+    to: u32,
+    /// Whether `from`'s downgrade follows the promote.
+    downgrade: bool,
 }

@@ -11,16 +11,17 @@ use super::{ModelEv, Rep, Us, World};
 /// A balancer proposal for one partition, as a client submits it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Proposal {
-    /// `move_primary` from `from` to `to`: `DOWNGRADE_TO_SECONDARY` of `from`, then
-    /// `UPGRADE_TO_PRIMARY` of `to`, each checked when it runs
-    /// (`partition_guardian::from_proposals` @v2.5.0): `from` must still be the primary,
-    /// alive to the meta, or the list is dropped; a `to` that is no longer an alive
-    /// secondary loses only the promote, so the partition is left without a primary.
+    /// `move_primary` from `from` to `to`: `DOWNGRADE_TO_SECONDARY` of `from`, then, once
+    /// that reconfiguration is done, `UPGRADE_TO_PRIMARY` of `to` ([`Proposal::Promote`]),
+    /// each checked when it runs (`partition_guardian::from_proposals` @v2.5.0): `from` must
+    /// still be the primary, alive to the meta, or the list is dropped.
     MovePrimary { from: u32, to: u32 },
     /// `DOWNGRADE_TO_INACTIVE` of the member on `node`, sent to `target` (the primary when
     /// proposed).
     Downgrade { target: u32, node: u32 },
-    /// `DOWNGRADE_TO_SECONDARY` of the primary alone: the next tick promotes a secondary.
+    /// `DOWNGRADE_TO_SECONDARY` of the primary alone (a move whose second action a 2.4/2.5
+    /// meta lost reading it): once done, the meta's `cure` promotes a secondary at once
+    /// ([`Proposal::Promote`] with no `to`).
     Demote,
     /// `move_primary` followed in the same action list by `DOWNGRADE_TO_INACTIVE` of the
     /// member on `node`, sent to `target`: the move runs at the tick, the downgrade as soon
@@ -39,6 +40,17 @@ pub(crate) enum Proposal {
     /// An action list the meta runs nothing of (an unknown node, a list this model does not
     /// know): registered all the same, holding the partition's slot until the tick drops it.
     Unrunnable,
+    /// The second action of a move: `UPGRADE_TO_PRIMARY` of `to`, sent on the reply to the
+    /// demote (`server_state::on_update_configuration_on_remote_reply` calls
+    /// `partition_guardian::cure`, which takes the list's next action through
+    /// `from_proposals` @v2.5.0, the same in v2.4.0 and master). Checked when it runs: a `to`
+    /// that is no longer an alive secondary (or none: a demote alone) clears the list, and
+    /// the same `cure` call promotes a secondary at once (`on_missing_primary`). `then`, a
+    /// downgrade `(target, node)`, follows in the same list once the promote is done.
+    Promote {
+        to: Option<u32>,
+        then: Option<(u32, u32)>,
+    },
 }
 
 impl Pegasus {
@@ -86,7 +98,13 @@ impl Pegasus {
     fn run_one(&mut self, w: &mut World, p: u32, x: Proposal) {
         match x {
             Proposal::MovePrimary { from, to } => {
-                w.move_proposed(p, from, to);
+                if w.demote_proposed(p, from) {
+                    let next = Proposal::Promote {
+                        to: Some(to),
+                        then: None,
+                    };
+                    self.chain(w, p, next);
+                }
             }
             Proposal::MoveThenDowngrade {
                 from,
@@ -94,15 +112,34 @@ impl Pegasus {
                 target,
                 node,
             } => {
-                if w.move_proposed(p, from, to) {
-                    self.chain(w, p, Proposal::Downgrade { target, node });
+                if w.demote_proposed(p, from) {
+                    let next = Proposal::Promote {
+                        to: Some(to),
+                        then: Some((target, node)),
+                    };
+                    self.chain(w, p, next);
                 }
             }
             Proposal::Unrunnable => {}
             Proposal::Downgrade { target, node } => {
                 w.downgrade_proposed(p, target, node);
             }
-            Proposal::Demote => w.demote(p),
+            Proposal::Demote => {
+                if w.demote(p) {
+                    let next = Proposal::Promote {
+                        to: None,
+                        then: None,
+                    };
+                    self.chain(w, p, next);
+                }
+            }
+            Proposal::Promote { to, then } => {
+                if w.promote_proposed(p, to)
+                    && let Some((target, node)) = then
+                {
+                    self.chain(w, p, Proposal::Downgrade { target, node });
+                }
+            }
         }
         w.touch(p);
     }
@@ -145,24 +182,51 @@ impl Pegasus {
 }
 
 impl World {
-    /// A proposed move of the primary from `from` to `to`, its two actions checked as they
-    /// run (`partition_guardian::from_proposals` @v2.5.0): nothing when `from` is no longer
-    /// the primary or not alive to the meta; the demote alone when `to` is not an alive
-    /// secondary (the promote is dropped, and the partition waits for a promotion). Whether
-    /// the primary moved to `to`.
-    pub(crate) fn move_proposed(&mut self, p: u32, from: u32, to: u32) -> bool {
-        let alive = |w: &World, n: u32| {
-            let n = &w.nodes[n as usize];
-            n.attached && !n.offline
-        };
-        if self.primary(p).map(|r| r.node) != Some(from) || !alive(self, from) {
+    /// The first action of a proposed move of the primary off `from`:
+    /// `DOWNGRADE_TO_SECONDARY`, checked when it runs (`partition_guardian::from_proposals`
+    /// @v2.5.0): nothing when `from` is no longer the primary or not alive to the meta.
+    /// Whether it ran (the partition then has no primary until the promote, see
+    /// [`Proposal::Promote`]).
+    pub(crate) fn demote_proposed(&mut self, p: u32, from: u32) -> bool {
+        let n = &self.nodes[from as usize];
+        if self.primary(p).map(|r| r.node) != Some(from) || !n.attached || n.offline {
             return false;
         }
-        if alive(self, to) && self.move_primary_to(p, from, Some(to)) {
-            return true;
+        self.demote(p)
+    }
+
+    /// The promote of a move ([`Proposal::Promote`]): `to` becomes the primary when it is
+    /// still an alive secondary; otherwise (or with no `to`) the list is cleared and a
+    /// secondary is promoted at once, as `on_missing_primary` does. Whether `to` was
+    /// promoted (only then does a downgrade that follows in the list run).
+    pub(crate) fn promote_proposed(&mut self, p: u32, to: Option<u32>) -> bool {
+        if self.readable(p) {
+            return false;
         }
-        self.demote(p);
-        false
+        let alive = |w: &World, n: u32| {
+            let n = &w.nodes[n as usize];
+            n.attached && !n.offline && n.up()
+        };
+        let target = to.filter(|&t| alive(self, t)).and_then(|t| {
+            self.parts[p as usize]
+                .replicas
+                .iter()
+                .position(|r| r.node == t && r.role == Rep::Secondary)
+        });
+        match target {
+            Some(i) => {
+                let part = &mut self.parts[p as usize];
+                part.replicas[i].role = Rep::Primary;
+                part.replicas[i].loaded = true;
+                self.reconfigure(p, true);
+                self.changed();
+                true
+            }
+            None => {
+                self.promote(p);
+                false
+            }
+        }
     }
 
     /// A proposed `DOWNGRADE_TO_INACTIVE`, checked when it runs as
