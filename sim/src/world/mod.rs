@@ -436,7 +436,12 @@ impl World {
     /// Starts a reconfiguration of `p` (`Timings::reconfigure`; zero where the system has no
     /// such window): writes (and reads, for a primary change) wait.
     pub(crate) fn reconfigure(&mut self, p: u32, primary_change: bool) {
-        let until = self.now + us(self.t.reconfigure);
+        self.reconfigure_for(p, primary_change, us(self.t.reconfigure));
+    }
+
+    /// A reconfiguration of partition `p` that takes `took` (see [`Self::reconfigure`]).
+    pub(crate) fn reconfigure_for(&mut self, p: u32, primary_change: bool, took: Us) {
+        let until = self.now + took;
         let part = &mut self.parts[p as usize];
         part.ballot += 1;
         part.write_block_until = part.write_block_until.max(until);

@@ -216,7 +216,7 @@ impl World {
                 }
                 let full = self.members(p) >= 3;
                 if let Some(to) = self.move_target(p, n) {
-                    self.demote(p);
+                    self.demote(p, self.move_action());
                     moved.push(Moved {
                         part: p,
                         from: n,
@@ -315,11 +315,19 @@ impl World {
             .map(|r| r.node)
     }
 
-    /// `DOWNGRADE_TO_SECONDARY` of the primary, one reconfiguration: the partition has no
-    /// primary until the promote that follows it in its action list
+    /// How long each of a move-primary's two actions takes: half a reconfiguration, since
+    /// the upstream rolling-update doc gives the whole migration ("proactive migration ...
+    /// typically takes less than 1 second", `Timings::reconfigure`) and the meta runs it as
+    /// two configuration changes (`DOWNGRADE_TO_SECONDARY`, then `UPGRADE_TO_PRIMARY`).
+    pub(crate) fn move_action(&self) -> Us {
+        us(self.t.reconfigure) / 2
+    }
+
+    /// `DOWNGRADE_TO_SECONDARY` of the primary, one reconfiguration taking `took`: the
+    /// partition has no primary until the promote that follows it in its action list
     /// ([`Proposal::Promote`](super::pegasus_proposals::Proposal::Promote)). Whether it ran
     /// (the partition had a primary).
-    pub(crate) fn demote(&mut self, p: u32) -> bool {
+    pub(crate) fn demote(&mut self, p: u32, took: Us) -> bool {
         let Some(i) = self.parts[p as usize]
             .replicas
             .iter()
@@ -329,7 +337,7 @@ impl World {
         };
         self.replicate(p);
         self.parts[p as usize].replicas[i].role = Rep::Secondary;
-        self.reconfigure(p, true);
+        self.reconfigure_for(p, true, took);
         true
     }
 

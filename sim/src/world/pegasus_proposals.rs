@@ -125,7 +125,7 @@ impl Pegasus {
                 w.downgrade_proposed(p, target, node);
             }
             Proposal::Demote => {
-                if w.demote(p) {
+                if w.demote(p, w.move_action()) {
                     let next = Proposal::Promote {
                         to: None,
                         then: None,
@@ -192,7 +192,7 @@ impl World {
         if self.primary(p).map(|r| r.node) != Some(from) || !n.attached || n.offline {
             return false;
         }
-        self.demote(p)
+        self.demote(p, self.move_action())
     }
 
     /// The promote of a move ([`Proposal::Promote`]): `to` becomes the primary when it is
@@ -218,7 +218,7 @@ impl World {
                 let part = &mut self.parts[p as usize];
                 part.replicas[i].role = Rep::Primary;
                 part.replicas[i].loaded = true;
-                self.reconfigure(p, true);
+                self.reconfigure_for(p, true, self.move_action());
                 self.changed();
                 true
             }
