@@ -73,7 +73,9 @@ impl FromStr for Placement {
 
 /// Virtual-time constants of a flavor. Defaults come from the servers' own defaults
 /// (docs/pegasus-wire.md, docs/openmldb-interfaces.md): see [`Timings::pegasus`] and
-/// [`Timings::openmldb`].
+/// [`Timings::openmldb`]. Deserialized, every field is required: a timing file written
+/// before a field existed is refused, naming the field, rather than read with a value no
+/// flavor has (an `election_grace` of zero for Pegasus would be kinder than its meta).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Timings {
@@ -150,13 +152,11 @@ pub struct Timings {
     /// cannot show: Pegasus's rolling-update doc waits "more than 30 seconds" after each meta
     /// server so that beacons continue (30 s); OpenMLDB has no such wait (zero). The sim's
     /// [`Cluster::settle`](rollout_core::Cluster::settle) answers it.
-    #[serde(default)]
     pub coordinator_settle: Duration,
     /// OpenMLDB `name_server_task_max_concurrency` (8): the most queues RecoverEndpoint's
     /// `concurrency` may spread its RecoverTable ops over (queue `pid % concurrency`);
     /// ChangeLeader and RecoverTable issued one by one use `op_queues`. Zero means
     /// `op_queues`.
-    #[serde(default)]
     pub op_queues_max: usize,
     /// How long after its election a coordinator leader's view of the data nodes proves
     /// nothing: a Pegasus meta registers every replica server of its partition configurations
@@ -167,7 +167,6 @@ pub struct Timings {
     /// moved, and a backend cannot trust the node list (the backend's
     /// `Timing::election_grace`). OpenMLDB's nameserver reads the tablets' ZooKeeper sessions,
     /// which need no such window (zero).
-    #[serde(default)]
     pub election_grace: Duration,
 }
 
@@ -333,5 +332,20 @@ impl ClientLoad {
             rate,
             ..Self::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timings;
+
+    #[test]
+    fn a_timing_file_missing_a_field_is_refused_naming_it() {
+        let mut v = serde_json::to_value(Timings::pegasus()).unwrap();
+        let back: Timings = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(back, Timings::pegasus());
+        v.as_object_mut().unwrap().remove("election_grace");
+        let err = serde_json::from_value::<Timings>(v).unwrap_err().to_string();
+        assert!(err.contains("election_grace"), "{err}");
     }
 }
