@@ -83,7 +83,7 @@ pub trait Cluster: Send + Sync {
     ) -> impl Future<Output = Result<Option<(NodeId, String)>, Self::Error>> + Send + 'a {
         async move {
             let t = self.topology().await?;
-            Ok(crate::plan::outside_failure(&t, exempt, true)
+            Ok(crate::plan::outside_failure(&t, exempt)
                 .filter(|_| crate::plan::outside_node_failure(&t.nodes, exempt).is_none()))
         }
     }

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{NodeId, ReplicaRole, RoleKind, Topology};
+use crate::model::{NodeId, Procedure, ReplicaRole, RoleKind, Topology};
 use crate::wave::Wave;
 
 /// One data node's share of its wave, from the topology read when planning: the primaries
@@ -35,8 +35,9 @@ impl NodeDrain {
 }
 
 /// The drains of the data nodes of `waves`, in wave order; `moves` stays empty where the
-/// procedure moves nothing (`moves_leaders` false: the simplified procedure).
-pub(crate) fn drains(topology: &Topology, waves: &[Wave], moves_leaders: bool) -> Vec<NodeDrain> {
+/// procedure moves nothing (the simplified procedure).
+pub(crate) fn drains(topology: &Topology, waves: &[Wave], procedure: Procedure) -> Vec<NodeDrain> {
+    let moves_leaders = procedure == Procedure::HighAvailability;
     let mut by_node: BTreeMap<&NodeId, NodeDrain> = BTreeMap::new();
     for w in waves.iter().filter(|w| w.kind == RoleKind::Data) {
         for n in &w.nodes {

@@ -250,23 +250,15 @@ pub fn wave_is_safe_with(
 }
 
 /// A failure outside `wave`: the first data node not in the wave that the control plane
-/// does not see alive, with the reason. The engine rides such a failure out (it releases the
-/// knobs that keep the cluster from healing, waits until it is fully healthy, and drains
-/// again) rather than stop a node while another is down.
-///
-/// With `replicas`, a primary or secondary replica that does not serve on a node outside the
-/// wave counts too (a node that came back without its data); use it before the wave's stop,
-/// when the wave cannot have caused that (after it, the wave's own rejoin may mark a displaced
-/// leader dead for a moment).
-pub fn outside_failure(
-    topology: &Topology,
-    wave: &[NodeId],
-    replicas: bool,
-) -> Option<(NodeId, String)> {
+/// does not see alive, or else the first primary or secondary replica on a node outside the
+/// wave that does not serve (a node that came back without its data), with the reason. The
+/// engine rides such a failure out (it releases the knobs that keep the cluster from
+/// healing, waits until it is fully healthy, and drains again) rather than stop a node while
+/// another is down. The replica part is for before the wave's stop, when the wave cannot have
+/// caused it (after it, the wave's own rejoin may mark a displaced leader dead for a moment):
+/// [`outside_node_failure`] is the node part alone.
+pub fn outside_failure(topology: &Topology, wave: &[NodeId]) -> Option<(NodeId, String)> {
     outside_node_failure(&topology.nodes, wave).or_else(|| {
-        if !replicas {
-            return None;
-        }
         topology.partitions.iter().find_map(|p| {
             p.replicas
                 .iter()

@@ -260,7 +260,7 @@ async fn views_agree<C: Cluster>(cluster: &C, id: &NodeId, stage: &str) -> Resul
             .unserving_outside(exempt)
             .await
             .map_err(|e| format!("unserving_outside: {e}"))?;
-        let want = rollout_core::plan::outside_failure(&whole, exempt, true)
+        let want = rollout_core::plan::outside_failure(&whole, exempt)
             .filter(|_| rollout_core::plan::outside_node_failure(&whole.nodes, exempt).is_none());
         if unserving.is_some() != want.is_some() {
             return Err(format!(

@@ -125,11 +125,7 @@ pub(super) fn make_plan<C: Cluster>(
     }
     let accepted_unavailable = accepted_downtime(topology, todo, &relief);
     let warnings = plan::warnings(topology, todo);
-    let drains = crate::drains::drains(
-        topology,
-        &waves,
-        spec.policy.get_procedure() == Procedure::HighAvailability,
-    );
+    let drains = crate::drains::drains(topology, &waves, spec.policy.get_procedure());
     Plan {
         cluster: cluster.name().to_string(),
         change: spec.change.clone(),
