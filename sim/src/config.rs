@@ -345,7 +345,9 @@ mod tests {
         let back: Timings = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(back, Timings::pegasus());
         v.as_object_mut().unwrap().remove("election_grace");
-        let err = serde_json::from_value::<Timings>(v).unwrap_err().to_string();
+        let err = serde_json::from_value::<Timings>(v)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("election_grace"), "{err}");
     }
 }

@@ -115,7 +115,11 @@ pub enum Proposal {
     /// demote's remote write it runs `cure()`
     /// (`server_state::on_update_configuration_on_remote_reply` @v2.5.0), which clears the
     /// invalid second action and calls `partition_guardian::on_missing_primary`.
-    Demote,
+    Demote {
+        /// The primary when proposed: the demote is dropped when it is no longer the primary
+        /// or not alive to the meta when it runs.
+        from: NodeId,
+    },
     /// `move_primary` and then, in the same action list, `DOWNGRADE_TO_INACTIVE` of the
     /// member on `node` sent to `target`: the move runs at the tick and the downgrade right
     /// after the move's reconfiguration, as the meta sends a list's next action on the reply
@@ -219,7 +223,9 @@ impl SimCluster {
                 target: node(&w, target)?,
                 node: node(&w, n)?,
             },
-            Proposal::Demote => PegasusProposal::Demote,
+            Proposal::Demote { from } => PegasusProposal::Demote {
+                from: node(&w, from)?,
+            },
             Proposal::MoveThenDowngrade {
                 from,
                 to,
@@ -263,7 +269,7 @@ impl SimCluster {
     }
 
     /// Whether `server` may serve a read of the partition now (it is the primary, and no
-    /// primary change is running).
+    /// reconfiguration is running).
     pub fn readable(&self, table: u32, index: u32, server: &NodeId) -> bool {
         let w = self.world();
         part_of(&w, table, index).is_some_and(|p| {

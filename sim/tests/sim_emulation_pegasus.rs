@@ -247,3 +247,99 @@ async fn an_unrunnable_list_holds_the_slot_until_the_tick() {
     after(10.5).await;
     sim.propose(1, 0, &mv).unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_promote_sent_to_a_crashed_node_is_lost_until_the_meta_declares_it_dead() {
+    let sim = pegasus(3);
+    let p = first(&sim);
+    let (from, to) = (p.primary.clone().unwrap(), p.secondaries[0].clone());
+    let mv = Proposal::MovePrimary {
+        from: from.clone(),
+        to: to.clone(),
+    };
+    sim.propose(1, 0, &mv).unwrap();
+    // The demote runs at the tick (10 s); `to` crashes before the promote. With no primary
+    // nobody kicks it out, the meta still sees it ALIVE and sends it the upgrade, which
+    // nothing answers.
+    after(10.1).await;
+    assert_eq!(first(&sim).primary, None, "{:?}", first(&sim));
+    assert!(sim.kill(&to));
+    after(0.65).await;
+    assert_eq!(first(&sim).primary, None, "{:?}", first(&sim));
+    // The next tick sends it again, lost again: still no primary.
+    after(10.0).await;
+    assert_eq!(first(&sim).primary, None, "{:?}", first(&sim));
+    // Declared dead (22 s after its last beacon), the list no longer applies: the next tick
+    // promotes another secondary.
+    after(25.0).await;
+    let now = first(&sim);
+    assert!(now.primary.is_some() && now.primary != Some(to), "{now:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_demote_alone_is_followed_by_the_secondary_with_the_fewest_primaries() {
+    let sim = pegasus(3);
+    let view = sim.view();
+    let primaries = |n: &NodeId, but: u32| {
+        view.partitions
+            .iter()
+            .filter(|p| p.primary.as_ref() == Some(n) && !(p.table == 1 && p.index == but))
+            .count()
+    };
+    let members = |n: &NodeId| {
+        view.partitions
+            .iter()
+            .filter(|p| p.primary.as_ref() == Some(n) || p.secondaries.contains(n))
+            .count()
+    };
+    // A partition whose first secondary is not the least loaded one, and whose least loaded
+    // candidate (the old primary included) is unique.
+    let (index, from, want) = view
+        .partitions
+        .iter()
+        .filter(|p| p.table == 1)
+        .find_map(|p| {
+            let from = p.primary.clone()?;
+            let mut load: Vec<((usize, usize), NodeId)> = p
+                .secondaries
+                .iter()
+                .chain([&from])
+                .map(|n| ((primaries(n, p.index), members(n)), n.clone()))
+                .collect();
+            load.sort();
+            let unique = load.len() > 1 && load[0].0 < load[1].0;
+            (unique && load[0].1 != p.secondaries[0]).then(|| (p.index, from, load[0].1.clone()))
+        })
+        .expect("such a partition");
+    sim.propose(1, index, &Proposal::Demote { from }).unwrap();
+    after(10.25).await;
+    let part = |sim: &SimCluster| {
+        sim.view()
+            .partitions
+            .into_iter()
+            .find(|p| p.table == 1 && p.index == index)
+            .unwrap()
+    };
+    assert_eq!(part(&sim).primary, None);
+    // On the demote's reply the meta promotes at once (`on_missing_primary`).
+    after(0.5).await;
+    assert_eq!(part(&sim).primary, Some(want));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_downgrade_of_a_secondary_refuses_reads_while_it_runs() {
+    let sim = pegasus(3);
+    let p = first(&sim);
+    let (primary, secondary) = (p.primary.clone().unwrap(), p.secondaries[0].clone());
+    assert!(sim.readable(1, 0, &primary));
+    let down = Proposal::Downgrade {
+        target: primary.clone(),
+        node: secondary,
+    };
+    sim.propose(1, 0, &down).unwrap();
+    // The primary is PS_INACTIVE while its configuration update is at the meta.
+    after(10.5).await;
+    assert!(!sim.readable(1, 0, &primary));
+    after(1.0).await;
+    assert!(sim.readable(1, 0, &primary));
+}

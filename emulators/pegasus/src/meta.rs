@@ -409,10 +409,10 @@ impl Meta<'_> {
             // target filled with the primary), the empty action then clears the rest.
             ([CT_DOWNGRADE_TO_SECONDARY, 0], [down, _]) => {
                 let from = node(down.node, down.hp_node.as_ref());
-                Some(if alive(&from) && from == part.primary {
-                    Proposal::Demote
-                } else {
-                    Proposal::Unrunnable
+                let runs = alive(&from) && from == part.primary;
+                Some(match from.filter(|_| runs) {
+                    Some(from) => Proposal::Demote { from },
+                    None => Proposal::Unrunnable,
                 })
             }
             // Queued as sent, an invalid target filled with the primary, refused when there is
@@ -443,7 +443,7 @@ impl Meta<'_> {
         let what = match &proposal {
             Proposal::MovePrimary { to, .. } => format!("move-primary {part_id} to {to}"),
             Proposal::Unrunnable => format!("unrunnable {part_id} (dropped at the tick)"),
-            Proposal::Demote => format!("demote {part_id}"),
+            Proposal::Demote { .. } => format!("demote {part_id}"),
             Proposal::MoveThenDowngrade {
                 to, target, node, ..
             } => {

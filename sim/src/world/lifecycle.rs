@@ -238,7 +238,7 @@ impl World {
                 r.role = Rep::Inactive;
             }
             if member_lost {
-                self.reconfigure(p, false);
+                self.reconfigure(p);
             }
             self.touch(p);
         }

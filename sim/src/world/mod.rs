@@ -434,20 +434,22 @@ impl World {
     }
 
     /// Starts a reconfiguration of `p` (`Timings::reconfigure`; zero where the system has no
-    /// such window): writes (and reads, for a primary change) wait.
-    pub(crate) fn reconfigure(&mut self, p: u32, primary_change: bool) {
-        self.reconfigure_for(p, primary_change, us(self.t.reconfigure));
+    /// such window): reads and writes wait. A Pegasus primary turns `PS_INACTIVE` while its
+    /// configuration update is at the meta, whatever it changes, and refuses reads then
+    /// (`replica::update_configuration_on_meta_server`, `replica::on_client_read`,
+    /// `src/replica/replica_config.cpp` and `replica.cpp` @v2.5.0; the same in v2.4.0 and
+    /// master).
+    pub(crate) fn reconfigure(&mut self, p: u32) {
+        self.reconfigure_for(p, us(self.t.reconfigure));
     }
 
     /// A reconfiguration of partition `p` that takes `took` (see [`Self::reconfigure`]).
-    pub(crate) fn reconfigure_for(&mut self, p: u32, primary_change: bool, took: Us) {
+    pub(crate) fn reconfigure_for(&mut self, p: u32, took: Us) {
         let until = self.now + took;
         let part = &mut self.parts[p as usize];
         part.ballot += 1;
         part.write_block_until = part.write_block_until.max(until);
-        if primary_change {
-            part.read_block_until = part.read_block_until.max(until);
-        }
+        part.read_block_until = part.read_block_until.max(until);
         part.busy_until = part.busy_until.max(until);
         if until > self.now {
             self.schedule(until, Ev::Unblock { part: p });

@@ -75,7 +75,7 @@ impl Model for Pegasus {
                 // A draining node's primaries move in two actions, demote then promote, with
                 // the downgrade of what stays behind after them in the same list, as the
                 // backend proposes them.
-                for m in w.meta_tick() {
+                for m in w.meta_tick(|p| self.proposals.contains_key(&p)) {
                     let next = Proposal::Promote {
                         to: Some(m.to),
                         then: m.downgrade.then_some((m.to, m.from)),
@@ -199,7 +199,7 @@ impl World {
     /// Returns the partitions whose primary on a draining node was demoted, each with that
     /// node, the secondary to promote, and whether the node's downgrade follows the promote
     /// in the same list (a full membership, not a move-only drain).
-    fn meta_tick(&mut self) -> Vec<Moved> {
+    fn meta_tick(&mut self, pending: impl Fn(u32) -> bool) -> Vec<Moved> {
         let mut moved = Vec::new();
         if self.leader.is_none() || self.frozen() {
             return moved;
@@ -233,8 +233,14 @@ impl World {
         // tick over a node's whole rejoin must not visit every partition it lacks while flow
         // control lets a hundred of them in.
         let headless: Vec<u32> = self.headless.iter().copied().collect();
+        let took = us(self.t.reconfigure);
         for p in headless {
-            if self.parts[p as usize].busy_until <= self.now && self.promote(p) {
+            // A partition whose list still holds an action the meta sends again promotes
+            // nothing else meanwhile (`cure` takes the list's action first).
+            if pending(p) {
+                continue;
+            }
+            if self.parts[p as usize].busy_until <= self.now && self.promote(p, took) {
                 self.touch(p);
             }
         }
@@ -298,21 +304,23 @@ impl World {
 
     /// Where a move of `p`'s primary off `from` (`balance --gpid -p move_pri`) would go:
     /// the first secondary on a live, not draining node; `None` when `from` is not the
-    /// primary or no such secondary exists.
+    /// primary, its process is down (the demote would be lost), or no such secondary exists.
     fn move_target(&self, p: u32, from: u32) -> Option<u32> {
         let part = &self.parts[p as usize];
-        part.replicas
-            .iter()
-            .any(|r| r.node == from && r.role == Rep::Primary)
-            .then(|| {
-                part.replicas.iter().find(|r| {
-                    r.role == Rep::Secondary
-                        && self.nodes[r.node as usize].up()
-                        && !self.nodes[r.node as usize].draining
-                })
+        (self.nodes[from as usize].up()
+            && part
+                .replicas
+                .iter()
+                .any(|r| r.node == from && r.role == Rep::Primary))
+        .then(|| {
+            part.replicas.iter().find(|r| {
+                r.role == Rep::Secondary
+                    && self.nodes[r.node as usize].up()
+                    && !self.nodes[r.node as usize].draining
             })
-            .flatten()
-            .map(|r| r.node)
+        })
+        .flatten()
+        .map(|r| r.node)
     }
 
     /// How long each of a move-primary's two actions takes: half a reconfiguration, since
@@ -337,7 +345,7 @@ impl World {
         };
         self.replicate(p);
         self.parts[p as usize].replicas[i].role = Rep::Secondary;
-        self.reconfigure_for(p, true, took);
+        self.reconfigure_for(p, took);
         true
     }
 
@@ -357,15 +365,18 @@ impl World {
         };
         self.replicate(p);
         self.parts[p as usize].replicas[i].role = Rep::Inactive;
-        self.reconfigure(p, false);
+        self.reconfigure(p);
     }
 
     /// A replica server's process is gone: its secondaries are kicked out by the primary at
     /// the next write (reconciliation blocks writes meanwhile) and its learns die; its
-    /// primaries stay until the meta declares it dead.
+    /// primaries stay until the meta declares it dead. A partition with no primary has no one
+    /// to kick a secondary out: it stays a member (the meta too leaves a secondary alone while
+    /// its partition has no primary, `server_state::on_partition_node_dead` @v2.5.0).
     fn replica_server_gone(&mut self, node: u32) {
         let parts = self.nodes[node as usize].parts.clone();
         for p in parts {
+            let headless = self.primary(p).is_none();
             let mut secondary_lost = false;
             for r in self.parts[p as usize]
                 .replicas
@@ -373,24 +384,29 @@ impl World {
                 .filter(|r| r.node == node)
             {
                 match r.role {
-                    Rep::Secondary => {
+                    Rep::Secondary if !headless => {
                         r.role = Rep::Inactive;
                         secondary_lost = true;
                     }
+                    Rep::Secondary => {}
                     Rep::Learner => r.role = Rep::Inactive,
                     Rep::Primary | Rep::Inactive => {}
                 }
             }
             if secondary_lost {
-                self.reconfigure(p, false);
+                self.reconfigure(p);
             }
         }
     }
 
-    /// The meta promotes a secondary where the primary's node is dead; where every member
-    /// went inactive it recovers from the last one (the longest log) once its node is alive.
-    /// Whether it promoted.
-    pub(crate) fn promote(&mut self, p: u32) -> bool {
+    /// The meta promotes a secondary where the primary's node is dead or the partition has
+    /// none (`partition_guardian::on_missing_primary` @v2.5.0, the same in v2.4.0 and master):
+    /// of the secondaries alive to it, the one whose node holds the fewest primaries, then the
+    /// fewest replicas, then the first in the membership (`newly_partitions::less_primaries`);
+    /// where every member went inactive it recovers from the last one (the longest log) once
+    /// its node is alive. The promotion is a reconfiguration taking `took`. Whether it
+    /// promoted.
+    pub(crate) fn promote(&mut self, p: u32, took: Us) -> bool {
         let part = &self.parts[p as usize];
         let dead_primary = part
             .replicas
@@ -402,21 +418,37 @@ impl World {
         }
         let alive =
             |r: &Replica| self.nodes[r.node as usize].up() && self.nodes[r.node as usize].attached;
-        let candidate = part
+        let to_meta = |r: &Replica| {
+            let n = &self.nodes[r.node as usize];
+            n.attached && !n.offline
+        };
+        let load = |r: &Replica| {
+            let c = &self.nodes[r.node as usize].counts;
+            (c.primaries, c.members)
+        };
+        let chosen = part
             .replicas
             .iter()
-            .position(|r| r.role == Rep::Secondary && alive(r))
-            .or_else(|| {
-                // No secondary: the last member to drop holds the most.
-                let last = part
-                    .replicas
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, r)| r.role == Rep::Inactive)
-                    .max_by_key(|(_, r)| r.log.len())?;
-                (alive(last.1) && !part.replicas.iter().any(|r| r.role == Rep::Secondary))
-                    .then_some(last.0)
-            });
+            .enumerate()
+            .filter(|(_, r)| r.role == Rep::Secondary && to_meta(r))
+            .min_by_key(|(i, r)| (load(r), *i))
+            .map(|(i, _)| i);
+        // The upgrade sent to a process that is down (the meta does not know yet) is lost:
+        // the meta picks the same node again at its next check.
+        if chosen.is_some_and(|i| !alive(&part.replicas[i])) {
+            return false;
+        }
+        let candidate = chosen.or_else(|| {
+            // No secondary: the last member to drop holds the most.
+            let last = part
+                .replicas
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.role == Rep::Inactive)
+                .max_by_key(|(_, r)| r.log.len())?;
+            (alive(last.1) && !part.replicas.iter().any(|r| r.role == Rep::Secondary))
+                .then_some(last.0)
+        });
         let Some(c) = candidate else { return false };
         let part = &mut self.parts[p as usize];
         if let Some(d) = dead_primary {
@@ -424,7 +456,7 @@ impl World {
         }
         part.replicas[c].role = Rep::Primary;
         part.replicas[c].loaded = true;
-        self.reconfigure(p, true);
+        self.reconfigure_for(p, took);
         self.changed();
         true
     }
@@ -551,7 +583,7 @@ impl World {
                 r.role = Rep::Secondary;
                 r.loaded = true;
                 // Adding a secondary is a configuration change too.
-                self.reconfigure(part, false);
+                self.reconfigure(part);
             }
             _ => self.parts[part as usize].replicas[i].role = Rep::Inactive,
         }

@@ -19,10 +19,10 @@ pub(crate) enum Proposal {
     /// `DOWNGRADE_TO_INACTIVE` of the member on `node`, sent to `target` (the primary when
     /// proposed).
     Downgrade { target: u32, node: u32 },
-    /// `DOWNGRADE_TO_SECONDARY` of the primary alone (a move whose second action a 2.4/2.5
-    /// meta lost reading it): once done, the meta's `cure` promotes a secondary at once
-    /// ([`Proposal::Promote`] with no `to`).
-    Demote,
+    /// `DOWNGRADE_TO_SECONDARY` of the primary on `from` alone (a move whose second action a
+    /// 2.4/2.5 meta lost reading it), checked when it runs as a move's demote is: once done,
+    /// the meta's `cure` promotes a secondary at once ([`Proposal::Promote`] with no `to`).
+    Demote { from: u32 },
     /// `move_primary` followed in the same action list by `DOWNGRADE_TO_INACTIVE` of the
     /// member on `node`, sent to `target`: the move runs at the tick, the downgrade as soon
     /// as the move's reconfiguration is done, since the meta sends the next action of a
@@ -51,6 +51,18 @@ pub(crate) enum Proposal {
         to: Option<u32>,
         then: Option<(u32, u32)>,
     },
+}
+
+/// What became of an action the meta sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// It ran: the list's next action follows on its reply.
+    Done,
+    /// Its replica server's process is down but still alive to the meta: nothing happened,
+    /// and the list is sent again at the next tick.
+    Lost,
+    /// It no longer applies: the list is dropped.
+    Invalid,
 }
 
 impl Pegasus {
@@ -94,52 +106,61 @@ impl Pegasus {
     }
 
     /// Runs proposal `x` of partition `p` now; a list's next action is queued to run when
-    /// this one's reconfiguration is done.
+    /// this one's reconfiguration is done. An action sent to a process that is down but not
+    /// yet declared dead is lost: the list stays queued and is sent again at the next tick
+    /// (`check_all_partitions` calls `cure`, whose `from_proposals` finds it still valid), until
+    /// the meta declares the node dead and the action no longer applies.
     fn run_one(&mut self, w: &mut World, p: u32, x: Proposal) {
-        match x {
-            Proposal::MovePrimary { from, to } => {
-                if w.demote_proposed(p, from) {
-                    let next = Proposal::Promote {
-                        to: Some(to),
-                        then: None,
-                    };
-                    self.chain(w, p, next);
-                }
-            }
+        let next = match x {
+            Proposal::MovePrimary { from, to } => (
+                w.demote_proposed(p, from),
+                Proposal::Promote {
+                    to: Some(to),
+                    then: None,
+                },
+            ),
             Proposal::MoveThenDowngrade {
                 from,
                 to,
                 target,
                 node,
-            } => {
-                if w.demote_proposed(p, from) {
-                    let next = Proposal::Promote {
-                        to: Some(to),
-                        then: Some((target, node)),
-                    };
-                    self.chain(w, p, next);
-                }
-            }
-            Proposal::Unrunnable => {}
-            Proposal::Downgrade { target, node } => {
-                w.downgrade_proposed(p, target, node);
-            }
-            Proposal::Demote => {
-                if w.demote(p, w.move_action()) {
-                    let next = Proposal::Promote {
-                        to: None,
-                        then: None,
-                    };
-                    self.chain(w, p, next);
-                }
-            }
+            } => (
+                w.demote_proposed(p, from),
+                Proposal::Promote {
+                    to: Some(to),
+                    then: Some((target, node)),
+                },
+            ),
+            Proposal::Demote { from } => (
+                w.demote_proposed(p, from),
+                Proposal::Promote {
+                    to: None,
+                    then: None,
+                },
+            ),
             Proposal::Promote { to, then } => {
-                if w.promote_proposed(p, to)
-                    && let Some((target, node)) = then
-                {
-                    self.chain(w, p, Proposal::Downgrade { target, node });
+                let sent = w.promote_proposed(p, to);
+                match then {
+                    Some((target, node)) => (sent, Proposal::Downgrade { target, node }),
+                    None if sent == Sent::Done => {
+                        w.touch(p);
+                        return;
+                    }
+                    None => (sent, x),
                 }
             }
+            Proposal::Unrunnable => (Sent::Invalid, x),
+            Proposal::Downgrade { target, node } => (w.downgrade_proposed(p, target, node), x),
+        };
+        match next {
+            // A downgrade ends its list.
+            (Sent::Done, Proposal::Downgrade { .. }) if matches!(x, Proposal::Downgrade { .. }) => {
+            }
+            (Sent::Done, next) => self.chain(w, p, next),
+            (Sent::Lost, _) => {
+                self.proposals.insert(p, x);
+            }
+            (Sent::Invalid, _) => {}
         }
         w.touch(p);
     }
@@ -184,60 +205,64 @@ impl Pegasus {
 impl World {
     /// The first action of a proposed move of the primary off `from`:
     /// `DOWNGRADE_TO_SECONDARY`, checked when it runs (`partition_guardian::from_proposals`
-    /// @v2.5.0): nothing when `from` is no longer the primary or not alive to the meta.
-    /// Whether it ran (the partition then has no primary until the promote, see
-    /// [`Proposal::Promote`]).
-    pub(crate) fn demote_proposed(&mut self, p: u32, from: u32) -> bool {
-        let n = &self.nodes[from as usize];
-        if self.primary(p).map(|r| r.node) != Some(from) || !n.attached || n.offline {
-            return false;
+    /// @v2.5.0): invalid when `from` is no longer the primary or not alive to the meta; lost
+    /// when its process is down (the meta does not know yet). Once done the partition has no
+    /// primary until the promote ([`Proposal::Promote`]).
+    pub(crate) fn demote_proposed(&mut self, p: u32, from: u32) -> Sent {
+        if self.primary(p).map(|r| r.node) != Some(from) || !self.alive_to_meta(from) {
+            return Sent::Invalid;
         }
-        self.demote(p, self.move_action())
+        if !self.nodes[from as usize].up() {
+            return Sent::Lost;
+        }
+        self.demote(p, self.move_action());
+        Sent::Done
     }
 
-    /// The promote of a move ([`Proposal::Promote`]): `to` becomes the primary when it is
-    /// still an alive secondary; otherwise (or with no `to`) the list is cleared and a
-    /// secondary is promoted at once, as `on_missing_primary` does. Whether `to` was
-    /// promoted (only then does a downgrade that follows in the list run).
-    pub(crate) fn promote_proposed(&mut self, p: u32, to: Option<u32>) -> bool {
-        if self.readable(p) {
-            return false;
+    /// The promote of a move ([`Proposal::Promote`]): `to` becomes the primary when the
+    /// partition has none and `to` is a secondary alive to the meta (lost when its process
+    /// is down); otherwise (or with no `to`) the list is cleared and, with no primary, the
+    /// same `cure` promotes a secondary at once (`on_missing_primary`), and `Invalid` says so.
+    pub(crate) fn promote_proposed(&mut self, p: u32, to: Option<u32>) -> Sent {
+        if self.primary(p).is_some() {
+            return Sent::Invalid;
         }
-        let alive = |w: &World, n: u32| {
-            let n = &w.nodes[n as usize];
-            n.attached && !n.offline && n.up()
-        };
-        let target = to.filter(|&t| alive(self, t)).and_then(|t| {
+        let target = to.filter(|&t| self.alive_to_meta(t)).and_then(|t| {
             self.parts[p as usize]
                 .replicas
                 .iter()
                 .position(|r| r.node == t && r.role == Rep::Secondary)
         });
-        match target {
-            Some(i) => {
-                let part = &mut self.parts[p as usize];
-                part.replicas[i].role = Rep::Primary;
-                part.replicas[i].loaded = true;
-                self.reconfigure_for(p, true, self.move_action());
-                self.changed();
-                true
-            }
-            None => {
-                self.promote(p);
-                false
-            }
+        let Some(i) = target else {
+            self.promote(p, self.move_action());
+            return Sent::Invalid;
+        };
+        let node = self.parts[p as usize].replicas[i].node;
+        if !self.nodes[node as usize].up() {
+            return Sent::Lost;
         }
+        let part = &mut self.parts[p as usize];
+        part.replicas[i].role = Rep::Primary;
+        part.replicas[i].loaded = true;
+        self.reconfigure_for(p, self.move_action());
+        self.changed();
+        Sent::Done
+    }
+
+    /// Whether the meta sees node `n` alive: attached to it and not declared dead, whatever
+    /// its process does meanwhile.
+    fn alive_to_meta(&self, n: u32) -> bool {
+        let n = &self.nodes[n as usize];
+        n.attached && !n.offline
     }
 
     /// A proposed `DOWNGRADE_TO_INACTIVE`, checked when it runs as
     /// `partition_guardian::from_proposals` checks it (@v2.5.0): `target` and `node` alive to
-    /// the meta, `target` the primary and `node` a member. It then runs whatever the member
-    /// count, even down to the primary alone (which takes no writes then). Whether it ran.
-    pub(crate) fn downgrade_proposed(&mut self, p: u32, target: u32, node: u32) -> bool {
-        let alive = |n: u32| {
-            let n = &self.nodes[n as usize];
-            n.attached && !n.offline
-        };
+    /// the meta, `target` the primary and `node` a member; lost when `target`'s process is
+    /// down. It then runs whatever the member count, even down to the primary alone (which
+    /// takes no writes then).
+    pub(crate) fn downgrade_proposed(&mut self, p: u32, target: u32, node: u32) -> Sent {
+        let alive = |n: u32| self.alive_to_meta(n);
         let part = &self.parts[p as usize];
         let target_leads = part
             .replicas
@@ -247,12 +272,14 @@ impl World {
             r.node == node && (r.role == Rep::Primary || (r.role == Rep::Secondary && r.loaded))
         });
         let Some(i) = member.filter(|_| target_leads && alive(target) && alive(node)) else {
-            return false;
+            return Sent::Invalid;
         };
-        let was_primary = part.replicas[i].role == Rep::Primary;
+        if !self.nodes[target as usize].up() {
+            return Sent::Lost;
+        }
         self.replicate(p);
         self.parts[p as usize].replicas[i].role = Rep::Inactive;
-        self.reconfigure(p, was_primary);
-        true
+        self.reconfigure(p);
+        Sent::Done
     }
 }
