@@ -321,7 +321,7 @@ pub trait TemporaryReplicas: Send + Sync {
 /// What [`Cluster::temporary_replicas`] names by default, and never hands out: it cannot be
 /// built.
 #[derive(Debug)]
-pub struct NoTemporaryReplicas<E> {
+pub(crate) struct NoTemporaryReplicas<E> {
     never: std::convert::Infallible,
     error: std::marker::PhantomData<fn() -> E>,
 }

@@ -166,6 +166,21 @@ pub trait DynCluster: Send + Sync {
     fn topology_boxed(&self) -> BoxFuture<'_, Result<Topology, DynError>>;
     /// [`Cluster::nodes`], boxed.
     fn nodes_boxed(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, DynError>>;
+    /// [`Cluster::topology_around`], boxed.
+    fn topology_around_boxed<'a>(
+        &'a self,
+        nodes: &'a [NodeId],
+    ) -> BoxFuture<'a, Result<Topology, DynError>>;
+    /// [`Cluster::down_outside`], boxed.
+    fn down_outside_boxed<'a>(
+        &'a self,
+        exempt: &'a [NodeId],
+    ) -> BoxFuture<'a, Result<Option<(NodeId, String)>, DynError>>;
+    /// [`Cluster::unserving_outside`], boxed.
+    fn unserving_outside_boxed<'a>(
+        &'a self,
+        exempt: &'a [NodeId],
+    ) -> BoxFuture<'a, Result<Option<(NodeId, String)>, DynError>>;
     /// [`Cluster::node`], boxed.
     fn node_boxed(&self, id: &NodeId) -> Option<BoxNode>;
     /// [`Cluster::check_change`].
@@ -253,6 +268,24 @@ where
     }
     fn nodes_boxed(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, DynError>> {
         Box::pin(async move { self.nodes().await.map_err(DynError::new) })
+    }
+    fn topology_around_boxed<'a>(
+        &'a self,
+        nodes: &'a [NodeId],
+    ) -> BoxFuture<'a, Result<Topology, DynError>> {
+        Box::pin(async move { self.topology_around(nodes).await.map_err(DynError::new) })
+    }
+    fn down_outside_boxed<'a>(
+        &'a self,
+        exempt: &'a [NodeId],
+    ) -> BoxFuture<'a, Result<Option<(NodeId, String)>, DynError>> {
+        Box::pin(async move { self.down_outside(exempt).await.map_err(DynError::new) })
+    }
+    fn unserving_outside_boxed<'a>(
+        &'a self,
+        exempt: &'a [NodeId],
+    ) -> BoxFuture<'a, Result<Option<(NodeId, String)>, DynError>> {
+        Box::pin(async move { self.unserving_outside(exempt).await.map_err(DynError::new) })
     }
     fn node_boxed(&self, id: &NodeId) -> Option<BoxNode> {
         self.node(id).map(|n| BoxNode(Box::new(n)))
@@ -411,6 +444,24 @@ impl Cluster for BoxCluster {
     }
     fn nodes(&self) -> impl Future<Output = Result<Vec<NodeInfo>, DynError>> + Send {
         self.0.nodes_boxed()
+    }
+    fn topology_around<'a>(
+        &'a self,
+        nodes: &'a [NodeId],
+    ) -> impl Future<Output = Result<Topology, DynError>> + Send + 'a {
+        self.0.topology_around_boxed(nodes)
+    }
+    fn down_outside<'a>(
+        &'a self,
+        exempt: &'a [NodeId],
+    ) -> impl Future<Output = Result<Option<(NodeId, String)>, DynError>> + Send + 'a {
+        self.0.down_outside_boxed(exempt)
+    }
+    fn unserving_outside<'a>(
+        &'a self,
+        exempt: &'a [NodeId],
+    ) -> impl Future<Output = Result<Option<(NodeId, String)>, DynError>> + Send + 'a {
+        self.0.unserving_outside_boxed(exempt)
     }
     fn node(&self, id: &NodeId) -> Option<BoxNode> {
         self.0.node_boxed(id)

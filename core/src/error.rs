@@ -7,11 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::journal::JournalError;
 use crate::model::NodeId;
-use crate::policy::PolicyError;
+pub use crate::policy::PolicyError;
 
 /// A step of a rollout, named in errors, events and the journal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Phase {
     /// Reading the topology and building the plan.
     Plan,
@@ -85,7 +86,7 @@ impl fmt::Display for Phase {
 
 /// Shows a node for messages, or `cluster` for cluster-wide steps.
 #[derive(Debug)]
-pub struct Target<'a>(pub &'a Option<NodeId>);
+pub(crate) struct Target<'a>(pub(crate) &'a Option<NodeId>);
 
 impl fmt::Display for Target<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -110,6 +111,9 @@ pub enum Error<E: std::error::Error + 'static> {
     /// The selection names a node or role the cluster does not have; nothing was touched.
     #[error("unknown node {0}: it is not in the cluster's topology")]
     UnknownNode(String),
+    /// The selection names a role no node of the cluster has; nothing was touched.
+    #[error("unknown role {0}: no node of the cluster's topology has it")]
+    UnknownRole(String),
     /// The backend cannot apply the change; nothing was touched.
     #[error("the {kind} change cannot be applied: {reason}")]
     UnsupportedChange {
@@ -216,6 +220,7 @@ impl<E: std::error::Error + 'static> Error<E> {
             Self::InvalidPolicy(_)
                 | Self::EmptySelection
                 | Self::UnknownNode(_)
+                | Self::UnknownRole(_)
                 | Self::UnsupportedChange { .. }
                 | Self::Unsafe { .. }
         )

@@ -15,6 +15,7 @@ use crate::replicas::TemporaryReplica;
 /// One journal record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "entry", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Entry {
     /// A rollout begins.
     Begin {

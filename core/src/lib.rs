@@ -51,10 +51,15 @@
 //!    coordinators), `quiesce` / `quiesced` (data nodes), `ready` (every node), `rejoin` /
 //!    `rejoined` (every node, again after a restart on its own, and as the undo of a drain on
 //!    a node that was not stopped: make it idempotent), `fully_healthy` and `safe_to_stop`.
-//!    Every other method has a default: `nodes`, `down_outside`, `unserving_outside`, `stopped`, `heal`, `data_down_limit`,
-//!    `check_change` (refuse what the backend cannot apply) and `classify` (all fatal).
-//!    Probes answer [`Health`]; a `Waiting` reason should change only when something
-//!    moved, since a deadline is a window without progress ([`wait::wait_until`]).
+//!    [`Cluster::name`] (a stable identity for the journal) and [`Cluster::node`] (a
+//!    process handle) are required too. Every other method has a default: `nodes`,
+//!    `topology_around`, `down_outside`, `unserving_outside`, `stopped`, `heal`, `settle`,
+//!    `data_down_limit`, `temporary_replicas` (none), `check_change` (refuse what the
+//!    backend cannot apply) and `classify` (all fatal).
+//!    Probes answer [`Health`]: build one from an async closure with [`probe::probe_fn`], or
+//!    take a ready one from [`probe::probes`] (`always`, `topology_fully_healthy`); a
+//!    `Waiting` reason should change only when something moved, since a deadline is a window
+//!    without progress ([`wait::wait_until`]).
 //!    Name each partition's table ([`Partition::table`]) so that operators can accept a
 //!    table's downtime by name. A backend that can copy a partition to another node
 //!    (OpenMLDB AddReplicaNS) implements [`TemporaryReplicas`] and hands it out from
@@ -80,7 +85,8 @@
 //! rule ([`plan`](mod@plan)), the journal's entries ([`journal`]), probe combinators ([`probe`]), the
 //! wait ([`wait`]), the policy's parts ([`policy`]), the per-node steps ([`steps`]), the
 //! temporary-replica placement ([`replicas`]), the drains a plan shows ([`drains`]), the
-//! type-erased cluster ([`erased`]), errors' parts ([`error`]) and events' ([`event`]).
+//! type-erased cluster ([`erased`]), errors' parts ([`error`]), events' ([`event`]) and the
+//! config-file editors a backend applies a [`Change::Config`] with ([`conf`]).
 //!
 //! The model types are non-exhaustive and built through constructors, so that a field added
 //! later breaks no backend:
@@ -122,7 +128,7 @@ pub mod steps;
 pub mod wait;
 mod wave;
 
-pub use cluster::{Cluster, ErrorClass, NoTemporaryReplicas, Node, TemporaryReplicas};
+pub use cluster::{Cluster, ErrorClass, Node, TemporaryReplicas};
 pub use control::Control;
 pub use engine::{Outcome, Report, Run, abort, plan, roll};
 pub use error::{Error, Phase, Result, chain};

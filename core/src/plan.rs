@@ -409,7 +409,7 @@ pub fn resolve_selection_except(
                 .iter()
                 .find(|r| !topology.nodes.iter().any(|n| &n.role.name == *r))
             {
-                return Err(SelectionError::Unknown(format!("(role) {r}")));
+                return Err(SelectionError::UnknownRole(r.clone()));
             }
             topology
                 .nodes
@@ -432,13 +432,17 @@ pub fn resolve_selection_except(
 
 /// Why a selection could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SelectionError {
     /// Nothing selected.
     #[error("the selection is empty")]
     Empty,
-    /// A name matched nothing.
+    /// A node name matched nothing.
     #[error("unknown node {0}")]
     Unknown(String),
+    /// A role name matched no node.
+    #[error("unknown role {0}")]
+    UnknownRole(String),
 }
 
 /// Builds the ordered waves for `selected` nodes.

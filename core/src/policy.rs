@@ -314,11 +314,13 @@ impl Policy {
         self.canary
     }
 
-    pub(crate) fn poll_bounds(&self) -> (Duration, Duration) {
+    /// The shortest and longest poll interval of a wait.
+    pub fn poll_bounds(&self) -> (Duration, Duration) {
         (self.poll_min, self.poll_max)
     }
 
-    pub(crate) fn get_retries(&self) -> usize {
+    /// How many times a transient error is retried.
+    pub fn get_retries(&self) -> usize {
         self.retries
     }
 }

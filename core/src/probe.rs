@@ -303,7 +303,8 @@ pub mod probes {
         }
     }
 
-    /// Judges a topology: every partition has a live primary and all wanted members.
+    /// Judges a topology: every node is alive, and every partition has a live primary and all
+    /// its wanted members.
     ///
     /// Backends use it inside their `fully_healthy` probe after reading the topology.
     pub fn topology_fully_healthy(topology: &Topology) -> Health {

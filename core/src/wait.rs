@@ -10,6 +10,7 @@ use crate::probe::HealthProbe;
 
 /// How a wait ended without its condition holding.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WaitError<E: std::error::Error + 'static> {
     /// The deadline passed; the last reason the probe gave.
     #[error("timed out: {0}")]
@@ -21,12 +22,6 @@ pub enum WaitError<E: std::error::Error + 'static> {
     #[error("the probe failed")]
     Probe(#[source] E),
 }
-
-/// Formerly how many deadlines a wait that kept making progress could last in all. A wait
-/// now lasts as long as it makes progress (a reason it has not given before), however long
-/// the work: a rejoin of a hundred thousand replicas is not cut off while it moves.
-#[deprecated(note = "a wait lasts as long as it makes progress; nothing caps it any more")]
-pub const PROGRESS_CAP: u32 = 4;
 
 /// Polls `probe` until it holds, in tokio time.
 ///
@@ -43,7 +38,7 @@ pub const PROGRESS_CAP: u32 = 4;
 /// should therefore change only when something moved (no clocks in them).
 ///
 /// # Errors
-/// [`WaitError`] when a deadline passes without progress (or the cap passes), the probe fails
+/// [`WaitError`] when a deadline passes without progress, the probe fails
 /// or its error is fatal.
 ///
 /// # Cancel safety

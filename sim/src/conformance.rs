@@ -350,5 +350,6 @@ async fn wait_for<C: Cluster, P: HealthProbe<Error = C::Error>>(
             rollout_core::wait::WaitError::Timeout(r) => format!("{what}: timed out: {r}"),
             rollout_core::wait::WaitError::Failed(r) => format!("{what}: failed: {r}"),
             rollout_core::wait::WaitError::Probe(e) => format!("{what}: {e}"),
+            other => format!("{what}: {other}"),
         })
 }

@@ -61,6 +61,7 @@ pub(super) fn resolve<E: std::error::Error>(
     plan::resolve_selection_except(topology, &spec.selection, retired).map_err(|e| match e {
         SelectionError::Empty => Error::EmptySelection,
         SelectionError::Unknown(n) => Error::UnknownNode(n),
+        SelectionError::UnknownRole(r) => Error::UnknownRole(r),
     })
 }
 

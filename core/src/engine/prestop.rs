@@ -254,11 +254,7 @@ impl<C: Cluster> Ctx<'_, C> {
                 |id| outside.and(self.cluster.quiesced(id)),
             )
             .await;
-        if let Some(e) = first_outside(outside, results.iter()) {
-            return Err(e);
-        }
-        *slots = self.keep(std::mem::take(slots), results, outcomes).await?;
-        Ok(())
+        self.kept_after(slots, results, outcomes, outside).await
     }
 
     /// The last look before the stop of `to_stop` (the nodes not yet past it; a resumed
@@ -323,6 +319,18 @@ impl<C: Cluster> Ctx<'_, C> {
                 |id| outside.and(self.cluster.drained(id)),
             )
             .await;
+        self.kept_after(slots, results, outcomes, outside).await
+    }
+
+    /// What a pre-stop step left: a failure the outside watch saw ends the pass (to be
+    /// ridden out); otherwise the slots whose step worked are kept ([`Ctx::keep`]).
+    async fn kept_after(
+        &self,
+        slots: &mut Vec<Slot<C::Node>>,
+        results: Vec<Result<(), Error<C::Error>>>,
+        outcomes: &mut Vec<(NodeId, NodeOutcome)>,
+        outside: &Outside<'_, C>,
+    ) -> Result<(), Error<C::Error>> {
         if let Some(e) = first_outside(outside, results.iter()) {
             return Err(e);
         }
