@@ -147,7 +147,14 @@ impl World {
                 .iter()
                 .any(|r| r.node == n && r.loaded);
         if !loaded {
-            return Err((100, "table does not exist"));
+            // The tablet's `CheckTable` (`src/tablet/tablet_impl.cc` @v0.9.2, the same
+            // @v0.8.5): no table 100; a table still loading is checked for leadership first,
+            // 103 as a follower, 104 as the leader.
+            return Err(match self.model().loading(p, n) {
+                None => (100, "table does not exist"),
+                Some(false) => (103, "table is follower"),
+                Some(true) => (104, "table is loading"),
+            });
         }
         if !self.leads_on_tablet(p, n) {
             return Err((103, "table is follower"));

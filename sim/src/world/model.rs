@@ -113,6 +113,14 @@ pub(crate) trait Model: Send + std::fmt::Debug + 'static {
         false
     }
 
+    /// Whether data node `node` is loading its replica of partition `part` now, and if so
+    /// whether as the partition's leader: OpenMLDB's tablet holds the table in `kLoading`
+    /// while an op's LoadTable runs. `None` when no load runs there.
+    fn loading(&self, part: u32, node: u32) -> Option<bool> {
+        let _ = (part, node);
+        None
+    }
+
     /// The rollout adds a replica of `part` on `node` (idempotent).
     fn add_replica(&mut self, w: &mut World, part: u32, node: u32) {
         let _ = (w, part, node);

@@ -7,7 +7,7 @@ use std::any::Any;
 
 use rollout_core::{Health, Knob, Procedure, RoleKind};
 
-use super::openmldb::{AUTO_OFFLINE, FENCE, OP_DONE, Op, OpenMldb};
+use super::openmldb::{AUTO_OFFLINE, FENCE, OP_DONE, Op, OpenMldb, ReAdd};
 use super::{Model, ModelEv, Profile, Rep, World, us};
 use crate::config::Flavor;
 
@@ -276,6 +276,28 @@ impl Model for OpenMldb {
              back on",
             stranded.1.id
         )))
+    }
+
+    /// A load runs for the length of the op that loads: a RecoverTable's reload (as a
+    /// follower, or a single replica as leader) or an AddReplica's copy (as a follower).
+    /// The op's first tasks, before its LoadTable, count as loading too.
+    fn loading(&self, part: u32, node: u32) -> Option<bool> {
+        self.running
+            .iter()
+            .flatten()
+            .find_map(|(op, _, _)| match *op {
+                Op::ReAddReplica {
+                    part: p,
+                    node: n,
+                    how,
+                } if p == part && n == node => match how {
+                    ReAdd::Reload => Some(false),
+                    ReAdd::Single => Some(true),
+                    ReAdd::Simplify => None,
+                },
+                Op::AddReplica { part: p, node: n } if p == part && n == node => Some(false),
+                _ => None,
+            })
     }
 
     fn temporary_replicas(&self) -> bool {

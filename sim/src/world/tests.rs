@@ -310,3 +310,56 @@ fn a_new_pegasus_meta_leader_holds_a_crashed_node_alive_until_its_grace_has_run(
         assert_eq!(primaries_on(&w, f), 0, "its primaries moved");
     });
 }
+
+/// A tablet asked for a partition it is loading answers as its `CheckTable` does: the table
+/// exists and is a follower (103), not missing (100).
+#[test]
+fn a_tablet_loading_a_replica_answers_follower_not_missing() {
+    let rt = paused_runtime();
+    rt.block_on(async {
+        let sim = SimBuilder::new(Flavor::OpenMldb)
+            .seed(7)
+            .data_nodes(4)
+            .partitions(1)
+            .build()
+            .expect("shape");
+        let node = {
+            let w = sim.lock();
+            let holders: Vec<u32> = w.parts[0].replicas.iter().map(|r| r.node).collect();
+            let n = (0..w.nodes.len() as u32)
+                .find(|&n| {
+                    w.nodes[n as usize].kind == rollout_core::RoleKind::Data
+                        && !holders.contains(&n)
+                })
+                .expect("a tablet without the partition");
+            w.nodes[n as usize].id.clone()
+        };
+        let code = |sim: &crate::SimCluster| sim.openmldb_put_check(1, 0, &node).err().map(|e| e.0);
+        assert_eq!(code(&sim), Some(100));
+        let add = crate::emulation_openmldb::NsOp::AddReplica {
+            table: 1,
+            pid: 0,
+            node: node.clone(),
+        };
+        sim.openmldb_op(&add).expect("AddReplicaNS taken");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let n = node_index(&sim, &node);
+        assert!(
+            sim.lock().parts[0]
+                .replicas
+                .iter()
+                .all(|r| r.node != n || !r.loaded),
+            "the copy is still loading"
+        );
+        assert_eq!(code(&sim), Some(103), "loading, as a follower");
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(code(&sim), Some(103), "loaded, a follower");
+    });
+}
+
+fn node_index(sim: &crate::SimCluster, id: &rollout_core::NodeId) -> u32 {
+    let w = sim.lock();
+    (0..w.nodes.len() as u32)
+        .find(|&n| &w.nodes[n as usize].id == id)
+        .expect("a node")
+}
