@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rollout_core::{
-    ApplyRecord, Change, Cluster, ErrorClass, Health, HealthProbe, Knob, MemoryJournal, Node,
-    NodeId, NodeInfo, NodeStatus, Partition, Procedure, Replica, ReplicaRole, Role, RoleKind, Run,
-    Spec, Topology,
+    ApplyRecord, Change, ChangeError, Cluster, ErrorClass, Health, HealthProbe, Knob,
+    MemoryJournal, Node, NodeId, NodeInfo, NodeStatus, Partition, Procedure, Replica, ReplicaRole,
+    Role, RoleKind, Run, Spec, Topology,
     probe::{probe_fn, probes},
     roll,
 };
@@ -138,10 +138,12 @@ impl Cluster for Store {
 
     /// It can restart and upgrade, but has no config files to edit: a `Config` change would
     /// restart a node and then fail `is_applied`, so it is refused before anything runs.
-    fn check_change(&self, change: &Change) -> Result<(), String> {
-        change.validate().map_err(|e| e.to_string())?;
+    fn check_change(&self, change: &Change) -> Result<(), ChangeError> {
+        change.validate()?;
         match change {
-            Change::Config { .. } => Err("memstore has no config files".into()),
+            Change::Config { .. } => Err(ChangeError::Unsupported {
+                reason: "memstore has no config files".into(),
+            }),
             _ => Ok(()),
         }
     }

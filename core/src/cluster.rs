@@ -109,12 +109,20 @@ pub trait Cluster: Send + Sync {
     /// A handle on the node's process, or `None` when the cluster has no such node.
     fn node(&self, id: &NodeId) -> Option<Self::Node>;
 
-    /// Checks that this backend can apply `change`; the message says why not.
+    /// Checks that this backend can apply `change`, before anything is touched. The default
+    /// checks only that it is well formed ([`Change::validate`]).
     ///
     /// # Errors
-    /// A reason when the change cannot be applied, such as an unknown config file.
-    fn check_change(&self, change: &Change) -> Result<(), String> {
-        change.validate().map_err(|e| e.to_string())
+    /// [`ChangeError`]: malformed, or refused by this backend (an unknown config file as
+    /// [`ChangeError::Edit`], an upgrade that is no upstream path as [`ChangeError::Version`],
+    /// a kind of change it does not roll as [`ChangeError::Unsupported`]).
+    ///
+    /// [`ChangeError`]: crate::ChangeError
+    /// [`ChangeError::Edit`]: crate::ChangeError::Edit
+    /// [`ChangeError::Version`]: crate::ChangeError::Version
+    /// [`ChangeError::Unsupported`]: crate::ChangeError::Unsupported
+    fn check_change(&self, change: &Change) -> Result<(), crate::ChangeError> {
+        change.validate()
     }
 
     /// The knobs this procedure needs, with their values while it runs.

@@ -184,7 +184,7 @@ pub trait DynCluster: Send + Sync {
     /// [`Cluster::node`], boxed.
     fn node_boxed(&self, id: &NodeId) -> Option<BoxNode>;
     /// [`Cluster::check_change`].
-    fn check_change(&self, change: &Change) -> Result<(), String>;
+    fn check_change(&self, change: &Change) -> Result<(), crate::ChangeError>;
     /// [`Cluster::knobs`].
     fn knobs(&self, procedure: Procedure) -> Vec<Knob>;
     /// [`Cluster::read_knob`], boxed.
@@ -290,7 +290,7 @@ where
     fn node_boxed(&self, id: &NodeId) -> Option<BoxNode> {
         self.node(id).map(|n| BoxNode(Box::new(n)))
     }
-    fn check_change(&self, change: &Change) -> Result<(), String> {
+    fn check_change(&self, change: &Change) -> Result<(), crate::ChangeError> {
         Cluster::check_change(self, change)
     }
     fn knobs(&self, procedure: Procedure) -> Vec<Knob> {
@@ -466,7 +466,7 @@ impl Cluster for BoxCluster {
     fn node(&self, id: &NodeId) -> Option<BoxNode> {
         self.0.node_boxed(id)
     }
-    fn check_change(&self, change: &Change) -> Result<(), String> {
+    fn check_change(&self, change: &Change) -> Result<(), crate::ChangeError> {
         self.0.check_change(change)
     }
     fn knobs(&self, procedure: Procedure) -> Vec<Knob> {

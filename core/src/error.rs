@@ -119,8 +119,10 @@ pub enum Error<E: std::error::Error + 'static> {
     UnsupportedChange {
         /// `restart`, `config` or `upgrade`.
         kind: &'static str,
-        /// The backend's reason.
-        reason: String,
+        /// Why: malformed, or refused by the backend ([`Cluster::check_change`]).
+        ///
+        /// [`Cluster::check_change`]: crate::Cluster::check_change
+        reason: crate::model::ChangeError,
     },
     /// Some selected nodes cannot be stopped without losing a partition; nothing was touched.
     #[error("node {node} cannot be made safe: {reason}")]

@@ -417,7 +417,8 @@ impl Change {
     }
 }
 
-/// A malformed [`Change`] ([`Change::validate`]).
+/// Why a [`Change`] cannot be applied: malformed ([`Change::validate`]), or refused by the
+/// backend (`Cluster::check_change`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ChangeError {
@@ -440,6 +441,31 @@ pub enum ChangeError {
         edit: usize,
         /// The key.
         key: String,
+    },
+    /// An upgrade to a version the backend cannot name, does not support, or cannot reach
+    /// from the version the cluster runs (not an upstream upgrade path).
+    #[error("{reason}")]
+    Version {
+        /// The version the change names.
+        version: String,
+        /// The backend's reason, naming the versions and the upstream path where one exists.
+        reason: String,
+    },
+    /// A config edit the backend cannot make: a file its servers do not read, a key its
+    /// format cannot hold, or a removal it does not support.
+    #[error("{file}: {reason}")]
+    Edit {
+        /// The edit's file, as given.
+        file: String,
+        /// The backend's reason, with the remedy.
+        reason: String,
+    },
+    /// A kind of change the backend does not roll at all (such as a config edit on a
+    /// system without config files).
+    #[error("{reason}")]
+    Unsupported {
+        /// The backend's reason.
+        reason: String,
     },
 }
 

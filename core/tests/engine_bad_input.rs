@@ -5,8 +5,8 @@ mod support;
 use std::time::Duration;
 
 use rollout_core::{
-    Change, ConfigEdit, Error, FileJournal, Journal, MemoryJournal, NodeId, Policy, Procedure, Run,
-    Spec,
+    Change, ChangeError, ConfigEdit, Error, FileJournal, Journal, MemoryJournal, NodeId, Policy,
+    Procedure, Run, Spec,
     journal::{Entry, JournalError},
     policy::Selection,
     roll,
@@ -140,6 +140,17 @@ async fn a_backend_rejects_config_files_it_does_not_have() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("conf/tablet.flag"), "{err}");
+    // The refusal is typed: the file it names, as the backend's `ChangeError::Edit`.
+    assert!(
+        matches!(
+            &err,
+            Error::UnsupportedChange {
+                kind: "config",
+                reason: ChangeError::Edit { file, .. },
+            } if file == "conf/tablet.flag"
+        ),
+        "{err:?}"
+    );
     assert!(sim.truth().restarts.values().all(|&n| n == 0));
 }
 

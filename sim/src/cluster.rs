@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rollout_core::{
-    Change, Cluster, ConfigEdit, ErrorClass, HealthProbe, Knob, NodeId, NodeInfo, Partition,
-    Procedure, Replica, ReplicaRole, Role, RoleKind, TemporaryReplica, TemporaryReplicas, Topology,
+    Change, ChangeError, Cluster, ConfigEdit, ErrorClass, HealthProbe, Knob, NodeId, NodeInfo,
+    Partition, Procedure, Replica, ReplicaRole, Role, RoleKind, TemporaryReplica,
+    TemporaryReplicas, Topology,
 };
 use tokio::time::Instant;
 
@@ -371,17 +372,20 @@ impl Cluster for SimCluster {
         })
     }
 
-    fn check_change(&self, change: &Change) -> Result<(), String> {
-        change.validate().map_err(|e| e.to_string())?;
+    fn check_change(&self, change: &Change) -> Result<(), ChangeError> {
+        change.validate()?;
         if let Change::Config { edits } = change {
             let files = self.world().profile.config_files;
             for e in edits {
                 let (ConfigEdit::Set { file, .. } | ConfigEdit::Unset { file, .. }) = e;
                 if !files.contains(&file.as_str()) {
-                    return Err(format!(
-                        "unknown config file {file:?}; this cluster has {}",
-                        files.join(", ")
-                    ));
+                    return Err(ChangeError::Edit {
+                        file: file.clone(),
+                        reason: format!(
+                            "unknown config file; this cluster has {}",
+                            files.join(", ")
+                        ),
+                    });
                 }
             }
         }

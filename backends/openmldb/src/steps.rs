@@ -2,8 +2,8 @@
 //! knob, and each step with its probe (docs/procedures.md, docs/openmldb-interfaces.md).
 
 use rollout_core::{
-    Cluster, Health, HealthProbe, Knob, NodeId, NodeInfo, Partition, Procedure, Replica,
-    ReplicaRole, TemporaryReplica, TemporaryReplicas, Topology, probe::probe_fn,
+    ChangeError, Cluster, Health, HealthProbe, Knob, NodeId, NodeInfo, Partition, Procedure,
+    Replica, ReplicaRole, TemporaryReplica, TemporaryReplicas, Topology, probe::probe_fn,
 };
 
 use crate::api::{ConfSetRequest, Pair, ReplicaNsRequest, Status};
@@ -71,27 +71,43 @@ where
     ///
     /// An upgrade must be an upstream path from the oldest version a server reported
     /// ([`check_upgrade`]): checked before anything is touched.
-    fn check_change(&self, change: &rollout_core::Change) -> Result<(), String> {
-        change.validate().map_err(|e| e.to_string())?;
+    fn check_change(&self, change: &rollout_core::Change) -> Result<(), ChangeError> {
+        change.validate()?;
         if let rollout_core::Change::Upgrade { version } = change {
-            let to = ServerVersion::parse(version)
-                .ok_or_else(|| format!("{version:?} is not an OpenMLDB version (such as 0.9.2)"))?;
+            let refused = |reason: String| ChangeError::Version {
+                version: version.clone(),
+                reason,
+            };
+            let to = ServerVersion::parse(version).ok_or_else(|| {
+                refused(format!(
+                    "{version:?} is not an OpenMLDB version (such as 0.9.2)"
+                ))
+            })?;
             match self.oldest_version() {
-                Some(from) => check_upgrade(from, &to)?,
-                None => to.check()?,
+                Some(from) => check_upgrade(from, &to).map_err(refused)?,
+                None => to.check().map_err(refused)?,
             }
         }
         if let rollout_core::Change::Config { edits } = change {
             for e in edits {
-                let rollout_core::ConfigEdit::Set { file, .. } = e else {
-                    return Err(
-                        "OpenMLDB config edits set a flag; removing one is not supported".into(),
-                    );
+                let refused = |file: &str, reason: &str| ChangeError::Edit {
+                    file: file.to_owned(),
+                    reason: reason.to_owned(),
+                };
+                let file = match e {
+                    rollout_core::ConfigEdit::Set { file, .. } => file,
+                    rollout_core::ConfigEdit::Unset { file, .. } => {
+                        return Err(refused(
+                            file,
+                            "OpenMLDB config edits set a flag; removing one is not supported",
+                        ));
+                    }
                 };
                 if !(file.ends_with(".flags") || file.ends_with(".properties")) {
-                    return Err(format!(
-                        "{file}: OpenMLDB servers read conf/<component>.flags (the taskmanager \
-                         conf/taskmanager.properties); give that file"
+                    return Err(refused(
+                        file,
+                        "OpenMLDB servers read conf/<component>.flags (the taskmanager \
+                         conf/taskmanager.properties); give that file",
                     ));
                 }
             }

@@ -2,8 +2,8 @@
 //! probe (see the `cluster` module for the rules they follow).
 
 use rollout_core::{
-    Cluster, ErrorClass, Health, HealthProbe, Knob, NodeId, NodeInfo, Partition, Procedure,
-    Replica, ReplicaRole, Topology, probe::probe_fn,
+    ChangeError, Cluster, ErrorClass, Health, HealthProbe, Knob, NodeId, NodeInfo, Partition,
+    Procedure, Replica, ReplicaRole, Topology, probe::probe_fn,
 };
 
 use crate::cluster::{NodeFactory, PegasusCluster, PegasusNode, addr};
@@ -96,32 +96,48 @@ where
     ///
     /// An upgrade must be an upstream path from the oldest version a server reported
     /// ([`check_upgrade`]): checked before anything is touched.
-    fn check_change(&self, change: &rollout_core::Change) -> Result<(), String> {
-        change.validate().map_err(|e| e.to_string())?;
+    fn check_change(&self, change: &rollout_core::Change) -> Result<(), ChangeError> {
+        change.validate()?;
         if let rollout_core::Change::Upgrade { version } = change {
-            let to = ServerVersion::parse(version)
-                .ok_or_else(|| format!("{version:?} is not a Pegasus version (such as 2.5.0)"))?;
+            let refused = |reason: String| ChangeError::Version {
+                version: version.clone(),
+                reason,
+            };
+            let to = ServerVersion::parse(version).ok_or_else(|| {
+                refused(format!(
+                    "{version:?} is not a Pegasus version (such as 2.5.0)"
+                ))
+            })?;
             if let Some(from) = self.oldest_version() {
-                check_upgrade(from, &to)?;
+                check_upgrade(from, &to).map_err(refused)?;
             } else {
-                to.line()?;
+                to.line().map_err(refused)?;
             }
         }
         if let rollout_core::Change::Config { edits } = change {
             for e in edits {
-                let rollout_core::ConfigEdit::Set { file, key, .. } = e else {
-                    return Err(
-                        "Pegasus config edits set a key; removing one is not supported \
-                                (set it to its default instead)"
-                            .into(),
-                    );
+                let refused = |file: &str, reason: String| ChangeError::Edit {
+                    file: file.to_owned(),
+                    reason,
+                };
+                let (file, key) = match e {
+                    rollout_core::ConfigEdit::Set { file, key, .. } => (file, key),
+                    rollout_core::ConfigEdit::Unset { file, .. } => {
+                        return Err(refused(
+                            file,
+                            "Pegasus config edits set a key; removing one is not supported \
+                             (set it to its default instead)"
+                                .into(),
+                        ));
+                    }
                 };
                 if !file.ends_with("config.ini") {
-                    return Err(format!(
-                        "{file}: Pegasus servers read config.ini; give its path"
+                    return Err(refused(
+                        file,
+                        "Pegasus servers read config.ini; give its path".into(),
                     ));
                 }
-                crate::ini::split_key(key).map_err(|e| e.to_string())?;
+                crate::ini::split_key(key).map_err(|e| refused(file, e.to_string()))?;
             }
         }
         Ok(())

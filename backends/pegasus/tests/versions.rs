@@ -192,10 +192,17 @@ async fn an_upgrade_off_the_upstream_paths_is_refused_before_anything_is_touched
         version: v.to_string(),
     };
     assert!(cluster.check_change(&to("2.5.1")).is_ok());
-    let down = cluster.check_change(&to("2.4.0")).unwrap_err();
+    let refused = |v: &str| match cluster.check_change(&to(v)).unwrap_err() {
+        rollout_core::ChangeError::Version { version, reason } => {
+            assert_eq!(version, v);
+            reason
+        }
+        other => panic!("not a version refusal: {other:?}"),
+    };
+    let down = refused("2.4.0");
     assert!(down.contains("downgrade"), "{down}");
-    let master = cluster.check_change(&to("2.6.0-SNAPSHOT")).unwrap_err();
+    let master = refused("2.6.0-SNAPSHOT");
     assert!(master.contains("not a supported rolling path"), "{master}");
-    let junk = cluster.check_change(&to("latest")).unwrap_err();
+    let junk = refused("latest");
     assert!(junk.contains("not a Pegasus version"), "{junk}");
 }
