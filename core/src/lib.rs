@@ -124,6 +124,7 @@ pub mod plan;
 pub mod policy;
 pub mod probe;
 pub mod replicas;
+mod safety;
 pub mod steps;
 pub mod wait;
 mod wave;

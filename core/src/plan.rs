@@ -6,11 +6,13 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Procedure;
-use crate::model::{
-    Change, KnobScope, NodeId, NodeInfo, Partition, ReplicaRole, RoleKind, Topology,
-};
+use crate::model::{Change, KnobScope, NodeId, NodeInfo, RoleKind, Topology};
 use crate::policy::{Policy, Selection};
 use crate::replicas::{AcceptedTable, Relief, TemporaryReplica};
+use crate::safety::partition_is_safe;
+pub use crate::safety::{
+    UnsafeWave, outside_failure, outside_node_failure, wave_is_safe, wave_is_safe_with,
+};
 use crate::steps::{steps_for, with_temporaries};
 pub use crate::wave::Wave;
 
@@ -208,149 +210,6 @@ impl fmt::Display for Plan {
     }
 }
 
-/// The single placement check: may the nodes of `wave` be down at the same time?
-///
-/// For every partition with a replica on a node of the wave, the replicas that would be down
-/// (those already not serving plus those on the wave) must not exceed `max_unavailable`, and at
-/// least [`Topology::min_serving`] replicas (at least one) must stay up.
-/// Every place in the engine and the planner that decides "may these go down" calls this.
-///
-/// # Errors
-/// The first partition that would break the limit, as a reason for messages.
-pub fn wave_is_safe(
-    topology: &Topology,
-    wave: &[NodeId],
-    max_unavailable: usize,
-) -> Result<(), String> {
-    wave_is_safe_with(topology, wave, max_unavailable, &Relief::default())
-}
-
-/// [`wave_is_safe`], forgiving what `relief` says: partitions of accepted tables, and
-/// single-replica partitions that get a temporary replica before the wave goes down.
-///
-/// # Errors
-/// The first partition that would break the limit, as a reason for messages.
-pub fn wave_is_safe_with(
-    topology: &Topology,
-    wave: &[NodeId],
-    max_unavailable: usize,
-    relief: &Relief,
-) -> Result<(), String> {
-    let wave: BTreeSet<&NodeId> = wave.iter().collect();
-    let min_serving = topology.min_serving.max(1) as usize;
-    topology.partitions.iter().try_for_each(|p| {
-        partition_is_safe(
-            p,
-            &|n| wave.contains(n),
-            max_unavailable,
-            min_serving,
-            relief,
-        )
-    })
-}
-
-/// A failure outside `wave`: the first data node not in the wave that the control plane
-/// does not see alive, or else the first primary or secondary replica on a node outside the
-/// wave that does not serve (a node that came back without its data), with the reason. The
-/// engine rides such a failure out (it releases the knobs that keep the cluster from
-/// healing, waits until it is fully healthy, and drains again) rather than stop a node while
-/// another is down. The replica part is for before the wave's stop, when the wave cannot have
-/// caused it (after it, the wave's own rejoin may mark a displaced leader dead for a moment):
-/// [`outside_node_failure`] is the node part alone.
-pub fn outside_failure(topology: &Topology, wave: &[NodeId]) -> Option<(NodeId, String)> {
-    outside_node_failure(&topology.nodes, wave).or_else(|| {
-        topology.partitions.iter().find_map(|p| {
-            p.replicas
-                .iter()
-                .find(|r| {
-                    !r.alive
-                        && matches!(r.role, ReplicaRole::Primary | ReplicaRole::Secondary)
-                        && !wave.contains(&r.node)
-                })
-                .map(|r| {
-                    (
-                        r.node.clone(),
-                        format!(
-                            "partition {}'s replica on {} outside the wave does not serve",
-                            p.id, r.node
-                        ),
-                    )
-                })
-        })
-    })
-}
-
-/// The node part of [`outside_failure`], for a reading of the nodes alone
-/// ([`Cluster::nodes`](crate::Cluster::nodes)).
-pub fn outside_node_failure(nodes: &[NodeInfo], wave: &[NodeId]) -> Option<(NodeId, String)> {
-    nodes
-        .iter()
-        .find(|n| n.role.kind == RoleKind::Data && !n.alive && !wave.contains(&n.id))
-        .map(|n| {
-            (
-                n.id.clone(),
-                format!(
-                    "node {} ({}) outside the wave is not alive",
-                    n.id, n.role.name
-                ),
-            )
-        })
-}
-
-/// The rule itself, for one partition, with `in_wave` saying which nodes go down: the only
-/// place it is written. [`wave_is_safe`] applies it to every partition; the planner applies
-/// it to the partitions of the node it considers adding (the others cannot change).
-fn partition_is_safe(
-    p: &Partition,
-    in_wave: &dyn Fn(&NodeId) -> bool,
-    max_unavailable: usize,
-    min_serving: usize,
-    relief: &Relief,
-) -> Result<(), String> {
-    let going = p.replicas.iter().filter(|r| in_wave(&r.node)).count();
-    if going == 0 || relief.accepts(p) {
-        return Ok(());
-    }
-    let up_outside = p
-        .replicas
-        .iter()
-        .filter(|r| r.alive && !in_wave(&r.node))
-        .count()
-        + usize::from(relief.needs_temporary(p, in_wave));
-    let table = p
-        .table
-        .as_ref()
-        .map(|t| {
-            format!(
-                " (table {t}; to roll anyway, accept its downtime by name: accept_unavailable, \
-                 --accept-unavailable {t} on the command line)"
-            )
-        })
-        .unwrap_or_default();
-    let wanted = p.wanted as usize;
-    let down = wanted.saturating_sub(up_outside);
-    if up_outside == 0 {
-        return Err(format!(
-            "partition {} would have no replica left ({going} of {wanted} on this wave){table}",
-            p.id
-        ));
-    }
-    if up_outside < min_serving {
-        return Err(format!(
-            "partition {} would keep {up_outside} replica(s) serving, fewer than the \
-             {min_serving} it needs to take writes{table}",
-            p.id
-        ));
-    }
-    if down > max_unavailable {
-        return Err(format!(
-            "partition {} would have {down} of {wanted} replicas down (limit {max_unavailable})",
-            p.id
-        ));
-    }
-    Ok(())
-}
-
 /// Resolves a selection against the topology.
 ///
 /// # Errors
@@ -518,7 +377,7 @@ pub fn build_waves_limited(
                         Ok(()) => left.push(n.id.clone()),
                         Err(reason) => blocked.push(Blocked {
                             node: n.id.clone(),
-                            reason,
+                            reason: reason.to_string(),
                         }),
                     }
                 }
@@ -556,7 +415,7 @@ impl<'t> Packer<'t> {
         }
     }
 
-    fn may_join(&self, wave: &BTreeSet<&NodeId>, candidate: &NodeId) -> Result<(), String> {
+    fn may_join(&self, wave: &BTreeSet<&NodeId>, candidate: &NodeId) -> Result<(), UnsafeWave> {
         let in_wave = |n: &NodeId| n == candidate || wave.contains(n);
         self.holds
             .get(candidate)

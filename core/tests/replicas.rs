@@ -3,7 +3,7 @@
 
 use rollout_core::{
     NodeId, NodeInfo, Partition, Policy, Replica, ReplicaRole, Role, RoleKind, Topology,
-    plan::{wave_is_safe, wave_is_safe_with},
+    plan::{UnsafeWave, wave_is_safe, wave_is_safe_with},
     policy::PolicyError,
     replicas::{Relief, accepted_downtime, check_accepted, place_temporary_replicas},
 };
@@ -51,8 +51,13 @@ fn a_single_replica_partition_blocks_its_node_unless_relieved() {
     let n0 = [NodeId::new("n0:1")];
     let err = wave_is_safe(&t, &n0, 1).unwrap_err();
     assert!(
-        err.contains("no replica left") && err.contains("table one"),
-        "{err}"
+        matches!(&err, UnsafeWave::NoReplicaLeft { table: Some(t), going: 1, wanted: 1, .. } if t == "one"),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("no replica left") && text.contains("--accept-unavailable one"),
+        "{text}"
     );
     assert!(wave_is_safe_with(&t, &n0, 1, &relief(&Policy::default())).is_ok());
     let accepted = Relief::new(&Policy::default().accept_unavailable(["one"]), false);

@@ -355,7 +355,7 @@ impl<C: Cluster> Ctx<'_, C> {
             Ok::<Health, C::Error>(
                 match wave_is_safe_with(&topology, &wave.nodes, max_unavailable, relief) {
                     Ok(()) => Health::Healthy,
-                    Err(reason) => Health::Waiting(reason),
+                    Err(reason) => Health::Waiting(reason.to_string()),
                 },
             )
         });
