@@ -3,6 +3,8 @@
 //! knobs; a replica server's `replica.kill_partition` and `perf-counters`; and the state a
 //! replica server reports of its replicas.
 
+use std::collections::BTreeSet;
+
 use rollout_core::{Cluster, HealthProbe, NodeId};
 use rollout_sim::SimCluster;
 use rollout_sim::emulation::{NodeView, PartitionView};
@@ -51,7 +53,7 @@ pub(crate) async fn answer(
             }
             knob(sim, v, name, &c.args).await
         }
-        ("replica.kill_partition", "replica") => kill_partition(sim, node, &c.args).await,
+        ("replica.kill_partition", "replica") => kill_partition(sim, dir, node, &c.args).await,
         ("help", _) => "help|repeat|server-info|perf-counters|...".into(),
         _ => unknown(),
     }
@@ -209,9 +211,16 @@ async fn knob(sim: &SimCluster, v: ServerVersion, name: &str, args: &[String]) -
 
 /// `replica.kill_partition [APP [PIDX]]` (`replica_stub::on_kill_replica`, the same on every
 /// version): arguments read with `atoi`; with both, `ERR_OK` when that replica is open (it
-/// closes) and `ERR_OBJECT_NOT_FOUND` when not; with fewer, every matching replica closes;
-/// three or more are `ERR_INVALID_PARAMETERS`. Closing flushes the node in the world.
-async fn kill_partition(sim: &SimCluster, node: &NodeView, args: &[String]) -> String {
+/// closes) and `ERR_OBJECT_NOT_FOUND` when not; with one, every replica of that app closes;
+/// with none, every replica (-1 matches all too); three or more are `ERR_INVALID_PARAMETERS`. Only the named
+/// replicas close: the others stay open. Once every replica the node holds is closed, the
+/// node's flush runs in the world (`Timings::flush`), and the node counts none open after it.
+async fn kill_partition(
+    sim: &SimCluster,
+    dir: &Directory,
+    node: &NodeView,
+    args: &[String],
+) -> String {
     let atoi = |s: &String| -> i64 {
         let t = s.trim_start();
         let end = t
@@ -223,16 +232,34 @@ async fn kill_partition(sim: &SimCluster, node: &NodeView, args: &[String]) -> S
     if args.len() > 2 {
         return "ERR_INVALID_PARAMETERS".into();
     }
-    if args.len() == 2 {
-        let (app, pidx) = (atoi(&args[0]), atoi(&args[1]));
-        let open =
-            !flushed(sim, &node.id).await
-                && sim.view().partitions.iter().any(|p| {
-                    i64::from(p.table) == app && i64::from(p.index) == pidx && holds(node, p)
-                });
-        if !open {
-            return "ERR_OBJECT_NOT_FOUND".into();
+    // A missing argument or -1 matches every app or partition.
+    let app = args.first().map(atoi).filter(|&a| a != -1);
+    let pidx = args.get(1).map(atoi).filter(|&i| i != -1);
+    let held = held(sim, node);
+    let open = open_of(dir, node, &held);
+    let closing: Vec<(u32, u32)> = open
+        .iter()
+        .copied()
+        .filter(|&(a, i)| {
+            app.is_none_or(|x| i64::from(a) == x) && pidx.is_none_or(|x| i64::from(i) == x)
+        })
+        .collect();
+    if app.is_some() && pidx.is_some() && closing.is_empty() {
+        return "ERR_OBJECT_NOT_FOUND".into();
+    }
+    let all_closed = {
+        let mut killed = dir.killed.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = killed
+            .entry(node.id.clone())
+            .or_insert_with(|| (node.boot, BTreeSet::new()));
+        if entry.0 != node.boot {
+            *entry = (node.boot, BTreeSet::new());
         }
+        entry.1.extend(closing);
+        held.iter().all(|r| entry.1.contains(r))
+    };
+    if !all_closed {
+        return "ERR_OK".into();
     }
     match Cluster::quiesce(sim, &node.id).await {
         Ok(()) => "ERR_OK".into(),
@@ -245,6 +272,29 @@ fn holds(node: &NodeView, p: &PartitionView) -> bool {
     p.primary.as_ref() == Some(me) || p.secondaries.contains(me) || p.others.contains(me)
 }
 
+/// The (app id, partition index) of every replica `node` holds.
+fn held(sim: &SimCluster, node: &NodeView) -> Vec<(u32, u32)> {
+    sim.view()
+        .partitions
+        .iter()
+        .filter(|p| holds(node, p))
+        .map(|p| (p.table, p.index))
+        .collect()
+}
+
+/// Of `held`, those this process has not closed by `replica.kill_partition`.
+fn open_of(dir: &Directory, node: &NodeView, held: &[(u32, u32)]) -> Vec<(u32, u32)> {
+    let killed = dir.killed.lock().unwrap_or_else(|e| e.into_inner());
+    match killed.get(&node.id) {
+        Some((boot, closed)) if *boot == node.boot => held
+            .iter()
+            .copied()
+            .filter(|r| !closed.contains(r))
+            .collect(),
+        _ => held.to_vec(),
+    }
+}
+
 /// Whether the node's flush after `replica.kill_partition` is done (its replicas closed).
 async fn flushed(sim: &SimCluster, me: &NodeId) -> bool {
     Cluster::quiesced(sim, me)
@@ -253,17 +303,13 @@ async fn flushed(sim: &SimCluster, me: &NodeId) -> bool {
         .is_ok_and(|h| h.is_healthy())
 }
 
-/// How many replicas `node` has open: every one it holds until its flush after
-/// `replica.kill_partition`.
-pub(crate) async fn open_replicas(sim: &SimCluster, node: &NodeView) -> u64 {
+/// How many replicas `node` has open: those it holds that `replica.kill_partition` has not
+/// closed, and none once the flush that follows the last close is done.
+pub(crate) async fn open_replicas(sim: &SimCluster, dir: &Directory, node: &NodeView) -> u64 {
     if flushed(sim, &node.id).await {
         return 0;
     }
-    sim.view()
-        .partitions
-        .iter()
-        .filter(|p| holds(node, p))
-        .count() as u64
+    open_of(dir, node, &held(sim, node)).len() as u64
 }
 
 /// The replicas the node knows with their `partition_status`: primary (3), secondary (4), or
@@ -271,10 +317,11 @@ pub(crate) async fn open_replicas(sim: &SimCluster, node: &NodeView) -> u64 {
 /// closed replicas too, `replica_stub::on_query_replica_info`).
 pub(crate) async fn replica_states(
     sim: &SimCluster,
-    _dir: &Directory,
+    dir: &Directory,
     node: &NodeView,
 ) -> Vec<ReplicaOut> {
     let flushed = flushed(sim, &node.id).await;
+    let open = open_of(dir, node, &held(sim, node));
     let me = &node.id;
     sim.view()
         .partitions
@@ -284,7 +331,7 @@ pub(crate) async fn replica_states(
             app: p.table as i32,
             pidx: p.index as i32,
             ballot: p.ballot as i64,
-            status: if flushed {
+            status: if flushed || !open.contains(&(p.table, p.index)) {
                 1
             } else if p.primary.as_ref() == Some(me) {
                 3
@@ -319,7 +366,7 @@ pub(crate) async fn snapshot_counters(sim: &SimCluster, dir: &Directory, id: &No
     if !due {
         return;
     }
-    let open = open_replicas(sim, &node).await;
+    let open = open_replicas(sim, dir, &node).await;
     dir.counters
         .lock()
         .unwrap_or_else(|e| e.into_inner())

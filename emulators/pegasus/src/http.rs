@@ -91,7 +91,7 @@ async fn answer(sim: &SimCluster, dir: &Directory, node: &NodeView, target: &str
         },
         "/perfCounter" if v != ServerVersion::Master => (
             200,
-            perf_counter(sim, node, param("name").unwrap_or("")).await,
+            perf_counter(sim, dir, node, param("name").unwrap_or("")).await,
         ),
         "/metrics" if v == ServerVersion::Master => (200, metrics(sim, dir, node).await),
         _ => (
@@ -172,10 +172,10 @@ fn config(dir: &Directory, node: &NodeView, v: ServerVersion, name: &str) -> Str
 }
 
 /// `/perfCounter?name=` (2.4/2.5): the counter's live value, or `{}` for an unknown name.
-async fn perf_counter(sim: &SimCluster, node: &NodeView, name: &str) -> String {
+async fn perf_counter(sim: &SimCluster, dir: &Directory, node: &NodeView, name: &str) -> String {
     let live = match name {
         "replica*eon.replica_stub*replica(Count)" if node.role == "replica" => {
-            Some(crate::commands::open_replicas(sim, node).await)
+            Some(crate::commands::open_replicas(sim, dir, node).await)
         }
         "replica*eon.replica_stub*opening.replica(Count)"
         | "replica*eon.replica_stub*closing.replica(Count)"
@@ -199,7 +199,7 @@ async fn metrics(sim: &SimCluster, dir: &Directory, node: &NodeView) -> String {
     let port = dir.addr_of(&node.id).map_or(0, |a| a.port());
     let metrics = match node.role {
         "replica" => {
-            let open = crate::commands::open_replicas(sim, node).await;
+            let open = crate::commands::open_replicas(sim, dir, node).await;
             serde_json::json!([
                 {"name": "closing_replicas", "value": 0},
                 {"name": "inactive_replicas", "value": 0},

@@ -33,7 +33,7 @@ mod wire;
 pub use rollout_emulator_kernel::processes::{Processes, run_process};
 pub use version::{ServerVersion, UnknownVersion};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -96,7 +96,14 @@ pub(crate) struct Directory {
     pub(crate) counters: Mutex<BTreeMap<NodeId, Counters>>,
     /// What the meta leaders made of each balancer proposal they read.
     pub(crate) proposals: Mutex<Vec<String>>,
+    /// Each replica server's replicas closed by `replica.kill_partition` in its current
+    /// process.
+    pub(crate) killed: Mutex<BTreeMap<NodeId, Killed>>,
 }
+
+/// A replica server's process (its boot) and the replicas `replica.kill_partition` closed in
+/// it, as (app id, partition index).
+pub(crate) type Killed = (u64, BTreeSet<(u32, u32)>);
 
 impl Directory {
     pub(crate) fn addr_of(&self, id: &NodeId) -> Option<SocketAddrV4> {
@@ -198,6 +205,7 @@ impl Emulator {
             version,
             counters: Mutex::new(BTreeMap::new()),
             proposals: Mutex::new(Vec::new()),
+            killed: Mutex::new(BTreeMap::new()),
         };
         for id in sim.node_ids() {
             let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).await?;

@@ -411,3 +411,70 @@ async fn the_election_grace_is_read_from_each_version() {
         );
     }
 }
+
+/// The live count of open replicas a 2.5 replica server serves at `/perfCounter`.
+async fn open_count(replica: SocketAddr) -> u64 {
+    let (_, body) = http_get(
+        replica,
+        "/perfCounter?name=replica*eon.replica_stub*replica(Count)",
+    )
+    .await;
+    let v = body.split("\"value\":\"").nth(1).unwrap();
+    v[..v.find('.').unwrap()].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_partition_closes_the_named_replica_only() {
+    let _serial = serial().await;
+    let emu = Emulator::start(&builder(), ServerVersion::V2_5)
+        .await
+        .unwrap();
+    let replica = emu.role_addrs("replica")[0];
+    let held = open_count(replica).await;
+    assert!(held > 1, "{held}");
+    // The first partition of app 1 this node holds closes, and only it.
+    let mut closed = None;
+    for pidx in 0..64 {
+        let answer = command(
+            &emu,
+            replica,
+            "replica.kill_partition",
+            &["1", &pidx.to_string()],
+        )
+        .await;
+        if answer == "ERR_OK" {
+            closed = Some(pidx);
+            break;
+        }
+        assert_eq!(answer, "ERR_OBJECT_NOT_FOUND", "partition {pidx}");
+    }
+    let pidx = closed
+        .expect("the node holds a partition of app 1")
+        .to_string();
+    assert_eq!(open_count(replica).await, held - 1);
+    assert_eq!(
+        command(&emu, replica, "replica.kill_partition", &["1", &pidx]).await,
+        "ERR_OBJECT_NOT_FOUND",
+        "a closed replica is not found again"
+    );
+    // With no arguments the rest close, and the flush that follows leaves none open.
+    assert_eq!(
+        command(&emu, replica, "replica.kill_partition", &[]).await,
+        "ERR_OK"
+    );
+    let none_open = rollout_core::probe::probe_fn(|| async move {
+        Ok::<_, std::io::Error>(match open_count(replica).await {
+            0 => rollout_core::Health::Healthy,
+            n => rollout_core::Health::Waiting(format!("{n} open")),
+        })
+    });
+    let flushed = rollout_core::wait::wait_until(
+        &none_open,
+        Duration::from_secs(10),
+        (Duration::from_millis(20), Duration::from_millis(200)),
+        |_| rollout_core::ErrorClass::Fatal,
+        |_| {},
+    )
+    .await;
+    assert!(flushed.is_ok(), "{flushed:?}");
+}
