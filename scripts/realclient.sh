@@ -74,7 +74,7 @@ fi
 
 log "building the emulator"
 (cd "$ROOT" && cargo build -q --release --example pegasus) >&2 || fail "the pegasus example did not build"
-bin=$ROOT/target/release/examples/pegasus
+bin=$(target_dir)/release/examples/pegasus
 
 deadline=$((SECONDS + LIMIT))
 

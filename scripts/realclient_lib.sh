@@ -82,3 +82,11 @@ rc_wait_both_end() {
   wait "$emu_pid" || true
   emu_pid=
 }
+
+# Cargo's target directory for builds run from $ROOT: $CARGO_TARGET_DIR (relative to $ROOT
+# when relative), else $ROOT/target.
+target_dir() {
+  local t=${CARGO_TARGET_DIR:-target}
+  [[ $t == /* ]] || t=$ROOT/$t
+  printf '%s\n' "$t"
+}

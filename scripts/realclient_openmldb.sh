@@ -36,7 +36,7 @@ fi
 
 log "building the emulator"
 (cd "$ROOT" && cargo build -q --release --example openmldb) >&2 || fail "the openmldb example did not build"
-bin=$ROOT/target/release/examples/openmldb
+bin=$(target_dir)/release/examples/openmldb
 
 deadline=$((SECONDS + LIMIT))
 
