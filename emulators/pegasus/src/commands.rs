@@ -209,42 +209,42 @@ async fn knob(sim: &SimCluster, v: ServerVersion, name: &str, args: &[String]) -
     }
 }
 
-/// `replica.kill_partition [APP [PIDX]]` (`replica_stub::on_kill_replica`, the same on every
-/// version): arguments read with `atoi`; with both, `ERR_OK` when that replica is open (it
-/// closes) and `ERR_OBJECT_NOT_FOUND` when not; with one, every replica of that app closes;
-/// with none, every replica (-1 matches all too); three or more are `ERR_INVALID_PARAMETERS`. Only the named
-/// replicas close: the others stay open. Once every replica the node holds is closed, the
-/// node's flush runs in the world (`Timings::flush`), and the node counts none open after it.
+/// `replica.kill_partition [APP [PIDX]]` (`replica_stub::register_ctrl_command` and
+/// `on_kill_replica`, the same on every version): arguments read with C's `atoi` into an
+/// `int`, a missing one as -1; three or more are `ERR_INVALID_PARAMETERS`. With -1 in either
+/// place every open replica of the app (of every app when APP is -1) closes, whatever PIDX
+/// says, and the answer is `ERR_OK` even when none matched; otherwise `ERR_OK` when that
+/// replica is open (it closes) and `ERR_OBJECT_NOT_FOUND` when not (closing, closed or
+/// unknown). Only the named replicas close: the others stay open. A closed replica counts as
+/// closing, not open, until its flush is done; the world flushes the node once every replica
+/// it holds is closed (`Timings::flush`).
 async fn kill_partition(
     sim: &SimCluster,
     dir: &Directory,
     node: &NodeView,
     args: &[String],
 ) -> String {
-    let atoi = |s: &String| -> i64 {
-        let t = s.trim_start();
-        let end = t
-            .char_indices()
-            .find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && (c == '-' || c == '+'))))
-            .map_or(t.len(), |(i, _)| i);
-        t[..end].parse().unwrap_or(0)
-    };
     if args.len() > 2 {
         return "ERR_INVALID_PARAMETERS".into();
     }
-    // A missing argument or -1 matches every app or partition.
-    let app = args.first().map(atoi).filter(|&a| a != -1);
-    let pidx = args.get(1).map(atoi).filter(|&i| i != -1);
+    let app = args.first().map_or(-1, |a| c_atoi(a));
+    let pidx = args.get(1).map_or(-1, |a| c_atoi(a));
     let held = held(sim, node);
     let open = open_of(dir, node, &held);
+    let wildcard = app == -1 || pidx == -1;
     let closing: Vec<(u32, u32)> = open
         .iter()
         .copied()
         .filter(|&(a, i)| {
-            app.is_none_or(|x| i64::from(a) == x) && pidx.is_none_or(|x| i64::from(i) == x)
+            let same_app = i64::from(a) == i64::from(app);
+            if wildcard {
+                app == -1 || same_app
+            } else {
+                same_app && i64::from(i) == i64::from(pidx)
+            }
         })
         .collect();
-    if app.is_some() && pidx.is_some() && closing.is_empty() {
+    if !wildcard && closing.is_empty() {
         return "ERR_OBJECT_NOT_FOUND".into();
     }
     let all_closed = {
@@ -265,6 +265,44 @@ async fn kill_partition(
         Ok(()) => "ERR_OK".into(),
         Err(e) => format!("ERR_INVALID_STATE: {e}"),
     }
+}
+
+/// C's `atoi` as glibc runs it (`strtol` then a cast to `int`): leading blanks, a sign,
+/// digits up to the first other character, 0 for none; a value beyond `long` saturates, and
+/// the cast keeps the low 32 bits (so 4294967295 and any overflow read as -1).
+fn c_atoi(s: &str) -> i32 {
+    let t = s.trim_start();
+    let (neg, digits) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    let mut v: i64 = 0;
+    for d in digits[..end].bytes() {
+        let next = v
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(i64::from(d - b'0')));
+        match next {
+            Some(n) => v = n,
+            None => {
+                v = i64::MAX;
+                break;
+            }
+        }
+    }
+    let v = if neg {
+        if v == i64::MAX && end > 0 {
+            i64::MIN
+        } else {
+            -v
+        }
+    } else {
+        v
+    };
+    v as i32
 }
 
 fn holds(node: &NodeView, p: &PartitionView) -> bool {
@@ -312,6 +350,18 @@ pub(crate) async fn open_replicas(sim: &SimCluster, dir: &Directory, node: &Node
     open_of(dir, node, &held(sim, node)).len() as u64
 }
 
+/// How many replicas `node` is closing: those `replica.kill_partition` closed, until the
+/// flush that follows the last close is done (upstream moves a replica from `replica(Count)`
+/// to `closing.replica(Count)` at `begin_close_replica` and out of it once `replica::close`,
+/// which flushes, returns).
+pub(crate) async fn closing_replicas(sim: &SimCluster, dir: &Directory, node: &NodeView) -> u64 {
+    if flushed(sim, &node.id).await {
+        return 0;
+    }
+    let held = held(sim, node);
+    (held.len() - open_of(dir, node, &held).len()) as u64
+}
+
 /// The replicas the node knows with their `partition_status`: primary (3), secondary (4), or
 /// inactive (1: a dropped one, or every one once its flush is done; a replica server lists
 /// closed replicas too, `replica_stub::on_query_replica_info`).
@@ -331,7 +381,11 @@ pub(crate) async fn replica_states(
             app: p.table as i32,
             pidx: p.index as i32,
             ballot: p.ballot as i64,
-            status: if flushed || !open.contains(&(p.table, p.index)) {
+            // A closed replica keeps the status its close recorded, `PS_ERROR`
+            // (`replica_stub::begin_close_replica`).
+            status: if !open.contains(&(p.table, p.index)) {
+                2
+            } else if flushed {
                 1
             } else if p.primary.as_ref() == Some(me) {
                 3
@@ -367,6 +421,7 @@ pub(crate) async fn snapshot_counters(sim: &SimCluster, dir: &Directory, id: &No
         return;
     }
     let open = open_replicas(sim, dir, &node).await;
+    let closing = closing_replicas(sim, dir, &node).await;
     dir.counters
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -376,6 +431,7 @@ pub(crate) async fn snapshot_counters(sim: &SimCluster, dir: &Directory, id: &No
                 boot: node.boot,
                 at_ms: now,
                 open,
+                closing,
             },
         );
 }
@@ -397,7 +453,7 @@ fn perf_counters(dir: &Directory, node: &NodeView, v: ServerVersion, re: Option<
     let mut counters = Vec::new();
     if let Some(c) = snap {
         for (name, value) in [
-            ("replica*eon.replica_stub*closing.replica(Count)", 0),
+            ("replica*eon.replica_stub*closing.replica(Count)", c.closing),
             ("replica*eon.replica_stub*replica(Count)", c.open),
             ("replica*eon.replica_stub*opening.replica(Count)", 0),
         ] {
@@ -448,7 +504,19 @@ fn bre_matches(re: &str, s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{bre_matches, c_integer, json};
+    use super::{bre_matches, c_atoi, c_integer, json};
+
+    #[test]
+    fn atoi_reads_as_glibc_does_into_an_int() {
+        assert_eq!(c_atoi(" 12abc"), 12);
+        assert_eq!(c_atoi("-1"), -1);
+        assert_eq!(c_atoi("+7"), 7);
+        assert_eq!(c_atoi("x"), 0);
+        assert_eq!(c_atoi("-"), 0);
+        assert_eq!(c_atoi("4294967295"), -1);
+        assert_eq!(c_atoi("99999999999999999999999"), -1);
+        assert_eq!(c_atoi("-99999999999999999999999"), 0);
+    }
 
     #[test]
     fn the_upstream_scripts_pattern_matches_the_three_counters_only() {

@@ -177,12 +177,10 @@ async fn perf_counter(sim: &SimCluster, dir: &Directory, node: &NodeView, name: 
         "replica*eon.replica_stub*replica(Count)" if node.role == "replica" => {
             Some(crate::commands::open_replicas(sim, dir, node).await)
         }
-        "replica*eon.replica_stub*opening.replica(Count)"
-        | "replica*eon.replica_stub*closing.replica(Count)"
-            if node.role == "replica" =>
-        {
-            Some(0)
+        "replica*eon.replica_stub*closing.replica(Count)" if node.role == "replica" => {
+            Some(crate::commands::closing_replicas(sim, dir, node).await)
         }
+        "replica*eon.replica_stub*opening.replica(Count)" if node.role == "replica" => Some(0),
         _ => None,
     };
     match live {
@@ -200,8 +198,9 @@ async fn metrics(sim: &SimCluster, dir: &Directory, node: &NodeView) -> String {
     let metrics = match node.role {
         "replica" => {
             let open = crate::commands::open_replicas(sim, dir, node).await;
+            let closing = crate::commands::closing_replicas(sim, dir, node).await;
             serde_json::json!([
-                {"name": "closing_replicas", "value": 0},
+                {"name": "closing_replicas", "value": closing},
                 {"name": "inactive_replicas", "value": 0},
                 {"name": "opening_replicas", "value": 0},
                 {"name": "total_replicas", "value": open},

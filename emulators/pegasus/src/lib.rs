@@ -70,8 +70,11 @@ pub(crate) struct Counters {
     pub(crate) boot: u64,
     /// When, in emulated milliseconds.
     pub(crate) at_ms: u64,
-    /// `replica(Count)`, `opening.replica(Count)`, `closing.replica(Count)`.
+    /// `replica(Count)`: open replicas.
     pub(crate) open: u64,
+    /// `closing.replica(Count)`: replicas closed by `replica.kill_partition` whose flush is
+    /// not done (`opening.replica(Count)` is always 0: no replica opens while it counts).
+    pub(crate) closing: u64,
 }
 
 /// The perf-counter snapshot period (`perf_counter_update_interval_seconds`).

@@ -412,15 +412,20 @@ async fn the_election_grace_is_read_from_each_version() {
     }
 }
 
-/// The live count of open replicas a 2.5 replica server serves at `/perfCounter`.
-async fn open_count(replica: SocketAddr) -> u64 {
+/// A live replica counter a 2.5 replica server serves at `/perfCounter`: `replica` (open)
+/// or `closing.replica`.
+async fn counter(replica: SocketAddr, name: &str) -> u64 {
     let (_, body) = http_get(
         replica,
-        "/perfCounter?name=replica*eon.replica_stub*replica(Count)",
+        &format!("/perfCounter?name=replica*eon.replica_stub*{name}(Count)"),
     )
     .await;
     let v = body.split("\"value\":\"").nth(1).unwrap();
     v[..v.find('.').unwrap()].parse().unwrap()
+}
+
+async fn open_count(replica: SocketAddr) -> u64 {
+    counter(replica, "replica").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,6 +456,16 @@ async fn kill_partition_closes_the_named_replica_only() {
     let pidx = closed
         .expect("the node holds a partition of app 1")
         .to_string();
+    // It counts as closing, not open, until the node's flush: the others stay open, so no
+    // flush has begun.
+    assert_eq!(open_count(replica).await, held - 1);
+    assert_eq!(counter(replica, "closing.replica").await, 1);
+    // -1 as the partition is a wildcard: an app the node does not hold closes nothing and is
+    // still ERR_OK.
+    assert_eq!(
+        command(&emu, replica, "replica.kill_partition", &["999", "-1"]).await,
+        "ERR_OK"
+    );
     assert_eq!(open_count(replica).await, held - 1);
     assert_eq!(
         command(&emu, replica, "replica.kill_partition", &["1", &pidx]).await,
@@ -463,9 +478,10 @@ async fn kill_partition_closes_the_named_replica_only() {
         "ERR_OK"
     );
     let none_open = rollout_core::probe::probe_fn(|| async move {
-        Ok::<_, std::io::Error>(match open_count(replica).await {
+        let left = open_count(replica).await + counter(replica, "closing.replica").await;
+        Ok::<_, std::io::Error>(match left {
             0 => rollout_core::Health::Healthy,
-            n => rollout_core::Health::Waiting(format!("{n} open")),
+            n => rollout_core::Health::Waiting(format!("{n} open or closing")),
         })
     });
     let flushed = rollout_core::wait::wait_until(
