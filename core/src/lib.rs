@@ -54,8 +54,8 @@
 //!    [`Cluster::name`] (a stable identity for the journal) and [`Cluster::node`] (a
 //!    process handle) are required too. Every other method has a default: `nodes`,
 //!    `topology_around`, `down_outside`, `unserving_outside`, `stopped`, `heal`, `settle`,
-//!    `data_down_limit`, `temporary_replicas` (none), `check_change` (refuse what the
-//!    backend cannot apply) and `classify` (all fatal).
+//!    `data_down_limit`, `temporary_replicas` (none), `check_change` (refuse, as a
+//!    [`ChangeError`], what the backend cannot apply) and `classify` (all fatal).
 //!    Probes answer [`Health`]: build one from an async closure with [`probe::probe_fn`], or
 //!    take a ready one from [`probe::probes`] (`always`, `topology_fully_healthy`); a
 //!    `Waiting` reason should change only when something moved, since a deadline is a window
