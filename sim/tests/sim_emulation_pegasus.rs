@@ -343,3 +343,71 @@ async fn a_downgrade_of_a_secondary_refuses_reads_while_it_runs() {
     after(1.0).await;
     assert!(sim.readable(1, 0, &primary));
 }
+
+/// The secondary the meta promotes after `from` is demoted from partition `(table, index)`,
+/// ranked as `rank` orders a candidate's (table primaries, table members, primaries,
+/// members), when one ranks first alone.
+fn least_loaded(
+    view: &rollout_sim::emulation::ClusterView,
+    p: &PartitionView,
+    from: &NodeId,
+    rank: impl Fn((usize, usize, usize, usize)) -> (usize, usize, usize, usize),
+) -> Option<NodeId> {
+    let count = |n: &NodeId, same_table: bool, primary: bool| {
+        view.partitions
+            .iter()
+            .filter(|q| !same_table || q.table == p.table)
+            .filter(|q| !(q.table == p.table && q.index == p.index && primary))
+            .filter(|q| q.primary.as_ref() == Some(n) || (!primary && q.secondaries.contains(n)))
+            .count()
+    };
+    let mut load: Vec<_> = p
+        .secondaries
+        .iter()
+        .chain([from])
+        .map(|n| {
+            let key = (
+                count(n, true, true),
+                count(n, true, false),
+                count(n, false, true),
+                count(n, false, false),
+            );
+            (rank(key), n.clone())
+        })
+        .collect();
+    load.sort();
+    (load.len() > 1 && load[0].0 < load[1].0).then(|| load[0].1.clone())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_primary_goes_to_the_secondary_with_the_fewest_primaries_of_its_table() {
+    // A two-table cluster with a partition where the table's counts and the node's totals
+    // pick different secondaries (`newly_partitions::less_primaries` ranks the table first).
+    let (sim, table, index, from, want) = (1..64)
+        .find_map(|seed| {
+            let mut b = SimBuilder::new(Flavor::Pegasus);
+            b.seed(seed).tables(2).partitions(16);
+            let sim = b.build().expect("a valid shape");
+            let view = sim.view();
+            view.partitions
+                .iter()
+                .find_map(|p| {
+                    let from = p.primary.clone()?;
+                    let by_table = least_loaded(&view, p, &from, |k| k)?;
+                    let by_total = least_loaded(&view, p, &from, |(_, _, tp, tm)| (tp, tm, 0, 0))?;
+                    (by_table != by_total).then_some((p.table, p.index, from, by_table))
+                })
+                .map(|(table, index, from, want)| (sim, table, index, from, want))
+        })
+        .expect("a seed with such a partition");
+    sim.propose(table, index, &Proposal::Demote { from })
+        .unwrap();
+    after(10.75).await;
+    let now = sim
+        .view()
+        .partitions
+        .into_iter()
+        .find(|p| p.table == table && p.index == index)
+        .unwrap();
+    assert_eq!(now.primary, Some(want), "{now:?}");
+}

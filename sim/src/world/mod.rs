@@ -48,7 +48,7 @@ pub(crate) use pegasus::Pegasus;
 pub(crate) use pegasus_proposals::Proposal as PegasusProposal;
 use state::{
     F_DROPPED, F_LEARNER, F_MEMBER, F_NOT_BACK, F_PRIMARY, F_SOLE_PRIMARY, F_STUCK_MEMBER,
-    F_UNLOADED, add_counts,
+    F_UNLOADED, add_counts, add_table_counts,
 };
 pub(crate) use state::{NodeS, Part, Rep, Replica};
 
@@ -512,11 +512,16 @@ impl World {
             }
         }
         if contrib[..] != fresh[..len] {
+            let table = self.parts[p as usize].table;
             for &(n, f) in &contrib {
-                add_counts(&mut self.nodes[n as usize].counts, f, false);
+                let node = &mut self.nodes[n as usize];
+                add_counts(&mut node.counts, f, false);
+                add_table_counts(&mut node.table_counts, table, f, false);
             }
             for &(n, f) in &fresh[..len] {
-                add_counts(&mut self.nodes[n as usize].counts, f, true);
+                let node = &mut self.nodes[n as usize];
+                add_counts(&mut node.counts, f, true);
+                add_table_counts(&mut node.table_counts, table, f, true);
             }
             contrib.clear();
             contrib.extend_from_slice(&fresh[..len]);

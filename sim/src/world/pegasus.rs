@@ -401,8 +401,11 @@ impl World {
 
     /// The meta promotes a secondary where the primary's node is dead or the partition has
     /// none (`partition_guardian::on_missing_primary` @v2.5.0, the same in v2.4.0 and master):
-    /// of the secondaries alive to it, the one whose node holds the fewest primaries, then the
-    /// fewest replicas, then the first in the membership (`newly_partitions::less_primaries`);
+    /// of the secondaries alive to it, the one whose node holds the fewest primaries of the
+    /// partition's table, then the fewest replicas of that table, then the fewest primaries
+    /// and replicas in all, then the first in the membership (`newly_partitions::less_primaries`,
+    /// `server_load_balancer.cpp`; the model's counts change at each promotion, where the
+    /// meta adds its pending ones);
     /// where every member went inactive it recovers from the last one (the longest log) once
     /// its node is alive. The promotion is a reconfiguration taking `took`. Whether it
     /// promoted.
@@ -422,9 +425,11 @@ impl World {
             let n = &self.nodes[r.node as usize];
             n.attached && !n.offline
         };
+        let table = usize::from(part.table);
         let load = |r: &Replica| {
-            let c = &self.nodes[r.node as usize].counts;
-            (c.primaries, c.members)
+            let n = &self.nodes[r.node as usize];
+            let (tp, tm) = n.table_counts.get(table).copied().unwrap_or_default();
+            (tp, tm, n.counts.primaries, n.counts.members)
         };
         let chosen = part
             .replicas

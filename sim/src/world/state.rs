@@ -144,6 +144,10 @@ pub(crate) struct NodeS {
     pub(crate) staged: Option<(String, String)>,
     pub(crate) parts: Vec<u32>,
     pub(crate) counts: Counts,
+    /// Primaries and members per table (indexed by `Part::table`), kept beside `counts`:
+    /// the Pegasus meta ranks a secondary to promote by its table's counts first
+    /// (`newly_partitions::less_primaries`).
+    pub(crate) table_counts: Vec<(u32, u32)>,
     /// Where in `parts` the last replica found not serving was: the next search for one
     /// starts there (replicas come back roughly in order), so describing a rejoin does not
     /// scan every partition at every check.
@@ -205,6 +209,7 @@ impl NodeS {
             staged: None,
             parts: Vec::new(),
             counts: Counts::default(),
+            table_counts: Vec::new(),
             not_back_hint: std::cell::Cell::new(0),
             cure_cursor: 0,
             led_at_stop: false,
@@ -232,6 +237,23 @@ impl NodeS {
     /// An elected coordinator role (not the taskmanager, which has its own election).
     pub(crate) fn is_elected_coordinator(&self) -> bool {
         self.kind == RoleKind::Coordinator && self.role != "taskmanager"
+    }
+}
+
+/// Adds (or removes) one partition's contribution `f` to a node's counts of table `table`.
+pub(super) fn add_table_counts(t: &mut Vec<(u32, u32)>, table: u16, f: u8, add: bool) {
+    let i = usize::from(table);
+    if t.len() <= i {
+        t.resize(i + 1, (0, 0));
+    }
+    let (primaries, members) = &mut t[i];
+    for (v, on) in [
+        (primaries, f & F_PRIMARY != 0),
+        (members, f & F_MEMBER != 0),
+    ] {
+        if on {
+            *v = if add { *v + 1 } else { v.saturating_sub(1) };
+        }
     }
 }
 
