@@ -404,8 +404,9 @@ impl World {
     /// of the secondaries alive to it, the one whose node holds the fewest primaries of the
     /// partition's table, then the fewest replicas of that table, then the fewest primaries
     /// and replicas in all, then the first in the membership (`newly_partitions::less_primaries`,
-    /// `server_load_balancer.cpp`; the model's counts change at each promotion, where the
-    /// meta adds its pending ones);
+    /// `server_load_balancer.cpp`). A learner counts as a replica, as the meta counts a
+    /// secondary it is adding from the cure that assigned it; a promotion counts at once, as
+    /// its pending count does;
     /// where every member went inactive it recovers from the last one (the longest log) once
     /// its node is alive. The promotion is a reconfiguration taking `took`. Whether it
     /// promoted.
@@ -429,7 +430,12 @@ impl World {
         let load = |r: &Replica| {
             let n = &self.nodes[r.node as usize];
             let (tp, tm) = n.table_counts.get(table).copied().unwrap_or_default();
-            (tp, tm, n.counts.primaries, n.counts.members)
+            (
+                tp,
+                tm,
+                n.counts.primaries,
+                n.counts.members + n.counts.learners,
+            )
         };
         let chosen = part
             .replicas

@@ -240,17 +240,16 @@ impl NodeS {
     }
 }
 
-/// Adds (or removes) one partition's contribution `f` to a node's counts of table `table`.
+/// Adds (or removes) one partition's contribution `f` to a node's counts of table `table`:
+/// its primary, and its member or learner.
 pub(super) fn add_table_counts(t: &mut Vec<(u32, u32)>, table: u16, f: u8, add: bool) {
     let i = usize::from(table);
     if t.len() <= i {
         t.resize(i + 1, (0, 0));
     }
     let (primaries, members) = &mut t[i];
-    for (v, on) in [
-        (primaries, f & F_PRIMARY != 0),
-        (members, f & F_MEMBER != 0),
-    ] {
+    let assigned = f & (F_MEMBER | F_LEARNER) != 0;
+    for (v, on) in [(primaries, f & F_PRIMARY != 0), (members, assigned)] {
         if on {
             *v = if add { *v + 1 } else { v.saturating_sub(1) };
         }

@@ -363,3 +363,80 @@ fn node_index(sim: &crate::SimCluster, id: &rollout_core::NodeId) -> u32 {
         .find(|&n| &w.nodes[n as usize].id == id)
         .expect("a node")
 }
+
+/// The Pegasus meta counts a secondary it is adding (a learner here) as a replica of its node
+/// from the cure that assigned it (`newly_add_partition` in
+/// `partition_guardian::on_missing_secondary`), so a node re-learning after its restart does
+/// not look less loaded to `on_missing_primary` (`newly_partitions::less_primaries`).
+#[test]
+fn a_learner_counts_as_a_replica_when_the_meta_picks_a_primary() {
+    use super::Replica;
+
+    // (the table's primaries, the table's replicas with learners, primaries, replicas with
+    // learners), as the meta ranks them.
+    let key = |w: &super::World, n: u32| {
+        let node = &w.nodes[n as usize];
+        let (tp, tm) = node.table_counts.first().copied().unwrap_or_default();
+        (
+            tp,
+            tm,
+            node.counts.primaries,
+            node.counts.members + node.counts.learners,
+        )
+    };
+    let found = (1..64u64).find_map(|seed| {
+        let sim = SimBuilder::new(Flavor::Pegasus)
+            .seed(seed)
+            .data_nodes(5)
+            .partitions(32)
+            .build()
+            .expect("shape");
+        let mut w = sim.lock();
+        for p in 0..w.parts.len() as u32 {
+            let secondaries: Vec<u32> = w.parts[p as usize]
+                .replicas
+                .iter()
+                .filter(|r| r.role == Rep::Secondary)
+                .map(|r| r.node)
+                .collect();
+            let [a, b] = secondaries[..] else { continue };
+            // The first secondary wins without learners, and would lose with enough of them.
+            let (ka, kb) = (key(&w, a), key(&w, b));
+            if !(ka <= kb && ka.0 == kb.0) {
+                continue;
+            }
+            let room: Vec<u32> = (0..w.parts.len() as u32)
+                .filter(|&q| q != p && w.parts[q as usize].replicas.iter().all(|r| r.node != a))
+                .collect();
+            let need = (kb.1 - ka.1 + 1) as usize;
+            if room.len() < need {
+                continue;
+            }
+            for &q in &room[..need] {
+                w.parts[q as usize]
+                    .replicas
+                    .push(Replica::new(a, Rep::Learner));
+                w.touch(q);
+            }
+            // The primary is gone from the configuration: the meta picks one of the two.
+            if let Some(r) = w.parts[p as usize]
+                .replicas
+                .iter_mut()
+                .find(|r| r.role == Rep::Primary)
+            {
+                r.role = Rep::Inactive;
+            }
+            w.touch(p);
+            assert!(w.promote(p, 0), "seed {seed}: a secondary is promoted");
+            let chosen = w.primary(p).map(|r| r.node);
+            return Some((seed, chosen, b));
+        }
+        None
+    });
+    let (seed, chosen, want) = found.expect("a seed with two tied secondaries");
+    assert_eq!(
+        chosen,
+        Some(want),
+        "seed {seed}: the node with learners is passed over"
+    );
+}
