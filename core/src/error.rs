@@ -288,13 +288,32 @@ impl fmt::Display for KnobsLeft<'_> {
 /// The core result type.
 pub type Result<T, E> = std::result::Result<T, Error<E>>;
 
-/// An error and its sources on one line.
+/// An error and its sources on one line. A source whose text the line already holds (an
+/// error that shows its source in its own message and also returns it from `source`) is not
+/// repeated.
+///
+/// ```
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("disk full")]
+/// struct Disk;
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("writing the journal")]
+/// struct Quiet(#[source] Disk);
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("writing the journal: {0}")]
+/// struct Loud(#[source] Disk);
+/// assert_eq!(rollout_core::chain(&Quiet(Disk)), "writing the journal: disk full");
+/// assert_eq!(rollout_core::chain(&Loud(Disk)), "writing the journal: disk full");
+/// ```
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         cur = c.source();
     }
     s
