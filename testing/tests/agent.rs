@@ -228,6 +228,28 @@ async fn edits_that_leave_the_deploy_dir_are_refused_with_nothing_changed() {
 }
 
 #[tokio::test]
+async fn a_file_the_component_does_not_have_is_a_refusal_through_the_agent() {
+    let s = Setup::new("", &["conf/tablet.flags"]).await;
+    let node = s.node(TOKEN, "tablet");
+    let missing = Change::Config {
+        edits: vec![ConfigEdit::Set {
+            file: "conf/nothing.flags".into(),
+            key: "greeting".into(),
+            value: "x".into(),
+        }],
+    };
+    // Asked while a plan is read: the agent refuses it as invalid input, and the client
+    // says so (a command then exits 2 instead of failing the run).
+    let e = node.is_applied(&missing).await.unwrap_err();
+    assert!(e.is_refusal(), "{e:?}");
+    assert!(e.to_string().contains("conf/nothing.flags"), "{e}");
+    // A failure that is not a refusal stays one: an unknown component.
+    let other = s.node(TOKEN, "no-such-component");
+    let e = other.is_applied(&missing).await.unwrap_err();
+    assert!(!e.is_refusal(), "{e:?}");
+}
+
+#[tokio::test]
 async fn a_client_that_disconnects_in_the_middle_of_a_start_leaves_the_component_running() {
     // A start that takes two seconds: the caller leaves well before it ends.
     let s = Setup::starting_after("", &["conf/tablet.flags"], "sleep 2;").await;

@@ -260,10 +260,7 @@ impl CommandNode {
     }
 
     async fn edits_applied(&self, edits: &[ConfigEdit]) -> Result<bool, ProcessError> {
-        let (seen, _) = self.read(&[]).await?;
-        let Some(live) = seen.component().live else {
-            return Ok(false);
-        };
+        // A file the component does not have is refused whether or not it runs.
         let mut wanted = Vec::new();
         for edit in edits {
             let (file, key, want) = match edit {
@@ -272,6 +269,10 @@ impl CommandNode {
             };
             wanted.push((self.config_file(file)?, key.as_str(), want));
         }
+        let (seen, _) = self.read(&[]).await?;
+        let Some(live) = seen.component().live else {
+            return Ok(false);
+        };
         let distinct: BTreeSet<&PathBuf> = wanted.iter().map(|(rel, _, _)| rel).collect();
         let mut texts: BTreeMap<&PathBuf, String> = BTreeMap::new();
         for rel in distinct {

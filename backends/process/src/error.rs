@@ -236,6 +236,9 @@ pub enum ProcessError {
         /// Whether the agent could not be reached or did not answer in time (a retry may
         /// succeed), rather than refused.
         transient: bool,
+        /// Whether the agent refused the request as invalid before touching anything (an
+        /// edit of a file the component does not have, a path outside its deploy dir).
+        refused: bool,
     },
 
     /// The node's configuration is invalid.
@@ -262,6 +265,18 @@ impl ProcessError {
             } => ErrorClass::Transient,
             _ => ErrorClass::Fatal,
         }
+    }
+}
+
+impl ProcessError {
+    /// Whether the request was refused before anything was touched, here or by the node's
+    /// agent: bad input (an edit of a file the node does not have, a path outside its deploy
+    /// dir), not a failure of the node.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::Refused { .. } | Self::Agent { refused: true, .. }
+        )
     }
 }
 

@@ -86,19 +86,27 @@ impl AgentNode {
             what: format!("{what} {}", self.component),
             reason: reason.to_string(),
             transient: false,
+            refused: false,
         }
     }
 
     /// A call that failed with `status`: transient when the agent could not be reached or
-    /// did not answer in time (the engine retries), else what the agent refused.
+    /// did not answer in time (the engine retries), a refusal when the agent refused the
+    /// request as invalid (`INVALID_ARGUMENT`, nothing touched), else what the agent said.
     fn status_failed(&self, what: &str, status: &tonic::Status) -> ProcessError {
         let transient = matches!(
             status.code(),
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
         );
         let mut e = self.failed(what, status.message());
-        if let ProcessError::Agent { transient: t, .. } = &mut e {
+        if let ProcessError::Agent {
+            transient: t,
+            refused: r,
+            ..
+        } = &mut e
+        {
             *t = transient;
+            *r = status.code() == tonic::Code::InvalidArgument;
         }
         e
     }

@@ -267,11 +267,7 @@ impl agent_server::Agent for AgentService {
         let name = &req.get_ref().component;
         let result = async {
             let c = self.component(name)?;
-            let s = c
-                .node
-                .status()
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?;
+            let s = c.node.status().await.map_err(node_status)?;
             Ok(Response::new(proto::StatusReply {
                 running: s.running,
                 boot: s.boot,
@@ -393,11 +389,7 @@ impl agent_server::Agent for AgentService {
         let result = async {
             let change = change_of(req.get_ref())?;
             let c = self.component(name)?;
-            let applied = c
-                .node
-                .is_applied(&change)
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?;
+            let applied = c.node.is_applied(&change).await.map_err(node_status)?;
             Ok(Response::new(proto::IsAppliedReply { applied }))
         }
         .await;
@@ -475,4 +467,14 @@ pub async fn serve_on(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
+}
+
+/// A node operation's error as the agent answers it: a refusal before anything was touched
+/// as `INVALID_ARGUMENT` (the caller reports bad input), anything else as `INTERNAL`.
+fn node_status(e: ProcessError) -> Status {
+    if e.is_refusal() {
+        Status::invalid_argument(e.to_string())
+    } else {
+        Status::internal(e.to_string())
+    }
 }
