@@ -234,15 +234,34 @@ pub struct BadInput(pub String);
 
 /// The engine's error as the command reports it: what the engine refused before touching
 /// anything (a policy that contradicts itself, an empty or unknown selection, a change the
-/// backend cannot apply) is [`BadInput`]; the rest fails the run.
+/// backend cannot apply, or a change a node's host refused while the plan was read, such as
+/// an edit of a file it does not have) is [`BadInput`]; the rest fails the run.
 pub(crate) fn engine_error<E: std::error::Error + 'static>(
     e: rollout_core::Error<E>,
 ) -> anyhow::Error {
-    if e.is_refusal() {
+    if e.is_refusal() || refused_while_planning(&e) {
         BadInput(chain(&e)).into()
     } else {
         anyhow::anyhow!(chain(&e))
     }
+}
+
+/// Whether `e` is a node's refusal (a [`rollout_process::ProcessError::is_refusal`] among its
+/// sources) while the plan was read, when nothing has been touched yet.
+fn refused_while_planning<E: std::error::Error + 'static>(e: &rollout_core::Error<E>) -> bool {
+    if e.phase() != Some(rollout_core::error::Phase::Plan) {
+        return false;
+    }
+    let mut cur = std::error::Error::source(e);
+    while let Some(c) = cur {
+        if c.downcast_ref::<rollout_process::ProcessError>()
+            .is_some_and(rollout_process::ProcessError::is_refusal)
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 /// A command's `main`: logs on stderr (`RUST_LOG`), a two-thread runtime, and `body`'s error
@@ -450,4 +469,47 @@ where
         }
         roll(change).await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use rollout_core::error::Phase;
+    use rollout_core::{Error, NodeId};
+    use rollout_process::ProcessError;
+
+    use super::{BadInput, engine_error};
+
+    /// A backend error wrapping a node's error, as `PegasusError::Node` does.
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Wrapped(#[source] ProcessError);
+
+    fn refused() -> ProcessError {
+        ProcessError::Refused {
+            node: NodeId::new("10.0.0.1:34801"),
+            what: "an edit of conf/nothing.flags".into(),
+            reason: "it is not one of the node's config_files".into(),
+        }
+    }
+
+    #[test]
+    fn a_node_refusal_while_planning_is_bad_input_named_once() {
+        let e = engine_error(Error::Backend {
+            node: Some(NodeId::new("10.0.0.1:34801")),
+            phase: Phase::Plan,
+            source: Wrapped(refused()),
+        });
+        let bad = e.downcast_ref::<BadInput>().expect("bad input");
+        assert_eq!(bad.0.matches("conf/nothing.flags").count(), 1, "{}", bad.0);
+    }
+
+    #[test]
+    fn the_same_refusal_after_the_plan_fails_the_run() {
+        let e = engine_error(Error::Backend {
+            node: Some(NodeId::new("10.0.0.1:34801")),
+            phase: Phase::Apply,
+            source: Wrapped(refused()),
+        });
+        assert!(e.downcast_ref::<BadInput>().is_none(), "{e:#}");
+    }
 }
