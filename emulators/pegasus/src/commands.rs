@@ -280,28 +280,18 @@ fn c_atoi(s: &str) -> i32 {
     let end = digits
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(digits.len());
-    let mut v: i64 = 0;
-    for d in digits[..end].bytes() {
-        let next = v
-            .checked_mul(10)
-            .and_then(|v| v.checked_add(i64::from(d - b'0')));
-        match next {
-            Some(n) => v = n,
-            None => {
-                v = i64::MAX;
-                break;
+    // strtol saturates at LONG_MIN / LONG_MAX on overflow.
+    let v = digits[..end]
+        .bytes()
+        .try_fold(0i64, |v, d| {
+            let d = i64::from(d - b'0');
+            if neg {
+                v.checked_mul(10)?.checked_sub(d)
+            } else {
+                v.checked_mul(10)?.checked_add(d)
             }
-        }
-    }
-    let v = if neg {
-        if v == i64::MAX && end > 0 {
-            i64::MIN
-        } else {
-            -v
-        }
-    } else {
-        v
-    };
+        })
+        .unwrap_or(if neg { i64::MIN } else { i64::MAX });
     v as i32
 }
 
@@ -341,25 +331,22 @@ async fn flushed(sim: &SimCluster, me: &NodeId) -> bool {
         .is_ok_and(|h| h.is_healthy())
 }
 
-/// How many replicas `node` has open: those it holds that `replica.kill_partition` has not
-/// closed, and none once the flush that follows the last close is done.
-pub(crate) async fn open_replicas(sim: &SimCluster, dir: &Directory, node: &NodeView) -> u64 {
+/// How many replicas `node` has open and how many it is closing: open, those it holds that
+/// `replica.kill_partition` has not closed; closing, those it closed, until the flush that
+/// follows the last close is done (upstream moves a replica from `replica(Count)` to
+/// `closing.replica(Count)` at `begin_close_replica` and out of it once `replica::close`,
+/// which flushes, returns); both 0 after that flush.
+pub(crate) async fn replica_counts(
+    sim: &SimCluster,
+    dir: &Directory,
+    node: &NodeView,
+) -> (u64, u64) {
     if flushed(sim, &node.id).await {
-        return 0;
-    }
-    open_of(dir, node, &held(sim, node)).len() as u64
-}
-
-/// How many replicas `node` is closing: those `replica.kill_partition` closed, until the
-/// flush that follows the last close is done (upstream moves a replica from `replica(Count)`
-/// to `closing.replica(Count)` at `begin_close_replica` and out of it once `replica::close`,
-/// which flushes, returns).
-pub(crate) async fn closing_replicas(sim: &SimCluster, dir: &Directory, node: &NodeView) -> u64 {
-    if flushed(sim, &node.id).await {
-        return 0;
+        return (0, 0);
     }
     let held = held(sim, node);
-    (held.len() - open_of(dir, node, &held).len()) as u64
+    let open = open_of(dir, node, &held).len();
+    (open as u64, (held.len() - open) as u64)
 }
 
 /// The replicas the node knows with their `partition_status`: primary (3), secondary (4), or
@@ -420,8 +407,7 @@ pub(crate) async fn snapshot_counters(sim: &SimCluster, dir: &Directory, id: &No
     if !due {
         return;
     }
-    let open = open_replicas(sim, dir, &node).await;
-    let closing = closing_replicas(sim, dir, &node).await;
+    let (open, closing) = replica_counts(sim, dir, &node).await;
     dir.counters
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -516,6 +502,8 @@ mod tests {
         assert_eq!(c_atoi("4294967295"), -1);
         assert_eq!(c_atoi("99999999999999999999999"), -1);
         assert_eq!(c_atoi("-99999999999999999999999"), 0);
+        // -LONG_MAX is no overflow: its low 32 bits are 1.
+        assert_eq!(c_atoi("-9223372036854775807"), 1);
     }
 
     #[test]

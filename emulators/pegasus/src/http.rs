@@ -175,10 +175,10 @@ fn config(dir: &Directory, node: &NodeView, v: ServerVersion, name: &str) -> Str
 async fn perf_counter(sim: &SimCluster, dir: &Directory, node: &NodeView, name: &str) -> String {
     let live = match name {
         "replica*eon.replica_stub*replica(Count)" if node.role == "replica" => {
-            Some(crate::commands::open_replicas(sim, dir, node).await)
+            Some(crate::commands::replica_counts(sim, dir, node).await.0)
         }
         "replica*eon.replica_stub*closing.replica(Count)" if node.role == "replica" => {
-            Some(crate::commands::closing_replicas(sim, dir, node).await)
+            Some(crate::commands::replica_counts(sim, dir, node).await.1)
         }
         "replica*eon.replica_stub*opening.replica(Count)" if node.role == "replica" => Some(0),
         _ => None,
@@ -197,8 +197,7 @@ async fn metrics(sim: &SimCluster, dir: &Directory, node: &NodeView) -> String {
     let port = dir.addr_of(&node.id).map_or(0, |a| a.port());
     let metrics = match node.role {
         "replica" => {
-            let open = crate::commands::open_replicas(sim, dir, node).await;
-            let closing = crate::commands::closing_replicas(sim, dir, node).await;
+            let (open, closing) = crate::commands::replica_counts(sim, dir, node).await;
             serde_json::json!([
                 {"name": "closing_replicas", "value": closing},
                 {"name": "inactive_replicas", "value": 0},
