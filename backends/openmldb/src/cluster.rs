@@ -202,18 +202,22 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         };
         // A moment without a nameserver leader (the leader was just stopped and a standby
         // is not elected yet, as when a rollout is resumed while it restarts a nameserver)
-        // is waited out, for up to three ZooKeeper sessions.
+        // is waited out by each call; a leader that stops answering between two of these
+        // reads (a timeout, which `ns` does not wait out) makes them start again, within
+        // the same bound.
         let t0 = tokio::time::Instant::now();
-        let ops = loop {
-            match me.ops(None).await {
-                Err(e) if e.rediscover() && t0.elapsed() < 3 * me.timing.session => {
+        let (ops, versions) = loop {
+            let read =
+                async { Ok::<_, OpenMldbError>((me.ops(None).await?, me.read_versions().await?)) };
+            match read.await {
+                Err(e) if e.rediscover() && t0.elapsed() < me.election() => {
                     tokio::time::sleep(me.timing.poll).await;
                 }
                 r => break r?,
             }
         };
         me.mark = ops.iter().map(|o| o.op_id).max().unwrap_or(0);
-        me.versions = me.read_versions().await?;
+        me.versions = versions;
         Ok(me)
     }
 
@@ -299,12 +303,46 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
 
     /// Calls the nameserver leader: the remembered one, else each registered nameserver in
     /// election order until one answers as leader (code 0). A standby (code 300) or an
-    /// unreachable leader makes it look again.
+    /// unreachable leader makes it look again. While no nameserver took the call and one
+    /// answered (each a standby, stopping, or not listening: the leader was just stopped and
+    /// a standby is not elected yet) it asks again, for up to [`Self::election`].
+    ///
+    /// # Errors
+    /// The server's error; when none answered as leader, the last one's, or
+    /// [`OpenMldbError::NotFound`] when no nameserver is registered.
     pub(crate) async fn ns<Q: Serialize + ?Sized, R: DeserializeOwned + HasStatus>(
         &self,
         method: &'static str,
         request: &Q,
     ) -> Result<R, OpenMldbError> {
+        let t0 = tokio::time::Instant::now();
+        loop {
+            match self.ns_round(method, request).await {
+                Round::Answered(r) => return r,
+                Round::NoLeader(e) if t0.elapsed() < self.election() => {
+                    tracing::debug!(method, error = %e, "no nameserver leader yet; asking again");
+                    tokio::time::sleep(self.timing.poll).await;
+                }
+                Round::NoLeader(e) => return Err(e),
+            }
+        }
+    }
+
+    /// How long a cluster may be without a nameserver leader: the dead leader's ZooKeeper
+    /// node lives for up to a session, then a standby wins the election. Three sessions.
+    pub(crate) fn election(&self) -> Duration {
+        3 * self.timing.session
+    }
+
+    /// One try of [`Self::ns`]: the remembered leader, then each registered nameserver.
+    async fn ns_round<Q: Serialize + ?Sized, R: DeserializeOwned + HasStatus>(
+        &self,
+        method: &'static str,
+        request: &Q,
+    ) -> Round<R> {
+        // Whether no nameserver can have acted on the call, and whether one answered (a
+        // standby, one stopping): then no leader is an election, else nothing was reached.
+        let (mut untaken, mut heard) = (true, false);
         let cached = self
             .leader
             .lock()
@@ -312,28 +350,43 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
             .clone();
         if let Some(e) = cached {
             match e.call("NameServer", method, request).await {
-                Err(err) if err.rediscover() => {}
-                other => return other,
+                Err(err) if err.rediscover() => {
+                    untaken &= err.not_taken();
+                    heard |= err.answered();
+                }
+                other => return Round::Answered(other),
             }
         }
         let mut last = None;
-        for addr in self.zk.nameservers().await? {
+        let servers = match self.zk.nameservers().await {
+            Ok(s) => s,
+            Err(e) => return Round::Answered(Err(e)),
+        };
+        for addr in servers {
             let e = self.endpoint(&addr);
             match e.call("NameServer", method, request).await {
-                Err(err) if err.rediscover() => last = Some(err),
+                Err(err) if err.rediscover() => {
+                    untaken &= err.not_taken();
+                    heard |= err.answered();
+                    last = Some(err);
+                }
                 other => {
                     if other.is_ok() {
                         *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
                     }
-                    return other;
+                    return Round::Answered(other);
                 }
             }
         }
         *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        Err(last.unwrap_or_else(|| OpenMldbError::NotFound {
-            zk: self.zk.name().to_string(),
-            reason: "no nameserver is registered".into(),
-        }))
+        match last {
+            Some(e) if untaken && heard => Round::NoLeader(e),
+            Some(e) => Round::Answered(Err(e)),
+            None => Round::Answered(Err(OpenMldbError::NotFound {
+                zk: self.zk.name().to_string(),
+                reason: "no nameserver is registered".into(),
+            })),
+        }
     }
 
     /// The confirmed leader's address, if one answered last.
@@ -517,4 +570,13 @@ pub(crate) fn node_err(
         what: if what == "is_applied" { "status" } else { what }.to_string(),
         reason: e.to_string(),
     }
+}
+
+/// What one round over the nameservers gave.
+enum Round<R> {
+    /// A nameserver answered as leader, or a call may have been taken (the last error).
+    Answered(Result<R, OpenMldbError>),
+    /// None took the call, and one answered: each a standby, stopping, or not listening (the
+    /// last error).
+    NoLeader(OpenMldbError),
 }

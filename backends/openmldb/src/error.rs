@@ -107,7 +107,7 @@ impl OpenMldbError {
         let reason = if e.is_timeout() {
             "no answer in time".to_string()
         } else if e.is_connect() {
-            format!("cannot connect: {e}")
+            format!("{CANNOT_CONNECT}: {e}")
         } else {
             e.to_string()
         };
@@ -142,7 +142,29 @@ impl OpenMldbError {
             Self::Transport { .. } | Self::Http { status: 503, .. }
         ) || matches!(self, Self::App { code, .. } if *code == code::NAMESERVER_IS_NOT_LEADER)
     }
+
+    /// Whether a live server refused the call: a standby nameserver (code 300) or a
+    /// stopping server (HTTP 503).
+    pub fn answered(&self) -> bool {
+        self.not_taken() && !matches!(self, Self::Transport { .. })
+    }
+
+    /// Whether the server surely did not act on the call: a standby nameserver (code 300), a
+    /// stopping server (HTTP 503), or no connection made. A timeout or a connection lost
+    /// mid-call is not: the server may have acted.
+    pub fn not_taken(&self) -> bool {
+        match self {
+            Self::Transport { reason, .. } => reason.starts_with(CANNOT_CONNECT),
+            Self::Http { status: 503, .. } => true,
+            Self::App { code, .. } => *code == code::NAMESERVER_IS_NOT_LEADER,
+            _ => false,
+        }
+    }
 }
+
+/// How a [`OpenMldbError::Transport`] reason begins when no connection was made, so that no
+/// byte of the request reached the server.
+const CANNOT_CONNECT: &str = "cannot connect";
 
 /// Return codes the backend acts on (`src/base/status.h`, `ReturnCode`).
 pub mod code {

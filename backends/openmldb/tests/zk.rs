@@ -159,3 +159,133 @@ async fn a_root_without_openmldb_and_a_dead_ensemble_are_refused_by_name() {
     assert!(matches!(err, OpenMldbError::ZooKeeper { .. }), "{err}");
     assert!(err.to_string().contains(&dead), "{err}");
 }
+
+/// A nameserver on loopback answering each request by `answer(path, n)`, `n` counting the
+/// requests to that path from 0; after `max` connections its port closes, as a stopped
+/// process's does. Returns its address.
+async fn nameserver(
+    max: usize,
+    answer: impl Fn(&str, usize) -> (u16, String) + Send + Sync + 'static,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let answer = std::sync::Arc::new(answer);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        String,
+        usize,
+    >::new()));
+    tokio::spawn(async move {
+        for _ in 0..max {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let (answer, seen) = (answer.clone(), seen.clone());
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                // The head, then as many body bytes as it announces.
+                let (head, want) = loop {
+                    let Ok(n) = s.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .and_then(|v| v.trim().parse::<usize>().ok())
+                            })
+                            .unwrap_or(0);
+                        break (text[..end].to_string(), end + 4 + len);
+                    }
+                };
+                while got.len() < want {
+                    let Ok(n) = s.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                let path = head.split(' ').nth(1).unwrap_or_default().to_string();
+                let n = {
+                    let mut seen = seen.lock().unwrap();
+                    let c = seen.entry(path.clone()).or_default();
+                    *c += 1;
+                    *c - 1
+                };
+                let (status, body) = answer(&path, n);
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// The whole kind of a leader lost while the backend reads the cluster: the leader answers
+/// one call and stops, and the standby answers "not leader" (300) for a while before it wins
+/// the election. Connecting (as a resumed orchestrator does) waits it out instead of failing
+/// on the first read that meets no leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nameserver_leader_lost_between_two_reads_is_waited_out() {
+    let ensemble = zookeeper();
+    let root = format!("/rollout-test-noleader-{}", std::process::id());
+    let c = zk::Client::connect(&ensemble).await.expect("connect");
+    let not_leader = || {
+        (
+            200,
+            r#"{"code":300,"msg":"nameserver is not leader"}"#.to_string(),
+        )
+    };
+    // The leader answers the first read (ShowOPStatus) and is gone before the next.
+    let old = nameserver(1, |_, _| {
+        (200, r#"{"code":0,"msg":"ok","op_status":[]}"#.into())
+    })
+    .await;
+    // The standby: not leader for its first 5 answers of each call, then the leader.
+    let new = nameserver(usize::MAX, move |path, n| match path {
+        "/version" => (200, "0.9.1".into()),
+        _ if n < 5 => not_leader(),
+        "/NameServer/ShowTablet" => (200, r#"{"code":0,"msg":"ok","tablets":[]}"#.into()),
+        _ => (200, r#"{"code":0,"msg":"ok","op_status":[]}"#.into()),
+    })
+    .await;
+    put(
+        &c,
+        &format!("{root}/leader/lock_request0000000001"),
+        &old,
+        zk::CreateMode::Ephemeral,
+    )
+    .await;
+    put(
+        &c,
+        &format!("{root}/leader/lock_request0000000002"),
+        &new,
+        zk::CreateMode::Ephemeral,
+    )
+    .await;
+    let config = rollout_openmldb::Config::new(&ensemble, &root)
+        .timing(rollout_openmldb::Timing::default().scaled(20));
+    let cluster =
+        rollout_openmldb::OpenMldbCluster::connect(&config, |_: &rollout_core::NodeId| {
+            None::<rollout_core::erased::BoxNode>
+        })
+        .await;
+    let cluster = cluster.unwrap_or_else(|e| panic!("connect met no leader and gave up: {e}"));
+    assert_eq!(
+        cluster.server_version().map(|v| v.to_string()).as_deref(),
+        Some("0.9.1")
+    );
+}
