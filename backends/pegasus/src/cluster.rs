@@ -50,6 +50,12 @@ pub struct Timing {
     /// them from `config.ini` only). Default 24 s: the sample `config.ini`'s 22 s plus the
     /// code's 2 s (the code default grace is 10 s on 2.4 and 2.5, 22 s on master).
     pub election_grace: Duration,
+    /// How long the metas may be without a leader before connecting gives up: the dead
+    /// leader's lock is an ephemeral ZooKeeper node that lives for the meta's session
+    /// (`[zookeeper] timeout_ms`, 30 s by default: `src/zookeeper/zookeeper_session.cpp`,
+    /// @v2.5.0), then a standby takes the lock and starts its service. Default 90 s, three
+    /// such sessions. (Once connected, the engine's gate deadline bounds such a wait.)
+    pub meta_election: Duration,
     /// How many times faster than real time the cluster runs (an emulator's scale; 1 for a
     /// real cluster): durations read from the cluster are divided by it. Set by
     /// [`Timing::scaled`].
@@ -63,6 +69,7 @@ impl Default for Timing {
             repropose: Duration::from_secs(12),
             meta_settle: Duration::from_secs(30),
             election_grace: Duration::from_secs(24),
+            meta_election: Duration::from_secs(90),
             scale: 1,
         }
     }
@@ -77,6 +84,7 @@ impl Timing {
             repropose: self.repropose / s,
             meta_settle: self.meta_settle / s,
             election_grace: self.election_grace / s,
+            meta_election: self.meta_election / s,
             scale: self.scale.max(1).saturating_mul(s),
         }
     }
@@ -175,9 +183,15 @@ impl<F: NodeFactory> PegasusCluster<F> {
     /// thresholds from the leader, and takes process handles from `factory`. `collectors`
     /// are rolled last.
     ///
+    /// A moment without a meta leader (the leader was just stopped, as when a rollout is
+    /// resumed while it restarts a meta, and another meta answers as a standby) is waited
+    /// out, for up to [`Timing::meta_election`]; metas none of which can be reached are an
+    /// error at once.
+    ///
     /// # Errors
-    /// No meta answers as the leader, its answers cannot be read, or a server runs a
-    /// version other than 2.4, 2.5 or master ([`PegasusError::Unsupported`], naming it).
+    /// No meta answers as the leader within [`Timing::meta_election`], its answers cannot be
+    /// read, or a server runs a version other than 2.4, 2.5 or master
+    /// ([`PegasusError::Unsupported`], naming it).
     pub async fn connect(
         metas: &[SocketAddr],
         collectors: &[SocketAddr],
@@ -185,7 +199,8 @@ impl<F: NodeFactory> PegasusCluster<F> {
         timing: Timing,
     ) -> Result<Self, PegasusError> {
         let meta = MetaClient::new(metas, timing.rpc);
-        let info: ClusterInfoResponse = meta.call(rpc::CLUSTER_INFO, &Empty).await?;
+        let info: ClusterInfoResponse =
+            through_election(&timing, || meta.call(rpc::CLUSTER_INFO, &Empty)).await?;
         let name = info
             .get("cluster_name")
             .map(str::to_string)
@@ -230,7 +245,7 @@ impl<F: NodeFactory> PegasusCluster<F> {
                 .unwrap_or_default(),
             zookeeper,
         };
-        cluster.versions = cluster.read_versions().await?;
+        cluster.versions = through_election(&timing, || cluster.read_versions()).await?;
         cluster.freeze = cluster.freeze_thresholds(leader).await;
         let (value, source) = match cluster.read_election_grace(leader).await {
             Ok(read) => read,
@@ -337,5 +352,44 @@ impl<F: NodeFactory> PegasusCluster<F> {
 
     pub(crate) fn is_collector(&self, node: &NodeId) -> bool {
         addr(node).is_ok_and(|a| self.collectors.contains(&a))
+    }
+}
+
+/// Whether no meta answered as the leader while one answered (a standby, a meta starting):
+/// an election under way. Not when none could be reached, which waiting does not mend.
+trait NoLeader {
+    fn no_leader(&self) -> bool;
+}
+
+impl NoLeader for MetaError {
+    fn no_leader(&self) -> bool {
+        matches!(self, Self::NoLeader { .. })
+    }
+}
+
+impl NoLeader for PegasusError {
+    fn no_leader(&self) -> bool {
+        matches!(self, Self::Meta(e) if e.no_leader())
+    }
+}
+
+/// `read`, tried again while no meta answers as the leader, for up to
+/// [`Timing::meta_election`]; a second apart in the cluster's time.
+async fn through_election<T, E: NoLeader + std::fmt::Display, Fut>(
+    timing: &Timing,
+    mut read: impl FnMut() -> Fut,
+) -> Result<T, E>
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let t0 = Instant::now();
+    loop {
+        match read().await {
+            Err(e) if e.no_leader() && t0.elapsed() < timing.meta_election => {
+                tracing::info!(error = %e, "no meta leader yet (an election in progress?); asking again");
+                tokio::time::sleep(Duration::from_secs(1) / timing.scale.max(1)).await;
+            }
+            r => return r,
+        }
     }
 }

@@ -27,12 +27,22 @@ pub enum MetaError {
     /// One server's failure.
     #[error(transparent)]
     Call(#[from] CallError),
-    /// No meta answered as the leader.
+    /// No meta answered as the leader, and one answered as a standby or a meta starting:
+    /// an election may be under way.
     #[error("no meta server answers as the leader ({tried}); {last}")]
     NoLeader {
         /// The metas asked.
         tried: String,
         /// The last answer or failure.
+        last: String,
+    },
+    /// No meta answered at all: each refused the connection, failed it, or was silent past
+    /// the deadline. A wrong address, or every meta down.
+    #[error("no meta server answers as the leader ({tried}): none could be reached; {last}")]
+    Unreachable {
+        /// The metas asked.
+        tried: String,
+        /// The last failure.
         last: String,
     },
     /// The leader answered with an application error.
@@ -189,7 +199,8 @@ impl MetaClient {
     /// Calls `rpc` on the leader, finding it first if needed.
     ///
     /// # Errors
-    /// [`MetaError::NoLeader`] when no meta answers as the leader, [`MetaError::App`] for an
+    /// [`MetaError::NoLeader`] when no meta answers as the leader but one answers,
+    /// [`MetaError::Unreachable`] when none answers at all, [`MetaError::App`] for an
     /// application error other than "not the leader", [`MetaError::Call`] for a malformed
     /// answer.
     pub async fn call<Req: Message, Resp: Message + HasErr>(
@@ -198,6 +209,9 @@ impl MetaClient {
         req: &Req,
     ) -> Result<Resp, MetaError> {
         let mut last = String::from("no meta server given");
+        // Whether a meta answered (a standby's forward, a meta starting): then no leader is
+        // an election, else nothing could be reached.
+        let mut heard = false;
         // The remembered leader, then every meta in order (a fresh discovery each round).
         for _round in 0..2 {
             let order: Vec<usize> = match self.leader_index() {
@@ -211,6 +225,7 @@ impl MetaClient {
                 match conn.call::<Req, Resp>(rpc, req, self.timeout).await {
                     Ok(resp) => match resp.err() {
                         Some(e) if not_leader(e) => {
+                            heard = true;
                             last = format!("{}: {e}", conn.server());
                             if self.leader_index() == Some(i) {
                                 self.set_leader(None);
@@ -233,6 +248,7 @@ impl MetaClient {
                         }
                     },
                     Err(e) if e.is_transient() || starting(&e) => {
+                        heard |= starting(&e);
                         last = e.to_string();
                         if self.leader_index() == Some(i) {
                             self.set_leader(None);
@@ -242,14 +258,16 @@ impl MetaClient {
                 }
             }
         }
-        Err(MetaError::NoLeader {
-            tried: self
-                .addresses()
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
-            last,
+        let tried = self
+            .addresses()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        Err(if heard {
+            MetaError::NoLeader { tried, last }
+        } else {
+            MetaError::Unreachable { tried, last }
         })
     }
 

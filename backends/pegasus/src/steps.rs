@@ -291,7 +291,9 @@ where
         probe_fn(move || async move {
             let snap = match self.snapshot().await {
                 Ok(s) => s,
-                Err(PegasusError::Meta(MetaError::NoLeader { last, .. })) => {
+                Err(PegasusError::Meta(
+                    MetaError::NoLeader { last, .. } | MetaError::Unreachable { last, .. },
+                )) => {
                     return Ok(Health::Waiting(format!("no meta leader answers: {last}")));
                 }
                 Err(e) => return Err(e),
@@ -376,7 +378,9 @@ where
 
     fn classify(&self, error: &PegasusError) -> ErrorClass {
         match error {
-            PegasusError::Meta(MetaError::NoLeader { .. }) => ErrorClass::NotSafeYet,
+            PegasusError::Meta(MetaError::NoLeader { .. } | MetaError::Unreachable { .. }) => {
+                ErrorClass::NotSafeYet
+            }
             PegasusError::Meta(MetaError::Call(e)) | PegasusError::Call(e) if e.is_transient() => {
                 ErrorClass::Transient
             }

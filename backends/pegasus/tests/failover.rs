@@ -76,6 +76,30 @@ async fn metas_that_are_all_starting_are_no_leader_yet() {
     assert!(err.to_string().contains("ERR_HANDLER_NOT_FOUND"), "{err}");
 }
 
+/// Connecting (as a resumed orchestrator does) while the meta leader is down and the standby
+/// still forwards to it, before the standby takes the lock: waited out, not a failure.
+#[tokio::test]
+async fn connecting_during_a_meta_election_waits_for_the_new_leader() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = l.local_addr().unwrap();
+    drop(l);
+    let (b, sb) = support::serve(support::Server {
+        leads: false,
+        leader: Some(dead),
+        leads_after: Some(12),
+        ..support::leader_meta()
+    })
+    .await;
+    let cluster = support::connect(&[dead, b], &[])
+        .await
+        .unwrap_or_else(|e| panic!("connect met no meta leader and gave up: {e}"));
+    assert!(sb.lock().unwrap().leads, "connected before b led");
+    assert_eq!(
+        cluster.server_version().map(ToString::to_string).as_deref(),
+        Some("2.5.0")
+    );
+}
+
 #[tokio::test]
 async fn a_health_probe_over_a_failover_waits_instead_of_failing() {
     let (a, sa) = support::serve(support::leader_meta()).await;

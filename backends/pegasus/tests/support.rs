@@ -34,6 +34,10 @@ pub struct Server {
     pub leads: bool,
     /// The leader a standby names.
     pub leader: Option<SocketAddr>,
+    /// A standby that takes the leader lock once it has answered this many RPCs.
+    pub leads_after: Option<usize>,
+    /// How many RPCs it answered.
+    pub rpcs: usize,
     /// `/recentStartTime`.
     pub started: String,
     /// The `server-info` answer.
@@ -129,7 +133,15 @@ async fn connection(mut s: TcpStream, state: Shared) {
             return;
         }
         let req = frame::read_request(&head, &body).unwrap();
-        let answer = answer(&state.lock().unwrap(), &req);
+        let answer = {
+            let mut st = state.lock().unwrap();
+            if st.leads_after.is_some_and(|n| st.rpcs >= n) {
+                st.leads = true;
+                st.leader = None;
+            }
+            st.rpcs += 1;
+            answer(&st, &req)
+        };
         let answer = match answer {
             Some(a) => a,
             None => {
