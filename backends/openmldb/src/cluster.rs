@@ -202,15 +202,15 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         };
         // A moment without a nameserver leader (the leader was just stopped and a standby
         // is not elected yet, as when a rollout is resumed while it restarts a nameserver)
-        // is waited out by each call; a leader that stops answering between two of these
-        // reads (a timeout, which `ns` does not wait out) makes them start again, within
-        // the same bound.
+        // is waited out by each call. A leader that stops answering in the middle of a call
+        // (which `ns` does not send again) makes these reads start again, until
+        // [`Self::election`] has passed since the first: the whole waits at most twice that.
         let t0 = tokio::time::Instant::now();
         let (ops, versions) = loop {
             let read =
                 async { Ok::<_, OpenMldbError>((me.ops(None).await?, me.read_versions().await?)) };
             match read.await {
-                Err(e) if e.rediscover() && t0.elapsed() < me.election() => {
+                Err(e) if e.rediscover() && !e.not_taken() && t0.elapsed() < me.election() => {
                     tokio::time::sleep(me.timing.poll).await;
                 }
                 r => break r?,
@@ -302,14 +302,17 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
     }
 
     /// Calls the nameserver leader: the remembered one, else each registered nameserver in
-    /// election order until one answers as leader (code 0). A standby (code 300) or an
-    /// unreachable leader makes it look again. While no nameserver took the call and one
-    /// answered (each a standby, stopping, or not listening: the leader was just stopped and
-    /// a standby is not elected yet) it asks again, for up to [`Self::election`].
+    /// election order until one answers as leader (code 0). A standby (code 300), one
+    /// stopping (HTTP 503) or one not listening makes it ask the next; one that may have
+    /// acted (no answer in time, the connection lost mid-call) ends the try, so that a call
+    /// is never sent twice here. While no nameserver took the call and one answered (the
+    /// leader was just stopped and a standby is not elected yet) it asks again, for up to
+    /// [`Self::election`]; none answering at all is an error at once.
     ///
     /// # Errors
-    /// The server's error; when none answered as leader, the last one's, or
-    /// [`OpenMldbError::NotFound`] when no nameserver is registered.
+    /// The server's error; when none answered as leader, a standby's answer if one gave
+    /// one, else the last failure; [`OpenMldbError::NotFound`] when no nameserver is
+    /// registered.
     pub(crate) async fn ns<Q: Serialize + ?Sized, R: DeserializeOwned + HasStatus>(
         &self,
         method: &'static str,
@@ -328,8 +331,11 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         }
     }
 
-    /// How long a cluster may be without a nameserver leader: the dead leader's ZooKeeper
-    /// node lives for up to a session, then a standby wins the election. Three sessions.
+    /// How long a cluster may be without a nameserver leader: the dead leader's
+    /// `lock_request` node lives until its ZooKeeper session ends (`--zk_session_timeout`,
+    /// 10 s in the shipped `nameserver.flags`; `src/zk/dist_lock.cc` @v0.9.2), then a standby
+    /// takes the lock and recovers its state before it answers. Three of this backend's
+    /// sessions ([`Timing::session`], 10 s by default), which stand for the cluster's.
     pub(crate) fn election(&self) -> Duration {
         3 * self.timing.session
     }
@@ -340,9 +346,16 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         method: &'static str,
         request: &Q,
     ) -> Round<R> {
-        // Whether no nameserver can have acted on the call, and whether one answered (a
-        // standby, one stopping): then no leader is an election, else nothing was reached.
-        let (mut untaken, mut heard) = (true, false);
+        let forget = || *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        // A standby's (or a stopping server's) answer, else the last failure.
+        let (mut answer, mut failure) = (None, None);
+        let mut note = |err: OpenMldbError| {
+            if err.answered() {
+                answer = Some(err);
+            } else {
+                failure = Some(err);
+            }
+        };
         let cached = self
             .leader
             .lock()
@@ -350,14 +363,14 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
             .clone();
         if let Some(e) = cached {
             match e.call("NameServer", method, request).await {
+                Err(err) if err.rediscover() && err.not_taken() => note(err),
                 Err(err) if err.rediscover() => {
-                    untaken &= err.not_taken();
-                    heard |= err.answered();
+                    forget();
+                    return Round::Answered(Err(err));
                 }
                 other => return Round::Answered(other),
             }
         }
-        let mut last = None;
         let servers = match self.zk.nameservers().await {
             Ok(s) => s,
             Err(e) => return Round::Answered(Err(e)),
@@ -365,10 +378,10 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         for addr in servers {
             let e = self.endpoint(&addr);
             match e.call("NameServer", method, request).await {
+                Err(err) if err.rediscover() && err.not_taken() => note(err),
                 Err(err) if err.rediscover() => {
-                    untaken &= err.not_taken();
-                    heard |= err.answered();
-                    last = Some(err);
+                    forget();
+                    return Round::Answered(Err(err));
                 }
                 other => {
                     if other.is_ok() {
@@ -378,11 +391,11 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
                 }
             }
         }
-        *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        match last {
-            Some(e) if untaken && heard => Round::NoLeader(e),
-            Some(e) => Round::Answered(Err(e)),
-            None => Round::Answered(Err(OpenMldbError::NotFound {
+        forget();
+        match (answer, failure) {
+            (Some(e), _) => Round::NoLeader(e),
+            (None, Some(e)) => Round::Answered(Err(e)),
+            (None, None) => Round::Answered(Err(OpenMldbError::NotFound {
                 zk: self.zk.name().to_string(),
                 reason: "no nameserver is registered".into(),
             })),

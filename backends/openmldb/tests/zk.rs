@@ -6,6 +6,8 @@
 #[path = "support.rs"]
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use rollout_openmldb::OpenMldbError;
@@ -161,11 +163,11 @@ async fn a_root_without_openmldb_and_a_dead_ensemble_are_refused_by_name() {
 }
 
 /// A nameserver on loopback answering each request by `answer(path, n)`, `n` counting the
-/// requests to that path from 0; after `max` connections its port closes, as a stopped
-/// process's does. Returns its address.
+/// requests to that path from 0 (`None`: it takes the call and never answers); after `max`
+/// connections its port closes, as a stopped process's does. Returns its address.
 async fn nameserver(
     max: usize,
-    answer: impl Fn(&str, usize) -> (u16, String) + Send + Sync + 'static,
+    answer: impl Fn(&str, usize) -> Option<(u16, String)> + Send + Sync + 'static,
 ) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -222,7 +224,11 @@ async fn nameserver(
                     *c += 1;
                     *c - 1
                 };
-                let (status, body) = answer(&path, n);
+                let Some((status, body)) = answer(&path, n) else {
+                    // Taken, never answered: the caller's deadline ends it.
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    return;
+                };
                 let reply = format!(
                     "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
@@ -234,6 +240,205 @@ async fn nameserver(
     addr
 }
 
+/// "Not leader" (code 300), as a standby nameserver answers.
+fn not_leader() -> Option<(u16, String)> {
+    Some((
+        200,
+        r#"{"code":300,"msg":"nameserver is not leader"}"#.into(),
+    ))
+}
+
+/// What a nameserver leader of an empty 0.9.1 cluster answers.
+fn leads(path: &str) -> Option<(u16, String)> {
+    let body = match path {
+        "/version" => "0.9.1",
+        "/NameServer/ShowTablet" => r#"{"code":0,"msg":"ok","tablets":[]}"#,
+        "/NameServer/ShowTable" => r#"{"code":0,"msg":"ok","table_info":[]}"#,
+        _ => r#"{"code":0,"msg":"ok","op_status":[]}"#,
+    };
+    Some((200, body.into()))
+}
+
+/// Two nameservers registered under a fresh root, `a` first in election order.
+async fn register(tag: &str, a: &str, b: &str) -> (String, String) {
+    let ensemble = zookeeper();
+    let root = format!("/rollout-test-{tag}-{}", std::process::id());
+    let c = zk::Client::connect(&ensemble).await.expect("connect");
+    for (seq, addr) in [(1, a), (2, b)] {
+        put(
+            &c,
+            &format!("{root}/leader/lock_request000000000{seq}"),
+            addr,
+            zk::CreateMode::Persistent,
+        )
+        .await;
+    }
+    (ensemble, root)
+}
+
+/// The backend connected to `root` with `timing`, its nodes never touched.
+async fn connected(
+    ensemble: &str,
+    root: &str,
+    timing: rollout_openmldb::Timing,
+) -> rollout_openmldb::OpenMldbCluster<
+    impl rollout_openmldb::NodeFactory<Node = rollout_core::erased::BoxNode>,
+> {
+    let config = rollout_openmldb::Config::new(ensemble, root).timing(timing);
+    rollout_openmldb::OpenMldbCluster::connect(&config, |_: &rollout_core::NodeId| {
+        None::<rollout_core::erased::BoxNode>
+    })
+    .await
+    .unwrap_or_else(|e| panic!("connect: {e}"))
+}
+
+/// How a scripted nameserver answers a path, the `n`th time.
+type Answer = Box<dyn Fn(&str, usize) -> Option<(u16, String)> + Send + Sync>;
+
+/// A leader that loses its lock when `lost` is set (it answers 300 from then on), and a
+/// standby that answers 300 until then and for its first `leads_after` calls after (all of
+/// them with `None`), counted in `asked`, then leads.
+struct Failover {
+    lost: Arc<AtomicBool>,
+    asked: Arc<AtomicUsize>,
+    old: Answer,
+    new: Answer,
+}
+
+fn failover(leads_after: Option<usize>) -> Failover {
+    let lost = Arc::new(AtomicBool::new(false));
+    let asked = Arc::new(AtomicUsize::new(0));
+    let old: Answer = {
+        let lost = lost.clone();
+        Box::new(move |path, _| {
+            if lost.load(SeqCst) && path != "/version" {
+                not_leader()
+            } else {
+                leads(path)
+            }
+        })
+    };
+    let new: Answer = {
+        let (lost, asked) = (lost.clone(), asked.clone());
+        Box::new(move |path, _| {
+            if path == "/version" {
+                return leads(path);
+            }
+            if !lost.load(SeqCst) {
+                return not_leader();
+            }
+            let n = asked.fetch_add(1, SeqCst);
+            if leads_after.is_some_and(|k| n >= k) {
+                leads(path)
+            } else {
+                not_leader()
+            }
+        })
+    };
+    Failover {
+        lost,
+        asked,
+        old,
+        new,
+    }
+}
+
+/// Not only connecting: any nameserver call that meets no leader (the leader lost its lock,
+/// the standby not elected yet) asks again until one leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_nameserver_call_waits_out_an_election() {
+    let f = failover(Some(4));
+    let (a, b) = (
+        nameserver(usize::MAX, f.old).await,
+        nameserver(usize::MAX, f.new).await,
+    );
+    let (ensemble, root) = register("election", &a, &b).await;
+    let cluster = connected(
+        &ensemble,
+        &root,
+        rollout_openmldb::Timing::default().scaled(20),
+    )
+    .await;
+    f.lost.store(true, SeqCst);
+    let rows = cluster
+        .row_counts()
+        .await
+        .unwrap_or_else(|e| panic!("ShowTable met no leader and gave up: {e}"));
+    assert!(rows.is_empty());
+    assert!(
+        f.asked.load(SeqCst) > 4,
+        "the standby was not asked until it led"
+    );
+}
+
+/// A wait for an election is bounded: with no leader ever, the call fails with the standby's
+/// answer after three of the backend's ZooKeeper sessions, having asked more than once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nameserver_call_gives_up_when_no_leader_is_elected() {
+    let f = failover(None);
+    let (a, b) = (
+        nameserver(usize::MAX, f.old).await,
+        nameserver(usize::MAX, f.new).await,
+    );
+    let (ensemble, root) = register("noelection", &a, &b).await;
+    let mut timing = rollout_openmldb::Timing::default().scaled(20);
+    timing.session = Duration::from_secs(1);
+    let cluster = connected(&ensemble, &root, timing).await;
+    f.lost.store(true, SeqCst);
+    let err = cluster.row_counts().await.unwrap_err();
+    assert!(
+        matches!(err, OpenMldbError::App { code: 300, .. }),
+        "not the standby's answer: {err}"
+    );
+    assert!(f.asked.load(SeqCst) > 1, "it gave up without asking again");
+}
+
+/// A call the leader may have taken (it took the request and did not answer in time) is not
+/// sent to another nameserver by the same call: the engine decides what to do next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_leader_may_have_taken_is_not_sent_again() {
+    let hang = Arc::new(AtomicBool::new(false));
+    let asked = Arc::new(AtomicUsize::new(0));
+    let old = {
+        let hang = hang.clone();
+        move |path: &str, _| {
+            if hang.load(SeqCst) && path == "/NameServer/ShowTable" {
+                None
+            } else {
+                leads(path)
+            }
+        }
+    };
+    let standby = {
+        let asked = asked.clone();
+        move |path: &str, _| {
+            if path == "/NameServer/ShowTable" {
+                asked.fetch_add(1, SeqCst);
+            }
+            if path == "/version" {
+                leads(path)
+            } else {
+                not_leader()
+            }
+        }
+    };
+    let (a, b) = (
+        nameserver(usize::MAX, old).await,
+        nameserver(usize::MAX, standby).await,
+    );
+    let (ensemble, root) = register("taken", &a, &b).await;
+    let cluster = connected(
+        &ensemble,
+        &root,
+        rollout_openmldb::Timing::default().scaled(20),
+    )
+    .await;
+    hang.store(true, SeqCst);
+    let err = cluster.row_counts().await.unwrap_err();
+    assert!(matches!(err, OpenMldbError::Transport { .. }), "{err}");
+    assert_eq!(asked.load(SeqCst), 0, "the call went to the standby too");
+}
+
 /// The whole kind of a leader lost while the backend reads the cluster: the leader answers
 /// one call and stops, and the standby answers "not leader" (300) for a while before it wins
 /// the election. Connecting (as a resumed orchestrator does) waits it out instead of failing
@@ -243,23 +448,15 @@ async fn a_nameserver_leader_lost_between_two_reads_is_waited_out() {
     let ensemble = zookeeper();
     let root = format!("/rollout-test-noleader-{}", std::process::id());
     let c = zk::Client::connect(&ensemble).await.expect("connect");
-    let not_leader = || {
-        (
-            200,
-            r#"{"code":300,"msg":"nameserver is not leader"}"#.to_string(),
-        )
-    };
     // The leader answers the first read (ShowOPStatus) and is gone before the next.
-    let old = nameserver(1, |_, _| {
-        (200, r#"{"code":0,"msg":"ok","op_status":[]}"#.into())
-    })
-    .await;
+    let old = nameserver(1, |path, _| leads(path)).await;
     // The standby: not leader for its first 5 answers of each call, then the leader.
-    let new = nameserver(usize::MAX, move |path, n| match path {
-        "/version" => (200, "0.9.1".into()),
-        _ if n < 5 => not_leader(),
-        "/NameServer/ShowTablet" => (200, r#"{"code":0,"msg":"ok","tablets":[]}"#.into()),
-        _ => (200, r#"{"code":0,"msg":"ok","op_status":[]}"#.into()),
+    let new = nameserver(usize::MAX, move |path, n| {
+        if n < 5 && path != "/version" {
+            not_leader()
+        } else {
+            leads(path)
+        }
     })
     .await;
     put(
