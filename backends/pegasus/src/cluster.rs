@@ -199,8 +199,9 @@ impl<F: NodeFactory> PegasusCluster<F> {
         timing: Timing,
     ) -> Result<Self, PegasusError> {
         let meta = MetaClient::new(metas, timing.rpc);
+        let election = Instant::now() + timing.meta_election;
         let info: ClusterInfoResponse =
-            through_election(&timing, || meta.call(rpc::CLUSTER_INFO, &Empty)).await?;
+            through_election(election, &timing, || meta.call(rpc::CLUSTER_INFO, &Empty)).await?;
         let name = info
             .get("cluster_name")
             .map(str::to_string)
@@ -216,12 +217,6 @@ impl<F: NodeFactory> PegasusCluster<F> {
         // given without a port (or not at all) is taken as unknown.
         let zookeeper =
             crate::answers::zookeeper_of(info.get("zookeeper_hosts"), info.get("zookeeper_root"));
-        let leader = meta.leader().ok_or_else(|| {
-            PegasusError::Meta(MetaError::NoLeader {
-                tried: String::new(),
-                last: "no leader after a successful call".into(),
-            })
-        })?;
         let mut cluster = Self {
             meta,
             name: format!("pegasus:{name}"),
@@ -245,7 +240,15 @@ impl<F: NodeFactory> PegasusCluster<F> {
                 .unwrap_or_default(),
             zookeeper,
         };
-        cluster.versions = through_election(&timing, || cluster.read_versions()).await?;
+        cluster.versions = through_election(election, &timing, || cluster.read_versions()).await?;
+        // The leader as of the last read: one elected during these reads is asked, not the
+        // one that answered first.
+        let leader = cluster.meta.leader().ok_or_else(|| {
+            PegasusError::Meta(MetaError::NoLeader {
+                tried: String::new(),
+                last: "no leader after a successful call".into(),
+            })
+        })?;
         cluster.freeze = cluster.freeze_thresholds(leader).await;
         let (value, source) = match cluster.read_election_grace(leader).await {
             Ok(read) => read,
@@ -373,19 +376,20 @@ impl NoLeader for PegasusError {
     }
 }
 
-/// `read`, tried again while no meta answers as the leader, for up to
-/// [`Timing::meta_election`]; a second apart in the cluster's time.
+/// `read`, tried again while no meta answers as the leader, until `deadline` (shared by the
+/// reads of one connect, [`Timing::meta_election`] after its first); a second apart in the
+/// cluster's time.
 async fn through_election<T, E: NoLeader + std::fmt::Display, Fut>(
+    deadline: Instant,
     timing: &Timing,
     mut read: impl FnMut() -> Fut,
 ) -> Result<T, E>
 where
     Fut: std::future::Future<Output = Result<T, E>>,
 {
-    let t0 = Instant::now();
     loop {
         match read().await {
-            Err(e) if e.no_leader() && t0.elapsed() < timing.meta_election => {
+            Err(e) if e.no_leader() && Instant::now() < deadline => {
                 tracing::info!(error = %e, "no meta leader yet (an election in progress?); asking again");
                 tokio::time::sleep(Duration::from_secs(1) / timing.scale.max(1)).await;
             }

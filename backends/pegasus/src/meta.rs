@@ -27,8 +27,8 @@ pub enum MetaError {
     /// One server's failure.
     #[error(transparent)]
     Call(#[from] CallError),
-    /// No meta answered as the leader, and one answered as a standby or a meta starting:
-    /// an election may be under way.
+    /// No meta answered as the leader, and one answered as a standby or as a leader still
+    /// loading its state: an election may be under way.
     #[error("no meta server answers as the leader ({tried}); {last}")]
     NoLeader {
         /// The metas asked.
@@ -36,8 +36,9 @@ pub enum MetaError {
         /// The last answer or failure.
         last: String,
     },
-    /// No meta answered at all: each refused the connection, failed it, or was silent past
-    /// the deadline. A wrong address, or every meta down.
+    /// No meta answered as a meta: each refused the connection, failed it, was silent past
+    /// the deadline, or has no meta handlers (a meta starting, or not a meta at all). A
+    /// wrong address, or every meta down.
     #[error("no meta server answers as the leader ({tried}): none could be reached; {last}")]
     Unreachable {
         /// The metas asked.
@@ -130,7 +131,7 @@ impl MetaClient {
     /// A client for `metas`, each call bounded by `timeout`.
     ///
     /// # Panics
-    /// Never; an empty list makes every call fail with [`MetaError::NoLeader`].
+    /// Never; an empty list makes every call fail with [`MetaError::Unreachable`].
     pub fn new(metas: &[SocketAddr], timeout: Duration) -> Self {
         Self {
             metas: metas.iter().map(|&a| Connection::new(a)).collect(),
@@ -209,8 +210,10 @@ impl MetaClient {
         req: &Req,
     ) -> Result<Resp, MetaError> {
         let mut last = String::from("no meta server given");
-        // Whether a meta answered (a standby's forward, a meta starting): then no leader is
-        // an election, else nothing could be reached.
+        // Whether a meta answered as a standby or a leader still loading (a forward,
+        // `ERR_SERVICE_NOT_ACTIVE`, `ERR_UNDER_RECOVERY`): then no leader is an election.
+        // Not a meta without handlers yet: a replica server or a collector given as a meta
+        // answers so too (`rpc_engine::on_recv_request`), and waiting would not mend that.
         let mut heard = false;
         // The remembered leader, then every meta in order (a fresh discovery each round).
         for _round in 0..2 {
@@ -218,7 +221,11 @@ impl MetaClient {
                 Some(l) => std::iter::once(l)
                     .chain((0..self.metas.len()).filter(|&i| i != l))
                     .collect(),
-                None => self.discover().await.into_iter().collect(),
+                None => {
+                    let (order, standby) = self.discover().await;
+                    heard |= standby;
+                    order
+                }
             };
             for i in order {
                 let conn = &self.metas[i];
@@ -248,7 +255,6 @@ impl MetaClient {
                         }
                     },
                     Err(e) if e.is_transient() || starting(&e) => {
-                        heard |= starting(&e);
                         last = e.to_string();
                         if self.leader_index() == Some(i) {
                             self.set_leader(None);
@@ -272,8 +278,9 @@ impl MetaClient {
     }
 
     /// Finds the leader: asks each meta for a configuration; a standby's hint is followed.
-    /// Returns the metas to try, the likeliest leader first.
-    async fn discover(&self) -> Vec<usize> {
+    /// Returns the metas to try, the likeliest leader first, and whether one answered as a
+    /// standby or a leader still loading.
+    async fn discover(&self) -> (Vec<usize>, bool) {
         let probe = QueryConfigRequest {
             app_name: "__rollout_leader_probe".into(),
             partition_indices: Vec::new(),
@@ -285,12 +292,14 @@ impl MetaClient {
         }))
         .await;
         let mut hinted = Vec::new();
+        let mut standby = false;
         for (i, resp) in answers.into_iter().enumerate() {
             let Ok(resp) = resp else {
                 continue;
             };
             match resp.err.as_ref().map(ErrorCode::as_str) {
                 Some("ERR_FORWARD_TO_OTHERS") => {
+                    standby = true;
                     let hint = resp.partitions.first().and_then(|p| p.primary.0);
                     if let Some(h) = hint
                         && let Some(j) = self
@@ -302,10 +311,10 @@ impl MetaClient {
                         hinted.push(j);
                     }
                 }
-                Some("ERR_SERVICE_NOT_ACTIVE" | "ERR_UNDER_RECOVERY") => {}
+                Some("ERR_SERVICE_NOT_ACTIVE" | "ERR_UNDER_RECOVERY") => standby = true,
                 _ => {
                     self.set_leader(Some(i));
-                    return vec![i];
+                    return (vec![i], standby);
                 }
             }
         }
@@ -313,7 +322,7 @@ impl MetaClient {
             .filter(|i| !hinted.contains(i))
             .collect();
         hinted.extend(rest);
-        hinted
+        (hinted, standby)
     }
 
     /// Sends a remote command to one server (any meta or replica server), returning its

@@ -59,8 +59,11 @@ async fn the_same_meta_leading_again_after_it_was_lost_is_a_new_election() {
     assert_eq!(meta.leader_since().map(|(l, _)| l), Some(a));
 }
 
+/// Metas none of which has its handlers yet answer as a replica server or a collector given
+/// as a meta would (`ERR_HANDLER_NOT_FOUND`): nothing says an election is under way, so the
+/// client says so at once instead of waiting.
 #[tokio::test]
-async fn metas_that_are_all_starting_are_no_leader_yet() {
+async fn metas_that_are_all_starting_are_unreachable_not_an_election() {
     let starting = || support::Server {
         starting: true,
         ..support::leader_meta()
@@ -72,8 +75,29 @@ async fn metas_that_are_all_starting_are_no_leader_yet() {
         .call::<_, ClusterInfoResponse>(rpc::CLUSTER_INFO, &Empty)
         .await
         .unwrap_err();
-    assert!(matches!(err, MetaError::NoLeader { .. }), "{err}");
+    assert!(matches!(err, MetaError::Unreachable { .. }), "{err}");
     assert!(err.to_string().contains("ERR_HANDLER_NOT_FOUND"), "{err}");
+}
+
+/// A replica server given as the only meta: connecting fails after its first tries, not after
+/// `Timing::meta_election` (each try is counted by the server).
+#[tokio::test]
+async fn connecting_to_a_server_that_is_no_meta_fails_without_waiting() {
+    let (a, sa) = support::serve(support::Server {
+        starting: true,
+        ..support::leader_meta()
+    })
+    .await;
+    let err = support::connect(&[a], &[]).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            rollout_pegasus::PegasusError::Meta(MetaError::Unreachable { .. })
+        ),
+        "{err}"
+    );
+    let tries = sa.lock().unwrap().rpcs;
+    assert!(tries <= 4, "it waited for a leader: {tries} RPCs");
 }
 
 /// Connecting (as a resumed orchestrator does) while the meta leader is down and the standby
