@@ -171,6 +171,29 @@ impl Observer for Progress {
     }
 }
 
+/// Awaits `connect`, saying on stderr every [`CONNECT_NOTICE`] that it still runs: a backend
+/// connecting to a cluster without a leader (an election under way) waits for one, bounded
+/// by its timing, and the operator sees why nothing happens yet.
+pub(crate) async fn connecting<T>(what: &str, connect: impl std::future::Future<Output = T>) -> T {
+    let started = tokio::time::Instant::now();
+    let mut notice =
+        tokio::time::interval_at(tokio::time::Instant::now() + CONNECT_NOTICE, CONNECT_NOTICE);
+    tokio::pin!(connect);
+    loop {
+        tokio::select! {
+            r = &mut connect => return r,
+            _ = notice.tick() => eprintln!(
+                "connecting to {what}: {} s so far, no leader answers yet (an election may be \
+                 under way); waiting",
+                started.elapsed().as_secs()
+            ),
+        }
+    }
+}
+
+/// How often [`connecting`] says it still waits.
+const CONNECT_NOTICE: Duration = Duration::from_secs(5);
+
 /// Prints the plan of `spec` (as JSON with `json`), changing nothing.
 pub(crate) async fn print_plan<C: rollout_core::Cluster>(
     cluster: &C,
@@ -511,5 +534,18 @@ mod tests {
             source: Wrapped(refused()),
         });
         assert!(e.downcast_ref::<BadInput>().is_none(), "{e:#}");
+    }
+
+    /// A connect that takes 12 s (in tokio's paused time) gives its value; the notices on
+    /// the way neither end nor repeat it.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_connect_is_awaited_through_its_notices() {
+        let slow = async {
+            tokio::time::sleep(std::time::Duration::from_secs(12)).await;
+            42
+        };
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(super::connecting("the test cluster", slow).await, 42);
+        assert_eq!(t0.elapsed(), std::time::Duration::from_secs(12));
     }
 }

@@ -166,14 +166,20 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<Exit> {
         config = config.zk_digest(d);
     }
     let Some(file) = crate::common::cluster_file(args.cluster.as_deref())? else {
-        let cluster = OpenMldbCluster::connect(&config, |id: &NodeId| Some(Unmanaged(id.clone())))
-            .await
-            .map_err(|e| anyhow::anyhow!(chain(&e)))?;
-        return print_plan(&cluster, &spec, args.json).await;
-    };
-    let cluster = OpenMldbCluster::connect(&config, move |id: &NodeId| file.node(id))
+        let cluster = crate::common::connecting(
+            "the OpenMLDB cluster",
+            OpenMldbCluster::connect(&config, |id: &NodeId| Some(Unmanaged(id.clone()))),
+        )
         .await
         .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+        return print_plan(&cluster, &spec, args.json).await;
+    };
+    let cluster = crate::common::connecting(
+        "the OpenMLDB cluster",
+        OpenMldbCluster::connect(&config, move |id: &NodeId| file.node(id)),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(chain(&e)))?;
     if args.abort {
         return crate::common::abort_real(&cluster, &journal).await;
     }

@@ -170,11 +170,14 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<Exit> {
     }
     let file = crate::common::cluster_file(args.cluster.as_deref())?;
     // Without a cluster file, or only to look: the nodes are not controlled from here.
-    let plain = PegasusCluster::connect(
-        &args.meta,
-        &args.collector,
-        |id: &NodeId| Some(Unmanaged(id.clone())),
-        Timing::default().scaled(scale),
+    let plain = crate::common::connecting(
+        "the meta servers",
+        PegasusCluster::connect(
+            &args.meta,
+            &args.collector,
+            |id: &NodeId| Some(Unmanaged(id.clone())),
+            Timing::default().scaled(scale),
+        ),
     )
     .await
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;
@@ -189,11 +192,14 @@ async fn real(args: &Args, change: Change) -> anyhow::Result<Exit> {
     let Some(file) = file.filter(|_| args.run || args.abort) else {
         return print_plan(&plain, &spec, args.json).await;
     };
-    let cluster = PegasusCluster::connect(
-        &args.meta,
-        &args.collector,
-        move |id: &NodeId| file.node(id),
-        Timing::default().scaled(scale),
+    let cluster = crate::common::connecting(
+        "the meta servers",
+        PegasusCluster::connect(
+            &args.meta,
+            &args.collector,
+            move |id: &NodeId| file.node(id),
+            Timing::default().scaled(scale),
+        ),
     )
     .await
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;
