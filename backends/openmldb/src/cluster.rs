@@ -172,10 +172,13 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
     /// version of every nameserver and healthy tablet (refusing one this backend does not
     /// speak), and notes the highest op id.
     ///
+    /// A moment without a nameserver leader is waited out by each of its reads, for up to
+    /// three of the backend's ZooKeeper sessions each (see [`Self::ns`]).
+    ///
     /// # Errors
     /// ZooKeeper unreachable or locked to another identity, no OpenMLDB under the root, no
-    /// nameserver that answers as leader within three ZooKeeper sessions, a server of a
-    /// version other than 0.8.5+ or 0.9 ([`OpenMldbError::Unsupported`], naming it).
+    /// nameserver that answers as leader in that time, a server of a version other than
+    /// 0.8.5+ or 0.9 ([`OpenMldbError::Unsupported`], naming it).
     pub async fn connect(config: &Config, factory: F) -> Result<Self, OpenMldbError> {
         let timing = config.timing;
         let zk = Zk::connect(
@@ -203,8 +206,9 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         // A moment without a nameserver leader (the leader was just stopped and a standby
         // is not elected yet, as when a rollout is resumed while it restarts a nameserver)
         // is waited out by each call. A leader that stops answering in the middle of a call
-        // (which `ns` does not send again) makes these reads start again, until
-        // [`Self::election`] has passed since the first: the whole waits at most twice that.
+        // (which `ns` does not send again) makes these reads start again, as long as
+        // [`Self::election`] has not passed since the first; each read's own wait comes on
+        // top, so the whole is bounded by a few elections, not by one.
         let t0 = tokio::time::Instant::now();
         let (ops, versions) = loop {
             let read =
@@ -303,16 +307,17 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
 
     /// Calls the nameserver leader: the remembered one, else each registered nameserver in
     /// election order until one answers as leader (code 0). A standby (code 300), one
-    /// stopping (HTTP 503) or one not listening makes it ask the next; one that may have
+    /// stopping (HTTP 503) or one not reached makes it ask the next; one that may have
     /// acted (no answer in time, the connection lost mid-call) ends the try, so that a call
-    /// is never sent twice here. While no nameserver took the call and one answered (the
-    /// leader was just stopped and a standby is not elected yet) it asks again, for up to
-    /// [`Self::election`]; none answering at all is an error at once.
+    /// is never sent twice here. While no registered nameserver took the call (the leader
+    /// was just stopped and a standby is not elected yet, or the only nameserver restarts)
+    /// it asks again, for up to [`Self::election`].
     ///
     /// # Errors
     /// The server's error; when none answered as leader, a standby's answer if one gave
     /// one, else the last failure; [`OpenMldbError::NotFound`] when no nameserver is
-    /// registered.
+    /// registered (a nameserver's registration is its ZooKeeper session's: the list names
+    /// only processes that ran within a session).
     pub(crate) async fn ns<Q: Serialize + ?Sized, R: DeserializeOwned + HasStatus>(
         &self,
         method: &'static str,
@@ -392,10 +397,9 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
             }
         }
         forget();
-        match (answer, failure) {
-            (Some(e), _) => Round::NoLeader(e),
-            (None, Some(e)) => Round::Answered(Err(e)),
-            (None, None) => Round::Answered(Err(OpenMldbError::NotFound {
+        match answer.or(failure) {
+            Some(e) => Round::NoLeader(e),
+            None => Round::Answered(Err(OpenMldbError::NotFound {
                 zk: self.zk.name().to_string(),
                 reason: "no nameserver is registered".into(),
             })),
@@ -589,7 +593,7 @@ pub(crate) fn node_err(
 enum Round<R> {
     /// A nameserver answered as leader, or a call may have been taken (the last error).
     Answered(Result<R, OpenMldbError>),
-    /// None took the call, and one answered: each a standby, stopping, or not listening (the
-    /// last error).
+    /// No registered nameserver took the call: each a standby, stopping, or not reached (a
+    /// standby's answer if one gave one, else the last failure).
     NoLeader(OpenMldbError),
 }

@@ -104,10 +104,11 @@ pub enum OpenMldbError {
 
 impl OpenMldbError {
     pub(crate) fn transport(at: (String, &'static str), e: &reqwest::Error) -> Self {
-        let reason = if e.is_timeout() {
-            "no answer in time".to_string()
-        } else if e.is_connect() {
+        // A connect that timed out is both: no byte of the request was sent.
+        let reason = if e.is_connect() {
             format!("{CANNOT_CONNECT}: {e}")
+        } else if e.is_timeout() {
+            "no answer in time".to_string()
         } else {
             e.to_string()
         };

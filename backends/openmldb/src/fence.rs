@@ -334,10 +334,11 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         Ok((eligible, None))
     }
 
-    /// ChangeLeader and the wait for its op. A nameserver with no leader for a moment
-    /// (code 300 from every one) did not take the call: it is sent again within the op
-    /// deadline. A new leader forgets the finished ops of the old one, so when no op shows,
-    /// the partition's leader says whether it moved.
+    /// ChangeLeader and the wait for its op. A nameserver with no leader for longer than
+    /// `ns` waits, or a leader that did not answer in time (it may have taken the call), has
+    /// it sent again within the op deadline (a refusal of the second, when the first ran,
+    /// is judged as below). A new leader forgets the finished ops of the old one, so when no
+    /// op shows, the partition's leader says whether it moved.
     pub(crate) async fn change_leader(
         &self,
         req: &ChangeLeaderRequest,

@@ -259,8 +259,10 @@ fn leads(path: &str) -> Option<(u16, String)> {
     Some((200, body.into()))
 }
 
-/// Two nameservers registered under a fresh root, `a` first in election order.
-async fn register(tag: &str, a: &str, b: &str) -> (String, String) {
+/// Two nameservers registered under a fresh root, `a` first in election order, by a
+/// session the caller keeps (their nodes are ephemeral, as a nameserver's are: a re-run
+/// finds none left).
+async fn register(tag: &str, a: &str, b: &str) -> (String, String, zk::Client) {
     let ensemble = zookeeper();
     let root = format!("/rollout-test-{tag}-{}", std::process::id());
     let c = zk::Client::connect(&ensemble).await.expect("connect");
@@ -269,11 +271,11 @@ async fn register(tag: &str, a: &str, b: &str) -> (String, String) {
             &c,
             &format!("{root}/leader/lock_request000000000{seq}"),
             addr,
-            zk::CreateMode::Persistent,
+            zk::CreateMode::Ephemeral,
         )
         .await;
     }
-    (ensemble, root)
+    (ensemble, root, c)
 }
 
 /// The backend connected to `root` with `timing`, its nodes never touched.
@@ -352,7 +354,7 @@ async fn every_nameserver_call_waits_out_an_election() {
         nameserver(usize::MAX, f.old).await,
         nameserver(usize::MAX, f.new).await,
     );
-    let (ensemble, root) = register("election", &a, &b).await;
+    let (ensemble, root, _session) = register("election", &a, &b).await;
     let cluster = connected(
         &ensemble,
         &root,
@@ -372,7 +374,8 @@ async fn every_nameserver_call_waits_out_an_election() {
 }
 
 /// A wait for an election is bounded: with no leader ever, the call fails with the standby's
-/// answer after three of the backend's ZooKeeper sessions, having asked more than once.
+/// answer after three of the backend's ZooKeeper sessions (6 s here), having asked more than
+/// once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nameserver_call_gives_up_when_no_leader_is_elected() {
     let f = failover(None);
@@ -380,12 +383,15 @@ async fn a_nameserver_call_gives_up_when_no_leader_is_elected() {
         nameserver(usize::MAX, f.old).await,
         nameserver(usize::MAX, f.new).await,
     );
-    let (ensemble, root) = register("noelection", &a, &b).await;
+    let (ensemble, root, _session) = register("noelection", &a, &b).await;
     let mut timing = rollout_openmldb::Timing::default().scaled(20);
-    timing.session = Duration::from_secs(1);
+    timing.session = Duration::from_secs(2);
     let cluster = connected(&ensemble, &root, timing).await;
     f.lost.store(true, SeqCst);
-    let err = cluster.row_counts().await.unwrap_err();
+    let err = tokio::time::timeout(Duration::from_secs(60), cluster.row_counts())
+        .await
+        .expect("the wait for a leader is unbounded")
+        .unwrap_err();
     assert!(
         matches!(err, OpenMldbError::App { code: 300, .. }),
         "not the standby's answer: {err}"
@@ -426,7 +432,7 @@ async fn a_call_the_leader_may_have_taken_is_not_sent_again() {
         nameserver(usize::MAX, old).await,
         nameserver(usize::MAX, standby).await,
     );
-    let (ensemble, root) = register("taken", &a, &b).await;
+    let (ensemble, root, _session) = register("taken", &a, &b).await;
     let cluster = connected(
         &ensemble,
         &root,

@@ -43,8 +43,12 @@ impl Endpoint {
     /// `addr` (`host:port`) with each request's deadline `timeout`.
     pub fn new(addr: &str, timeout: Duration) -> Self {
         Self {
+            // A host that drops packets is told by its connect running out, before the
+            // call's own deadline, so that it reads as not reached rather than as a call
+            // that may have been taken.
             http: reqwest::Client::builder()
                 .timeout(timeout)
+                .connect_timeout(timeout / 2)
                 .build()
                 .unwrap_or_default(),
             addr: addr.to_string(),
