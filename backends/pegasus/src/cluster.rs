@@ -200,7 +200,7 @@ impl<F: NodeFactory> PegasusCluster<F> {
     ) -> Result<Self, PegasusError> {
         let meta = MetaClient::new(metas, timing.rpc);
         let election = Instant::now() + timing.meta_election;
-        let info: ClusterInfoResponse =
+        let (info, waited): (ClusterInfoResponse, _) =
             through_election(election, &timing, || meta.call(rpc::CLUSTER_INFO, &Empty)).await?;
         let name = info
             .get("cluster_name")
@@ -240,7 +240,15 @@ impl<F: NodeFactory> PegasusCluster<F> {
                 .unwrap_or_default(),
             zookeeper,
         };
-        cluster.versions = through_election(election, &timing, || cluster.read_versions()).await?;
+        let (versions, waited_again) =
+            through_election(election, &timing, || cluster.read_versions()).await?;
+        cluster.versions = versions;
+        // A leader elected while these reads waited holds every configured node ALIVE for
+        // its failure detector's grace: the health probe must not trust its node list yet,
+        // as it would not for an election it saw.
+        if waited || waited_again {
+            cluster.meta.note_election();
+        }
         // The leader as of the last read: one elected during these reads is asked, not the
         // one that answered first.
         let leader = cluster.meta.leader().ok_or_else(|| {
@@ -378,22 +386,24 @@ impl NoLeader for PegasusError {
 
 /// `read`, tried again while no meta answers as the leader, until `deadline` (shared by the
 /// reads of one connect, [`Timing::meta_election`] after its first); a second apart in the
-/// cluster's time.
+/// cluster's time. Also says whether it waited.
 async fn through_election<T, E: NoLeader + std::fmt::Display, Fut>(
     deadline: Instant,
     timing: &Timing,
     mut read: impl FnMut() -> Fut,
-) -> Result<T, E>
+) -> Result<(T, bool), E>
 where
     Fut: std::future::Future<Output = Result<T, E>>,
 {
+    let mut waited = false;
     loop {
         match read().await {
             Err(e) if e.no_leader() && Instant::now() < deadline => {
+                waited = true;
                 tracing::info!(error = %e, "no meta leader yet (an election in progress?); asking again");
                 tokio::time::sleep(Duration::from_secs(1) / timing.scale.max(1)).await;
             }
-            r => return r,
+            r => return r.map(|v| (v, waited)),
         }
     }
 }

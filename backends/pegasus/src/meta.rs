@@ -28,7 +28,8 @@ pub enum MetaError {
     #[error(transparent)]
     Call(#[from] CallError),
     /// No meta answered as the leader, and one answered as a standby or as a leader still
-    /// loading its state: an election may be under way.
+    /// loading its state: an election may be under way. (Before `Unreachable` existed this
+    /// also stood for metas none of which answered; match both for "no leader now".)
     #[error("no meta server answers as the leader ({tried}); {last}")]
     NoLeader {
         /// The metas asked.
@@ -39,7 +40,7 @@ pub enum MetaError {
     /// No meta answered as a meta: each refused the connection, failed it, was silent past
     /// the deadline, or has no meta handlers (a meta starting, or not a meta at all). A
     /// wrong address, or every meta down.
-    #[error("no meta server answers as the leader ({tried}): none could be reached; {last}")]
+    #[error("no meta server answers as the leader ({tried}): none answered as a meta; {last}")]
     Unreachable {
         /// The metas asked.
         tried: String,

@@ -101,7 +101,8 @@ async fn connecting_to_a_server_that_is_no_meta_fails_without_waiting() {
 }
 
 /// Connecting (as a resumed orchestrator does) while the meta leader is down and the standby
-/// still forwards to it, before the standby takes the lock: waited out, not a failure.
+/// still forwards to it, before the standby takes the lock and while it loads its state:
+/// waited out, not a failure.
 #[tokio::test]
 async fn connecting_during_a_meta_election_waits_for_the_new_leader() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -111,6 +112,7 @@ async fn connecting_during_a_meta_election_waits_for_the_new_leader() {
         leads: false,
         leader: Some(dead),
         leads_after: Some(12),
+        loading: 6,
         ..support::leader_meta()
     })
     .await;
@@ -118,6 +120,11 @@ async fn connecting_during_a_meta_election_waits_for_the_new_leader() {
         .await
         .unwrap_or_else(|e| panic!("connect met no meta leader and gave up: {e}"));
     assert!(sb.lock().unwrap().leads, "connected before b led");
+    assert_eq!(
+        sb.lock().unwrap().loading,
+        0,
+        "connected while b still loaded"
+    );
     assert_eq!(
         cluster.server_version().map(ToString::to_string).as_deref(),
         Some("2.5.0")

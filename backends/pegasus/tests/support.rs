@@ -36,6 +36,10 @@ pub struct Server {
     pub leader: Option<SocketAddr>,
     /// A standby that takes the leader lock once it has answered this many RPCs.
     pub leads_after: Option<usize>,
+    /// A leader loading its state: it answers this many more RPCs with
+    /// `ERR_SERVICE_NOT_ACTIVE` (`meta_service::check_leader_status` before `_started`,
+    /// @v2.5.0), remote commands aside, which need no leadership.
+    pub loading: usize,
     /// How many RPCs it answered.
     pub rpcs: usize,
     /// `/recentStartTime`.
@@ -140,7 +144,11 @@ async fn connection(mut s: TcpStream, state: Shared) {
                 st.leader = None;
             }
             st.rpcs += 1;
-            answer(&st, &req)
+            let loading = st.leads && st.loading > 0 && req.rpc != rpc::CLI;
+            if loading {
+                st.loading -= 1;
+            }
+            answer(&st, &req, loading)
         };
         let answer = match answer {
             Some(a) => a,
@@ -168,10 +176,15 @@ fn rpc_error(req: &Request, e: &str) -> Vec<u8> {
     frame::encode_response(&req.rpc, req.seqid, e, Payload::None)
 }
 
-/// The answer to anything but the leader's CLI and proposals (`None` for those).
-fn answer(s: &Server, req: &Request) -> Option<Vec<u8>> {
+/// The answer to anything but the leader's CLI and proposals (`None` for those); a leader
+/// still `loading` answers as a standby does, with `ERR_SERVICE_NOT_ACTIVE`.
+fn answer(s: &Server, req: &Request, loading: bool) -> Option<Vec<u8>> {
     let ok = Some(ErrorCode::ok());
-    let forward = Some(ErrorCode::new("ERR_FORWARD_TO_OTHERS"));
+    let forward = Some(ErrorCode::new(if loading {
+        "ERR_SERVICE_NOT_ACTIVE"
+    } else {
+        "ERR_FORWARD_TO_OTHERS"
+    }));
     if s.starting || ((!s.meta || s.no_cli) && req.rpc == rpc::CLI) {
         return Some(rpc_error(req, "ERR_HANDLER_NOT_FOUND"));
     }
@@ -181,7 +194,7 @@ fn answer(s: &Server, req: &Request) -> Option<Vec<u8>> {
     if !s.meta {
         return Some(rpc_error(req, "ERR_HANDLER_NOT_FOUND"));
     }
-    if !s.leads {
+    if !s.leads || loading {
         return Some(match req.rpc.as_str() {
             rpc::QUERY_CONFIG => {
                 let hint = PartitionConfiguration {
