@@ -183,8 +183,8 @@ pub(crate) async fn connecting<T>(what: &str, connect: impl std::future::Future<
         tokio::select! {
             r = &mut connect => return r,
             _ = notice.tick() => eprintln!(
-                "connecting to {what}: {} s so far, no leader answers yet (an election may be \
-                 under way); waiting",
+                "connecting to {what}: {} s so far; no leader has answered yet (an election, \
+                 a restarting server or a slow ZooKeeper); the wait is bounded",
                 started.elapsed().as_secs()
             ),
         }
