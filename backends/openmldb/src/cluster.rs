@@ -173,7 +173,7 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
     /// speak), and notes the highest op id.
     ///
     /// A moment without a nameserver leader is waited out by each of its reads, for up to
-    /// three of the backend's ZooKeeper sessions each (see [`Self::ns`]).
+    /// three of the backend's ZooKeeper sessions each.
     ///
     /// # Errors
     /// ZooKeeper unreachable or locked to another identity, no OpenMLDB under the root, no

@@ -492,3 +492,47 @@ async fn a_nameserver_leader_lost_between_two_reads_is_waited_out() {
         Some("0.9.1")
     );
 }
+
+/// A leader that takes one of `connect`'s reads and never answers it (its process hangs, then
+/// is gone) while the standby takes over: the read is not sent elsewhere, and `connect`
+/// starts its reads again on the new leader instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_reads_again_after_a_leader_hangs_in_the_middle_of_one() {
+    let hung = Arc::new(AtomicBool::new(false));
+    // ShowOPStatus answered, ShowTablet taken and never answered; then its port closes.
+    let old = {
+        let hung = hung.clone();
+        nameserver(2, move |path, _| {
+            if path == "/NameServer/ShowTablet" {
+                hung.store(true, SeqCst);
+                None
+            } else {
+                leads(path)
+            }
+        })
+        .await
+    };
+    let new = {
+        let hung = hung.clone();
+        nameserver(usize::MAX, move |path, _| {
+            if hung.load(SeqCst) || path == "/version" {
+                leads(path)
+            } else {
+                not_leader()
+            }
+        })
+        .await
+    };
+    let (ensemble, root, _session) = register("hang", &old, &new).await;
+    let cluster = connected(
+        &ensemble,
+        &root,
+        rollout_openmldb::Timing::default().scaled(20),
+    )
+    .await;
+    assert!(hung.load(SeqCst), "the old leader never took the read");
+    assert_eq!(
+        cluster.server_version().map(|v| v.to_string()).as_deref(),
+        Some("0.9.1")
+    );
+}
