@@ -16,12 +16,6 @@
 //!
 //! The same as `rollout openmldb ACTION` (the `rollout-cli` crate), the action given as a mode flag (`--plan`, `--run`, `--status`, `--abort`, `--emulate`), with the flags of docs/contracts.md.
 
-/// The simulator allocates and frees a replica's log and event per write; mimalloc does that
-/// about a quarter faster than the system allocator at 100,000 partitions
-/// (docs/benchmarks.md, "Allocator").
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     rollout_cli::openmldb::main()
 }

@@ -8,12 +8,6 @@
 //!
 //! The same as `rollout simulate` (the `rollout-cli` crate), with the flags of docs/contracts.md.
 
-/// The simulator allocates and frees a replica's log and event per write; mimalloc does that
-/// about a quarter faster than the system allocator at 100,000 partitions
-/// (docs/benchmarks.md, "Allocator").
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     rollout_cli::simulate::main()
 }

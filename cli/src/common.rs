@@ -175,18 +175,29 @@ impl Observer for Progress {
 /// connecting to a cluster without a leader (an election under way) waits for one, bounded
 /// by its timing, and the operator sees why nothing happens yet.
 pub(crate) async fn connecting<T>(what: &str, connect: impl std::future::Future<Output = T>) -> T {
+    noticed(connect, |waited| {
+        eprintln!(
+            "connecting to {what}: {} s so far; no leader has answered yet (an election, a \
+             restarting server or a slow ZooKeeper); the wait is bounded",
+            waited.as_secs()
+        );
+    })
+    .await
+}
+
+/// Awaits `work`, calling `notice` with the time waited every [`CONNECT_NOTICE`] until it
+/// ends.
+async fn noticed<T>(
+    work: impl std::future::Future<Output = T>,
+    mut notice: impl FnMut(Duration),
+) -> T {
     let started = tokio::time::Instant::now();
-    let mut notice =
-        tokio::time::interval_at(tokio::time::Instant::now() + CONNECT_NOTICE, CONNECT_NOTICE);
-    tokio::pin!(connect);
+    let mut tick = tokio::time::interval_at(started + CONNECT_NOTICE, CONNECT_NOTICE);
+    tokio::pin!(work);
     loop {
         tokio::select! {
-            r = &mut connect => return r,
-            _ = notice.tick() => eprintln!(
-                "connecting to {what}: {} s so far; no leader has answered yet (an election, \
-                 a restarting server or a slow ZooKeeper); the wait is bounded",
-                started.elapsed().as_secs()
-            ),
+            r = &mut work => return r,
+            _ = tick.tick() => notice(started.elapsed()),
         }
     }
 }
@@ -496,6 +507,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use rollout_core::error::Phase;
     use rollout_core::{Error, NodeId};
     use rollout_process::ProcessError;
@@ -515,37 +528,41 @@ mod tests {
         }
     }
 
+    /// The node's refusal as the engine reports it in `phase`.
+    fn refused_in(phase: Phase) -> anyhow::Error {
+        engine_error(Error::Backend {
+            node: Some(NodeId::new("10.0.0.1:34801")),
+            phase,
+            source: Wrapped(refused()),
+        })
+    }
+
     #[test]
     fn a_node_refusal_while_planning_is_bad_input_named_once() {
-        let e = engine_error(Error::Backend {
-            node: Some(NodeId::new("10.0.0.1:34801")),
-            phase: Phase::Plan,
-            source: Wrapped(refused()),
-        });
+        let e = refused_in(Phase::Plan);
         let bad = e.downcast_ref::<BadInput>().expect("bad input");
         assert_eq!(bad.0.matches("conf/nothing.flags").count(), 1, "{}", bad.0);
     }
 
     #[test]
     fn the_same_refusal_after_the_plan_fails_the_run() {
-        let e = engine_error(Error::Backend {
-            node: Some(NodeId::new("10.0.0.1:34801")),
-            phase: Phase::Apply,
-            source: Wrapped(refused()),
-        });
+        let e = refused_in(Phase::Apply);
         assert!(e.downcast_ref::<BadInput>().is_none(), "{e:#}");
     }
 
-    /// A connect that takes 12 s (in tokio's paused time) gives its value; the notices on
-    /// the way neither end nor repeat it.
+    /// A connect that takes 12 s (in tokio's paused time) gives its value, with a notice at
+    /// 5 s and at 10 s and none after it ended.
     #[tokio::test(start_paused = true)]
     async fn a_slow_connect_is_awaited_through_its_notices() {
         let slow = async {
-            tokio::time::sleep(std::time::Duration::from_secs(12)).await;
+            tokio::time::sleep(Duration::from_secs(12)).await;
             42
         };
-        let t0 = tokio::time::Instant::now();
-        assert_eq!(super::connecting("the test cluster", slow).await, 42);
-        assert_eq!(t0.elapsed(), std::time::Duration::from_secs(12));
+        let mut notices = Vec::new();
+        assert_eq!(
+            super::noticed(slow, |t| notices.push(t.as_secs())).await,
+            42
+        );
+        assert_eq!(notices, [5, 10]);
     }
 }

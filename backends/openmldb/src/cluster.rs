@@ -368,7 +368,7 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
             .clone();
         if let Some(e) = cached {
             match e.call("NameServer", method, request).await {
-                Err(err) if err.rediscover() && err.not_taken() => note(err),
+                Err(err) if err.not_taken() => note(err),
                 Err(err) if err.rediscover() => {
                     forget();
                     return Round::Answered(Err(err));
@@ -383,7 +383,7 @@ impl<F: NodeFactory> OpenMldbCluster<F> {
         for addr in servers {
             let e = self.endpoint(&addr);
             match e.call("NameServer", method, request).await {
-                Err(err) if err.rediscover() && err.not_taken() => note(err),
+                Err(err) if err.not_taken() => note(err),
                 Err(err) if err.rediscover() => {
                     forget();
                     return Round::Answered(Err(err));

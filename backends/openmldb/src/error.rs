@@ -151,8 +151,8 @@ impl OpenMldbError {
     }
 
     /// Whether the server surely did not act on the call: a standby nameserver (code 300), a
-    /// stopping server (HTTP 503), or no connection made. A timeout or a connection lost
-    /// mid-call is not: the server may have acted.
+    /// stopping server (HTTP 503), or no connection made (each also [`Self::rediscover`]). A
+    /// timeout or a connection lost mid-call is not: the server may have acted.
     pub fn not_taken(&self) -> bool {
         match self {
             Self::Transport { reason, .. } => reason.starts_with(CANNOT_CONNECT),

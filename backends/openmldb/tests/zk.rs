@@ -451,9 +451,6 @@ async fn a_call_the_leader_may_have_taken_is_not_sent_again() {
 /// on the first read that meets no leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nameserver_leader_lost_between_two_reads_is_waited_out() {
-    let ensemble = zookeeper();
-    let root = format!("/rollout-test-noleader-{}", std::process::id());
-    let c = zk::Client::connect(&ensemble).await.expect("connect");
     // The leader answers the first read (ShowOPStatus) and is gone before the next.
     let old = nameserver(1, |path, _| leads(path)).await;
     // The standby: not leader for its first 5 answers of each call, then the leader.
@@ -465,28 +462,13 @@ async fn a_nameserver_leader_lost_between_two_reads_is_waited_out() {
         }
     })
     .await;
-    put(
-        &c,
-        &format!("{root}/leader/lock_request0000000001"),
-        &old,
-        zk::CreateMode::Ephemeral,
+    let (ensemble, root, _session) = register("noleader", &old, &new).await;
+    let cluster = connected(
+        &ensemble,
+        &root,
+        rollout_openmldb::Timing::default().scaled(20),
     )
     .await;
-    put(
-        &c,
-        &format!("{root}/leader/lock_request0000000002"),
-        &new,
-        zk::CreateMode::Ephemeral,
-    )
-    .await;
-    let config = rollout_openmldb::Config::new(&ensemble, &root)
-        .timing(rollout_openmldb::Timing::default().scaled(20));
-    let cluster =
-        rollout_openmldb::OpenMldbCluster::connect(&config, |_: &rollout_core::NodeId| {
-            None::<rollout_core::erased::BoxNode>
-        })
-        .await;
-    let cluster = cluster.unwrap_or_else(|e| panic!("connect met no leader and gave up: {e}"));
     assert_eq!(
         cluster.server_version().map(|v| v.to_string()).as_deref(),
         Some("0.9.1")

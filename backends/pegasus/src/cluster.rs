@@ -200,8 +200,11 @@ impl<F: NodeFactory> PegasusCluster<F> {
     ) -> Result<Self, PegasusError> {
         let meta = MetaClient::new(metas, timing.rpc);
         let election = Instant::now() + timing.meta_election;
-        let (info, waited): (ClusterInfoResponse, _) =
-            through_election(election, &timing, || meta.call(rpc::CLUSTER_INFO, &Empty)).await?;
+        let (info, waited) = through_election(election, &timing, || async {
+            let info: ClusterInfoResponse = meta.call(rpc::CLUSTER_INFO, &Empty).await?;
+            Ok(info)
+        })
+        .await?;
         let name = info
             .get("cluster_name")
             .map(str::to_string)
@@ -366,39 +369,25 @@ impl<F: NodeFactory> PegasusCluster<F> {
     }
 }
 
-/// Whether no meta answered as the leader while one answered (a standby, a meta starting):
-/// an election under way. Not when none could be reached, which waiting does not mend.
-trait NoLeader {
-    fn no_leader(&self) -> bool;
-}
-
-impl NoLeader for MetaError {
-    fn no_leader(&self) -> bool {
-        matches!(self, Self::NoLeader { .. })
-    }
-}
-
-impl NoLeader for PegasusError {
-    fn no_leader(&self) -> bool {
-        matches!(self, Self::Meta(e) if e.no_leader())
-    }
-}
-
 /// `read`, tried again while no meta answers as the leader, until `deadline` (shared by the
 /// reads of one connect, [`Timing::meta_election`] after its first); a second apart in the
 /// cluster's time. Also says whether it waited.
-async fn through_election<T, E: NoLeader + std::fmt::Display, Fut>(
+async fn through_election<T, Fut>(
     deadline: Instant,
     timing: &Timing,
     mut read: impl FnMut() -> Fut,
-) -> Result<(T, bool), E>
+) -> Result<(T, bool), PegasusError>
 where
-    Fut: std::future::Future<Output = Result<T, E>>,
+    Fut: std::future::Future<Output = Result<T, PegasusError>>,
 {
     let mut waited = false;
     loop {
         match read().await {
-            Err(e) if e.no_leader() && Instant::now() < deadline => {
+            // A standby or a loading leader answered: an election may be under way. Not
+            // `Unreachable`, which waiting does not mend.
+            Err(e @ PegasusError::Meta(MetaError::NoLeader { .. }))
+                if Instant::now() < deadline =>
+            {
                 waited = true;
                 tracing::info!(error = %e, "no meta leader yet (an election in progress?); asking again");
                 tokio::time::sleep(Duration::from_secs(1) / timing.scale.max(1)).await;

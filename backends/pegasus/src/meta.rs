@@ -298,8 +298,8 @@ impl MetaClient {
             let Ok(resp) = resp else {
                 continue;
             };
-            match resp.err.as_ref().map(ErrorCode::as_str) {
-                Some("ERR_FORWARD_TO_OTHERS") => {
+            match resp.err.as_ref() {
+                Some(e) if e.as_str() == "ERR_FORWARD_TO_OTHERS" => {
                     standby = true;
                     let hint = resp.partitions.first().and_then(|p| p.primary.0);
                     if let Some(h) = hint
@@ -312,7 +312,7 @@ impl MetaClient {
                         hinted.push(j);
                     }
                 }
-                Some("ERR_SERVICE_NOT_ACTIVE" | "ERR_UNDER_RECOVERY") => standby = true,
+                Some(e) if not_leader(e) => standby = true,
                 _ => {
                     self.set_leader(Some(i));
                     return (vec![i], standby);

@@ -410,6 +410,24 @@ impl World {
     /// where every member went inactive it recovers from the last one (the longest log) once
     /// its node is alive. The promotion is a reconfiguration taking `took`. Whether it
     /// promoted.
+    /// How loaded node `n` looks to the meta picking a primary for a partition of `table`
+    /// (`newly_partitions::less_primaries`): the table's primaries, the table's replicas, all
+    /// primaries, all replicas; learners count as replicas. Less is preferred.
+    pub(crate) fn meta_load(&self, n: u32, table: u16) -> (u32, u32, u32, u32) {
+        let node = &self.nodes[n as usize];
+        let (tp, tm) = node
+            .table_counts
+            .get(usize::from(table))
+            .copied()
+            .unwrap_or_default();
+        (
+            tp,
+            tm,
+            node.counts.primaries,
+            node.counts.members + node.counts.learners,
+        )
+    }
+
     pub(crate) fn promote(&mut self, p: u32, took: Us) -> bool {
         let part = &self.parts[p as usize];
         let dead_primary = part
@@ -426,23 +444,12 @@ impl World {
             let n = &self.nodes[r.node as usize];
             n.attached && !n.offline
         };
-        let table = usize::from(part.table);
-        let load = |r: &Replica| {
-            let n = &self.nodes[r.node as usize];
-            let (tp, tm) = n.table_counts.get(table).copied().unwrap_or_default();
-            (
-                tp,
-                tm,
-                n.counts.primaries,
-                n.counts.members + n.counts.learners,
-            )
-        };
         let chosen = part
             .replicas
             .iter()
             .enumerate()
             .filter(|(_, r)| r.role == Rep::Secondary && to_meta(r))
-            .min_by_key(|(i, r)| (load(r), *i))
+            .min_by_key(|(i, r)| (self.meta_load(r.node, part.table), *i))
             .map(|(i, _)| i);
         // The upgrade sent to a process that is down (the meta does not know yet) is lost:
         // the meta picks the same node again at its next check.

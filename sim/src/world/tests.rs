@@ -372,18 +372,6 @@ fn node_index(sim: &crate::SimCluster, id: &rollout_core::NodeId) -> u32 {
 fn a_learner_counts_as_a_replica_when_the_meta_picks_a_primary() {
     use super::Replica;
 
-    // (the table's primaries, the table's replicas with learners, primaries, replicas with
-    // learners), as the meta ranks them.
-    let key = |w: &super::World, n: u32| {
-        let node = &w.nodes[n as usize];
-        let (tp, tm) = node.table_counts.first().copied().unwrap_or_default();
-        (
-            tp,
-            tm,
-            node.counts.primaries,
-            node.counts.members + node.counts.learners,
-        )
-    };
     let found = (1..64u64).find_map(|seed| {
         let sim = SimBuilder::new(Flavor::Pegasus)
             .seed(seed)
@@ -401,7 +389,7 @@ fn a_learner_counts_as_a_replica_when_the_meta_picks_a_primary() {
                 .collect();
             let [a, b] = secondaries[..] else { continue };
             // The first secondary wins without learners, and would lose with enough of them.
-            let (ka, kb) = (key(&w, a), key(&w, b));
+            let (ka, kb) = (w.meta_load(a, 0), w.meta_load(b, 0));
             if !(ka <= kb && ka.0 == kb.0) {
                 continue;
             }
