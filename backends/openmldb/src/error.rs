@@ -152,7 +152,11 @@ impl OpenMldbError {
 
     /// Whether the server surely did not act on the call: a standby nameserver (code 300), a
     /// stopping server (HTTP 503), or no connection made (each also [`Self::rediscover`]). A
-    /// timeout or a connection lost mid-call is not: the server may have acted.
+    /// timeout or a connection lost mid-call is not: the server may have acted. Every
+    /// `NameServerImpl` method this backend calls answers 300 from its `running_` check before
+    /// it acts (`src/nameserver/name_server_impl.cc`, v0.8.5 and v0.9.2), and brpc answers
+    /// 503 (`ELOGOFF`, `ELIMIT`) before it dispatches (`ProcessHttpRequest` in
+    /// `http_rpc_protocol.cpp`, at the brpc commit v0.9.2 pins).
     pub fn not_taken(&self) -> bool {
         match self {
             Self::Transport { reason, .. } => reason.starts_with(CANNOT_CONNECT),

@@ -214,7 +214,8 @@ impl MetaClient {
         // Whether a meta answered as a standby or a leader still loading (a forward,
         // `ERR_SERVICE_NOT_ACTIVE`, `ERR_UNDER_RECOVERY`): then no leader is an election.
         // Not a meta without handlers yet: a replica server or a collector given as a meta
-        // answers so too (`rpc_engine::on_recv_request`), and waiting would not mend that.
+        // answers so too (`rpc_engine::on_recv_request` @v2.5.0), and waiting would not mend
+        // that. A standby answers before it acts (`meta_service::check_leader_status`).
         let mut heard = false;
         // The remembered leader, then every meta in order (a fresh discovery each round).
         for _round in 0..2 {
