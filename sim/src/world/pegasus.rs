@@ -399,17 +399,6 @@ impl World {
         }
     }
 
-    /// The meta promotes a secondary where the primary's node is dead or the partition has
-    /// none (`partition_guardian::on_missing_primary` @v2.5.0, the same in v2.4.0 and master):
-    /// of the secondaries alive to it, the one whose node holds the fewest primaries of the
-    /// partition's table, then the fewest replicas of that table, then the fewest primaries
-    /// and replicas in all, then the first in the membership (`newly_partitions::less_primaries`,
-    /// `server_load_balancer.cpp`). A learner counts as a replica, as the meta counts a
-    /// secondary it is adding from the cure that assigned it; a promotion counts at once, as
-    /// its pending count does;
-    /// where every member went inactive it recovers from the last one (the longest log) once
-    /// its node is alive. The promotion is a reconfiguration taking `took`. Whether it
-    /// promoted.
     /// How loaded node `n` looks to the meta picking a primary for a partition of `table`
     /// (`newly_partitions::less_primaries`): the table's primaries, the table's replicas, all
     /// primaries, all replicas; learners count as replicas. Less is preferred.
@@ -428,6 +417,17 @@ impl World {
         )
     }
 
+    /// The meta promotes a secondary where the primary's node is dead or the partition has
+    /// none (`partition_guardian::on_missing_primary` @v2.5.0, the same in v2.4.0 and master):
+    /// of the secondaries alive to it, the one whose node holds the fewest primaries of the
+    /// partition's table, then the fewest replicas of that table, then the fewest primaries
+    /// and replicas in all, then the first in the membership (`newly_partitions::less_primaries`,
+    /// `server_load_balancer.cpp`). A learner counts as a replica, as the meta counts a
+    /// secondary it is adding from the cure that assigned it; a promotion counts at once, as
+    /// its pending count does;
+    /// where every member went inactive it recovers from the last one (the longest log) once
+    /// its node is alive. The promotion is a reconfiguration taking `took`. Whether it
+    /// promoted.
     pub(crate) fn promote(&mut self, p: u32, took: Us) -> bool {
         let part = &self.parts[p as usize];
         let dead_primary = part
